@@ -1,0 +1,79 @@
+"""Build script: compiles the Cython hot paths unless PYSYNCER_NO_EXTENSIONS is set.
+
+Metadata lives in pyproject.toml; this file only decides which extension modules to
+build. ``PYSYNCER_NO_EXTENSIONS=1`` (read by pysyncer/_core/_compat.py, the one place
+the switch is interpreted) builds a pure-Python package and compiles nothing.
+"""
+
+from __future__ import annotations
+
+import runpy
+import sys
+from pathlib import Path
+
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = Path(__file__).resolve().parent
+_compat = runpy.run_path(str(HERE / "pysyncer" / "_core" / "_compat.py"))
+NO_EXTENSIONS: bool = _compat["NO_EXTENSIONS"]
+SWITCH: str = _compat["ENV_VAR"]
+
+# One entry per compiled module; each has a pure-Python twin named *_py.py.
+CORE_MODULES = ["_slots_c", "_digest_c"]
+
+FAILURE_HINT = (
+    f"pysyncer: cannot compile the Cython core ({{reason}}); install a C compiler and "
+    f"Python headers, or set {SWITCH}=1 to install the pure-Python implementation"
+)
+
+
+class StrictBuildExt(build_ext):
+    """build_ext whose failure is one line that names the pure-Python switch."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as exc:  # CompileError, DistutilsPlatformError, ...
+            raise SystemExit(FAILURE_HINT.format(reason=_one_line(exc))) from None
+
+    def build_extension(self, ext: Extension) -> None:
+        try:
+            super().build_extension(ext)
+        except Exception as exc:
+            raise SystemExit(FAILURE_HINT.format(reason=_one_line(exc))) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[-1] if text else 'no details'}"
+
+
+def _extensions() -> list[Extension]:
+    if NO_EXTENSIONS:
+        return []
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        raise SystemExit(FAILURE_HINT.format(reason="Cython is not installed")) from None
+    compile_args = [] if sys.platform == "win32" else ["-O3"]
+    extensions = [
+        Extension(
+            f"pysyncer._core.{name}",
+            [f"pysyncer/_core/{name}.pyx"],
+            extra_compile_args=compile_args,
+        )
+        for name in CORE_MODULES
+    ]
+    return cythonize(
+        extensions,
+        compiler_directives={
+            "language_level": 3,
+            "embedsignature": True,
+            "freethreading_compatible": True,
+        },
+        quiet=True,
+    )
+
+
+setup(ext_modules=_extensions(), cmdclass={"build_ext": StrictBuildExt})

@@ -1,0 +1,44 @@
+"""Shared fixtures: both implementations of every _core module, and real servers."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+from types import ModuleType
+
+import pytest
+
+from pysyncer._core._compat import no_extensions_requested
+
+IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+COMPILED_EXPECTED = not no_extensions_requested()
+
+
+def load_core_module(name: str, kind: str) -> ModuleType:
+    """Import ``pysyncer._core._{name}_{kind}`` (kind ``py`` or ``c``) for a parity test.
+
+    A missing compiled module fails the test when compiled code is expected (the
+    suite's compiled run) and skips it in the pure-Python run.
+    """
+    module_name = f"pysyncer._core._{name}_{kind}"
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        if kind == "c" and not COMPILED_EXPECTED:
+            pytest.skip(f"{module_name} is not built (PYSYNCER_NO_EXTENSIONS run)")
+        raise AssertionError(f"{module_name} was expected but did not load: {exc}") from exc
+
+
+def require_program(program: str, debian_package: str) -> str:
+    """Path of a server binary; skip (or fail under CI=true) when it is missing."""
+    path = shutil.which(program) or shutil.which(program, path="/usr/sbin:/usr/bin:/sbin:/bin")
+    if path is None:
+        message = (
+            f"{program} is not installed: run 'apt-get install {debian_package}' "
+            "(ci/test.sh does this when run as root)"
+        )
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
