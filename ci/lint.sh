@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-.venv/bin/python}
 BIN=$(dirname "$PYTHON")
+export PATH="$BIN:$PATH"  # cython-lint runs pycodestyle from PATH
 status=0
 
 if [[ "${1:-}" == "--fix" ]]; then
