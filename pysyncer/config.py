@@ -1,0 +1,306 @@
+"""Typed daemon configuration: defaults < config file < ``PYSYNCER_*`` env vars < flags.
+
+Each setting is declared once in :data:`SETTINGS` (key, flag, env var, default, parser,
+help); the command line builds its options from that table, and :func:`load_config`
+merges the four sources into one frozen :class:`DaemonConfig`. The config file is TOML
+with the same keys as the flags (``sc-addr = ["http://127.0.0.1:30100"]``). Every bad
+value raises :class:`~pysyncer.errors.ConfigError` whose one-line message names the key
+and where the value came from.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import ipaddress
+import os
+import socket
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from pysyncer.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+__all__ = [
+    "SETTINGS",
+    "DaemonConfig",
+    "HostPort",
+    "Setting",
+    "default_dc",
+    "load_config",
+    "parse_host_port",
+]
+
+ENV_PREFIX = "PYSYNCER_"
+EMBEDDED_REGISTRY_ADDR = "http://127.0.0.1:30100"
+ENCRYPTION_KEY_SIZES = (16, 24, 32)  # AES-128/192/256, as Serf accepts
+
+
+class HostPort(NamedTuple):
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_host_port(text: str, default_port: int | None = None) -> HostPort:
+    """``HOST:PORT`` (IPv6 as ``[::1]:PORT``); a bare host takes ``default_port``."""
+    text = text.strip()
+    host, sep, port_text = text.rpartition(":")
+    if text.startswith("[") and "]" in text:
+        bracket = text.index("]")
+        host, rest = text[1:bracket], text[bracket + 1 :]
+        sep, port_text = (":", rest[1:]) if rest.startswith(":") else ("", "")
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"{text!r} is not HOST:PORT")
+    elif not sep or ":" in host:
+        if default_port is None or ":" in text:
+            raise ValueError(f"{text!r} is not HOST:PORT")
+        host, port_text = text, ""
+    if not host:
+        raise ValueError(f"{text!r} has no host")
+    if not port_text:
+        if default_port is None:
+            raise ValueError(f"{text!r} has no port")
+        return HostPort(host, default_port)
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"port {port_text!r} in {text!r} is not 0..65535")
+    return HostPort(host, int(port_text))
+
+
+def _host_port(default_port: int) -> Callable[[Any], HostPort]:
+    def parse(value: Any) -> HostPort:
+        return parse_host_port(str(value), default_port)
+
+    return parse
+
+
+def _name(value: Any) -> str:
+    text = str(value).strip()
+    if not text or len(text) > 128 or any(c.isspace() for c in text):
+        raise ValueError(f"{text!r} must be 1-128 characters without spaces")
+    return text
+
+
+def _address_list(value: Any) -> tuple[str, ...]:
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    return tuple(str(item).strip() for item in items if str(item).strip())
+
+
+def _join_list(value: Any) -> tuple[str, ...]:
+    addresses = _address_list(value)
+    for address in addresses:
+        parse_host_port(address, default_port=30190)
+    return addresses
+
+
+def _encryption_key(value: Any) -> str | None:
+    if value is None or str(value).strip() == "":
+        return None
+    text = str(value).strip()
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("is not valid base64 (use 'pysyncer keygen')") from None
+    if len(raw) not in ENCRYPTION_KEY_SIZES:
+        raise ValueError(f"decodes to {len(raw)} bytes; a key must be 16, 24 or 32 bytes")
+    return text
+
+
+def _store(value: Any) -> str:
+    text = str(value).strip()
+    if text == "embedded":
+        return text
+    if text.startswith("etcd://") and len(text) > len("etcd://"):
+        for endpoint in text[len("etcd://") :].split(","):
+            parse_host_port(endpoint, default_port=2379)
+        return text
+    raise ValueError(f"{text!r} must be 'embedded' or 'etcd://HOST:PORT[,HOST:PORT]'")
+
+
+def _optional_host_port(default_port: int) -> Callable[[Any], HostPort | None]:
+    def parse(value: Any) -> HostPort | None:
+        if value is None or str(value).strip() == "":
+            return None
+        return parse_host_port(str(value), default_port)
+
+    return parse
+
+
+def _path(value: Any) -> Path:
+    return Path(str(value)).expanduser()
+
+
+def _log_level(value: Any) -> str:
+    level = str(value).strip().upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise ValueError(f"{value!r} must be one of debug, info, warning, error")
+    return level
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration key: its flag, env var, default and parser."""
+
+    key: str
+    default: Any
+    parse: Callable[[Any], Any]
+    help: str
+    metavar: str = "VALUE"
+
+    @property
+    def flag(self) -> str:
+        return f"--{self.key}"
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.key.upper().replace("-", "_")
+
+    @property
+    def attr(self) -> str:
+        return self.key.replace("-", "_")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("node", None, _name, "node name in the gossip pool (default: hostname)", "NAME"),
+    Setting("dc", None, _name, "data center name (default: derived from --sc-addr)", "NAME"),
+    Setting("bind", "0.0.0.0:30190", _host_port(30190), "gossip address, UDP+TCP", "HOST:PORT"),
+    Setting(
+        "advertise", None, _optional_host_port(30190), "gossip address others use", "HOST:PORT"
+    ),
+    Setting("rpc-addr", "0.0.0.0:30191", _host_port(30191), "gRPC sync address", "HOST:PORT"),
+    Setting("admin-addr", "127.0.0.1:30300", _host_port(30300), "HTTP admin API", "HOST:PORT"),
+    Setting("join", (), _join_list, "pool members to join", "ADDR[,ADDR]"),
+    Setting(
+        "sc-addr",
+        (),
+        _address_list,
+        "local registry address(es); omitted: an embedded registry on 127.0.0.1:30100",
+        "URL[,URL]",
+    ),
+    Setting("plugin", "servicecomb", _name, "registry adapter", "NAME"),
+    Setting("store", "embedded", _store, "embedded or etcd://HOST:PORT[,HOST:PORT]", "STORE"),
+    Setting("data-dir", None, _path, "state directory (default ./pysyncer-data/NODE)", "DIR"),
+    Setting("encrypt", None, _encryption_key, "Serf-compatible gossip key (base64)", "KEY"),
+    Setting("log-level", "info", _log_level, "debug, info, warning or error", "LEVEL"),
+)
+
+_BY_KEY = {setting.key: setting for setting in SETTINGS}
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    node: str
+    dc: str
+    bind: HostPort
+    advertise: HostPort | None
+    rpc_addr: HostPort
+    admin_addr: HostPort
+    join: tuple[str, ...]
+    sc_addr: tuple[str, ...]
+    plugin: str
+    store: str
+    data_dir: Path
+    encrypt: str | None
+    log_level: str
+    config_file: Path | None
+
+    @property
+    def embedded_registry(self) -> bool:
+        """True when no registry address was given: the daemon runs its own."""
+        return not self.sc_addr
+
+    def encryption_key(self) -> bytes | None:
+        return None if self.encrypt is None else base64.b64decode(self.encrypt)
+
+
+def default_dc(sc_addresses: Sequence[str]) -> str:
+    """A data center name shared by every syncer pointing at the same registry.
+
+    As in the original syncer: derived from the sorted registry addresses, so syncers
+    of one registry group together without configuration.
+    """
+    addresses = sorted(sc_addresses) or [EMBEDDED_REGISTRY_ADDR]
+    return "dc-" + hashlib.md5(",".join(addresses).encode(), usedforsecurity=False).hexdigest()[:12]
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path}: not found") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
+    unknown = sorted(set(data) - set(_BY_KEY))
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown key {unknown[0]!r}")
+    return data
+
+
+def load_config(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | Path | None = None,
+) -> DaemonConfig:
+    """Merge defaults < config file < env < flags into a validated :class:`DaemonConfig`.
+
+    ``flags`` maps setting keys (``"sc-addr"``) to values given on the command line;
+    ``None`` values mean "not given". ``config_file`` falls back to ``PYSYNCER_CONFIG``.
+    """
+    flags = {key: value for key, value in (flags or {}).items() if value is not None}
+    environ = os.environ if environ is None else environ
+    unknown = sorted(set(flags) - set(_BY_KEY))
+    if unknown:
+        raise ConfigError(f"unknown setting {unknown[0]!r}")
+    file_name = config_file if config_file is not None else environ.get(ENV_PREFIX + "CONFIG")
+    file_path = Path(file_name).expanduser() if file_name else None
+    from_file = _read_file(file_path) if file_path else {}
+
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.key in flags:
+            raw, source = flags[setting.key], f"flag {setting.flag}"
+        elif setting.env in environ:
+            raw, source = environ[setting.env], f"env {setting.env}"
+        elif setting.key in from_file:
+            raw, source = from_file[setting.key], f"config file {file_path}"
+        else:
+            raw, source = setting.default, "default"
+        if raw is None:
+            values[setting.attr] = None
+            continue
+        try:
+            values[setting.attr] = setting.parse(raw)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"config key {setting.key!r} ({source}): {exc}") from None
+
+    if values["node"] is None:
+        values["node"] = _name(socket.gethostname() or "pysyncer")
+    if values["dc"] is None:
+        values["dc"] = default_dc(values["sc_addr"])
+    if values["data_dir"] is None:
+        values["data_dir"] = Path("pysyncer-data") / values["node"]
+    _check_bind_host(values["bind"], "bind")
+    return DaemonConfig(**values, config_file=file_path)
+
+
+def _check_bind_host(address: HostPort, key: str) -> None:
+    try:
+        ipaddress.ip_address(address.host)
+    except ValueError:
+        if address.host != "localhost":
+            raise ConfigError(
+                f"config key {key!r}: {address.host!r} must be an IP address to bind"
+            ) from None
