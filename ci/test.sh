@@ -14,6 +14,7 @@ cd "$(dirname "$0")/.."
 # program -> Debian package, for the real servers the tests start on loopback.
 DEBIAN_PACKAGES=(
     "redis-server:redis-server"
+    "serf:serf"
 )
 
 log() { printf '== %s\n' "$*"; }
