@@ -20,7 +20,7 @@ NO_EXTENSIONS: bool = _compat["NO_EXTENSIONS"]
 SWITCH: str = _compat["ENV_VAR"]
 
 # One entry per compiled module; each has a pure-Python twin named *_py.py.
-CORE_MODULES = ["_slots_c", "_digest_c"]
+CORE_MODULES = ["_slots_c", "_digest_c", "_timers_c", "_wire_c"]
 
 FAILURE_HINT = (
     f"pysyncer: cannot compile the Cython core ({{reason}}); install a C compiler and "

@@ -11,7 +11,7 @@ from pysyncer import _core
 from pysyncer._core._compat import ENV_VAR, no_extensions_requested
 from tests.conftest import COMPILED_EXPECTED, load_core_module
 
-CORE_MODULES = ["slots", "digest"]
+CORE_MODULES = ["slots", "digest", "timers", "wire"]
 
 
 def test_compiled_core_loaded_when_expected() -> None:

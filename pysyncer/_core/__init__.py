@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING, Literal
 
 from pysyncer._core._compat import NO_EXTENSIONS
 
-__all__ = ["EXTENSION_LOAD_ERROR", "IMPLEMENTATION", "NO_EXTENSIONS", "digest", "slots"]
+__all__ = [
+    "EXTENSION_LOAD_ERROR",
+    "IMPLEMENTATION",
+    "NO_EXTENSIONS",
+    "digest",
+    "slots",
+    "timers",
+    "wire",
+]
 
 IMPLEMENTATION: Literal["cython", "python"]
 EXTENSION_LOAD_ERROR: str | None = None
@@ -30,17 +38,23 @@ EXTENSION_LOAD_ERROR: str | None = None
 if TYPE_CHECKING or NO_EXTENSIONS:
     from pysyncer._core import _digest_py as digest
     from pysyncer._core import _slots_py as slots
+    from pysyncer._core import _timers_py as timers
+    from pysyncer._core import _wire_py as wire
 
     IMPLEMENTATION = "python"
 else:
     try:
         from pysyncer._core import _digest_c as digest
         from pysyncer._core import _slots_c as slots
+        from pysyncer._core import _timers_c as timers
+        from pysyncer._core import _wire_c as wire
 
         IMPLEMENTATION = "cython"
     except ImportError as exc:  # not built (pure install) or built for another ABI
         EXTENSION_LOAD_ERROR = f"{type(exc).__name__}: {exc}"
         from pysyncer._core import _digest_py as digest
         from pysyncer._core import _slots_py as slots
+        from pysyncer._core import _timers_py as timers
+        from pysyncer._core import _wire_py as wire
 
         IMPLEMENTATION = "python"
