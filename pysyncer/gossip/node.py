@@ -1,0 +1,625 @@
+"""A memberlist-compatible gossip node: SWIM probes, Lifeguard, dissemination, push/pull.
+
+Owns the protocol *behaviour* of one node: the probe cycle (direct ping, indirect pings
+with nacks, TCP fallback ping, suspicion), awareness of its own health, piggybacking
+broadcasts on every packet, the gossip tick, push/pull anti-entropy on join and
+periodically, graceful leave, and the replies other nodes expect (acks, nacks,
+indirect probes, push/pull state). What members are believed to be lives in
+:class:`~pysyncer.gossip.membership.Membership`; bytes on the wire in
+:mod:`pysyncer.gossip.messages` and :mod:`pysyncer.gossip.packet`.
+
+Time comes from a :class:`~pysyncer.gossip.clock.Clock` and the network from a
+:class:`Network`, so the same code runs on real sockets (``LoopClock`` + UDP/TCP) and in
+the deterministic simulator (``VirtualClock`` + an in-memory network). Nothing here
+awaits except stream exchanges, which run as tasks the node tracks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import random
+import socket
+from collections import Counter
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from pysyncer._core import wire
+from pysyncer.errors import MalformedDataError
+from pysyncer.gossip import messages as m
+from pysyncer.gossip.broadcast import Broadcast, TransmitLimitedQueue
+from pysyncer.gossip.clock import Clock
+from pysyncer.gossip.keyring import Keyring, encrypted_length
+from pysyncer.gossip.membership import Membership, NodeState, NodeStatus, RemoteNodeState
+from pysyncer.gossip.packet import (
+    COMPOUND_OVERHEAD,
+    COMPOUND_PART_OVERHEAD,
+    PacketError,
+    decode_packet,
+    encode_packet,
+    label_overhead,
+)
+from pysyncer.gossip.timing import (
+    LAN,
+    GossipProfile,
+    failed_probe_awareness_delta,
+    push_pull_scale,
+)
+
+__all__ = ["GossipNode", "Network", "NodeConfig", "NodeDelegate", "ip_bytes", "ip_text"]
+
+log = logging.getLogger(__name__)
+
+Address = tuple[str, int]
+MAX_COMPOUND_PARTS = 255
+
+
+def ip_bytes(host: str) -> bytes:
+    """4 or 16 raw bytes of an IP address, as memberlist puts it on the wire."""
+    return ipaddress.ip_address(host).packed
+
+
+def ip_text(raw: bytes) -> str:
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, raw)
+    if len(raw) == 16:
+        return socket.inet_ntop(socket.AF_INET6, raw)
+    raise MalformedDataError(f"an IP address has 4 or 16 bytes, not {len(raw)}")
+
+
+class Network(Protocol):
+    """Packets and request/reply streams to other nodes."""
+
+    def send_packet(self, addr: Address, data: bytes) -> None: ...
+
+    async def exchange(self, addr: Address, message: bytes, timeout: float) -> bytes | None:
+        """Send one stream message; return the peer's reply message (None when none)."""
+
+
+class NodeDelegate(Protocol):
+    """The layer above (Serf): node meta, user messages, its broadcasts and state."""
+
+    def node_meta(self, limit: int) -> bytes: ...
+
+    def notify_msg(self, payload: bytes) -> None: ...
+
+    def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]: ...
+
+    def local_state(self, join: bool) -> bytes: ...
+
+    def merge_remote_state(self, state: bytes, join: bool) -> None: ...
+
+    def ack_payload(self) -> bytes | None: ...
+
+    def notify_join(self, state: NodeState) -> None: ...
+
+    def notify_leave(self, state: NodeState) -> None: ...
+
+    def notify_update(self, state: NodeState) -> None: ...
+
+
+@dataclass
+class NodeConfig:
+    name: str
+    advertise: Address
+    profile: GossipProfile = LAN
+    keyring: Keyring | None = None
+    label: str = ""
+    protocol_version: int = 2  # spoken memberlist protocol
+    delegate_versions: tuple[int, int, int] = (2, 5, 4)  # Serf protocol min, max, current
+    verify_incoming: bool = True
+
+    @property
+    def vsn(self) -> bytes:
+        low, high = wire.PROTOCOL_VERSION_MIN, wire.PROTOCOL_VERSION_MAX
+        return bytes((low, high, self.protocol_version, *self.delegate_versions))
+
+
+@dataclass
+class _Probe:
+    target: NodeState
+    seq: int
+    start: float
+    end: float
+    acked: bool = False
+    expected_nacks: int = 0
+    nacks: int = 0
+
+
+@dataclass
+class _AckHandler:
+    on_ack: Callable[[bytes | None], None]
+    on_nack: Callable[[], None] | None = None
+
+
+@dataclass
+class NodeStats:
+    counters: Counter[str] = field(default_factory=Counter)
+
+    def incr(self, name: str, amount: int = 1) -> None:
+        self.counters[name] += amount
+
+
+class GossipNode:
+    """One member of a memberlist/Serf gossip pool."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        clock: Clock[Hashable],
+        network: Network,
+        delegate: NodeDelegate,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.profile = config.profile
+        self.clock = clock
+        self.network = network
+        self.delegate = delegate
+        self.rng = rng or random.Random()
+        self.stats = NodeStats()
+        self.queue = TransmitLimitedQueue(self.profile.retransmit_mult, self._num_nodes)
+        self._seq = 0
+        self._ack_handlers: dict[int, _AckHandler] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._running = False
+        self._leave_finished: Callable[[], None] | None = None
+        host, port = config.advertise
+        local = NodeState(
+            config.name,
+            ip_bytes(host),
+            port,
+            delegate.node_meta(wire.META_MAX_SIZE),
+            vsn=config.vsn,
+        )
+        self.membership = Membership(local, self.profile, clock, self, self.rng)
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the probe, gossip and push/pull timers."""
+        self._running = True
+        interval = self.profile.probe_interval
+        self.clock.call_later(("probe",), self.rng.uniform(0, interval), self._probe_tick)
+        gossip = self.profile.gossip_interval
+        self.clock.call_later(("gossip",), self.rng.uniform(0, gossip), self._gossip_tick)
+        if self.profile.push_pull_interval > 0:
+            delay = self.rng.uniform(0, self.profile.push_pull_interval)
+            self.clock.call_later(("push-pull",), delay, self._push_pull_tick)
+
+    async def stop(self) -> None:
+        """Stop timers and wait for stream tasks (after :meth:`leave` for a clean exit)."""
+        self._running = False
+        for key in (("probe",), ("gossip",), ("push-pull",)):
+            self.clock.cancel(key)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def join(self, addresses: Sequence[Address]) -> int:
+        """Push/pull with each address; the number that answered."""
+        joined = 0
+        for address in addresses:
+            try:
+                await self._push_pull_with(address, join=True)
+                joined += 1
+            except (OSError, TimeoutError, MalformedDataError) as exc:
+                log.warning("join %s:%d failed: %s", address[0], address[1], exc)
+                self.stats.incr("join_failures")
+        return joined
+
+    async def leave(self, timeout: float | None = None) -> bool:
+        """Broadcast our graceful leave and wait until it has been gossiped (or timeout)."""
+        finished = asyncio.Event()
+        self._leave_finished = finished.set
+        self.membership.leave()
+        if not any(n.status == NodeStatus.ALIVE for n in self._others()):
+            return True
+        try:
+            await asyncio.wait_for(finished.wait(), timeout or self.profile.broadcast_timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def update_meta(self) -> None:
+        """Re-read the delegate's meta (Serf tags) and advertise it."""
+        self.membership.update_local(self.delegate.node_meta(wire.META_MAX_SIZE))
+
+    # -- queries -----------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def members(self) -> list[NodeState]:
+        return self.membership.members()
+
+    def health_score(self) -> int:
+        return self.membership.awareness.score
+
+    def _num_nodes(self) -> int:
+        return len(self.membership.nodes)
+
+    def _others(self) -> list[NodeState]:
+        return [n for n in self.membership.nodes if n.name != self.name]
+
+    # -- sending -------------------------------------------------------------------
+
+    def _packet_room(self) -> int:
+        room = self.profile.udp_buffer_size - label_overhead(self.config.label)
+        if self.config.keyring is not None:
+            room -= encrypted_length(1, 0)
+        return room
+
+    def _pending_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
+        own = self.queue.get_broadcasts(overhead, limit)
+        used = sum(overhead + len(x) for x in own)
+        return own + self.delegate.get_broadcasts(overhead, limit - used)
+
+    def send_packet(self, addr: Address, message: bytes, target: NodeState | None = None) -> None:
+        """Send one message, piggybacking pending broadcasts in the free space."""
+        room = self._packet_room() - len(message) - COMPOUND_OVERHEAD
+        extra = self._pending_broadcasts(COMPOUND_PART_OVERHEAD, room)
+        self._send_messages(addr, [message, *extra], target)
+
+    def _send_messages(
+        self, addr: Address, parts: Sequence[bytes], target: NodeState | None
+    ) -> None:
+        crc = target is not None and len(target.vsn) >= 2 and target.vsn[1] >= 5
+        for start in range(0, len(parts), MAX_COMPOUND_PARTS):
+            data = encode_packet(
+                parts[start : start + MAX_COMPOUND_PARTS],
+                keyring=self.config.keyring,
+                label=self.config.label,
+                crc=crc,
+                compress=self.profile.enable_compression,
+            )
+            self.stats.incr("packets_out")
+            self.network.send_packet(addr, data)
+
+    def _address_of(self, state: NodeState) -> Address:
+        return ip_text(state.addr), state.port
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        return self._seq
+
+    # -- MembershipDelegate: broadcasts and events -----------------------------------
+
+    def broadcast_alive(self, state: NodeState) -> None:
+        alive = m.Alive(
+            state.incarnation, state.name, state.addr, state.port, state.meta, state.vsn
+        )
+        self.queue.queue(Broadcast(alive.to_bytes(), name=state.name))
+
+    def broadcast_suspect(self, node: str, incarnation: int, accuser: str) -> None:
+        self.stats.incr("suspicions")
+        message = m.Suspect(incarnation, node, accuser).to_bytes()
+        self.queue.queue(Broadcast(message, name=node))
+
+    def broadcast_dead(self, node: str, incarnation: int, accuser: str) -> None:
+        message = m.Dead(incarnation, node, accuser).to_bytes()
+        on_finished = self._leave_finished if node == self.name else None
+        self.queue.queue(Broadcast(message, name=node, on_finished=on_finished))
+
+    def notify_join(self, state: NodeState) -> None:
+        self.delegate.notify_join(state)
+
+    def notify_leave(self, state: NodeState) -> None:
+        self.delegate.notify_leave(state)
+
+    def notify_update(self, state: NodeState) -> None:
+        self.delegate.notify_update(state)
+
+    def notify_conflict(self, existing: NodeState, other: NodeState) -> None:
+        self.stats.incr("address_conflicts")
+        log.error(
+            "name conflict for %s: known at %s:%d, claimed by %s:%d",
+            existing.name,
+            ip_text(existing.addr),
+            existing.port,
+            ip_text(other.addr),
+            other.port,
+        )
+
+    # -- receiving packets ---------------------------------------------------------
+
+    def handle_packet(self, data: bytes, source: Address) -> None:
+        """Everything that arrives over UDP; never raises."""
+        self.stats.incr("packets_in")
+        try:
+            parts, truncated = decode_packet(
+                data,
+                keyring=self.config.keyring,
+                label=self.config.label,
+                verify_incoming=self.config.verify_incoming,
+            )
+        except PacketError as exc:
+            self.stats.incr(f"packets_dropped_{exc.reason}")
+            log.debug("dropped packet from %s:%d: %s", source[0], source[1], exc)
+            return
+        if truncated:
+            self.stats.incr("compound_parts_truncated", truncated)
+        for part in parts:
+            try:
+                self._handle_message(part, source)
+            except MalformedDataError as exc:
+                self.stats.incr("packets_dropped_decode")
+                log.debug("dropped message from %s:%d: %s", source[0], source[1], exc)
+
+    def _handle_message(self, data: bytes, source: Address) -> None:
+        kind = data[0]
+        if kind == wire.PING_MSG:
+            self._on_ping(m.Ping.from_bytes(data), source)
+        elif kind == wire.INDIRECT_PING_MSG:
+            self._on_indirect_ping(m.IndirectPingReq.from_bytes(data), source)
+        elif kind == wire.ACK_RESP_MSG:
+            ack = m.AckResp.from_bytes(data)
+            handler = self._ack_handlers.pop(ack.seq_no, None)
+            if handler is not None:
+                handler.on_ack(ack.payload)
+        elif kind == wire.NACK_RESP_MSG:
+            nack = m.NackResp.from_bytes(data)
+            waiting = self._ack_handlers.get(nack.seq_no)
+            if waiting is not None and waiting.on_nack is not None:
+                waiting.on_nack()
+        elif kind == wire.ALIVE_MSG:
+            alive = m.Alive.from_bytes(data)
+            if len(alive.addr) not in (4, 16):
+                raise MalformedDataError(f"alive for {alive.node} has a bad address")
+            self.membership.alive(
+                RemoteNodeState(
+                    alive.node,
+                    alive.addr,
+                    alive.port,
+                    alive.meta or b"",
+                    alive.incarnation,
+                    NodeStatus.ALIVE,
+                    alive.vsn,
+                )
+            )
+        elif kind == wire.SUSPECT_MSG:
+            suspect = m.Suspect.from_bytes(data)
+            self.membership.suspect(suspect.node, suspect.incarnation, suspect.from_node)
+        elif kind == wire.DEAD_MSG:
+            dead = m.Dead.from_bytes(data)
+            self.membership.dead(dead.node, dead.incarnation, dead.from_node)
+        elif kind == wire.USER_MSG:
+            self.delegate.notify_msg(data[1:])
+        else:
+            self.stats.incr("packets_dropped_unknown_type")
+
+    def _ack_for(self, seq_no: int) -> bytes:
+        return m.AckResp(seq_no, self.delegate.ack_payload()).to_bytes()
+
+    def _on_ping(self, ping: m.Ping, source: Address) -> None:
+        if ping.node and ping.node != self.name:
+            self.stats.incr("pings_for_other_node")
+            return
+        reply_to = source
+        if ping.source_addr and ping.source_port:
+            reply_to = (ip_text(ping.source_addr), ping.source_port)
+        target = self.membership.node_map.get(ping.source_node) if ping.source_node else None
+        self.send_packet(reply_to, self._ack_for(ping.seq_no), target)
+
+    def _on_indirect_ping(self, request: m.IndirectPingReq, source: Address) -> None:
+        """Probe ``request.target`` for another node and relay the outcome."""
+        reply_to = source
+        if request.source_addr and request.source_port:
+            reply_to = (ip_text(request.source_addr), request.source_port)
+        seq = self._next_seq()
+        replied = False
+
+        def on_ack(payload: bytes | None) -> None:
+            nonlocal replied
+            replied = True
+            self.clock.cancel(("relay-nack", seq))
+            self.send_packet(reply_to, m.AckResp(request.seq_no, payload).to_bytes())
+
+        self._ack_handlers[seq] = _AckHandler(on_ack)
+        ping = m.Ping(seq, request.node, *self._source_fields())
+        self.send_packet((ip_text(request.target), request.port), ping.to_bytes())
+
+        def expire(_: Hashable) -> None:
+            self._ack_handlers.pop(seq, None)
+            if request.nack and not replied:
+                self.send_packet(reply_to, m.NackResp(request.seq_no).to_bytes())
+
+        self.clock.call_later(("relay-nack", seq), self.profile.probe_timeout, expire)
+
+    def _source_fields(self) -> tuple[bytes, int, str]:
+        host, port = self.config.advertise
+        return ip_bytes(host), port, self.name
+
+    # -- probing ---------------------------------------------------------------
+
+    def _probe_tick(self, _: Hashable) -> None:
+        if not self._running:
+            return
+        interval = self.membership.awareness.scale_timeout(self.profile.probe_interval)
+        self.clock.call_later(("probe",), interval, self._probe_tick)
+        target = self.membership.next_probe_target()
+        if target is not None:
+            self.probe(target, interval)
+
+    def probe(self, target: NodeState, period: float) -> None:
+        """One SWIM probe of ``target``: direct, then indirect + TCP, then suspicion."""
+        now = self.clock.now()
+        probe = _Probe(target, self._next_seq(), now, now + period)
+        self.stats.incr("probes")
+        parts = [m.Ping(probe.seq, target.name, *self._source_fields()).to_bytes()]
+        if target.status != NodeStatus.ALIVE:  # Lifeguard buddy system: tell it at once
+            parts.append(m.Suspect(target.incarnation, target.name, self.name).to_bytes())
+
+        def on_ack(_: bytes | None) -> None:
+            if not probe.acked:
+                probe.acked = True
+                self.membership.awareness.apply_delta(-1)
+                self.clock.cancel(("probe-indirect", probe.seq))
+                self.clock.cancel(("probe-end", probe.seq))
+
+        def on_nack() -> None:
+            probe.nacks += 1
+
+        self._ack_handlers[probe.seq] = _AckHandler(on_ack, on_nack)
+        room = self._packet_room() - sum(len(p) for p in parts) - COMPOUND_OVERHEAD
+        parts += self._pending_broadcasts(COMPOUND_PART_OVERHEAD, room)
+        self._send_messages(self._address_of(target), parts, target)
+        timeout = min(self.profile.probe_timeout, period)
+        self.clock.call_later(
+            ("probe-indirect", probe.seq), timeout, lambda _: self._probe_indirect(probe)
+        )
+        self.clock.call_later(("probe-end", probe.seq), period, lambda _: self._probe_end(probe))
+
+    def _probe_indirect(self, probe: _Probe) -> None:
+        if probe.acked:
+            return
+        target = probe.target
+
+        def eligible(state: NodeState) -> bool:
+            return state.name not in (self.name, target.name) and state.status == NodeStatus.ALIVE
+
+        helpers = self.membership.random_members(
+            self.profile.indirect_checks, lambda n: not eligible(n)
+        )
+        for helper in helpers:
+            wants_nack = len(helper.vsn) >= 2 and helper.vsn[1] >= 4
+            probe.expected_nacks += int(wants_nack)
+            request = m.IndirectPingReq(
+                probe.seq, target.addr, target.port, target.name, wants_nack, *self._source_fields()
+            )
+            self.send_packet(self._address_of(helper), request.to_bytes(), helper)
+        self.stats.incr("indirect_probes", len(helpers))
+        if not self.profile.disable_tcp_pings and len(target.vsn) >= 2 and target.vsn[1] >= 3:
+            self._spawn(self._tcp_ping(probe), "tcp-ping")
+
+    async def _tcp_ping(self, probe: _Probe) -> None:
+        ping = m.Ping(probe.seq, probe.target.name, *self._source_fields()).to_bytes()
+        timeout = max(0.0, probe.end - self.clock.now())
+        try:
+            reply = await self.network.exchange(self._address_of(probe.target), ping, timeout)
+        except (OSError, TimeoutError, MalformedDataError):
+            return
+        if reply and reply[0] == wire.ACK_RESP_MSG and not probe.acked:
+            ack = m.AckResp.from_bytes(reply)
+            if ack.seq_no == probe.seq:
+                self.stats.incr("tcp_fallback_acks")
+                log.warning(
+                    "reached %s over TCP but UDP probes failed: check UDP between the nodes",
+                    probe.target.name,
+                )
+                handler = self._ack_handlers.pop(probe.seq, None)
+                if handler is not None:
+                    handler.on_ack(ack.payload)
+
+    def _probe_end(self, probe: _Probe) -> None:
+        self._ack_handlers.pop(probe.seq, None)
+        if probe.acked:
+            return
+        self.stats.incr("probe_failures")
+        delta = failed_probe_awareness_delta(probe.expected_nacks, probe.nacks)
+        self.membership.awareness.apply_delta(delta)
+        target = probe.target
+        if target.status == NodeStatus.ALIVE or target.status == NodeStatus.SUSPECT:
+            self.membership.suspect(target.name, target.incarnation, self.name)
+
+    # -- gossip ------------------------------------------------------------------
+
+    def _gossip_tick(self, _: Hashable) -> None:
+        if not self._running:
+            return
+        self.clock.call_later(("gossip",), self.profile.gossip_interval, self._gossip_tick)
+        room = self._packet_room() - COMPOUND_OVERHEAD
+        for target in self.membership.gossip_targets():
+            parts = self._pending_broadcasts(COMPOUND_PART_OVERHEAD, room)
+            if not parts:
+                return
+            self._send_messages(self._address_of(target), parts, target)
+
+    # -- push/pull -------------------------------------------------------------------
+
+    def _push_pull_tick(self, _: Hashable) -> None:
+        if not self._running:
+            return
+        interval = push_pull_scale(self.profile.push_pull_interval, self._num_nodes())
+        self.clock.call_later(("push-pull",), interval, self._push_pull_tick)
+        peers = self.membership.random_members(
+            1, lambda n: n.name == self.name or n.status != NodeStatus.ALIVE
+        )
+        if peers:
+            self._spawn(self._push_pull_quietly(self._address_of(peers[0])), "push-pull")
+
+    async def _push_pull_quietly(self, address: Address) -> None:
+        try:
+            await self._push_pull_with(address, join=False)
+        except (OSError, TimeoutError, MalformedDataError) as exc:
+            self.stats.incr("push_pull_failures")
+            log.debug("push/pull with %s:%d failed: %s", address[0], address[1], exc)
+
+    async def _push_pull_with(self, address: Address, *, join: bool) -> None:
+        self.stats.incr("push_pulls")
+        reply = await self.network.exchange(
+            address, self.local_state(join), self.profile.tcp_timeout
+        )
+        if reply is None:
+            raise MalformedDataError("no push/pull reply")
+        if reply[0] == wire.ERR_MSG:
+            raise MalformedDataError(f"remote error: {m.ErrResp.from_bytes(reply).error}")
+        self.merge_remote(m.decode_push_pull(reply))
+
+    def local_state(self, join: bool) -> bytes:
+        nodes = tuple(
+            m.PushNodeState(n.name, n.addr, n.port, n.meta, n.incarnation, int(n.status), n.vsn)
+            for n in self.membership.nodes
+        )
+        return m.encode_push_pull(m.PushPull(join, nodes, self.delegate.local_state(join)))
+
+    def merge_remote(self, remote: m.PushPull) -> None:
+        states = []
+        for node in remote.nodes:
+            if len(node.addr) not in (4, 16) or not 0 <= node.state <= 3:
+                raise MalformedDataError(f"push/pull entry for {node.name!r} is malformed")
+            states.append(
+                RemoteNodeState(
+                    node.name,
+                    node.addr,
+                    node.port,
+                    node.meta or b"",
+                    node.incarnation,
+                    NodeStatus(node.state),
+                    node.vsn,
+                )
+            )
+        self.membership.merge_remote(states)
+        if remote.user_state:
+            self.delegate.merge_remote_state(remote.user_state, remote.join)
+
+    # -- streams -----------------------------------------------------------------
+
+    def handle_stream_message(self, message: bytes) -> bytes | None:
+        """A message that arrived over TCP; the reply to write back, if any."""
+        self.stats.incr("streams_in")
+        kind = message[0] if message else -1
+        if kind == wire.PUSH_PULL_MSG:
+            remote = m.decode_push_pull(message)
+            self.merge_remote(remote)
+            return self.local_state(remote.join)
+        if kind == wire.PING_MSG:
+            ping = m.Ping.from_bytes(message)
+            if ping.node and ping.node != self.name:
+                return m.ErrResp(f"ping for {ping.node}, but this is {self.name}").to_bytes()
+            return self._ack_for(ping.seq_no)
+        if kind == wire.USER_MSG:
+            payload, _ = wire.decode_user_stream(message)
+            self.delegate.notify_msg(payload)
+            return None
+        raise MalformedDataError(f"unexpected stream message type {kind}")
+
+    def _spawn(self, coroutine: object, what: str) -> None:
+        assert asyncio.iscoroutine(coroutine)
+        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine, name=what)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
