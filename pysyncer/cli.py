@@ -2,17 +2,23 @@
 
 Every command of the design contract is listed in ``--help``. Commands whose
 implementation has not landed yet say so and exit with status 2; none pretends to work.
+Commands that talk to a running daemon use its admin API (``--admin-addr``).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
+import json
+import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from pysyncer._version import __version__
+from pysyncer.errors import PysyncerError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -20,37 +26,103 @@ EXIT_NOT_AVAILABLE = 2
 
 # Commands of the design contract that a later release delivers, with what they will do.
 PLANNED_COMMANDS: dict[str, str] = {
-    "daemon": "run a syncer: gossip pool member, registry adapter, sync engine, admin API",
     "registry": "run the embedded ServiceComb-compatible service center alone",
     "demo": "run several data centers on loopback and show instances syncing",
-    "members": "list the gossip pool members known to a running daemon",
     "status": "show a running daemon's sync status per remote data center",
-    "event": "send a user event through a running daemon",
-    "query": "send a query through a running daemon and print the responses",
     "keys": "install, use, remove or list gossip encryption keys across the pool",
 }
 
-# The order `pysyncer --help` lists commands in.
-COMMAND_ORDER = (
-    "daemon",
-    "registry",
-    "demo",
-    "members",
-    "status",
-    "event",
-    "query",
-    "keygen",
-    "keys",
-    "slot",
-)
-
 SERF_KEY_BYTES = 32  # AES-256, the size `serf keygen` produces
+DEFAULT_ADMIN_ADDR = "127.0.0.1:30300"
+
+Runner = Callable[[argparse.Namespace], int]
 
 
 def _version_text() -> str:
     from pysyncer import _core  # noqa: PLC0415 - loads compiled modules only when asked
 
     return f"pysyncer {__version__} (core: {_core.IMPLEMENTATION})"
+
+
+# -- commands ----------------------------------------------------------------------
+
+
+def _cmd_daemon(args: argparse.Namespace) -> int:
+    from pysyncer.config import SETTINGS, load_config  # noqa: PLC0415
+    from pysyncer.daemon import run_daemon  # noqa: PLC0415
+
+    flags = {s.key: getattr(args, s.attr) for s in SETTINGS}
+    config = load_config(flags, config_file=args.config)
+    logging.basicConfig(
+        level=config.log_level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    _run(run_daemon(config))
+    return EXIT_OK
+
+
+def _run(coroutine: Any) -> None:
+    """Run on uvloop when it is installed, on asyncio's loop otherwise."""
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:
+        asyncio.run(coroutine)
+    else:
+        uvloop.run(coroutine)
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from pysyncer.admin.client import AdminClient  # noqa: PLC0415
+
+    return AdminClient(args.admin_addr)
+
+
+def _cmd_members(args: argparse.Namespace) -> int:
+    members = _client(args).get("/v1/members")["members"]
+    if args.json:
+        print(json.dumps(members, indent=2))
+        return EXIT_OK
+    if args.status:
+        members = [m for m in members if m["status"] == args.status]
+    rows = [
+        (
+            m["name"],
+            f"{m['addr']}:{m['port']}",
+            m["status"],
+            ",".join(f"{k}={v}" for k, v in sorted(m["tags"].items())),
+        )
+        for m in members
+    ]
+    widths = [max([len(r[i]) for r in rows], default=0) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
+    return EXIT_OK
+
+
+def _cmd_event(args: argparse.Namespace) -> int:
+    body = {"name": args.name, "payload": args.payload, "coalesce": args.coalesce}
+    _client(args).post("/v1/events", body)
+    print(f"Event '{args.name}' dispatched! Coalescing enabled: {args.coalesce}")
+    return EXIT_OK
+
+
+def _cmd_query(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"name": args.name, "payload": args.payload}
+    if args.timeout_ms is not None:
+        body["timeout_ms"] = args.timeout_ms
+    wait = (args.timeout_ms or 60_000) / 1000 + 10
+    result = _client(args).post("/v1/queries", body, timeout=wait)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return EXIT_OK
+    for node in result["acks"]:
+        print(f"Ack from '{node}'")
+    for node, text in result["responses"].items():
+        print(f"Response from '{node}': {text}")
+    print(f"Total Acks: {len(result['acks'])}")
+    print(f"Total Responses: {len(result['responses'])}")
+    return EXIT_OK
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
@@ -66,7 +138,7 @@ def _cmd_slot(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _planned(name: str) -> Callable[[argparse.Namespace], int]:
+def _planned(name: str) -> Runner:
     def run(args: argparse.Namespace) -> int:
         print(
             f"pysyncer {name}: not available in pysyncer {__version__} yet "
@@ -78,6 +150,9 @@ def _planned(name: str) -> Callable[[argparse.Namespace], int]:
     return run
 
 
+# -- parser ------------------------------------------------------------------------
+
+
 class _VersionAction(argparse.Action):
     def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
         super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
@@ -85,6 +160,33 @@ class _VersionAction(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, *_: object) -> None:
         print(_version_text())
         parser.exit()
+
+
+def _add_daemon(commands: Any) -> None:
+    from pysyncer.config import SETTINGS  # noqa: PLC0415
+
+    daemon = commands.add_parser(
+        "daemon",
+        help="run a syncer: gossip pool member and admin API (sync engine: later)",
+        description="Run a syncer. Settings: defaults < --config file < PYSYNCER_* env < flags.",
+    )
+    for setting in SETTINGS:
+        daemon.add_argument(
+            setting.flag, dest=setting.attr, metavar=setting.metavar, help=setting.help
+        )
+    daemon.add_argument("--config", metavar="FILE", help="TOML config file (or PYSYNCER_CONFIG)")
+    daemon.set_defaults(run=_cmd_daemon)
+
+
+def _admin_parser(commands: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text)
+    parser.add_argument(
+        "--admin-addr",
+        default=os.environ.get("PYSYNCER_ADMIN_ADDR", DEFAULT_ADMIN_ADDR),
+        metavar="HOST:PORT",
+        help=f"the daemon's admin API (default {DEFAULT_ADMIN_ADDR})",
+    )
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,17 +197,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_VersionAction)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    for name in COMMAND_ORDER:
-        if name == "keygen":
-            keygen = commands.add_parser(name, help="print a new Serf-compatible encryption key")
-            keygen.set_defaults(run=_cmd_keygen)
-        elif name == "slot":
-            slot = commands.add_parser(name, help="print the hash slot (0-16383) of service keys")
-            slot.add_argument("keys", nargs="+", metavar="KEY")
-            slot.set_defaults(run=_cmd_slot)
-        else:
-            sub = commands.add_parser(name, help=f"{PLANNED_COMMANDS[name]} (not available yet)")
-            sub.set_defaults(run=_planned(name))
+    _add_daemon(commands)
+    for name in ("registry", "demo"):
+        sub = commands.add_parser(name, help=f"{PLANNED_COMMANDS[name]} (not available yet)")
+        sub.set_defaults(run=_planned(name))
+
+    members = _admin_parser(commands, "members", "list the gossip pool members")
+    members.add_argument("--status", help="only members with this status (alive, failed...)")
+    members.add_argument("--json", action="store_true", help="print JSON")
+    members.set_defaults(run=_cmd_members)
+
+    status = commands.add_parser("status", help=f"{PLANNED_COMMANDS['status']} (not available yet)")
+    status.set_defaults(run=_planned("status"))
+
+    event = _admin_parser(commands, "event", "send a user event to the pool")
+    event.add_argument("name")
+    event.add_argument("payload", nargs="?", default="")
+    event.add_argument("--coalesce", action="store_true", help="let receivers coalesce it")
+    event.set_defaults(run=_cmd_event)
+
+    query = _admin_parser(commands, "query", "send a query and print acks and responses")
+    query.add_argument("name")
+    query.add_argument("payload", nargs="?", default="")
+    query.add_argument("--timeout-ms", type=int, help="default: Serf's, scaled by pool size")
+    query.add_argument("--json", action="store_true", help="print JSON")
+    query.set_defaults(run=_cmd_query)
+
+    keygen = commands.add_parser("keygen", help="print a new Serf-compatible encryption key")
+    keygen.set_defaults(run=_cmd_keygen)
+
+    keys = commands.add_parser("keys", help=f"{PLANNED_COMMANDS['keys']} (not available yet)")
+    keys.set_defaults(run=_planned("keys"))
+
+    slot = commands.add_parser("slot", help="print the hash slot (0-16383) of service keys")
+    slot.add_argument("keys", nargs="+", metavar="KEY")
+    slot.set_defaults(run=_cmd_slot)
     return parser
 
 
@@ -114,8 +240,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and args.command not in PLANNED_COMMANDS:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    run: Callable[[argparse.Namespace], int] = args.run
-    return run(args)
+    run: Runner = args.run
+    try:
+        return run(args)
+    except PysyncerError as exc:
+        print(f"pysyncer {args.command}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

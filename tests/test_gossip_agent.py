@@ -24,7 +24,7 @@ async def make_agent() -> AsyncIterator[AgentFactory]:
     started: list[GossipAgent] = []
 
     async def make(name: str, host: str, keyring: Keyring | None = None) -> GossipAgent:
-        agent = GossipAgent(name, SilentDelegate(), profile=FAST, keyring=keyring)
+        agent = GossipAgent(name, lambda _: SilentDelegate(), profile=FAST, keyring=keyring)
         await agent.start((host, 0))
         started.append(agent)
         return agent

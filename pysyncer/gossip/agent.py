@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 
 from pysyncer._core import wire
 from pysyncer.errors import MalformedDataError
@@ -113,12 +113,16 @@ class SocketNetwork:
 
 
 class GossipAgent:
-    """One pool member on ``bind``, advertising ``advertise`` (defaults to the bound address)."""
+    """One pool member on ``bind``, advertising ``advertise`` (defaults to the bound address).
+
+    ``make_delegate(clock)`` builds the layer above memberlist (the Serf layer) once the
+    loop clock exists; it runs inside :meth:`start`.
+    """
 
     def __init__(
         self,
         name: str,
-        delegate: NodeDelegate,
+        make_delegate: Callable[[LoopClock[Hashable]], NodeDelegate],
         *,
         profile: GossipProfile = LAN,
         keyring: Keyring | None = None,
@@ -126,7 +130,7 @@ class GossipAgent:
         protocol_version: int = 2,
     ) -> None:
         self.name = name
-        self.delegate = delegate
+        self._make_delegate = make_delegate
         self.profile = profile
         self.keyring = keyring
         self.label = label
@@ -163,6 +167,7 @@ class GossipAgent:
         elif advertise[1] == 0:
             advertise = (advertise[0], port)
         self.clock = LoopClock()
+        self.delegate = self._make_delegate(self.clock)
         config = NodeConfig(
             name=self.name,
             advertise=advertise,

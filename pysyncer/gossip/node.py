@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
 MAX_COMPOUND_PARTS = 255
+USER_MSG_OVERHEAD = 1  # the type byte framing a delegate broadcast
 
 
 def ip_bytes(host: str) -> bytes:
@@ -255,9 +256,13 @@ class GossipNode:
         return room
 
     def _pending_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
+        """Our broadcasts, then the delegate's, each framed as a user message [8]."""
         own = self.queue.get_broadcasts(overhead, limit)
-        used = sum(overhead + len(x) for x in own)
-        return own + self.delegate.get_broadcasts(overhead, limit - used)
+        room = limit - sum(overhead + len(x) for x in own)
+        if room <= overhead + USER_MSG_OVERHEAD:
+            return own
+        user = self.delegate.get_broadcasts(overhead + USER_MSG_OVERHEAD, room)
+        return own + [m.serf_user_msg(message) for message in user]
 
     def send_packet(self, addr: Address, message: bytes, target: NodeState | None = None) -> None:
         """Send one message, piggybacking pending broadcasts in the free space."""

@@ -14,13 +14,26 @@ import asyncio
 import random
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
-from pysyncer.gossip.clock import VirtualClock
+from pysyncer.gossip.clock import Clock, VirtualClock
 from pysyncer.gossip.membership import NodeState, NodeStatus, RemoteNodeState
-from pysyncer.gossip.node import Address, GossipNode, NodeConfig
+from pysyncer.gossip.node import Address, GossipNode, NodeConfig, NodeDelegate
 from pysyncer.gossip.timing import LAN, GossipProfile
 
-__all__ = ["SilentDelegate", "SimNode", "Simulation"]
+__all__ = ["DelegateFactory", "LayerHooks", "SilentDelegate", "SimNode", "Simulation"]
+
+DelegateFactory = Callable[[str, GossipProfile, Clock[Hashable], random.Random], NodeDelegate]
+"""Builds a node's delegate (e.g. a Serf) from its name, profile, clock and rng."""
+
+
+@runtime_checkable
+class LayerHooks(Protocol):
+    """Optional hooks of a delegate: bound to its node once built, started with it."""
+
+    def attach(self, node: GossipNode) -> None: ...
+
+    def start(self) -> None: ...
 
 
 class SilentDelegate:
@@ -62,9 +75,16 @@ class SimNode:
     name: str
     address: Address
     node: GossipNode
-    delegate: SilentDelegate
+    layer: NodeDelegate  # the delegate the node runs with
     alive: bool = True
     stalled_until: float = 0.0
+
+    @property
+    def delegate(self) -> SilentDelegate:
+        """The default :class:`SilentDelegate` (TypeError with a delegate_factory)."""
+        if not isinstance(self.layer, SilentDelegate):
+            raise TypeError(f"{self.name} runs {type(self.layer).__name__}: use .layer")
+        return self.layer
 
 
 class _NodeClock:
@@ -127,7 +147,12 @@ class _SimNetwork:
 
 @dataclass
 class Simulation:
-    """``size`` nodes named n0..n{size-1} on 10.x addresses that exist only here."""
+    """``size`` nodes named n0..n{size-1} on 10.x addresses that exist only here.
+
+    ``delegate_factory`` gives each node its layer above memberlist (default: a
+    :class:`SilentDelegate`); a delegate with :class:`LayerHooks` is attached to its node
+    once built and started after it.
+    """
 
     size: int
     profile: GossipProfile = LAN
@@ -137,6 +162,7 @@ class Simulation:
     clock: VirtualClock[Hashable] = field(default_factory=VirtualClock)
     nodes: dict[str, SimNode] = field(default_factory=dict)
     stats: dict[str, int] = field(default_factory=lambda: {"packets": 0, "lost": 0, "streams": 0})
+    delegate_factory: DelegateFactory | None = None
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -146,15 +172,18 @@ class Simulation:
         for i in range(self.size):
             name = f"n{i}"
             address = (f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}", 7946)
-            delegate = SilentDelegate()
+            clock = _NodeClock(self, name)
+            node_rng = random.Random(self.rng.getrandbits(64))
+            delegate: NodeDelegate
+            if self.delegate_factory is None:
+                delegate = SilentDelegate()
+            else:
+                layer_rng = random.Random(self.rng.getrandbits(64))
+                delegate = self.delegate_factory(name, self.profile, clock, layer_rng)
             config = NodeConfig(name=name, advertise=address, profile=self.profile)
-            node = GossipNode(
-                config,
-                _NodeClock(self, name),
-                _SimNetwork(self, name),
-                delegate,
-                random.Random(self.rng.getrandbits(64)),
-            )
+            node = GossipNode(config, clock, _SimNetwork(self, name), delegate, node_rng)
+            if isinstance(delegate, LayerHooks):
+                delegate.attach(node)
             self.nodes[name] = SimNode(name, address, node, delegate)
             self._by_address[address] = name
 
@@ -163,6 +192,8 @@ class Simulation:
     def start(self) -> None:
         for member in self.nodes.values():
             member.node.start()
+            if isinstance(member.layer, LayerHooks):
+                member.layer.start()
 
     async def join_all(self, via: str = "n0") -> None:
         """Every other node joins through ``via`` with a real push/pull exchange."""
@@ -193,7 +224,8 @@ class Simulation:
                         )
                     )
             member.node.queue.reset()
-            member.delegate.events.clear()
+            if isinstance(member.layer, SilentDelegate):
+                member.layer.events.clear()
 
     # -- faults ------------------------------------------------------------------
 

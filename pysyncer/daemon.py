@@ -1,0 +1,276 @@
+"""The composition root of ``pysyncer daemon``: builds the pieces, runs them, shuts down.
+
+Today a daemon is a member of the gossip pool (memberlist + Serf compatible) with the
+admin API; the sync engine (registry adapter, gRPC peers, store) is wired in here when
+it lands. Shutdown on SIGTERM/SIGINT is graceful: leave the pool (so peers see
+``left``, not ``failed``), stop the node, close the admin server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from pysyncer import __version__, _core
+from pysyncer.admin.app import build_app
+from pysyncer.admin.metrics import GossipCollector
+from pysyncer.config import DaemonConfig, HostPort, parse_host_port
+from pysyncer.gossip.agent import GossipAgent
+from pysyncer.gossip.clock import LoopClock
+from pysyncer.gossip.keyring import Keyring
+from pysyncer.gossip.membership import NodeStatus
+from pysyncer.gossip.node import GossipNode
+from pysyncer.gossip.serf import MemberStatus, Serf
+from pysyncer.gossip.timing import LAN
+
+__all__ = ["SYNC_PROTOCOL_VERSION", "Daemon", "node_tags", "run_daemon"]
+
+log = logging.getLogger("pysyncer.daemon")
+
+SYNC_PROTOCOL_VERSION = 1
+DEFAULT_GOSSIP_PORT = 30190
+JOIN_RETRY_INTERVAL = 30.0
+_WILDCARDS = {"0.0.0.0", "::"}
+
+
+def node_tags(config: DaemonConfig) -> dict[str, str]:
+    """The Serf tags a syncer advertises: its data center, gRPC address, protocol."""
+    return {
+        "role": "pysyncer",
+        "dc": config.dc,
+        "rpc_addr": str(config.rpc_addr),
+        "sync_proto": str(SYNC_PROTOCOL_VERSION),
+    }
+
+
+def _advertise_address(bind: HostPort, advertise: HostPort | None) -> tuple[str, int] | None:
+    if advertise is not None:
+        return advertise.host, advertise.port
+    if bind.host not in _WILDCARDS:
+        return None  # the bound address itself
+    try:
+        host = socket.gethostbyname(socket.gethostname())
+    except OSError:
+        host = "127.0.0.1"
+    log.warning(
+        "bound to %s: advertising %s to the pool; set --advertise if peers cannot reach it",
+        bind.host,
+        host,
+    )
+    return host, bind.port
+
+
+class Daemon:
+    """One running syncer process."""
+
+    def __init__(self, config: DaemonConfig) -> None:
+        self.config = config
+        self.keyring = Keyring(config.encryption_key() or b"") if config.encrypt else None
+        self.serf: Serf | None = None
+        self.agent = GossipAgent(
+            config.node,
+            self._make_serf,
+            profile=LAN,
+            keyring=self.keyring,
+        )
+        self.registry = CollectorRegistry()
+        self.registry.register(GossipCollector(self._current_node))
+        self._runner: web.AppRunner | None = None
+        self._join_task: asyncio.Task[None] | None = None
+
+    def _make_serf(self, clock: LoopClock[Hashable]) -> Serf:
+        self.serf = Serf(self.config.node, node_tags(self.config), LAN, clock)
+        return self.serf
+
+    def _current_node(self) -> GossipNode | None:
+        return self.agent._node
+
+    @property
+    def admin_address(self) -> tuple[str, int]:
+        assert self._runner is not None
+        host, port = self._runner.addresses[0][:2]
+        return str(host), int(port)
+
+    async def start(self) -> None:
+        config = self.config
+        log.info(
+            "pysyncer %s starting: node %s, dc %s, core %s%s",
+            __version__,
+            config.node,
+            config.dc,
+            _core.IMPLEMENTATION,
+            f" ({_core.EXTENSION_LOAD_ERROR})" if _core.EXTENSION_LOAD_ERROR else "",
+        )
+        log.warning(
+            "this release runs the gossip pool and admin API only; the sync engine "
+            "(--sc-addr, --plugin, --store, --rpc-addr, --data-dir) is not in it yet"
+        )
+        advertise = _advertise_address(config.bind, config.advertise)
+        await self.agent.start((config.bind.host, config.bind.port), advertise)
+        assert self.serf is not None
+        self.serf.attach(self.agent.node)
+        self.serf.start()
+        host, port = self.agent.address
+        log.info("gossip on %s:%d (UDP+TCP), encryption %s", host, port, self._encryption())
+        await self._start_admin()
+        if config.join:
+            self._join_task = asyncio.get_running_loop().create_task(self._join_loop())
+
+    def _encryption(self) -> str:
+        return "on" if self.keyring is not None else "off"
+
+    async def _start_admin(self) -> None:
+        app = build_app(_Backend(self), self.registry)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        address = self.config.admin_addr
+        site = web.TCPSite(self._runner, address.host, address.port)
+        await site.start()
+        log.info("admin API on http://%s:%d", *self.admin_address)
+
+    async def _join_loop(self) -> None:
+        """Join the configured members; retry with backoff (1 s doubling to 30 s)."""
+        assert self.serf is not None
+        addresses = [
+            (a.host, a.port)
+            for a in (parse_host_port(text, DEFAULT_GOSSIP_PORT) for text in self.config.join)
+        ]
+        delay = 1.0
+        while True:
+            joined = await self.serf.join(await _resolve(addresses))
+            if joined:
+                log.info("joined the pool through %d of %d addresses", joined, len(addresses))
+                return
+            log.warning(
+                "could not join any of %s; retrying in %.0f s", ", ".join(self.config.join), delay
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, JOIN_RETRY_INTERVAL)
+
+    async def stop(self) -> None:
+        """Leave the pool gracefully, then stop everything."""
+        if self._join_task is not None:
+            self._join_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._join_task
+        if self.serf is not None and self.agent._node is not None:
+            try:
+                await self.serf.leave()
+            except Exception as exc:  # a failed leave must not block the shutdown
+                log.warning("leave did not complete: %s", exc)
+            await self.serf.stop()
+        await self.agent.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        log.info("stopped")
+
+
+async def _resolve(addresses: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+    """Host names to IP addresses (the wire carries raw IPs); unresolvable ones dropped."""
+    loop = asyncio.get_running_loop()
+    resolved = []
+    for host, port in addresses:
+        try:
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            log.warning("cannot resolve %s: %s", host, exc)
+            continue
+        resolved.append((str(infos[0][4][0]), port))
+    return resolved
+
+
+class _Backend:
+    """The admin API's view of the daemon."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    @property
+    def serf(self) -> Serf:
+        assert self.daemon.serf is not None
+        return self.daemon.serf
+
+    def health(self) -> Mapping[str, Any]:
+        node = self.daemon.agent._node
+        score = node.health_score() if node is not None else 0
+        return {
+            "status": "ok" if score == 0 else "degraded",
+            "node": self.daemon.config.node,
+            "dc": self.daemon.config.dc,
+            "version": __version__,
+            "implementation": _core.IMPLEMENTATION,
+            "health_score": score,
+        }
+
+    def members(self) -> Sequence[Mapping[str, Any]]:
+        node = self.daemon.agent._node
+        suspects = {
+            name
+            for name, state in (node.membership.node_map.items() if node else ())
+            if state.status == NodeStatus.SUSPECT
+        }
+        return [
+            {
+                "name": m.name,
+                "addr": m.addr,
+                "port": m.port,
+                "status": "suspect"
+                if m.name in suspects
+                else _STATUS_NAMES.get(m.status, m.status.value),
+                "tags": dict(m.tags),
+            }
+            for m in sorted(self.serf.members(), key=lambda m: m.name)
+        ]
+
+    async def send_event(self, name: str, payload: bytes, coalesce: bool) -> None:
+        self.serf.user_event(name, payload, coalesce)
+
+    def recent_events(self) -> Sequence[Mapping[str, Any]]:
+        return [
+            {"name": e.name, "payload": e.payload.decode(errors="replace"), "ltime": e.ltime}
+            for e in self.serf.recent_events()
+        ]
+
+    async def query(self, name: str, payload: bytes, timeout_ms: int | None) -> Mapping[str, Any]:
+        timeout = None if timeout_ms is None else timeout_ms / 1000
+        result = await self.serf.query(name, payload, timeout=timeout, request_ack=True)
+        return {
+            "acks": sorted(result.acks),
+            "responses": {
+                node: value.decode(errors="replace")
+                for node, value in sorted(result.responses.items())
+            },
+            "completed_early": result.completed_early,
+        }
+
+
+# The admin contract's statuses: alive, suspect, failed, left ("leaving" reads as alive).
+_STATUS_NAMES = {
+    MemberStatus.ALIVE: "alive",
+    MemberStatus.LEAVING: "alive",
+    MemberStatus.LEFT: "left",
+    MemberStatus.FAILED: "failed",
+}
+
+
+async def run_daemon(config: DaemonConfig) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    daemon = Daemon(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await daemon.start()
+        await stop.wait()
+        log.info("signal received: leaving the pool")
+    finally:
+        await daemon.stop()
