@@ -73,6 +73,8 @@ async def test_stalled_member_refutes_and_is_not_declared_dead() -> None:
     # Others suspected it while it was frozen; once awake it heard and refuted that.
     assert sum(m.node.stats.counters["suspicions"] for m in sim.nodes.values()) >= 1
     assert node.membership.refutations >= 1
+    # Its probe timer fired 3 s late: it noticed its own lag (Lifeguard local health).
+    assert node.stats.counters["loop_lag_events"] >= 1
     assert node.membership.incarnation > 1
     assert all(n.status == NodeStatus.ALIVE for n in node.members())
 

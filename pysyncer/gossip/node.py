@@ -45,6 +45,7 @@ from pysyncer.gossip.timing import (
     LAN,
     GossipProfile,
     failed_probe_awareness_delta,
+    loop_lag_awareness_delta,
     push_pull_scale,
 )
 
@@ -166,6 +167,7 @@ class GossipNode:
         self._ack_handlers: dict[int, _AckHandler] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._running = False
+        self._probe_due = 0.0
         self._leave_finished: Callable[[], None] | None = None
         host, port = config.advertise
         local = NodeState(
@@ -183,7 +185,9 @@ class GossipNode:
         """Start the probe, gossip and push/pull timers."""
         self._running = True
         interval = self.profile.probe_interval
-        self.clock.call_later(("probe",), self.rng.uniform(0, interval), self._probe_tick)
+        first = self.rng.uniform(0, interval)
+        self._probe_due = self.clock.now() + first
+        self.clock.call_later(("probe",), first, self._probe_tick)
         gossip = self.profile.gossip_interval
         self.clock.call_later(("gossip",), self.rng.uniform(0, gossip), self._gossip_tick)
         if self.profile.push_pull_interval > 0:
@@ -444,7 +448,15 @@ class GossipNode:
     def _probe_tick(self, _: Hashable) -> None:
         if not self._running:
             return
+        now = self.clock.now()
+        lag = loop_lag_awareness_delta(
+            self._probe_due, now, self.profile.probe_timeout, self.profile.awareness_max_multiplier
+        )
+        if lag:  # our own loop was late: we may be the slow one, so accuse less eagerly
+            self.stats.incr("loop_lag_events")
+            self.membership.awareness.apply_delta(lag)
         interval = self.membership.awareness.scale_timeout(self.profile.probe_interval)
+        self._probe_due = now + interval
         self.clock.call_later(("probe",), interval, self._probe_tick)
         target = self.membership.next_probe_target()
         if target is not None:
