@@ -358,6 +358,9 @@ class GossipNode:
             except MalformedDataError as exc:
                 self.stats.incr("packets_dropped_decode")
                 log.debug("dropped message from %s:%d: %s", source[0], source[1], exc)
+            except Exception:  # a bug must cost one message, never the receive loop
+                self.stats.incr("packets_dropped_internal_error")
+                log.exception("error handling a message from %s:%d", source[0], source[1])
 
     def _handle_message(self, data: bytes, source: Address) -> None:
         kind = data[0]
