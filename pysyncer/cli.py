@@ -14,6 +14,8 @@ import json
 import logging
 import os
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,11 +31,11 @@ PLANNED_COMMANDS: dict[str, str] = {
     "registry": "run the embedded ServiceComb-compatible service center alone",
     "demo": "run several data centers on loopback and show instances syncing",
     "status": "show a running daemon's sync status per remote data center",
-    "keys": "install, use, remove or list gossip encryption keys across the pool",
 }
 
 SERF_KEY_BYTES = 32  # AES-256, the size `serf keygen` produces
 DEFAULT_ADMIN_ADDR = "127.0.0.1:30300"
+KEYS_TIMEOUT = 120.0  # a key query waits for every member, up to Serf's query timeout
 
 Runner = Callable[[argparse.Namespace], int]
 
@@ -127,6 +129,112 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
     print(base64.b64encode(os.urandom(SERF_KEY_BYTES)).decode("ascii"))
+    return EXIT_OK
+
+
+def _keys_request(args: argparse.Namespace, body: dict[str, Any] | None) -> tuple[int, Any]:
+    """``GET`` (body None) or ``POST /v1/keys``: (HTTP status, JSON body), error bodies too."""
+    from pysyncer.admin.client import AdminUnavailableError  # noqa: PLC0415
+
+    base = _client(args).base
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        base + "/v1/keys",
+        data=data,
+        method="GET" if body is None else "POST",
+        headers={} if data is None else {"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=KEYS_TIMEOUT) as response:
+            return int(response.status), json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            answer = json.loads(exc.read())
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict) or "error" not in answer:
+            raise AdminUnavailableError(f"/v1/keys: {exc.code} {exc.reason}") from None
+        return int(exc.code), answer
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise AdminUnavailableError(
+            f"cannot reach the pysyncer admin API at {base}: {reason} "
+            "(is the daemon running? see --admin-addr)"
+        ) from None
+
+
+def _columns(rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))] if rows else []
+    return ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+
+
+# operation -> (banner, success line, failure text), as `serf keys` prints them
+_KEY_OPS = {
+    "install": (
+        "Installing key on all members...",
+        "Successfully installed key!",
+        "Error installing key",
+    ),
+    "use": (
+        "Changing primary key on all members...",
+        "Successfully changed primary key!",
+        "Error changing primary key",
+    ),
+    "remove": (
+        "Removing key on all members...",
+        "Successfully removed key!",
+        "Error removing key",
+    ),
+    "list": (
+        "Asking all members for installed keys...",
+        "Keys gathered, listing cluster keys...",
+        "Failed to gather member keys",
+    ),
+}
+
+
+def _cmd_keys(args: argparse.Namespace) -> int:
+    chosen = [(op, getattr(args, op)) for op in ("install", "use", "remove") if getattr(args, op)]
+    if args.list:
+        chosen.append(("list", None))
+    if len(chosen) != 1:
+        print(
+            "pysyncer keys: give exactly one of --install, --use, --remove, --list", file=sys.stderr
+        )
+        return EXIT_ERROR
+    op, key = chosen[0]
+    banner, success, failure = _KEY_OPS[op]
+    if not args.json:
+        print(f"==> {banner}")
+    status, answer = _keys_request(args, None if op == "list" else {"op": op, "key": key})
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return EXIT_OK if status == 200 else EXIT_ERROR
+    if status != 200:
+        rows = [
+            ("failed:", node, text) for node, text in sorted(answer.get("messages", {}).items())
+        ]
+        rows += [("no response:", node, "") for node in answer.get("no_response", [])]
+        for line in _columns(rows):
+            print(line, file=sys.stderr)
+        print("", file=sys.stderr)
+        print(f"{failure}: {answer['error']}", file=sys.stderr)
+        return EXIT_ERROR
+    for node, text in sorted(answer["messages"].items()):
+        print(f"warning: {node}: {text}")
+    if op != "list":
+        print(f"==> {success}")
+        return EXIT_OK
+    print(f"==> {success}")
+    print("")
+    total = answer["num_nodes"]
+    primaries = answer["primary_keys"]
+    rows = [
+        (name, f"[{count}/{total}]", f"primary on {primaries[name]}" if name in primaries else "")
+        for name, count in sorted(answer["keys"].items())
+    ]
+    for line in _columns(rows):
+        print(line)
     return EXIT_OK
 
 
@@ -226,8 +334,16 @@ def build_parser() -> argparse.ArgumentParser:
     keygen = commands.add_parser("keygen", help="print a new Serf-compatible encryption key")
     keygen.set_defaults(run=_cmd_keygen)
 
-    keys = commands.add_parser("keys", help=f"{PLANNED_COMMANDS['keys']} (not available yet)")
-    keys.set_defaults(run=_planned("keys"))
+    keys = _admin_parser(
+        commands, "keys", "install, use, remove or list gossip encryption keys across the pool"
+    )
+    key_ops = keys.add_mutually_exclusive_group(required=True)
+    key_ops.add_argument("--install", metavar="KEY", help="install a key on every member")
+    key_ops.add_argument("--use", metavar="KEY", help="make an installed key the primary one")
+    key_ops.add_argument("--remove", metavar="KEY", help="remove a (non-primary) key")
+    key_ops.add_argument("--list", action="store_true", help="list the keys of every member")
+    keys.add_argument("--json", action="store_true", help="print the admin API's JSON answer")
+    keys.set_defaults(run=_cmd_keys)
 
     slot = commands.add_parser("slot", help="print the hash slot (0-16383) of service keys")
     slot.add_argument("keys", nargs="+", metavar="KEY")

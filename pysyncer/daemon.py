@@ -4,6 +4,11 @@ Today a daemon is a member of the gossip pool (memberlist + Serf compatible) wit
 admin API; the sync engine (registry adapter, gRPC peers, store) is wired in here when
 it lands. Shutdown on SIGTERM/SIGINT is graceful: leave the pool (so peers see
 ``left``, not ``failed``), stop the node, close the admin server.
+
+Gossip encryption keys live in ``<data-dir>/keyring.json`` (Serf's keyring-file format:
+a JSON list of base64 keys, primary first), which key rotation over the pool
+(``pysyncer keys``, Serf's ``_serf_*-key`` queries) keeps up to date. See
+:func:`load_keyring` for how it combines with ``--encrypt``.
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -25,13 +32,23 @@ from pysyncer.admin.metrics import GossipCollector
 from pysyncer.config import DaemonConfig, HostPort, parse_host_port
 from pysyncer.gossip.agent import GossipAgent
 from pysyncer.gossip.clock import LoopClock
+from pysyncer.gossip.keymanager import KeyManager, KeyQueryResponder, KeyResponse
 from pysyncer.gossip.keyring import Keyring
 from pysyncer.gossip.membership import NodeStatus
 from pysyncer.gossip.node import GossipNode
 from pysyncer.gossip.serf import MemberStatus, Serf
+from pysyncer.gossip.snapshot import SerfSnapshot, Snapshotter
 from pysyncer.gossip.timing import LAN
 
-__all__ = ["SYNC_PROTOCOL_VERSION", "Daemon", "node_tags", "run_daemon"]
+__all__ = [
+    "KEYRING_FILE",
+    "SYNC_PROTOCOL_VERSION",
+    "Daemon",
+    "ensure_data_dir",
+    "load_keyring",
+    "node_tags",
+    "run_daemon",
+]
 
 log = logging.getLogger("pysyncer.daemon")
 
@@ -39,6 +56,8 @@ SYNC_PROTOCOL_VERSION = 1
 DEFAULT_GOSSIP_PORT = 30190
 JOIN_RETRY_INTERVAL = 30.0
 _WILDCARDS = {"0.0.0.0", "::"}
+KEYRING_FILE = "keyring.json"
+SNAPSHOT_FILE = "serf.snapshot"
 
 
 def node_tags(config: DaemonConfig) -> dict[str, str]:
@@ -49,6 +68,49 @@ def node_tags(config: DaemonConfig) -> dict[str, str]:
         "rpc_addr": str(config.rpc_addr),
         "sync_proto": str(SYNC_PROTOCOL_VERSION),
     }
+
+
+def ensure_data_dir(path: Path) -> None:
+    """Create the data directory (and parents) with mode 0700; warn if it is wider."""
+    if not path.is_dir():
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(path, 0o700)  # mkdir's mode is filtered by the umask; make it exact
+        log.info("created data directory %s (mode 0700)", path)
+        return
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning(
+            "data directory %s has mode %04o: it holds the gossip keyring, use 0700", path, mode
+        )
+
+
+def load_keyring(data_dir: Path, key: bytes | None) -> tuple[Keyring | None, Path | None]:
+    """The gossip keyring and its file, from ``<data-dir>/keyring.json`` and ``--encrypt``.
+
+    * the file exists: its keys, primary first. ``--encrypt`` is then ignored, with a
+      warning when its key is not in the file: rotations keep the file current, and a
+      key rotated away from (perhaps because it leaked) must not come back on restart;
+    * no file, ``--encrypt`` given: a keyring of that key, written to a new file;
+    * neither: ``(None, None)``, encryption off.
+    """
+    path = data_dir / KEYRING_FILE
+    if path.exists():
+        keyring = Keyring.load(path)
+        log.info("loaded %d gossip key(s) from %s", len(keyring), path)
+        if key is not None and key not in keyring:
+            log.warning(
+                "ignoring --encrypt: its key is not in %s, which decides after a rotation "
+                "(remove --encrypt, or install the key with 'pysyncer keys --install')",
+                path,
+            )
+        return keyring, path
+    if key is None:
+        return None, None
+    ensure_data_dir(data_dir)
+    keyring = Keyring(key)
+    keyring.save(path)
+    log.info("created keyring file %s from --encrypt", path)
+    return keyring, path
 
 
 def _advertise_address(bind: HostPort, advertise: HostPort | None) -> tuple[str, int] | None:
@@ -73,8 +135,9 @@ class Daemon:
 
     def __init__(self, config: DaemonConfig) -> None:
         self.config = config
-        self.keyring = Keyring(config.encryption_key() or b"") if config.encrypt else None
+        self.keyring, self.keyring_file = load_keyring(config.data_dir, config.encryption_key())
         self.serf: Serf | None = None
+        self.key_manager: KeyManager | None = None
         self.agent = GossipAgent(
             config.node,
             self._make_serf,
@@ -85,10 +148,17 @@ class Daemon:
         self.registry.register(GossipCollector(self._current_node))
         self._runner: web.AppRunner | None = None
         self._join_task: asyncio.Task[None] | None = None
+        self.snapshot: SerfSnapshot | None = None
 
     def _make_serf(self, clock: LoopClock[Hashable]) -> Serf:
         self.serf = Serf(self.config.node, node_tags(self.config), LAN, clock)
+        KeyQueryResponder(self.serf, self._live_keyring, self.keyring_file).register()
+        self.key_manager = KeyManager(self.serf, self._live_keyring)
         return self.serf
+
+    def _live_keyring(self) -> Keyring | None:
+        """The keyring the packet pipeline uses (one object, mutated in place)."""
+        return self.keyring
 
     def _current_node(self) -> GossipNode | None:
         return self.agent._node
@@ -111,24 +181,53 @@ class Daemon:
         )
         log.warning(
             "this release runs the gossip pool and admin API only; the sync engine "
-            "(--sc-addr, --plugin, --store, --rpc-addr, --data-dir) is not in it yet"
+            "(--sc-addr, --plugin, --store, --rpc-addr) is not in it yet, and --data-dir "
+            "holds only the gossip keyring and snapshot files"
         )
         advertise = _advertise_address(config.bind, config.advertise)
         await self.agent.start((config.bind.host, config.bind.port), advertise)
         assert self.serf is not None
         self.serf.attach(self.agent.node)
+        rejoin = self._open_snapshot(self.serf)
         self.serf.start()
         host, port = self.agent.address
         log.info("gossip on %s:%d (UDP+TCP), encryption %s", host, port, self._encryption())
         await self._start_admin()
-        if config.join:
-            self._join_task = asyncio.get_running_loop().create_task(self._join_loop())
+        if config.join or rejoin:
+            self._join_task = asyncio.get_running_loop().create_task(self._join_loop(rejoin))
+
+    def _open_snapshot(self, serf: Serf) -> list[tuple[str, int]]:
+        """Resume clocks from the snapshot file; the members to rejoin."""
+        ensure_data_dir(self.config.data_dir)
+        path = self.config.data_dir / SNAPSHOT_FILE
+        self.snapshot = SerfSnapshot(
+            Snapshotter(
+                path, lambda: (serf.member_clock.time, serf.event_clock.time, serf.query_clock.time)
+            ),
+            serf,
+        )
+        rejoin = self.snapshot.restore()
+        state = self.snapshot.snapshotter.state
+        log.info(
+            "snapshot %s: clocks %d/%d/%d, %d member(s) to rejoin%s",
+            path,
+            state.clock,
+            state.event_clock,
+            state.query_clock,
+            len(rejoin),
+            " (last run left the pool: not rejoining)" if state.left else "",
+        )
+        self.snapshot.start()
+        return rejoin
 
     def _encryption(self) -> str:
-        return "on" if self.keyring is not None else "off"
+        if self.keyring is None:
+            return "off"
+        return f"on ({len(self.keyring)} key(s), keyring file {self.keyring_file})"
 
     async def _start_admin(self) -> None:
-        app = build_app(_Backend(self), self.registry)
+        backend = _Backend(self)
+        app = build_app(backend, self.registry, keys=backend)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         address = self.config.admin_addr
@@ -136,22 +235,22 @@ class Daemon:
         await site.start()
         log.info("admin API on http://%s:%d", *self.admin_address)
 
-    async def _join_loop(self) -> None:
-        """Join the configured members; retry with backoff (1 s doubling to 30 s)."""
+    async def _join_loop(self, rejoin: Sequence[tuple[str, int]] = ()) -> None:
+        """Join the configured members and the snapshot's; retry with backoff (1 s to 30 s)."""
         assert self.serf is not None
         addresses = [
             (a.host, a.port)
             for a in (parse_host_port(text, DEFAULT_GOSSIP_PORT) for text in self.config.join)
         ]
+        addresses += [a for a in rejoin if a not in addresses]
+        shown = ", ".join(f"{host}:{port}" for host, port in addresses)
         delay = 1.0
         while True:
             joined = await self.serf.join(await _resolve(addresses))
             if joined:
                 log.info("joined the pool through %d of %d addresses", joined, len(addresses))
                 return
-            log.warning(
-                "could not join any of %s; retrying in %.0f s", ", ".join(self.config.join), delay
-            )
+            log.warning("could not join any of %s; retrying in %.0f s", shown, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, JOIN_RETRY_INTERVAL)
 
@@ -166,7 +265,11 @@ class Daemon:
                 await self.serf.leave()
             except Exception as exc:  # a failed leave must not block the shutdown
                 log.warning("leave did not complete: %s", exc)
+            if self.snapshot is not None:
+                self.snapshot.leave()
             await self.serf.stop()
+        if self.snapshot is not None:
+            self.snapshot.close()
         await self.agent.stop()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -250,6 +353,24 @@ class _Backend:
             },
             "completed_early": result.completed_early,
         }
+
+    async def key_operation(self, op: str, key: str | None) -> Mapping[str, Any]:
+        manager = self.daemon.key_manager
+        assert manager is not None
+        response: KeyResponse
+        if op == "list":
+            response = await manager.list_keys()
+        elif key is None:
+            raise ValueError(f"'{op}' needs a key")
+        elif op == "install":
+            response = await manager.install_key(key)
+        elif op == "use":
+            response = await manager.use_key(key)
+        elif op == "remove":
+            response = await manager.remove_key(key)
+        else:
+            raise ValueError(f"unknown key operation '{op}'")
+        return response.to_dict()
 
 
 # The admin contract's statuses: alive, suspect, failed, left ("leaving" reads as alive).

@@ -92,7 +92,10 @@ def pool(tmp_path: Path) -> Iterator[tuple[Daemon, Daemon, SerfAgent]]:
         agent.wait_ready()
         wait_until(lambda: first.members().get("py-b") == "alive", 15, "py-b joined", first)
         agent.cli("join", first.bind)
-        wait_until(lambda: len(first.members()) == 3, 15, "serf-a joined", first, second)
+        wait_until(
+            lambda: len(first.members()) == len(second.members()) == 3,
+            15, "serf-a joined, seen by both daemons", first, second,
+        )  # fmt: skip
         yield first, second, agent
     finally:
         for daemon in (first, second):
@@ -137,3 +140,38 @@ def test_kill_is_failed_and_sigterm_is_left(pool: tuple[Daemon, Daemon, SerfAgen
     assert first.stop(signal.SIGTERM) == 0
     wait_until(lambda: agent.members().get("py-a") == "left", 15, "serf: py-a left", first)
     assert "stopped" in first.log()
+
+
+def test_restart_rejoins_from_the_snapshot_without_replaying_events(tmp_path: Path) -> None:
+    first = Daemon("py-s1", "127.0.0.33", tmp_path)
+    data = str(tmp_path / "py-s2")
+    second = Daemon("py-s2", "127.0.0.34", tmp_path, "--join", first.bind, "--data-dir", data)
+    try:
+        wait_until(lambda: second.members().get("py-s1") == "alive", 15, "joined", second)
+        first.cli("event", "before-crash", "x")
+        wait_until(
+            lambda: any(e["name"] == "before-crash" for e in second.get("/v1/events")["events"]),
+            10, "event seen", second,
+        )  # fmt: skip
+        time.sleep(1.0)  # the snapshot records clocks every 0.5 s
+        second.stop(signal.SIGKILL)
+        snapshot = (tmp_path / "py-s2" / "serf.snapshot").read_text()
+        assert "alive: py-s1 127.0.0.33:" in snapshot
+        # Same node, no --join: it finds the pool again through its snapshot.
+        second = Daemon("py-s2", "127.0.0.34", tmp_path, "--data-dir", data)
+        wait_until(lambda: second.members().get("py-s1") == "alive", 15, "rejoined", second)
+        wait_until(lambda: first.members().get("py-s2") == "alive", 15, "back at s1", first)
+        time.sleep(1.0)  # a push/pull carrying the old event buffer has happened by now
+        names = [e["name"] for e in second.get("/v1/events")["events"]]
+        assert "before-crash" not in names  # handled before the crash: not replayed
+        assert "member(s) to rejoin" in second.log()
+        # After a graceful leave the next start does not rejoin.
+        assert second.stop(signal.SIGTERM) == 0
+        assert (tmp_path / "py-s2" / "serf.snapshot").read_text().rstrip().endswith("leave")
+        second = Daemon("py-s2", "127.0.0.34", tmp_path, "--data-dir", data)
+        wait_until(lambda: "not rejoining" in second.log(), 10, "no rejoin", second)
+        time.sleep(1.0)
+        assert set(second.members()) == {"py-s2"}
+    finally:
+        second.stop()
+        first.stop()

@@ -1,7 +1,14 @@
-"""The admin API routes: health, members, user events, queries and Prometheus metrics.
+"""The admin API routes: health, members, user events, queries, gossip keys, metrics.
 
 Every error is a JSON body ``{"error": "..."}`` with a 4xx/5xx status; a bad request
 never raises out of a handler.
+
+Keys (Serf's key rotation across the pool): ``GET /v1/keys`` lists the keys of every
+member; ``POST /v1/keys {"op": "install"|"use"|"remove", "key": "<base64>"}`` changes
+them. Both answer ``{"operation", "num_nodes", "num_resp", "num_err", "messages": {node:
+text}, "keys": {key: count}, "primary_keys": {key: count}, "no_response": [node]}``.
+400: bad input; 409: this node runs without encryption; 502: not every member answered
+or some reported a failure (the same body, plus ``"error"``).
 """
 
 from __future__ import annotations
@@ -14,10 +21,13 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["MAX_BODY_BYTES", "AdminBackend", "build_app"]
+from pysyncer.gossip.keymanager import EncryptionDisabledError, KeyOperationError
+
+__all__ = ["MAX_BODY_BYTES", "AdminBackend", "KeyBackend", "build_app"]
 
 MAX_BODY_BYTES = 64 * 1024
 MAX_QUERY_TIMEOUT_MS = 5 * 60 * 1000
+KEY_OPERATIONS = ("install", "use", "remove")
 
 
 class AdminBackend(Protocol):
@@ -36,6 +46,16 @@ class AdminBackend(Protocol):
 
     async def query(self, name: str, payload: bytes, timeout_ms: int | None) -> Mapping[str, Any]:
         """``{"acks": [node...], "responses": {node: text}}``."""
+
+
+class KeyBackend(Protocol):
+    """What the key routes need from the daemon (optional: without it they answer 501)."""
+
+    async def key_operation(self, op: str, key: str | None) -> Mapping[str, Any]:
+        """``op`` (list, install, use, remove) on every member: the aggregated answers.
+
+        Raises ValueError for a bad key, EncryptionDisabledError, KeyOperationError.
+        """
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -73,7 +93,9 @@ def _text_field(body: Mapping[str, Any], key: str, *, required: bool) -> str:
     return value
 
 
-def build_app(backend: AdminBackend, registry: CollectorRegistry) -> web.Application:
+def build_app(
+    backend: AdminBackend, registry: CollectorRegistry, keys: KeyBackend | None = None
+) -> web.Application:
     """The admin application; the daemon runs it with aiohttp's AppRunner."""
 
     async def health(request: web.Request) -> web.Response:
@@ -115,6 +137,35 @@ def build_app(backend: AdminBackend, registry: CollectorRegistry) -> web.Applica
             return _error(400, str(exc))
         return web.json_response(dict(result))
 
+    async def key_operation(op: str, key: str | None) -> web.Response:
+        if keys is None:
+            return _error(501, "key management is not available on this server")
+        try:
+            result = await keys.key_operation(op, key)
+        except KeyOperationError as exc:
+            body = exc.response.to_dict()
+            body["error"] = str(exc)
+            return web.json_response(body, status=502)
+        except EncryptionDisabledError as exc:
+            return _error(409, str(exc))
+        except ValueError as exc:
+            return _error(400, str(exc))
+        return web.json_response(dict(result))
+
+    async def get_keys(request: web.Request) -> web.Response:
+        return await key_operation("list", None)
+
+    async def post_keys(request: web.Request) -> web.Response:
+        try:
+            body = await _json_body(request)
+            op = _text_field(body, "op", required=True)
+            if op not in KEY_OPERATIONS:
+                raise ValueError(f"'op' must be one of {', '.join(KEY_OPERATIONS)}")
+            key = _text_field(body, "key", required=True)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        return await key_operation(op, key)
+
     async def metrics(request: web.Request) -> web.Response:
         response = web.Response(body=generate_latest(registry))
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
@@ -135,5 +186,7 @@ def build_app(backend: AdminBackend, registry: CollectorRegistry) -> web.Applica
     app.router.add_post("/v1/events", post_event)
     app.router.add_get("/v1/events", get_events)
     app.router.add_post("/v1/queries", post_query)
+    app.router.add_get("/v1/keys", get_keys)
+    app.router.add_post("/v1/keys", post_keys)
     app.router.add_get("/metrics", metrics)
     return app

@@ -13,7 +13,9 @@ Serf agents (serf/serf.go, delegate.go, event_delegate.go, query.go, ping_delega
 * queries: origin side (acks and responses that come back by direct UDP, default
   timeout, and, unlike Serf, *early completion* when every expected responder has
   answered), receiving side (dedupe, node/tag filters, acks, one responder callback,
-  rebroadcast, relayed responses), and the internal ``_serf_ping``;
+  rebroadcast, relayed responses), the internal ``_serf_ping``, and
+  ``internal_handlers`` for other ``_serf_*`` queries (key rotation registers there,
+  see :mod:`pysyncer.gossip.keymanager`);
 * Serf's push/pull state, its three broadcast queues, and the default Vivaldi
   coordinate it piggybacks on acks.
 
@@ -63,6 +65,7 @@ __all__ = [
     "DEFAULT_COORDINATE_PAYLOAD",
     "INTERNAL_QUERY_PREFIX",
     "EventType",
+    "InternalHandler",
     "Member",
     "MemberEvent",
     "MemberStatus",
@@ -185,6 +188,8 @@ class QueryEvent:
 SerfEvent = MemberEvent | UserEvent | QueryEvent
 Observer = Callable[[SerfEvent], None]
 Responder = Callable[[str, bytes], bytes | None]
+InternalHandler = Callable[[m.SerfQuery], bytes | None]
+"""Answers one internal (``_serf_*``) query with a raw response payload, or None."""
 
 
 @dataclass(slots=True)
@@ -319,6 +324,7 @@ class Serf:
         self.clock = clock
         self.rng = rng or random.Random()
         self.responder = responder
+        self.internal_handlers: dict[str, InternalHandler] = {}  # e.g. the key queries
         self.stats: Counter[str] = Counter()
         self.state = SerfState.ALIVE
         self._tags = dict(tags or {})
@@ -465,6 +471,18 @@ class Serf:
     def num_nodes(self) -> int:
         """Serf's member count (failed and left tombstones included), as serf NumNodes."""
         return max(1, len(self._members))
+
+    def restore_clocks(self, member: int, event: int, query: int) -> None:
+        """Resume from a snapshot: witness the saved clocks and ignore what came before.
+
+        As Serf after a restart: events and queries at or before the saved clocks were
+        already handled by the previous run, so they are not delivered again.
+        """
+        self.member_clock.witness(member)
+        self.event_clock.witness(event)
+        self.query_clock.witness(query)
+        self._events.min_time = max(self._events.min_time, event + 1)
+        self._queries.min_time = max(self._queries.min_time, query + 1)
 
     def recent_events(self) -> list[UserEvent]:
         """The user events still in the dedupe buffer, oldest Lamport time first."""
@@ -661,6 +679,22 @@ class Serf:
     def _handle_internal_query(self, query: m.SerfQuery) -> None:
         if query.name == _PING_QUERY:
             return  # the ack (when requested) is the answer
+        handler = self.internal_handlers.get(query.name)
+        if handler is not None:
+            try:
+                answer = handler(query)
+            except Exception:
+                log.exception("serf %s: internal query %s failed", self.name, query.name)
+                self.stats["responder_errors"] += 1
+                return
+            if answer is not None:
+                response = m.SerfQueryResponse(query.ltime, query.id, self.name, 0, answer)
+                if len(response.to_bytes()) > self.profile.query_response_size_limit:
+                    self.stats["responses_too_large"] += 1
+                    log.error("serf %s: answer to %s is too large", self.name, query.name)
+                    return
+                self._send_response(query, response)
+            return
         self.stats["internal_queries_unhandled"] += 1
         log.debug("serf %s: unhandled internal query %s", self.name, query.name)
 

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-__all__ = ["SnapshotState", "Snapshotter", "read_snapshot"]
+from pysyncer.gossip.serf import EventType, MemberEvent, Serf, SerfEvent
+
+__all__ = ["SerfSnapshot", "SnapshotState", "Snapshotter", "read_snapshot"]
 
 MIN_COMPACT_SIZE = 128 * 1024
 BYTES_PER_MEMBER = 128
@@ -189,3 +191,68 @@ class Snapshotter:
         data = line + "\n"
         self._file.write(data)
         self._size += len(data.encode())
+
+
+class SerfSnapshot:
+    """Keeps a :class:`Snapshotter` in step with a running Serf layer.
+
+    Member joins write ``alive`` records, leaves, failures and reaps ``not-alive``;
+    a timer on the node's clock records moved clocks and flushes every
+    ``flush_interval``. :meth:`restore` applies the previous run's state before the
+    node joins: clocks witnessed, old events and queries ignored, last members returned
+    for rejoining.
+    """
+
+    FLUSH_KEY = ("serf-snapshot-flush",)
+
+    def __init__(
+        self, snapshotter: Snapshotter, serf: Serf, *, flush_interval: float = 0.5
+    ) -> None:
+        self.snapshotter = snapshotter
+        self.serf = serf
+        self.flush_interval = flush_interval
+        self._unsubscribe: Callable[[], None] | None = None
+
+    def restore(self, rejoin_after_leave: bool = False) -> list[tuple[str, int]]:
+        """Witness the saved clocks; the addresses to rejoin (none after a leave)."""
+        state = self.snapshotter.state
+        self.serf.restore_clocks(state.clock, state.event_clock, state.query_clock)
+        if state.left and not rejoin_after_leave:
+            return []
+        addresses = []
+        for name, address in sorted(state.alive.items()):
+            if name == self.serf.name:
+                continue
+            host, _, port = address.rpartition(":")
+            if host and port.isdigit():
+                addresses.append((host.strip("[]"), int(port)))
+        return addresses
+
+    def start(self) -> None:
+        self._unsubscribe = self.serf.subscribe(self._observe)
+        self.serf.clock.call_later(self.FLUSH_KEY, self.flush_interval, self._tick)
+
+    def _observe(self, event: SerfEvent) -> None:
+        if not isinstance(event, MemberEvent):
+            return
+        member = event.member
+        if event.type in (EventType.MEMBER_JOIN, EventType.MEMBER_UPDATE):
+            host = f"[{member.addr}]" if ":" in member.addr else member.addr
+            self.snapshotter.alive(member.name, f"{host}:{member.port}")
+        else:
+            self.snapshotter.not_alive(member.name)
+
+    def _tick(self, _: Hashable) -> None:
+        self.snapshotter.update_clocks()
+        self.snapshotter.flush()
+        self.serf.clock.call_later(self.FLUSH_KEY, self.flush_interval, self._tick)
+
+    def leave(self) -> None:
+        self.snapshotter.leave()
+
+    def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        self.serf.clock.cancel(self.FLUSH_KEY)
+        self.snapshotter.close()
