@@ -33,6 +33,8 @@ class Daemon:
         self.admin = f"127.0.0.1:{free_port()}"
         self.log_path = workdir / f"{name}.log"
         self._log = self.log_path.open("wb")
+        if "--data-dir" not in args:  # never the default ./pysyncer-data of the checkout
+            args = (*args, "--data-dir", str(workdir / name))
         command = [
             sys.executable, "-m", "pysyncer", "daemon", "--node", name, "--dc", f"dc-{name}",
             "--bind", self.bind, "--admin-addr", self.admin, *args,
