@@ -136,6 +136,20 @@ def _optional_host_port(default_port: int) -> Callable[[Any], HostPort | None]:
     return parse
 
 
+def _protocol_version(value: Any) -> int:
+    text = str(value).strip()
+    if not text.isdigit() or not 2 <= int(text) <= 5:
+        raise ValueError(f"{text!r} must be a memberlist protocol version from 2 to 5")
+    return int(text)
+
+
+def _label(value: Any) -> str:
+    text = str(value)
+    if len(text.encode()) > 255:
+        raise ValueError("a gossip label has at most 255 bytes")
+    return text
+
+
 def _path(value: Any) -> Path:
     return Path(str(value)).expanduser()
 
@@ -191,6 +205,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("store", "embedded", _store, "embedded or etcd://HOST:PORT[,HOST:PORT]", "STORE"),
     Setting("data-dir", None, _path, "state directory (default ./pysyncer-data/NODE)", "DIR"),
     Setting("encrypt", None, _encryption_key, "Serf-compatible gossip key (base64)", "KEY"),
+    Setting(
+        "gossip-protocol",
+        2,
+        _protocol_version,
+        "memberlist protocol version to speak, 2-5 (all of 1-5 are understood)",
+        "N",
+    ),
+    Setting("gossip-label", "", _label, "label that isolates this gossip pool (<= 255 B)", "TEXT"),
     Setting("log-level", "info", _log_level, "debug, info, warning or error", "LEVEL"),
 )
 
@@ -211,6 +233,8 @@ class DaemonConfig:
     store: str
     data_dir: Path
     encrypt: str | None
+    gossip_protocol: int
+    gossip_label: str
     log_level: str
     config_file: Path | None
 

@@ -143,6 +143,8 @@ class Daemon:
             self._make_serf,
             profile=LAN,
             keyring=self.keyring,
+            label=config.gossip_label,
+            protocol_version=config.gossip_protocol,
         )
         self.registry = CollectorRegistry()
         self.registry.register(GossipCollector(self._current_node))

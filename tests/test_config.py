@@ -24,6 +24,7 @@ def test_defaults() -> None:
     assert config.plugin == "servicecomb"
     assert config.store == "embedded"
     assert config.encrypt is None
+    assert config.gossip_protocol == 2 and config.gossip_label == ""
     assert config.dc == default_dc([])
     assert config.data_dir == Path("pysyncer-data") / config.node
 
@@ -90,6 +91,8 @@ def test_bad_host_port(text: str) -> None:
         ({"store": "redis://x"}, "config key 'store' (flag --store): 'redis://x' must be"),
         ({"node": "two words"}, "config key 'node' (flag --node)"),
         ({"log-level": "loud"}, "config key 'log-level'"),
+        ({"gossip-protocol": "1"}, "must be a memberlist protocol version from 2 to 5"),
+        ({"gossip-label": "x" * 256}, "at most 255 bytes"),
         ({"bogus": "1"}, "unknown setting 'bogus'"),
     ],
 )

@@ -133,6 +133,13 @@ def test_members_events_queries_with_serf(pool: tuple[Daemon, Daemon, SerfAgent]
     output = agent.cli("query", "-timeout=1500ms", "hello", "world")
     assert "Ack from 'py-a'" in output and "Ack from 'py-b'" in output
 
+    # The agent's graceful leave reads as "left" on our side too.
+    agent.cli("leave")
+    wait_until(
+        lambda: first.members().get("serf-a") == second.members().get("serf-a") == "left",
+        15, "both daemons see serf-a left", first, second,
+    )  # fmt: skip
+
 
 def test_kill_is_failed_and_sigterm_is_left(pool: tuple[Daemon, Daemon, SerfAgent]) -> None:
     first, second, agent = pool
@@ -177,3 +184,20 @@ def test_restart_rejoins_from_the_snapshot_without_replaying_events(tmp_path: Pa
     finally:
         second.stop()
         first.stop()
+
+
+def test_gossip_label_isolates_pools(tmp_path: Path) -> None:
+    blue = Daemon("py-l1", "127.0.0.35", tmp_path, "--gossip-label", "blue")
+    also_blue = Daemon(
+        "py-l2", "127.0.0.36", tmp_path, "--gossip-label", "blue", "--join", blue.bind
+    )
+    red = Daemon("py-l3", "127.0.0.37", tmp_path, "--gossip-label", "red", "--join", blue.bind)
+    try:
+        wait_until(lambda: blue.members().get("py-l2") == "alive", 15, "same label", blue)
+        time.sleep(2.0)  # the red node has tried (and retried) to join by now
+        assert "py-l3" not in blue.members()
+        assert set(red.members()) == {"py-l3"}
+        assert "could not join" in red.log()
+    finally:
+        for daemon in (red, also_blue, blue):
+            daemon.stop()
