@@ -30,23 +30,11 @@ from pysyncer.gossip.stream import frame_stream_message, read_stream_message
 from pysyncer.gossip.timing import LAN
 from pysyncer.gossip.transport import NetTransport
 from tests.conftest import require_program
+from tests.gossip_helpers import free_port
 
 pytestmark = [pytest.mark.needs_server("serf"), pytest.mark.timeout(90)]
 
 HOST = "127.0.0.1"
-
-
-def _free_port() -> int:
-    for _ in range(50):
-        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            tcp.bind((HOST, 0))
-            port = int(tcp.getsockname()[1])
-            try:
-                udp.bind((HOST, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no port free for both TCP and UDP")
 
 
 @dataclass
@@ -74,7 +62,7 @@ class Agent:
 @pytest.fixture
 def agent(tmp_path: Path) -> Iterator[Agent]:
     serf = require_program("serf", "serf")
-    port, rpc_port = _free_port(), _free_port()
+    port, rpc_port = free_port(HOST), free_port(HOST)
     log = tmp_path / "agent.log"
     with log.open("wb") as out:
         process = subprocess.Popen(

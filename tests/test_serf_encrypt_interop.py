@@ -40,6 +40,7 @@ from pysyncer.gossip.keyring import (
     stream_payload_length,
 )
 from tests.conftest import require_program
+from tests.gossip_helpers import free_port
 
 pytestmark = [pytest.mark.needs_server("serf"), pytest.mark.timeout(60)]
 
@@ -64,22 +65,8 @@ class Agent:
         return self.log.read_text(errors="replace")
 
 
-def _free_port() -> int:
-    """A port free for both TCP and UDP on 127.0.0.1 (memberlist binds both)."""
-    for _ in range(50):
-        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            tcp.bind((HOST, 0))
-            port = int(tcp.getsockname()[1])
-            try:
-                udp.bind((HOST, port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no port free for both TCP and UDP")
-
-
 def _start_agent(serf: str, tmp: Path, name: str, *key_args: str) -> Agent:
-    port, rpc_port = _free_port(), _free_port()
+    port, rpc_port = free_port(HOST), free_port(HOST)
     log = tmp / f"serf-{name}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(

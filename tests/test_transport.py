@@ -36,6 +36,7 @@ from pysyncer.gossip.messages import (
 from pysyncer.gossip.stream import frame_stream_message, read_stream_message
 from pysyncer.gossip.transport import NetTransport
 from tests.conftest import require_program
+from tests.gossip_helpers import free_port
 
 HOST = "127.0.0.1"
 KEY = bytes(range(100, 132))
@@ -306,20 +307,6 @@ async def test_close_cancels_stuck_handlers_and_is_idempotent() -> None:
 # ------------------------------------------------------------------ Serf interop
 
 
-def _free_port() -> int:
-    """A port free for TCP and UDP on HOST (released again for the agent)."""
-    for _ in range(50):
-        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            tcp.bind((HOST, 0))
-            port = int(tcp.getsockname()[1])
-            try:
-                udp.bind((HOST, port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free port")
-
-
 @dataclass
 class SerfAgent:
     name: str
@@ -344,7 +331,7 @@ class SerfAgent:
 def serf_agent(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SerfAgent]:
     serf = require_program("serf", "serf")
     keyring = Keyring(KEY) if request.param else None
-    port, rpc_port = _free_port(), _free_port()
+    port, rpc_port = free_port(HOST), free_port(HOST)
     args = [
         serf,
         "agent",
