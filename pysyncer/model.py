@@ -1,0 +1,153 @@
+"""The registry-neutral data model every layer shares: services, instances, records.
+
+Owns what an instance *is* for pysyncer, independent of any registry's API: the
+service it belongs to (:class:`ServiceKey`), its fields (:class:`Instance`), the origin
+marker that copies carry in their properties, and the :class:`Record` that moves between
+data centers with its origin, revision, hash slot and digest. Adapters translate
+registry shapes to and from these; the sync engine only ever sees these.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from pysyncer._core import digest, slots
+
+__all__ = [
+    "ORIGIN_DC_PROPERTY",
+    "ORIGIN_ID_PROPERTY",
+    "Instance",
+    "Record",
+    "ServiceKey",
+    "is_copy",
+    "record_key_hash",
+]
+
+# Copies carry their origin in these instance properties (the mapping table in the store
+# is the authority: registries and operators sometimes strip metadata).
+ORIGIN_DC_PROPERTY = "pysyncer.origin.dc"
+ORIGIN_ID_PROPERTY = "pysyncer.origin.id"
+
+_EMPTY: Mapping[str, str] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ServiceKey:
+    """Identity of a microservice: project (domain/project), environment, app, name, version."""
+
+    app: str
+    name: str
+    version: str
+    environment: str = ""
+    project: str = "default/default"
+
+    def text(self) -> str:
+        """The stable text form; its Redis-Cluster slot is the record's slot."""
+        return f"{self.project}/{self.environment}/{self.app}/{self.name}/{self.version}"
+
+    @property
+    def slot(self) -> int:
+        return slots.key_slot(self.text())
+
+    @classmethod
+    def parse(cls, text: str) -> ServiceKey:
+        parts = text.split("/")
+        if len(parts) != 6:
+            raise ValueError(f"{text!r} is not domain/project/environment/app/name/version")
+        domain, project, environment, app, name, version = parts
+        return cls(app, name, version, environment, f"{domain}/{project}")
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """One running instance of a service, as its origin registry describes it."""
+
+    service: ServiceKey
+    instance_id: str
+    host_name: str
+    endpoints: tuple[str, ...] = ()
+    status: str = "UP"
+    properties: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    health_interval: int = 30  # seconds between heartbeats
+    health_times: int = 3  # missed heartbeats tolerated: TTL = interval * (times + 1)
+
+    @property
+    def ttl(self) -> int:
+        return self.health_interval * (self.health_times + 1)
+
+    def fields(self) -> dict[str, Any]:
+        """The canonical record fields (what the digest covers; not the local ids)."""
+        return {
+            "id": self.instance_id,
+            "host": self.host_name,
+            "endpoints": list(self.endpoints),
+            "status": self.status,
+            "properties": dict(self.properties),
+            "health": [self.health_interval, self.health_times],
+        }
+
+    def digest(self) -> int:
+        return digest.record_digest(self.service.text(), self.fields())
+
+    @classmethod
+    def from_fields(cls, service: ServiceKey, fields: Mapping[str, Any]) -> Instance:
+        """Inverse of :meth:`fields`; raises ValueError on a malformed mapping."""
+        try:
+            interval, times = fields["health"]
+            return cls(
+                service=service,
+                instance_id=str(fields["id"]),
+                host_name=str(fields["host"]),
+                endpoints=tuple(str(e) for e in fields["endpoints"]),
+                status=str(fields["status"]),
+                properties=MappingProxyType(
+                    {str(k): str(v) for k, v in dict(fields["properties"]).items()}
+                ),
+                health_interval=int(interval),
+                health_times=int(times),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"malformed instance fields: {exc}") from None
+
+
+def is_copy(instance: Instance) -> bool:
+    """True when the instance carries pysyncer's origin marker (a copy from elsewhere)."""
+    return ORIGIN_DC_PROPERTY in instance.properties
+
+
+def record_key_hash(origin_dc: str, instance_id: str) -> int:
+    """64-bit identity of a record across data centers (the snapshot key)."""
+    return digest.digest64(f"{origin_dc}\x00{instance_id}".encode())
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """An instance as exported by its origin data center, at one revision.
+
+    ``instance`` is None for a deletion (a tombstone), which carries the service and id.
+    """
+
+    origin_dc: str
+    service: ServiceKey
+    instance_id: str
+    revision: int
+    instance: Instance | None
+
+    @property
+    def deleted(self) -> bool:
+        return self.instance is None
+
+    @property
+    def slot(self) -> int:
+        return self.service.slot
+
+    @property
+    def key_hash(self) -> int:
+        return record_key_hash(self.origin_dc, self.instance_id)
+
+    @property
+    def digest(self) -> int:
+        return 0 if self.instance is None else self.instance.digest()

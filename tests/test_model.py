@@ -1,0 +1,47 @@
+"""The shared data model: service keys, instance fields and digests, records."""
+
+from __future__ import annotations
+
+import pytest
+
+from pysyncer._core import slots
+from pysyncer.model import (
+    ORIGIN_DC_PROPERTY,
+    Instance,
+    Record,
+    ServiceKey,
+    is_copy,
+    record_key_hash,
+)
+
+CART = ServiceKey("shop", "cart", "1.0.0", "production")
+
+
+def test_service_key_text_round_trip_and_slot() -> None:
+    assert CART.text() == "default/default/production/shop/cart/1.0.0"
+    assert ServiceKey.parse(CART.text()) == CART
+    assert CART.slot == slots.key_slot(CART.text())
+    with pytest.raises(ValueError):
+        ServiceKey.parse("a/b")
+
+
+def test_instance_fields_round_trip_and_digest_tracks_content() -> None:
+    one = Instance(CART, "i1", "host-1", ("rest:10.0.0.1:8080",), properties={"zone": "a"})
+    assert Instance.from_fields(CART, one.fields()) == one
+    assert one.ttl == 120
+    moved = Instance(CART, "i1", "host-1", ("rest:10.0.0.2:8080",), properties={"zone": "a"})
+    assert one.digest() != moved.digest()
+    assert one.digest() == Instance.from_fields(CART, one.fields()).digest()
+    with pytest.raises(ValueError):
+        Instance.from_fields(CART, {"id": "x"})
+
+
+def test_copies_and_records() -> None:
+    copy = Instance(CART, "c1", "h", properties={ORIGIN_DC_PROPERTY: "east"})
+    assert is_copy(copy) and not is_copy(Instance(CART, "o1", "h"))
+    record = Record("east", CART, "i1", 7, Instance(CART, "i1", "h"))
+    tombstone = Record("east", CART, "i1", 8, None)
+    assert record.key_hash == tombstone.key_hash == record_key_hash("east", "i1")
+    assert record.key_hash != record_key_hash("west", "i1")
+    assert tombstone.deleted and tombstone.digest == 0
+    assert record.slot == CART.slot
