@@ -201,6 +201,13 @@ SETTINGS: tuple[Setting, ...] = (
         "local registry address(es); omitted: an embedded registry on 127.0.0.1:30100",
         "URL[,URL]",
     ),
+    Setting(
+        "registry-addr",
+        "127.0.0.1:30100",
+        _host_port(30100),
+        "where the embedded registry listens when --sc-addr is omitted",
+        "HOST:PORT",
+    ),
     Setting("plugin", "servicecomb", _name, "registry adapter", "NAME"),
     Setting("store", "embedded", _store, "embedded or etcd://HOST:PORT[,HOST:PORT]", "STORE"),
     Setting("data-dir", None, _path, "state directory (default ./pysyncer-data/NODE)", "DIR"),
@@ -229,6 +236,7 @@ class DaemonConfig:
     admin_addr: HostPort
     join: tuple[str, ...]
     sc_addr: tuple[str, ...]
+    registry_addr: HostPort
     plugin: str
     store: str
     data_dir: Path

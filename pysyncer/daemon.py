@@ -1,8 +1,8 @@
 """The composition root of ``pysyncer daemon``: builds the pieces, runs them, shuts down.
 
-Today a daemon is a member of the gossip pool (memberlist + Serf compatible) with the
-admin API; the sync engine (registry adapter, gRPC peers, store) is wired in here when
-it lands. Shutdown on SIGTERM/SIGINT is graceful: leave the pool (so peers see
+A daemon is a member of the gossip pool (memberlist + Serf compatible), runs the sync
+engine (registry adapter, store, exporter, importer, gRPC server and peers) and serves
+the admin API. Shutdown on SIGTERM/SIGINT is graceful: leave the pool (so peers see
 ``left``, not ``failed``), stop the node, close the admin server.
 
 Gossip encryption keys live in ``<data-dir>/keyring.json`` (Serf's keyring-file format:
@@ -39,6 +39,7 @@ from pysyncer.gossip.node import GossipNode
 from pysyncer.gossip.serf import MemberStatus, Serf
 from pysyncer.gossip.snapshot import SerfSnapshot, Snapshotter
 from pysyncer.gossip.timing import LAN
+from pysyncer.sync.engine import SyncEngine
 
 __all__ = [
     "KEYRING_FILE",
@@ -133,7 +134,7 @@ def _advertise_address(bind: HostPort, advertise: HostPort | None) -> tuple[str,
 class Daemon:
     """One running syncer process."""
 
-    def __init__(self, config: DaemonConfig) -> None:
+    def __init__(self, config: DaemonConfig, *, with_sync: bool = True) -> None:
         self.config = config
         self.keyring, self.keyring_file = load_keyring(config.data_dir, config.encryption_key())
         self.serf: Serf | None = None
@@ -151,6 +152,8 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self._join_task: asyncio.Task[None] | None = None
         self.snapshot: SerfSnapshot | None = None
+        self.engine: SyncEngine | None = None
+        self.with_sync = with_sync
 
     def _make_serf(self, clock: LoopClock[Hashable]) -> Serf:
         self.serf = Serf(self.config.node, node_tags(self.config), LAN, clock)
@@ -181,11 +184,6 @@ class Daemon:
             _core.IMPLEMENTATION,
             f" ({_core.EXTENSION_LOAD_ERROR})" if _core.EXTENSION_LOAD_ERROR else "",
         )
-        log.warning(
-            "this release runs the gossip pool and admin API only; the sync engine "
-            "(--sc-addr, --plugin, --store, --rpc-addr) is not in it yet, and --data-dir "
-            "holds only the gossip keyring and snapshot files"
-        )
         advertise = _advertise_address(config.bind, config.advertise)
         await self.agent.start((config.bind.host, config.bind.port), advertise)
         assert self.serf is not None
@@ -194,6 +192,9 @@ class Daemon:
         self.serf.start()
         host, port = self.agent.address
         log.info("gossip on %s:%d (UDP+TCP), encryption %s", host, port, self._encryption())
+        if self.with_sync:
+            self.engine = SyncEngine(config, self.serf)
+            await self.engine.start()
         await self._start_admin()
         if config.join or rejoin:
             self._join_task = asyncio.get_running_loop().create_task(self._join_loop(rejoin))
@@ -229,7 +230,7 @@ class Daemon:
 
     async def _start_admin(self) -> None:
         backend = _Backend(self)
-        app = build_app(backend, self.registry, keys=backend)
+        app = build_app(backend, self.registry, keys=backend, sync=backend)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         address = self.config.admin_addr
@@ -270,6 +271,8 @@ class Daemon:
             if self.snapshot is not None:
                 self.snapshot.leave()
             await self.serf.stop()
+        if self.engine is not None:
+            await self.engine.stop()  # after the leave: peers have stopped streaming from us
         if self.snapshot is not None:
             self.snapshot.close()
         await self.agent.stop()
@@ -297,6 +300,16 @@ class _Backend:
 
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
+
+    def sync_status(self) -> Mapping[str, Any]:
+        engine = self.daemon.engine
+        if engine is None:
+            return {"dc": self.daemon.config.dc, "state": "disabled", "remote": {}}
+        return engine.status()
+
+    def full_sync(self) -> Sequence[str]:
+        engine = self.daemon.engine
+        return engine.full_sync() if engine is not None else []
 
     @property
     def serf(self) -> Serf:

@@ -35,6 +35,9 @@ class Daemon:
         self._log = self.log_path.open("wb")
         if "--data-dir" not in args:  # never the default ./pysyncer-data of the checkout
             args = (*args, "--data-dir", str(workdir / name))
+        self.rpc = f"127.0.0.1:{free_port()}"
+        self.registry = f"127.0.0.1:{free_port()}"
+        args = (*args, "--rpc-addr", self.rpc, "--registry-addr", self.registry)
         command = [
             sys.executable, "-m", "pysyncer", "daemon", "--node", name, "--dc", f"dc-{name}",
             "--bind", self.bind, "--admin-addr", self.admin, *args,

@@ -58,6 +58,16 @@ class KeyBackend(Protocol):
         """
 
 
+class SyncBackend(Protocol):
+    """What the sync routes need (optional: without a sync engine they answer 503)."""
+
+    def sync_status(self) -> Mapping[str, Any]:
+        """This data center, its revision, and per remote data center its state."""
+
+    def full_sync(self) -> Sequence[str]:
+        """Start a digest repair with every remote data center; the ones asked."""
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -94,7 +104,10 @@ def _text_field(body: Mapping[str, Any], key: str, *, required: bool) -> str:
 
 
 def build_app(
-    backend: AdminBackend, registry: CollectorRegistry, keys: KeyBackend | None = None
+    backend: AdminBackend,
+    registry: CollectorRegistry,
+    keys: KeyBackend | None = None,
+    sync: SyncBackend | None = None,
 ) -> web.Application:
     """The admin application; the daemon runs it with aiohttp's AppRunner."""
 
@@ -166,6 +179,16 @@ def build_app(
             return _error(400, str(exc))
         return await key_operation(op, key)
 
+    async def sync_status(request: web.Request) -> web.Response:
+        if sync is None:
+            return _error(503, "the sync engine is not running")
+        return web.json_response(dict(sync.sync_status()))
+
+    async def full_sync(request: web.Request) -> web.Response:
+        if sync is None:
+            return _error(503, "the sync engine is not running")
+        return web.json_response({"started": True, "remote": list(sync.full_sync())})
+
     async def metrics(request: web.Request) -> web.Response:
         response = web.Response(body=generate_latest(registry))
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
@@ -188,5 +211,7 @@ def build_app(
     app.router.add_post("/v1/queries", post_query)
     app.router.add_get("/v1/keys", get_keys)
     app.router.add_post("/v1/keys", post_keys)
+    app.router.add_get("/v1/sync/status", sync_status)
+    app.router.add_post("/v1/sync/full", full_sync)
     app.router.add_get("/metrics", metrics)
     return app

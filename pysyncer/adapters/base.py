@@ -1,0 +1,174 @@
+"""The adapter protocol every registry kind implements, its value types and errors.
+
+An adapter is the only code that talks to a local registry. It lists the registry
+(copies included: the exporter filters them), reports changes as batches, creates
+services, registers, renews and removes copies. It knows nothing of gossip, the store or
+the sync engine; those see only :mod:`pysyncer.model` values and the types defined here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+from pysyncer.errors import PysyncerError
+from pysyncer.model import Instance, ServiceKey
+
+__all__ = [
+    "Adapter",
+    "AdapterError",
+    "BadResponseError",
+    "ChangeBatch",
+    "ChangeEvent",
+    "ConflictError",
+    "LocalRef",
+    "NotFoundError",
+    "RenewResult",
+    "Snapshot",
+    "UnavailableError",
+]
+
+
+class AdapterError(PysyncerError):
+    """A registry operation failed; ``code`` is the registry's own error code when known."""
+
+    def __init__(self, message: str, *, code: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class NotFoundError(AdapterError, LookupError):
+    """The service or instance named does not exist in the registry."""
+
+
+class ConflictError(AdapterError, ValueError):
+    """The registry refused a write because it clashes with existing data."""
+
+
+class UnavailableError(AdapterError, ConnectionError):
+    """No address of the registry answered (connection refused, timeout, 5xx)."""
+
+
+class BadResponseError(AdapterError, ValueError):
+    """The registry answered with a malformed, unexpected or oversized body."""
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class LocalRef:
+    """Where an instance lives in the local registry: the registry's own ids."""
+
+    service_id: str
+    instance_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RenewResult:
+    """Outcome of renewing one copy: ``ok``, ``not_found`` (re-register it) or ``error``."""
+
+    ref: LocalRef
+    status: Literal["ok", "not_found", "error"]
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def not_found(self) -> bool:
+        return self.status == "not_found"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A full listing of the local registry: instances plus the local ids of each.
+
+    Iterating yields the :class:`Instance` values; :meth:`ref` gives an instance's
+    :class:`LocalRef`. ``revision`` is the registry's revision of the listing when it
+    has one (empty otherwise).
+    """
+
+    instances: tuple[Instance, ...] = ()
+    refs: Mapping[str, LocalRef] = field(default_factory=dict)
+    revision: str = ""
+
+    def __iter__(self) -> Iterator[Instance]:
+        return iter(self.instances)
+
+    def __len__(self) -> int:
+        return len(self.instances)
+
+    def ref(self, instance_id: str) -> LocalRef:
+        """The local ids of an instance of this listing (KeyError when absent)."""
+        return self.refs[instance_id]
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeEvent:
+    """One instance created/updated (``upsert``) or removed (``delete``) in the registry.
+
+    For a delete, ``instance`` is the last state the adapter knew (at least its service
+    and id are right).
+    """
+
+    kind: Literal["upsert", "delete"]
+    instance: Instance
+    ref: LocalRef | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeBatch:
+    """Changes observed together. ``resync`` means the view may be incomplete: re-list."""
+
+    events: list[ChangeEvent] = field(default_factory=list)
+    resync: bool = False
+
+
+@runtime_checkable
+class Adapter(Protocol):
+    """What the sync engine needs from a local registry, whatever its kind."""
+
+    @property
+    def name(self) -> str:
+        """The adapter kind, e.g. ``servicecomb`` or ``embedded``."""
+        ...
+
+    async def start(self) -> None:
+        """Open connections; raises UnavailableError when no address answers."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections and end any running :meth:`changes` iterator."""
+        ...
+
+    async def list_instances(self) -> Snapshot:
+        """A full listing of the registry, copies included."""
+        ...
+
+    def changes(self) -> AsyncIterator[ChangeBatch]:
+        """Change batches from the last listing on, until :meth:`close`.
+
+        Transient failures are retried inside; a batch with ``resync=True`` says that
+        changes may have been missed and the caller must re-list.
+        """
+        ...
+
+    async def ensure_service(self, service: ServiceKey) -> str:
+        """The local id of ``service``, created when missing (idempotent)."""
+        ...
+
+    async def register(self, instance: Instance) -> LocalRef:
+        """Register (or overwrite) a copy under its own instance id (idempotent)."""
+        ...
+
+    async def get_instance(self, ref: LocalRef) -> Instance:
+        """One instance as the registry holds it now; NotFoundError when absent."""
+        ...
+
+    async def renew(self, refs: Sequence[LocalRef]) -> list[RenewResult]:
+        """Renew leases, one result per ref in the same order."""
+        ...
+
+    async def unregister(self, ref: LocalRef) -> None:
+        """Remove a copy; an unknown ref is not an error."""
+        ...

@@ -1,0 +1,222 @@
+"""The adapter over the in-process embedded registry (:class:`EmbeddedRegistry`), no HTTP.
+
+Used when pysyncer runs its own service center (``--sc-addr`` omitted): the same
+protocol as the ServiceComb adapter, calling the registry's Python API directly and
+following its native change feed (long-poll on an asyncio event: latency is one loop
+turn). Registry errors (Service-Center error codes) become the adapters' typed errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from pysyncer.adapters.base import (
+    AdapterError,
+    ChangeBatch,
+    ChangeEvent,
+    LocalRef,
+    NotFoundError,
+    RenewResult,
+    Snapshot,
+    UnavailableError,
+)
+from pysyncer.adapters.scshape import (
+    ERR_SERVICE_NOT_EXISTS,
+    error_from_code,
+    event_from_change,
+    instance_from_sc,
+    instance_to_sc,
+    service_from_sc,
+    service_to_sc,
+)
+from pysyncer.errors import ConfigError
+from pysyncer.model import Instance, ServiceKey
+from pysyncer.registry.core import EmbeddedRegistry
+from pysyncer.registry.errors import RegistryError
+
+__all__ = ["EmbeddedAdapter", "create"]
+
+FEED_WAIT = 30.0  # seconds one native long-poll may wait
+
+
+def _typed(exc: RegistryError) -> AdapterError:
+    return error_from_code(str(exc.code), str(exc), exc.http_status)
+
+
+class EmbeddedAdapter:
+    """:class:`pysyncer.adapters.base.Adapter` over an :class:`EmbeddedRegistry` object."""
+
+    name = "embedded"
+
+    def __init__(
+        self, registry: EmbeddedRegistry, *, domain: str = "default", project: str = "default"
+    ) -> None:
+        self.registry = registry
+        self.domain = domain
+        self.project = project
+        self.domain_project = f"{domain}/{project}"
+        self._closed = asyncio.Event()
+        self._cursor: int | None = None  # revision of the last listing
+        self._services_by_id: dict[str, ServiceKey] = {}
+
+    async def start(self) -> None:
+        self._closed.clear()
+
+    async def close(self) -> None:
+        self._closed.set()
+
+    def _tenant(self, service: ServiceKey) -> dict[str, str]:
+        domain, _, project = service.project.partition("/")
+        return {"domain": domain or self.domain, "project": project or self.project}
+
+    def _check_open(self) -> None:
+        if self._closed.is_set():
+            raise UnavailableError("embedded adapter is closed")
+
+    async def ensure_service(self, service: ServiceKey) -> str:
+        self._check_open()
+        tenant = self._tenant(service)
+        try:
+            try:
+                service_id = await self.registry.exist_service(
+                    service.app, service.name, service.version, service.environment, **tenant
+                )
+            except RegistryError as exc:
+                if exc.code != int(ERR_SERVICE_NOT_EXISTS):
+                    raise
+                # create_service returns the existing id for the same key (idempotent).
+                service_id = await self.registry.create_service(service_to_sc(service), **tenant)
+        except RegistryError as exc:
+            raise _typed(exc) from exc
+        self._services_by_id[service_id] = service
+        return service_id
+
+    async def register(self, instance: Instance) -> LocalRef:
+        service_id = await self.ensure_service(instance.service)
+        try:
+            instance_id = await self.registry.register_instance(
+                service_id, instance_to_sc(instance), **self._tenant(instance.service)
+            )
+        except RegistryError as exc:
+            raise _typed(exc) from exc
+        return LocalRef(service_id, instance_id)
+
+    async def get_instance(self, ref: LocalRef) -> Instance:
+        self._check_open()
+        try:
+            raw, _ = await self.registry.get_instance(
+                ref.service_id, ref.instance_id, domain=self.domain, project=self.project
+            )
+            svc = await self.registry.get_service(
+                ref.service_id, domain=self.domain, project=self.project
+            )
+        except RegistryError as exc:
+            raise _typed(exc) from exc
+        return instance_from_sc(raw, service_from_sc(svc, self.domain_project))
+
+    async def renew(self, refs: Sequence[LocalRef]) -> list[RenewResult]:
+        self._check_open()
+        if not refs:
+            return []
+        answers = await self.registry.heartbeat_set(
+            [(r.service_id, r.instance_id) for r in refs], domain=self.domain, project=self.project
+        )
+        results: list[RenewResult] = []
+        for ref, answer in zip(refs, answers, strict=True):
+            message = str(answer.get("errMessage") or "")
+            results.append(
+                RenewResult(ref, "not_found", message) if message else RenewResult(ref, "ok")
+            )
+        return results
+
+    async def unregister(self, ref: LocalRef) -> None:
+        self._check_open()
+        try:
+            await self.registry.unregister_instance(
+                ref.service_id, ref.instance_id, domain=self.domain, project=self.project
+            )
+        except RegistryError as exc:
+            error = _typed(exc)
+            if not isinstance(error, NotFoundError):
+                raise error from exc
+
+    async def list_instances(self) -> Snapshot:
+        self._check_open()
+        try:
+            value, revision = await self.registry.govern_services(
+                ["instances"], domain=self.domain, project=self.project
+            )
+        except RegistryError as exc:
+            raise _typed(exc) from exc
+        instances: list[Instance] = []
+        refs: dict[str, LocalRef] = {}
+        for detail in value.get("allServicesDetail", []):
+            svc = detail["microService"]
+            key = service_from_sc(svc, self.domain_project)
+            service_id = str(svc["serviceId"])
+            self._services_by_id[service_id] = key
+            for raw in detail.get("instances", []):
+                inst = instance_from_sc(raw, key)
+                instances.append(inst)
+                refs[inst.instance_id] = LocalRef(service_id, inst.instance_id)
+        self._cursor = revision
+        return Snapshot(tuple(instances), refs, str(revision))
+
+    async def changes(self) -> AsyncIterator[ChangeBatch]:
+        if self._cursor is None:
+            self._cursor = self.registry.revision(domain=self.domain, project=self.project)
+            yield ChangeBatch([], resync=True)  # no listing covers the start point
+        while not self._closed.is_set():
+            cursor = self._cursor
+            assert cursor is not None
+            poll = asyncio.ensure_future(
+                self.registry.changes(cursor, FEED_WAIT, domain=self.domain, project=self.project)
+            )
+            closing = asyncio.ensure_future(self._closed.wait())
+            try:
+                await asyncio.wait({poll, closing}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                closing.cancel()
+            if not poll.done():
+                poll.cancel()
+                return
+            try:
+                batch = poll.result()
+            except RegistryError as exc:
+                raise _typed(exc) from exc
+            if batch.reset:
+                self._cursor = batch.revision
+                yield ChangeBatch([], resync=True)
+                continue
+            events: list[ChangeEvent] = []
+            for change in batch.changes:
+                event, service_id, key = event_from_change(
+                    change.to_json(), self.domain_project, self._services_by_id
+                )
+                if key is not None and service_id:
+                    self._services_by_id[service_id] = key
+                if event is not None:
+                    events.append(event)
+            # A re-list during the wait may have moved the cursor forward: keep the later.
+            self._cursor = max(self._cursor or 0, batch.revision)
+            if events:
+                yield ChangeBatch(events)
+            elif not batch.changes:
+                await asyncio.sleep(0.05)  # an empty answer came early (registry closing)
+
+
+def create(addresses: Sequence[str], settings: Mapping[str, Any]) -> EmbeddedAdapter:
+    """Entry-point factory (name ``embedded``): ``settings["registry"]`` is the registry."""
+    registry = settings.get("registry")
+    if not isinstance(registry, EmbeddedRegistry):
+        raise ConfigError("embedded adapter: settings['registry'] must be an EmbeddedRegistry")
+    unknown = sorted(set(settings) - {"registry", "domain", "project"})
+    if unknown:
+        raise ConfigError(f"embedded adapter: unknown setting(s) {', '.join(unknown)}")
+    return EmbeddedAdapter(
+        registry,
+        domain=str(settings.get("domain", "default")),
+        project=str(settings.get("project", "default")),
+    )

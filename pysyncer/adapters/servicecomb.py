@@ -1,0 +1,714 @@
+"""The Apache ServiceComb Service-Center v4 REST adapter (also serves the embedded registry).
+
+Owns HTTP to Service-Center: one keep-alive aiohttp session, timeouts, several addresses
+with failover (rotate on connection errors and 5xx, stay on the healthy one), optional
+TLS, ``x-domain-name``/project, bounded response bodies, SC error codes -> typed errors.
+
+Change detection: when the server offers pysyncer's change feed
+(``GET /v4/{project}/registry/changes``, answered 200 with ``X-Pysyncer-Change-Feed: 1``;
+a real Service-Center answers 404) it is long-polled (sub-second latency). Otherwise the
+governance listing (``GET /v4/{project}/govern/microservices?options=instances``) is
+polled every ``poll_interval`` and diffed against the previous listing. SC's websocket
+watch is not used: it is consumer-scoped (it only reports providers the watching
+service depends on), so it cannot see "every instance".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import ssl
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from pysyncer.adapters.base import (
+    AdapterError,
+    BadResponseError,
+    ChangeBatch,
+    ChangeEvent,
+    ConflictError,
+    LocalRef,
+    NotFoundError,
+    RenewResult,
+    Snapshot,
+    UnavailableError,
+)
+from pysyncer.adapters.scshape import (
+    ERR_INSTANCE_NOT_EXISTS,
+    ERR_SERVICE_NOT_EXISTS,
+    error_from_code,
+    event_from_change,
+    instance_from_sc,
+    instance_to_sc,
+    service_from_sc,
+    service_to_sc,
+)
+from pysyncer.errors import ConfigError
+from pysyncer.model import Instance, ServiceKey
+
+__all__ = ["FEED_HEADER", "ServiceCombAdapter", "ServiceCombSettings", "create"]
+
+log = logging.getLogger(__name__)
+
+FEED_HEADER = "X-Pysyncer-Change-Feed"
+REVISION_HEADER = "X-Resource-Revision"
+HEARTBEAT_BATCH = 500
+SELF_SERVICE = ("default", "SERVICECENTER")
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceCombSettings:
+    """Settings of the Service-Center adapter (all have defaults)."""
+
+    domain: str = "default"
+    project: str = "default"
+    timeout: float = 10.0  # per request, seconds
+    connect_timeout: float = 3.0
+    poll_interval: float = 5.0  # governance-listing poll period when there is no feed
+    feed: bool | None = None  # None: probe; False: never use the change feed
+    feed_wait: float = 20.0  # long-poll wait asked of the change feed, seconds
+    max_body: int = 16 * 1024 * 1024  # largest response body accepted, bytes
+    retry_max: float = 5.0  # largest backoff between change-detection retries
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_verify: bool = True
+    include_self: bool = False  # list SC's own SERVICECENTER service too
+
+    @classmethod
+    def from_mapping(cls, settings: Mapping[str, Any]) -> ServiceCombSettings:
+        """Build from a plain mapping (config file section); unknown keys are an error."""
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(k for k in settings if k.replace("-", "_") not in known)
+        if unknown:
+            raise ConfigError(f"servicecomb adapter: unknown setting(s) {', '.join(unknown)}")
+        values: dict[str, Any] = {}
+        defaults = cls()
+        for key, raw in settings.items():
+            name = key.replace("-", "_")
+            default = getattr(defaults, name)
+            try:
+                if name == "feed":
+                    values[name] = None if raw is None else _as_bool(raw)
+                elif isinstance(default, bool):
+                    values[name] = _as_bool(raw)
+                elif isinstance(default, float):
+                    values[name] = float(raw)
+                elif isinstance(default, int):
+                    values[name] = int(raw)
+                else:
+                    values[name] = str(raw)
+            except (TypeError, ValueError):
+                raise ConfigError(f"servicecomb adapter: bad value for {key}: {raw!r}") from None
+        result = cls(**values)
+        if result.poll_interval <= 0 or result.timeout <= 0 or result.max_body <= 0:
+            raise ConfigError("servicecomb adapter: poll_interval, timeout, max_body must be > 0")
+        return result
+
+
+def _as_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(raw)
+
+
+def normalize_address(address: str) -> str:
+    """``host:port`` -> ``http://host:port``; SC's ``rest://`` forms are accepted too."""
+    address = address.strip().rstrip("/")
+    if "://" not in address:
+        address = "http://" + address
+    scheme, _, rest = address.partition("://")
+    if scheme == "rest":
+        scheme = "https" if "sslEnabled=true" in rest else "http"
+        rest = rest.split("?", 1)[0]
+    if scheme not in {"http", "https"}:
+        raise ConfigError(f"servicecomb adapter: unsupported address scheme {address!r}")
+    parts = urlsplit(f"{scheme}://{rest}")
+    if not parts.hostname:
+        raise ConfigError(f"servicecomb adapter: address without a host: {address!r}")
+    return f"{scheme}://{parts.netloc}"
+
+
+@dataclass(slots=True)
+class _Response:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        if not self.body:
+            return {}
+        try:
+            return json.loads(self.body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BadResponseError(f"response is not JSON: {exc}") from None
+
+    def obj(self) -> dict[str, Any]:
+        value = self.json()
+        if not isinstance(value, dict):
+            raise BadResponseError(f"expected a JSON object, got {type(value).__name__}")
+        return value
+
+
+class ServiceCombAdapter:
+    """A Service-Center v4 client implementing :class:`pysyncer.adapters.base.Adapter`."""
+
+    name = "servicecomb"
+
+    def __init__(
+        self, addresses: Sequence[str], settings: ServiceCombSettings | None = None
+    ) -> None:
+        if not addresses:
+            raise ConfigError("servicecomb adapter: at least one address is required")
+        self.addresses = [normalize_address(a) for a in addresses]
+        self.settings = settings or ServiceCombSettings()
+        self.domain_project = f"{self.settings.domain}/{self.settings.project}"
+        self._current = 0
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = asyncio.Event()
+        self._service_ids: dict[ServiceKey, str] = {}
+        self._services_by_id: dict[str, ServiceKey] = {}
+        self._batch_heartbeat: bool | None = None
+        self._feed: bool | None = self.settings.feed
+        self._feed_cursor: int | None = None  # feed revision taken before the last listing
+        self._last_listing: dict[str, tuple[Instance, LocalRef]] | None = None
+        self._list_revision = ""
+        self._list_digest = b""
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    @property
+    def current_address(self) -> str:
+        """The address requests go to first (the last one that answered)."""
+        return self.addresses[self._current]
+
+    @property
+    def uses_feed(self) -> bool | None:
+        """True/False once probed: whether change detection long-polls the change feed."""
+        return self._feed
+
+    async def start(self) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl_context(), limit=32),
+                timeout=aiohttp.ClientTimeout(total=None, connect=self.settings.connect_timeout),
+                headers={"Accept": "application/json"},
+            )
+        self._closed.clear()
+        await self._request("GET", "/v4/{project}/registry/version")
+
+    async def close(self) -> None:
+        self._closed.set()
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def __aenter__(self) -> ServiceCombAdapter:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _ssl_context(self) -> ssl.SSLContext | bool:
+        s = self.settings
+        if not (s.tls_ca or s.tls_cert or not s.tls_verify):
+            return True  # default verification for https addresses
+        try:
+            context = ssl.create_default_context(cafile=s.tls_ca or None)
+            if s.tls_cert:
+                context.load_cert_chain(s.tls_cert, s.tls_key or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"servicecomb adapter: TLS files: {exc}") from None
+        if not s.tls_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    # -- HTTP with failover ------------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        ok_statuses: tuple[int, ...] = (),
+    ) -> _Response:
+        """Send to the current address, rotating on connection errors and 5xx.
+
+        Returns 2xx/304 (and ``ok_statuses``); raises the typed error for other answers.
+        """
+        session = self._session
+        if session is None:
+            raise UnavailableError("servicecomb adapter is not started (or closed)")
+        path = path.replace("{project}", self.settings.project)
+        request_headers = {"x-domain-name": self.settings.domain}
+        if headers:
+            request_headers.update(headers)
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            request_headers["Content-Type"] = "application/json"
+        total = timeout if timeout is not None else self.settings.timeout
+        failures: list[str] = []
+        start = self._current
+        for step in range(len(self.addresses)):
+            if session.closed:
+                raise UnavailableError("servicecomb adapter is closed")
+            index = (start + step) % len(self.addresses)
+            url = self.addresses[index] + path
+            try:
+                async with session.request(
+                    method,
+                    url,
+                    params=params,
+                    data=data,
+                    headers=request_headers,
+                    timeout=aiohttp.ClientTimeout(
+                        total=total, connect=self.settings.connect_timeout
+                    ),
+                    allow_redirects=False,
+                ) as resp:
+                    raw = await self._read_body(resp, f"{method} {path}")
+                    response = _Response(resp.status, resp.headers, raw)
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                failures.append(f"{self.addresses[index]}: {type(exc).__name__} {exc}".strip())
+                continue
+            if response.status >= 500:
+                failures.append(f"{self.addresses[index]}: HTTP {response.status}")
+                continue
+            self._current = index
+            if response.status < 300 or response.status == 304:
+                return response
+            if response.status in ok_statuses:
+                return response
+            raise self._error(method, path, response)
+        raise UnavailableError(
+            f"{method} {path}: no registry address answered: " + "; ".join(failures)
+        )
+
+    async def _read_body(self, resp: aiohttp.ClientResponse, what: str) -> bytes:
+        """The whole body, refusing more than ``max_body`` bytes (checked while reading)."""
+        limit = self.settings.max_body
+        too_big = BadResponseError(f"{what}: response body over {limit} bytes")
+        if resp.content_length is not None and resp.content_length > limit:
+            raise too_big
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await resp.content.read(min(65536, limit + 1 - size))
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > limit:
+                raise too_big
+            chunks.append(chunk)
+
+    @staticmethod
+    def _error(method: str, path: str, response: _Response) -> AdapterError:
+        code = ""
+        message = f"{method} {path}: HTTP {response.status}"
+        try:
+            value = json.loads(response.body) if response.body else None
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            value = None
+        if isinstance(value, dict):
+            code = str(value.get("errorCode", "") or "")
+            detail = value.get("detail") or value.get("errorMessage") or ""
+            if detail:
+                message = f"{message}: {detail}"
+        return error_from_code(code, message, response.status)
+
+    # -- services ----------------------------------------------------------------------
+
+    def _project_path(self, service: ServiceKey) -> tuple[str, dict[str, str]]:
+        domain, _, project = service.project.partition("/")
+        return project or self.settings.project, {"x-domain-name": domain or "default"}
+
+    async def ensure_service(self, service: ServiceKey) -> str:
+        cached = self._service_ids.get(service)
+        if cached is not None:
+            return cached
+        project, headers = self._project_path(service)
+        base = f"/v4/{project}/registry"
+        for _attempt in range(3):
+            try:
+                resp = await self._request(
+                    "GET",
+                    f"{base}/existence",
+                    params={
+                        "type": "microservice",
+                        "env": service.environment,
+                        "appId": service.app,
+                        "serviceName": service.name,
+                        "version": service.version,
+                    },
+                    headers=headers,
+                )
+                service_id = _str_field(resp.obj(), "serviceId")
+            except NotFoundError:
+                try:
+                    resp = await self._request(
+                        "POST",
+                        f"{base}/microservices",
+                        body={"service": service_to_sc(service)},
+                        headers=headers,
+                    )
+                    service_id = _str_field(resp.obj(), "serviceId")
+                except ConflictError:
+                    continue  # created concurrently: look it up again
+            self._remember_service(service_id, service)
+            return service_id
+        raise ConflictError(f"service {service.text()} could neither be found nor created")
+
+    def _remember_service(self, service_id: str, service: ServiceKey) -> None:
+        self._service_ids[service] = service_id
+        self._services_by_id[service_id] = service
+
+    def _forget_service(self, service: ServiceKey) -> None:
+        service_id = self._service_ids.pop(service, None)
+        if service_id is not None:
+            self._services_by_id.pop(service_id, None)
+
+    # -- instances ---------------------------------------------------------------------
+
+    async def register(self, instance: Instance) -> LocalRef:
+        project, headers = self._project_path(instance.service)
+        for attempt in range(2):
+            service_id = await self.ensure_service(instance.service)
+            try:
+                resp = await self._request(
+                    "POST",
+                    f"/v4/{project}/registry/microservices/{service_id}/instances",
+                    body={"instance": instance_to_sc(instance)},
+                    headers=headers,
+                )
+            except NotFoundError as exc:
+                if exc.code == ERR_SERVICE_NOT_EXISTS and attempt == 0:
+                    self._forget_service(instance.service)  # deleted behind our back
+                    continue
+                raise
+            instance_id = resp.obj().get("instanceId") or instance.instance_id
+            return LocalRef(service_id, str(instance_id))
+        raise NotFoundError(f"service {instance.service.text()} vanished while registering")
+
+    async def get_instance(self, ref: LocalRef) -> Instance:
+        resp = await self._request(
+            "GET",
+            f"/v4/{{project}}/registry/microservices/{ref.service_id}/instances/{ref.instance_id}",
+        )
+        key = self._services_by_id.get(ref.service_id)
+        if key is None:
+            svc = await self._request(
+                "GET", f"/v4/{{project}}/registry/microservices/{ref.service_id}"
+            )
+            key = service_from_sc(svc.obj().get("service"), self.domain_project)
+            self._remember_service(ref.service_id, key)
+        return instance_from_sc(resp.obj().get("instance"), key)
+
+    async def unregister(self, ref: LocalRef) -> None:
+        with contextlib.suppress(NotFoundError):
+            await self._request(
+                "DELETE",
+                f"/v4/{{project}}/registry/microservices/{ref.service_id}"
+                f"/instances/{ref.instance_id}",
+            )
+
+    async def renew(self, refs: Sequence[LocalRef]) -> list[RenewResult]:
+        results: list[RenewResult] = []
+        for start in range(0, len(refs), HEARTBEAT_BATCH):
+            chunk = refs[start : start + HEARTBEAT_BATCH]
+            batch = None
+            if self._batch_heartbeat is not False:
+                batch = await self._renew_batch(chunk)
+            results.extend(batch if batch is not None else await self._renew_each(chunk))
+        return results
+
+    async def _renew_batch(self, refs: Sequence[LocalRef]) -> list[RenewResult] | None:
+        """One ``PUT /registry/heartbeats``; None when the server lacks the batch API."""
+        body = {
+            "Instances": [{"serviceId": r.service_id, "instanceId": r.instance_id} for r in refs]
+        }
+        try:
+            resp = await self._request(
+                "PUT", "/v4/{project}/registry/heartbeats", body=body, ok_statuses=(400,)
+            )
+        except AdapterError as exc:
+            # Only "no such route" (404/405 without an SC errorCode) means no batch API.
+            if isinstance(exc, UnavailableError | BadResponseError) or exc.code:
+                raise
+            self._batch_heartbeat = False
+            log.info("batch heartbeats unavailable (%s): renewing one by one", exc)
+            return None
+        value = resp.obj()
+        items = value.get("instances")
+        if resp.status == 400 and not isinstance(items, list):
+            # A plain SC error, not the per-instance result shape.
+            code = str(value.get("errorCode", ""))
+            if code == ERR_INSTANCE_NOT_EXISTS and len(refs) == 1:
+                return [RenewResult(refs[0], "not_found", "instance does not exist")]
+            return None
+        self._batch_heartbeat = True
+        failed: dict[tuple[str, str], str] = {}
+        for item in items or []:
+            if isinstance(item, dict) and item.get("errMessage"):
+                key = (str(item.get("serviceId", "")), str(item.get("instanceId", "")))
+                failed[key] = str(item["errMessage"])
+        results = []
+        for ref in refs:
+            message = failed.get((ref.service_id, ref.instance_id))
+            if message is None:
+                results.append(RenewResult(ref, "ok"))
+            elif _looks_not_found(message):
+                results.append(RenewResult(ref, "not_found", message))
+            else:
+                results.append(RenewResult(ref, "error", message))
+        return results
+
+    async def _renew_each(self, refs: Sequence[LocalRef]) -> list[RenewResult]:
+        async def one(ref: LocalRef) -> RenewResult:
+            try:
+                await self._request(
+                    "PUT",
+                    f"/v4/{{project}}/registry/microservices/{ref.service_id}"
+                    f"/instances/{ref.instance_id}/heartbeat",
+                )
+            except NotFoundError as exc:
+                return RenewResult(ref, "not_found", str(exc))
+            except AdapterError as exc:
+                return RenewResult(ref, "error", str(exc))
+            return RenewResult(ref, "ok")
+
+        semaphore = asyncio.Semaphore(16)
+
+        async def bounded(ref: LocalRef) -> RenewResult:
+            async with semaphore:
+                return await one(ref)
+
+        return list(await asyncio.gather(*(bounded(r) for r in refs)))
+
+    # -- listing -----------------------------------------------------------------------
+
+    async def list_instances(self) -> Snapshot:
+        if self._feed is not False:
+            self._feed_cursor = await self._probe_feed()
+        listing = await self._list(force=True)
+        assert listing is not None
+        self._last_listing = listing
+        instances = tuple(inst for inst, _ in listing.values())
+        refs = {iid: ref for iid, (_, ref) in listing.items()}
+        return Snapshot(instances, refs, self._list_revision)
+
+    async def _list(self, *, force: bool) -> dict[str, tuple[Instance, LocalRef]] | None:
+        """The governance listing; None when unchanged (304 or same bytes) unless ``force``."""
+        headers: dict[str, str] = {}
+        params = {"options": "instances"}
+        if self._list_revision and not force:
+            params["rev"] = self._list_revision
+            headers["x-resource-revision"] = self._list_revision
+        resp = await self._request(
+            "GET", "/v4/{project}/govern/microservices", params=params, headers=headers
+        )
+        if resp.status == 304:
+            return None
+        self._list_revision = resp.headers.get(REVISION_HEADER, "")
+        digest = hashlib.blake2b(resp.body, digest_size=16).digest()
+        if digest == self._list_digest and not force:
+            return None
+        value = resp.obj()
+        details = value.get("allServicesDetail", value.get("AllServicesDetail")) or []
+        if not isinstance(details, list):
+            raise BadResponseError("allServicesDetail: expected a list")
+        listing: dict[str, tuple[Instance, LocalRef]] = {}
+        for detail in details:
+            if not isinstance(detail, dict):
+                raise BadResponseError("allServicesDetail[]: expected an object")
+            svc = detail.get("microService", detail.get("microservice"))
+            if not isinstance(svc, dict):
+                raise BadResponseError("allServicesDetail[].microService: expected an object")
+            key = service_from_sc(svc, self.domain_project)
+            if (key.app, key.name) == SELF_SERVICE and not self.settings.include_self:
+                continue
+            service_id = str(svc.get("serviceId", ""))
+            if service_id:
+                self._remember_service(service_id, key)
+            instances = detail.get("instances") or []
+            if not isinstance(instances, list):
+                raise BadResponseError("allServicesDetail[].instances: expected a list")
+            for raw in instances:
+                inst = instance_from_sc(raw, key)
+                listing[inst.instance_id] = (inst, LocalRef(service_id, inst.instance_id))
+        self._list_digest = digest
+        return listing
+
+    # -- change detection --------------------------------------------------------------
+
+    async def _probe_feed(self) -> int | None:
+        """The feed's current revision, or None (and polling from now on) without a feed."""
+        try:
+            resp = await self._request(
+                "GET",
+                "/v4/{project}/registry/changes",
+                params={"since": "0", "timeout": "0"},
+            )
+        except NotFoundError:
+            resp = None
+        except AdapterError as exc:
+            if isinstance(exc, UnavailableError):
+                raise
+            resp = None
+        if resp is None or resp.headers.get(FEED_HEADER) != "1":
+            if self._feed is not False:
+                log.info(
+                    "no change feed at %s: polling every %ss",
+                    self.current_address,
+                    self.settings.poll_interval,
+                )
+            self._feed = False
+            return None
+        self._feed = True
+        return _int_field(resp.obj(), "revision")
+
+    async def changes(self) -> AsyncIterator[ChangeBatch]:
+        backoff = 0.2
+        while not self._closed.is_set():
+            try:
+                if self._feed is None:
+                    # Probe only: with no listing taken, _feed_batches starts with resync.
+                    await self._probe_feed()
+                batches = self._feed_batches() if self._feed else self._poll_batches()
+                async for batch in batches:
+                    backoff = 0.2
+                    yield batch
+                    if self._closed.is_set():
+                        return
+            except (AdapterError, aiohttp.ClientError) as exc:
+                if self._closed.is_set() or self._session is None:
+                    return
+                log.warning("servicecomb change detection: %s (retrying in %.1fs)", exc, backoff)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, self.settings.retry_max)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._closed.wait(), seconds)
+
+    async def _feed_batches(self) -> AsyncIterator[ChangeBatch]:
+        if self._feed_cursor is None:
+            self._feed_cursor = await self._probe_feed()
+            if self._feed_cursor is None:
+                return  # the feed went away: the loop switches to polling
+            yield ChangeBatch([], resync=True)  # no listing covers the start point
+        while not self._closed.is_set():
+            wait = self.settings.feed_wait
+            try:
+                resp = await self._request(
+                    "GET",
+                    "/v4/{project}/registry/changes",
+                    params={"since": str(self._feed_cursor), "timeout": str(wait)},
+                    timeout=wait + self.settings.timeout,
+                )
+            except NotFoundError:
+                self._feed = None  # e.g. failed over to a real SC: probe again, then poll
+                self._feed_cursor = None
+                yield ChangeBatch([], resync=True)
+                return
+            if resp.headers.get(FEED_HEADER) != "1":
+                self._feed = None
+                self._feed_cursor = None
+                yield ChangeBatch([], resync=True)
+                return
+            value = resp.obj()
+            revision = _int_field(value, "revision")
+            if value.get("reset") or revision < self._feed_cursor:
+                self._feed_cursor = revision
+                yield ChangeBatch([], resync=True)
+                continue
+            changes = value.get("changes") or []
+            if not isinstance(changes, list):
+                raise BadResponseError("changes: expected a list")
+            events: list[ChangeEvent] = []
+            for change in changes:
+                event, service_id, key = event_from_change(
+                    change, self.domain_project, self._services_by_id
+                )
+                if key is not None and service_id:
+                    if event is None and change.get("action") == "DELETE":
+                        self._forget_service(key)
+                    else:
+                        self._remember_service(service_id, key)
+                if event is not None:
+                    events.append(event)
+            self._feed_cursor = revision
+            if events:
+                yield ChangeBatch(events)
+
+    async def _poll_batches(self) -> AsyncIterator[ChangeBatch]:
+        previous = self._last_listing
+        if previous is None:
+            previous = await self._list(force=True)
+            assert previous is not None
+            self._last_listing = previous
+            yield ChangeBatch([], resync=True)  # no listing covers the start point
+        while not self._closed.is_set():
+            await self._sleep(self.settings.poll_interval)
+            if self._closed.is_set():
+                return
+            current = await self._list(force=False)
+            if current is None:
+                continue
+            previous = self._last_listing or {}
+            events: list[ChangeEvent] = []
+            for iid, (inst, ref) in current.items():
+                old = previous.get(iid)
+                if old is None or old[0] != inst:
+                    events.append(ChangeEvent("upsert", inst, ref))
+            for iid, (inst, ref) in previous.items():
+                if iid not in current:
+                    events.append(ChangeEvent("delete", inst, ref))
+            self._last_listing = current
+            if events:
+                yield ChangeBatch(events)
+
+
+def _looks_not_found(message: str) -> bool:
+    text = message.lower()
+    return ERR_INSTANCE_NOT_EXISTS in text or "not exist" in text or "not found" in text
+
+
+def _str_field(value: Mapping[str, Any], name: str) -> str:
+    field = value.get(name)
+    if not isinstance(field, str) or not field:
+        raise BadResponseError(f"response field {name!r}: expected a non-empty string")
+    return field
+
+
+def _int_field(value: Mapping[str, Any], name: str) -> int:
+    field = value.get(name)
+    if isinstance(field, bool) or not isinstance(field, (int, str)):
+        raise BadResponseError(f"response field {name!r}: expected an integer")
+    try:
+        return int(field)
+    except ValueError:
+        raise BadResponseError(f"response field {name!r}: expected an integer") from None
+
+
+def create(addresses: Sequence[str], settings: Mapping[str, Any]) -> ServiceCombAdapter:
+    """Entry-point factory (group ``pysyncer.adapters``, name ``servicecomb``)."""
+    return ServiceCombAdapter(addresses, ServiceCombSettings.from_mapping(settings))

@@ -1,0 +1,36 @@
+"""The embedded service center: a ServiceComb Service-Center v4 REST subset, in process.
+
+Owns what ``pysyncer registry`` serves and what the daemon starts when no ``--sc-addr``
+is given: microservices, instances with leases (TTL = interval x (times + 1)),
+per-tenant revisions with 304 answers, and a long-poll change feed (a pysyncer
+extension, see ``docs/registry.md``). It knows nothing of gossip, sync or the store;
+the ServiceComb adapter talks to it over HTTP like to any Service-Center.
+
+- :class:`EmbeddedRegistry` (``core``): the data and rules, no HTTP.
+- :func:`build_app`, :class:`RegistryServer`, :func:`run_registry` (``app``): HTTP.
+- :class:`RegistryError` (``errors``): Service-Center's error codes.
+"""
+
+from pysyncer.registry.app import (
+    CHANGE_FEED_HEADER,
+    MAX_BODY_BYTES,
+    REVISION_HEADER,
+    RegistryServer,
+    build_app,
+    run_registry,
+)
+from pysyncer.registry.core import Change, ChangeBatch, EmbeddedRegistry
+from pysyncer.registry.errors import RegistryError
+
+__all__ = [
+    "CHANGE_FEED_HEADER",
+    "MAX_BODY_BYTES",
+    "REVISION_HEADER",
+    "Change",
+    "ChangeBatch",
+    "EmbeddedRegistry",
+    "RegistryError",
+    "RegistryServer",
+    "build_app",
+    "run_registry",
+]

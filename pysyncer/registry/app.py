@@ -1,0 +1,441 @@
+"""The Service-Center v4 REST routes of the embedded registry, and its server helpers.
+
+Owns URL routing, request parsing (bounded bodies), response shapes, revision headers
+and 304 answers, the Service-Center error bodies ``{"errorCode", "errorMessage",
+"detail"}``, the long-poll change feed route, and running the app on a socket
+(:class:`RegistryServer`, :func:`run_registry`). All rules live in
+:class:`pysyncer.registry.core.EmbeddedRegistry`; this module holds none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import platform
+import socket
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final
+
+from aiohttp import web
+
+from pysyncer._version import __version__
+from pysyncer.registry.core import MAX_CHANGES_PER_BATCH, EmbeddedRegistry
+from pysyncer.registry.errors import ERR_INTERNAL, ERR_INVALID_PARAMS, RegistryError, invalid
+
+__all__ = [
+    "CHANGE_FEED_HEADER",
+    "MAX_BODY_BYTES",
+    "REVISION_HEADER",
+    "RegistryServer",
+    "build_app",
+    "run_registry",
+]
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES: Final = 1024 * 1024
+REVISION_HEADER: Final = "X-Resource-Revision"
+# Service-Center reads the client's revision from ``rev`` or this (misspelt) header.
+REQUEST_REVISION_HEADERS: Final = ("x-resource-revsion", "x-resource-revision")
+CHANGE_FEED_HEADER: Final = "X-Pysyncer-Change-Feed"
+DOMAIN_HEADER: Final = "x-domain-name"
+CONSUMER_HEADER: Final = "X-ConsumerId"
+DEFAULT_FEED_TIMEOUT: Final = 30.0
+API_VERSION: Final = "4.0.0"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_SELF_SERVICE_ID: Final = "pysyncer-registry"
+
+
+def _error_response(status: int, code: str, message: str, detail: str) -> web.Response:
+    body = {"errorCode": code, "errorMessage": message, "detail": detail}
+    return web.json_response(body, status=status)
+
+
+def _scope(request: web.Request) -> dict[str, str]:
+    domain = request.headers.get(DOMAIN_HEADER, "").strip() or "default"
+    return {"domain": domain, "project": request.match_info["project"]}
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=MAX_BODY_BYTES, actual_size=request.content_length
+        )
+    raw = await request.content.read(MAX_BODY_BYTES + 1)
+    if len(raw) > MAX_BODY_BYTES:
+        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY_BYTES, actual_size=len(raw))
+    try:
+        body = json.loads(raw or b"{}")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise invalid(f"body is not JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise invalid("body must be a JSON object")
+    return body
+
+
+def _bool_query(request: web.Request, name: str) -> bool:
+    value = request.query.get(name, "false").strip().lower()
+    if value in ("", "false", "0"):
+        return False
+    if value in ("true", "1"):
+        return True
+    raise invalid(f"'{name}' must be true or false")
+
+
+def _client_revision(request: web.Request) -> str:
+    rev = request.query.get("rev", "")
+    for header in REQUEST_REVISION_HEADERS:
+        rev = rev or request.headers.get(header, "")
+    return rev.strip()
+
+
+def _with_revision(request: web.Request, body: Mapping[str, Any], revision: int) -> web.Response:
+    """200 with the body, or 304 with no body when the client already has ``revision``."""
+    headers = {REVISION_HEADER: str(revision)}
+    if _client_revision(request) == str(revision):
+        return web.Response(status=304, headers=headers)
+    return web.json_response(dict(body), headers=headers)
+
+
+def _ok() -> web.Response:
+    """Service-Center answers a successful write with 200 and no body."""
+    return web.Response(status=200)
+
+
+def build_app(registry: EmbeddedRegistry) -> web.Application:
+    """The registry's aiohttp application (Service-Center v4 subset + the change feed)."""
+
+    async def version(request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "version": __version__,
+                "apiVersion": API_VERSION,
+                "buildTag": "pysyncer",
+                "os": platform.system().lower(),
+                "arch": platform.machine(),
+            }
+        )
+
+    async def health(request: web.Request) -> web.Response:
+        _scope(request)
+        host = request.host
+        self_instance = {
+            "instanceId": f"{socket.gethostname()}-{host}",
+            "serviceId": _SELF_SERVICE_ID,
+            "hostName": socket.gethostname()[:64] or "localhost",
+            "endpoints": [f"rest://{host}"],
+            "status": "UP",
+            "version": __version__,
+            "healthCheck": {"mode": "push", "interval": 30, "times": 3},
+            "properties": {"implementation": "pysyncer"},
+        }
+        return web.json_response({"instances": [self_instance]})
+
+    # -------------------------------------------------------------- microservices
+
+    async def create_service(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        if "service" not in body:
+            raise invalid("'service' is required")
+        service_id = await registry.create_service(body["service"], **_scope(request))
+        return web.json_response({"serviceId": service_id})
+
+    async def list_services(request: web.Request) -> web.Response:
+        scope = _scope(request)
+        services = await registry.list_services(**scope)
+        revision = registry.revision(**scope)
+        return web.json_response({"services": services}, headers={REVISION_HEADER: str(revision)})
+
+    async def get_service(request: web.Request) -> web.Response:
+        service = await registry.get_service(request.match_info["serviceId"], **_scope(request))
+        return web.json_response({"service": service})
+
+    async def delete_service(request: web.Request) -> web.Response:
+        force = _bool_query(request, "force")
+        await registry.delete_service(
+            request.match_info["serviceId"], force=force, **_scope(request)
+        )
+        return _ok()
+
+    async def existence(request: web.Request) -> web.Response:
+        q = request.query
+        kind = q.get("type", "")
+        scope = _scope(request)
+        if kind == "microservice":
+            service_id = await registry.exist_service(
+                q.get("appId", ""),
+                q.get("serviceName", ""),
+                q.get("version", ""),
+                q.get("env", ""),
+                **scope,
+            )
+            return web.json_response({"serviceId": service_id})
+        if kind == "schema":
+            service_id = q.get("serviceId", "")
+            schema_id = await registry.exist_schema(service_id, q.get("schemaId", ""), **scope)
+            return web.json_response({"schemaId": schema_id})
+        raise invalid("'type' must be microservice or schema")
+
+    # -------------------------------------------------------------- instances
+
+    async def register(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        if "instance" not in body:
+            raise invalid("'instance' is required")
+        instance_id = await registry.register_instance(
+            request.match_info["serviceId"], body["instance"], **_scope(request)
+        )
+        return web.json_response({"instanceId": instance_id})
+
+    async def list_instances(request: web.Request) -> web.Response:
+        instances, revision = await registry.list_instances(
+            request.match_info["serviceId"],
+            consumer_id=request.headers.get(CONSUMER_HEADER, ""),
+            **_scope(request),
+        )
+        return _with_revision(request, {"instances": instances}, revision)
+
+    async def get_instance(request: web.Request) -> web.Response:
+        instance, revision = await registry.get_instance(
+            request.match_info["serviceId"],
+            request.match_info["instanceId"],
+            consumer_id=request.headers.get(CONSUMER_HEADER, ""),
+            **_scope(request),
+        )
+        return _with_revision(request, {"instance": instance}, revision)
+
+    async def unregister(request: web.Request) -> web.Response:
+        await registry.unregister_instance(
+            request.match_info["serviceId"], request.match_info["instanceId"], **_scope(request)
+        )
+        return _ok()
+
+    async def heartbeat(request: web.Request) -> web.Response:
+        await registry.heartbeat(
+            request.match_info["serviceId"], request.match_info["instanceId"], **_scope(request)
+        )
+        return _ok()
+
+    async def heartbeats(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        items = body.get("Instances")
+        if not isinstance(items, list) or not items:
+            raise invalid("'Instances' must be a non-empty list")
+        pairs: list[tuple[str, str]] = []
+        for item in items:
+            if not isinstance(item, dict):
+                raise invalid("every element of 'Instances' must be an object")
+            service_id, instance_id = item.get("serviceId"), item.get("instanceId")
+            if not isinstance(service_id, str) or not isinstance(instance_id, str):
+                raise invalid("every element needs string 'serviceId' and 'instanceId'")
+            pairs.append((service_id, instance_id))
+        results = await registry.heartbeat_set(pairs, **_scope(request))
+        failed = [r for r in results if r["errMessage"]]
+        if not failed:
+            return _ok()  # the spec's 200 has no body; results only on partial failure
+        error = RegistryError(400017, f"{len(failed)} of {len(results)} heartbeats failed")
+        return web.json_response({**error.to_json(), "instances": results}, status=400)
+
+    async def update_status(request: web.Request) -> web.Response:
+        if "value" not in request.query:
+            raise invalid("'value' is required")
+        await registry.update_instance_status(
+            request.match_info["serviceId"],
+            request.match_info["instanceId"],
+            request.query["value"],
+            **_scope(request),
+        )
+        return _ok()
+
+    async def update_properties(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        properties = body.get("properties")
+        if not isinstance(properties, dict):
+            raise invalid("'properties' must be an object")
+        await registry.update_instance_properties(
+            request.match_info["serviceId"],
+            request.match_info["instanceId"],
+            properties,
+            **_scope(request),
+        )
+        return _ok()
+
+    async def find(request: web.Request) -> web.Response:
+        q = request.query
+        instances, revision = await registry.find_instances(
+            q.get("appId", ""),
+            q.get("serviceName", ""),
+            q.get("version", ""),
+            q.get("env"),
+            consumer_id=request.headers.get(CONSUMER_HEADER, ""),
+            **_scope(request),
+        )
+        return _with_revision(request, {"instances": instances}, revision)
+
+    # -------------------------------------------------------------- governance
+
+    async def govern_services(request: web.Request) -> web.Response:
+        options = [o.strip() for o in request.query.get("options", "").split(",") if o.strip()]
+        body, revision = await registry.govern_services(options, **_scope(request))
+        return web.json_response(body, headers={REVISION_HEADER: str(revision)})
+
+    async def govern_service(request: web.Request) -> web.Response:
+        detail = await registry.govern_service(request.match_info["serviceId"], **_scope(request))
+        return web.json_response({"service": detail})
+
+    # -------------------------------------------------------------- change feed
+
+    async def changes(request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            since = int(q["since"])
+            timeout = float(q.get("timeout", DEFAULT_FEED_TIMEOUT))
+            limit = int(q.get("limit", MAX_CHANGES_PER_BATCH))
+        except KeyError:
+            raise invalid("'since' is required") from None
+        except ValueError:
+            raise invalid("'since' and 'limit' must be integers, 'timeout' a number") from None
+        if timeout != timeout:  # NaN
+            raise invalid("'timeout' must be a number")
+        batch = await registry.changes(since, timeout, limit=limit, **_scope(request))
+        headers = {CHANGE_FEED_HEADER: "1", REVISION_HEADER: str(batch.revision)}
+        return web.json_response(batch.to_json(), headers=headers)
+
+    # -------------------------------------------------------------- errors
+
+    @web.middleware
+    async def sc_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except RegistryError as exc:
+            return web.json_response(exc.to_json(), status=exc.http_status)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            code = str(ERR_INVALID_PARAMS) if exc.status in (400, 413) else str(exc.status)
+            return _error_response(exc.status, code, exc.reason, exc.text or "")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("registry request %s %s failed", request.method, request.path)
+            error = RegistryError(ERR_INTERNAL, type(exc).__name__)
+            return web.json_response(error.to_json(), status=500)
+
+    async def wake_waiters(app: web.Application) -> None:
+        registry.close()
+
+    app = web.Application(middlewares=[sc_errors], client_max_size=MAX_BODY_BYTES)
+    app.on_shutdown.append(wake_waiters)
+    base = "/v4/{project}/registry"
+    service = base + "/microservices/{serviceId}"
+    instance = service + "/instances/{instanceId}"
+    routes = [
+        web.get(base + "/version", version),
+        web.get(base + "/health", health),
+        web.post(base + "/microservices", create_service),
+        web.get(base + "/microservices", list_services),
+        web.get(service, get_service),
+        web.delete(service, delete_service),
+        web.get(base + "/existence", existence),
+        web.post(service + "/instances", register),
+        web.get(service + "/instances", list_instances),
+        web.get(instance, get_instance),
+        web.delete(instance, unregister),
+        web.put(instance + "/heartbeat", heartbeat),
+        web.put(instance + "/status", update_status),
+        web.put(instance + "/properties", update_properties),
+        web.put(base + "/heartbeats", heartbeats),
+        web.get(base + "/instances", find),
+        web.get(base + "/changes", changes),
+        web.get("/v4/{project}/govern/microservices", govern_services),
+        web.get("/v4/{project}/govern/microservices/{serviceId}", govern_service),
+    ]
+    app.add_routes(routes)
+    return app
+
+
+class RegistryServer:
+    """An :class:`EmbeddedRegistry` served on ``host:port`` with its eviction task.
+
+    ``port=0`` picks a free port; :attr:`url` is the base URL once :meth:`start` returned.
+    Use as ``async with RegistryServer(...) as server:`` or call start/close.
+    """
+
+    def __init__(
+        self,
+        registry: EmbeddedRegistry | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        eviction_interval: float = 1.0,
+    ) -> None:
+        if eviction_interval <= 0:
+            raise ValueError("eviction_interval must be positive")
+        self.registry = registry if registry is not None else EmbeddedRegistry()
+        self.host = host
+        self.port = port
+        self._eviction_interval = eviction_interval
+        self._runner: web.AppRunner | None = None
+        self._eviction: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        if self._runner is None:
+            raise RuntimeError("the registry server is not started")
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> RegistryServer:
+        runner = web.AppRunner(build_app(self.registry), access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self.port)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+        self._eviction = asyncio.create_task(
+            self.registry.run_eviction(self._eviction_interval), name="registry-eviction"
+        )
+        log.info("embedded registry listening on %s", self.url)
+        return self
+
+    async def close(self) -> None:
+        """Stop serving: wake long-polls, stop eviction, close the socket. Idempotent."""
+        self.registry.close()
+        if self._eviction is not None:
+            self._eviction.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._eviction
+            self._eviction = None
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> RegistryServer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+async def run_registry(
+    host: str = "127.0.0.1",
+    port: int = 30100,
+    *,
+    eviction_interval: float = 1.0,
+    registry: EmbeddedRegistry | None = None,
+) -> None:
+    """Serve the embedded registry on ``host:port`` until cancelled."""
+    server = RegistryServer(registry, host, port, eviction_interval=eviction_interval)
+    await server.start()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await server.close()

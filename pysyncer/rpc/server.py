@@ -1,0 +1,436 @@
+# mypy: disable-error-code="import-untyped"
+"""The gRPC server of the ``pysyncer.sync.v1.Sync`` service, on grpc.aio.
+
+Serves one data center's exported records, read through a :class:`SyncSource` (the
+exporter implements it); it owns no state of its own beyond counters. It must not touch
+the store, the registry or gossip: everything it knows comes from the source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc
+from grpc import aio
+
+from pysyncer._version import __version__
+from pysyncer.model import Record
+from pysyncer.rpc import codec
+from pysyncer.rpc import sync_pb2 as pb
+from pysyncer.rpc import sync_pb2_grpc as pb_grpc
+from pysyncer.rpc.errors import PayloadError
+from pysyncer.rpc.tls import TlsConfig, server_credentials
+
+__all__ = ["ServerStats", "SyncServer", "SyncSource"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 1000  # records per Watch / PullRange batch when the client does not say
+MAX_BATCH = 10_000  # the most a client may ask for in one batch
+MAX_SLOTS_PER_CALL = codec.SLOT_COUNT
+SLOT_BATCH = 1000  # records per SlotBatch message
+
+
+class SyncSource(Protocol):
+    """What the exporter provides to the RPC server: one data center's exported records.
+
+    ``epoch`` names the change log the revisions belong to; it changes when the log is
+    replaced (a data-dir reset), which makes every peer fall back to digests.
+    """
+
+    @property
+    def dc(self) -> str: ...
+
+    @property
+    def node(self) -> str: ...
+
+    @property
+    def epoch(self) -> str: ...
+
+    def revision(self) -> int:
+        """The latest committed revision."""
+        ...
+
+    async def changes_since(self, revision: int, limit: int) -> tuple[list[Record], bool]:
+        """At most ``limit`` changes after ``revision``, by ascending revision.
+
+        The second item is True (and the list empty) when ``revision`` has left the log.
+        """
+        ...
+
+    async def wait_for_revision(self, after: int, timeout: float) -> int:
+        """The current revision once it is past ``after``, or after ``timeout`` seconds."""
+        ...
+
+    def digest_table(self) -> tuple[int, bytes]:
+        """(revision, SlotDigestTable.to_bytes()) taken consistently."""
+        ...
+
+    def slot_records(self, slots: Sequence[int]) -> AsyncIterator[tuple[int, list[Record]]]:
+        """The current live records of each of ``slots`` (one or more items per slot)."""
+        ...
+
+
+@dataclass
+class ServerStats:
+    """Counters of a :class:`SyncServer` (exported as metrics by the admin layer)."""
+
+    streams_open: int = 0
+    batches_sent: int = 0
+    records_sent: int = 0
+    heartbeats_sent: int = 0
+    resets_sent: int = 0
+    errors: Counter[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.errors is None:
+            self.errors = Counter()
+
+    def error(self, kind: str) -> None:
+        assert self.errors is not None
+        self.errors[kind] += 1
+
+
+class _Servicer(pb_grpc.SyncServicer):
+    def __init__(self, owner: SyncServer) -> None:
+        self._owner = owner
+
+    async def Watch(self, request: pb.WatchRequest, context: Any) -> AsyncIterator[pb.ChangeBatch]:
+        async for batch in self._owner._watch(request, context):
+            yield batch
+
+    async def PullRange(self, request: pb.RangeRequest, context: Any) -> pb.ChangeBatch:
+        return await self._owner._pull_range(request, context)
+
+    async def GetDigests(self, request: pb.DigestRequest, context: Any) -> pb.DigestTable:
+        return await self._owner._get_digests(request, context)
+
+    async def PullSlots(
+        self, request: pb.SlotsRequest, context: Any
+    ) -> AsyncIterator[pb.SlotBatch]:
+        async for batch in self._owner._pull_slots(request, context):
+            yield batch
+
+    async def Health(self, request: pb.HealthRequest, context: Any) -> pb.HealthReply:
+        source = self._owner.source
+        return pb.HealthReply(
+            dc=source.dc,
+            node=source.node,
+            revision=source.revision(),
+            epoch=source.epoch,
+            version=__version__,
+        )
+
+
+class SyncServer:
+    """Serves ``source`` on ``host:port`` (port 0 picks one; see :attr:`port` after start).
+
+    ``tls``: serve TLS with ``cert_file``/``key_file``; with ``require_client_cert`` only
+    clients presenting a certificate signed by ``ca_file`` are accepted (mutual TLS).
+    """
+
+    def __init__(
+        self,
+        source: SyncSource,
+        host: str = "0.0.0.0",
+        port: int = 30191,
+        *,
+        tls: TlsConfig | None = None,
+        heartbeat_interval: float = 5.0,
+        max_message_bytes: int = codec.MAX_MESSAGE_BYTES,
+    ) -> None:
+        self.source = source
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.heartbeat_interval = heartbeat_interval
+        self.max_message_bytes = max_message_bytes
+        self.stats = ServerStats()
+        self._server: Any = None
+        self._stopping = asyncio.Event()
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        """Bind and start serving; raises OSError when the address cannot be bound."""
+        options = [
+            ("grpc.max_send_message_length", self.max_message_bytes),
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ]
+        server = aio.server(options=options)
+        pb_grpc.add_SyncServicer_to_server(_Servicer(self), server)  # type: ignore[no-untyped-call]
+        bind = f"{self.host}:{self.port}"
+        try:
+            if self.tls is None:
+                port = server.add_insecure_port(bind)
+            else:
+                port = server.add_secure_port(bind, server_credentials(self.tls))
+        except RuntimeError as exc:
+            raise OSError(f"cannot listen for RPC on {bind}: {exc}") from None
+        if port == 0:
+            raise OSError(f"cannot listen for RPC on {bind}")
+        self.port = port
+        self._stopping.clear()
+        await server.start()
+        self._server = server
+        log.info("sync RPC listening on %s (%s)", self.address, "TLS" if self.tls else "plain")
+
+    async def stop(self, grace: float = 2.0) -> None:
+        """Stop accepting calls; open streams end (UNAVAILABLE), others get ``grace`` s."""
+        if self._server is None:
+            return
+        self._stopping.set()
+        server, self._server = self._server, None
+        await server.stop(grace)
+
+    async def __aenter__(self) -> SyncServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- handlers ------------------------------------------------------------------------
+
+    async def _abort(self, context: Any, kind: str, code: grpc.StatusCode, message: str) -> None:
+        """Count the error by kind and end the call with ``code`` (raises)."""
+        self.stats.error(kind)
+        await context.abort(code, message)
+
+    async def _check_dc(self, context: Any, dc: str) -> None:
+        if dc and dc != self.source.dc:
+            await self._abort(
+                context,
+                "wrong_dc",
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"this syncer exports data center {self.source.dc!r}, not {dc!r}",
+            )
+
+    @staticmethod
+    def _limit(asked: int) -> int:
+        return DEFAULT_BATCH if asked == 0 else min(asked, MAX_BATCH)
+
+    async def _changes(self, context: Any, since: int, limit: int) -> tuple[list[Record], bool]:
+        try:
+            return await self.source.changes_since(since, limit)
+        except Exception as exc:  # the source's failure ends this call, not the server
+            log.exception("changes_since(%d) failed", since)
+            await self._abort(
+                context, "source", grpc.StatusCode.INTERNAL, f"reading the change log failed: {exc}"
+            )
+            raise  # pragma: no cover - abort raises
+
+    async def _encode(
+        self, context: Any, records: Sequence[Record], *, tombstones: bool = True
+    ) -> list[tuple[Sequence[Record], bytes]]:
+        try:
+            return codec.encode_parts(self.source.dc, records, tombstones=tombstones)
+        except PayloadError as exc:
+            log.error("cannot send records: %s", exc)
+            await self._abort(
+                context, "payload", grpc.StatusCode.INTERNAL, f"cannot encode records: {exc}"
+            )
+            raise  # pragma: no cover - abort raises
+
+    async def _watch(self, request: pb.WatchRequest, context: Any) -> AsyncIterator[pb.ChangeBatch]:
+        source = self.source
+        await self._check_dc(context, request.dc)
+        limit = self._limit(request.max_batch)
+        last = request.since_revision
+        dc, epoch = source.dc, source.epoch
+        loop = asyncio.get_running_loop()
+        self.stats.streams_open += 1
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            if last and request.epoch != epoch:  # another change log: revisions mean nothing
+                self.stats.resets_sent += 1
+                yield codec.change_batch(dc, epoch, source.revision(), reset=True)
+                return
+            idle_since = loop.time()
+            while not self._stopping.is_set():
+                current = source.revision()  # read before the changes: they reach at least it
+                records, reset = await self._changes(context, last, limit)
+                if reset:
+                    self.stats.resets_sent += 1
+                    yield codec.change_batch(dc, epoch, current, reset=True)
+                    return
+                if records:
+                    top = max(rec.revision for rec in records)
+                    upto = top if len(records) >= limit else max(top, current)
+                    parts = await self._encode(context, records)
+                    for i, (part, payload) in enumerate(parts):
+                        rev = upto if i == len(parts) - 1 else max(r.revision for r in part)
+                        self.stats.batches_sent += 1
+                        self.stats.records_sent += len(part)
+                        yield codec.change_batch(dc, epoch, rev, part, payload=payload)
+                    last = upto
+                    idle_since = loop.time()
+                    continue
+                last = max(last, current)
+                idle = loop.time() - idle_since
+                if idle >= self.heartbeat_interval:
+                    self.stats.heartbeats_sent += 1
+                    yield codec.change_batch(dc, epoch, last, heartbeat=True)
+                    idle_since = loop.time()
+                    continue
+                await self._wait(context, last, self.heartbeat_interval - idle, stopping)
+            await self._abort(
+                context, "stopping", grpc.StatusCode.UNAVAILABLE, "the syncer is stopping"
+            )
+        finally:
+            stopping.cancel()
+            self.stats.streams_open -= 1
+
+    async def _wait(
+        self, context: Any, after: int, timeout: float, stopping: asyncio.Future[Any]
+    ) -> None:
+        """Until the source passes ``after``, ``timeout`` passes, or the server stops."""
+        wait = asyncio.ensure_future(self.source.wait_for_revision(after, timeout))
+        try:
+            await asyncio.wait({wait, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not wait.done():
+                wait.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await wait
+        if not wait.cancelled() and wait.exception() is not None:
+            await self._abort(
+                context,
+                "source",
+                grpc.StatusCode.INTERNAL,
+                f"waiting for changes failed: {wait.exception()}",
+            )
+
+    async def _pull_range(self, request: pb.RangeRequest, context: Any) -> pb.ChangeBatch:
+        source = self.source
+        dc, epoch = source.dc, source.epoch
+        current = source.revision()
+        since = request.since
+        if request.until and request.until < since:
+            await self._abort(
+                context,
+                "invalid_argument",
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"until {request.until} is before since {since}",
+            )
+        until = min(request.until or current, current)
+        if since and request.epoch and request.epoch != epoch:
+            self.stats.resets_sent += 1
+            return codec.change_batch(dc, epoch, current, reset=True)
+        limit = self._limit(request.limit)
+        records, reset = await self._changes(context, since, limit)
+        if reset:
+            self.stats.resets_sent += 1
+            return codec.change_batch(dc, epoch, current, reset=True)
+        inside = [rec for rec in records if rec.revision <= until]
+        more = len(records) >= limit and len(inside) == len(records)
+        upto = max(rec.revision for rec in inside) if more else max(until, since)
+        parts = await self._encode(context, inside) if inside else [((), b"")]
+        part, payload = parts[0]
+        if len(parts) > 1:  # too big for one message: the first part, and ask for more
+            upto, more = max(rec.revision for rec in part), True
+        self.stats.batches_sent += 1
+        self.stats.records_sent += len(part)
+        return codec.change_batch(dc, epoch, upto, part, payload=payload, more=more)
+
+    async def _get_digests(self, request: pb.DigestRequest, context: Any) -> pb.DigestTable:
+        await self._check_dc(context, request.dc)
+        revision, table = self.source.digest_table()
+        if len(table) != codec.TABLE_BYTES:
+            await self._abort(
+                context,
+                "source",
+                grpc.StatusCode.INTERNAL,
+                f"the digest table is {len(table)} bytes, not {codec.TABLE_BYTES}",
+            )
+        return pb.DigestTable(
+            dc=self.source.dc, revision=revision, epoch=self.source.epoch, table=bytes(table)
+        )
+
+    async def _pull_slots(
+        self, request: pb.SlotsRequest, context: Any
+    ) -> AsyncIterator[pb.SlotBatch]:
+        asked = list(request.slots)
+        if len(asked) > MAX_SLOTS_PER_CALL or any(s >= codec.SLOT_COUNT for s in asked):
+            await self._abort(
+                context,
+                "invalid_argument",
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"slots must be at most {MAX_SLOTS_PER_CALL} values in 0..{codec.SLOT_COUNT - 1}",
+            )
+        slots = list(dict.fromkeys(asked))
+        wanted = set(slots)
+        self.stats.streams_open += 1
+        try:
+            # a slot's items come together; a slot is sent (ending with last=True) when the
+            # next one starts, and every asked slot is sent, empty ones too: the client
+            # learns the full current state of each
+            current: int | None = None
+            buffered: list[Record] = []
+            iterator = self.source.slot_records(slots)
+            while True:
+                try:
+                    slot, records = await anext(iterator)
+                except StopAsyncIteration:
+                    break
+                except Exception as exc:
+                    log.exception("slot_records failed")
+                    await self._abort(
+                        context, "source", grpc.StatusCode.INTERNAL, f"reading slots failed: {exc}"
+                    )
+                    raise  # pragma: no cover - abort raises
+                if slot != current:
+                    if slot not in wanted:
+                        await self._abort(
+                            context,
+                            "source",
+                            grpc.StatusCode.INTERNAL,
+                            f"the source gave slot {slot} twice or unasked",
+                        )
+                    if current is not None:
+                        async for msg in self._slot_messages(context, current, buffered):
+                            yield msg
+                    wanted.discard(slot)
+                    current, buffered = slot, []
+                buffered.extend(records)
+            if current is not None:
+                async for msg in self._slot_messages(context, current, buffered):
+                    yield msg
+            for slot in slots:
+                if slot in wanted:
+                    async for msg in self._slot_messages(context, slot, []):
+                        yield msg
+        finally:
+            self.stats.streams_open -= 1
+
+    async def _slot_messages(
+        self, context: Any, slot: int, records: list[Record]
+    ) -> AsyncIterator[pb.SlotBatch]:
+        dc = self.source.dc
+        parts: list[tuple[Sequence[Record], bytes]] = []
+        for i in range(0, len(records), SLOT_BATCH):
+            parts.extend(await self._encode(context, records[i : i + SLOT_BATCH], tombstones=False))
+        if not parts:
+            parts = [((), b"")]
+        for i, (part, payload) in enumerate(parts):
+            try:
+                msg = codec.slot_batch(dc, slot, part, last=i == len(parts) - 1, payload=payload)
+            except PayloadError as exc:
+                await self._abort(
+                    context, "payload", grpc.StatusCode.INTERNAL, f"cannot send slot {slot}: {exc}"
+                )
+                raise  # pragma: no cover - abort raises
+            self.stats.batches_sent += 1
+            self.stats.records_sent += len(part)
+            yield msg

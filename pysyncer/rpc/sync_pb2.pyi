@@ -1,0 +1,151 @@
+# ruff: noqa
+# mypy: allow-subclassing-any, disable-error-code="import-untyped"
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable
+from typing import ClassVar as _ClassVar, Optional as _Optional
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class WatchRequest(_message.Message):
+    __slots__ = ("dc", "since_revision", "epoch", "max_batch")
+    DC_FIELD_NUMBER: _ClassVar[int]
+    SINCE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
+    dc: str
+    since_revision: int
+    epoch: str
+    max_batch: int
+    def __init__(
+        self,
+        dc: _Optional[str] = ...,
+        since_revision: _Optional[int] = ...,
+        epoch: _Optional[str] = ...,
+        max_batch: _Optional[int] = ...,
+    ) -> None: ...
+
+class ChangeBatch(_message.Message):
+    __slots__ = ("dc", "epoch", "revision", "reset", "heartbeat", "more", "count", "records")
+    DC_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    RESET_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
+    MORE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    dc: str
+    epoch: str
+    revision: int
+    reset: bool
+    heartbeat: bool
+    more: bool
+    count: int
+    records: bytes
+    def __init__(
+        self,
+        dc: _Optional[str] = ...,
+        epoch: _Optional[str] = ...,
+        revision: _Optional[int] = ...,
+        reset: _Optional[bool] = ...,
+        heartbeat: _Optional[bool] = ...,
+        more: _Optional[bool] = ...,
+        count: _Optional[int] = ...,
+        records: _Optional[bytes] = ...,
+    ) -> None: ...
+
+class RangeRequest(_message.Message):
+    __slots__ = ("since", "until", "limit", "epoch")
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    since: int
+    until: int
+    limit: int
+    epoch: str
+    def __init__(
+        self,
+        since: _Optional[int] = ...,
+        until: _Optional[int] = ...,
+        limit: _Optional[int] = ...,
+        epoch: _Optional[str] = ...,
+    ) -> None: ...
+
+class DigestRequest(_message.Message):
+    __slots__ = ("dc",)
+    DC_FIELD_NUMBER: _ClassVar[int]
+    dc: str
+    def __init__(self, dc: _Optional[str] = ...) -> None: ...
+
+class DigestTable(_message.Message):
+    __slots__ = ("dc", "revision", "epoch", "table")
+    DC_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    dc: str
+    revision: int
+    epoch: str
+    table: bytes
+    def __init__(
+        self,
+        dc: _Optional[str] = ...,
+        revision: _Optional[int] = ...,
+        epoch: _Optional[str] = ...,
+        table: _Optional[bytes] = ...,
+    ) -> None: ...
+
+class SlotsRequest(_message.Message):
+    __slots__ = ("slots",)
+    SLOTS_FIELD_NUMBER: _ClassVar[int]
+    slots: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, slots: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class SlotBatch(_message.Message):
+    __slots__ = ("dc", "slot", "last", "count", "records")
+    DC_FIELD_NUMBER: _ClassVar[int]
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    dc: str
+    slot: int
+    last: bool
+    count: int
+    records: bytes
+    def __init__(
+        self,
+        dc: _Optional[str] = ...,
+        slot: _Optional[int] = ...,
+        last: _Optional[bool] = ...,
+        count: _Optional[int] = ...,
+        records: _Optional[bytes] = ...,
+    ) -> None: ...
+
+class HealthRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class HealthReply(_message.Message):
+    __slots__ = ("dc", "node", "revision", "epoch", "version")
+    DC_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    dc: str
+    node: str
+    revision: int
+    epoch: str
+    version: str
+    def __init__(
+        self,
+        dc: _Optional[str] = ...,
+        node: _Optional[str] = ...,
+        revision: _Optional[int] = ...,
+        epoch: _Optional[str] = ...,
+        version: _Optional[str] = ...,
+    ) -> None: ...

@@ -1,0 +1,284 @@
+"""The backend-neutral :class:`Store` protocol, its value types and its errors.
+
+Owns the contract every store backend (embedded SQLite now, etcd later) keeps; it does
+not touch any backend, registry or network. Three kinds of data live in a store:
+
+* the **mapping table**, the authority on copies: ``(origin_dc, origin_instance_id)``
+  -> :class:`MappingEntry` (where the copy lives in the local registry, which origin
+  revision and digest it reflects);
+* the **peer cursors**: per remote data center, the last origin revision applied and
+  the origin's log epoch (a changed epoch means the origin's log was reset);
+* this data center's **change log** of exports (:class:`~pysyncer.model.Record` with
+  consecutive revisions assigned by the store) and the **exported state** (the latest
+  live record per ``(service, instance_id)``).
+
+Atomicity is part of the contract: :meth:`Store.apply_batch` writes mapping changes and
+the peer cursor in one transaction, :meth:`Store.append_changes` writes the log and the
+exported state in one transaction, so a crash leaves each batch wholly present or
+wholly absent and never a cursor ahead of or behind its mapping. Every method is a
+coroutine; a backend never blocks the event loop. A cancelled call may still complete
+in the backend (at-least-once: the caller repeats it, and every write is idempotent
+when repeated with the same arguments).
+
+Errors are :class:`StoreError` (a :class:`~pysyncer.errors.PysyncerError` and an
+:class:`OSError`) and its subclasses; a backend's own exceptions never escape. Invalid
+arguments (a digest outside ``0..2**64-1``, a slot outside ``0..16383``) raise
+:class:`ValueError` before anything is written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Collection, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol, runtime_checkable
+
+from pysyncer.errors import PysyncerError
+from pysyncer.model import Record
+
+__all__ = [
+    "DIGEST_MAX",
+    "SLOT_COUNT",
+    "LogInfo",
+    "MappingEntry",
+    "MappingKey",
+    "PeerCursor",
+    "Store",
+    "StoreClosedError",
+    "StoreCorruptError",
+    "StoreError",
+    "StoreFullError",
+    "StoreLockedError",
+    "iter_mappings",
+]
+
+SLOT_COUNT: int = 16384
+"""Redis Cluster hash slots: a slot is in ``0..SLOT_COUNT-1``."""
+
+DIGEST_MAX: int = 2**64 - 1
+"""Digests are unsigned 64-bit integers."""
+
+MappingKey = tuple[str, str]
+"""``(origin_dc, origin_instance_id)``: the identity of a copy."""
+
+
+class StoreError(PysyncerError, OSError):
+    """The store cannot do what was asked; the message names the file and the cause."""
+
+
+class StoreCorruptError(StoreError):
+    """The data file is not a store, is damaged, or holds undecodable values."""
+
+
+class StoreLockedError(StoreError):
+    """Another process (or another open store) holds the data file."""
+
+
+class StoreFullError(StoreError):
+    """The disk (or the configured size limit) is full; the write was rolled back."""
+
+
+class StoreClosedError(StoreError):
+    """The store is not open (never opened, or already closed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class MappingEntry:
+    """One copy of a remote instance in the local registry.
+
+    ``digest`` is the origin record's unsigned 64-bit digest; ``registered_at`` and
+    ``renewed_at`` are wall-clock seconds (``time.time()``), kept exactly.
+    """
+
+    origin_dc: str
+    origin_instance_id: str
+    service_text: str
+    slot: int
+    digest: int
+    origin_revision: int
+    local_service_id: str
+    local_instance_id: str
+    registered_at: float
+    renewed_at: float
+
+    @property
+    def key(self) -> MappingKey:
+        return (self.origin_dc, self.origin_instance_id)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerCursor:
+    """How far this data center has applied a remote data center's change log."""
+
+    peer_dc: str
+    revision: int
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class LogInfo:
+    """State of the local change log.
+
+    ``first_revision`` is the oldest revision still retained (``last_revision + 1``
+    when the log is empty): a peer whose cursor ``c`` satisfies
+    ``c >= first_revision - 1`` can resume from the log, any other falls back to digest
+    comparison. ``last_revision`` is the highest revision ever assigned (0 before the
+    first append); trimming never lowers it, so revisions are never reused. ``epoch``
+    identifies this log: it is created with the store and changes only when the store
+    is recreated from nothing.
+    """
+
+    epoch: str
+    first_revision: int
+    last_revision: int
+    entries: int
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Persistent state of one syncer: mapping table, peer cursors, change log."""
+
+    async def open(self) -> None:
+        """Open (creating or migrating the schema when needed); idempotent."""
+        ...
+
+    async def close(self) -> None:
+        """Flush and release the store; idempotent. Later calls raise StoreClosedError."""
+        ...
+
+    async def __aenter__(self) -> Store: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    # -- mapping table ---------------------------------------------------------------
+
+    async def get_mapping(self, origin_dc: str, origin_instance_id: str) -> MappingEntry | None:
+        """The copy of one origin instance, or None."""
+        ...
+
+    async def list_mappings(
+        self, origin_dc: str, after: str | None = None, limit: int = 1000
+    ) -> list[MappingEntry]:
+        """One page of an origin's copies, ordered by origin instance id.
+
+        Pass the last id of a page as ``after`` to get the next one (keyset paging: no
+        row is skipped or repeated while others are written). See :func:`iter_mappings`.
+        """
+        ...
+
+    async def mappings_in_slots(
+        self, slots: Collection[int], origin_dc: str | None = None
+    ) -> list[MappingEntry]:
+        """Every copy whose slot is in ``slots`` (of one origin, or of all)."""
+        ...
+
+    async def count_mappings(self, origin_dc: str | None = None) -> int:
+        """Number of copies of one origin, or of all origins."""
+        ...
+
+    async def mapping_counts(self) -> dict[str, int]:
+        """Number of copies per origin data center."""
+        ...
+
+    async def put_mappings(self, entries: Sequence[MappingEntry]) -> None:
+        """Insert or replace entries without touching cursors (re-registration, renewals)."""
+        ...
+
+    async def delete_mappings(self, keys: Sequence[MappingKey]) -> int:
+        """Remove entries (missing ones are ignored); returns how many existed."""
+        ...
+
+    # -- peer cursors and atomic apply -------------------------------------------------
+
+    async def get_cursor(self, peer_dc: str) -> PeerCursor | None:
+        """The cursor of one remote data center, or None before its first apply."""
+        ...
+
+    async def list_cursors(self) -> list[PeerCursor]:
+        """Every cursor, ordered by data center name."""
+        ...
+
+    async def set_cursor(self, peer_dc: str, revision: int, epoch: str) -> None:
+        """Set a cursor alone (after a full resync, or to record a new origin epoch)."""
+        ...
+
+    async def delete_cursor(self, peer_dc: str) -> None:
+        """Forget a remote data center's cursor (its mapping entries are kept)."""
+        ...
+
+    async def apply_batch(
+        self,
+        peer_dc: str,
+        upserts: Sequence[MappingEntry],
+        deletes: Sequence[MappingKey],
+        cursor: int,
+        epoch: str | None = None,
+    ) -> None:
+        """Apply mapping changes and advance ``peer_dc``'s cursor in ONE transaction.
+
+        Upserts are written first (last one wins for a repeated key), then deletes.
+        The cursor is set to ``cursor`` as given (not max-ed: the caller decides);
+        ``epoch`` replaces the stored epoch when given, else the stored one is kept
+        (empty for a new cursor). Repeating a batch is harmless.
+        """
+        ...
+
+    # -- change log and exported state -------------------------------------------------
+
+    async def append_changes(self, records: Sequence[Record]) -> list[Record]:
+        """Append records to the log and update the exported state in ONE transaction.
+
+        The store assigns consecutive revisions (the records' own are ignored) and
+        returns the records with them, in order. A record with ``instance`` set
+        replaces the exported entry of its ``(service, instance_id)``; a tombstone
+        removes it. ``record.instance`` must match the record's service and id.
+        """
+        ...
+
+    async def read_changes(self, since_revision: int, limit: int = 1000) -> list[Record]:
+        """Up to ``limit`` records with revision > ``since_revision``, in revision order."""
+        ...
+
+    async def current_revision(self) -> int:
+        """The highest revision ever assigned (0 before the first append)."""
+        ...
+
+    async def log_info(self) -> LogInfo:
+        """Epoch, retained revision range and size of the change log."""
+        ...
+
+    async def trim_changes(
+        self, *, keep_last: int | None = None, through_revision: int | None = None
+    ) -> int:
+        """Drop old log entries: keep at most ``keep_last`` newest entries, or drop
+        every entry with revision <= ``through_revision`` (exactly one of the two).
+        The exported state is untouched. Returns the number of entries dropped."""
+        ...
+
+    async def exported_records(self, slots: Collection[int] | None = None) -> list[Record]:
+        """The exported state: the latest live record per ``(service, instance_id)``,
+        of every slot or of ``slots`` only, ordered by (service text, instance id)."""
+        ...
+
+    async def count_exported(self) -> int:
+        """Number of live exported instances."""
+        ...
+
+
+async def iter_mappings(
+    store: Store, origin_dc: str, page_size: int = 1000
+) -> AsyncIterator[MappingEntry]:
+    """Every copy of ``origin_dc``, fetched page by page (bounded memory for 100k+ rows)."""
+    after: str | None = None
+    while True:
+        page = await store.list_mappings(origin_dc, after, page_size)
+        for entry in page:
+            yield entry
+        if len(page) < page_size:
+            return
+        after = page[-1].origin_instance_id

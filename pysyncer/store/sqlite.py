@@ -1,0 +1,729 @@
+"""The embedded store backend: one SQLite file in WAL mode under the daemon's data dir.
+
+Owns :class:`SqliteStore`, the :class:`~pysyncer.store.base.Store` of ``--store
+embedded``. It touches only its data file (plus SQLite's ``-wal``/``-shm`` siblings and
+a ``.lock`` file); never the registry, the network or the event loop's thread.
+
+Threading: every database call runs in ONE dedicated worker thread (a single-thread
+executor that owns the only connection), so the event loop never waits on disk and
+the connection is never shared between threads. Calls are serialised in submission
+order.
+
+Durability: ``journal_mode=WAL`` with ``synchronous=FULL`` by default. In WAL mode,
+NORMAL already survives a killed process (``kill -9``) with every committed
+transaction, but after a power loss or kernel crash it may roll back the last
+commits. That is not acceptable for the change log: the exporter announces a revision
+to its peers as soon as :meth:`SqliteStore.append_changes` returns, so a rolled-back
+revision would later be reissued for different content and peers that applied the
+first one would skip the second. FULL fsyncs the WAL at every commit, so a returned
+call is durable; batching (one transaction per call, ``executemany`` inside) amortises
+that fsync. ``durable=False`` selects NORMAL for tests and throw-away stores.
+
+Exclusivity: one process per data file, enforced by an ``flock`` on ``<file>.lock``
+(released by the kernel when the process dies, so a killed daemon never leaves it
+behind); a second opener gets :class:`~pysyncer.store.base.StoreLockedError`.
+
+Encoding: digests (unsigned 64-bit) are stored as SQLite's signed 64-bit INTEGER
+(two's complement) and converted back; records are stored as msgpack of
+``[[app, name, version, environment, project], Instance.fields() | None]`` beside the
+service's text (used for keys, ordering and lookups), so every field round-trips
+exactly, ``/`` in names included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import fcntl
+import functools
+import os
+import sqlite3
+import uuid
+from collections.abc import Callable, Collection, Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, TypeVar
+
+import msgpack
+
+from pysyncer.model import Instance, Record, ServiceKey
+from pysyncer.store.base import (
+    DIGEST_MAX,
+    SLOT_COUNT,
+    LogInfo,
+    MappingEntry,
+    MappingKey,
+    PeerCursor,
+    StoreClosedError,
+    StoreCorruptError,
+    StoreError,
+    StoreFullError,
+    StoreLockedError,
+)
+
+__all__ = ["SCHEMA_VERSION", "SqliteStore"]
+
+SCHEMA_VERSION: int = 1
+"""Version of the schema this code writes; :meth:`SqliteStore.open` migrates older ones."""
+
+_T = TypeVar("_T")
+
+_SIGN_BIT = 1 << 63
+_WRAP = 1 << 64
+_CHUNK = 500  # bound variables per IN (...) list
+
+_SCHEMA_V1 = """
+CREATE TABLE mapping (
+    origin_dc TEXT NOT NULL,
+    origin_id TEXT NOT NULL,
+    service TEXT NOT NULL,
+    slot INTEGER NOT NULL,
+    digest INTEGER NOT NULL,
+    origin_revision INTEGER NOT NULL,
+    local_service_id TEXT NOT NULL,
+    local_instance_id TEXT NOT NULL,
+    registered_at REAL NOT NULL,
+    renewed_at REAL NOT NULL,
+    PRIMARY KEY (origin_dc, origin_id)
+) WITHOUT ROWID;
+CREATE INDEX mapping_by_slot ON mapping (slot);
+CREATE TABLE cursors (
+    peer_dc TEXT PRIMARY KEY,
+    revision INTEGER NOT NULL,
+    epoch TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE changes (
+    revision INTEGER PRIMARY KEY,
+    origin_dc TEXT NOT NULL,
+    service TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE TABLE exported (
+    service TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    slot INTEGER NOT NULL,
+    revision INTEGER NOT NULL,
+    origin_dc TEXT NOT NULL,
+    body BLOB NOT NULL,
+    PRIMARY KEY (service, instance_id)
+) WITHOUT ROWID;
+CREATE INDEX exported_by_slot ON exported (slot);
+CREATE TABLE log_state (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    epoch TEXT NOT NULL,
+    last_revision INTEGER NOT NULL
+);
+"""
+
+# Migrations: _MIGRATIONS[v] turns schema v into v + 1 (inside the open transaction).
+_MIGRATIONS: dict[int, str] = {}
+
+_MAPPING_COLUMNS = (
+    "origin_dc, origin_id, service, slot, digest, origin_revision, "
+    "local_service_id, local_instance_id, registered_at, renewed_at"
+)
+_UPSERT_MAPPING = (
+    f"INSERT OR REPLACE INTO mapping ({_MAPPING_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_DELETE_MAPPING = "DELETE FROM mapping WHERE origin_dc = ? AND origin_id = ?"
+_UPSERT_CURSOR = (
+    "INSERT INTO cursors (peer_dc, revision, epoch) VALUES (?, ?, ?) "
+    "ON CONFLICT (peer_dc) DO UPDATE SET revision = excluded.revision, "
+    "epoch = coalesce(?, cursors.epoch)"
+)
+
+# SQLite primary result codes (extended code & 0xff).
+_SQLITE_BUSY = 5
+_SQLITE_LOCKED = 6
+_SQLITE_CORRUPT = 11
+_SQLITE_FULL = 13
+_SQLITE_NOTADB = 26
+
+
+def _to_signed(digest: int) -> int:
+    if not 0 <= digest <= DIGEST_MAX:
+        raise ValueError(f"digest {digest} is not an unsigned 64-bit integer")
+    return digest - _WRAP if digest & _SIGN_BIT else digest
+
+
+def _to_unsigned(value: int) -> int:
+    return value + _WRAP if value < 0 else value
+
+
+def _check_slot(slot: int) -> int:
+    if not 0 <= slot < SLOT_COUNT:
+        raise ValueError(f"slot {slot} is outside 0..{SLOT_COUNT - 1}")
+    return slot
+
+
+def _mapping_row(entry: MappingEntry) -> tuple[Any, ...]:
+    return (
+        entry.origin_dc,
+        entry.origin_instance_id,
+        entry.service_text,
+        _check_slot(entry.slot),
+        _to_signed(entry.digest),
+        entry.origin_revision,
+        entry.local_service_id,
+        entry.local_instance_id,
+        float(entry.registered_at),
+        float(entry.renewed_at),
+    )
+
+
+def _mapping_entry(row: tuple[Any, ...]) -> MappingEntry:
+    return MappingEntry(
+        origin_dc=row[0],
+        origin_instance_id=row[1],
+        service_text=row[2],
+        slot=row[3],
+        digest=_to_unsigned(row[4]),
+        origin_revision=row[5],
+        local_service_id=row[6],
+        local_instance_id=row[7],
+        registered_at=row[8],
+        renewed_at=row[9],
+    )
+
+
+def _encode_record(record: Record) -> bytes:
+    service = record.service
+    instance = record.instance
+    if instance is not None and (
+        instance.service != service or instance.instance_id != record.instance_id
+    ):
+        raise ValueError(
+            f"record {service.text()}/{record.instance_id} carries an instance of "
+            f"{instance.service.text()}/{instance.instance_id}"
+        )
+    key = [service.app, service.name, service.version, service.environment, service.project]
+    data: bytes = msgpack.packb(
+        [key, None if instance is None else instance.fields()], use_bin_type=True
+    )
+    return data
+
+
+def _decode_record(origin_dc: str, instance_id: str, revision: int, body: bytes) -> Record:
+    try:
+        key, fields = msgpack.unpackb(body, raw=False)
+        service = ServiceKey(*(str(part) for part in key))
+        instance = None if fields is None else Instance.from_fields(service, fields)
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError) as exc:
+        raise StoreCorruptError(f"undecodable record at revision {revision}: {exc}") from None
+    return Record(origin_dc, service, instance_id, revision, instance)
+
+
+def _chunks(values: Sequence[_T], size: int = _CHUNK) -> Iterator[Sequence[_T]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def _translate(path: Path, exc: sqlite3.Error) -> StoreError:
+    """A StoreError of the right kind for a sqlite3 exception, naming the file."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    text = str(exc)
+    lowered = text.lower()
+    if primary in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or (
+        primary is None and ("malformed" in lowered or "not a database" in lowered)
+    ):
+        return StoreCorruptError(f"store {path} is corrupt or not a pysyncer store: {text}")
+    if primary in (_SQLITE_BUSY, _SQLITE_LOCKED) or (primary is None and "locked" in lowered):
+        return StoreLockedError(f"store {path} is locked by another connection: {text}")
+    if primary == _SQLITE_FULL or (primary is None and "full" in lowered):
+        return StoreFullError(f"store {path}: disk or size limit full, write rolled back: {text}")
+    return StoreError(f"store {path}: {type(exc).__name__}: {text}")
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+        raise
+
+
+class SqliteStore:
+    """The embedded :class:`~pysyncer.store.base.Store`: one SQLite file in WAL mode.
+
+    ``path`` is the data file (e.g. ``<data-dir>/store.db``); its directory must exist.
+    ``durable`` selects ``synchronous=FULL`` (default; see the module docstring) or
+    NORMAL. ``cache_mib`` sizes SQLite's page cache.
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, durable: bool = True, cache_mib: int = 16
+    ) -> None:
+        self._path = Path(path)
+        self._durable = durable
+        self._cache_mib = cache_mib
+        self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def __repr__(self) -> str:
+        state = "open" if self._conn is not None else "closed"
+        return f"<SqliteStore {self._path} {state}>"
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._executor is not None:
+            return
+        executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="pysyncer-store"
+        )
+        self._executor = executor
+        try:
+            await self._call(self._open_sync, opening=True)
+        except BaseException:
+            self._executor = None
+            executor.shutdown(wait=True)
+            raise
+
+    async def close(self) -> None:
+        executor = self._executor
+        if executor is None:
+            return
+        try:
+            await self._call(self._close_sync)
+        finally:
+            self._executor = None
+            executor.shutdown(wait=True)
+
+    async def __aenter__(self) -> SqliteStore:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _open_sync(self) -> None:
+        self._take_file_lock()
+        try:
+            conn = sqlite3.connect(self._path, isolation_level=None)
+        except sqlite3.Error:
+            self._release_file_lock()
+            raise
+        try:
+            conn.execute("PRAGMA busy_timeout = 2000")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreError(f"store {self._path}: cannot enable WAL mode (got {mode!r})")
+            conn.execute(f"PRAGMA synchronous = {'FULL' if self._durable else 'NORMAL'}")
+            conn.execute(f"PRAGMA cache_size = {-1024 * int(self._cache_mib)}")
+            conn.execute("PRAGMA temp_store = MEMORY")
+            conn.execute("PRAGMA foreign_keys = OFF")
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            self._release_file_lock()
+            raise
+        self._conn = conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        with _transaction(conn):
+            tables = {
+                row[0]
+                for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+            if "schema_version" not in tables:
+                if tables:
+                    raise StoreCorruptError(
+                        f"store {self._path} holds tables {sorted(tables)} but no "
+                        "schema_version: not a pysyncer store"
+                    )
+                conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                # one statement at a time: executescript() would COMMIT mid-transaction
+                for statement in _SCHEMA_V1.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (1,))
+                conn.execute(
+                    "INSERT INTO log_state (id, epoch, last_revision) VALUES (0, ?, 0)",
+                    (uuid.uuid4().hex,),
+                )
+            row = conn.execute("SELECT version FROM schema_version").fetchone()
+            if row is None:
+                raise StoreCorruptError(f"store {self._path} has an empty schema_version")
+            version = int(row[0])
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"store {self._path} has schema version {version}, newer than "
+                    f"{SCHEMA_VERSION} known to this pysyncer: upgrade pysyncer"
+                )
+            while version < SCHEMA_VERSION:
+                for statement in _MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                version += 1
+                conn.execute("UPDATE schema_version SET version = ?", (version,))
+
+    def _close_sync(self) -> None:
+        conn = self._conn
+        self._conn = None
+        if conn is not None:
+            try:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("PRAGMA optimize")
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                conn.close()
+            finally:
+                self._release_file_lock()
+
+    def _take_file_lock(self) -> None:
+        lock_path = self._path.with_name(self._path.name + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreError(f"cannot create lock file {lock_path}: {exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise StoreLockedError(
+                f"store {self._path} is in use by another pysyncer process or store "
+                f"(lock file {lock_path})"
+            ) from None
+        self._lock_fd = fd
+
+    def _release_file_lock(self) -> None:
+        fd = self._lock_fd
+        self._lock_fd = None
+        if fd is not None:
+            os.close(fd)  # closing drops the flock
+
+    # -- worker plumbing ---------------------------------------------------------------
+
+    async def _call(
+        self, fn: Callable[..., _T], *args: Any, opening: bool = False, **kwargs: Any
+    ) -> _T:
+        executor = self._executor
+        if executor is None:
+            raise StoreClosedError(f"store {self._path} is not open")
+        loop = asyncio.get_running_loop()
+        job = functools.partial(self._guarded, fn, args, kwargs, opening)
+        return await loop.run_in_executor(executor, job)
+
+    def _guarded(
+        self,
+        fn: Callable[..., _T],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        opening: bool,
+    ) -> _T:
+        if not opening and self._conn is None:
+            raise StoreClosedError(f"store {self._path} is not open")
+        try:
+            return fn(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise _translate(self._path, exc) from None
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        conn = self._conn
+        if conn is None:
+            raise StoreClosedError(f"store {self._path} is not open")
+        return conn
+
+    async def run_in_worker(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        """Run ``fn(connection)`` in the worker thread (maintenance, benchmarks, tests)."""
+        return await self._call(lambda: fn(self._db))
+
+    # -- mapping table -----------------------------------------------------------------
+
+    async def get_mapping(self, origin_dc: str, origin_instance_id: str) -> MappingEntry | None:
+        return await self._call(self._get_mapping, origin_dc, origin_instance_id)
+
+    def _get_mapping(self, origin_dc: str, origin_id: str) -> MappingEntry | None:
+        row = self._db.execute(
+            f"SELECT {_MAPPING_COLUMNS} FROM mapping WHERE origin_dc = ? AND origin_id = ?",
+            (origin_dc, origin_id),
+        ).fetchone()
+        return None if row is None else _mapping_entry(row)
+
+    async def list_mappings(
+        self, origin_dc: str, after: str | None = None, limit: int = 1000
+    ) -> list[MappingEntry]:
+        if limit <= 0:
+            raise ValueError(f"limit must be positive, not {limit}")
+        return await self._call(self._list_mappings, origin_dc, after, limit)
+
+    def _list_mappings(self, origin_dc: str, after: str | None, limit: int) -> list[MappingEntry]:
+        if after is None:
+            rows = self._db.execute(
+                f"SELECT {_MAPPING_COLUMNS} FROM mapping WHERE origin_dc = ? "
+                "ORDER BY origin_id LIMIT ?",
+                (origin_dc, limit),
+            )
+        else:
+            rows = self._db.execute(
+                f"SELECT {_MAPPING_COLUMNS} FROM mapping WHERE origin_dc = ? AND origin_id > ? "
+                "ORDER BY origin_id LIMIT ?",
+                (origin_dc, after, limit),
+            )
+        return [_mapping_entry(row) for row in rows]
+
+    async def mappings_in_slots(
+        self, slots: Collection[int], origin_dc: str | None = None
+    ) -> list[MappingEntry]:
+        wanted = sorted({_check_slot(slot) for slot in slots})
+        return await self._call(self._mappings_in_slots, wanted, origin_dc)
+
+    def _mappings_in_slots(self, slots: list[int], origin_dc: str | None) -> list[MappingEntry]:
+        result: list[MappingEntry] = []
+        for chunk in _chunks(slots):
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT {_MAPPING_COLUMNS} FROM mapping WHERE slot IN ({marks})"
+            params: list[Any] = list(chunk)
+            if origin_dc is not None:
+                sql += " AND origin_dc = ?"
+                params.append(origin_dc)
+            result.extend(_mapping_entry(row) for row in self._db.execute(sql, params))
+        result.sort(key=lambda entry: entry.key)
+        return result
+
+    async def count_mappings(self, origin_dc: str | None = None) -> int:
+        return await self._call(self._count_mappings, origin_dc)
+
+    def _count_mappings(self, origin_dc: str | None) -> int:
+        if origin_dc is None:
+            row = self._db.execute("SELECT count(*) FROM mapping").fetchone()
+        else:
+            row = self._db.execute(
+                "SELECT count(*) FROM mapping WHERE origin_dc = ?", (origin_dc,)
+            ).fetchone()
+        return int(row[0])
+
+    async def mapping_counts(self) -> dict[str, int]:
+        return await self._call(self._mapping_counts)
+
+    def _mapping_counts(self) -> dict[str, int]:
+        rows = self._db.execute(
+            "SELECT origin_dc, count(*) FROM mapping GROUP BY origin_dc ORDER BY origin_dc"
+        )
+        return {str(dc): int(count) for dc, count in rows}
+
+    async def put_mappings(self, entries: Sequence[MappingEntry]) -> None:
+        await self._call(self._apply, None, entries, (), 0, None)
+
+    async def delete_mappings(self, keys: Sequence[MappingKey]) -> int:
+        return await self._call(self._delete_mappings, list(keys))
+
+    def _delete_mappings(self, keys: list[MappingKey]) -> int:
+        conn = self._db
+        with _transaction(conn):
+            before = conn.total_changes
+            conn.executemany(_DELETE_MAPPING, keys)
+            return conn.total_changes - before
+
+    # -- cursors and atomic apply ------------------------------------------------------
+
+    async def get_cursor(self, peer_dc: str) -> PeerCursor | None:
+        return await self._call(self._get_cursor, peer_dc)
+
+    def _get_cursor(self, peer_dc: str) -> PeerCursor | None:
+        row = self._db.execute(
+            "SELECT peer_dc, revision, epoch FROM cursors WHERE peer_dc = ?", (peer_dc,)
+        ).fetchone()
+        return None if row is None else PeerCursor(row[0], row[1], row[2])
+
+    async def list_cursors(self) -> list[PeerCursor]:
+        return await self._call(self._list_cursors)
+
+    def _list_cursors(self) -> list[PeerCursor]:
+        rows = self._db.execute("SELECT peer_dc, revision, epoch FROM cursors ORDER BY peer_dc")
+        return [PeerCursor(*row) for row in rows]
+
+    async def set_cursor(self, peer_dc: str, revision: int, epoch: str) -> None:
+        await self._call(self._apply, peer_dc, (), (), revision, epoch)
+
+    async def delete_cursor(self, peer_dc: str) -> None:
+        await self._call(self._delete_cursor, peer_dc)
+
+    def _delete_cursor(self, peer_dc: str) -> None:
+        with _transaction(self._db) as conn:
+            conn.execute("DELETE FROM cursors WHERE peer_dc = ?", (peer_dc,))
+
+    async def apply_batch(
+        self,
+        peer_dc: str,
+        upserts: Sequence[MappingEntry],
+        deletes: Sequence[MappingKey],
+        cursor: int,
+        epoch: str | None = None,
+    ) -> None:
+        await self._call(self._apply, peer_dc, upserts, deletes, cursor, epoch)
+
+    def _apply(
+        self,
+        peer_dc: str | None,
+        upserts: Sequence[MappingEntry],
+        deletes: Sequence[MappingKey],
+        cursor: int,
+        epoch: str | None,
+    ) -> None:
+        if peer_dc is not None and cursor < 0:
+            raise ValueError(f"cursor must be >= 0, not {cursor}")
+        rows = [_mapping_row(entry) for entry in upserts]  # validates before writing
+        keys = [(str(dc), str(origin_id)) for dc, origin_id in deletes]
+        with _transaction(self._db) as conn:
+            if rows:
+                conn.executemany(_UPSERT_MAPPING, rows)
+            if keys:
+                conn.executemany(_DELETE_MAPPING, keys)
+            if peer_dc is not None:
+                conn.execute(_UPSERT_CURSOR, (peer_dc, cursor, epoch or "", epoch))
+
+    # -- change log and exported state -------------------------------------------------
+
+    async def append_changes(self, records: Sequence[Record]) -> list[Record]:
+        return await self._call(self._append_changes, list(records))
+
+    def _append_changes(self, records: list[Record]) -> list[Record]:
+        bodies = [_encode_record(record) for record in records]  # validates before writing
+        if not records:
+            return []
+        with _transaction(self._db) as conn:
+            last = int(conn.execute("SELECT last_revision FROM log_state").fetchone()[0])
+            assigned: list[Record] = []
+            log_rows: list[tuple[Any, ...]] = []
+            final: dict[tuple[str, str], tuple[Any, ...]] = {}
+            for offset, (record, body) in enumerate(zip(records, bodies, strict=True)):
+                revision = last + 1 + offset
+                text = record.service.text()
+                log_rows.append((revision, record.origin_dc, text, record.instance_id, body))
+                final[(text, record.instance_id)] = (
+                    text,
+                    record.instance_id,
+                    record.slot,
+                    revision,
+                    record.origin_dc,
+                    None if record.instance is None else body,
+                )
+                assigned.append(
+                    Record(
+                        record.origin_dc,
+                        record.service,
+                        record.instance_id,
+                        revision,
+                        record.instance,
+                    )
+                )
+            conn.executemany(
+                "INSERT INTO changes (revision, origin_dc, service, instance_id, body) "
+                "VALUES (?, ?, ?, ?, ?)",
+                log_rows,
+            )
+            live = [row for row in final.values() if row[5] is not None]
+            gone = [(row[0], row[1]) for row in final.values() if row[5] is None]
+            if live:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO exported "
+                    "(service, instance_id, slot, revision, origin_dc, body) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    live,
+                )
+            if gone:
+                conn.executemany("DELETE FROM exported WHERE service = ? AND instance_id = ?", gone)
+            conn.execute("UPDATE log_state SET last_revision = ?", (last + len(records),))
+        return assigned
+
+    async def read_changes(self, since_revision: int, limit: int = 1000) -> list[Record]:
+        if limit <= 0:
+            raise ValueError(f"limit must be positive, not {limit}")
+        return await self._call(self._read_changes, since_revision, limit)
+
+    def _read_changes(self, since: int, limit: int) -> list[Record]:
+        rows = self._db.execute(
+            "SELECT revision, origin_dc, instance_id, body FROM changes "
+            "WHERE revision > ? ORDER BY revision LIMIT ?",
+            (since, limit),
+        )
+        return [_decode_record(dc, iid, rev, body) for rev, dc, iid, body in rows]
+
+    async def current_revision(self) -> int:
+        return await self._call(self._current_revision)
+
+    def _current_revision(self) -> int:
+        return int(self._db.execute("SELECT last_revision FROM log_state").fetchone()[0])
+
+    async def log_info(self) -> LogInfo:
+        return await self._call(self._log_info)
+
+    def _log_info(self) -> LogInfo:
+        conn = self._db
+        conn.execute("BEGIN")  # one consistent snapshot for the three reads
+        try:
+            epoch, last = conn.execute("SELECT epoch, last_revision FROM log_state").fetchone()
+            first, count = conn.execute("SELECT min(revision), count(*) FROM changes").fetchone()
+        finally:
+            conn.execute("COMMIT")
+        return LogInfo(
+            epoch=str(epoch),
+            first_revision=int(last) + 1 if first is None else int(first),
+            last_revision=int(last),
+            entries=int(count),
+        )
+
+    async def trim_changes(
+        self, *, keep_last: int | None = None, through_revision: int | None = None
+    ) -> int:
+        if (keep_last is None) == (through_revision is None):
+            raise ValueError("trim_changes takes exactly one of keep_last, through_revision")
+        if keep_last is not None and keep_last < 0:
+            raise ValueError(f"keep_last must be >= 0, not {keep_last}")
+        return await self._call(self._trim, keep_last, through_revision)
+
+    def _trim(self, keep_last: int | None, through: int | None) -> int:
+        with _transaction(self._db) as conn:
+            if through is None:
+                assert keep_last is not None
+                # Revisions in the log are gapless, so the newest keep_last entries are
+                # exactly those above last_revision - keep_last.
+                last = int(conn.execute("SELECT last_revision FROM log_state").fetchone()[0])
+                through = last - keep_last
+            cursor = conn.execute("DELETE FROM changes WHERE revision <= ?", (through,))
+            return int(cursor.rowcount)
+
+    async def exported_records(self, slots: Collection[int] | None = None) -> list[Record]:
+        wanted = None if slots is None else sorted({_check_slot(slot) for slot in slots})
+        return await self._call(self._exported_records, wanted)
+
+    def _exported_records(self, slots: list[int] | None) -> list[Record]:
+        select = "SELECT origin_dc, instance_id, revision, body, service FROM exported"
+        rows: list[tuple[Any, ...]] = []
+        if slots is None:
+            rows.extend(self._db.execute(select + " ORDER BY service, instance_id"))
+        else:
+            for chunk in _chunks(slots):
+                marks = ",".join("?" * len(chunk))
+                rows.extend(self._db.execute(f"{select} WHERE slot IN ({marks})", list(chunk)))
+            rows.sort(key=lambda row: (row[4], row[1]))
+        return [_decode_record(dc, iid, rev, body) for dc, iid, rev, body, _ in rows]
+
+    async def count_exported(self) -> int:
+        return await self._call(self._count_exported)
+
+    def _count_exported(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM exported").fetchone()[0])

@@ -1,0 +1,215 @@
+"""The sync engine of one daemon: registry adapter, store, exporter, importer, RPC, peers.
+
+Owns building these pieces in order, wiring them to the gossip layer (remote syncers
+from Serf member tags, "new revision" user events), reporting their status, and
+stopping them in reverse order. With no ``--sc-addr`` it also runs the embedded service
+center on 127.0.0.1:30100, followed in-process through its native change feed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from pysyncer.adapters import load_adapter
+from pysyncer.adapters.base import Adapter
+from pysyncer.adapters.embedded import EmbeddedAdapter
+from pysyncer.config import DaemonConfig, parse_host_port
+from pysyncer.gossip.lamport import UserEvent
+from pysyncer.gossip.serf import MemberStatus, Serf, SerfEvent
+from pysyncer.registry.app import RegistryServer
+from pysyncer.rpc.client import SyncClient
+from pysyncer.rpc.server import SyncServer
+from pysyncer.store import create_store
+from pysyncer.store.base import Store
+from pysyncer.sync.exporter import Exporter
+from pysyncer.sync.importer import Importer
+from pysyncer.sync.peers import Peers, RemoteSyncer
+
+__all__ = ["REVISION_EVENT", "SyncEngine"]
+
+log = logging.getLogger(__name__)
+
+REVISION_EVENT = "pysyncer-rev"  # gossip user event: payload = the data center that moved
+ANNOUNCE_INTERVAL = 1.0  # at most one revision event per second per syncer
+
+
+class SyncEngine:
+    """Everything that moves instances for one daemon."""
+
+    def __init__(
+        self,
+        config: DaemonConfig,
+        serf: Serf,
+        *,
+        anti_entropy_interval: float = 60.0,
+        origin_grace: float = 3600.0,
+        origin_policy: str = "expire",
+    ) -> None:
+        self.config = config
+        self.serf = serf
+        self.registry_server: RegistryServer | None = None
+        self._anti_entropy_interval = anti_entropy_interval
+        self._origin_grace = origin_grace
+        self._origin_policy = origin_policy
+        self.adapter: Adapter | None = None
+        self.store: Store | None = None
+        self.exporter: Exporter | None = None
+        self.importer: Importer | None = None
+        self.rpc: SyncServer | None = None
+        self.peers: Peers | None = None
+        self._last_announce = 0.0
+        self._unsubscribe: Callable[[], None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        config = self.config
+        self.adapter = await self._start_adapter()
+        self.store = create_store(config.store, config.data_dir)
+        await self.store.open()
+        self.importer = Importer(config.dc, self.adapter, self.store)
+        await self.importer.start()
+        self.exporter = Exporter(
+            config.dc,
+            config.node,
+            self.adapter,
+            self.store,
+            copy_ids=self.importer.copy_ids,
+            on_revision=self._announce,
+        )
+        await self.exporter.start()
+        self.rpc = SyncServer(self.exporter, config.rpc_addr.host, config.rpc_addr.port)
+        await self.rpc.start()
+        self.peers = Peers(
+            config.dc,
+            self.remote_syncers,
+            self.importer,
+            self.store,
+            lambda target: SyncClient(target),
+            anti_entropy_interval=self._anti_entropy_interval,
+            origin_grace=self._origin_grace,
+            origin_policy=self._origin_policy,
+        )
+        self.peers.start()
+        self._unsubscribe = self.serf.subscribe(self._on_serf_event)
+        log.info(
+            "sync engine up: dc %s, registry %s (%s), store %s, RPC on %s",
+            config.dc,
+            ", ".join(config.sc_addr) or self._registry_url(),
+            config.plugin if config.sc_addr else "embedded",
+            config.store,
+            self.rpc.address,
+        )
+
+    async def _start_adapter(self) -> Adapter:
+        config = self.config
+        if config.embedded_registry:
+            listen = config.registry_addr
+            self.registry_server = RegistryServer(host=listen.host, port=listen.port)
+            await self.registry_server.start()
+            adapter: Adapter = EmbeddedAdapter(self.registry_server.registry)
+        else:
+            adapter = load_adapter(config.plugin, list(config.sc_addr), {})
+        await adapter.start()
+        return adapter
+
+    def _registry_url(self) -> str:
+        return self.registry_server.url if self.registry_server is not None else ""
+
+    async def stop(self) -> None:
+        """Stop in reverse order; the store is flushed and closed last."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        for step in (
+            self.peers.close if self.peers else None,
+            self.rpc.stop if self.rpc else None,
+            self.exporter.close if self.exporter else None,
+            self.importer.close if self.importer else None,
+            self.adapter.close if self.adapter else None,
+            self.store.close if self.store else None,
+            self.registry_server.close if self.registry_server else None,
+        ):
+            if step is None:
+                continue
+            try:
+                await step()
+            except Exception:
+                log.exception("error while stopping the sync engine")
+
+    # -- gossip wiring -------------------------------------------------------------------
+
+    def remote_syncers(self) -> list[RemoteSyncer]:
+        """Live syncers of other data centers, from Serf tags."""
+        found = []
+        for member in self.serf.members():
+            tags = member.tags
+            if member.status != MemberStatus.ALIVE or tags.get("role") != "pysyncer":
+                continue
+            dc = tags.get("dc", "")
+            if not dc or dc == self.config.dc or "rpc_addr" not in tags:
+                continue
+            try:
+                rpc = parse_host_port(tags["rpc_addr"])
+            except ValueError:
+                continue
+            host = rpc.host
+            with contextlib.suppress(ValueError):
+                if ipaddress.ip_address(host).is_unspecified:
+                    host = member.addr  # bound to a wildcard: reach it where it gossips
+            target = f"[{host}]:{rpc.port}" if ":" in host else f"{host}:{rpc.port}"
+            found.append(RemoteSyncer(member.name, dc, target))
+        return found
+
+    def _announce(self, revision: int) -> None:
+        now = time.monotonic()
+        if now - self._last_announce < ANNOUNCE_INTERVAL:
+            return
+        self._last_announce = now
+        with contextlib.suppress(Exception):
+            self.serf.user_event(REVISION_EVENT, self.config.dc.encode(), coalesce=True)
+
+    def _on_serf_event(self, event: SerfEvent) -> None:
+        if isinstance(event, UserEvent) and event.name == REVISION_EVENT and self.peers:
+            self.peers.wake(event.payload.decode(errors="replace"))
+
+    # -- status ------------------------------------------------------------------------
+
+    def full_sync(self) -> list[str]:
+        return self.peers.request_full_sync() if self.peers else []
+
+    def status(self) -> Mapping[str, Any]:
+        exporter, importer, peers = self.exporter, self.importer, self.peers
+        copies = importer.copies_by_origin() if importer else {}
+        remote: dict[str, Any] = {}
+        for dc, link in sorted((peers.links if peers else {}).items()):
+            st = link.status
+            remote[dc] = {
+                "state": st.state,
+                "syncer": st.syncer,
+                "applied_revision": st.applied_revision,
+                "remote_revision": st.remote_revision,
+                "lag": st.lag,
+                "copies": copies.get(dc, 0),
+                "repairs": st.repairs,
+                "slots_pulled": st.slots_pulled,
+                "errors": dict(st.errors),
+                "last_applied_at": st.last_applied_at,
+            }
+        for dc, count in copies.items():
+            remote.setdefault(dc, {"state": "gone", "copies": count})
+        return {
+            "dc": self.config.dc,
+            "node": self.config.node,
+            "revision": exporter.revision() if exporter else 0,
+            "epoch": exporter.epoch if exporter else "",
+            "exported": exporter.exported_count() if exporter else 0,
+            "registry": ", ".join(self.config.sc_addr) or self._registry_url(),
+            "remote": remote,
+            "exporter": vars(exporter.stats) if exporter else {},
+            "importer": vars(importer.stats) if importer else {},
+        }

@@ -1,0 +1,227 @@
+"""The exporter: this data center's instances as a revisioned change log and slot digests.
+
+Follows the local registry through its adapter (a full listing at start and after every
+``resync``, then the change feed), keeps only instances whose origin is this data
+center (copies are recognised by the importer's mapping table first, by the origin
+marker in their properties second), and turns every real change into a
+:class:`~pysyncer.model.Record` appended to the store's change log with a new revision.
+Beside the log it keeps, in memory, the 16384-slot digest table of what it exports.
+
+It is the :class:`SyncSource` the RPC server serves to remote data centers: changes
+since a revision, a wake-up when the revision moves, the digest table, and the full
+records of chosen slots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from pysyncer._core import digest as core_digest
+from pysyncer.adapters.base import Adapter, ChangeBatch, LocalRef, Snapshot
+from pysyncer.errors import PysyncerError
+from pysyncer.model import Instance, Record, is_copy
+from pysyncer.store.base import Store
+
+__all__ = ["Exporter", "ExporterStats"]
+
+log = logging.getLogger(__name__)
+
+StateKey = tuple[str, str]  # (service text, instance id)
+RESYNC_BACKOFF_MAX = 30.0
+
+
+@dataclass
+class ExporterStats:
+    changes_exported: int = 0
+    resyncs: int = 0
+    copies_skipped: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+
+class Exporter:
+    """One data center's export side; also the RPC server's source of data."""
+
+    def __init__(
+        self,
+        dc: str,
+        node: str,
+        adapter: Adapter,
+        store: Store,
+        *,
+        copy_ids: Callable[[], Collection[str]] = frozenset,
+        on_revision: Callable[[int], None] | None = None,
+    ) -> None:
+        self.dc = dc
+        self.node = node
+        self.adapter = adapter
+        self.store = store
+        self.epoch = ""
+        self.stats = ExporterStats()
+        self.ready = asyncio.Event()  # set after the first full listing is exported
+        self._copy_ids = copy_ids
+        self._on_revision = on_revision
+        self._state: dict[StateKey, Record] = {}
+        self._table = core_digest.SlotDigestTable()
+        self._revision = 0
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        info = await self.store.log_info()
+        self.epoch = info.epoch
+        self._revision = info.last_revision
+        for record in await self.store.exported_records():
+            key = (record.service.text(), record.instance_id)
+            self._state[key] = record
+            self._table.add(record.slot, record.digest)
+        self._task = asyncio.get_running_loop().create_task(self._follow(), name="exporter")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    # -- following the registry ------------------------------------------------------
+
+    async def _follow(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                await self.resync()
+                self.ready.set()
+                delay = 0.5
+                async for batch in self.adapter.changes():
+                    await self._apply_batch(batch)
+            except asyncio.CancelledError:
+                raise
+            except PysyncerError as exc:
+                self.stats.error(type(exc).__name__)
+                log.warning("exporter: %s; re-listing in %.1f s", exc, delay)
+            except Exception:
+                self.stats.error("internal")
+                log.exception("exporter failed; re-listing in %.1f s", delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RESYNC_BACKOFF_MAX)
+
+    async def resync(self) -> int:
+        """Export the difference between a full listing and what was exported; the revision."""
+        snapshot = await self.adapter.list_instances()
+        self.stats.resyncs += 1
+        current = {(i.service.text(), i.instance_id): i for i in self._originals(snapshot)}
+        records = [
+            Record(self.dc, i.service, i.instance_id, 0, i)
+            for key, i in current.items()
+            if self._differs(key, i)
+        ]
+        records += [
+            Record(self.dc, old.service, old.instance_id, 0, None)
+            for key, old in self._state.items()
+            if key not in current
+        ]
+        return await self._commit(records)
+
+    def _originals(self, snapshot: Snapshot) -> Iterable[Instance]:
+        copies = self._copy_ids()
+        for instance in snapshot:
+            ref = snapshot.refs.get(instance.instance_id)
+            if is_copy(instance) or (ref is not None and ref.instance_id in copies):
+                self.stats.copies_skipped += 1
+                continue
+            yield instance
+
+    async def _apply_batch(self, batch: ChangeBatch) -> None:
+        if batch.resync:
+            await self.resync()
+            return
+        copies = self._copy_ids()
+        records = []
+        for event in batch.events:
+            instance = event.instance
+            if is_copy(instance) or _is_mapped(event.ref, copies):
+                self.stats.copies_skipped += 1
+                continue
+            key = (instance.service.text(), instance.instance_id)
+            if event.kind == "delete":
+                if key in self._state:
+                    records.append(Record(self.dc, instance.service, instance.instance_id, 0, None))
+            elif self._differs(key, instance):
+                records.append(Record(self.dc, instance.service, instance.instance_id, 0, instance))
+        await self._commit(records)
+
+    def _differs(self, key: StateKey, instance: Instance) -> bool:
+        old = self._state.get(key)
+        return old is None or old.digest != instance.digest()
+
+    async def _commit(self, records: Sequence[Record]) -> int:
+        if not records:
+            return self._revision
+        async with self._lock:
+            stored = await self.store.append_changes(records)
+            for record in stored:
+                key = (record.service.text(), record.instance_id)
+                old = self._state.pop(key, None)
+                if old is not None:
+                    self._table.remove(old.slot, old.digest)
+                if not record.deleted:
+                    self._state[key] = record
+                    self._table.add(record.slot, record.digest)
+            self.stats.changes_exported += len(stored)
+            self._revision = stored[-1].revision
+        async with self._changed:
+            self._changed.notify_all()
+        if self._on_revision is not None:
+            self._on_revision(self._revision)
+        return self._revision
+
+    # -- SyncSource (served to remote data centers) ------------------------------------
+
+    def revision(self) -> int:
+        return self._revision
+
+    def exported_count(self) -> int:
+        return len(self._state)
+
+    async def changes_since(self, revision: int, limit: int) -> tuple[list[Record], bool]:
+        """Records after ``revision`` (at most ``limit``); ``reset`` when the log lost them."""
+        info = await self.store.log_info()
+        if revision > info.last_revision or revision < info.first_revision - 1:
+            return [], True
+        return await self.store.read_changes(revision, limit), False
+
+    async def wait_for_revision(self, after: int, timeout: float) -> int:
+        """Wait until the revision passes ``after`` (or ``timeout``); the revision then."""
+        if self._revision > after:
+            return self._revision
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self._revision > after), timeout
+                )
+        return self._revision
+
+    def digest_table(self) -> tuple[int, bytes]:
+        return self._revision, self._table.to_bytes()
+
+    async def slot_records(self, slots: Sequence[int]) -> AsyncIterator[tuple[int, list[Record]]]:
+        """The full current state of each slot asked for (empty slots included)."""
+        wanted = sorted(set(slots))
+        by_slot: dict[int, list[Record]] = {slot: [] for slot in wanted}
+        for record in await self.store.exported_records(wanted):
+            by_slot[record.slot].append(record)
+        for slot in wanted:
+            yield slot, by_slot[slot]
+
+
+def _is_mapped(ref: LocalRef | None, copies: Collection[str]) -> bool:
+    return ref is not None and ref.instance_id in copies

@@ -1,0 +1,330 @@
+"""Peers: one link per remote data center, fed by gossip, resumed by revision.
+
+Owns the pull side of the sync protocol. The live syncers of every remote data center
+come from gossip (Serf members tagged ``role=pysyncer`` with their ``dc`` and
+``rpc_addr``). For each remote data center a :class:`PeerLink` keeps one gRPC watch
+stream open to one of its syncers, resumes from the persisted cursor, and falls back
+to slot-digest repair when the origin's log no longer holds that cursor (or its epoch
+changed). A link reconnects with backoff to another live syncer of the same data
+center; a "new revision" gossip event wakes a link that is waiting to retry. Periodic
+anti-entropy compares digest tables and pulls only the slots that differ.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pysyncer._core import digest as core_digest
+from pysyncer.errors import PysyncerError
+from pysyncer.store.base import Store
+from pysyncer.sync.importer import Importer
+
+__all__ = ["PeerLink", "PeerStatus", "Peers", "RemoteSyncer", "SyncClientLike"]
+
+log = logging.getLogger(__name__)
+
+BACKOFF_MIN = 0.2
+BACKOFF_MAX = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteSyncer:
+    """A live syncer of another data center, as gossip describes it."""
+
+    node: str
+    dc: str
+    rpc_target: str  # host:port for gRPC
+
+
+class SyncClientLike(Protocol):
+    """What a link needs of :class:`pysyncer.rpc.client.SyncClient`."""
+
+    async def health(self) -> Any: ...
+
+    def watch(self, since: int, epoch: str) -> Any: ...
+
+    async def get_digests(self) -> Any: ...
+
+    def pull_slots(self, slots: Sequence[int]) -> Any: ...
+
+    async def close(self) -> None: ...
+
+
+ClientFactory = Callable[[str], SyncClientLike]
+
+
+@dataclass
+class PeerStatus:
+    dc: str
+    state: str = "connecting"  # connecting, repairing, streaming, backoff, gone
+    syncer: str = ""
+    applied_revision: int = 0
+    remote_revision: int = 0
+    last_applied_at: float = 0.0
+    repairs: int = 0
+    slots_pulled: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    lag_seconds: list[float] = field(default_factory=list)  # recent propagation lags
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.remote_revision - self.applied_revision)
+
+    def error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+
+class PeerLink:
+    """Keeps this data center in sync with one remote data center."""
+
+    def __init__(
+        self,
+        dc: str,
+        syncers: Callable[[], list[RemoteSyncer]],
+        importer: Importer,
+        store: Store,
+        client_factory: ClientFactory,
+        *,
+        anti_entropy_interval: float = 60.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.dc = dc
+        self.status = PeerStatus(dc)
+        self._syncers = syncers
+        self._importer = importer
+        self._store = store
+        self._client_factory = client_factory
+        self._anti_entropy_interval = anti_entropy_interval
+        self._rng = rng or random.Random()
+        self._wake = asyncio.Event()
+        self._repair_now = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"peer-{self.dc}")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def wake(self) -> None:
+        """A sign of life from the remote data center: stop waiting to reconnect."""
+        self._wake.set()
+
+    def request_repair(self) -> None:
+        """Run a digest repair as soon as possible (manual full resync, lost copies)."""
+        self._repair_now.set()
+        self._wake.set()
+
+    async def _run(self) -> None:
+        delay = BACKOFF_MIN
+        last: str | None = None
+        while True:
+            candidates = self._syncers()
+            if not candidates:
+                self.status.state = "gone"
+                await self._sleep(BACKOFF_MAX)
+                continue
+            others = [s for s in candidates if s.rpc_target != last] or candidates
+            syncer = self._rng.choice(others)
+            last = syncer.rpc_target
+            self.status.syncer = syncer.node
+            client = self._client_factory(syncer.rpc_target)
+            try:
+                await self._follow(client)
+            except asyncio.CancelledError:
+                raise
+            except PysyncerError as exc:
+                self.status.error(type(exc).__name__)
+                log.info("link to %s (%s) broke: %s", self.dc, syncer.node, exc)
+            except Exception:
+                self.status.error("internal")
+                log.exception("link to %s (%s) failed", self.dc, syncer.node)
+            finally:
+                with contextlib.suppress(Exception):
+                    await client.close()
+            self.status.state = "backoff"
+            await self._sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _sleep(self, seconds: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), seconds)
+
+    async def _follow(self, client: SyncClientLike) -> None:
+        self.status.state = "connecting"
+        health = await client.health()
+        epoch = str(health.epoch)
+        self.status.remote_revision = int(health.revision)
+        cursor = await self._store.get_cursor(self.dc)
+        if cursor is None or cursor.epoch != epoch:
+            revision = await self.repair(client, epoch)
+        else:
+            revision = cursor.revision
+        next_anti_entropy = time.monotonic() + self._anti_entropy_interval
+        self.status.state = "streaming"
+        async for batch in client.watch(revision, epoch):
+            self.status.remote_revision = max(self.status.remote_revision, int(batch.revision))
+            if batch.reset:
+                revision = await self.repair(client, epoch)
+                self.status.state = "streaming"
+                continue
+            if batch.records:
+                await self._importer.apply(self.dc, batch.records, int(batch.revision), epoch)
+                now = time.time()
+                self.status.last_applied_at = now
+                sent_at = float(getattr(batch, "sent_at", 0.0) or 0.0)
+                if sent_at:
+                    self._record_lag(now - sent_at)
+            revision = int(batch.revision)
+            self.status.applied_revision = revision
+            due = time.monotonic() >= next_anti_entropy
+            if due or self._repair_now.is_set() or self.dc in self._importer.needs_repair:
+                await self.repair(client, epoch)
+                self.status.state = "streaming"
+                next_anti_entropy = time.monotonic() + self._anti_entropy_interval
+
+    def _record_lag(self, seconds: float) -> None:
+        lags = self.status.lag_seconds
+        lags.append(max(0.0, seconds))
+        del lags[:-256]
+
+    async def repair(self, client: SyncClientLike, epoch: str) -> int:
+        """Compare slot digests; pull and reconcile the differing slots. The revision."""
+        self.status.state = "repairing"
+        self._repair_now.clear()
+        self._importer.needs_repair.discard(self.dc)
+        revision, remote_epoch, raw = await client.get_digests()
+        remote = core_digest.SlotDigestTable.from_bytes(raw)
+        local = self._importer.digest_table(self.dc)
+        slots = list(core_digest.diff_slots(local, remote))
+        pulled = 0
+        if slots:
+            parts: dict[int, list[Any]] = {}
+            async for slot, records, last in client.pull_slots(slots):
+                parts.setdefault(int(slot), []).extend(records)
+                if last:
+                    await self._importer.reconcile_slot(
+                        self.dc, int(slot), parts.pop(int(slot)), int(revision), str(remote_epoch)
+                    )
+                    pulled += 1
+        else:
+            await self._store.set_cursor(self.dc, int(revision), str(remote_epoch))
+        self.status.repairs += 1
+        self.status.slots_pulled += pulled
+        self.status.applied_revision = int(revision)
+        if pulled:
+            log.info("repaired %d slot(s) from %s at revision %d", pulled, self.dc, revision)
+        return int(revision)
+
+
+class Peers:
+    """All remote data centers: a link each, created and dropped as gossip changes."""
+
+    def __init__(
+        self,
+        local_dc: str,
+        members: Callable[[], list[RemoteSyncer]],
+        importer: Importer,
+        store: Store,
+        client_factory: ClientFactory,
+        *,
+        anti_entropy_interval: float = 60.0,
+        origin_grace: float = 3600.0,
+        origin_policy: str = "expire",
+        scan_interval: float = 1.0,
+    ) -> None:
+        if origin_policy not in ("expire", "remove"):
+            raise ValueError(f"origin policy must be 'expire' or 'remove', not {origin_policy!r}")
+        self.local_dc = local_dc
+        self.links: dict[str, PeerLink] = {}
+        self._members = members
+        self._importer = importer
+        self._store = store
+        self._client_factory = client_factory
+        self._anti_entropy_interval = anti_entropy_interval
+        self._origin_grace = origin_grace
+        self._origin_policy = origin_policy
+        self._scan_interval = scan_interval
+        self._last_seen: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._scan_loop(), name="peers")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for link in self.links.values():
+            await link.close()
+
+    def syncers_of(self, dc: str) -> list[RemoteSyncer]:
+        return [m for m in self._members() if m.dc == dc]
+
+    def wake(self, dc: str) -> None:
+        link = self.links.get(dc)
+        if link is not None:
+            link.wake()
+
+    def request_full_sync(self) -> list[str]:
+        """Ask every link for a digest repair now; the data centers asked."""
+        for link in self.links.values():
+            link.request_repair()
+        return sorted(self.links)
+
+    async def _scan_loop(self) -> None:
+        while True:
+            try:
+                await self.scan()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("peer scan failed")
+            await asyncio.sleep(self._scan_interval)
+
+    async def scan(self) -> None:
+        now = time.monotonic()
+        live = {m.dc for m in self._members() if m.dc != self.local_dc}
+        for dc in live:
+            self._last_seen[dc] = now
+            if dc in self._importer.expired_origins:
+                log.info("data center %s is back: renewing its copies again", dc)
+                self._importer.expired_origins.discard(dc)
+            if dc not in self.links:
+                link = PeerLink(
+                    dc,
+                    lambda dc=dc: self.syncers_of(dc),  # type: ignore[misc]
+                    self._importer,
+                    self._store,
+                    self._client_factory,
+                    anti_entropy_interval=self._anti_entropy_interval,
+                )
+                self.links[dc] = link
+                link.start()
+        for dc in set(self._importer.copies_by_origin()) | set(self._last_seen):
+            if dc in live or dc == self.local_dc:
+                continue
+            seen = self._last_seen.setdefault(dc, now)
+            if now - seen < self._origin_grace or dc in self._importer.expired_origins:
+                continue
+            if self._origin_policy == "remove":
+                removed = await self._importer.remove_origin(dc)
+                log.warning(
+                    "data center %s gone for %.0f s: removed %d copies", dc, now - seen, removed
+                )
+                self._last_seen.pop(dc, None)
+            else:
+                log.warning("data center %s gone for %.0f s: its copies now expire", dc, now - seen)
+            self._importer.expired_origins.add(dc)
