@@ -150,6 +150,23 @@ def _label(value: Any) -> str:
     return text
 
 
+def _seconds(value: Any) -> float:
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a number of seconds") from None
+    if not 0 < seconds < 10**9:
+        raise ValueError(f"{value!r} must be a positive number of seconds")
+    return seconds
+
+
+def _origin_policy(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in ("expire", "remove"):
+        raise ValueError(f"{value!r} must be 'expire' or 'remove'")
+    return text
+
+
 def _path(value: Any) -> Path:
     return Path(str(value)).expanduser()
 
@@ -220,6 +237,27 @@ SETTINGS: tuple[Setting, ...] = (
         "N",
     ),
     Setting("gossip-label", "", _label, "label that isolates this gossip pool (<= 255 B)", "TEXT"),
+    Setting(
+        "origin-grace",
+        3600.0,
+        _seconds,
+        "seconds a data center may be gone before --origin-policy applies to its copies",
+        "SECONDS",
+    ),
+    Setting(
+        "origin-policy",
+        "expire",
+        _origin_policy,
+        "expire (stop renewing: copies end by TTL) or remove (unregister them)",
+        "POLICY",
+    ),
+    Setting(
+        "anti-entropy-interval",
+        60.0,
+        _seconds,
+        "seconds between slot-digest comparisons with each remote data center",
+        "SECONDS",
+    ),
     Setting("log-level", "info", _log_level, "debug, info, warning or error", "LEVEL"),
 )
 
@@ -243,6 +281,9 @@ class DaemonConfig:
     encrypt: str | None
     gossip_protocol: int
     gossip_label: str
+    origin_grace: float
+    origin_policy: str
+    anti_entropy_interval: float
     log_level: str
     config_file: Path | None
 

@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 
 from pysyncer import __version__, _core
 from pysyncer.admin.app import build_app
-from pysyncer.admin.metrics import GossipCollector
+from pysyncer.admin.metrics import GossipCollector, SyncCollector
 from pysyncer.config import DaemonConfig, HostPort, parse_host_port
 from pysyncer.gossip.agent import GossipAgent
 from pysyncer.gossip.clock import LoopClock
@@ -149,6 +149,7 @@ class Daemon:
         )
         self.registry = CollectorRegistry()
         self.registry.register(GossipCollector(self._current_node))
+        self.registry.register(SyncCollector(self._sync_status))
         self._runner: web.AppRunner | None = None
         self._join_task: asyncio.Task[None] | None = None
         self.snapshot: SerfSnapshot | None = None
@@ -164,6 +165,9 @@ class Daemon:
     def _live_keyring(self) -> Keyring | None:
         """The keyring the packet pipeline uses (one object, mutated in place)."""
         return self.keyring
+
+    def _sync_status(self) -> Mapping[str, Any] | None:
+        return self.engine.status() if self.engine is not None else None
 
     def _current_node(self) -> GossipNode | None:
         return self.agent._node
@@ -193,7 +197,13 @@ class Daemon:
         host, port = self.agent.address
         log.info("gossip on %s:%d (UDP+TCP), encryption %s", host, port, self._encryption())
         if self.with_sync:
-            self.engine = SyncEngine(config, self.serf)
+            self.engine = SyncEngine(
+                config,
+                self.serf,
+                anti_entropy_interval=config.anti_entropy_interval,
+                origin_grace=config.origin_grace,
+                origin_policy=config.origin_policy,
+            )
             await self.engine.start()
         await self._start_admin()
         if config.join or rejoin:

@@ -7,7 +7,8 @@ paths never touch a metrics library.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -15,7 +16,7 @@ from prometheus_client.registry import Collector
 from pysyncer.gossip.membership import NodeStatus
 from pysyncer.gossip.node import GossipNode
 
-__all__ = ["GossipCollector"]
+__all__ = ["GossipCollector", "SyncCollector"]
 
 _DROP_PREFIX = "packets_dropped_"
 # Node counters exported as plain counters: counter name -> help.
@@ -83,3 +84,68 @@ class GossipCollector(Collector):
             "Lifeguard local health (0 = healthy; probe interval x (score + 1))",
             value=node.health_score(),
         )
+
+
+class SyncCollector(Collector):
+    """``pysyncer_sync_*`` families from the sync engine's status at scrape time."""
+
+    def __init__(self, status: Callable[[], Mapping[str, Any] | None]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[Metric]:
+        status = self._status()
+        if not status:
+            return
+        exporter = status.get("exporter", {})
+        importer = status.get("importer", {})
+        yield GaugeMetricFamily(
+            "pysyncer_sync_revision", "this data center's export revision",
+            value=status.get("revision", 0),
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "pysyncer_sync_exported_instances", "instances this data center exports",
+            value=status.get("exported", 0),
+        )  # fmt: skip
+        for name, help_text in (
+            ("changes_exported", "changes appended to the local change log"),
+            ("resyncs", "full listings of the local registry"),
+        ):
+            yield CounterMetricFamily(
+                f"pysyncer_sync_{name}", help_text, value=exporter.get(name, 0)
+            )
+        for name, help_text in (
+            ("applied", "remote records applied"),
+            ("registered", "copies registered in the local registry"),
+            ("unregistered", "copies removed from the local registry"),
+            ("renewals", "copy heartbeats sent"),
+            ("reregistered", "copies re-registered after the registry lost them"),
+        ):
+            yield CounterMetricFamily(
+                f"pysyncer_sync_{name}", help_text, value=importer.get(name, 0)
+            )
+        errors = CounterMetricFamily(
+            "pysyncer_sync_errors", "errors by part and kind", labels=["part", "kind"]
+        )
+        for part, counts in (("exporter", exporter.get("errors", {})),
+                             ("importer", importer.get("errors", {}))):  # fmt: skip
+            for kind, value in sorted(counts.items()):
+                errors.add_metric([part, kind], value)
+        copies = GaugeMetricFamily(
+            "pysyncer_sync_copies", "copies held, by origin data center", labels=["origin"]
+        )
+        lag = GaugeMetricFamily(
+            "pysyncer_sync_lag_revisions", "revisions not yet applied", labels=["origin"]
+        )
+        repairs = CounterMetricFamily(
+            "pysyncer_sync_repairs", "digest repairs run", labels=["origin"]
+        )
+        for dc, remote in sorted(status.get("remote", {}).items()):
+            copies.add_metric([dc], remote.get("copies", 0))
+            lag.add_metric([dc], remote.get("lag", 0))
+            repairs.add_metric([dc], remote.get("repairs", 0))
+            for kind, value in sorted(remote.get("errors", {}).items()):
+                errors.add_metric([f"peer:{dc}", kind], value)
+        yield copies
+        yield lag
+        yield repairs
+        yield errors
