@@ -10,7 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from pysyncer.gossip.membership import NodeStatus
@@ -145,7 +150,21 @@ class SyncCollector(Collector):
             repairs.add_metric([dc], remote.get("repairs", 0))
             for kind, value in sorted(remote.get("errors", {}).items()):
                 errors.add_metric([f"peer:{dc}", kind], value)
+        propagation = HistogramMetricFamily(
+            "pysyncer_sync_propagation_seconds",
+            "origin commit to applied here, per origin data center",
+            labels=["origin"],
+        )
+        for dc, remote in sorted(status.get("remote", {}).items()):
+            hist = remote.get("propagation")
+            if hist:
+                buckets = [
+                    ("+Inf" if bound == "inf" else bound, count)
+                    for bound, count in hist["buckets"].items()
+                ]
+                propagation.add_metric([dc], buckets, hist["sum"])
         yield copies
         yield lag
         yield repairs
         yield errors
+        yield propagation

@@ -76,6 +76,7 @@ class ChangeBatch:
     reset: bool = False
     heartbeat: bool = False
     more: bool = False
+    committed_at: float = 0.0  # origin wall clock of the newest record's commit (0: unknown)
 
 
 class SlotRecords(NamedTuple):
@@ -187,6 +188,7 @@ def change_batch(
     reset: bool = False,
     heartbeat: bool = False,
     more: bool = False,
+    committed_at: float = 0.0,
 ) -> pb.ChangeBatch:
     """The wire message of one batch of changes (see :class:`ChangeBatch`).
 
@@ -203,6 +205,7 @@ def change_batch(
         more=more,
         count=len(records),
         records=payload,
+        committed_at=committed_at,
     )
 
 
@@ -399,6 +402,7 @@ def read_change_batch(msg: pb.ChangeBatch) -> ChangeBatch:
         reset=msg.reset,
         heartbeat=msg.heartbeat,
         more=msg.more,
+        committed_at=msg.committed_at,
     )
 
 

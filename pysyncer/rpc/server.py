@@ -273,7 +273,10 @@ class SyncServer:
                         rev = upto if i == len(parts) - 1 else max(r.revision for r in part)
                         self.stats.batches_sent += 1
                         self.stats.records_sent += len(part)
-                        yield codec.change_batch(dc, epoch, rev, part, payload=payload)
+                        committed = _commit_time(source, max(r.revision for r in part))
+                        yield codec.change_batch(
+                            dc, epoch, rev, part, payload=payload, committed_at=committed
+                        )
                     last = upto
                     idle_since = loop.time()
                     continue
@@ -434,3 +437,9 @@ class SyncServer:
             self.stats.batches_sent += 1
             self.stats.records_sent += len(part)
             yield msg
+
+
+def _commit_time(source: object, revision: int) -> float:
+    """When the source committed ``revision`` (0.0 when it does not keep the time)."""
+    commit_time = getattr(source, "commit_time", None)
+    return float(commit_time(revision)) if callable(commit_time) else 0.0

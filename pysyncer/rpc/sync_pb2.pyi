@@ -27,7 +27,17 @@ class WatchRequest(_message.Message):
     ) -> None: ...
 
 class ChangeBatch(_message.Message):
-    __slots__ = ("dc", "epoch", "revision", "reset", "heartbeat", "more", "count", "records")
+    __slots__ = (
+        "dc",
+        "epoch",
+        "revision",
+        "reset",
+        "heartbeat",
+        "more",
+        "count",
+        "records",
+        "committed_at",
+    )
     DC_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     REVISION_FIELD_NUMBER: _ClassVar[int]
@@ -36,6 +46,7 @@ class ChangeBatch(_message.Message):
     MORE_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_AT_FIELD_NUMBER: _ClassVar[int]
     dc: str
     epoch: str
     revision: int
@@ -44,6 +55,7 @@ class ChangeBatch(_message.Message):
     more: bool
     count: int
     records: bytes
+    committed_at: float
     def __init__(
         self,
         dc: _Optional[str] = ...,
@@ -54,6 +66,7 @@ class ChangeBatch(_message.Message):
         more: _Optional[bool] = ...,
         count: _Optional[int] = ...,
         records: _Optional[bytes] = ...,
+        committed_at: _Optional[float] = ...,
     ) -> None: ...
 
 class RangeRequest(_message.Message):

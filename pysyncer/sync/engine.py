@@ -28,7 +28,7 @@ from pysyncer.store import create_store
 from pysyncer.store.base import Store
 from pysyncer.sync.exporter import Exporter
 from pysyncer.sync.importer import Importer
-from pysyncer.sync.peers import Peers, RemoteSyncer
+from pysyncer.sync.peers import LAG_BUCKETS, Peers, RemoteSyncer
 
 __all__ = ["REVISION_EVENT", "SyncEngine"]
 
@@ -199,6 +199,11 @@ class SyncEngine:
                 "slots_pulled": st.slots_pulled,
                 "errors": dict(st.errors),
                 "last_applied_at": st.last_applied_at,
+                "propagation": {
+                    "buckets": dict(zip(map(str, LAG_BUCKETS), st.lag_buckets, strict=True)),
+                    "sum": st.lag_sum,
+                    "count": st.lag_count,
+                },
             }
         for dc, count in copies.items():
             remote.setdefault(dc, {"state": "gone", "copies": count})

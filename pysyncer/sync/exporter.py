@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 StateKey = tuple[str, str]  # (service text, instance id)
 RESYNC_BACKOFF_MAX = 30.0
+COMMIT_TIMES_KEPT = 4096
 
 
 @dataclass
@@ -73,6 +75,7 @@ class Exporter:
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._commit_times: dict[int, float] = {}  # recent revision -> wall clock of commit
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -178,6 +181,10 @@ class Exporter:
                     self._table.add(record.slot, record.digest)
             self.stats.changes_exported += len(stored)
             self._revision = stored[-1].revision
+            self._commit_times[self._revision] = time.time()
+            if len(self._commit_times) > COMMIT_TIMES_KEPT:
+                for stale in sorted(self._commit_times)[: len(self._commit_times) // 2]:
+                    del self._commit_times[stale]
         async with self._changed:
             self._changed.notify_all()
         if self._on_revision is not None:
@@ -188,6 +195,11 @@ class Exporter:
 
     def revision(self) -> int:
         return self._revision
+
+    def commit_time(self, revision: int) -> float:
+        """Wall-clock time the commit that reached ``revision`` happened (0.0: unknown)."""
+        at = [t for r, t in self._commit_times.items() if r >= revision]
+        return min(at) if at else 0.0
 
     def exported_count(self) -> int:
         return len(self._state)

@@ -26,11 +26,12 @@ from pysyncer.errors import PysyncerError
 from pysyncer.store.base import Store
 from pysyncer.sync.importer import Importer
 
-__all__ = ["PeerLink", "PeerStatus", "Peers", "RemoteSyncer", "SyncClientLike"]
+__all__ = ["LAG_BUCKETS", "PeerLink", "PeerStatus", "Peers", "RemoteSyncer", "SyncClientLike"]
 
 log = logging.getLogger(__name__)
 
 BACKOFF_MIN = 0.2
+LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
 BACKOFF_MAX = 10.0
 
 
@@ -71,7 +72,10 @@ class PeerStatus:
     repairs: int = 0
     slots_pulled: int = 0
     errors: dict[str, int] = field(default_factory=dict)
-    lag_seconds: list[float] = field(default_factory=list)  # recent propagation lags
+    # Propagation lag (origin commit -> applied here), as cumulative histogram buckets.
+    lag_buckets: list[int] = field(default_factory=lambda: [0] * len(LAG_BUCKETS))
+    lag_sum: float = 0.0
+    lag_count: int = 0
 
     @property
     def lag(self) -> int:
@@ -183,9 +187,9 @@ class PeerLink:
                 await self._importer.apply(self.dc, batch.records, int(batch.revision), epoch)
                 now = time.time()
                 self.status.last_applied_at = now
-                sent_at = float(getattr(batch, "sent_at", 0.0) or 0.0)
-                if sent_at:
-                    self._record_lag(now - sent_at)
+                committed_at = float(getattr(batch, "committed_at", 0.0) or 0.0)
+                if committed_at:
+                    self._record_lag(now - committed_at)
             revision = int(batch.revision)
             self.status.applied_revision = revision
             due = time.monotonic() >= next_anti_entropy
@@ -195,9 +199,13 @@ class PeerLink:
                 next_anti_entropy = time.monotonic() + self._anti_entropy_interval
 
     def _record_lag(self, seconds: float) -> None:
-        lags = self.status.lag_seconds
-        lags.append(max(0.0, seconds))
-        del lags[:-256]
+        seconds = max(0.0, seconds)  # clocks of two hosts may disagree a little
+        status = self.status
+        for index, bound in enumerate(LAG_BUCKETS):
+            if seconds <= bound:
+                status.lag_buckets[index] += 1
+        status.lag_sum += seconds
+        status.lag_count += 1
 
     async def repair(self, client: SyncClientLike, epoch: str) -> int:
         """Compare slot digests; pull and reconcile the differing slots. The revision."""
