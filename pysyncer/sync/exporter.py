@@ -148,18 +148,25 @@ class Exporter:
             await self.resync()
             return
         copies = self._copy_ids()
-        records = []
+        records: list[Record] = []
+        seen: dict[StateKey, Record] = {}  # this batch's latest record per key
         for event in batch.events:
             instance = event.instance
             if is_copy(instance) or _is_mapped(event.ref, copies):
                 self.stats.copies_skipped += 1
                 continue
             key = (instance.service.text(), instance.instance_id)
+            latest = seen[key] if key in seen else self._state.get(key)
             if event.kind == "delete":
-                if key in self._state:
-                    records.append(Record(self.dc, instance.service, instance.instance_id, 0, None))
-            elif self._differs(key, instance):
-                records.append(Record(self.dc, instance.service, instance.instance_id, 0, instance))
+                if latest is None or latest.deleted:
+                    continue
+                record = Record(self.dc, instance.service, instance.instance_id, 0, None)
+            elif latest is None or latest.deleted or latest.digest != instance.digest():
+                record = Record(self.dc, instance.service, instance.instance_id, 0, instance)
+            else:
+                continue
+            seen[key] = record
+            records.append(record)
         await self._commit(records)
 
     def _differs(self, key: StateKey, instance: Instance) -> bool:

@@ -1,0 +1,314 @@
+"""Exporter, importer and peer links in-process: real embedded registries, SQLite, gRPC."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pysyncer._core import digest as core_digest
+from pysyncer.adapters.base import LocalRef
+from pysyncer.adapters.embedded import EmbeddedAdapter
+from pysyncer.model import ORIGIN_DC_PROPERTY, ORIGIN_ID_PROPERTY, Instance, Record, ServiceKey
+from pysyncer.registry.core import EmbeddedRegistry
+from pysyncer.rpc.client import SyncClient
+from pysyncer.rpc.server import SyncServer
+from pysyncer.store.sqlite import SqliteStore
+from pysyncer.sync.exporter import Exporter
+from pysyncer.sync.importer import Importer, copy_instance_id
+from pysyncer.sync.peers import PeerLink, RemoteSyncer
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@dataclass
+class Side:
+    """One data center in-process: registry, adapter, store, importer, exporter."""
+
+    dc: str
+    registry: EmbeddedRegistry
+    adapter: EmbeddedAdapter
+    store: SqliteStore
+    importer: Importer
+    exporter: Exporter
+
+    async def close(self) -> None:
+        await self.exporter.close()
+        await self.importer.close()
+        await self.adapter.close()
+        await self.store.close()
+        self.registry.close()
+
+    async def service(self, name: str) -> str:
+        return await self.registry.create_service(
+            {"appId": "shop", "serviceName": name, "version": "1.0.0"}
+        )
+
+    async def register(self, sid: str, host: str, **extra: Any) -> str:
+        body = {"hostName": host, "endpoints": [f"rest://{host}:80"], **extra}
+        return await self.registry.register_instance(sid, body)
+
+    async def instances(self) -> list[Instance]:
+        return list(await self.adapter.list_instances())
+
+    async def copies(self) -> list[Instance]:
+        return [i for i in await self.instances() if ORIGIN_DC_PROPERTY in i.properties]
+
+
+async def make_side(tmp_path: Path, dc: str, *, renew: float | None = 3600) -> Side:
+    registry = EmbeddedRegistry()
+    adapter = EmbeddedAdapter(registry)
+    await adapter.start()
+    (tmp_path / dc).mkdir()
+    store = SqliteStore(tmp_path / dc / "store.db")
+    await store.open()
+    importer = Importer(dc, adapter, store)
+    await importer.start(renew)
+    exporter = Exporter(dc, "node-" + dc, adapter, store, copy_ids=importer.copy_ids)
+    await exporter.start()
+    await asyncio.wait_for(exporter.ready.wait(), 5)
+    return Side(dc, registry, adapter, store, importer, exporter)
+
+
+@pytest.fixture
+async def side(tmp_path: Path) -> AsyncIterator[Side]:
+    made = await make_side(tmp_path, "dc1")
+    yield made
+    await made.close()
+
+
+async def until(condition: Callable[[], Any], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+def remote_record(origin: str, iid: str, host: str, revision: int, *, name: str = "pay") -> Record:
+    service = ServiceKey("shop", name, "1.0.0")
+    instance = Instance(service, iid, host, (f"rest://{host}:1",), health_interval=2)
+    return Record(origin, service, iid, revision, instance)
+
+
+def tombstone(origin: str, iid: str, revision: int, *, name: str = "pay") -> Record:
+    return Record(origin, ServiceKey("shop", name, "1.0.0"), iid, revision, None)
+
+
+# -- exporter ---------------------------------------------------------------------------
+
+
+async def test_listing_and_changes_export_with_consecutive_revisions(side: Side) -> None:
+    sid = await side.service("orders")
+    first = await side.register(sid, "h1")
+    await until(lambda: _at(side.exporter, 1))
+    second = await side.register(sid, "h2")
+    await until(lambda: _at(side.exporter, 2))
+    await side.registry.update_instance_status(sid, first, "DOWN")
+    await until(lambda: _at(side.exporter, 3))
+    await side.registry.unregister_instance(sid, second)
+    await until(lambda: _at(side.exporter, 4))
+    records, reset = await side.exporter.changes_since(0, 100)
+    assert not reset
+    assert [r.revision for r in records] == [1, 2, 3, 4]
+    assert [r.instance_id for r in records] == [first, second, first, second]
+    assert records[2].instance is not None and records[2].instance.status == "DOWN"
+    assert records[3].deleted
+    assert side.exporter.exported_count() == 1
+    # Resuming mid-log and limits.
+    tail, reset = await side.exporter.changes_since(2, 1)
+    assert not reset and [r.revision for r in tail] == [3]
+    # Ahead of the log, or behind a trimmed log: reset.
+    assert (await side.exporter.changes_since(99, 10)) == ([], True)
+    await side.store.trim_changes(keep_last=1)
+    assert (await side.exporter.changes_since(1, 10))[1] is True
+    assert [r.revision for r in (await side.exporter.changes_since(3, 10))[0]] == [4]
+    assert (await side.exporter.changes_since(4, 10)) == ([], False)
+
+
+async def _at(exporter: Exporter, revision: int) -> bool:
+    return exporter.revision() >= revision
+
+
+async def test_copies_are_never_exported_by_marker_or_by_mapping(side: Side) -> None:
+    sid = await side.service("orders")
+    marked = {ORIGIN_DC_PROPERTY: "dc9", ORIGIN_ID_PROPERTY: "x"}
+    await side.register(sid, "copy-by-marker", properties=marked)
+    # A copy whose marker an operator stripped: known only through the mapping table.
+    await side.importer.apply("dc2", [remote_record("dc2", "r1", "remote-1", 1)], 1, "e")
+    (copy,) = [c for c in await side.copies() if c.properties[ORIGIN_DC_PROPERTY] == "dc2"]
+    ref = (await side.adapter.list_instances()).ref(copy.instance_id)
+    await side.registry.update_instance_properties(ref.service_id, ref.instance_id, {})
+    original = await side.register(sid, "original")
+    await until(lambda: _at(side.exporter, 1))
+    await asyncio.sleep(0.2)
+    await side.exporter.resync()
+    records, _ = await side.exporter.changes_since(0, 100)
+    assert {r.instance_id for r in records} == {original}
+    assert side.exporter.exported_count() == 1
+    assert side.exporter.stats.copies_skipped >= 2
+
+
+async def test_digest_table_equals_a_rebuild(side: Side) -> None:
+    sids = [await side.service(f"svc{k}") for k in range(5)]
+    ids = [await side.register(sids[k % 5], f"h{k}") for k in range(20)]
+    await until(lambda: _at(side.exporter, 20))
+    for iid in ids[:5]:
+        await side.registry.unregister_instance(sids[ids.index(iid) % 5], iid)
+    await until(lambda: _at(side.exporter, 25))
+    rebuilt = core_digest.SlotDigestTable()
+    for record in await side.store.exported_records():
+        rebuilt.add(record.slot, record.digest)
+    revision, table = side.exporter.digest_table()
+    assert revision == 25
+    assert table == rebuilt.to_bytes()
+    assert len(await side.store.exported_records()) == 15
+
+
+async def test_create_and_delete_in_one_feed_batch_are_both_exported(side: Side) -> None:
+    sid = await side.service("orders")
+    kept = await side.register(sid, "kept")
+    gone = await side.register(sid, "gone")  # created and deleted before the exporter runs
+    await side.registry.unregister_instance(sid, gone)
+    await asyncio.sleep(0.5)
+    exported = {r.instance_id for r in await side.store.exported_records()}
+    assert exported == {kept}
+    assert side.exporter.exported_count() == 1
+
+
+# -- importer ---------------------------------------------------------------------------
+
+
+async def test_apply_is_idempotent_and_tombstones_remove(side: Side) -> None:
+    batch = [remote_record("dc2", "r1", "a", 1), remote_record("dc2", "r2", "b", 2)]
+    await side.importer.apply("dc2", batch, 2, "e")
+    await side.importer.apply("dc2", batch, 2, "e")  # a replay
+    copies = await side.copies()
+    assert sorted(c.instance_id for c in copies) == sorted(
+        copy_instance_id("dc2", i) for i in ("r1", "r2")
+    )
+    assert {c.properties[ORIGIN_ID_PROPERTY] for c in copies} == {"r1", "r2"}
+    assert side.importer.stats.registered == 2
+    # A fresh importer over the same store (a restart) replays: still one copy each.
+    again = Importer("dc1", side.adapter, side.store)
+    await again.start(3600)
+    await again.apply("dc2", batch, 2, "e")
+    await again.close()
+    assert len(await side.copies()) == 2
+    cursor = await side.store.get_cursor("dc2")
+    assert cursor is not None and cursor.revision == 2
+    await side.importer.apply("dc2", [tombstone("dc2", "r1", 3)], 3, "e")
+    await side.importer.apply("dc2", [tombstone("dc2", "r1", 3)], 3, "e")
+    assert [c.properties[ORIGIN_ID_PROPERTY] for c in await side.copies()] == ["r2"]
+    assert side.importer.copies_by_origin() == {"dc2": 1}
+    # Records of another origin, or of our own dc, are refused.
+    await side.importer.apply("dc2", [remote_record("dc1", "own", "o", 4)], 4, "e")
+    assert side.importer.stats.errors.get("foreign_record") == 1
+    assert len(await side.copies()) == 1
+
+
+async def test_reconcile_slot_removes_only_absent_copies_of_that_slot(side: Side) -> None:
+    a1, a2 = remote_record("dc2", "a1", "a1", 1), remote_record("dc2", "a2", "a2", 2)
+    other = remote_record("dc2", "b1", "b1", 3, name="elsewhere")
+    assert a1.slot != other.slot
+    third = remote_record("dc3", "c1", "c1", 1)  # same slot, other origin
+    await side.importer.apply("dc2", [a1, a2, other], 3, "e")
+    await side.importer.apply("dc3", [third], 1, "e")
+    await side.importer.reconcile_slot("dc2", a1.slot, [a1], 4, "e")
+    left = {
+        (c.properties[ORIGIN_DC_PROPERTY], c.properties[ORIGIN_ID_PROPERTY])
+        for c in await side.copies()
+    }
+    assert left == {("dc2", "a1"), ("dc2", "b1"), ("dc3", "c1")}
+
+
+async def test_renew_all_reregisters_a_copy_the_registry_lost(side: Side) -> None:
+    await side.importer.apply("dc2", [remote_record("dc2", "r1", "a", 1)], 1, "e")
+    (copy,) = await side.copies()
+    ref = (await side.adapter.list_instances()).ref(copy.instance_id)
+    await side.adapter.unregister(ref)  # behind the importer's back
+    assert await side.copies() == []
+    assert await side.importer.renew_all() == 1
+    (back,) = await side.copies()
+    assert back.instance_id == copy.instance_id and back.host_name == "a"
+    assert side.importer.stats.reregistered == 1
+    assert await side.importer.renew_all() == 1
+    assert side.importer.stats.reregistered == 1
+
+
+async def test_renew_after_restart_marks_lost_copies_for_repair(side: Side) -> None:
+    await side.importer.apply("dc2", [remote_record("dc2", "r1", "a", 1)], 1, "e")
+    (copy,) = await side.copies()
+    await side.adapter.unregister((await side.adapter.list_instances()).ref(copy.instance_id))
+    restarted = Importer("dc1", side.adapter, side.store)
+    await restarted.start(3600)
+    try:
+        await restarted.renew_all()
+        assert "dc2" in restarted.needs_repair
+        assert restarted.copies_by_origin() == {}
+    finally:
+        await restarted.close()
+
+
+# -- peers over real gRPC ------------------------------------------------------------
+
+
+async def test_peer_link_repairs_and_streams_between_two_engines(tmp_path: Path) -> None:
+    origin = await make_side(tmp_path, "dc2")
+    local = await make_side(tmp_path, "dc1")
+    server = SyncServer(origin.exporter, "127.0.0.1", 0, heartbeat_interval=0.3)
+    await server.start()
+    target = f"127.0.0.1:{server.port}"
+    syncers = [RemoteSyncer("node-dc2", "dc2", target)]
+    link = PeerLink(
+        "dc2", lambda: syncers, local.importer, local.store, lambda t: SyncClient(t, dc="dc2")
+    )
+    try:
+        sid = await origin.service("orders")
+        ids = [await origin.register(sid, f"h{k}") for k in range(3)]
+        # A stale copy in the local registry that the origin no longer has.
+        await local.importer.apply(
+            "dc2", [remote_record("dc2", "gone", "g", 1, name="orders")], 1, "old"
+        )
+        await until(lambda: _at(origin.exporter, 3))
+        link.start()
+
+        async def copies_are(want: set[str]) -> bool:
+            got = {c.properties[ORIGIN_ID_PROPERTY] for c in await local.copies()}
+            return got == want
+
+        await until(lambda: copies_are(set(ids)))
+        assert link.status.repairs >= 1
+        await origin.registry.unregister_instance(sid, ids[0])
+        new = await origin.register(sid, "h-new")
+        await until(lambda: copies_are({*ids[1:], new}))
+        assert local.importer.digest_table("dc2").to_bytes() == origin.exporter.digest_table()[1]
+        # A copy lost after a restart is repaired through needs_repair.
+        (lost,) = [c for c in await local.copies() if c.properties[ORIGIN_ID_PROPERTY] == new]
+        await local.adapter.unregister((await local.adapter.list_instances()).ref(lost.instance_id))
+        local.importer.needs_repair.add("dc2")
+        key = ("dc2", new)
+        local.importer._forget(key)  # as renew_all does for a placeholder copy
+        await until(lambda: copies_are({*ids[1:], new}))
+
+        async def streaming() -> bool:
+            return link.status.state == "streaming"
+
+        await until(streaming)
+    finally:
+        await link.close()
+        await server.stop(0)
+        await origin.close()
+        await local.close()
+
+
+def test_copy_ids_are_deterministic() -> None:
+    assert copy_instance_id("dc2", "x") == copy_instance_id("dc2", "x")
+    assert copy_instance_id("dc2", "x") != copy_instance_id("dc3", "x")
+    assert LocalRef("s", "i") == LocalRef("s", "i")
