@@ -1,8 +1,7 @@
 """The ``pysyncer`` command line: parses arguments and dispatches to one command.
 
-Every command of the design contract is listed in ``--help``. Commands whose
-implementation has not landed yet say so and exit with status 2; none pretends to work.
-Commands that talk to a running daemon use its admin API (``--admin-addr``).
+Every command of the design contract is listed in ``--help``. Commands that talk to a
+running daemon use its admin API (``--admin-addr``).
 """
 
 from __future__ import annotations
@@ -10,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -24,14 +24,7 @@ from pysyncer.errors import PysyncerError
 
 EXIT_OK = 0
 EXIT_ERROR = 1
-EXIT_NOT_AVAILABLE = 2
-
-# Commands of the design contract that a later release delivers, with what they will do.
-PLANNED_COMMANDS: dict[str, str] = {
-    "registry": "run the embedded ServiceComb-compatible service center alone",
-    "demo": "run several data centers on loopback and show instances syncing",
-    "status": "show a running daemon's sync status per remote data center",
-}
+EXIT_USAGE = 2  # argparse's status for bad arguments
 
 SERF_KEY_BYTES = 32  # AES-256, the size `serf keygen` produces
 DEFAULT_ADMIN_ADDR = "127.0.0.1:30300"
@@ -124,6 +117,59 @@ def _cmd_query(args: argparse.Namespace) -> int:
         print(f"Response from '{node}': {text}")
     print(f"Total Acks: {len(result['acks'])}")
     print(f"Total Responses: {len(result['responses'])}")
+    return EXIT_OK
+
+
+def _cmd_registry(args: argparse.Namespace) -> int:
+    from pysyncer.config import parse_host_port  # noqa: PLC0415
+    from pysyncer.registry import run_registry  # noqa: PLC0415
+
+    listen = parse_host_port(args.listen, 30100)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(run_registry(listen.host, listen.port))
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from pysyncer.demo import run_demo  # noqa: PLC0415
+
+    return run_demo(args.dcs, args.services, args.instances, args.workdir)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.full_sync:
+        started = client.post("/v1/sync/full", {})
+        print(f"full sync started with: {', '.join(started['remote']) or 'no peer yet'}")
+    status = client.get("/v1/sync/status")
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return EXIT_OK
+    print(
+        f"data center {status['dc']} (node {status.get('node', '?')}): revision "
+        f"{status.get('revision', 0)}, {status.get('exported', 0)} instance(s) exported"
+    )
+    rows = [("REMOTE DC", "STATE", "SYNCER", "APPLIED", "LAG", "COPIES", "REPAIRS")]
+    for dc, remote in sorted(status.get("remote", {}).items()):
+        rows.append(
+            (
+                dc,
+                str(remote.get("state", "")),
+                str(remote.get("syncer", "")),
+                str(remote.get("applied_revision", "")),
+                str(remote.get("lag", "")),
+                str(remote.get("copies", 0)),
+                str(remote.get("repairs", "")),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
     return EXIT_OK
 
 
@@ -246,18 +292,6 @@ def _cmd_slot(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _planned(name: str) -> Runner:
-    def run(args: argparse.Namespace) -> int:
-        print(
-            f"pysyncer {name}: not available in pysyncer {__version__} yet "
-            f"({PLANNED_COMMANDS[name]}); see the README's status section",
-            file=sys.stderr,
-        )
-        return EXIT_NOT_AVAILABLE
-
-    return run
-
-
 # -- parser ------------------------------------------------------------------------
 
 
@@ -306,17 +340,35 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     _add_daemon(commands)
-    for name in ("registry", "demo"):
-        sub = commands.add_parser(name, help=f"{PLANNED_COMMANDS[name]} (not available yet)")
-        sub.set_defaults(run=_planned(name))
+    registry = commands.add_parser(
+        "registry", help="run the embedded ServiceComb-compatible service center alone"
+    )
+    registry.add_argument(
+        "--listen", default="127.0.0.1:30100", metavar="HOST:PORT", help="(127.0.0.1:30100)"
+    )
+    registry.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    registry.set_defaults(run=_cmd_registry)
+
+    demo = commands.add_parser(
+        "demo", help="run three data centers on loopback and show instances syncing"
+    )
+    demo.add_argument("--dcs", type=int, default=3, help="data centers (3)")
+    demo.add_argument("--services", type=int, default=5, help="services per data center (5)")
+    demo.add_argument("--instances", type=int, default=2, help="instances per service (2)")
+    demo.add_argument("--workdir", help="keep logs and data here (default: a temp dir)")
+    demo.set_defaults(run=_cmd_demo)
 
     members = _admin_parser(commands, "members", "list the gossip pool members")
     members.add_argument("--status", help="only members with this status (alive, failed...)")
     members.add_argument("--json", action="store_true", help="print JSON")
     members.set_defaults(run=_cmd_members)
 
-    status = commands.add_parser("status", help=f"{PLANNED_COMMANDS['status']} (not available yet)")
-    status.set_defaults(run=_planned("status"))
+    status = _admin_parser(commands, "status", "show the sync status per remote data center")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument(
+        "--full-sync", action="store_true", help="first start a digest repair with every peer"
+    )
+    status.set_defaults(run=_cmd_status)
 
     event = _admin_parser(commands, "event", "send a user event to the pool")
     event.add_argument("name")
@@ -352,10 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    if extra and args.command not in PLANNED_COMMANDS:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args = build_parser().parse_args(argv)
     run: Runner = args.run
     try:
         return run(args)

@@ -10,7 +10,7 @@ import pytest
 
 from pysyncer import __version__, _core
 from pysyncer._core import slots
-from pysyncer.cli import EXIT_NOT_AVAILABLE, PLANNED_COMMANDS, main
+from pysyncer.cli import main
 
 CONTRACT_COMMANDS = [
     "daemon",
@@ -42,14 +42,6 @@ def test_help_lists_every_contract_command() -> None:
     assert out.returncode == 0
     for command in CONTRACT_COMMANDS:
         assert f"\n    {command} " in out.stdout, command
-
-
-@pytest.mark.parametrize("command", sorted(PLANNED_COMMANDS))
-def test_planned_commands_say_so_and_fail(command: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main([command, "--some-flag", "x"]) == EXIT_NOT_AVAILABLE
-    captured = capsys.readouterr()
-    assert captured.out == ""
-    assert "not available" in captured.err
 
 
 def test_keygen_prints_a_32_byte_key(capsys: pytest.CaptureFixture[str]) -> None:

@@ -32,7 +32,7 @@ __all__ = ["Exporter", "ExporterStats"]
 log = logging.getLogger(__name__)
 
 StateKey = tuple[str, str]  # (service text, instance id)
-RESYNC_BACKOFF_MAX = 30.0
+RESYNC_BACKOFF_MAX = 5.0  # a registry back from a restart is followed again within 5 s
 COMMIT_TIMES_KEPT = 4096
 
 
