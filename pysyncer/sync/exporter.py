@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 StateKey = tuple[str, str]  # (service text, instance id)
 RESYNC_BACKOFF_MAX = 5.0  # a registry back from a restart is followed again within 5 s
 COMMIT_TIMES_KEPT = 4096
+STARTUP_GRACE_MAX = 120.0
 
 
 @dataclass
@@ -41,6 +42,7 @@ class ExporterStats:
     changes_exported: int = 0
     resyncs: int = 0
     copies_skipped: int = 0
+    deletes_deferred: int = 0
     errors: dict[str, int] = field(default_factory=dict)
 
     def error(self, kind: str) -> None:
@@ -59,6 +61,7 @@ class Exporter:
         *,
         copy_ids: Callable[[], Collection[str]] = frozenset,
         on_revision: Callable[[int], None] | None = None,
+        startup_grace: float | None = None,
     ) -> None:
         self.dc = dc
         self.node = node
@@ -76,6 +79,9 @@ class Exporter:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._commit_times: dict[int, float] = {}  # recent revision -> wall clock of commit
+        self._startup_grace = startup_grace
+        self._deletes_from = 0.0  # loop time before which absence from a listing deletes nothing
+        self._deferred: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -87,9 +93,17 @@ class Exporter:
             key = (record.service.text(), record.instance_id)
             self._state[key] = record
             self._table.add(record.slot, record.digest)
+        if self._state:
+            intervals = [r.instance.health_interval for r in self._state.values() if r.instance]
+            grace = self._startup_grace
+            if grace is None:
+                grace = min(STARTUP_GRACE_MAX, max(intervals, default=30) + 5.0)
+            self._deletes_from = asyncio.get_running_loop().time() + grace
         self._task = asyncio.get_running_loop().create_task(self._follow(), name="exporter")
 
     async def close(self) -> None:
+        if self._deferred is not None:
+            self._deferred.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -127,12 +141,30 @@ class Exporter:
             for key, i in current.items()
             if self._differs(key, i)
         ]
-        records += [
-            Record(self.dc, old.service, old.instance_id, 0, None)
-            for key, old in self._state.items()
-            if key not in current
-        ]
+        missing = [old for key, old in self._state.items() if key not in current]
+        wait = self._deletes_from - asyncio.get_running_loop().time()
+        if missing and wait > 0:
+            # Just started: a registry that lost its state (an embedded one restarted with
+            # us) gets its applications' re-registrations first; a real removal still
+            # arrives as a delete event, and anything still missing is removed afterwards.
+            self.stats.deletes_deferred += len(missing)
+            self._schedule_resync(wait)
+        else:
+            records += [Record(self.dc, old.service, old.instance_id, 0, None) for old in missing]
         return await self._commit(records)
+
+    def _schedule_resync(self, delay: float) -> None:
+        if self._deferred is not None and not self._deferred.done():
+            return
+
+        async def later() -> None:
+            await asyncio.sleep(delay)
+            try:
+                await self.resync()
+            except PysyncerError as exc:
+                self.stats.error(type(exc).__name__)
+
+        self._deferred = asyncio.get_running_loop().create_task(later(), name="exporter-grace")
 
     def _originals(self, snapshot: Snapshot) -> Iterable[Instance]:
         copies = self._copy_ids()

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -40,6 +40,8 @@ __all__ = ["Importer", "ImporterStats", "copy_instance_id"]
 log = logging.getLogger(__name__)
 
 RENEW_BATCH = 500
+RENEW_TICK = 1.0  # how often the renewal period is re-checked (copies with short TTLs arrive)
+RENEW_STARTUP_DELAY = 1.0
 
 
 def copy_instance_id(origin_dc: str, origin_instance_id: str) -> str:
@@ -75,6 +77,7 @@ class Importer:
         self.store = store
         self.stats = ImporterStats()
         self._copies: dict[MappingKey, _Copy] = {}
+        self._local_ids: set[str] = set()
         self._tables: dict[str, core_digest.SlotDigestTable] = {}
         self._service_ids: dict[ServiceKey, str] = {}
         self._lock = asyncio.Lock()
@@ -102,9 +105,9 @@ class Importer:
 
     # -- queries -----------------------------------------------------------------------
 
-    def copy_ids(self) -> frozenset[str]:
-        """Local instance ids of every copy (the exporter skips them)."""
-        return frozenset(c.entry.local_instance_id for c in self._copies.values())
+    def copy_ids(self) -> Collection[str]:
+        """Local instance ids of every copy (the exporter skips them); a live, read-only view."""
+        return self._local_ids
 
     def copies_by_origin(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -192,12 +195,14 @@ class Importer:
 
     def _remember(self, entry: MappingEntry, instance: Instance) -> None:
         self._copies[entry.key] = _Copy(entry, instance)
+        self._local_ids.add(entry.local_instance_id)
         table = self._tables.setdefault(entry.origin_dc, core_digest.SlotDigestTable())
         table.add(entry.slot, entry.digest)
 
     def _forget(self, key: MappingKey) -> None:
         old = self._copies.pop(key, None)
         if old is not None:
+            self._local_ids.discard(old.entry.local_instance_id)
             self._tables[key[0]].remove(old.entry.slot, old.entry.digest)
 
     def _copy_of(self, record: Record, origin: Instance) -> Instance:
@@ -233,9 +238,21 @@ class Importer:
     # -- keeping copies alive ------------------------------------------------------------
 
     async def _renew_loop(self, interval: float | None) -> None:
+        """Renew every ``interval`` (or TTL/4 of the shortest-lived copy, re-read each second).
+
+        The first round runs right after start: copies known only from the store (after a
+        restart) are checked at once, and the ones the registry lost are repaired.
+        """
+        last = float("-inf")
+        first = True
         while True:
+            await asyncio.sleep(RENEW_STARTUP_DELAY if first else RENEW_TICK)
             period = interval or self._renew_period()
-            await asyncio.sleep(period)
+            now = asyncio.get_running_loop().time()
+            if not first and now - last < period:
+                continue
+            first = False
+            last = now
             try:
                 await self.renew_all()
             except asyncio.CancelledError:
@@ -265,6 +282,12 @@ class Importer:
                 elif not result.ok:
                     self.stats.error("renew")
             self.stats.renewals += len(results)
+        async with self._lock:  # an apply may have removed or replaced a copy meanwhile
+            lost = [c for c in lost if self._copies.get(c.entry.key) is c]
+            await self._restore(lost)
+        return len(refs)
+
+    async def _restore(self, lost: Sequence[_Copy]) -> None:
         for copy in lost:
             if copy.instance.host_name == "":
                 # Known only from the store (after a restart): forget it in memory, so the
@@ -274,7 +297,6 @@ class Importer:
                 continue
             await self._register(copy.instance)
             self.stats.reregistered += 1
-        return len(refs)
 
     async def remove_origin(self, origin_dc: str) -> int:
         """Unregister every copy of ``origin_dc`` (origin-grace policy ``remove``)."""

@@ -1,0 +1,775 @@
+"""Sync engine figures from real ``pysyncer daemon`` processes with embedded registries.
+
+Three phases, each bounded in time, every subprocess stopped by its pid at the end:
+
+1. **Propagation**: three data centers in one gossip pool; a client registers
+   ``--services`` x ``--instances`` instances through the origins' REST APIs (services
+   spread over the three data centers, all registering in parallel), then deletes them.
+   Every destination registry is followed through its change feed
+   (``GET /v4/default/registry/changes``) to timestamp each copy's arrival and removal;
+   latency = arrival - the origin's acknowledgement. p50/p99 and the throughput.
+2. **Initial full sync**: dc A (an in-process daemon in a helper process, filled with
+   ``--full`` instances through the embedded registry's Python API) and then dc B, a real
+   daemon: time from B's spawn until B maps every copy; B's peak RSS (VmHWM).
+3. **Renewals and memory**: B's CPU (utime+stime) over one renewal pass of every copy,
+   scaled to a TTL period; B's RSS minus an idle daemon's, per copy. ``--breakdown N``
+   also maps N copies in-process under tracemalloc and shows where the memory goes.
+
+    python benchmarks/bench_sync.py [--small] [--full 100000] [--breakdown 20000] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import aiohttp
+
+from pysyncer.model import ORIGIN_DC_PROPERTY, ORIGIN_ID_PROPERTY
+
+TARGET_P50_MS = 100.0
+TARGET_P99_MS = 500.0
+TARGET_FULL_SYNC_S = 10.0
+TARGET_BYTES_PER_COPY = 300.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+HERE = Path(__file__).resolve()
+
+
+# -- processes ----------------------------------------------------------------------------
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free for both TCP and UDP on ``host``."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port = int(tcp.getsockname()[1])
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind((host, port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def proc_cpu(pid: int) -> float:
+    """utime + stime of ``pid`` in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def proc_mem(pid: int, key: str) -> int:
+    """A ``/proc/<pid>/status`` memory line (VmRSS, VmHWM) in bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+class Node:
+    """One daemon subprocess (``pysyncer daemon`` or the origin helper) on free ports."""
+
+    def __init__(
+        self, name: str, host: str, workdir: Path, join: str = "", helper_count: int = 0
+    ) -> None:
+        self.name = name
+        self.dc = f"dc-{name}"
+        self.bind = f"{host}:{free_port(host)}"
+        self.admin = f"127.0.0.1:{free_port()}"
+        self.rpc = f"127.0.0.1:{free_port()}"
+        self.registry = f"127.0.0.1:{free_port()}"
+        self.log_path = workdir / f"{name}.log"
+        flags = [
+            "--node",
+            name,
+            "--dc",
+            self.dc,
+            "--bind",
+            self.bind,
+            "--admin-addr",
+            self.admin,
+            "--rpc-addr",
+            self.rpc,
+            "--registry-addr",
+            self.registry,
+            "--data-dir",
+            str(workdir / name),
+            "--log-level",
+            "warning",
+        ]
+        if join:
+            flags += ["--join", join]
+        if helper_count:
+            command = [sys.executable, str(HERE), "--origin-helper", str(helper_count), *flags]
+        else:
+            command = [sys.executable, "-m", "pysyncer", "daemon", *flags]
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                command, stdout=subprocess.PIPE if helper_count else log, stderr=log
+            )
+        self.started = time.monotonic()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def admin_get(self, path: str) -> Any:
+        with urllib.request.urlopen(f"http://{self.admin}{path}", timeout=10) as response:
+            return json.loads(response.read())
+
+    def status(self) -> dict[str, Any]:
+        try:
+            return dict(self.admin_get("/v1/sync/status"))
+        except OSError:
+            return {}
+
+    def copies(self) -> int:
+        return sum(int(r.get("copies", 0)) for r in self.status().get("remote", {}).values())
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+    def tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-2000:]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, *nodes: Node) -> float:
+    """Poll ``condition`` every 50 ms; the seconds it took, or raise with the logs."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if condition():
+            return time.monotonic() - start
+        time.sleep(0.05)
+    logs = "\n".join(f"--- {n.name}\n{n.tail()}" for n in nodes)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}\n{logs}")
+
+
+def pool_formed(nodes: list[Node], timeout: float) -> None:
+    def formed() -> bool:
+        for node in nodes:
+            try:
+                members = node.admin_get("/v1/members")["members"]
+            except OSError:
+                return False
+            if sum(m["status"] == "alive" for m in members) < len(nodes):
+                return False
+        return True
+
+    wait_until(formed, timeout, "the gossip pool", *nodes)
+
+
+# -- phase 1: propagation latency -----------------------------------------------------
+
+
+@dataclass
+class Propagation:
+    acked: dict[str, float] = field(default_factory=dict)  # origin instance id -> ack time
+    deleted: dict[str, float] = field(default_factory=dict)
+    arrived: dict[tuple[str, str], float] = field(default_factory=dict)  # (dest, id) -> t
+    gone: dict[tuple[str, str], float] = field(default_factory=dict)
+    resets: int = 0
+
+
+async def follow_feed(
+    session: aiohttp.ClientSession, node: Node, prop: Propagation, stop: asyncio.Event
+) -> None:
+    """Timestamp every copy's CREATE and DELETE in ``node``'s registry."""
+    url = f"http://{node.registry}/v4/default/registry/changes"
+    since = 0
+    while not stop.is_set():
+        async with session.get(url, params={"since": str(since), "timeout": "1"}) as response:
+            body = await response.json()
+        now = time.monotonic()
+        if body.get("reset"):
+            prop.resets += 1
+        since = int(body["revision"])
+        for change in body["changes"]:
+            instance = change.get("instance") or {}
+            props = instance.get("properties") or {}
+            origin = props.get(ORIGIN_ID_PROPERTY)
+            if origin is None or props.get(ORIGIN_DC_PROPERTY) == node.dc:
+                continue
+            key = (node.name, str(origin))
+            if change["action"] == "CREATE":
+                prop.arrived.setdefault(key, now)
+            elif change["action"] == "DELETE":
+                prop.gone.setdefault(key, now)
+
+
+async def drive(
+    session: aiohttp.ClientSession,
+    jobs: list[tuple[str, str, str, Any]],
+    concurrency: int,
+    rate: float,
+    on_ok: Callable[[str, float], None],
+) -> None:
+    """Run (method, url, key, body) requests, ``concurrency`` in flight, at most ``rate``/s."""
+    queue: asyncio.Queue[tuple[int, tuple[str, str, str, Any]]] = asyncio.Queue()
+    for item in enumerate(jobs):
+        queue.put_nowait(item)
+    start = time.monotonic()
+
+    async def worker() -> None:
+        while not queue.empty():
+            index, (method, url, key, body) = queue.get_nowait()
+            if rate > 0:
+                await asyncio.sleep(max(0.0, start + index / rate - time.monotonic()))
+            async with session.request(method, url, json=body) as response:
+                if response.status != 200:
+                    raise RuntimeError(f"{method} {url}: {response.status} {await response.text()}")
+                await response.read()
+            on_ok(key, time.monotonic())
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"count": 0}
+    ordered = sorted(values)
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    return {
+        "count": len(ordered),
+        "p50_ms": 1000 * statistics.median(ordered),
+        "p99_ms": 1000 * pick(0.99),
+        "max_ms": 1000 * ordered[-1],
+    }
+
+
+async def propagation_run(
+    nodes: list[Node], services: int, per_service: int, concurrency: int, rate: float, bound: float
+) -> dict[str, Any]:
+    prop = Propagation()
+    stop = asyncio.Event()
+    timeout = aiohttp.ClientTimeout(total=30)
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+        feeds = [asyncio.create_task(follow_feed(session, n, prop, stop)) for n in nodes]
+        await asyncio.sleep(1.5)  # every feed is past its first (reset) answer
+        # Services first (not timed), spread over the data centers.
+        owner: dict[str, tuple[Node, str]] = {}  # instance id -> (origin, service id)
+        for s in range(services):
+            node = nodes[s % len(nodes)]
+            url = f"http://{node.registry}/v4/default/registry/microservices"
+            body: dict[str, Any] = {
+                "service": {"appId": "bench", "serviceName": f"svc-{s}", "version": "1.0.0"}
+            }
+            async with session.post(url, json=body) as response:
+                sid = str((await response.json())["serviceId"])
+            for i in range(per_service):
+                owner[f"{node.name}-s{s}-i{i}"] = (node, sid)
+        total = len(owner)
+        expected = total * (len(nodes) - 1)
+        regs: list[tuple[str, str, str, Any]] = []
+        for iid, (node, sid) in owner.items():
+            url = f"http://{node.registry}/v4/default/registry/microservices/{sid}/instances"
+            body = {
+                "instance": {
+                    "instanceId": iid,
+                    "hostName": iid,
+                    "endpoints": [f"rest://10.0.0.1:{8000 + len(regs) % 1000}"],
+                }
+            }
+            regs.append(("POST", url, iid, body))
+        # Services alternate between the data centers: all origins register in parallel.
+        began = time.monotonic()
+        await asyncio.wait_for(
+            drive(session, regs, concurrency, rate, prop.acked.__setitem__), bound
+        )
+        reg_done = time.monotonic()
+        deadline = began + bound
+        while len(prop.arrived) < expected and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        all_arrived = time.monotonic()
+        arrived_count = len(prop.arrived)
+        dels = [
+            (
+                "DELETE",
+                f"http://{node.registry}/v4/default/registry/microservices/{sid}/instances/{iid}",
+                iid,
+                None,
+            )
+            for iid, (node, sid) in owner.items()
+        ]
+        del_began = time.monotonic()
+        await asyncio.wait_for(
+            drive(session, dels, concurrency, rate, prop.deleted.__setitem__), bound
+        )
+        deadline = del_began + bound
+        while len(prop.gone) < expected and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        all_gone = time.monotonic()
+        stop.set()
+        failures = [r for r in await asyncio.gather(*feeds, return_exceptions=True) if r]
+    visible = [t - prop.acked[i] for (_, i), t in prop.arrived.items() if i in prop.acked]
+    removed = [t - prop.deleted[i] for (_, i), t in prop.gone.items() if i in prop.deleted]
+    return {
+        "instances": total,
+        "copies_expected": expected,
+        "copies_arrived": arrived_count,
+        "copies_removed": len(prop.gone),
+        "offered_rate_per_s": rate or None,
+        "concurrency": concurrency,
+        "register_rate_per_s": total / max(1e-9, reg_done - began),
+        "copy_rate_per_s": arrived_count / max(1e-9, all_arrived - began),
+        "all_visible_after_s": all_arrived - began,
+        "all_gone_after_s": all_gone - del_began,
+        "visible": percentiles([max(0.0, v) for v in visible]),
+        "gone": percentiles([max(0.0, v) for v in removed]),
+        "negative_clamped": sum(v < 0 for v in visible) + sum(v < 0 for v in removed),
+        "feed_errors": [repr(f) for f in failures],
+    }
+
+
+def phase_propagation(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    nodes: list[Node] = []
+    try:
+        first = Node("p1", "127.0.0.41", workdir)
+        nodes = [first]
+        nodes += [Node(f"p{i}", f"127.0.0.4{i}", workdir, join=first.bind) for i in (2, 3)]
+        pool_formed(nodes, 30)
+        # every daemon sees both others' syncers (links up) before the clock starts
+        wait_until(
+            lambda: all(len(n.status().get("remote", {})) == 2 for n in nodes),
+            30,
+            "sync links",
+            *nodes,
+        )
+        runs: dict[str, Any] = {}
+        for label, rate in (("paced", args.rate), ("unpaced", 0.0)):
+            if label == "paced" and rate <= 0:
+                continue
+            result = asyncio.run(
+                propagation_run(
+                    nodes, args.services, args.instances, args.concurrency, rate, args.bound
+                )
+            )
+            runs[label] = result
+        cpu = {n.name: proc_cpu(n.pid) for n in nodes}
+        return {"runs": runs, "daemon_cpu_s": cpu}
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+# -- phases 2 and 3: full sync, renewals, memory ----------------------------------------
+
+
+def phase_full_sync(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    count = args.full
+    nodes: list[Node] = []
+    try:
+        origin = Node("fa", "127.0.0.51", workdir, helper_count=count)
+        nodes.append(origin)
+        idle = Node("fidle", "127.0.0.53", workdir)  # an idle daemon: the RSS baseline
+        nodes.append(idle)
+        assert origin.process.stdout is not None
+        fill_started = time.monotonic()
+        line = origin.process.stdout.readline()  # the helper prints one line when filled
+        if not line:
+            raise RuntimeError(f"origin helper failed:\n{origin.tail()}")
+        fill = json.loads(line)
+        wait_until(lambda: bool(idle.status()), 30, "idle daemon", idle)
+        time.sleep(1.0)
+        idle_rss = proc_mem(idle.pid, "VmRSS")
+        idle.stop()
+        nodes.remove(idle)
+
+        target = Node("fb", "127.0.0.52", workdir, join=origin.bind)
+        nodes.append(target)
+        spawned = target.started
+        up = wait_until(lambda: bool(target.status()), 30, "B's admin API", target) + (0.0)
+        first_copy: float | None = None
+        samples: list[tuple[float, int]] = []
+
+        def synced() -> bool:
+            nonlocal first_copy
+            copies = target.copies()
+            now = time.monotonic()
+            samples.append((now - spawned, copies))
+            if copies and first_copy is None:
+                first_copy = now - spawned
+            return bool(copies >= count)
+
+        try:
+            wait_until(synced, args.bound, "B's full sync", target, origin)
+        except TimeoutError:
+            return {"instances": count, "timed_out_s": args.bound, "copies_reached": samples[-1][1]}
+        took = time.monotonic() - spawned
+        peak = proc_mem(target.pid, "VmHWM")
+        rss_synced = proc_mem(target.pid, "VmRSS")
+        result: dict[str, Any] = {
+            "instances": count,
+            "fill_s": time.monotonic() - fill_started - took,
+            "origin_fill": fill,
+            "sync_s": took,
+            "admin_up_s": up,
+            "first_copy_s": first_copy,
+            "copy_rate_per_s": count / max(1e-9, took - (first_copy or 0.0)),
+            "peak_rss_bytes": peak,
+            "rss_after_sync_bytes": rss_synced,
+            "idle_daemon_rss_bytes": idle_rss,
+        }
+        result["renewal"] = phase_renewal(args, target, count, idle_rss)
+        return result
+    finally:
+        for node in reversed(nodes):
+            node.stop()
+
+
+def phase_renewal(
+    args: argparse.Namespace, node: Node, count: int, idle_rss: int
+) -> dict[str, Any]:
+    """CPU of one renewal pass over every copy (B's own counters mark the passes)."""
+
+    def renewals() -> int:
+        return int(node.status().get("importer", {}).get("renewals", 0))
+
+    deadline = time.monotonic() + args.renew_bound
+    samples: list[tuple[float, float, int]] = []  # (t, cpu, renewals)
+    passes: list[int] = []
+    start_renewals = renewals()
+    while time.monotonic() < deadline:
+        renewed = renewals()
+        samples.append((time.monotonic(), proc_cpu(node.pid), renewed))
+        done = (renewed - start_renewals) // count
+        if done >= 2:
+            break
+        time.sleep(0.1)
+    rss = proc_mem(node.pid, "VmRSS")
+    out: dict[str, Any] = {
+        "rss_steady_bytes": rss,
+        "bytes_per_copy": (rss - idle_rss) / count,
+        "renew_period_s": None,
+        "cpu_per_pass_s": None,
+    }
+    # Pass boundaries: where the renewal counter first reaches k * count.
+    marks = []
+    for k in (1, 2):
+        hit = next((s for s in samples if s[2] - start_renewals >= k * count), None)
+        if hit is not None:
+            marks.append(hit)
+    deltas = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in itertools.pairwise(samples) if b[0] > a[0]]
+    baseline = statistics.median(deltas) if deltas else 0.0
+    out["idle_cpu_per_s"] = baseline
+    if len(marks) == 2:
+        (t1, c1, _), (t2, c2, _) = marks
+        period = t2 - t1
+        total = c2 - c1
+        ttl = 120.0
+        out.update(
+            renew_period_s=period,
+            cpu_per_period_s=total,
+            cpu_per_pass_s=max(0.0, total - baseline * period),
+            cpu_per_ttl_s=total * ttl / period,
+            renewal_cpu_per_ttl_s=max(0.0, total - baseline * period) * ttl / period,
+        )
+    passes.append(len(marks))
+    out["passes_seen"] = passes[0]
+    return out
+
+
+def breakdown(count: int, top: int = 12) -> dict[str, Any]:
+    """Map ``count`` copies in-process (importer + embedded registry + SQLite store) under
+    tracemalloc; the retained bytes per copy, grouped by source file and by line."""
+    import tracemalloc
+
+    from pysyncer.adapters.embedded import EmbeddedAdapter
+    from pysyncer.model import Instance, Record, ServiceKey
+    from pysyncer.registry.core import EmbeddedRegistry
+    from pysyncer.store import create_store
+    from pysyncer.sync.importer import Importer
+
+    async def run() -> dict[str, Any]:
+        with tempfile.TemporaryDirectory() as tmp:
+            registry = EmbeddedRegistry()
+            adapter = EmbeddedAdapter(registry)
+            store = create_store("embedded", tmp)
+            await store.open()
+            importer = Importer("dc-b", adapter, store)
+            await importer.start(renew_interval=3600)
+            services = [ServiceKey("bench", f"svc-{s}", "1.0.0") for s in range(count // 10)]
+            records = [
+                Record(
+                    "dc-a",
+                    services[n // 10],
+                    f"a-{n}",
+                    n + 1,
+                    Instance(
+                        services[n // 10],
+                        f"a-{n}",
+                        f"host-{n}",
+                        (f"rest://10.0.{n // 250 % 256}.{n % 250}:8080",),
+                    ),
+                )
+                for n in range(count)
+            ]
+            tracemalloc.start(1)
+            before = tracemalloc.take_snapshot()
+            for start in range(0, count, 1000):
+                await importer.apply("dc-a", records[start : start + 1000], start + 1000, "e")
+            await importer.renew_all()
+            del records
+            after = tracemalloc.take_snapshot()
+            tracemalloc.stop()
+            files = after.compare_to(before, "filename")
+            lines = after.compare_to(before, "lineno")
+            total = sum(s.size_diff for s in files)
+            root = str(HERE.parent.parent) + "/"
+            await importer.close()
+            await store.close()
+            return {
+                "copies": count,
+                "traced_bytes_per_copy": total / count,
+                "by_file": [
+                    [s.traceback[0].filename.replace(root, ""), s.size_diff / count]
+                    for s in files[:top]
+                ],
+                "by_line": [
+                    [
+                        f"{s.traceback[0].filename.replace(root, '')}:{s.traceback[0].lineno}",
+                        s.size_diff / count,
+                    ]
+                    for s in lines[:top]
+                ],
+            }
+
+    return asyncio.run(run())
+
+
+# -- the origin helper: a daemon filled in-process --------------------------------------
+
+
+def origin_helper(count: int, flags: list[str]) -> int:
+    """Run a daemon in this process, register ``count`` instances (10 per service) through
+    the embedded registry's Python API, print one JSON line once all are exported, keep
+    them alive with batch heartbeats, and serve until SIGTERM."""
+    from pysyncer.config import load_config
+    from pysyncer.daemon import Daemon
+
+    pairs = dict(zip(flags[0::2], flags[1::2], strict=True))
+    config = load_config({k.removeprefix("--"): v for k, v in pairs.items()})
+
+    async def main() -> None:
+        daemon = Daemon(config)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await daemon.start()
+        try:
+            engine = daemon.engine
+            assert engine is not None and engine.registry_server is not None
+            assert engine.exporter is not None
+            registry = engine.registry_server.registry
+            started = time.monotonic()
+            refs: list[tuple[str, str]] = []
+            for s in range(count // 10):
+                sid = await registry.create_service(
+                    {"appId": "bench", "serviceName": f"svc-{s}", "version": "1.0.0"}
+                )
+                for i in range(10):
+                    n = s * 10 + i
+                    body = {
+                        "instanceId": f"a-{n}",
+                        "hostName": f"host-{n}",
+                        "endpoints": [f"rest://10.0.{n // 250 % 256}.{n % 250}:8080"],
+                    }
+                    refs.append((sid, await registry.register_instance(sid, body)))
+                if s % 200 == 0:
+                    await asyncio.sleep(0)
+            registered = time.monotonic() - started
+            while engine.exporter.exported_count() < len(refs) and not stop.is_set():
+                await asyncio.sleep(0.05)
+            line = {"registered_s": registered, "exported_s": time.monotonic() - started}
+            print(json.dumps(line), flush=True)
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 20.0)
+                for start in range(0, len(refs), 5000):
+                    await registry.heartbeat_set(refs[start : start + 5000])
+        finally:
+            await daemon.stop()
+
+    asyncio.run(main())
+    return 0
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def verdict(value: float | None, target: float) -> str:
+    if value is None:
+        return "n/a"
+    return "meets" if value <= target else "MISSES"
+
+
+def print_report(report: dict[str, Any]) -> None:
+    prop = report.get("propagation")
+    if prop:
+        for label, run in prop["runs"].items():
+            vis, gone = run["visible"], run["gone"]
+            rate = (
+                f"{run['offered_rate_per_s']:.0f}/s offered"
+                if run["offered_rate_per_s"]
+                else "unpaced"
+            )
+            print(
+                f"propagation ({label}, {rate}, {run['instances']} instances, 3 dcs, "
+                f"{run['copies_arrived']}/{run['copies_expected']} copies arrived, "
+                f"{run['copies_removed']} removed)"
+            )
+            for name, row in (("register->visible", vis), ("delete->gone", gone)):
+                if not row.get("count"):
+                    print(f"  {name:<18} no samples")
+                    continue
+                print(
+                    f"  {name:<18} p50 {row['p50_ms']:8.1f} ms "
+                    f"({verdict(row['p50_ms'], TARGET_P50_MS)}"
+                    f" <= {TARGET_P50_MS:.0f})  p99 {row['p99_ms']:8.1f} ms "
+                    f"({verdict(row['p99_ms'], TARGET_P99_MS)} <= {TARGET_P99_MS:.0f})  "
+                    f"max {row['max_ms']:.0f} ms"
+                )
+            print(
+                f"  throughput: registrations {run['register_rate_per_s']:.0f}/s, "
+                f"copies {run['copy_rate_per_s']:.0f}/s; all visible after "
+                f"{run['all_visible_after_s']:.1f} s, "
+                f"all gone after {run['all_gone_after_s']:.1f} s"
+            )
+    full = report.get("full_sync")
+    if full and "timed_out_s" in full:
+        print(
+            f"initial full sync of {full['instances']} instances: NOT done within "
+            f"{full['timed_out_s']:.0f} s ({full['copies_reached']} copies mapped)"
+        )
+    elif full:
+        mib = 1 << 20
+        print(
+            f"initial full sync of {full['instances']} instances (origin filled and exported "
+            f"in {full['origin_fill']['exported_s']:.1f} s)"
+        )
+        print(
+            f"  B spawn -> all copies mapped {full['sync_s']:6.1f} s "
+            f"({verdict(full['sync_s'], TARGET_FULL_SYNC_S)} <= {TARGET_FULL_SYNC_S:.0f} s); "
+            f"admin up {full['admin_up_s']:.1f} s, first copy {full['first_copy_s'] or 0:.1f} s, "
+            f"{full['copy_rate_per_s']:.0f} copies/s"
+        )
+        print(
+            f"  B peak RSS (VmHWM) {full['peak_rss_bytes'] / mib:.0f} MiB; RSS after sync "
+            f"{full['rss_after_sync_bytes'] / mib:.0f} MiB; idle daemon "
+            f"{full['idle_daemon_rss_bytes'] / mib:.0f} MiB"
+        )
+        ren = full["renewal"]
+        print(
+            f"  memory per mapped copy (steady RSS - idle daemon) / copies: "
+            f"{ren['bytes_per_copy']:.0f} B "
+            f"({verdict(ren['bytes_per_copy'], TARGET_BYTES_PER_COPY)}"
+            f" <= {TARGET_BYTES_PER_COPY:.0f} B)"
+        )
+        if ren.get("cpu_per_pass_s") is not None:
+            print(
+                f"  renewals: one pass of {full['instances']} copies every "
+                f"{ren['renew_period_s']:.1f} s costs {ren['cpu_per_pass_s']:.2f} CPU s above "
+                f"an idle {ren['idle_cpu_per_s']:.3f} CPU s/s; per 120 s TTL: "
+                f"{ren['renewal_cpu_per_ttl_s']:.2f} CPU s renewals, "
+                f"{ren['cpu_per_ttl_s']:.2f} CPU s in all"
+            )
+        else:
+            print(f"  renewals: only {ren['passes_seen']} pass(es) seen within the bound")
+    brk = report.get("breakdown")
+    if brk:
+        print(
+            f"tracemalloc, {brk['copies']} copies mapped in-process (importer + registry + "
+            f"store): {brk['traced_bytes_per_copy']:.0f} B/copy"
+        )
+        for name, size in brk["by_file"]:
+            print(f"  {size:8.0f} B/copy  {name}")
+        print("  top lines:")
+        for name, size in brk["by_line"]:
+            print(f"  {size:8.0f} B/copy  {name}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--origin-helper":
+        return origin_helper(int(argv[1]), argv[2:])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--services", type=int, default=1000, help="services (1000)")
+    parser.add_argument("--instances", type=int, default=10, help="instances per service (10)")
+    parser.add_argument("--small", action="store_true", help="100 x 10, 10,000 for full sync")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=500.0,
+        help="paced run: registrations/s in all (500; 0 = only unpaced)",
+    )
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight (16)")
+    parser.add_argument("--full", type=int, default=100_000, help="full-sync instances")
+    parser.add_argument(
+        "--breakdown",
+        type=int,
+        default=20_000,
+        help="copies for the tracemalloc breakdown (0 = skip)",
+    )
+    parser.add_argument("--phases", default="propagation,full,breakdown")
+    parser.add_argument("--bound", type=float, default=120.0, help="seconds per phase step (120)")
+    parser.add_argument(
+        "--renew-bound",
+        type=float,
+        default=100.0,
+        help="seconds to watch for two renewal passes (100)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    if args.small:
+        args.services, args.full, args.breakdown = 100, 10_000, min(args.breakdown, 10_000)
+    phases = {p.strip() for p in args.phases.split(",") if p.strip()}
+    report: dict[str, Any] = {"python": sys.version.split()[0], "cpus": os.cpu_count()}
+    with tempfile.TemporaryDirectory(prefix="bench-sync-") as tmp:
+        workdir = Path(tmp)
+        if "propagation" in phases:
+            report["propagation"] = phase_propagation(args, workdir)
+        if "full" in phases and args.full > 0:
+            report["full_sync"] = phase_full_sync(args, workdir)
+    if "breakdown" in phases and args.breakdown > 0:
+        report["breakdown"] = breakdown(args.breakdown)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
