@@ -78,6 +78,7 @@ class Importer:
         self.stats = ImporterStats()
         self._copies: dict[MappingKey, _Copy] = {}
         self._local_ids: set[str] = set()
+        self._by_slot: dict[tuple[str, int], set[MappingKey]] = {}  # (origin, slot) -> copies
         self._tables: dict[str, core_digest.SlotDigestTable] = {}
         self._service_ids: dict[ServiceKey, str] = {}
         self._lock = asyncio.Lock()
@@ -144,9 +145,11 @@ class Importer:
         """Make this slot's copies of ``origin_dc`` exactly ``records`` (a full view of it)."""
         present = {(origin_dc, r.instance_id) for r in records if not r.deleted}
         stale = [
-            Record(origin_dc, ServiceKey.parse(c.entry.service_text), key[1], 0, None)
-            for key, c in self._copies.items()
-            if key[0] == origin_dc and c.entry.slot == slot and key not in present
+            Record(
+                origin_dc, ServiceKey.parse(self._copies[key].entry.service_text), key[1], 0, None
+            )
+            for key in self._by_slot.get((origin_dc, slot), ())
+            if key not in present
         ]
         await self.apply(origin_dc, [*records, *stale], cursor, epoch)
 
@@ -196,6 +199,7 @@ class Importer:
     def _remember(self, entry: MappingEntry, instance: Instance) -> None:
         self._copies[entry.key] = _Copy(entry, instance)
         self._local_ids.add(entry.local_instance_id)
+        self._by_slot.setdefault((entry.origin_dc, entry.slot), set()).add(entry.key)
         table = self._tables.setdefault(entry.origin_dc, core_digest.SlotDigestTable())
         table.add(entry.slot, entry.digest)
 
@@ -203,6 +207,11 @@ class Importer:
         old = self._copies.pop(key, None)
         if old is not None:
             self._local_ids.discard(old.entry.local_instance_id)
+            in_slot = self._by_slot.get((key[0], old.entry.slot))
+            if in_slot is not None:
+                in_slot.discard(key)
+                if not in_slot:
+                    del self._by_slot[(key[0], old.entry.slot)]
             self._tables[key[0]].remove(old.entry.slot, old.entry.digest)
 
     def _copy_of(self, record: Record, origin: Instance) -> Instance:
