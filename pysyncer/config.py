@@ -160,6 +160,13 @@ def _seconds(value: Any) -> float:
     return seconds
 
 
+def _positive_int(value: Any) -> int:
+    text = str(value).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{value!r} must be a positive whole number")
+    return int(text)
+
+
 def _origin_policy(value: Any) -> str:
     text = str(value).strip().lower()
     if text not in ("expire", "remove"):
@@ -258,6 +265,13 @@ SETTINGS: tuple[Setting, ...] = (
         "seconds between slot-digest comparisons with each remote data center",
         "SECONDS",
     ),
+    Setting(
+        "change-log-size",
+        100_000,
+        _positive_int,
+        "changes kept in the export log; a peer further behind repairs by digests",
+        "N",
+    ),
     Setting("log-level", "info", _log_level, "debug, info, warning or error", "LEVEL"),
 )
 
@@ -284,6 +298,7 @@ class DaemonConfig:
     origin_grace: float
     origin_policy: str
     anti_entropy_interval: float
+    change_log_size: int
     log_level: str
     config_file: Path | None
 

@@ -312,3 +312,35 @@ def test_copy_ids_are_deterministic() -> None:
     assert copy_instance_id("dc2", "x") == copy_instance_id("dc2", "x")
     assert copy_instance_id("dc2", "x") != copy_instance_id("dc3", "x")
     assert LocalRef("s", "i") == LocalRef("s", "i")
+
+
+async def test_change_log_is_bounded_and_old_cursors_reset(tmp_path: Path) -> None:
+    registry = EmbeddedRegistry()
+    adapter = EmbeddedAdapter(registry)
+    store = SqliteStore(tmp_path / "bounded.db", durable=False)
+    await adapter.start()
+    await store.open()
+    exporter = Exporter("dc9", "n9", adapter, store, change_log_size=10)
+    await exporter.start()
+    await asyncio.wait_for(exporter.ready.wait(), 5)
+    try:
+        sid = await registry.create_service({"appId": "a", "serviceName": "s", "version": "1"})
+        for k in range(30):
+            await registry.register_instance(
+                sid, {"hostName": f"h{k}", "endpoints": [f"rest:x:{k}"]}
+            )
+
+            async def exported(count: int = k + 1) -> bool:
+                return exporter.exported_count() == count
+
+            await until(exported)
+        info = await store.log_info()
+        assert info.entries <= 10 + 1 and info.last_revision == 30
+        assert exporter.stats.log_entries_trimmed >= 19
+        assert await exporter.changes_since(0, 100) == ([], True)  # fell out: repair by digests
+        recent, reset = await exporter.changes_since(25, 100)
+        assert not reset and [r.revision for r in recent] == [26, 27, 28, 29, 30]
+    finally:
+        await exporter.close()
+        await store.close()
+        await adapter.close()

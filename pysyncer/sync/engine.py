@@ -81,6 +81,7 @@ class SyncEngine:
             self.store,
             copy_ids=self.importer.copy_ids,
             on_revision=self._announce,
+            change_log_size=config.change_log_size,
         )
         await self.exporter.start()
         self.rpc = SyncServer(self.exporter, config.rpc_addr.host, config.rpc_addr.port)

@@ -35,6 +35,7 @@ StateKey = tuple[str, str]  # (service text, instance id)
 RESYNC_BACKOFF_MAX = 5.0  # a registry back from a restart is followed again within 5 s
 COMMIT_TIMES_KEPT = 4096
 STARTUP_GRACE_MAX = 120.0
+DEFAULT_CHANGE_LOG_SIZE = 100_000
 
 
 @dataclass
@@ -43,6 +44,7 @@ class ExporterStats:
     resyncs: int = 0
     copies_skipped: int = 0
     deletes_deferred: int = 0
+    log_entries_trimmed: int = 0
     errors: dict[str, int] = field(default_factory=dict)
 
     def error(self, kind: str) -> None:
@@ -62,6 +64,7 @@ class Exporter:
         copy_ids: Callable[[], Collection[str]] = frozenset,
         on_revision: Callable[[int], None] | None = None,
         startup_grace: float | None = None,
+        change_log_size: int = DEFAULT_CHANGE_LOG_SIZE,
     ) -> None:
         self.dc = dc
         self.node = node
@@ -80,6 +83,8 @@ class Exporter:
         self._lock = asyncio.Lock()
         self._commit_times: dict[int, float] = {}  # recent revision -> wall clock of commit
         self._startup_grace = startup_grace
+        self._change_log_size = change_log_size
+        self._appended_since_trim = 0
         self._deletes_from = 0.0  # loop time before which absence from a listing deletes nothing
         self._deferred: asyncio.Task[None] | None = None
 
@@ -219,6 +224,13 @@ class Exporter:
                     self._state[key] = record
                     self._table.add(record.slot, record.digest)
             self.stats.changes_exported += len(stored)
+            self._appended_since_trim += len(stored)
+            if self._appended_since_trim >= max(1, self._change_log_size // 10):
+                # Keep the log bounded; a peer whose cursor fell out of it repairs by digests.
+                self._appended_since_trim = 0
+                self.stats.log_entries_trimmed += await self.store.trim_changes(
+                    keep_last=self._change_log_size
+                )
             self._revision = stored[-1].revision
             self._commit_times[self._revision] = time.time()
             if len(self._commit_times) > COMMIT_TIMES_KEPT:
