@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -143,15 +143,32 @@ class Importer:
         self, origin_dc: str, slot: int, records: Sequence[Record], cursor: int, epoch: str
     ) -> None:
         """Make this slot's copies of ``origin_dc`` exactly ``records`` (a full view of it)."""
-        present = {(origin_dc, r.instance_id) for r in records if not r.deleted}
-        stale = [
-            Record(
-                origin_dc, ServiceKey.parse(self._copies[key].entry.service_text), key[1], 0, None
+        await self.reconcile_slots(origin_dc, {slot: records}, cursor, epoch)
+
+    async def reconcile_slots(
+        self,
+        origin_dc: str,
+        slots: Mapping[int, Sequence[Record]],
+        cursor: int,
+        epoch: str,
+    ) -> None:
+        """:meth:`reconcile_slot` for many slots in one store transaction."""
+        batch: list[Record] = []
+        for slot, records in slots.items():
+            present = {r.instance_id for r in records if not r.deleted}
+            batch.extend(records)
+            batch.extend(
+                Record(
+                    origin_dc,
+                    ServiceKey.parse(self._copies[key].entry.service_text),
+                    key[1],
+                    0,
+                    None,
+                )
+                for key in self._by_slot.get((origin_dc, slot), ())
+                if key[1] not in present
             )
-            for key in self._by_slot.get((origin_dc, slot), ())
-            if key not in present
-        ]
-        await self.apply(origin_dc, [*records, *stale], cursor, epoch)
+        await self.apply(origin_dc, batch, cursor, epoch)
 
     async def _write_registry(
         self, records: Iterable[Record]

@@ -31,6 +31,7 @@ __all__ = ["LAG_BUCKETS", "PeerLink", "PeerStatus", "Peers", "RemoteSyncer", "Sy
 log = logging.getLogger(__name__)
 
 BACKOFF_MIN = 0.2
+REPAIR_BATCH = 2000  # records (plus one per slot) reconciled per store transaction
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
 BACKOFF_MAX = 10.0
 
@@ -219,13 +220,24 @@ class PeerLink:
         pulled = 0
         if slots:
             parts: dict[int, list[Any]] = {}
+            complete: dict[int, list[Any]] = {}
+            buffered = 0
             async for slot, records, last in client.pull_slots(slots):
                 parts.setdefault(int(slot), []).extend(records)
                 if last:
-                    await self._importer.reconcile_slot(
-                        self.dc, int(slot), parts.pop(int(slot)), int(revision), str(remote_epoch)
-                    )
+                    whole = parts.pop(int(slot))
+                    complete[int(slot)] = whole
+                    buffered += len(whole) + 1
                     pulled += 1
+                    if buffered >= REPAIR_BATCH:  # one store transaction per batch of slots
+                        await self._importer.reconcile_slots(
+                            self.dc, complete, int(revision), str(remote_epoch)
+                        )
+                        complete, buffered = {}, 0
+            if complete:
+                await self._importer.reconcile_slots(
+                    self.dc, complete, int(revision), str(remote_epoch)
+                )
         else:
             await self._store.set_cursor(self.dc, int(revision), str(remote_epoch))
         self.status.repairs += 1
