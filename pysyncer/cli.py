@@ -14,8 +14,6 @@ import json
 import logging
 import os
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -180,33 +178,9 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
 
 def _keys_request(args: argparse.Namespace, body: dict[str, Any] | None) -> tuple[int, Any]:
     """``GET`` (body None) or ``POST /v1/keys``: (HTTP status, JSON body), error bodies too."""
-    from pysyncer.admin.client import AdminUnavailableError  # noqa: PLC0415
-
-    base = _client(args).base
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        base + "/v1/keys",
-        data=data,
-        method="GET" if body is None else "POST",
-        headers={} if data is None else {"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=KEYS_TIMEOUT) as response:
-            return int(response.status), json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            answer = json.loads(exc.read())
-        except ValueError:
-            answer = None
-        if not isinstance(answer, dict) or "error" not in answer:
-            raise AdminUnavailableError(f"/v1/keys: {exc.code} {exc.reason}") from None
-        return int(exc.code), answer
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise AdminUnavailableError(
-            f"cannot reach the pysyncer admin API at {base}: {reason} "
-            "(is the daemon running? see --admin-addr)"
-        ) from None
+    method = "GET" if body is None else "POST"
+    status, answer = _client(args).call(method, "/v1/keys", body, KEYS_TIMEOUT)
+    return status, answer
 
 
 def _columns(rows: Sequence[Sequence[str]]) -> list[str]:

@@ -32,6 +32,17 @@ class AdminClient:
         return self._call("POST", path, body, timeout or self.timeout)
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None, timeout: float) -> Any:
+        status, answer = self.call(method, path, body, timeout)
+        if status >= 400:
+            message = answer.get("error", status) if isinstance(answer, dict) else status
+            raise AdminUnavailableError(f"{method} {path}: {status} {message}")
+        return answer
+
+    def call(
+        self, method: str, path: str, body: dict[str, Any] | None, timeout: float | None = None
+    ) -> tuple[int, Any]:
+        """``(HTTP status, JSON body)``; an error status with a JSON ``error`` body is returned,
+        any other failure raises :class:`AdminUnavailableError`."""
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
             self.base + path,
@@ -40,14 +51,16 @@ class AdminClient:
             headers={"Content-Type": "application/json"} if data is not None else {},
         )
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return json.loads(response.read() or b"null")
+            with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
+                return int(response.status), json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
             try:
-                message = json.loads(exc.read()).get("error", exc.reason)
-            except (ValueError, AttributeError):
-                message = exc.reason
-            raise AdminUnavailableError(f"{method} {path}: {exc.code} {message}") from None
+                answer = json.loads(exc.read())
+            except ValueError:
+                answer = None
+            if not isinstance(answer, dict) or "error" not in answer:
+                raise AdminUnavailableError(f"{method} {path}: {exc.code} {exc.reason}") from None
+            return int(exc.code), answer
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise AdminUnavailableError(

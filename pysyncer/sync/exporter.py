@@ -15,6 +15,7 @@ records of chosen slots.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import time
@@ -81,7 +82,9 @@ class Exporter:
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
-        self._commit_times: dict[int, float] = {}  # recent revision -> wall clock of commit
+        # Recent commits, oldest first: parallel lists of revision and wall-clock time.
+        self._commit_revisions: list[int] = []
+        self._commit_clock: list[float] = []
         self._startup_grace = startup_grace
         self._change_log_size = change_log_size
         self._appended_since_trim = 0
@@ -232,10 +235,11 @@ class Exporter:
                     keep_last=self._change_log_size
                 )
             self._revision = stored[-1].revision
-            self._commit_times[self._revision] = time.time()
-            if len(self._commit_times) > COMMIT_TIMES_KEPT:
-                for stale in sorted(self._commit_times)[: len(self._commit_times) // 2]:
-                    del self._commit_times[stale]
+            self._commit_revisions.append(self._revision)
+            self._commit_clock.append(time.time())
+            if len(self._commit_revisions) > COMMIT_TIMES_KEPT:
+                del self._commit_revisions[: COMMIT_TIMES_KEPT // 2]
+                del self._commit_clock[: COMMIT_TIMES_KEPT // 2]
         async with self._changed:
             self._changed.notify_all()
         if self._on_revision is not None:
@@ -249,8 +253,8 @@ class Exporter:
 
     def commit_time(self, revision: int) -> float:
         """Wall-clock time the commit that reached ``revision`` happened (0.0: unknown)."""
-        at = [t for r, t in self._commit_times.items() if r >= revision]
-        return min(at) if at else 0.0
+        index = bisect.bisect_left(self._commit_revisions, revision)
+        return self._commit_clock[index] if index < len(self._commit_clock) else 0.0
 
     def exported_count(self) -> int:
         return len(self._state)

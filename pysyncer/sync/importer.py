@@ -40,6 +40,7 @@ __all__ = ["Importer", "ImporterStats", "copy_instance_id"]
 log = logging.getLogger(__name__)
 
 RENEW_BATCH = 500
+DEFAULT_TTL = 120  # Service-Center's default lease: 30 s x (3 + 1)
 RENEW_TICK = 1.0  # how often the renewal period is re-checked (copies with short TTLs arrive)
 RENEW_STARTUP_DELAY = 1.0
 
@@ -78,6 +79,7 @@ class Importer:
         self.stats = ImporterStats()
         self._copies: dict[MappingKey, _Copy] = {}
         self._local_ids: set[str] = set()
+        self._min_ttl = float("inf")
         self._by_slot: dict[tuple[str, int], set[MappingKey]] = {}  # (origin, slot) -> copies
         self._tables: dict[str, core_digest.SlotDigestTable] = {}
         self._service_ids: dict[ServiceKey, str] = {}
@@ -215,6 +217,7 @@ class Importer:
 
     def _remember(self, entry: MappingEntry, instance: Instance) -> None:
         self._copies[entry.key] = _Copy(entry, instance)
+        self._min_ttl = min(self._min_ttl, float(instance.ttl))
         self._local_ids.add(entry.local_instance_id)
         self._by_slot.setdefault((entry.origin_dc, entry.slot), set()).add(entry.key)
         table = self._tables.setdefault(entry.origin_dc, core_digest.SlotDigestTable())
@@ -291,8 +294,10 @@ class Importer:
                 log.exception("renewing copies failed")
 
     def _renew_period(self) -> float:
-        ttls = [c.instance.ttl for c in self._copies.values()]
-        return max(1.0, min(ttls, default=120) / 4)
+        # The shortest TTL ever held (kept as copies arrive; never raised when one goes):
+        # renewing a little too often is harmless, too rarely lets copies expire.
+        ttl = self._min_ttl if self._min_ttl != float("inf") else DEFAULT_TTL
+        return max(1.0, ttl / 4)
 
     async def renew_all(self) -> int:
         """Heartbeat every copy (except expired origins'); re-register lost ones."""
