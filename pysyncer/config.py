@@ -42,6 +42,7 @@ __all__ = [
 ENV_PREFIX = "PYSYNCER_"
 EMBEDDED_REGISTRY_ADDR = "http://127.0.0.1:30100"
 ENCRYPTION_KEY_SIZES = (16, 24, 32)  # AES-128/192/256, as Serf accepts
+_TABLES = ("adapter",)  # config-file tables beside the flat keys: [adapter] for --plugin
 
 
 class HostPort(NamedTuple):
@@ -300,6 +301,7 @@ class DaemonConfig:
     anti_entropy_interval: float
     change_log_size: int
     log_level: str
+    adapter_settings: Mapping[str, Any]
     config_file: Path | None
 
     @property
@@ -331,10 +333,29 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - set(_BY_KEY))
+    unknown = sorted(set(data) - set(_BY_KEY) - set(_TABLES))
     if unknown:
         raise ConfigError(f"config file {path}: unknown key {unknown[0]!r}")
+    for table in _TABLES:
+        if table in data and not isinstance(data[table], dict):
+            raise ConfigError(f"config file {path}: {table!r} must be a table ([{table}])")
     return data
+
+
+def _adapter_settings(from_file: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """``[adapter]`` of the config file, overridden by ``PYSYNCER_ADAPTER_<KEY>`` env vars.
+
+    Keys are normalised to lower case with dashes (``PYSYNCER_ADAPTER_POLL_INTERVAL`` ->
+    ``poll-interval``); the adapter validates the values and names ``adapter.KEY``.
+    """
+    settings = {
+        str(k).lower().replace("_", "-"): v for k, v in from_file.get("adapter", {}).items()
+    }
+    prefix = ENV_PREFIX + "ADAPTER_"
+    for name, value in environ.items():
+        if name.startswith(prefix) and len(name) > len(prefix):
+            settings[name[len(prefix) :].lower().replace("_", "-")] = value
+    return settings
 
 
 def load_config(
@@ -381,7 +402,11 @@ def load_config(
     if values["data_dir"] is None:
         values["data_dir"] = Path("pysyncer-data") / values["node"]
     _check_bind_host(values["bind"], "bind")
-    return DaemonConfig(**values, config_file=file_path)
+    return DaemonConfig(
+        **values,
+        adapter_settings=_adapter_settings(from_file, environ),
+        config_file=file_path,
+    )
 
 
 def _check_bind_host(address: HostPort, key: str) -> None:

@@ -123,3 +123,19 @@ def test_file_errors(tmp_path: Path) -> None:
     unknown.write_text('colour = "blue"\n')
     with pytest.raises(ConfigError, match="unknown key 'colour'"):
         load_config({}, environ={}, config_file=unknown)
+
+
+def test_adapter_settings_from_file_and_env(tmp_path: Path) -> None:
+    config_file = tmp_path / "syncer.toml"
+    config_file.write_text('plugin = "nacos"\n[adapter]\nnamespace = "prod"\npoll_interval = 2\n')
+    config = load_config({}, {"PYSYNCER_ADAPTER_POLL_INTERVAL": "5"}, config_file)
+    assert config.plugin == "nacos"
+    assert config.adapter_settings == {"namespace": "prod", "poll-interval": "5"}
+    assert load_config({}, {}).adapter_settings == {}
+
+
+def test_adapter_table_must_be_a_table(tmp_path: Path) -> None:
+    config_file = tmp_path / "syncer.toml"
+    config_file.write_text('adapter = "eureka"\n')
+    with pytest.raises(ConfigError, match="'adapter' must be a table"):
+        load_config({}, {}, config_file)
