@@ -11,10 +11,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# program -> Debian package, for the real servers the tests start on loopback.
+# program (name on PATH, or absolute path) -> Debian package, for the real servers the tests start on loopback.
 DEBIAN_PACKAGES=(
     "redis-server:redis-server"
     "serf:serf"
+    "etcd:etcd-server"
+    "/usr/share/zookeeper/bin/zkServer.sh:zookeeper"
 )
 
 log() { printf '== %s\n' "$*"; }
@@ -24,7 +26,9 @@ install_debian_packages() {
     for entry in "${DEBIAN_PACKAGES[@]}"; do
         program=${entry%%:*}
         package=${entry#*:}
-        if ! command -v "$program" >/dev/null 2>&1 && [[ ! -x "/usr/sbin/$program" ]]; then
+        if [[ $program == /* ]]; then
+            [[ -x $program ]] || missing+=("$package")
+        elif ! command -v "$program" >/dev/null 2>&1 && [[ ! -x "/usr/sbin/$program" ]]; then
             missing+=("$package")
         fi
     done
