@@ -1,8 +1,9 @@
-"""Benchmark of the embedded store (SQLite, WAL): writes, reads and size on disk.
+"""Benchmark of the stores: embedded (SQLite, WAL) and etcd, writes, reads, size on disk.
 
 Usage::
 
     python benchmarks/bench_store.py [--count N] [--batch B] [--repeats R] [--json]
+                                     [--no-etcd] [--etcd HOST:PORT]
 
 Each repeat builds fresh stores in a temporary directory and measures, through the
 async :class:`~pysyncer.store.Store` API (so the worker-thread hop is included):
@@ -19,6 +20,20 @@ async :class:`~pysyncer.store.Store` API (so the worker-thread hop is included):
 * ``bytes_per_entry``: data file size (after a WAL checkpoint) per mapping entry and
   per change record (log + exported state).
 
+The etcd store (``etcd_*`` figures) runs the same writes against a real etcd, started
+for the run on loopback from the Debian ``etcd-server`` binary (or the one at
+``--etcd``), with a fresh key prefix per repeat:
+
+* ``etcd_append``: N records appended in batches of B;
+* ``etcd_apply``: N mapping entries with ``apply_batch`` in batches of B, and
+  ``etcd_apply_single``: one ``apply_batch`` of all N (split into transactions of at
+  most 128 operations, etcd's default limit);
+* ``etcd_open``: a second store opening the prefix (loading its mirror of the N
+  entries and N records, entries + records/s);
+* ``etcd_read_changes`` and ``etcd_get_mapping``: reads, served from the mirror.
+
+The ratios embedded/etcd of the write figures are printed at the end.
+
 Figures are the median of R repeats, with min and max.
 """
 
@@ -34,12 +49,15 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from pysyncer.model import Instance, Record, ServiceKey
-from pysyncer.store import MappingEntry, SqliteStore, iter_mappings
+from pysyncer.store import EtcdStore, MappingEntry, SqliteStore, iter_mappings
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def make_records(count: int) -> list[Record]:
@@ -164,6 +182,51 @@ async def one_repeat(
     return out
 
 
+async def etcd_repeat(
+    endpoint: str, records: list[Record], entries: list[MappingEntry], batch: int
+) -> dict[str, float]:
+    count = len(records)
+    out: dict[str, float] = {}
+    prefix = f"/pysyncer-bench/{uuid.uuid4().hex[:8]}/"
+    async with EtcdStore(endpoint, prefix=prefix, member="bench") as db:
+
+        async def append() -> None:
+            for start in range(0, count, batch):
+                await db.append_changes(records[start : start + batch])
+
+        out["etcd_append"] = count / await _timed(append)
+
+        async def apply_batched() -> None:
+            for start in range(0, count, batch):
+                chunk = entries[start : start + batch]
+                await db.apply_batch("dc-remote", chunk, [], start + len(chunk))
+
+        out["etcd_apply"] = count / await _timed(apply_batched)
+
+        async def read_all() -> None:
+            since = 0
+            while page := await db.read_changes(since, 1000):
+                since = page[-1].revision
+
+        out["etcd_read_changes"] = count / await _timed(read_all)
+        rng = random.Random(3)
+        keys = [rng.choice(entries).key for _ in range(2000)]
+
+        async def lookups() -> None:
+            for dc, origin_id in keys:
+                await db.get_mapping(dc, origin_id)
+
+        out["etcd_get_mapping"] = len(keys) / await _timed(lookups)
+        second = EtcdStore(endpoint, prefix=prefix, member="bench-2")
+        out["etcd_open"] = 2 * count / await _timed(second.open)
+        await second.close()
+    async with EtcdStore(endpoint, prefix=prefix + "one/", member="bench") as db:
+        out["etcd_apply_single"] = count / await _timed(
+            lambda: db.apply_batch("dc-remote", entries, [], count)
+        )
+    return out
+
+
 UNITS = {
     "append_full": "records/s (FULL)",
     "append_normal": "records/s (NORMAL)",
@@ -176,16 +239,30 @@ UNITS = {
     "slots": "entries/s",
     "bytes_per_entry": "bytes/mapping entry",
     "bytes_per_record": "bytes/change record (log + state)",
+    "etcd_append": "records/s",
+    "etcd_apply": "entries/s",
+    "etcd_apply_single": "entries/s (one call)",
+    "etcd_open": "keys/s (mirror load)",
+    "etcd_read_changes": "records/s",
+    "etcd_get_mapping": "lookups/s",
 }
+RATIOS = [
+    ("append_full", "etcd_append", "append_changes"),
+    ("apply_batched", "etcd_apply", "apply_batch, batches"),
+    ("apply_single", "etcd_apply_single", "apply_batch, one call"),
+]
 
 
-async def run(count: int, batch: int, repeats: int) -> dict[str, Any]:
+async def run(count: int, batch: int, repeats: int, etcd: str | None) -> dict[str, Any]:
     records = make_records(count)
     entries = make_entries(count)
     samples: dict[str, list[float]] = {}
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
             for name, value in (await one_repeat(Path(tmp), records, entries, batch)).items():
+                samples.setdefault(name, []).append(value)
+        if etcd is not None:
+            for name, value in (await etcd_repeat(etcd, records, entries, batch)).items():
                 samples.setdefault(name, []).append(value)
     return {
         "count": count,
@@ -211,8 +288,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--no-etcd", action="store_true", help="embedded store only")
+    parser.add_argument("--etcd", metavar="HOST:PORT", help="use this etcd (default: start one)")
     args = parser.parse_args(argv)
-    report = asyncio.run(run(args.count, args.batch, args.repeats))
+    server = None
+    endpoint: str | None = args.etcd
+    if endpoint is None and not args.no_etcd:
+        sys.path.insert(0, str(ROOT))
+        from tests.etcd_helpers import EtcdServer, find_etcd
+
+        binary = find_etcd()
+        if binary is None:
+            print("etcd not installed (apt-get install etcd-server): embedded store only")
+        else:
+            server = EtcdServer(binary)
+            server.start()
+            endpoint = server.endpoint
+    try:
+        report = asyncio.run(run(args.count, args.batch, args.repeats, endpoint))
+    finally:
+        if server is not None:
+            server.close()
     if args.json:
         json.dump(report, sys.stdout, indent=2)
         print()
@@ -230,6 +326,11 @@ def main(argv: list[str] | None = None) -> int:
     full = report["results"]["append_full"]["median"]
     normal = report["results"]["append_normal"]["median"]
     print(f"  FULL/NORMAL append ratio: {full / normal:.2f}")
+    results = report["results"]
+    for embedded, etcd, label in RATIOS:
+        if etcd in results:
+            ratio = results[embedded]["median"] / results[etcd]["median"]
+            print(f"  embedded/etcd {label}: {ratio:.2f}")
     return 0
 
 

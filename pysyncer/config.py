@@ -3,9 +3,12 @@
 Each setting is declared once in :data:`SETTINGS` (key, flag, env var, default, parser,
 help); the command line builds its options from that table, and :func:`load_config`
 merges the four sources into one frozen :class:`DaemonConfig`. The config file is TOML
-with the same keys as the flags (``sc-addr = ["http://127.0.0.1:30100"]``). Every bad
-value raises :class:`~pysyncer.errors.ConfigError` whose one-line message names the key
-and where the value came from.
+with the same keys as the flags (``sc-addr = ["http://127.0.0.1:30100"]``), plus tables:
+``[adapter]`` for the adapter's settings and ``[[export.include]]``, ``[[export.exclude]]``,
+``[[import.include]]``, ``[[import.exclude]]`` for the filter rules
+(:mod:`pysyncer.sync.filters`). Every bad value raises
+:class:`~pysyncer.errors.ConfigError` whose one-line message names the key and where the
+value came from.
 """
 
 from __future__ import annotations
@@ -18,11 +21,12 @@ import os
 import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from pysyncer.errors import ConfigError
+from pysyncer.sync.filters import DIRECTIONS, FilterConfigError, Filters, filters_from_config
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -42,7 +46,9 @@ __all__ = [
 ENV_PREFIX = "PYSYNCER_"
 EMBEDDED_REGISTRY_ADDR = "http://127.0.0.1:30100"
 ENCRYPTION_KEY_SIZES = (16, 24, 32)  # AES-128/192/256, as Serf accepts
-_TABLES = ("adapter",)  # config-file tables beside the flat keys: [adapter] for --plugin
+# config-file tables beside the flat keys: [adapter] for --plugin; export and import hold
+# the filter rules as arrays of tables ([[export.include]], [[import.exclude]], ...)
+_TABLES = ("adapter", "export", "import")
 
 
 class HostPort(NamedTuple):
@@ -179,6 +185,13 @@ def _path(value: Any) -> Path:
     return Path(str(value)).expanduser()
 
 
+def _direction(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in DIRECTIONS:
+        raise ValueError(f"{value!r} must be one of {', '.join(DIRECTIONS)}")
+    return text
+
+
 def _log_level(value: Any) -> str:
     level = str(value).strip().upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -273,6 +286,13 @@ SETTINGS: tuple[Setting, ...] = (
         "changes kept in the export log; a peer further behind repairs by digests",
         "N",
     ),
+    Setting(
+        "direction",
+        "both",
+        _direction,
+        "both, send (export only, never import) or receive (import only, export nothing)",
+        "DIRECTION",
+    ),
     Setting("log-level", "info", _log_level, "debug, info, warning or error", "LEVEL"),
 )
 
@@ -300,9 +320,11 @@ class DaemonConfig:
     origin_policy: str
     anti_entropy_interval: float
     change_log_size: int
+    direction: str
     log_level: str
     adapter_settings: Mapping[str, Any]
     config_file: Path | None
+    filters: Filters = field(default_factory=Filters)  # export/import rules and direction
 
     @property
     def embedded_registry(self) -> bool:
@@ -402,10 +424,22 @@ def load_config(
     if values["data_dir"] is None:
         values["data_dir"] = Path("pysyncer-data") / values["node"]
     _check_bind_host(values["bind"], "bind")
+    try:
+        filters = filters_from_config(
+            from_file.get("export"),
+            from_file.get("import"),
+            direction=values["direction"],
+            dc=values["dc"],
+        )
+    except FilterConfigError as exc:
+        raise ConfigError(
+            f"config key {exc.key!r} (config file {file_path}): {exc.message}"
+        ) from None
     return DaemonConfig(
         **values,
         adapter_settings=_adapter_settings(from_file, environ),
         config_file=file_path,
+        filters=filters,
     )
 
 

@@ -1,17 +1,18 @@
-"""Adapter contract suite: the ServiceComb and embedded adapters against a real registry.
+"""ServiceComb-specific adapter tests (the shared contract is in test_contract_embedded.py).
 
-Every test runs the embedded Service-Center's real HTTP server on 127.0.0.1; a second,
-independent client (plain aiohttp against the SC v4 REST API) plays the application
-whose changes the adapter must notice. All waits are bounded.
+What only the Service-Center kinds have: service ids per version, lease expiry in the
+embedded registry, the change feed and its reset, a real SC without feed or batch
+heartbeats (a hiding proxy), failover between addresses, malformed and oversized
+bodies, the settings the loader passes. Every test runs the embedded Service-Center's
+real HTTP server on 127.0.0.1; a second, independent client (plain aiohttp against the
+SC v4 REST API) plays the application. All waits are bounded.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -21,8 +22,6 @@ from aiohttp import web
 from pysyncer.adapters import (
     Adapter,
     BadResponseError,
-    ChangeBatch,
-    ChangeEvent,
     LocalRef,
     NotFoundError,
     UnavailableError,
@@ -33,6 +32,7 @@ from pysyncer.adapters.servicecomb import ServiceCombAdapter, ServiceCombSetting
 from pysyncer.errors import ConfigError
 from pysyncer.model import ORIGIN_DC_PROPERTY, ORIGIN_ID_PROPERTY, Instance, ServiceKey
 from pysyncer.registry import EmbeddedRegistry, RegistryServer
+from pysyncer.testing.contract import EventCollector, start_collector
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -140,107 +140,22 @@ async def adapter(request: pytest.FixtureRequest, server: RegistryServer) -> Asy
         await adp.close()
 
 
-class EventCollector:
-    """Consumes ``adapter.changes()`` in a task; waits for a matching event (bounded)."""
-
-    def __init__(self, adapter: Adapter) -> None:
-        self.batches: list[ChangeBatch] = []
-        self._new = asyncio.Condition()
-        self._task = asyncio.create_task(self._run(adapter))
-
-    async def _run(self, adapter: Adapter) -> None:
-        async for batch in adapter.changes():
-            async with self._new:
-                self.batches.append(batch)
-                self._new.notify_all()
-
-    def events(self) -> list[ChangeEvent]:
-        return [e for b in self.batches for e in b.events]
-
-    async def wait_for(self, match: Callable[[ChangeEvent], bool], timeout: float) -> ChangeEvent:
-        async def find() -> ChangeEvent:
-            async with self._new:
-                while True:
-                    for event in self.events():
-                        if match(event):
-                            return event
-                    await self._new.wait()
-
-        return await asyncio.wait_for(find(), timeout)
-
-    async def clear_resync(self, timeout: float = 2.0) -> None:
-        """Wait until the iterator is running (first batch or a short settle)."""
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._first(), timeout)
-
-    async def _first(self) -> None:
-        async with self._new:
-            while not self.batches:
-                await self._new.wait()
-
-    async def finished(self, timeout: float) -> None:
-        """Wait (bounded) for the change iterator to end by itself."""
-        await asyncio.wait_for(asyncio.shield(self._task), timeout)
-
-    async def stop(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-
-async def start_collector(adapter: Adapter) -> EventCollector:
-    await adapter.list_instances()  # the listing the change stream continues from
-    collector = EventCollector(adapter)
-    await asyncio.sleep(0.1)
-    return collector
-
-
 # -- services and instances ---------------------------------------------------------------
 
 
-async def test_ensure_service_is_idempotent(adapter: Adapter, server: RegistryServer) -> None:
+async def test_each_version_is_its_own_service(adapter: Adapter) -> None:
     first = await adapter.ensure_service(SERVICE)
-    assert first
-    assert await adapter.ensure_service(SERVICE) == first
-    fresh = make_adapter(adapter.name, server)  # no cache: must find, not create
-    await fresh.start()
-    try:
-        assert await fresh.ensure_service(SERVICE) == first
-    finally:
-        await fresh.close()
     other = await adapter.ensure_service(ServiceKey("shop", "orders", "2.0.0", "production"))
     assert other != first
 
 
-async def test_register_list_and_reregister(adapter: Adapter) -> None:
-    ref = await adapter.register(copy_instance("i-1"))
-    assert ref.instance_id == "i-1"
-    assert ref.service_id == await adapter.ensure_service(SERVICE)
-
-    snapshot = await adapter.list_instances()
-    listed = {i.instance_id: i for i in snapshot}
-    assert listed["i-1"] == copy_instance("i-1")
-    assert snapshot.ref("i-1") == ref
-
-    again = await adapter.register(copy_instance("i-1", status="DOWN", port=8081))
-    assert again == ref
-    snapshot = await adapter.list_instances()
-    mine = [i for i in snapshot if i.instance_id == "i-1"]
-    assert len(mine) == 1
-    assert mine[0].status == "DOWN"
-    assert mine[0].endpoints == ("rest://10.0.0.1:8081",)
-    assert (await adapter.get_instance(ref)) == mine[0]
-
-
-async def test_renew_ok_and_not_found(adapter: Adapter, client: ScClient) -> None:
+async def test_renew_with_unknown_ids_is_not_found(adapter: Adapter, client: ScClient) -> None:
     live = await adapter.register(copy_instance("i-live"))
     gone = await adapter.register(copy_instance("i-gone"))
     await client.unregister(gone.service_id, gone.instance_id)
     bogus = LocalRef(live.service_id, "no-such-instance")
     results = await adapter.renew([live, gone, bogus])
-    assert [r.ref for r in results] == [live, gone, bogus]
     assert [r.status for r in results] == ["ok", "not_found", "not_found"]
-    assert await adapter.renew([]) == []
 
 
 async def test_renew_not_found_after_expiry(
@@ -254,16 +169,6 @@ async def test_renew_not_found_after_expiry(
     again = await adapter.register(copy_instance("i-exp"))  # the importer's repair
     [result] = await adapter.renew([again])
     assert result.ok
-
-
-async def test_unregister_is_idempotent(adapter: Adapter) -> None:
-    ref = await adapter.register(copy_instance("i-2"))
-    await adapter.unregister(ref)
-    assert "i-2" not in {i.instance_id for i in await adapter.list_instances()}
-    await adapter.unregister(ref)
-    await adapter.unregister(LocalRef("no-such-service", "no-such-instance"))
-    with pytest.raises(NotFoundError):
-        await adapter.get_instance(ref)
 
 
 async def test_unknown_service_id_is_not_found(adapter: Adapter) -> None:
@@ -315,8 +220,8 @@ async def test_lost_feed_position_asks_for_resync(kind: str) -> None:
             for n in range(4):
                 await sc.register(service_id, f"app-{n}")
             collector = EventCollector(adapter)
-            await collector.clear_resync()
-            assert collector.batches[0].resync
+            first = await collector.first_batch()
+            assert first is not None and first.resync
             await adapter.list_instances()  # what the exporter does on resync
             await sc.register(service_id, "app-late")
             await collector.wait_for(lambda e: e.instance.instance_id == "app-late", EVENT_WAIT)
@@ -324,35 +229,6 @@ async def test_lost_feed_position_asks_for_resync(kind: str) -> None:
         finally:
             await sc.close()
             await adapter.close()
-
-
-async def test_changes_without_listing_start_with_resync(adapter: Adapter) -> None:
-    collector = EventCollector(adapter)
-    try:
-        await collector.clear_resync()
-        assert collector.batches and collector.batches[0].resync
-    finally:
-        await collector.stop()
-
-
-async def test_close_ends_the_change_stream(adapter: Adapter) -> None:
-    await adapter.list_instances()
-    collector = EventCollector(adapter)
-    await asyncio.sleep(0.2)
-    await adapter.close()
-    await collector.finished(3.0)
-
-
-async def test_changes_by_polling_when_feed_disabled(
-    server: RegistryServer, client: ScClient
-) -> None:
-    adapter = ServiceCombAdapter([server.url], ServiceCombSettings(feed=False, poll_interval=0.2))
-    await adapter.start()
-    try:
-        await check_changes_seen(adapter, client, 0.2 + EVENT_WAIT)
-        assert adapter.uses_feed is False
-    finally:
-        await adapter.close()
 
 
 class HidingProxy:

@@ -171,3 +171,38 @@ async def test_feed_arguments_are_bounded(registry: EmbeddedRegistry) -> None:
             await registry.changes(0, timeout)
     with pytest.raises(RegistryError):
         await registry.changes(0, 0, limit=0)
+
+
+async def test_heartbeats_keep_one_queued_entry_per_lease_and_expiry_stays_exact(
+    registry: EmbeddedRegistry, clock: FakeClock
+) -> None:
+    sid = await registry.create_service(SERVICE)
+    iid = await registry.register_instance(sid, instance(1, interval=10, times=0))  # TTL 10 s
+    for _ in range(50):
+        clock.now += 5.0
+        await registry.heartbeat_set([(sid, iid)])
+        assert registry.expire() == 0
+    assert len(registry._expiry) == 1  # renewed 50 times, queued once
+    clock.now += 9.9
+    assert registry.expire() == 0
+    clock.now += 0.1
+    assert registry.expire() == 1
+    assert registry._expiry == []
+
+
+async def test_reregistering_with_a_shorter_lease_expires_at_the_shorter_time(
+    registry: EmbeddedRegistry, clock: FakeClock
+) -> None:
+    sid = await registry.create_service(SERVICE)
+    body = {**instance(1), "instanceId": "i-1"}  # default lease: 120 s
+    await registry.register_instance(sid, body)
+    await registry.register_instance(sid, body)  # same lease, updated in place
+    assert len(registry._expiry) == 1
+    await registry.register_instance(sid, {**instance(1, interval=2, times=1), "instanceId": "i-1"})
+    clock.now += 3.9
+    assert registry.expire() == 0
+    clock.now += 0.1
+    assert registry.expire() == 1  # at 4 s, not 120 s
+    clock.now += 200
+    assert registry.expire() == 0  # the replaced lease's queued entry is skipped
+    assert registry.instance_count() == 0

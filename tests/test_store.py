@@ -1,8 +1,9 @@
 """The Store protocol: round trips, ordering, trimming, paging, atomicity, errors.
 
-Protocol tests take the ``store`` fixture, which yields an open backend; a new backend
-(etcd) joins by adding a parameter to it. Tests of SQLite specifics (files, locks,
-schema versions, disk full) take ``tmp_path`` and build a :class:`SqliteStore`.
+Protocol tests take the ``store`` fixture, which yields an open backend: ``embedded``
+(SQLite) and ``etcd`` (a real etcd server, a fresh key prefix per test). Tests of SQLite
+specifics (files, locks, schema versions, disk full) take ``tmp_path`` and build a
+:class:`SqliteStore`; etcd specifics are in ``tests/test_store_etcd.py``.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pysyncer.errors import PysyncerError
+from pysyncer.errors import ConfigError, PysyncerError
 from pysyncer.model import Instance, Record, ServiceKey
 from pysyncer.store import (
+    EtcdStore,
     MappingEntry,
     PeerCursor,
     SqliteStore,
@@ -33,17 +35,21 @@ from pysyncer.store import (
     iter_mappings,
 )
 from pysyncer.store.sqlite import SCHEMA_VERSION
+from tests.etcd_helpers import EtcdServer, etcd_server, unique_prefix
+
+__all__ = ["etcd_server"]  # the fixture, used through request.getfixturevalue
 
 DC = "dc-a"
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["embedded", "etcd"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     backend: Store
-    if request.param == "sqlite":
+    if request.param == "embedded":
         backend = SqliteStore(tmp_path / "store.db", durable=False)
-    else:  # pragma: no cover - future backends
-        raise AssertionError(request.param)
+    else:
+        server: EtcdServer = request.getfixturevalue("etcd_server")
+        backend = EtcdStore(server.endpoint, prefix=unique_prefix(), member="node-1")
     async with backend:
         yield backend
 
@@ -437,7 +443,21 @@ def test_create_store(tmp_path: Path) -> None:
     made = create_store("embedded", tmp_path)
     assert isinstance(made, SqliteStore) and made.path == tmp_path / "store.db"
     assert isinstance(made, Store)
-    with pytest.raises(NotImplementedError):
-        create_store("etcd://127.0.0.1:2379", tmp_path)
+    etcd = create_store("etcd://127.0.0.1:2379,10.0.0.2:2379", tmp_path, dc="dc1", node="n1")
+    assert isinstance(etcd, EtcdStore) and isinstance(etcd, Store)
+    assert (etcd.prefix, etcd.member) == ("/pysyncer/dc1/", "n1")
+    assert etcd.endpoints == "127.0.0.1:2379,10.0.0.2:2379"
+    custom = create_store("etcd://h:1?prefix=/x/{dc}/&open_timeout=2&max_queue=5", "", dc="d")
+    assert isinstance(custom, EtcdStore) and custom.prefix == "/x/d/"
+    fixed = create_store("etcd://h:1?prefix=/fixed/", tmp_path)
+    assert isinstance(fixed, EtcdStore) and fixed.prefix == "/fixed/"
+    for bad in (
+        "etcd://127.0.0.1:2379",
+        "etcd://h:1?colour=red",
+        "etcd://h",
+        "etcd://h:1?prefix=x",
+    ):
+        with pytest.raises(ConfigError):
+            create_store(bad, tmp_path)  # no dc / unknown option / no port / bad prefix
     with pytest.raises(ValueError):
         create_store("redis://x", tmp_path)

@@ -228,18 +228,43 @@ async def test_reconcile_slot_removes_only_absent_copies_of_that_slot(side: Side
     assert left == {("dc2", "a1"), ("dc2", "b1"), ("dc3", "c1")}
 
 
-async def test_renew_all_reregisters_a_copy_the_registry_lost(side: Side) -> None:
-    await side.importer.apply("dc2", [remote_record("dc2", "r1", "a", 1)], 1, "e")
+async def test_a_copy_the_registry_lost_is_registered_again_from_its_origin(side: Side) -> None:
+    record = remote_record("dc2", "r1", "a", 1)
+    await side.importer.apply("dc2", [record], 1, "e")
     (copy,) = await side.copies()
     ref = (await side.adapter.list_instances()).ref(copy.instance_id)
     await side.adapter.unregister(ref)  # behind the importer's back
     assert await side.copies() == []
     assert await side.importer.renew_all() == 1
+    # Not held in memory any more, so the slot's digest differs from the origin's and a
+    # repair pulls it; the store keeps the mapping until then.
+    assert side.importer.stats.lost == 1
+    assert side.importer.needs_repair == {"dc2"}
+    assert side.importer.copies_by_origin() == {}
+    assert side.importer.digest_table("dc2")[record.slot] == 0
+    assert await side.store.count_mappings("dc2") == 1
+    # The repair: the origin's full view of that slot.
+    await side.importer.reconcile_slot("dc2", record.slot, [record], 1, "e")
     (back,) = await side.copies()
     assert back.instance_id == copy.instance_id and back.host_name == "a"
     assert side.importer.stats.reregistered == 1
+    assert side.importer.copies_by_origin() == {"dc2": 1}
     assert await side.importer.renew_all() == 1
-    assert side.importer.stats.reregistered == 1
+    assert side.importer.stats.lost == 1 and side.importer.stats.reregistered == 1
+
+
+async def test_a_lost_copy_its_origin_deleted_meanwhile_leaves_the_store(side: Side) -> None:
+    gone, kept = remote_record("dc2", "r1", "a", 1), remote_record("dc2", "r2", "b", 2)
+    await side.importer.apply("dc2", [gone, kept], 2, "e")
+    lost = next(c for c in await side.copies() if c.properties[ORIGIN_ID_PROPERTY] == "r1")
+    await side.adapter.unregister((await side.adapter.list_instances()).ref(lost.instance_id))
+    assert await side.importer.renew_all() == 2
+    assert side.importer.copies_by_origin() == {"dc2": 1}
+    # The origin's view of the slot no longer has r1: its mapping goes, r2 stays.
+    await side.importer.reconcile_slot("dc2", gone.slot, [kept], 3, "e")
+    assert [e.origin_instance_id for e in await side.store.list_mappings("dc2")] == ["r2"]
+    assert {c.properties[ORIGIN_ID_PROPERTY] for c in await side.copies()} == {"r2"}
+    assert side.importer.stats.reregistered == 0
 
 
 async def test_renew_after_restart_marks_lost_copies_for_repair(side: Side) -> None:
@@ -289,13 +314,13 @@ async def test_peer_link_repairs_and_streams_between_two_engines(tmp_path: Path)
         new = await origin.register(sid, "h-new")
         await until(lambda: copies_are({*ids[1:], new}))
         assert local.importer.digest_table("dc2").to_bytes() == origin.exporter.digest_table()[1]
-        # A copy lost after a restart is repaired through needs_repair.
+        # A copy the registry lost is registered again from the origin.
         (lost,) = [c for c in await local.copies() if c.properties[ORIGIN_ID_PROPERTY] == new]
         await local.adapter.unregister((await local.adapter.list_instances()).ref(lost.instance_id))
-        local.importer.needs_repair.add("dc2")
-        key = ("dc2", new)
-        local.importer._forget(key)  # as renew_all does for a placeholder copy
+        await local.importer.renew_all()  # finds it lost: its slot is pulled again
+        assert local.importer.needs_repair == {"dc2"}
         await until(lambda: copies_are({*ids[1:], new}))
+        assert local.importer.stats.reregistered == 1
 
         async def streaming() -> bool:
             return link.status.state == "streaming"

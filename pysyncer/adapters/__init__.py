@@ -55,6 +55,11 @@ ENTRY_POINT_GROUP = "pysyncer.adapters"
 BUILTIN_ADAPTERS: Mapping[str, str] = {
     "servicecomb": "pysyncer.adapters.servicecomb:create",
     "embedded": "pysyncer.adapters.embedded:create",
+    "zookeeper": "pysyncer.adapters.zookeeper:create",
+    "etcd": "pysyncer.adapters.etcd:create",
+    "eureka": "pysyncer.adapters.eureka:create",
+    "nacos": "pysyncer.adapters.nacos:create",
+    "consul": "pysyncer.adapters.consul:create",
 }
 
 Factory = Callable[[Sequence[str], Mapping[str, Any]], Adapter]

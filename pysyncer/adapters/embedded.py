@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Literal
 
 from pysyncer.adapters.base import (
     AdapterError,
@@ -33,7 +34,7 @@ from pysyncer.adapters.scshape import (
 )
 from pysyncer.errors import ConfigError
 from pysyncer.model import Instance, ServiceKey
-from pysyncer.registry.core import EmbeddedRegistry
+from pysyncer.registry.core import Change, EmbeddedRegistry
 from pysyncer.registry.errors import RegistryError
 
 __all__ = ["EmbeddedAdapter", "create"]
@@ -60,6 +61,7 @@ class EmbeddedAdapter:
         self._closed = asyncio.Event()
         self._cursor: int | None = None  # revision of the last listing
         self._services_by_id: dict[str, ServiceKey] = {}
+        self._service_ids: dict[ServiceKey, str] = {}  # what register() needs, cached
 
     async def start(self) -> None:
         self._closed.clear()
@@ -77,28 +79,34 @@ class EmbeddedAdapter:
 
     async def ensure_service(self, service: ServiceKey) -> str:
         self._check_open()
-        tenant = self._tenant(service)
         try:
-            try:
-                service_id = await self.registry.exist_service(
-                    service.app, service.name, service.version, service.environment, **tenant
-                )
-            except RegistryError as exc:
-                if exc.code != int(ERR_SERVICE_NOT_EXISTS):
-                    raise
-                # create_service returns the existing id for the same key (idempotent).
-                service_id = await self.registry.create_service(service_to_sc(service), **tenant)
+            # create_service returns the existing id for the same key (idempotent), and
+            # finds it by exact key in O(1) (exist_service would match version rules).
+            service_id = await self.registry.create_service(
+                service_to_sc(service), **self._tenant(service)
+            )
         except RegistryError as exc:
             raise _typed(exc) from exc
         self._services_by_id[service_id] = service
+        self._service_ids[service] = service_id
         return service_id
 
     async def register(self, instance: Instance) -> LocalRef:
-        service_id = await self.ensure_service(instance.service)
+        self._check_open()
+        service = instance.service
+        service_id = self._service_ids.get(service) or await self.ensure_service(service)
+        body = instance_to_sc(instance)
+        tenant = self._tenant(service)
         try:
-            instance_id = await self.registry.register_instance(
-                service_id, instance_to_sc(instance), **self._tenant(instance.service)
-            )
+            try:
+                instance_id = await self.registry.register_instance(service_id, body, **tenant)
+            except RegistryError as exc:
+                if exc.code != int(ERR_SERVICE_NOT_EXISTS):
+                    raise
+                # The cached service was deleted meanwhile: create it again, once.
+                self._service_ids.pop(service, None)
+                service_id = await self.ensure_service(service)
+                instance_id = await self.registry.register_instance(service_id, body, **tenant)
         except RegistryError as exc:
             raise _typed(exc) from exc
         return LocalRef(service_id, instance_id)
@@ -164,6 +172,35 @@ class EmbeddedAdapter:
         self._cursor = revision
         return Snapshot(tuple(instances), refs, str(revision))
 
+    def _event(self, change: Change) -> ChangeEvent | None:
+        """One feed entry as an event, read in place: the registry validated its shape
+        and never mutates a stored record (an update replaces it), so no copy is made."""
+        service = change.service
+        service_id = str(service.get("serviceId", ""))
+        key = self._services_by_id.get(service_id)
+        if key is None or change.instance is None:
+            shared = {"action": change.action, "service": service, "instance": change.instance}
+            event, service_id, key = event_from_change(
+                shared, self.domain_project, self._services_by_id
+            )
+            if key is not None and service_id:
+                self._services_by_id[service_id] = key
+            return event
+        raw = change.instance
+        health = raw["healthCheck"]
+        instance = Instance(
+            service=key,
+            instance_id=raw["instanceId"],
+            host_name=raw["hostName"],
+            endpoints=tuple(raw["endpoints"]),
+            status=raw["status"],
+            properties=MappingProxyType(raw["properties"]),
+            health_interval=health["interval"],
+            health_times=health["times"],
+        )
+        kind: Literal["upsert", "delete"] = "delete" if change.action == "DELETE" else "upsert"
+        return ChangeEvent(kind, instance, LocalRef(service_id, instance.instance_id))
+
     async def changes(self) -> AsyncIterator[ChangeBatch]:
         if self._cursor is None:
             self._cursor = self.registry.revision(domain=self.domain, project=self.project)
@@ -190,15 +227,7 @@ class EmbeddedAdapter:
                 self._cursor = batch.revision
                 yield ChangeBatch([], resync=True)
                 continue
-            events: list[ChangeEvent] = []
-            for change in batch.changes:
-                event, service_id, key = event_from_change(
-                    change.to_json(), self.domain_project, self._services_by_id
-                )
-                if key is not None and service_id:
-                    self._services_by_id[service_id] = key
-                if event is not None:
-                    events.append(event)
+            events = [e for e in map(self._event, batch.changes) if e is not None]
             # A re-list during the wait may have moved the cursor forward: keep the later.
             self._cursor = max(self._cursor or 0, batch.revision)
             if events:

@@ -59,7 +59,7 @@ FIELD_MAP: Final[tuple[FieldRow, ...]] = (
         "service name",
         "service.name",
         "serviceName",
-        "app (upper-cased by the server)",
+        "app (upper-cased by the server; read lower-cased)",
         "serviceName (without GROUP@@)",
         "Service.Service",
         "interface",

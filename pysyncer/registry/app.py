@@ -303,7 +303,8 @@ def build_app(registry: EmbeddedRegistry) -> web.Application:
             raise invalid("'timeout' must be a number")
         batch = await registry.changes(since, timeout, limit=limit, **_scope(request))
         headers = {CHANGE_FEED_HEADER: "1", REVISION_HEADER: str(batch.revision)}
-        return web.json_response(batch.to_json(), headers=headers)
+        # Serialised at once and not kept: the stored records need no copy.
+        return web.json_response(batch.to_json(deep=False), headers=headers)
 
     # -------------------------------------------------------------- errors
 

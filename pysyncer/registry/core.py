@@ -87,7 +87,16 @@ class Change:
     service: Mapping[str, Any]
     instance: Mapping[str, Any] | None
 
-    def to_json(self) -> JSON:
+    def to_json(self, *, deep: bool = True) -> JSON:
+        """The JSON shape; ``deep=False`` shares the stored records (read-only use, e.g.
+        serialising at once: the feed answers thousands of changes a second)."""
+        if not deep:
+            return {
+                "revision": self.revision,
+                "action": self.action,
+                "service": self.service,
+                "instance": self.instance,
+            }
         return {
             "revision": self.revision,
             "action": self.action,
@@ -110,19 +119,32 @@ class ChangeBatch:
     reset: bool
     changes: tuple[Change, ...]
 
-    def to_json(self) -> JSON:
+    def to_json(self, *, deep: bool = True) -> JSON:
         return {
             "revision": self.revision,
             "reset": self.reset,
-            "changes": [c.to_json() for c in self.changes],
+            "changes": [c.to_json(deep=deep) for c in self.changes],
         }
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Lease:
+    """An instance's lease. It sits in the expiry heap once, keyed by ``due``.
+
+    A heartbeat only moves ``expires_at``; when the heap reaches ``due`` the lease is
+    either expired or put back at its new ``expires_at`` (lazy rescheduling), so the
+    heap holds one reference per lease however often it is renewed.
+    """
+
     instance: JSON
     ttl: float
     expires_at: float
+    due: float
+    tenant: _Tenant
+    service_id: str
+
+    def __lt__(self, other: _Lease) -> bool:
+        return self.due < other.due
 
 
 @dataclass(slots=True)
@@ -135,11 +157,33 @@ class _Tenant:
     services: dict[str, JSON] = field(default_factory=dict)
     keys: dict[tuple[str, str, str, str], str] = field(default_factory=dict)
     instances: dict[str, dict[str, _Lease]] = field(default_factory=dict)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    changed: asyncio.Event | None = None  # created by the first waiter after a change
+
+
+_clock_text: list[tuple[int, str]] = [(0, "0")]
 
 
 def _now_text() -> str:
-    return str(int(time.time()))
+    """The wall-clock second as text; one string per second, shared by every record."""
+    now = int(time.time())
+    if _clock_text[0][0] != now:
+        _clock_text[0] = (now, str(now))
+    return _clock_text[0][1]
+
+
+# Identical healthCheck objects are shared between records (a stored record is never
+# mutated in place, and callers get deep copies): most instances use the same few.
+_health_checks: dict[tuple[Any, ...], JSON] = {}
+
+
+def _shared_health(health: JSON) -> JSON:
+    key = tuple(health.items())
+    shared = _health_checks.get(key)
+    if shared is None:
+        if len(_health_checks) >= 1024:  # bounded: odd values are simply not shared
+            return health
+        shared = _health_checks[key] = health
+    return shared
 
 
 def _version_key(version: str) -> tuple[int, ...]:
@@ -314,7 +358,7 @@ def _validate_instance(body: Any) -> JSON:
         "endpoints": list(endpoints),
         "status": status,
         "properties": _string_map(body.get("properties"), "properties"),
-        "healthCheck": health,
+        "healthCheck": _shared_health(health),
     }
     dc = body.get("dataCenterInfo")
     if dc is not None:
@@ -360,9 +404,8 @@ class EmbeddedRegistry:
         self._log_size = change_log_size
         self._ttl_override = ttl_override
         self._tenants: dict[tuple[str, str], _Tenant] = {}
-        # (expires_at, seq, tenant key, service id, instance id); stale entries skipped.
-        self._expiry: list[tuple[float, int, tuple[str, str], str, str]] = []
-        self._seq = 0
+        # Leases by ``due`` (a heap of references: one per lease, not one per heartbeat).
+        self._expiry: list[_Lease] = []
         self._closed = False
 
     # ------------------------------------------------------------------ internals
@@ -387,8 +430,9 @@ class EmbeddedRegistry:
         if len(tenant.log) == tenant.log.maxlen:
             tenant.dropped_upto = tenant.log[0].revision
         tenant.log.append(Change(tenant.revision, action, service, instance))
-        tenant.changed.set()
-        tenant.changed = asyncio.Event()
+        if tenant.changed is not None:  # someone waits: wake them; the next waiter makes one
+            tenant.changed.set()
+            tenant.changed = None
 
     def _service(self, tenant: _Tenant, service_id: str) -> JSON:
         service = tenant.services.get(service_id)
@@ -405,12 +449,6 @@ class EmbeddedRegistry:
                 f"instance {instance_id!r} of service {service_id!r} does not exist",
             )
         return lease
-
-    def _schedule(self, tenant: _Tenant, service_id: str, lease: _Lease) -> None:
-        self._seq += 1
-        key = (tenant.domain, tenant.project)
-        entry = (lease.expires_at, self._seq, key, service_id, lease.instance["instanceId"])
-        heapq.heappush(self._expiry, entry)
 
     def _ttl(self, instance: Mapping[str, Any]) -> float:
         if self._ttl_override is not None:
@@ -431,14 +469,17 @@ class EmbeddedRegistry:
         """Remove every instance whose lease has run out; returns how many (DELETE changes)."""
         now = self._clock()
         removed = 0
-        while self._expiry and self._expiry[0][0] <= now:
-            expires_at, _, key, service_id, instance_id = heapq.heappop(self._expiry)
-            tenant = self._tenants.get(key)
-            if tenant is None:
+        heap = self._expiry
+        while heap and heap[0].due <= now:
+            lease = heapq.heappop(heap)
+            tenant, service_id = lease.tenant, lease.service_id
+            instance_id = lease.instance["instanceId"]
+            if tenant.instances.get(service_id, {}).get(instance_id) is not lease:
+                continue  # unregistered, or replaced by a registration with a shorter lease
+            if lease.expires_at > now:  # renewed since it was queued: queue it again
+                lease.due = lease.expires_at
+                heapq.heappush(heap, lease)
                 continue
-            lease = tenant.instances.get(service_id, {}).get(instance_id)
-            if lease is None or lease.expires_at != expires_at:
-                continue  # unregistered, or renewed since this entry was pushed
             self._remove_instance(tenant, service_id, instance_id)
             removed += 1
         return removed
@@ -617,9 +658,14 @@ class EmbeddedRegistry:
             record["modTimestamp"] = now
             action = "CREATE" if previous is None else "UPDATE"
         ttl = self._ttl(record)
-        lease = _Lease(record, ttl, self._clock() + ttl)
-        leases[instance_id] = lease
-        self._schedule(tenant, service_id, lease)
+        expires_at = self._clock() + ttl
+        if previous is not None and previous.due <= expires_at:
+            # Still queued no later than the new expiry: update it in place (no heap entry).
+            previous.instance, previous.ttl, previous.expires_at = record, ttl, expires_at
+        else:
+            lease = _Lease(record, ttl, expires_at, expires_at, tenant, service_id)
+            leases[instance_id] = lease
+            heapq.heappush(self._expiry, lease)
         if action is not None:
             self._record(tenant, action, service, record)
         return str(instance_id)
@@ -678,8 +724,7 @@ class EmbeddedRegistry:
         self._renew(tenant, self._lease(tenant, service_id, instance_id), service_id)
 
     def _renew(self, tenant: _Tenant, lease: _Lease, service_id: str) -> None:
-        lease.expires_at = self._clock() + lease.ttl
-        self._schedule(tenant, service_id, lease)
+        lease.expires_at = self._clock() + lease.ttl  # the heap entry catches up lazily
 
     async def heartbeat_set(
         self,
@@ -876,6 +921,8 @@ class EmbeddedRegistry:
             if remaining <= 0 or self._closed:
                 return ChangeBatch(tenant.revision, False, ())
             event = tenant.changed
+            if event is None:
+                event = tenant.changed = asyncio.Event()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(event.wait(), min(remaining, self._wake_period()))
 
@@ -883,7 +930,7 @@ class EmbeddedRegistry:
         """How long a waiter may sleep: until the next lease may expire (at most 1 s)."""
         if not self._expiry:
             return 1.0
-        return min(1.0, max(0.0, self._expiry[0][0] - self._clock()) + 0.001)
+        return min(1.0, max(0.0, self._expiry[0].due - self._clock()) + 0.001)
 
     def _collect(self, tenant: _Tenant, since: int, limit: int) -> ChangeBatch:
         # The log holds consecutive revisions ending at tenant.revision.
@@ -897,7 +944,8 @@ class EmbeddedRegistry:
         """Wake every long-poll waiter so it answers now (used at shutdown)."""
         self._closed = True
         for tenant in self._tenants.values():
-            tenant.changed.set()
+            if tenant.changed is not None:
+                tenant.changed.set()
 
     async def run_eviction(self, interval: float = 1.0) -> None:
         """Remove expired instances every ``interval`` seconds until cancelled."""

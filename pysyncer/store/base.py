@@ -28,10 +28,10 @@ arguments (a digest outside ``0..2**64-1``, a slot outside ``0..16383``) raise
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from pysyncer.errors import PysyncerError
 from pysyncer.model import Record
@@ -39,15 +39,20 @@ from pysyncer.model import Record
 __all__ = [
     "DIGEST_MAX",
     "SLOT_COUNT",
+    "Coordinator",
+    "Fence",
+    "FencedError",
     "LogInfo",
     "MappingEntry",
     "MappingKey",
     "PeerCursor",
+    "SlotTable",
     "Store",
     "StoreClosedError",
     "StoreCorruptError",
     "StoreError",
     "StoreFullError",
+    "StoreHealth",
     "StoreLockedError",
     "iter_mappings",
 ]
@@ -80,6 +85,11 @@ class StoreFullError(StoreError):
 
 class StoreClosedError(StoreError):
     """The store is not open (never opened, or already closed)."""
+
+
+class FencedError(StoreError):
+    """A fenced write was refused: the slot table's epoch moved on, or this member's
+    lease is gone. Nothing of the refused transaction was written."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +144,95 @@ class LogInfo:
     entries: int
 
 
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """Proof of slot ownership carried by a write (etcd store, several members).
+
+    ``node`` is this member's name (as given to :meth:`Coordinator.join`) and ``epoch``
+    the slot table's epoch the caller's ownership comes from. A fenced write commits
+    only if, at commit time, the slot table still has that epoch and the member's lease
+    key still exists; otherwise it raises :class:`FencedError` and writes nothing.
+    """
+
+    node: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class SlotTable:
+    """Owner of each of the 16384 slots (``""``: unassigned) at one epoch.
+
+    ``revision`` is the CAS token for :meth:`Coordinator.write_slot_table` (the etcd
+    ``mod_revision`` of the table; 0 while no table was ever written).
+    """
+
+    epoch: int
+    owners: tuple[str, ...]
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreHealth:
+    """Health of a store whose backend can be unreachable (etcd).
+
+    ``status`` is ``"ok"`` or ``"degraded"`` (writes queued in memory, or the backend
+    unreachable); ``queued`` counts queued write operations, ``dropped`` fenced writes
+    dropped after an outage, ``last_error`` the last backend failure (or None).
+    """
+
+    status: Literal["ok", "degraded"]
+    queued: int
+    dropped: int
+    last_error: str | None
+    endpoint: str
+
+
+@runtime_checkable
+class Coordinator(Protocol):
+    """Membership, slot table and leader election shared by the syncers of one data center.
+
+    Optional: only stores shared by several members implement it (the etcd store).
+    Slot ownership builds on it: members :meth:`join` with a lease, one of them (the
+    :meth:`leader`) writes the :class:`SlotTable` by compare-and-swap, and every member
+    fences its writes (:class:`Fence`) with the epoch it owns slots under.
+    """
+
+    async def join(self, node: str, info: Mapping[str, str], ttl: float) -> None:
+        """Register this member (a key bound to a lease of ``ttl`` seconds) and keep the
+        lease alive in the background until :meth:`leave` or close. Joining again
+        replaces the info. If the lease is lost (an outage longer than ``ttl``) the
+        member re-joins with a new lease once the backend answers again."""
+        ...
+
+    async def leave(self) -> None:
+        """Revoke the lease (the member key disappears at once); idempotent."""
+        ...
+
+    async def live_members(self) -> dict[str, dict[str, str]]:
+        """Every live member's info, by node name."""
+        ...
+
+    def watch(self) -> AsyncIterator[None]:
+        """Yields once at once, then whenever members or the slot table (may) have
+        changed; changes are coalesced, so read the current state after each yield."""
+        ...
+
+    async def read_slot_table(self) -> SlotTable:
+        """The current slot table (epoch 0, all unassigned, revision 0 if none yet)."""
+        ...
+
+    async def write_slot_table(
+        self, owners: Sequence[str], expected_revision: int
+    ) -> SlotTable | None:
+        """Replace the table if its revision is still ``expected_revision``; the new
+        table (epoch + 1), or None when another writer got there first."""
+        ...
+
+    async def leader(self) -> str | None:
+        """The live member with the lowest lease creation revision (None: no member)."""
+        ...
+
+
 @runtime_checkable
 class Store(Protocol):
     """Persistent state of one syncer: mapping table, peer cursors, change log."""
@@ -185,11 +284,19 @@ class Store(Protocol):
         """Number of copies per origin data center."""
         ...
 
-    async def put_mappings(self, entries: Sequence[MappingEntry]) -> None:
-        """Insert or replace entries without touching cursors (re-registration, renewals)."""
+    async def put_mappings(
+        self, entries: Sequence[MappingEntry], *, fence: Fence | None = None
+    ) -> None:
+        """Insert or replace entries without touching cursors (re-registration, renewals).
+
+        ``fence`` (here and in the other writes): see :class:`Fence`; a backend with a
+        single member (embedded) accepts and ignores it.
+        """
         ...
 
-    async def delete_mappings(self, keys: Sequence[MappingKey]) -> int:
+    async def delete_mappings(
+        self, keys: Sequence[MappingKey], *, fence: Fence | None = None
+    ) -> int:
         """Remove entries (missing ones are ignored); returns how many existed."""
         ...
 
@@ -218,6 +325,8 @@ class Store(Protocol):
         deletes: Sequence[MappingKey],
         cursor: int,
         epoch: str | None = None,
+        *,
+        fence: Fence | None = None,
     ) -> None:
         """Apply mapping changes and advance ``peer_dc``'s cursor in ONE transaction.
 
@@ -230,7 +339,9 @@ class Store(Protocol):
 
     # -- change log and exported state -------------------------------------------------
 
-    async def append_changes(self, records: Sequence[Record]) -> list[Record]:
+    async def append_changes(
+        self, records: Sequence[Record], *, fence: Fence | None = None
+    ) -> list[Record]:
         """Append records to the log and update the exported state in ONE transaction.
 
         The store assigns consecutive revisions (the records' own are ignored) and

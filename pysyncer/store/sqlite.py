@@ -21,7 +21,8 @@ that fsync. ``durable=False`` selects NORMAL for tests and throw-away stores.
 
 Exclusivity: one process per data file, enforced by an ``flock`` on ``<file>.lock``
 (released by the kernel when the process dies, so a killed daemon never leaves it
-behind); a second opener gets :class:`~pysyncer.store.base.StoreLockedError`.
+behind); a second opener gets :class:`~pysyncer.store.base.StoreLockedError`. Being
+the only member, it accepts the writes' ``fence`` keyword and ignores it.
 
 Encoding: digests (unsigned 64-bit) are stored as SQLite's signed 64-bit INTEGER
 (two's complement) and converted back; records are stored as msgpack of
@@ -51,6 +52,7 @@ from pysyncer.model import Instance, Record, ServiceKey
 from pysyncer.store.base import (
     DIGEST_MAX,
     SLOT_COUNT,
+    Fence,
     LogInfo,
     MappingEntry,
     MappingKey,
@@ -524,10 +526,14 @@ class SqliteStore:
         )
         return {str(dc): int(count) for dc, count in rows}
 
-    async def put_mappings(self, entries: Sequence[MappingEntry]) -> None:
+    async def put_mappings(
+        self, entries: Sequence[MappingEntry], *, fence: Fence | None = None
+    ) -> None:
         await self._call(self._apply, None, entries, (), 0, None)
 
-    async def delete_mappings(self, keys: Sequence[MappingKey]) -> int:
+    async def delete_mappings(
+        self, keys: Sequence[MappingKey], *, fence: Fence | None = None
+    ) -> int:
         return await self._call(self._delete_mappings, list(keys))
 
     def _delete_mappings(self, keys: list[MappingKey]) -> int:
@@ -572,6 +578,8 @@ class SqliteStore:
         deletes: Sequence[MappingKey],
         cursor: int,
         epoch: str | None = None,
+        *,
+        fence: Fence | None = None,
     ) -> None:
         await self._call(self._apply, peer_dc, upserts, deletes, cursor, epoch)
 
@@ -597,7 +605,9 @@ class SqliteStore:
 
     # -- change log and exported state -------------------------------------------------
 
-    async def append_changes(self, records: Sequence[Record]) -> list[Record]:
+    async def append_changes(
+        self, records: Sequence[Record], *, fence: Fence | None = None
+    ) -> list[Record]:
         return await self._call(self._append_changes, list(records))
 
     def _append_changes(self, records: list[Record]) -> list[Record]:

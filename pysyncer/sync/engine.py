@@ -9,6 +9,7 @@ center on 127.0.0.1:30100, followed in-process through its native change feed.
 from __future__ import annotations
 
 import contextlib
+import gc
 import ipaddress
 import logging
 import time
@@ -36,6 +37,10 @@ log = logging.getLogger(__name__)
 
 REVISION_EVENT = "pysyncer-rev"  # gossip user event: payload = the data center that moved
 ANNOUNCE_INTERVAL = 1.0  # at most one revision event per second per syncer
+# The cyclic GC's youngest-generation threshold while the engine runs. The default (700)
+# re-scans the young objects of every registry write; with 100,000 copies that was a
+# third of a full sync's CPU (measured: 5.0 s -> 3.4 s in-process). Raised, never lowered.
+GC_THRESHOLD0 = 10_000
 
 
 class SyncEngine:
@@ -69,6 +74,8 @@ class SyncEngine:
 
     async def start(self) -> None:
         config = self.config
+        threshold0, *older = gc.get_threshold()
+        gc.set_threshold(max(threshold0, GC_THRESHOLD0), *older)
         self.adapter = await self._start_adapter()
         self.store = create_store(config.store, config.data_dir)
         await self.store.open()
@@ -115,7 +122,7 @@ class SyncEngine:
             await self.registry_server.start()
             adapter: Adapter = EmbeddedAdapter(self.registry_server.registry)
         else:
-            adapter = load_adapter(config.plugin, list(config.sc_addr), {})
+            adapter = load_adapter(config.plugin, list(config.sc_addr), config.adapter_settings)
         await adapter.start()
         return adapter
 

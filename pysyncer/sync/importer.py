@@ -7,9 +7,12 @@ copy and drops the entry. Registry writes happen first, then the mapping changes
 peer's cursor in one store transaction, so a crash at any point is repaired by replaying
 the same records (at-least-once, never a duplicate copy).
 
-It also renews every copy in batches ahead of its TTL, re-registers copies the registry
-lost, and reconciles whole slots against an origin's full state: the only place a copy
-is removed for being *absent* (no delete before a full view).
+It also renews every copy in batches ahead of its TTL, has copies the registry lost
+repaired from their origin, and reconciles whole slots against an origin's full state:
+the only place a copy is removed for being *absent* (no delete before a full view).
+
+Memory: the store's mapping table is the full record of every copy; in memory the
+importer keeps one small entry per copy (see :class:`CopyIndex`), not the copy itself.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -34,6 +37,7 @@ from pysyncer.model import (
     record_key_hash,
 )
 from pysyncer.store.base import MappingEntry, MappingKey, Store, iter_mappings
+from pysyncer.sync.copyindex import CopyIndex, copy_instance_id
 
 __all__ = ["Importer", "ImporterStats", "copy_instance_id"]
 
@@ -45,28 +49,31 @@ RENEW_TICK = 1.0  # how often the renewal period is re-checked (copies with shor
 RENEW_STARTUP_DELAY = 1.0
 
 
-def copy_instance_id(origin_dc: str, origin_instance_id: str) -> str:
-    """The local id of a copy: the same for every syncer of this data center, every time."""
-    return f"px{record_key_hash(origin_dc, origin_instance_id):016x}"
-
-
 @dataclass
 class ImporterStats:
     applied: int = 0
     registered: int = 0
     unregistered: int = 0
     renewals: int = 0
-    reregistered: int = 0
+    lost: int = 0  # copies the registry no longer knew (repaired from their origin)
+    reregistered: int = 0  # lost copies registered again
     errors: dict[str, int] = field(default_factory=dict)
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
 
 
-@dataclass(slots=True)
-class _Copy:
-    entry: MappingEntry
-    instance: Instance  # the copy as registered (to re-register it when lost)
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """A copy written to the registry whose mapping is not committed yet."""
+
+    key_hash: int
+    origin_dc: str
+    service: ServiceKey
+    slot: int
+    digest: int
+    revision: int
+    ref: LocalRef
 
 
 class Importer:
@@ -77,17 +84,14 @@ class Importer:
         self.adapter = adapter
         self.store = store
         self.stats = ImporterStats()
-        self._copies: dict[MappingKey, _Copy] = {}
-        self._local_ids: set[str] = set()
+        self.index = CopyIndex()
         self._min_ttl = float("inf")
-        self._by_slot: dict[tuple[str, int], set[MappingKey]] = {}  # (origin, slot) -> copies
-        self._tables: dict[str, core_digest.SlotDigestTable] = {}
         self._service_ids: dict[ServiceKey, str] = {}
         self._lock = asyncio.Lock()
         self._renew_task: asyncio.Task[None] | None = None
         self.expired_origins: set[str] = set()  # origins gone past origin-grace: not renewed
-        self.needs_repair: set[str] = set()  # origins with lost copies we cannot rebuild alone
-        self._pending_instances: dict[MappingKey, Instance] = {}
+        self.needs_repair: set[str] = set()  # origins with lost copies to pull again
+        self._lost: set[int] = set()  # key hashes of lost copies not registered again yet
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -95,7 +99,16 @@ class Importer:
         """Load the mapping table; start renewing (every TTL/4 when not given)."""
         for origin_dc in await self.store.mapping_counts():
             async for entry in iter_mappings(self.store, origin_dc):
-                self._remember(entry, _placeholder(entry))
+                self.index.add(
+                    record_key_hash(entry.origin_dc, entry.origin_instance_id),
+                    entry.origin_dc,
+                    ServiceKey.parse(entry.service_text),
+                    entry.slot,
+                    entry.digest,
+                    LocalRef(entry.local_service_id, entry.local_instance_id),
+                )
+                # The TTL is not stored: assume the default until the copy is re-applied.
+                self._min_ttl = min(self._min_ttl, float(DEFAULT_TTL))
         self._renew_task = asyncio.get_running_loop().create_task(
             self._renew_loop(renew_interval), name="importer-renew"
         )
@@ -110,18 +123,14 @@ class Importer:
 
     def copy_ids(self) -> Collection[str]:
         """Local instance ids of every copy (the exporter skips them); a live, read-only view."""
-        return self._local_ids
+        return self.index.local_ids
 
     def copies_by_origin(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for origin_dc, _ in self._copies:
-            counts[origin_dc] = counts.get(origin_dc, 0) + 1
-        return counts
+        return self.index.counts()
 
     def digest_table(self, origin_dc: str) -> core_digest.SlotDigestTable:
         """What this data center holds of ``origin_dc``, as the origin's digest table."""
-        table = self._tables.get(origin_dc)
-        return table.copy() if table is not None else core_digest.SlotDigestTable()
+        return self.index.digest_table(origin_dc)
 
     # -- applying changes ------------------------------------------------------------
 
@@ -129,17 +138,30 @@ class Importer:
         self, origin_dc: str, records: Sequence[Record], cursor: int, epoch: str | None = None
     ) -> None:
         """Apply one batch of an origin's changes, then advance its cursor atomically."""
+        latest = self._latest(origin_dc, records)
+        async with self._lock:
+            await self._apply_locked(origin_dc, latest.values(), cursor, epoch)
+        self.stats.applied += len(latest)
+
+    def _latest(self, origin_dc: str, records: Iterable[Record]) -> dict[MappingKey, Record]:
         latest: dict[MappingKey, Record] = {}
         for record in records:
             if record.origin_dc != origin_dc or origin_dc == self.local_dc:
                 self.stats.error("foreign_record")
                 continue
             latest[(origin_dc, record.instance_id)] = record
-        async with self._lock:
-            upserts, deletes = await self._write_registry(latest.values())
-            await self.store.apply_batch(origin_dc, upserts, deletes, cursor, epoch)
-            self._commit(upserts, deletes)
-        self.stats.applied += len(latest)
+        return latest
+
+    async def _apply_locked(
+        self, origin_dc: str, records: Iterable[Record], cursor: int, epoch: str | None
+    ) -> None:
+        pending, deletes = await self._write_registry(records)
+        upserts = [self._entry(p, origin_id) for origin_id, p in pending]
+        await self.store.apply_batch(origin_dc, upserts, [k for _, k in deletes], cursor, epoch)
+        for _, p in pending:
+            self.index.add(p.key_hash, p.origin_dc, p.service, p.slot, p.digest, p.ref)
+        for key_hash, _ in deletes:
+            self.index.remove(key_hash)
 
     async def reconcile_slot(
         self, origin_dc: str, slot: int, records: Sequence[Record], cursor: int, epoch: str
@@ -155,84 +177,76 @@ class Importer:
         epoch: str,
     ) -> None:
         """:meth:`reconcile_slot` for many slots in one store transaction."""
-        batch: list[Record] = []
-        for slot, records in slots.items():
-            present = {r.instance_id for r in records if not r.deleted}
-            batch.extend(records)
-            batch.extend(
-                Record(
-                    origin_dc,
-                    ServiceKey.parse(self._copies[key].entry.service_text),
-                    key[1],
-                    0,
-                    None,
-                )
-                for key in self._by_slot.get((origin_dc, slot), ())
-                if key[1] not in present
-            )
-        await self.apply(origin_dc, batch, cursor, epoch)
+        latest = self._latest(origin_dc, (r for records in slots.values() for r in records))
+        async with self._lock:
+            # Copies of these slots that the origin no longer has, read from the store (the
+            # authority: it also holds copies forgotten in memory after the registry lost
+            # them). Slots this data center holds nothing of are not even looked up.
+            held = [s for s in slots if self.index.may_hold(origin_dc, s)]
+            if held:
+                for entry in await self.store.mappings_in_slots(held, origin_dc):
+                    key = entry.key
+                    if key not in latest:
+                        service = ServiceKey.parse(entry.service_text)
+                        latest[key] = Record(origin_dc, service, key[1], 0, None)
+                self.index.checked(origin_dc, held)
+            await self._apply_locked(origin_dc, latest.values(), cursor, epoch)
+        self.stats.applied += len(latest)
 
     async def _write_registry(
         self, records: Iterable[Record]
-    ) -> tuple[list[MappingEntry], list[MappingKey]]:
-        upserts: list[MappingEntry] = []
-        deletes: list[MappingKey] = []
-        now = time.time()
+    ) -> tuple[list[tuple[str, _Pending]], list[tuple[int, MappingKey]]]:
+        pending: list[tuple[str, _Pending]] = []
+        deletes: list[tuple[int, MappingKey]] = []
+        index = self.index
         for record in records:
-            key = (record.origin_dc, record.instance_id)
-            known = self._copies.get(key)
-            if record.instance is None:
-                if known is not None:
-                    await self._unregister(known.entry)
-                    deletes.append(key)
+            key_hash = record.key_hash
+            instance = record.instance
+            if instance is None:
+                ref = index.ref(key_hash)
+                if ref is not None:
+                    await self._unregister(ref)
+                # Deleted in the store even when not held in memory (a lost copy).
+                deletes.append((key_hash, (record.origin_dc, record.instance_id)))
                 continue
-            if known is not None and known.entry.digest == record.digest:
+            digest = record.digest
+            if index.digest(key_hash) == digest:
                 continue  # already applied (a replay)
-            copy = self._copy_of(record, record.instance)
-            ref = await self._register(copy)
-            upserts.append(
-                MappingEntry(
-                    origin_dc=record.origin_dc,
-                    origin_instance_id=record.instance_id,
-                    service_text=record.service.text(),
-                    slot=record.slot,
-                    digest=record.digest,
-                    origin_revision=record.revision,
-                    local_service_id=ref.service_id,
-                    local_instance_id=ref.instance_id,
-                    registered_at=now,
-                    renewed_at=now,
+            ref = await self._register(self._copy_of(record, instance))
+            self._min_ttl = min(self._min_ttl, float(instance.ttl))
+            if key_hash in self._lost:
+                self._lost.discard(key_hash)
+                self.stats.reregistered += 1
+            pending.append(
+                (
+                    record.instance_id,
+                    _Pending(
+                        key_hash,
+                        record.origin_dc,
+                        record.service,
+                        record.slot,
+                        digest,
+                        record.revision,
+                        ref,
+                    ),
                 )
             )
-            self._pending_instances[key] = copy
-        return upserts, deletes
+        return pending, deletes
 
-    def _commit(self, upserts: Sequence[MappingEntry], deletes: Sequence[MappingKey]) -> None:
-        for entry in upserts:
-            instance = self._pending_instances.pop(entry.key, None) or _placeholder(entry)
-            self._forget(entry.key)
-            self._remember(entry, instance)
-        for key in deletes:
-            self._forget(key)
-
-    def _remember(self, entry: MappingEntry, instance: Instance) -> None:
-        self._copies[entry.key] = _Copy(entry, instance)
-        self._min_ttl = min(self._min_ttl, float(instance.ttl))
-        self._local_ids.add(entry.local_instance_id)
-        self._by_slot.setdefault((entry.origin_dc, entry.slot), set()).add(entry.key)
-        table = self._tables.setdefault(entry.origin_dc, core_digest.SlotDigestTable())
-        table.add(entry.slot, entry.digest)
-
-    def _forget(self, key: MappingKey) -> None:
-        old = self._copies.pop(key, None)
-        if old is not None:
-            self._local_ids.discard(old.entry.local_instance_id)
-            in_slot = self._by_slot.get((key[0], old.entry.slot))
-            if in_slot is not None:
-                in_slot.discard(key)
-                if not in_slot:
-                    del self._by_slot[(key[0], old.entry.slot)]
-            self._tables[key[0]].remove(old.entry.slot, old.entry.digest)
+    def _entry(self, pending: _Pending, origin_id: str) -> MappingEntry:
+        now = time.time()
+        return MappingEntry(
+            origin_dc=pending.origin_dc,
+            origin_instance_id=origin_id,
+            service_text=pending.service.text(),
+            slot=pending.slot,
+            digest=pending.digest,
+            origin_revision=pending.revision,
+            local_service_id=pending.ref.service_id,
+            local_instance_id=pending.ref.instance_id,
+            registered_at=now,
+            renewed_at=now,
+        )
 
     def _copy_of(self, record: Record, origin: Instance) -> Instance:
         properties = dict(origin.properties)
@@ -260,8 +274,8 @@ class Importer:
         self.stats.registered += 1
         return ref
 
-    async def _unregister(self, entry: MappingEntry) -> None:
-        await self.adapter.unregister(LocalRef(entry.local_service_id, entry.local_instance_id))
+    async def _unregister(self, ref: LocalRef) -> None:
+        await self.adapter.unregister(ref)
         self.stats.unregistered += 1
 
     # -- keeping copies alive ------------------------------------------------------------
@@ -300,51 +314,57 @@ class Importer:
         return max(1.0, ttl / 4)
 
     async def renew_all(self) -> int:
-        """Heartbeat every copy (except expired origins'); re-register lost ones."""
-        copies = [c for c in self._copies.values() if c.entry.origin_dc not in self.expired_origins]
-        lost: list[_Copy] = []
-        by_ref = {LocalRef(c.entry.local_service_id, c.entry.local_instance_id): c for c in copies}
-        refs = list(by_ref)
-        for start in range(0, len(refs), RENEW_BATCH):
-            results = await self.adapter.renew(refs[start : start + RENEW_BATCH])
-            for result in results:
+        """Heartbeat every copy (except expired origins'); have lost ones repaired.
+
+        A copy the registry says it does not know is forgotten in memory (its mapping
+        stays in the store) and its origin is marked in :attr:`needs_repair`: the slot
+        digests then differ, and the next repair pulls its slot and registers it again.
+        """
+        renewed = 0
+        lost: list[tuple[int, int]] = []  # (key hash, index entry when renewed)
+        for batch in _chunks(self.index.keys(), RENEW_BATCH):
+            refs: list[LocalRef] = []
+            entries: list[tuple[int, int]] = []
+            for key_hash in batch:
+                found = self.index.renewable(key_hash, self.expired_origins)
+                if found is not None:
+                    refs.append(found[0])
+                    entries.append((key_hash, found[1]))
+            if not refs:
+                continue
+            results = await self.adapter.renew(refs)
+            for result, entry in zip(results, entries, strict=True):
                 if result.not_found:
-                    lost.append(by_ref[result.ref])
+                    lost.append(entry)
                 elif not result.ok:
                     self.stats.error("renew")
             self.stats.renewals += len(results)
-        async with self._lock:  # an apply may have removed or replaced a copy meanwhile
-            lost = [c for c in lost if self._copies.get(c.entry.key) is c]
-            await self._restore(lost)
-        return len(refs)
-
-    async def _restore(self, lost: Sequence[_Copy]) -> None:
-        for copy in lost:
-            if copy.instance.host_name == "":
-                # Known only from the store (after a restart): forget it in memory, so the
-                # slot's digest differs and the next repair pulls and re-registers it.
-                self._forget(copy.entry.key)
-                self.needs_repair.add(copy.entry.origin_dc)
-                continue
-            await self._register(copy.instance)
-            self.stats.reregistered += 1
+            renewed += len(refs)
+            await asyncio.sleep(0)  # an in-process registry never suspends: let others run
+        if lost:
+            async with self._lock:  # an apply may have removed or replaced a copy meanwhile
+                for key_hash, packed in lost:
+                    origin_dc = self.index.forget_if_same(key_hash, packed)
+                    if origin_dc is not None:
+                        self._lost.add(key_hash)
+                        self.stats.lost += 1
+                        self.needs_repair.add(origin_dc)
+        return renewed
 
     async def remove_origin(self, origin_dc: str) -> int:
         """Unregister every copy of ``origin_dc`` (origin-grace policy ``remove``)."""
-        keys = [key for key in self._copies if key[0] == origin_dc]
         async with self._lock:
-            for key in keys:
-                await self._unregister(self._copies[key].entry)
-            await self.store.delete_mappings(keys)
-            for key in keys:
-                self._forget(key)
-        return len(keys)
+            entries = [entry async for entry in iter_mappings(self.store, origin_dc)]
+            for entry in entries:
+                await self._unregister(LocalRef(entry.local_service_id, entry.local_instance_id))
+            await self.store.delete_mappings([entry.key for entry in entries])
+            for entry in entries:
+                key_hash = record_key_hash(entry.origin_dc, entry.origin_instance_id)
+                self.index.remove(key_hash)
+                self._lost.discard(key_hash)
+        return len(entries)
 
 
-def _placeholder(entry: MappingEntry) -> Instance:
-    """A copy known only from its mapping entry (after a restart, before a repair)."""
-    return Instance(
-        service=ServiceKey.parse(entry.service_text),
-        instance_id=entry.local_instance_id,
-        host_name="",
-    )
+def _chunks(values: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]

@@ -54,7 +54,9 @@ class RegistryHarness(Protocol):
     def features(self) -> frozenset[str]:
         """Optional behaviours the registry has: ``status`` (an instance status the
         application can change), ``health`` (per-instance TTL/heartbeat settings are
-        kept), ``batch_renew`` (several leases renewed in one call)."""
+        kept), ``batch_renew`` (several leases renewed in one call), ``in_process``
+        (the adapter calls the registry in process: it cannot become unreachable, so
+        the "server stopped" test is skipped)."""
         ...
 
     def addresses(self) -> list[str]:

@@ -1,0 +1,738 @@
+"""The Netflix Eureka REST adapter (stock ``/eureka/v2`` and Spring Cloud ``/eureka``).
+
+Owns HTTP to Eureka servers: one keep-alive aiohttp session, several addresses with
+failover (rotate on connection errors, timeouts and 5xx; stay on the one that
+answered), optional basic auth and TLS, JSON with ``Accept: application/json``, bounded
+response bodies, and Eureka's shapes <-> the model through :mod:`.fieldmap` (what
+Eureka has no field for travels as ``pysyncer.*`` metadata). It never sets the peer
+replication header (``x-netflix-discovery-replication``): its writes are ordinary
+client writes that the server replicates to its peers.
+
+Change detection is Eureka's own client protocol: a full ``GET /apps``, then
+``GET /apps/delta`` every ``poll-interval``; each delta is applied to the adapter's
+view and the view's status-count hashcode (``DOWN_1_UP_3_``) is compared with the
+server's ``apps__hashcode``; on a mismatch (changes older than the delta queue's 3
+minutes, a restarted server) the adapter fetches everything again and yields the diff
+with ``resync=True``. It must not touch gossip, the store or the sync engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import ssl
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Final
+from urllib.parse import quote, unquote, urlsplit
+
+import aiohttp
+
+from pysyncer.adapters.base import (
+    AdapterError,
+    BadResponseError,
+    ChangeBatch,
+    ChangeEvent,
+    ConflictError,
+    LocalRef,
+    NotFoundError,
+    RenewResult,
+    Snapshot,
+    UnavailableError,
+)
+from pysyncer.adapters.fieldmap import (
+    STATUS_FROM_KIND,
+    STATUS_TO_KIND,
+    Carried,
+    carry,
+    restore,
+    split_endpoint,
+)
+from pysyncer.errors import ConfigError
+from pysyncer.model import Instance, ServiceKey
+
+__all__ = ["EurekaAdapter", "EurekaSettings", "create", "reconcile_hashcode"]
+
+log = logging.getLogger(__name__)
+
+PATH_CANDIDATES: Final = ("/eureka", "/eureka/v2")
+DEFAULT_PROJECT: Final = ServiceKey("", "", "").project
+DATA_CENTER_CLASS: Final = "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo"
+_TO_EUREKA: Final = STATUS_TO_KIND["eureka"]
+_FROM_EUREKA: Final = STATUS_FROM_KIND["eureka"]
+# statuses that survive the Eureka round trip (the others are carried as metadata)
+_NATIVE_STATUSES: Final = frozenset(s for s, e in _TO_EUREKA.items() if _FROM_EUREKA.get(e) == s)
+
+
+@dataclass(frozen=True, slots=True)
+class EurekaSettings:
+    """Settings of the Eureka adapter (config keys: the names with ``-`` for ``_``)."""
+
+    path: str = ""  # API base path: "/eureka" or "/eureka/v2"; empty: from the address, or probed
+    poll_interval: float = 5.0  # seconds between delta fetches
+    timeout: float = 10.0  # per request, seconds
+    connect_timeout: float = 3.0
+    max_body: int = 64 * 1024 * 1024  # largest response body accepted, bytes
+    retry_max: float = 5.0  # largest backoff between change-detection retries
+    username: str = ""
+    password: str = ""
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_verify: bool = True
+    app: str = "default"  # model app (SC appId) of native Eureka applications
+    version: str = "0.0.1"  # model version of native Eureka applications
+    environment: str = ""  # model environment of native Eureka applications
+    lowercase: bool = True  # read app names lower-cased ("ORDERS" -> "orders")
+    renew_concurrency: int = 16
+    data_center: str = "MyOwn"  # dataCenterInfo.name of registered copies
+
+    @classmethod
+    def from_mapping(cls, settings: Mapping[str, Any]) -> EurekaSettings:
+        """Build from the ``[adapter]`` table; errors name ``adapter.KEY``."""
+        defaults = cls()
+        known = {f.name for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, raw in settings.items():
+            name = str(key).replace("-", "_")
+            if name not in known:
+                names = ", ".join(sorted(n.replace("_", "-") for n in known))
+                raise ConfigError(f"adapter.{key}: unknown setting of the eureka adapter ({names})")
+            default = getattr(defaults, name)
+            try:
+                if isinstance(default, bool):
+                    values[name] = _as_bool(raw)
+                elif isinstance(default, float):
+                    values[name] = float(raw)
+                elif isinstance(default, int):
+                    values[name] = int(raw)
+                else:
+                    values[name] = str(raw)
+            except (TypeError, ValueError):
+                kind = type(default).__name__
+                raise ConfigError(f"adapter.{key}: expected a {kind}, got {raw!r}") from None
+        result = cls(**values)
+        for name in ("poll_interval", "timeout", "connect_timeout", "max_body", "retry_max"):
+            if getattr(result, name) <= 0:
+                raise ConfigError(f"adapter.{name.replace('_', '-')}: must be > 0")
+        if result.renew_concurrency < 1:
+            raise ConfigError("adapter.renew-concurrency: must be >= 1")
+        if result.path and not result.path.startswith("/"):
+            raise ConfigError(f"adapter.path: must start with '/', got {result.path!r}")
+        if bool(result.tls_key) and not result.tls_cert:
+            raise ConfigError("adapter.tls-key: needs adapter.tls-cert")
+        return result
+
+
+def _as_bool(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class _Address:
+    origin: str  # scheme://host:port
+    path: str  # base path from the address ("" when none was given)
+    auth: str  # Authorization header value ("" when the address has no user)
+
+
+def _parse_address(address: str) -> _Address:
+    text = address.strip()
+    if "://" not in text:
+        text = "http://" + text
+    parts = urlsplit(text)
+    if parts.scheme not in {"http", "https"}:
+        raise ConfigError(f"eureka adapter: unsupported address scheme {address!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"eureka adapter: bad port in address {address!r}") from None
+    if not parts.hostname:
+        raise ConfigError(f"eureka adapter: address without a host: {address!r}")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    origin = f"{parts.scheme}://{host}" + (f":{port}" if port else "")
+    path = parts.path.rstrip("/")
+    if path.endswith("/apps"):
+        path = path[: -len("/apps")]
+    auth = ""
+    if parts.username is not None:
+        auth = _basic_auth(unquote(parts.username), unquote(parts.password or ""))
+    return _Address(origin, path, auth)
+
+
+def _basic_auth(username: str, password: str) -> str:
+    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
+
+
+def reconcile_hashcode(statuses: Iterable[str]) -> str:
+    """Eureka's ``apps__hashcode``: status counts sorted by status, e.g. ``DOWN_1_UP_3_``."""
+    counts: dict[str, int] = {}
+    for status in statuses:
+        counts[status] = counts.get(status, 0) + 1
+    return "".join(f"{status}_{counts[status]}_" for status in sorted(counts))
+
+
+# -- JSON shapes ---------------------------------------------------------------------------
+
+
+def _as_list(value: Any, what: str) -> list[Any]:
+    """Eureka's lists, also when rendered as one object (the single-element quirk)."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict):
+        return [value]
+    raise BadResponseError(f"{what}: expected a list or an object, got {type(value).__name__}")
+
+
+def _text(value: Any, what: str, default: str | None = None) -> str:
+    if value is None and default is not None:
+        return default
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    raise BadResponseError(f"{what}: expected a string, got {type(value).__name__}")
+
+
+def _number(value: Any, what: str, default: int) -> int:
+    if value is None or value == "":
+        return default
+    if isinstance(value, dict):  # {"$": 8080} without @enabled
+        value = value.get("$")
+    if isinstance(value, bool):
+        raise BadResponseError(f"{what}: expected an integer")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise BadResponseError(f"{what}: expected an integer, got {value!r}") from None
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() == "true"
+
+
+def _port(value: Any, what: str, *, enabled_default: bool) -> tuple[int, bool]:
+    """``{"$": 8080, "@enabled": "true"}`` (also ``"8080"``, a bare number) -> (port, on)."""
+    if value is None:
+        return 0, False
+    if isinstance(value, dict):
+        port = _number(value.get("$"), what, 0)
+        enabled = _flag(value["@enabled"]) if "@enabled" in value else enabled_default
+        return port, enabled and 0 < port < 65536
+    port = _number(value, what, 0)
+    return port, enabled_default and 0 < port < 65536
+
+
+def _host_text(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _endpoints_of(raw: Mapping[str, Any], ip: str) -> tuple[str, ...]:
+    port, port_on = _port(raw.get("port"), "instance.port", enabled_default=True)
+    sport, sport_on = _port(raw.get("securePort"), "instance.securePort", enabled_default=False)
+    endpoints: list[str] = []
+    if ip and port_on:
+        endpoints.append(f"http://{_host_text(ip)}:{port}")
+    if ip and sport_on:
+        endpoints.append(f"https://{_host_text(ip)}:{sport}")
+    return tuple(endpoints)
+
+
+def _address_of(endpoints: Sequence[str]) -> tuple[str, int, int]:
+    """(ipAddr, port, securePort) for Eureka from the first endpoint (0: disabled).
+
+    An ``https`` endpoint is the secure port; any other scheme (``http``, SC's ``rest``)
+    the plain one. A second, ``https`` endpoint on the same host fills the secure port.
+    """
+    parsed: list[tuple[str, str, int]] = []
+    for endpoint in endpoints[:2]:
+        try:
+            parsed.append(split_endpoint(endpoint))
+        except ValueError:
+            break
+    if not parsed:
+        return "", 0, 0
+    scheme, ip, number = parsed[0]
+    if scheme == "https":
+        return ip, 0, number
+    secure = 0
+    if len(parsed) == 2 and parsed[1][0] == "https" and parsed[1][1] == ip:
+        secure = parsed[1][2]
+    return ip, number, secure
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """One instance of the adapter's view: the model value, its ref and Eureka status."""
+
+    instance: Instance
+    ref: LocalRef
+    status: str  # Eureka's own status (what the hashcode counts)
+
+
+class EurekaAdapter:
+    """A Eureka REST client implementing :class:`pysyncer.adapters.base.Adapter`."""
+
+    name = "eureka"
+
+    def __init__(self, addresses: Sequence[str], settings: EurekaSettings | None = None) -> None:
+        if not addresses:
+            raise ConfigError("eureka adapter: at least one address is required")
+        self.settings = settings or EurekaSettings()
+        self._addresses = [_parse_address(a) for a in addresses]
+        self._path = self.settings.path.rstrip("/")
+        self._current = 0
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = asyncio.Event()
+        self._view: dict[str, _Entry] | None = None  # key "APP/ID"
+        self._dirty: dict[LocalRef, str] = {}  # lastDirtyTimestamp of our registrations
+        self._seq = 0
+        s = self.settings
+        self._default_auth = _basic_auth(s.username, s.password) if s.username else ""
+        self.stats = {"full_fetches": 0, "delta_fetches": 0, "hash_mismatches": 0}
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    @property
+    def addresses(self) -> list[str]:
+        return [a.origin + (a.path or self._path) for a in self._addresses]
+
+    @property
+    def current_address(self) -> str:
+        """The base URL requests go to first (the last one that answered)."""
+        return self.addresses[self._current]
+
+    @property
+    def base_path(self) -> str:
+        """The API base path in use (``/eureka`` or ``/eureka/v2``; probed at start)."""
+        return self._path
+
+    async def start(self) -> None:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(ssl=self._ssl_context(), limit=32),
+                timeout=aiohttp.ClientTimeout(total=None, connect=self.settings.connect_timeout),
+                headers={"Accept": "application/json"},
+            )
+        self._closed.clear()
+        if not self._path and any(not a.path for a in self._addresses):
+            await self._probe_path()
+        else:
+            await self._request("GET", "/apps/delta")
+
+    async def _probe_path(self) -> None:
+        """Find the API base path: ``/eureka`` (Spring Cloud) or ``/eureka/v2`` (Netflix)."""
+        answers: list[str] = []
+        for candidate in PATH_CANDIDATES:
+            self._path = candidate
+            try:
+                await self._request("GET", "/apps/delta")
+            except NotFoundError:
+                answers.append(f"{candidate}/apps: 404")
+                continue
+            except (BadResponseError, UnavailableError):
+                self._path = ""
+                raise
+            except AdapterError as exc:
+                self._path = ""
+                raise AdapterError(f"probing {candidate}/apps: {exc}", code=exc.code) from exc
+            log.info("eureka API at %s", self.current_address)
+            return
+        self._path = ""
+        raise AdapterError(
+            "no Eureka API found (set adapter.path): " + "; ".join(answers), code="404"
+        )
+
+    async def close(self) -> None:
+        self._closed.set()
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    async def __aenter__(self) -> EurekaAdapter:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _ssl_context(self) -> ssl.SSLContext | bool:
+        s = self.settings
+        if not (s.tls_ca or s.tls_cert or not s.tls_verify):
+            return True
+        try:
+            context = ssl.create_default_context(cafile=s.tls_ca or None)
+            if s.tls_cert:
+                context.load_cert_chain(s.tls_cert, s.tls_key or None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"adapter.tls-*: eureka adapter TLS files: {exc}") from None
+        if not s.tls_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
+    # -- HTTP with failover -----------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+    ) -> tuple[int, bytes]:
+        """Send to the current address, rotating on connection errors, timeouts and 5xx.
+
+        Returns (status, body) for 2xx; raises the typed error for other answers.
+        """
+        session = self._session
+        if session is None:
+            raise UnavailableError("eureka adapter is not started (or closed)")
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+        timeout = aiohttp.ClientTimeout(
+            total=self.settings.timeout, connect=self.settings.connect_timeout
+        )
+        failures: list[str] = []
+        start = self._current
+        for step in range(len(self._addresses)):
+            if session.closed:
+                raise UnavailableError("eureka adapter is closed")
+            index = (start + step) % len(self._addresses)
+            address = self._addresses[index]
+            url = address.origin + (address.path or self._path) + path
+            headers = {"Content-Type": "application/json"} if data is not None else {}
+            auth = address.auth or self._default_auth
+            if auth:
+                headers["Authorization"] = auth
+            try:
+                async with session.request(
+                    method,
+                    url,
+                    params=params,
+                    data=data,
+                    headers=headers,
+                    timeout=timeout,
+                    allow_redirects=False,
+                ) as resp:
+                    raw = await self._read_body(resp, f"{method} {path}")
+                    status = resp.status
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                failures.append(f"{address.origin}: {type(exc).__name__} {exc}".strip())
+                continue
+            if status >= 500:
+                failures.append(f"{address.origin}: HTTP {status}")
+                continue
+            self._current = index
+            if status < 300:
+                return status, raw
+            message = f"{method} {path}: HTTP {status}"
+            detail = raw[:200].decode("utf-8", "replace").strip()
+            if detail:
+                message += f": {detail}"
+            if status == 404:
+                raise NotFoundError(message, code="404")
+            if status == 409:
+                raise ConflictError(message, code="409")
+            raise AdapterError(message, code=str(status))
+        raise UnavailableError(
+            f"{method} {path}: no Eureka address answered: " + "; ".join(failures)
+        )
+
+    async def _read_body(self, resp: aiohttp.ClientResponse, what: str) -> bytes:
+        """The whole body, refusing more than ``max_body`` bytes (checked while reading)."""
+        limit = self.settings.max_body
+        too_big = BadResponseError(f"{what}: response body over {limit} bytes")
+        if resp.content_length is not None and resp.content_length > limit:
+            raise too_big
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await resp.content.read(min(65536, limit + 1 - size))
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > limit:
+                raise too_big
+            chunks.append(chunk)
+
+    async def _get_json(self, path: str) -> dict[str, Any]:
+        _, raw = await self._request("GET", path)
+        try:
+            value = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BadResponseError(f"GET {path}: response is not JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise BadResponseError(f"GET {path}: expected a JSON object")
+        return value
+
+    # -- mapping --------------------------------------------------------------------
+
+    def _read_name(self, app: str) -> str:
+        return app.lower() if self.settings.lowercase else app
+
+    def _native_service(self, name: str) -> ServiceKey:
+        s = self.settings
+        return ServiceKey(s.app, name, s.version, s.environment)
+
+    def _entry(self, raw: Any, app_hint: str = "") -> _Entry:
+        """A Eureka instance object -> view entry (model instance, ref, Eureka status)."""
+        if not isinstance(raw, dict):
+            raise BadResponseError("instance: expected an object")
+        app = _text(raw.get("app"), "instance.app", app_hint).upper()
+        host_name = _text(raw.get("hostName"), "instance.hostName", "")
+        instance_id = _text(raw.get("instanceId"), "instance.instanceId", "") or host_name
+        if not app or not instance_id:
+            raise BadResponseError("instance: no app or instanceId/hostName")
+        ip = _text(raw.get("ipAddr"), "instance.ipAddr", "")
+        status = _text(raw.get("status"), "instance.status", "UNKNOWN")
+        metadata = raw.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise BadResponseError("instance.metadata: expected an object")
+        properties = {
+            str(k): _text(v, f"instance.metadata.{k}", "")
+            for k, v in metadata.items()
+            if k != "@class"
+        }
+        lease = raw.get("leaseInfo") or {}
+        if not isinstance(lease, dict):
+            raise BadResponseError("instance.leaseInfo: expected an object")
+        interval = _number(lease.get("renewalIntervalInSecs"), "leaseInfo.renewal", 30)
+        duration = _number(lease.get("durationInSecs"), "leaseInfo.duration", 90)
+        interval = max(interval, 1)
+        times = max(0, -(-duration // interval) - 1)
+        carried = Carried(
+            service=self._native_service(self._read_name(app)),
+            instance_id=instance_id,
+            host_name=host_name,
+            endpoints=_endpoints_of(raw, ip),
+            status=_FROM_EUREKA.get(status, "DOWN"),
+            properties=properties,
+            health_interval=interval,
+            health_times=times,
+        )
+        instance = restore(carried)
+        return _Entry(instance, LocalRef(app, instance_id), status)
+
+    def _to_eureka(self, instance: Instance, dirty: str) -> tuple[str, dict[str, Any]]:
+        """The app name and the ``instance`` object registering a copy."""
+        s = self.settings
+        service = instance.service
+        app = service.name.upper()
+        native = {"instance_id"}
+        if self._read_name(app) == service.name:
+            native.add("name")
+        if service.app == s.app:
+            native.add("app")
+        if service.version == s.version:
+            native.add("version")
+        if service.environment == s.environment:
+            native.add("environment")
+        if service.project == DEFAULT_PROJECT:
+            native.add("project")
+        if instance.host_name:
+            native.add("host_name")
+        if instance.status in _NATIVE_STATUSES:
+            native.add("status")
+        if instance.health_interval >= 1 and instance.health_times >= 0:
+            native.add("health")
+        ip, port, secure = _address_of(instance.endpoints)
+        ports = {
+            "port": {"$": port, "@enabled": port > 0},
+            "securePort": {"$": secure, "@enabled": secure > 0},
+        }
+        if _endpoints_of(ports, ip) == tuple(instance.endpoints):
+            native.add("endpoints")
+        ip = ip or "0.0.0.0"
+        host_name = instance.host_name or ip
+        interval = max(1, instance.health_interval)
+        body = {
+            "instanceId": instance.instance_id,
+            "hostName": host_name,
+            "app": app,
+            "ipAddr": ip,
+            "vipAddress": service.name.lower(),
+            "secureVipAddress": service.name.lower(),
+            "status": _TO_EUREKA.get(instance.status, "UNKNOWN"),
+            "overriddenstatus": "UNKNOWN",
+            "port": {"$": port or 8080, "@enabled": "true" if port else "false"},
+            "securePort": {"$": secure or 443, "@enabled": "true" if secure else "false"},
+            "countryId": 1,
+            "dataCenterInfo": {"@class": DATA_CENTER_CLASS, "name": s.data_center},
+            "leaseInfo": {
+                "renewalIntervalInSecs": interval,
+                "durationInSecs": interval * (max(0, instance.health_times) + 1),
+            },
+            "metadata": carry(instance, frozenset(native)),
+            "lastDirtyTimestamp": dirty,
+            "isCoordinatingDiscoveryServer": "false",
+        }
+        return app, body
+
+    def _applications(self, value: Mapping[str, Any], path: str) -> tuple[list[_Entry], str]:
+        """Entries of an ``applications`` document and its ``apps__hashcode``."""
+        apps = value.get("applications", value)
+        if not isinstance(apps, dict):
+            raise BadResponseError(f"GET {path}: 'applications' is not an object")
+        entries: list[_Entry] = []
+        for app in _as_list(apps.get("application"), "applications.application"):
+            if not isinstance(app, dict):
+                raise BadResponseError("applications.application[]: expected an object")
+            name = _text(app.get("name"), "application.name", "")
+            for raw in _as_list(app.get("instance"), "application.instance"):
+                entry = self._entry(raw, name)
+                action = raw.get("actionType") if isinstance(raw, dict) else None
+                if action == "DELETED":
+                    entry = _Entry(entry.instance, entry.ref, "")
+                entries.append(entry)
+        hashcode = _text(apps.get("apps__hashcode"), "apps__hashcode", "")
+        return entries, hashcode
+
+    # -- services and copies -----------------------------------------------------------
+
+    async def ensure_service(self, service: ServiceKey) -> str:
+        """Eureka applications exist while they have instances: the id is the app name."""
+        return service.name.upper()
+
+    def _dirty_timestamp(self) -> str:
+        # strictly increasing, so a re-register always wins Eureka's dirty-timestamp check
+        self._seq = max(self._seq + 1, int(time.time() * 1000))
+        return str(self._seq)
+
+    async def register(self, instance: Instance) -> LocalRef:
+        dirty = self._dirty_timestamp()
+        app, body = self._to_eureka(instance, dirty)
+        await self._request("POST", f"/apps/{quote(app, safe='')}", body={"instance": body})
+        ref = LocalRef(app, instance.instance_id)
+        self._dirty[ref] = dirty
+        return ref
+
+    def _instance_path(self, ref: LocalRef) -> str:
+        return f"/apps/{quote(ref.service_id, safe='')}/{quote(ref.instance_id, safe='')}"
+
+    async def get_instance(self, ref: LocalRef) -> Instance:
+        value = await self._get_json(self._instance_path(ref))
+        return self._entry(value.get("instance", value), ref.service_id).instance
+
+    async def unregister(self, ref: LocalRef) -> None:
+        self._dirty.pop(ref, None)
+        with contextlib.suppress(NotFoundError):
+            await self._request("DELETE", self._instance_path(ref))
+
+    async def renew(self, refs: Sequence[LocalRef]) -> list[RenewResult]:
+        semaphore = asyncio.Semaphore(self.settings.renew_concurrency)
+
+        async def one(ref: LocalRef) -> RenewResult:
+            params = {"status": "UP"}
+            dirty = self._dirty.get(ref)
+            if dirty is not None:
+                params["lastDirtyTimestamp"] = dirty
+            async with semaphore:
+                try:
+                    await self._request("PUT", self._instance_path(ref), params=params)
+                except NotFoundError as exc:
+                    return RenewResult(ref, "not_found", str(exc))
+                except AdapterError as exc:
+                    return RenewResult(ref, "error", str(exc))
+            return RenewResult(ref, "ok")
+
+        return list(await asyncio.gather(*(one(r) for r in refs)))
+
+    # -- listing and change detection ----------------------------------------------------
+
+    async def _full_fetch(self) -> dict[str, _Entry]:
+        self.stats["full_fetches"] += 1
+        value = await self._get_json("/apps")
+        entries, _ = self._applications(value, "/apps")
+        return {f"{e.ref.service_id}/{e.ref.instance_id}": e for e in entries}
+
+    async def list_instances(self) -> Snapshot:
+        view = await self._full_fetch()
+        self._view = view
+        instances = tuple(e.instance for e in view.values())
+        refs = {e.instance.instance_id: e.ref for e in view.values()}
+        return Snapshot(instances, refs, reconcile_hashcode(e.status for e in view.values()))
+
+    async def changes(self) -> AsyncIterator[ChangeBatch]:
+        backoff = 0.2
+        while not self._closed.is_set():
+            try:
+                if self._view is None:
+                    self._view = await self._full_fetch()
+                    yield ChangeBatch([], resync=True)  # no listing covers the start point
+                while not self._closed.is_set():
+                    await self._sleep(self.settings.poll_interval)
+                    if self._closed.is_set():
+                        return
+                    batch = await self._poll_delta()
+                    backoff = 0.2
+                    if batch is not None:
+                        yield batch
+            except (AdapterError, aiohttp.ClientError) as exc:
+                if self._closed.is_set() or self._session is None:
+                    return
+                log.warning("eureka change detection: %s (retrying in %.1fs)", exc, backoff)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, self.settings.retry_max)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._closed.wait(), seconds)
+
+    async def _poll_delta(self) -> ChangeBatch | None:
+        """One delta fetch applied to the view; a full fetch when the hashcode differs."""
+        self.stats["delta_fetches"] += 1
+        value = await self._get_json("/apps/delta")
+        entries, server_hash = self._applications(value, "/apps/delta")
+        old = self._view if self._view is not None else {}
+        view = dict(old)
+        for entry in entries:
+            key = f"{entry.ref.service_id}/{entry.ref.instance_id}"
+            if entry.status:
+                view[key] = entry
+            else:
+                view.pop(key, None)
+        resync = False
+        if reconcile_hashcode(e.status for e in view.values()) != server_hash:
+            self.stats["hash_mismatches"] += 1
+            log.info("eureka delta hashcode differs from %r: fetching everything", server_hash)
+            view = await self._full_fetch()
+            resync = True
+        self._view = view
+        events = _diff(old, view)
+        if events or resync:
+            return ChangeBatch(events, resync=resync)
+        return None
+
+
+def _diff(old: Mapping[str, _Entry], new: Mapping[str, _Entry]) -> list[ChangeEvent]:
+    events: list[ChangeEvent] = []
+    for key, entry in new.items():
+        before = old.get(key)
+        if before is None or before.instance != entry.instance:
+            events.append(ChangeEvent("upsert", entry.instance, entry.ref))
+    for key, entry in old.items():
+        if key not in new:
+            events.append(ChangeEvent("delete", entry.instance, entry.ref))
+    return events
+
+
+def create(addresses: Sequence[str], settings: Mapping[str, Any]) -> EurekaAdapter:
+    """Entry-point factory (group ``pysyncer.adapters``, name ``eureka``)."""
+    return EurekaAdapter(addresses, EurekaSettings.from_mapping(settings))

@@ -1,0 +1,40 @@
+"""An asyncio ZooKeeper client written from the jute protocol (no third-party client).
+
+Owns the wire format (:mod:`.proto`), the typed errors (:mod:`.errors`) and the
+session/connection machinery (:mod:`.client`). It knows nothing of Dubbo or of the
+sync engine; :mod:`pysyncer.adapters.zookeeper` builds the adapter on it.
+"""
+
+from __future__ import annotations
+
+from pysyncer.adapters.zk.client import SessionEvent, WatchEvent, ZkClient, parse_hosts
+from pysyncer.adapters.zk.errors import (
+    BadVersionError,
+    ConnectionLossError,
+    NodeExistsError,
+    NoNodeError,
+    NotEmptyError,
+    SessionExpiredError,
+    ZkError,
+    error_for,
+)
+from pysyncer.adapters.zk.proto import EventType, MultiOp, Op, Stat
+
+__all__ = [
+    "BadVersionError",
+    "ConnectionLossError",
+    "EventType",
+    "MultiOp",
+    "NoNodeError",
+    "NodeExistsError",
+    "NotEmptyError",
+    "Op",
+    "SessionEvent",
+    "SessionExpiredError",
+    "Stat",
+    "WatchEvent",
+    "ZkClient",
+    "ZkError",
+    "error_for",
+    "parse_hosts",
+]

@@ -1,0 +1,345 @@
+"""Key layout and value codec of the etcd store backend.
+
+Owns the mapping between the store's data and etcd keys/values under one prefix (the
+table is in ``docs/store.md``): which key holds what, how names are escaped inside
+keys, and the versioned msgpack encoding of every value. Pure functions only: no I/O,
+no etcd client, no event loop.
+
+Every value is msgpack of a list whose first element is :data:`FORMAT_VERSION`; a
+reader refuses a value with a newer version (a newer pysyncer wrote it) and a later
+release migrates older ones. Names (data centers, instance ids, service texts, member
+names) are percent-escaped in keys, so ``/`` inside a name never splits a key and every
+name maps to exactly one key.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote, unquote
+
+import msgpack
+
+from pysyncer.model import Instance, Record, ServiceKey
+from pysyncer.store.base import (
+    DIGEST_MAX,
+    SLOT_COUNT,
+    MappingEntry,
+    PeerCursor,
+    StoreCorruptError,
+    StoreError,
+)
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Kind",
+    "Layout",
+    "ParsedKey",
+    "decode_counter",
+    "decode_cursor",
+    "decode_epoch",
+    "decode_exported",
+    "decode_log",
+    "decode_mapping",
+    "decode_member",
+    "decode_meta",
+    "decode_slot_table",
+    "encode_counter",
+    "encode_cursor",
+    "encode_epoch",
+    "encode_exported",
+    "encode_log",
+    "encode_mapping",
+    "encode_member",
+    "encode_meta",
+    "encode_slot_table",
+    "prefix_end",
+    "record_body",
+]
+
+FORMAT_VERSION: int = 1
+"""Version written as the first element of every value."""
+
+_REVISION_DIGITS = 20  # zero-padded revisions sort like numbers
+
+
+class Kind(enum.Enum):
+    """What a key under the prefix holds."""
+
+    META = "meta"
+    COUNTER = "counter"
+    LOG = "log"
+    EXPORTED = "exported"
+    MAPPING = "mapping"
+    CURSOR = "cursor"
+    MEMBER = "member"
+    SLOT_TABLE = "slot_table"
+    SLOT_EPOCH = "slot_epoch"
+    OTHER = "other"
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedKey:
+    """A key split into its kind and the names inside it."""
+
+    kind: Kind
+    parts: tuple[str, ...] = ()
+    revision: int = 0
+
+
+def _q(name: str) -> str:
+    return quote(name, safe="")
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The ``range_end`` that selects every key starting with ``prefix``."""
+    end = bytearray(prefix)
+    for index in reversed(range(len(end))):
+        if end[index] < 0xFF:
+            end[index] += 1
+            return bytes(end[: index + 1])
+    return b"\0"  # every key
+
+
+class Layout:
+    """The keys of one store: everything lives under ``prefix`` (e.g. ``/pysyncer/dc1/``)."""
+
+    def __init__(self, prefix: str) -> None:
+        if not prefix.startswith("/") or not prefix.endswith("/"):
+            raise ValueError(f"etcd key prefix must start and end with '/': {prefix!r}")
+        self.prefix_text = prefix
+        self.prefix = prefix.encode()
+        self.meta = self.prefix + b"meta"
+        self.counter = self.prefix + b"log/last"
+        self.log_prefix = self.prefix + b"log/r/"
+        self.exported_prefix = self.prefix + b"exp/"
+        self.mapping_prefix = self.prefix + b"map/"
+        self.cursor_prefix = self.prefix + b"cur/"
+        self.member_prefix = self.prefix + b"members/"
+        self.slot_table = self.prefix + b"slots/table"
+        self.slot_epoch = self.prefix + b"slots/epoch"
+
+    def log(self, revision: int) -> bytes:
+        return self.log_prefix + f"{revision:0{_REVISION_DIGITS}d}".encode()
+
+    def exported(self, service_text: str, instance_id: str) -> bytes:
+        return self.exported_prefix + f"{_q(service_text)}/{_q(instance_id)}".encode()
+
+    def mapping(self, origin_dc: str, origin_instance_id: str) -> bytes:
+        return self.mapping_prefix + f"{_q(origin_dc)}/{_q(origin_instance_id)}".encode()
+
+    def cursor(self, member: str, peer_dc: str) -> bytes:
+        return self.cursor_prefix + f"{_q(member)}/{_q(peer_dc)}".encode()
+
+    def member(self, node: str) -> bytes:
+        return self.member_prefix + _q(node).encode()
+
+    def parse(self, key: bytes) -> ParsedKey:
+        """Kind and names of a key under the prefix (``OTHER`` for foreign keys)."""
+        if not key.startswith(self.prefix):
+            return ParsedKey(Kind.OTHER)
+        rest = key[len(self.prefix) :].decode("utf-8", "replace")
+        if rest.startswith("log/r/"):
+            digits = rest[6:]
+            if digits.isdigit():
+                return ParsedKey(Kind.LOG, revision=int(digits))
+            return ParsedKey(Kind.OTHER)
+        for head, kind, count in (
+            ("map/", Kind.MAPPING, 2),
+            ("exp/", Kind.EXPORTED, 2),
+            ("cur/", Kind.CURSOR, 2),
+            ("members/", Kind.MEMBER, 1),
+        ):
+            if rest.startswith(head):
+                parts = rest[len(head) :].split("/")
+                if len(parts) != count:
+                    return ParsedKey(Kind.OTHER)
+                return ParsedKey(kind, tuple(unquote(part) for part in parts))
+        fixed = {
+            "meta": Kind.META,
+            "log/last": Kind.COUNTER,
+            "slots/table": Kind.SLOT_TABLE,
+            "slots/epoch": Kind.SLOT_EPOCH,
+        }
+        return ParsedKey(fixed.get(rest, Kind.OTHER))
+
+
+# -- value codec ----------------------------------------------------------------------
+
+
+def _pack(*items: Any) -> bytes:
+    data: bytes = msgpack.packb([FORMAT_VERSION, *items], use_bin_type=True)
+    return data
+
+
+def _unpack(value: bytes, what: str, size: int) -> list[Any]:
+    try:
+        items = msgpack.unpackb(value, raw=False, strict_map_key=False)
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError) as exc:
+        raise StoreCorruptError(f"etcd store: undecodable {what}: {exc}") from None
+    if not isinstance(items, list) or not items or not isinstance(items[0], int):
+        raise StoreCorruptError(f"etcd store: {what} is not a versioned value")
+    if items[0] > FORMAT_VERSION:
+        raise StoreError(
+            f"etcd store: {what} has format version {items[0]}, newer than "
+            f"{FORMAT_VERSION} known to this pysyncer: upgrade pysyncer"
+        )
+    if len(items) != size + 1:
+        raise StoreCorruptError(f"etcd store: {what} has {len(items) - 1} fields, not {size}")
+    return items[1:]
+
+
+def encode_meta(epoch: str) -> bytes:
+    return _pack(epoch)
+
+
+def decode_meta(value: bytes) -> str:
+    (epoch,) = _unpack(value, "meta", 1)
+    return str(epoch)
+
+
+def encode_counter(last: int, token: str) -> bytes:
+    return _pack(last, token)
+
+
+def decode_counter(value: bytes) -> tuple[int, str]:
+    last, token = _unpack(value, "log counter", 2)
+    return int(last), str(token)
+
+
+def record_body(record: Record) -> list[Any]:
+    """``[[app, name, version, environment, project], fields | None]``; checks the record."""
+    service = record.service
+    instance = record.instance
+    if instance is not None and (
+        instance.service != service or instance.instance_id != record.instance_id
+    ):
+        raise ValueError(
+            f"record {service.text()}/{record.instance_id} carries an instance of "
+            f"{instance.service.text()}/{instance.instance_id}"
+        )
+    key = [service.app, service.name, service.version, service.environment, service.project]
+    return [key, None if instance is None else instance.fields()]
+
+
+def _record(origin_dc: Any, instance_id: Any, revision: int, body: Any, what: str) -> Record:
+    try:
+        key, fields = body
+        service = ServiceKey(*(str(part) for part in key))
+        instance = None if fields is None else Instance.from_fields(service, fields)
+    except (ValueError, TypeError) as exc:
+        raise StoreCorruptError(f"etcd store: undecodable {what}: {exc}") from None
+    return Record(str(origin_dc), service, str(instance_id), revision, instance)
+
+
+def encode_log(record: Record, body: list[Any]) -> bytes:
+    return _pack(record.origin_dc, record.instance_id, body)
+
+
+def decode_log(revision: int, value: bytes) -> Record:
+    what = f"log record at revision {revision}"
+    origin_dc, instance_id, body = _unpack(value, what, 3)
+    return _record(origin_dc, instance_id, revision, body, what)
+
+
+def encode_exported(record: Record, body: list[Any]) -> bytes:
+    return _pack(record.revision, record.origin_dc, record.instance_id, body)
+
+
+def decode_exported(value: bytes) -> Record:
+    revision, origin_dc, instance_id, body = _unpack(value, "exported record", 4)
+    return _record(origin_dc, instance_id, int(revision), body, "exported record")
+
+
+def encode_mapping(entry: MappingEntry) -> bytes:
+    if not 0 <= entry.slot < SLOT_COUNT:
+        raise ValueError(f"slot {entry.slot} is outside 0..{SLOT_COUNT - 1}")
+    if not 0 <= entry.digest <= DIGEST_MAX:
+        raise ValueError(f"digest {entry.digest} is not an unsigned 64-bit integer")
+    return _pack(
+        entry.service_text,
+        entry.slot,
+        entry.digest,
+        entry.origin_revision,
+        entry.local_service_id,
+        entry.local_instance_id,
+        float(entry.registered_at),
+        float(entry.renewed_at),
+    )
+
+
+def decode_mapping(origin_dc: str, origin_instance_id: str, value: bytes) -> MappingEntry:
+    fields = _unpack(value, f"mapping entry {origin_dc}/{origin_instance_id}", 8)
+    service_text, slot, digest, revision, local_service, local_instance, reg, renewed = fields
+    return MappingEntry(
+        origin_dc=origin_dc,
+        origin_instance_id=origin_instance_id,
+        service_text=str(service_text),
+        slot=int(slot),
+        digest=int(digest),
+        origin_revision=int(revision),
+        local_service_id=str(local_service),
+        local_instance_id=str(local_instance),
+        registered_at=float(reg),
+        renewed_at=float(renewed),
+    )
+
+
+def encode_cursor(revision: int, epoch: str) -> bytes:
+    return _pack(revision, epoch)
+
+
+def decode_cursor(peer_dc: str, value: bytes) -> PeerCursor:
+    revision, epoch = _unpack(value, f"cursor of {peer_dc}", 2)
+    return PeerCursor(peer_dc, int(revision), str(epoch))
+
+
+def encode_member(info: dict[str, str]) -> bytes:
+    return _pack(info)
+
+
+def decode_member(value: bytes) -> dict[str, str]:
+    (info,) = _unpack(value, "member", 1)
+    if not isinstance(info, dict):
+        raise StoreCorruptError("etcd store: member info is not a map")
+    return {str(k): str(v) for k, v in info.items()}
+
+
+def encode_epoch(epoch: int) -> bytes:
+    """The slot-table epoch key's value; fenced writes compare it byte for byte."""
+    return _pack(epoch)
+
+
+def decode_epoch(value: bytes) -> int:
+    (epoch,) = _unpack(value, "slot epoch", 1)
+    return int(epoch)
+
+
+def encode_slot_table(epoch: int, owners: Sequence[str]) -> bytes:
+    """Run-length encoded: ``[epoch, [name, ...], [[name index, run length], ...]]``."""
+    if len(owners) != SLOT_COUNT:
+        raise ValueError(f"a slot table has {SLOT_COUNT} owners, not {len(owners)}")
+    names: dict[str, int] = {}
+    runs: list[list[int]] = []
+    for owner in owners:
+        index = names.setdefault(owner, len(names))
+        if runs and runs[-1][0] == index:
+            runs[-1][1] += 1
+        else:
+            runs.append([index, 1])
+    return _pack(epoch, list(names), runs)
+
+
+def decode_slot_table(value: bytes) -> tuple[int, tuple[str, ...]]:
+    epoch, names, runs = _unpack(value, "slot table", 3)
+    owners: list[str] = []
+    try:
+        for index, length in runs:
+            owners.extend([str(names[index])] * int(length))
+    except (ValueError, TypeError, IndexError) as exc:
+        raise StoreCorruptError(f"etcd store: undecodable slot table: {exc}") from None
+    if len(owners) != SLOT_COUNT:
+        raise StoreCorruptError(f"etcd store: slot table covers {len(owners)} slots")
+    return int(epoch), tuple(owners)

@@ -1,0 +1,204 @@
+"""The importer's in-memory index of copies: one small entry per copy, nothing more.
+
+Owns what the importer must answer without the store, per copy: is it held, with which
+digest (replays are skipped), where it lives in the local registry (renewals), and per
+origin data center the count, the copies per slot and the 16384-slot digest table. It
+does not touch the registry or the store; the store's mapping table stays the full
+record of every copy.
+
+Layout, measured at 100,000 copies: a dict from the copy's 64-bit key hash (the one its
+local id ``px<16 hex>`` is made of) to one int packing the origin record's digest (low
+64 bits) and a *group* number (above): a group is one (origin data center, service)
+pair with its slot and local service id, shared by every copy of that service. About
+130 bytes per copy (dict slot plus two ints) instead of an Instance and a mapping entry.
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+
+from pysyncer._core import digest as core_digest
+from pysyncer.adapters.base import LocalRef
+from pysyncer.model import ServiceKey, record_key_hash
+
+__all__ = ["CopyIndex", "copy_instance_id"]
+
+_MASK = (1 << 64) - 1
+_SLOTS = 16384
+
+
+def copy_instance_id(origin_dc: str, origin_instance_id: str) -> str:
+    """The local id of a copy: the same for every syncer of this data center, every time."""
+    return f"px{record_key_hash(origin_dc, origin_instance_id):016x}"
+
+
+@dataclass(slots=True, eq=False)
+class _Group:
+    """Copies of one service from one origin data center."""
+
+    origin: str
+    service: ServiceKey
+    slot: int
+    service_id: str  # the local registry's id of the service (the latest seen)
+
+
+@dataclass(slots=True, eq=False)
+class _Origin:
+    count: int = 0
+    per_slot: array[int] = field(default_factory=lambda: array("I", bytes(4 * _SLOTS)))
+    table: core_digest.SlotDigestTable = field(default_factory=core_digest.SlotDigestTable)
+    stale: set[int] = field(default_factory=set)  # slots with copies forgotten in memory
+
+
+class _LocalIds(Collection[str]):
+    """Every copy's local instance id, as a live read-only view (no strings stored)."""
+
+    def __init__(self, index: CopyIndex) -> None:
+        self._index = index
+
+    def __contains__(self, value: object) -> bool:
+        index = self._index
+        if not isinstance(value, str):
+            return False
+        if value in index._odd_keys:
+            return True
+        if len(value) != 18 or not value.startswith("px"):
+            return False
+        try:
+            key_hash = int(value[2:], 16)
+        except ValueError:
+            return False
+        return key_hash in index._entries and key_hash not in index._odd_ids
+
+    def __iter__(self) -> Iterator[str]:
+        odd = self._index._odd_ids
+        for key_hash in list(self._index._entries):
+            yield odd.get(key_hash) or f"px{key_hash:016x}"
+
+    def __len__(self) -> int:
+        return len(self._index._entries)
+
+
+class CopyIndex:
+    """Copies held, by key hash (:func:`pysyncer.model.record_key_hash`)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[int, int] = {}  # key hash -> digest | group << 64
+        self._groups: list[_Group] = []
+        self._group_of: dict[tuple[str, ServiceKey], int] = {}
+        self._origins: dict[str, _Origin] = {}
+        # Copies whose registry kept another id than px<key hash> (none for Service-Center).
+        self._odd_ids: dict[int, str] = {}
+        self._odd_keys: dict[str, int] = {}
+        self.local_ids: Collection[str] = _LocalIds(self)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key_hash: object) -> bool:
+        return key_hash in self._entries
+
+    def keys(self) -> list[int]:
+        """A snapshot of every key hash held."""
+        return list(self._entries)
+
+    def add(
+        self,
+        key_hash: int,
+        origin_dc: str,
+        service: ServiceKey,
+        slot: int,
+        digest: int,
+        ref: LocalRef,
+    ) -> None:
+        """Hold (or replace) one copy."""
+        self.remove(key_hash)
+        number = self._group_of.get((origin_dc, service))
+        if number is None:
+            number = len(self._groups)
+            self._groups.append(_Group(origin_dc, service, slot, ref.service_id))
+            self._group_of[(origin_dc, service)] = number
+        else:
+            self._groups[number].service_id = ref.service_id
+        self._entries[key_hash] = digest | (number << 64)
+        state = self._origins.get(origin_dc)
+        if state is None:
+            state = self._origins[origin_dc] = _Origin()
+        state.count += 1
+        state.per_slot[slot] += 1
+        state.table.add(slot, digest)
+        if ref.instance_id != f"px{key_hash:016x}":
+            self._odd_ids[key_hash] = ref.instance_id
+            self._odd_keys[ref.instance_id] = key_hash
+
+    def remove(self, key_hash: int) -> _Group | None:
+        """Drop one copy; its group, or None when it was not held."""
+        packed = self._entries.pop(key_hash, None)
+        if packed is None:
+            return None
+        group = self._groups[packed >> 64]
+        state = self._origins[group.origin]
+        state.count -= 1
+        state.per_slot[group.slot] -= 1
+        state.table.remove(group.slot, packed & _MASK)
+        odd = self._odd_ids.pop(key_hash, None)
+        if odd is not None:
+            self._odd_keys.pop(odd, None)
+        return group
+
+    def digest(self, key_hash: int) -> int | None:
+        packed = self._entries.get(key_hash)
+        return None if packed is None else packed & _MASK
+
+    def ref(self, key_hash: int) -> LocalRef | None:
+        packed = self._entries.get(key_hash)
+        return None if packed is None else self._ref(key_hash, packed)
+
+    def _ref(self, key_hash: int, packed: int) -> LocalRef:
+        group = self._groups[packed >> 64]
+        local_id = self._odd_ids.get(key_hash) or f"px{key_hash:016x}"
+        return LocalRef(group.service_id, local_id)
+
+    def renewable(
+        self, key_hash: int, expired_origins: Collection[str]
+    ) -> tuple[LocalRef, int] | None:
+        """(where the copy lives, its entry) unless gone or of an expired origin."""
+        packed = self._entries.get(key_hash)
+        if packed is None or self._groups[packed >> 64].origin in expired_origins:
+            return None
+        return self._ref(key_hash, packed), packed
+
+    def forget_if_same(self, key_hash: int, packed: int) -> str | None:
+        """Drop a copy the registry lost, unless it changed since ``packed`` was read.
+
+        Its slot is marked stale, so the next reconcile of that slot also looks in the
+        store for it. Returns its origin data center when dropped.
+        """
+        if self._entries.get(key_hash) != packed:
+            return None
+        group = self.remove(key_hash)
+        assert group is not None
+        self._origins[group.origin].stale.add(group.slot)
+        return group.origin
+
+    def may_hold(self, origin_dc: str, slot: int) -> bool:
+        """Whether the store may hold copies of ``origin_dc`` in ``slot``."""
+        state = self._origins.get(origin_dc)
+        return state is not None and (state.per_slot[slot] > 0 or slot in state.stale)
+
+    def checked(self, origin_dc: str, slots: Collection[int]) -> None:
+        """These slots were reconciled against the store: none is stale any more."""
+        state = self._origins.get(origin_dc)
+        if state is not None:
+            state.stale.difference_update(slots)
+
+    def counts(self) -> dict[str, int]:
+        """Copies held per origin data center."""
+        return {dc: state.count for dc, state in self._origins.items() if state.count}
+
+    def digest_table(self, origin_dc: str) -> core_digest.SlotDigestTable:
+        """A copy of the digest table of what is held of ``origin_dc``."""
+        state = self._origins.get(origin_dc)
+        return state.table.copy() if state is not None else core_digest.SlotDigestTable()

@@ -1,0 +1,1 @@
+"""In-process fakes of registries that cannot run here, written from their documented APIs."""

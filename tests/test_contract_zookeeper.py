@@ -1,0 +1,42 @@
+"""The shared adapter contract for the ``zookeeper`` adapter, against a real ZooKeeper.
+
+One ZooKeeper (Debian's ``zookeeper`` package, small tickTime) serves the module; each
+test gets its own Dubbo root and its own TCP proxy in front of the server
+(:class:`tests.zk_helpers.ZookeeperHarness`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from pysyncer.testing import AdapterContract, RegistryHarness
+from tests.conftest import IN_CI
+from tests.zk_helpers import ZkServer, ZookeeperHarness, zookeeper_available
+
+pytestmark = pytest.mark.needs_server("zookeeper")
+
+
+@pytest.fixture(scope="module")
+def zk_server() -> Iterator[ZkServer]:
+    reason = zookeeper_available()
+    if reason is not None:
+        if IN_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    server = ZkServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+class TestZookeeperContract(AdapterContract):
+    @pytest.fixture
+    async def harness(self, zk_server: ZkServer) -> AsyncIterator[RegistryHarness]:
+        h = ZookeeperHarness(zk_server)
+        await h.start()
+        yield h
+        await h.stop()
