@@ -433,3 +433,52 @@ def test_malformed_rpc_peer_is_counted_and_survived(cluster: Cluster, tmp_path: 
         if agent is not None:
             agent.stop()
         evil.close()
+
+
+# -- 7. filters and directions ----------------------------------------------------------
+
+
+def test_filters_and_directions_end_to_end(cluster: Cluster) -> None:
+    """An export exclude rule keeps a service home (and takes back what it had sent); a
+    receive-only syncer imports but exports nothing; an import rule refuses an origin."""
+    config_a = cluster.workdir / "fa.toml"
+    config_a.write_text('[[export.exclude]]\nname = "secret*"\n')
+    config_c = cluster.workdir / "fc.toml"
+    config_c.write_text('direction = "receive"\n[[import.exclude]]\ndc = "dc-fb"\n')
+    a = cluster.daemon("fa", "127.0.0.91", "--config", str(config_a))
+    eventually(a.ready, 20, "a up", a)
+    b = cluster.daemon("fb", "127.0.0.92", "--join", a.bind)
+    c = cluster.daemon("fc", "127.0.0.93", "--join", a.bind, "--config", str(config_c))
+    eventually(lambda: b.ready() and c.ready(), 20, "b and c up", b, c)
+    public = a.client.create_service("shop", "public")
+    secret = a.client.create_service("shop", "secret-keys")
+    a.client.register(public, "pub-1", ["rest://10.6.0.1:1"])
+    a.client.register(secret, "sec-1", ["rest://10.6.0.2:1"])
+    b.client.register(b.client.create_service("shop", "from-b"), "b-1", ["rest://10.6.0.3:1"])
+    c.client.register(c.client.create_service("shop", "from-c"), "c-1", ["rest://10.6.0.4:1"])
+
+    def origins(client: RegistryClient) -> dict[str, list[str]]:
+        """origin dc -> names of the services copied from it."""
+        found: dict[str, list[str]] = {}
+        for copy in client.copies():
+            found.setdefault(copy["properties"][ORIGIN_DC], []).append(copy["_service"])
+        return found
+
+    want_b = {"dc-fa": ["shop/public/1.0.0"]}  # not the secret service, nothing from receive-only c
+    want_c = {"dc-fa": ["shop/public/1.0.0"]}  # nothing from dc-fb: its import rule refuses it
+    seen: dict[str, dict[str, list[str]]] = {}
+
+    def filtered() -> bool:
+        seen.update(b=origins(b.client), c=origins(c.client))
+        return seen["b"] == want_b and seen["c"] == want_c
+
+    try:
+        eventually(filtered, 30, "filtered convergence", a, b, c)
+    except AssertionError:
+        raise AssertionError(f"copies seen: {seen}") from None
+    assert origins(a.client) == {"dc-fb": ["shop/from-b/1.0.0"]}  # c sends nothing
+    status = c.status()
+    assert status["exported"] == 0
+    assert status["filters"]["direction"] == "receive"
+    assert a.status()["exporter"]["filtered"] >= 1
+    assert c.status()["importer"]["filtered"] >= 1

@@ -20,8 +20,10 @@ from pysyncer.adapters import load_adapter
 from pysyncer.adapters.base import Adapter
 from pysyncer.adapters.embedded import EmbeddedAdapter
 from pysyncer.config import DaemonConfig, parse_host_port
+from pysyncer.errors import PysyncerError
 from pysyncer.gossip.lamport import UserEvent
 from pysyncer.gossip.serf import MemberStatus, Serf, SerfEvent
+from pysyncer.model import is_copy
 from pysyncer.registry.app import RegistryServer
 from pysyncer.rpc.client import SyncClient
 from pysyncer.rpc.server import SyncServer
@@ -69,6 +71,7 @@ class SyncEngine:
         self.peers: Peers | None = None
         self._last_announce = 0.0
         self._unsubscribe: Callable[[], None] | None = None
+        self.unused_rules: list[str] = []
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -77,9 +80,15 @@ class SyncEngine:
         threshold0, *older = gc.get_threshold()
         gc.set_threshold(max(threshold0, GC_THRESHOLD0), *older)
         self.adapter = await self._start_adapter()
-        self.store = create_store(config.store, config.data_dir)
+        self.store = create_store(config.store, config.data_dir, dc=config.dc, node=config.node)
         await self.store.open()
-        self.importer = Importer(config.dc, self.adapter, self.store)
+        filters = config.filters
+        self.importer = Importer(
+            config.dc,
+            self.adapter,
+            self.store,
+            imports=filters.imports if filters.has_rules or not filters.receives else None,
+        )
         await self.importer.start()
         self.exporter = Exporter(
             config.dc,
@@ -89,6 +98,7 @@ class SyncEngine:
             copy_ids=self.importer.copy_ids,
             on_revision=self._announce,
             change_log_size=config.change_log_size,
+            exports=filters.exports if filters.has_rules or not filters.sends else None,
         )
         await self.exporter.start()
         self.rpc = SyncServer(self.exporter, config.rpc_addr.host, config.rpc_addr.port)
@@ -104,6 +114,7 @@ class SyncEngine:
             origin_policy=self._origin_policy,
         )
         self.peers.start()
+        await self._report_unused_rules()
         self._unsubscribe = self.serf.subscribe(self._on_serf_event)
         log.info(
             "sync engine up: dc %s, registry %s (%s), store %s, RPC on %s",
@@ -125,6 +136,20 @@ class SyncEngine:
             adapter = load_adapter(config.plugin, list(config.sc_addr), config.adapter_settings)
         await adapter.start()
         return adapter
+
+    async def _report_unused_rules(self) -> None:
+        """Warn once at start about filter rules that match none of the local instances."""
+        filters = self.config.filters
+        if not filters.has_rules or self.adapter is None:
+            return
+        try:
+            listing = await self.adapter.list_instances()
+        except PysyncerError as exc:
+            log.warning("filters: cannot list the registry to check the rules: %s", exc)
+            return
+        self.unused_rules = filters.unused_rules([i for i in listing if not is_copy(i)])
+        for line in self.unused_rules:
+            log.warning("filters: %s", line)
 
     def _registry_url(self) -> str:
         return self.registry_server.url if self.registry_server is not None else ""
@@ -225,4 +250,8 @@ class SyncEngine:
             "remote": remote,
             "exporter": vars(exporter.stats) if exporter else {},
             "importer": vars(importer.stats) if importer else {},
+            "filters": {
+                **self.config.filters.to_dict(),
+                "unused_rules": list(self.unused_rules),
+            },
         }

@@ -44,6 +44,7 @@ class ExporterStats:
     changes_exported: int = 0
     resyncs: int = 0
     copies_skipped: int = 0
+    filtered: int = 0
     deletes_deferred: int = 0
     log_entries_trimmed: int = 0
     errors: dict[str, int] = field(default_factory=dict)
@@ -66,6 +67,7 @@ class Exporter:
         on_revision: Callable[[int], None] | None = None,
         startup_grace: float | None = None,
         change_log_size: int = DEFAULT_CHANGE_LOG_SIZE,
+        exports: Callable[[Instance], bool] | None = None,
     ) -> None:
         self.dc = dc
         self.node = node
@@ -75,6 +77,7 @@ class Exporter:
         self.stats = ExporterStats()
         self.ready = asyncio.Event()  # set after the first full listing is exported
         self._copy_ids = copy_ids
+        self._exports = exports  # export filter (None: everything); failing = absent
         self._on_revision = on_revision
         self._state: dict[StateKey, Record] = {}
         self._table = core_digest.SlotDigestTable()
@@ -181,6 +184,9 @@ class Exporter:
             if is_copy(instance) or (ref is not None and ref.instance_id in copies):
                 self.stats.copies_skipped += 1
                 continue
+            if self._exports is not None and not self._exports(instance):
+                self.stats.filtered += 1
+                continue
             yield instance
 
     async def _apply_batch(self, batch: ChangeBatch) -> None:
@@ -197,7 +203,11 @@ class Exporter:
                 continue
             key = (instance.service.text(), instance.instance_id)
             latest = seen[key] if key in seen else self._state.get(key)
-            if event.kind == "delete":
+            kind = event.kind
+            if kind == "upsert" and self._exports is not None and not self._exports(instance):
+                self.stats.filtered += 1
+                kind = "delete"  # filtered out: exported as absent
+            if kind == "delete":
                 if latest is None or latest.deleted:
                     continue
                 record = Record(self.dc, instance.service, instance.instance_id, 0, None)

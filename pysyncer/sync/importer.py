@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -57,6 +57,7 @@ class ImporterStats:
     renewals: int = 0
     lost: int = 0  # copies the registry no longer knew (repaired from their origin)
     reregistered: int = 0  # lost copies registered again
+    filtered: int = 0  # records refused by the import filter (applied as deletes)
     errors: dict[str, int] = field(default_factory=dict)
 
     def error(self, kind: str) -> None:
@@ -79,8 +80,16 @@ class _Pending:
 class Importer:
     """Copies of remote instances in the local registry, for every remote data center."""
 
-    def __init__(self, local_dc: str, adapter: Adapter, store: Store) -> None:
+    def __init__(
+        self,
+        local_dc: str,
+        adapter: Adapter,
+        store: Store,
+        *,
+        imports: Callable[[str, Instance], bool] | None = None,
+    ) -> None:
         self.local_dc = local_dc
+        self._imports = imports  # import filter (None: everything); failing = deleted
         self.adapter = adapter
         self.store = store
         self.stats = ImporterStats()
@@ -149,6 +158,11 @@ class Importer:
             if record.origin_dc != origin_dc or origin_dc == self.local_dc:
                 self.stats.error("foreign_record")
                 continue
+            instance = record.instance
+            imports = self._imports
+            if instance is not None and imports is not None and not imports(origin_dc, instance):
+                self.stats.filtered += 1
+                record = Record(origin_dc, record.service, record.instance_id, 0, None)
             latest[(origin_dc, record.instance_id)] = record
         return latest
 
