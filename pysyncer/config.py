@@ -128,10 +128,13 @@ def _store(value: Any) -> str:
     if text == "embedded":
         return text
     if text.startswith("etcd://") and len(text) > len("etcd://"):
-        for endpoint in text[len("etcd://") :].split(","):
+        endpoints = text[len("etcd://") :].partition("?")[0]  # options: the store checks them
+        for endpoint in endpoints.split(","):
             parse_host_port(endpoint, default_port=2379)
         return text
-    raise ValueError(f"{text!r} must be 'embedded' or 'etcd://HOST:PORT[,HOST:PORT]'")
+    raise ValueError(
+        f"{text!r} must be 'embedded' or 'etcd://HOST:PORT[,HOST:PORT][?prefix=/p/&...]'"
+    )
 
 
 def _optional_host_port(default_port: int) -> Callable[[Any], HostPort | None]:
@@ -273,6 +276,14 @@ SETTINGS: tuple[Setting, ...] = (
         "POLICY",
     ),
     Setting(
+        "member-ttl",
+        10.0,
+        _seconds,
+        "lease of this syncer in a shared (etcd) store: after it lapses, the other syncers "
+        "of the data center take over its slots",
+        "SECONDS",
+    ),
+    Setting(
         "anti-entropy-interval",
         60.0,
         _seconds,
@@ -318,6 +329,7 @@ class DaemonConfig:
     gossip_label: str
     origin_grace: float
     origin_policy: str
+    member_ttl: float
     anti_entropy_interval: float
     change_log_size: int
     direction: str

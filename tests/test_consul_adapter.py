@@ -4,6 +4,7 @@ TTL reaping, error shapes, failover. The fake is checked against ``py-consul``."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, cast
@@ -302,6 +303,32 @@ async def test_never_spins_on_index_zero(fake: FakeConsul) -> None:
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        await stream.aclose()
+    finally:
+        await adapter.close()
+
+
+async def test_new_service_watch_blocks_right_after_its_first_read(fake: FakeConsul) -> None:
+    # A long min-query-interval: a watcher that paced its first blocking query would
+    # miss the second instance for 2 s.
+    adapter = adapter_for(fake, **{"min-query-interval": "2"})
+    await adapter.start()
+    try:
+        await adapter.list_instances()
+        stream = cast(AsyncGenerator[ChangeBatch, None], adapter.changes())
+        fresh = dataclasses.replace(COPY_SERVICE, name="fresh")
+        await adapter.register(copy_instance("n-1", service=fresh))  # a new service
+        seen: set[str] = set()
+        while "n-1" not in seen:
+            batch = await asyncio.wait_for(stream.__anext__(), 5)
+            seen |= {e.instance.instance_id for e in batch.events}
+        await adapter.register(copy_instance("n-2", service=fresh, port=9002))
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        while "n-2" not in seen:
+            batch = await asyncio.wait_for(stream.__anext__(), 5)
+            seen |= {e.instance.instance_id for e in batch.events}
+        assert loop.time() - start < 1.0
         await stream.aclose()
     finally:
         await adapter.close()

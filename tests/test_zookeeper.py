@@ -30,6 +30,7 @@ from pysyncer.adapters.dubbourl import (
     instance_to_url,
 )
 from pysyncer.adapters.zk import (
+    ConnectionLossError,
     MultiOp,
     NodeExistsError,
     NoNodeError,
@@ -41,6 +42,7 @@ from pysyncer.adapters.zk import (
     parse_hosts,
     proto,
 )
+from pysyncer.adapters.zk.client import Watcher
 from pysyncer.adapters.zookeeper import ZookeeperAdapter
 from pysyncer.errors import ConfigError
 from pysyncer.model import ORIGIN_DC_PROPERTY, Instance, ServiceKey
@@ -414,3 +416,110 @@ async def test_no_server_is_unavailable() -> None:
     with pytest.raises(UnavailableError):
         await adapter.start()
     await adapter.close()
+
+
+class CountingReads:
+    """Counts the adapter client's reads by path; can fail one read of a path once."""
+
+    def __init__(self, client: ZkClient, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.paths: list[str] = []
+        self.fail_once: set[str] = set()
+        get_children, exists = client.get_children, client.exists
+
+        async def counted_children(path: str, watch: Watcher | None = None) -> list[str]:
+            self._count(path)
+            return await get_children(path, watch)
+
+        async def counted_exists(path: str, watch: Watcher | None = None) -> proto.Stat | None:
+            self._count(path)
+            return await exists(path, watch)
+
+        monkeypatch.setattr(client, "get_children", counted_children)
+        monkeypatch.setattr(client, "exists", counted_exists)
+
+    def _count(self, path: str) -> None:
+        self.paths.append(path)
+        if path in self.fail_once:
+            self.fail_once.discard(path)
+            raise ConnectionLossError(f"injected: {path}")
+
+    def since(self, mark: int) -> list[str]:
+        return self.paths[mark:]
+
+
+@pytestmark_server
+@pytest.mark.timeout(120)
+async def test_new_interface_among_many_empty_ones(
+    harness: ZookeeperHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interfaces without providers (consumers or configurators only) are read once.
+
+    A change of the root's children reads the new interfaces only, not every interface
+    that has no providers (which made a new service wait 2 round trips per such interface).
+    """
+    app, root = harness.app, harness.root
+
+    async def make_empty(numbers: range) -> None:
+        """Interfaces with consumers only, or with a providers node and no provider."""
+        category = ("providers", "consumers", "configurators")
+        await asyncio.gather(
+            *(
+                app.create(f"{root}/com.example.Empty{n}/{category[n % 3]}", make_parents=True)
+                for n in numbers
+            )
+        )
+
+    await make_empty(range(50))  # there at the first listing
+    adapter = load_adapter("zookeeper", harness.addresses(), harness.settings())
+    assert isinstance(adapter, ZookeeperAdapter)
+    await adapter.start()
+    await adapter.list_instances()
+    collector = EventCollector(adapter)
+    # more of them while the adapter watches, one of them left empty by its provider
+    gone = await harness.app_register(harness.service("Empty50"), "10.3.0.9", 9000)
+    await collector.wait_for(has_id(gone.instance_id), 5)
+    await harness.app_unregister(gone)
+    await collector.wait_for(lambda e: e.kind == "delete" and has_id(gone.instance_id)(e), 5)
+    await make_empty(range(51, 200))
+    interfaces = {f"{root}/com.example.Empty{n}" for n in range(200)}
+    await eventually(lambda: _true(interfaces <= set(adapter.client.watched_paths()["child"])))
+    reads = CountingReads(adapter.client, monkeypatch)
+    try:
+        for n in range(3):  # each new interface changes the root's children
+            mark, start = len(reads.paths), time.monotonic()
+            app_instance = await harness.app_register(
+                harness.service(f"Fresh{n}"), "10.3.0.1", 9000
+            )
+            await collector.wait_for(has_id(app_instance.instance_id), 5)
+            assert time.monotonic() - start < 1.0
+            # root + the new interface node + its providers node (+ a few re-reads while
+            # the app creates them one by one); never the empty interfaces
+            new_reads = reads.since(mark)
+            assert len(new_reads) <= 12, new_reads
+            assert not [p for p in new_reads if ".Empty" in p], new_reads
+
+        # A transient error while reading a new interface: the rescan is retried, and the
+        # interface's watches (read again) stay armed.
+        flaky = harness.service("Flaky")
+        reads.fail_once.add(f"{root}/{flaky.name}/providers")
+        first = await harness.app_register(flaky, "10.3.0.2", 9000)
+        await collector.wait_for(has_id(first.instance_id), 5)
+        assert not reads.fail_once  # the injected error happened
+        armed = adapter.client.watched_paths()["child"]
+        assert {root, f"{root}/{flaky.name}", f"{root}/{flaky.name}/providers"} <= set(armed)
+        second = await harness.app_register(flaky, "10.3.0.2", 9001)  # the providers watch
+        await collector.wait_for(has_id(second.instance_id), 5)
+        await harness.app_unregister(first)
+        await collector.wait_for(lambda e: e.kind == "delete" and has_id(first.instance_id)(e), 5)
+        # the same with the root's own read failing once
+        reads.fail_once.add(root)
+        late = await harness.app_register(harness.service("Late"), "10.3.0.3", 9000)
+        await collector.wait_for(has_id(late.instance_id), 5)
+        assert not reads.fail_once
+        mark = len(reads.paths)
+        again = await harness.app_register(harness.service("Late"), "10.3.0.3", 9001)
+        await collector.wait_for(has_id(again.instance_id), 5)
+        assert not [p for p in reads.since(mark) if ".Empty" in p]
+    finally:
+        await collector.stop()
+        await adapter.close()

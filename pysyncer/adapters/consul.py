@@ -19,7 +19,8 @@ ConflictError. Native services' Meta is read as is.
 Change detection: blocking queries on ``/v1/catalog/services`` and on
 ``/v1/health/service/<name>`` for each service, with ``X-Consul-Index`` rules: an index
 that goes backwards is reset to 0 (one non-blocking re-read), an index below 1 is never
-sent as 0 twice, and every watcher waits ``min_query_interval`` between its requests.
+sent as 0 twice, and every watcher waits ``min_query_interval`` between its requests
+(except right after a plain read at index 0: the first blocking query follows at once).
 """
 
 from __future__ import annotations
@@ -740,7 +741,13 @@ class _Watch:
             self.tasks[name] = asyncio.create_task(self._service(name, index))
 
     async def _paced(self, last: float) -> float:
-        """Sleep so that requests of one watcher are ``min_query_interval`` apart."""
+        """Sleep so that requests of one watcher are ``min_query_interval`` apart.
+
+        ``last`` is when the previous request was sent, or ``_UNPACED`` after a plain
+        read (index 0): the blocking query after it starts at once. That query's index is
+        at least 1 (:func:`next_index`) and it is paced in turn, so a watcher never sends
+        more than two requests per interval, even against a server stuck at index 0.
+        """
         loop = asyncio.get_running_loop()
         gap = self.adapter.settings.min_query_interval - (loop.time() - last)
         if gap > 0:
@@ -761,6 +768,8 @@ class _Watch:
                 backoff = min(backoff * 2, adapter.settings.retry_max)
                 continue
             backoff = 0.2
+            if index == 0:
+                last = _UNPACED  # a plain read: its blocking query follows at once
             index = next_index(index, new_index)
             for name in names:
                 self._watch(name, 0)
@@ -785,6 +794,8 @@ class _Watch:
                 backoff = min(backoff * 2, adapter.settings.retry_max)
                 continue
             backoff = 0.2
+            if index == 0:
+                last = _UNPACED  # a plain read: its blocking query follows at once
             index = next_index(index, new_index)
             current = {i.instance_id: (i, r) for i, r in entries}
             previous = self.state.get(name, {})
@@ -805,6 +816,9 @@ class _Watch:
                 adapter._last_listing.update(current)
             if events:
                 self.queue.put_nowait(events)
+
+
+_UNPACED: Final = float("-inf")  # `last` that makes _Watch._paced not wait
 
 
 def next_index(sent: int, answered: int) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote
@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 PROVIDERS = "providers"
 _RESCAN_ALL = "\x00all"  # a dirty-set marker: re-read the whole tree (new session)
+READ_CONCURRENCY = 64  # interfaces read at once (their requests are pipelined)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +113,10 @@ class ZookeeperAdapter:
         self._copies: dict[str, _Copy] = {}  # instance id -> what we registered, where
         # providers dir -> node name -> (instance, ref); None until the first listing
         self._known: dict[str, dict[str, tuple[Instance, LocalRef]]] | None = None
-        self._interfaces: set[str] = set()
+        self._interfaces: set[str] = set()  # the root's children at the last read
+        # Interfaces whose node and providers node were read in this session, i.e. with
+        # their watches armed: a change of the root's children reads only the others.
+        self._armed: set[str] = set()
         self._dirty: set[str] = set()
         self._wake = asyncio.Event()
         self._recreate_task: asyncio.Task[None] | None = None
@@ -316,17 +320,36 @@ class ZookeeperAdapter:
 
     async def _read_tree(self) -> dict[str, dict[str, tuple[Instance, LocalRef]]]:
         """Every providers dir under the root, all watches armed."""
-        interfaces = await self._children(self.root) or []
-        self._interfaces = set(interfaces)
-        tree: dict[str, dict[str, tuple[Instance, LocalRef]]] = {}
+        interfaces = set(await self._children(self.root) or [])
+        listings = await self._read_interfaces(interfaces)
+        self._interfaces = interfaces
+        self._armed = set(interfaces)
+        return {
+            f"{self.root}/{segment}/{PROVIDERS}": listing
+            for segment, listing in listings.items()
+            if listing
+        }
+
+    async def _read_interfaces(
+        self, segments: Collection[str]
+    ) -> dict[str, dict[str, tuple[Instance, LocalRef]]]:
+        """Read each interface node and its providers, arming both watches (pipelined)."""
+        listings: dict[str, dict[str, tuple[Instance, LocalRef]]] = {}
 
         async def one(segment: str) -> None:
-            directory = f"{self.root}/{segment}/{PROVIDERS}"
-            await self._children(f"{self.root}/{segment}")
-            tree[directory] = await self._read_providers(segment)
+            node, listing = await asyncio.gather(
+                self._children(f"{self.root}/{segment}"),
+                self._read_providers(segment),
+                return_exceptions=True,
+            )
+            for result in (node, listing):
+                if isinstance(result, BaseException):
+                    raise result
+            assert not isinstance(listing, BaseException)
+            listings[segment] = listing
 
-        await asyncio.gather(*(one(i) for i in interfaces))
-        return tree
+        await _each(segments, one)
+        return listings
 
     async def _read_providers(self, segment: str) -> dict[str, tuple[Instance, LocalRef]]:
         nodes = await self._children(f"{self.root}/{segment}/{PROVIDERS}") or []
@@ -382,37 +405,45 @@ class ZookeeperAdapter:
                 backoff = min(backoff * 2, self.settings.retry_max)
 
     async def _rescan(self, dirty: set[str]) -> list[ChangeEvent]:
+        """Re-read what the fired watches in ``dirty`` point at; the events of the diff.
+
+        All reads come first (concurrently); the adapter's state (known listings, the
+        root's children, the armed interfaces) changes only once all of them succeeded,
+        so a failed rescan read again from ``dirty`` loses neither an event nor a watch.
+        """
         known = self._known
         assert known is not None
         prefix = self.root + "/"
-        dirs: set[str] = set()
+        interfaces, armed = self._interfaces, self._armed
+        whole: set[str] = set()  # interfaces: read the node and its providers node
+        providers: set[str] = set()  # interfaces: read the providers node only
         if _RESCAN_ALL in dirty or self.root in dirty:
             interfaces = set(await self._children(self.root) or [])
-            gone = self._interfaces - interfaces
-            self._interfaces = interfaces
-            watch_all = _RESCAN_ALL in dirty
-            for segment in interfaces:
-                if watch_all or segment not in known_segments(known, prefix):
-                    await self._children(f"{self.root}/{segment}")
-                    dirs.add(f"{self.root}/{segment}/{PROVIDERS}")
-            dirs |= {f"{self.root}/{s}/{PROVIDERS}" for s in gone}
+            if _RESCAN_ALL in dirty:
+                armed = set()  # the watches died with the old session
+            whole |= interfaces - armed  # new interfaces (or never read in full)
+            providers |= self._interfaces - interfaces  # gone: their providers too
         for path in dirty:
             if not path.startswith(prefix):
                 continue
             parts = path[len(prefix) :].split("/")
             if len(parts) == 1:  # an interface node: categories came or went
-                if parts[0] in self._interfaces:
-                    await self._children(path)
-                dirs.add(f"{path}/{PROVIDERS}")
+                whole.add(parts[0])
             elif len(parts) == 2 and parts[1] == PROVIDERS:
-                dirs.add(path)
+                providers.add(parts[0])
+        gone = (whole | providers) - interfaces
+        whole &= interfaces
+        providers -= whole
+        listings = await self._read_interfaces(whole)
+
+        async def read_providers(segment: str) -> None:
+            listings[segment] = await self._read_providers(segment)
+
+        await _each(providers & interfaces, read_providers)
         events: list[ChangeEvent] = []
-        for directory in sorted(dirs):
-            segment = directory[len(prefix) :].split("/")[0]
-            if segment in self._interfaces:
-                current = await self._read_providers(segment)
-            else:
-                current = {}
+        for segment in sorted(listings.keys() | gone):
+            directory = f"{prefix}{segment}/{PROVIDERS}"
+            current = listings.get(segment, {})
             previous = known.get(directory, {})
             for node, (instance, ref) in current.items():
                 if node not in previous:
@@ -424,13 +455,36 @@ class ZookeeperAdapter:
                 known[directory] = current
             else:
                 known.pop(directory, None)
+        self._interfaces = interfaces
+        self._armed = (armed | whole) & interfaces
         return events
 
 
-def known_segments(
-    known: Mapping[str, Mapping[str, tuple[Instance, LocalRef]]], prefix: str
-) -> set[str]:
-    return {d[len(prefix) :].split("/")[0] for d in known}
+async def _each(items: Collection[str], call: Callable[[str], Awaitable[None]]) -> None:
+    """``call`` for every item, at most :data:`READ_CONCURRENCY` at once.
+
+    After an error no new call starts; the first error is raised once the calls under
+    way have ended (nothing is left running behind a failed rescan).
+    """
+    pending = iter(items)
+    failed = False
+
+    async def worker() -> None:
+        nonlocal failed
+        for item in pending:
+            if failed:
+                return
+            try:
+                await call(item)
+            except BaseException:
+                failed = True
+                raise
+
+    workers = min(READ_CONCURRENCY, len(items))
+    results = await asyncio.gather(*(worker() for _ in range(workers)), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 def create(addresses: Sequence[str], settings: Mapping[str, Any]) -> ZookeeperAdapter:

@@ -148,6 +148,18 @@ class CopyIndex:
             self._odd_keys.pop(odd, None)
         return group
 
+    def drop_slots(self, slots: Collection[int]) -> int:
+        """Forget every copy in ``slots`` (slots handed to another syncer); how many."""
+        wanted = set(slots)
+        dropped = [
+            key_hash
+            for key_hash, packed in self._entries.items()
+            if self._groups[packed >> 64].slot in wanted
+        ]
+        for key_hash in dropped:
+            self.remove(key_hash)
+        return len(dropped)
+
     def digest(self, key_hash: int) -> int | None:
         packed = self._entries.get(key_hash)
         return None if packed is None else packed & _MASK

@@ -28,9 +28,10 @@ from pysyncer.registry.app import RegistryServer
 from pysyncer.rpc.client import SyncClient
 from pysyncer.rpc.server import SyncServer
 from pysyncer.store import create_store
-from pysyncer.store.base import Store
+from pysyncer.store.base import Coordinator, Store
 from pysyncer.sync.exporter import Exporter
 from pysyncer.sync.importer import Importer
+from pysyncer.sync.ownership import SlotOwnership
 from pysyncer.sync.peers import LAG_BUCKETS, Peers, RemoteSyncer
 
 __all__ = ["REVISION_EVENT", "SyncEngine"]
@@ -69,6 +70,7 @@ class SyncEngine:
         self.importer: Importer | None = None
         self.rpc: SyncServer | None = None
         self.peers: Peers | None = None
+        self.ownership: SlotOwnership | None = None
         self._last_announce = 0.0
         self._unsubscribe: Callable[[], None] | None = None
         self.unused_rules: list[str] = []
@@ -83,24 +85,29 @@ class SyncEngine:
         self.store = create_store(config.store, config.data_dir, dc=config.dc, node=config.node)
         await self.store.open()
         filters = config.filters
+        coordinator = self.store if isinstance(self.store, Coordinator) else None
+        self.ownership = SlotOwnership(
+            config.node,
+            coordinator,
+            info={"rpc_addr": str(config.rpc_addr)},
+            member_ttl=config.member_ttl,
+            playback=self._playback,
+            release=self._release,
+            on_leader=self._on_leader,
+        )
         self.importer = Importer(
             config.dc,
             self.adapter,
             self.store,
             imports=filters.imports if filters.has_rules or not filters.receives else None,
+            ownership=self.ownership if coordinator is not None else None,
         )
         await self.importer.start()
-        self.exporter = Exporter(
-            config.dc,
-            config.node,
-            self.adapter,
-            self.store,
-            copy_ids=self.importer.copy_ids,
-            on_revision=self._announce,
-            change_log_size=config.change_log_size,
-            exports=filters.exports if filters.has_rules or not filters.sends else None,
-        )
-        await self.exporter.start()
+        self.exporter = self._new_exporter()
+        if coordinator is None:
+            await self.exporter.start()
+        else:  # only the leader exports (started when it leads); peers skip the others
+            self._advertise_exporter(False)
         self.rpc = SyncServer(self.exporter, config.rpc_addr.host, config.rpc_addr.port)
         await self.rpc.start()
         self.peers = Peers(
@@ -114,6 +121,7 @@ class SyncEngine:
             origin_policy=self._origin_policy,
         )
         self.peers.start()
+        await self.ownership.start()
         await self._report_unused_rules()
         self._unsubscribe = self.serf.subscribe(self._on_serf_event)
         log.info(
@@ -124,6 +132,62 @@ class SyncEngine:
             config.store,
             self.rpc.address,
         )
+
+    def _new_exporter(self) -> Exporter:
+        config, filters = self.config, self.config.filters
+        assert self.adapter is not None and self.store is not None and self.importer
+        return Exporter(
+            config.dc,
+            config.node,
+            self.adapter,
+            self.store,
+            copy_ids=self.importer.copy_ids,
+            on_revision=self._announce,
+            change_log_size=config.change_log_size,
+            exports=filters.exports if filters.has_rules or not filters.sends else None,
+        )
+
+    # -- slot ownership (several syncers sharing an etcd store) ---------------------------
+
+    async def _playback(self, slots: frozenset[int]) -> None:
+        """Gained slots: adopt the previous owner's copies, renew them, repair from origins."""
+        assert self.importer is not None
+        adopted = await self.importer.adopt(slots)
+        if self.peers is not None:
+            self.peers.request_full_sync()  # digest repair of every origin, owned slots only
+        log.info("playback of %d slot(s): %d copies adopted", len(slots), adopted)
+
+    async def _release(self, slots: frozenset[int]) -> None:
+        assert self.importer is not None
+        released = await self.importer.release(slots)
+        log.info("released %d slot(s) (%d copies) to other syncers", len(slots), released)
+
+    async def _on_leader(self, leading: bool) -> None:
+        """The leader exports this data center; the others serve no export."""
+        if self.ownership is None or not self.ownership.coordinated:
+            return
+        old = self.exporter
+        if old is not None:
+            await old.close()
+        exporter = self._new_exporter()
+        if leading:
+            await exporter.start()
+        self.exporter = exporter
+        if self.rpc is not None:
+            self.rpc.source = exporter
+            if not leading:  # end the streams remote peers follow here: they move on
+                config = self.config
+                await self.rpc.stop()
+                self.rpc = SyncServer(exporter, config.rpc_addr.host, config.rpc_addr.port)
+                await self.rpc.start()
+        self._advertise_exporter(leading)
+        log.info("%s exporting data center %s", "now" if leading else "no longer", self.config.dc)
+
+    def _advertise_exporter(self, exporting: bool) -> None:
+        tags = self.serf.tags
+        tags["export"] = "1" if exporting else "0"
+        with contextlib.suppress(Exception):
+            self.serf.set_tags(tags)
 
     async def _start_adapter(self) -> Adapter:
         config = self.config
@@ -159,6 +223,7 @@ class SyncEngine:
         if self._unsubscribe is not None:
             self._unsubscribe()
         for step in (
+            self.ownership.close if self.ownership else None,
             self.peers.close if self.peers else None,
             self.rpc.stop if self.rpc else None,
             self.exporter.close if self.exporter else None,
@@ -185,6 +250,8 @@ class SyncEngine:
                 continue
             dc = tags.get("dc", "")
             if not dc or dc == self.config.dc or "rpc_addr" not in tags:
+                continue
+            if tags.get("export") == "0":  # a follower of a scaled-out data center
                 continue
             try:
                 rpc = parse_host_port(tags["rpc_addr"])
@@ -250,6 +317,7 @@ class SyncEngine:
             "remote": remote,
             "exporter": vars(exporter.stats) if exporter else {},
             "importer": vars(importer.stats) if importer else {},
+            "ownership": vars(self.ownership.stats) if self.ownership else {},
             "filters": {
                 **self.config.filters.to_dict(),
                 "unused_rules": list(self.unused_rules),

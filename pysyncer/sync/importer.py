@@ -36,8 +36,16 @@ from pysyncer.model import (
     ServiceKey,
     record_key_hash,
 )
-from pysyncer.store.base import MappingEntry, MappingKey, Store, iter_mappings
+from pysyncer.store.base import (
+    Fence,
+    FencedError,
+    MappingEntry,
+    MappingKey,
+    Store,
+    iter_mappings,
+)
 from pysyncer.sync.copyindex import CopyIndex, copy_instance_id
+from pysyncer.sync.ownership import SlotOwnership
 
 __all__ = ["Importer", "ImporterStats", "copy_instance_id"]
 
@@ -58,6 +66,7 @@ class ImporterStats:
     lost: int = 0  # copies the registry no longer knew (repaired from their origin)
     reregistered: int = 0  # lost copies registered again
     filtered: int = 0  # records refused by the import filter (applied as deletes)
+    not_owned: int = 0  # records of slots another syncer of this data center owns
     errors: dict[str, int] = field(default_factory=dict)
 
     def error(self, kind: str) -> None:
@@ -87,8 +96,10 @@ class Importer:
         store: Store,
         *,
         imports: Callable[[str, Instance], bool] | None = None,
+        ownership: SlotOwnership | None = None,
     ) -> None:
         self.local_dc = local_dc
+        self._ownership = ownership  # None: this syncer owns every slot
         self._imports = imports  # import filter (None: everything); failing = deleted
         self.adapter = adapter
         self.store = store
@@ -105,22 +116,59 @@ class Importer:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self, renew_interval: float | None = None) -> None:
-        """Load the mapping table; start renewing (every TTL/4 when not given)."""
-        for origin_dc in await self.store.mapping_counts():
-            async for entry in iter_mappings(self.store, origin_dc):
-                self.index.add(
-                    record_key_hash(entry.origin_dc, entry.origin_instance_id),
-                    entry.origin_dc,
-                    ServiceKey.parse(entry.service_text),
-                    entry.slot,
-                    entry.digest,
-                    LocalRef(entry.local_service_id, entry.local_instance_id),
-                )
-                # The TTL is not stored: assume the default until the copy is re-applied.
-                self._min_ttl = min(self._min_ttl, float(DEFAULT_TTL))
+        """Load the mapping table; start renewing (every TTL/4 when not given).
+
+        With slot ownership nothing is loaded here: copies are adopted slot by slot as
+        the slots are gained (:meth:`adopt`).
+        """
+        if self._ownership is None:
+            for origin_dc in await self.store.mapping_counts():
+                async for entry in iter_mappings(self.store, origin_dc):
+                    self._hold(entry)
         self._renew_task = asyncio.get_running_loop().create_task(
             self._renew_loop(renew_interval), name="importer-renew"
         )
+
+    def _hold(self, entry: MappingEntry) -> None:
+        self.index.add(
+            record_key_hash(entry.origin_dc, entry.origin_instance_id),
+            entry.origin_dc,
+            ServiceKey.parse(entry.service_text),
+            entry.slot,
+            entry.digest,
+            LocalRef(entry.local_service_id, entry.local_instance_id),
+        )
+        # The TTL is not stored: assume the default until the copy is re-applied.
+        self._min_ttl = min(self._min_ttl, float(DEFAULT_TTL))
+
+    async def adopt(self, slots: Collection[int]) -> int:
+        """Take over the copies of gained slots from the store (the previous owner's
+        mapping), then renew everything held so none of them lapses; how many."""
+        entries = await self.store.mappings_in_slots(slots)
+        async with self._lock:
+            for entry in entries:
+                self._hold(entry)
+        await self.renew_all()
+        return len(entries)
+
+    async def release(self, slots: Collection[int]) -> int:
+        """Forget the copies of slots handed to another syncer (never unregistered: the
+        new owner adopts them); how many."""
+        async with self._lock:
+            return self.index.drop_slots(slots)
+
+    def _fence(self) -> Fence | None:
+        return None if self._ownership is None else self._ownership.fence()
+
+    def _fenced(self) -> None:
+        """A write was refused: this syncer's view of the slot table is stale."""
+        self.stats.error("fenced")
+        if self._ownership is not None:
+            self._ownership.nudge()
+
+    def wants(self, slot: int) -> bool:
+        """Whether this syncer applies records of ``slot`` (it owns it)."""
+        return self._ownership is None or self._ownership.owns(slot)
 
     async def close(self) -> None:
         if self._renew_task is not None:
@@ -158,6 +206,12 @@ class Importer:
             if record.origin_dc != origin_dc or origin_dc == self.local_dc:
                 self.stats.error("foreign_record")
                 continue
+            own = self._ownership
+            if own is not None and not own.owns(record.slot):
+                if own.pending(record.slot):  # played back soon: pull it again after
+                    self.needs_repair.add(origin_dc)
+                self.stats.not_owned += 1
+                continue
             instance = record.instance
             imports = self._imports
             if instance is not None and imports is not None and not imports(origin_dc, instance):
@@ -171,7 +225,13 @@ class Importer:
     ) -> None:
         pending, deletes = await self._write_registry(records)
         upserts = [self._entry(p, origin_id) for origin_id, p in pending]
-        await self.store.apply_batch(origin_dc, upserts, [k for _, k in deletes], cursor, epoch)
+        try:
+            await self.store.apply_batch(
+                origin_dc, upserts, [k for _, k in deletes], cursor, epoch, fence=self._fence()
+            )
+        except FencedError:
+            self._fenced()
+            raise
         for _, p in pending:
             self.index.add(p.key_hash, p.origin_dc, p.service, p.slot, p.digest, p.ref)
         for key_hash, _ in deletes:
@@ -191,12 +251,18 @@ class Importer:
         epoch: str,
     ) -> None:
         """:meth:`reconcile_slot` for many slots in one store transaction."""
-        latest = self._latest(origin_dc, (r for records in slots.values() for r in records))
+        # Only slots owned now, decided once: a slot still pending its playback must not
+        # be reconciled from records that were dropped for it (that would delete copies).
+        owned = [slot for slot in slots if self.wants(slot)]
+        own = self._ownership
+        if len(owned) < len(slots) and own is not None and any(map(own.pending, slots)):
+            self.needs_repair.add(origin_dc)
+        latest = self._latest(origin_dc, (r for slot in owned for r in slots[slot]))
         async with self._lock:
             # Copies of these slots that the origin no longer has, read from the store (the
             # authority: it also holds copies forgotten in memory after the registry lost
             # them). Slots this data center holds nothing of are not even looked up.
-            held = [s for s in slots if self.index.may_hold(origin_dc, s)]
+            held = [s for s in owned if self.index.may_hold(origin_dc, s)]
             if held:
                 for entry in await self.store.mappings_in_slots(held, origin_dc):
                     key = entry.key
@@ -371,7 +437,13 @@ class Importer:
             entries = [entry async for entry in iter_mappings(self.store, origin_dc)]
             for entry in entries:
                 await self._unregister(LocalRef(entry.local_service_id, entry.local_instance_id))
-            await self.store.delete_mappings([entry.key for entry in entries])
+            try:
+                await self.store.delete_mappings(
+                    [entry.key for entry in entries], fence=self._fence()
+                )
+            except FencedError:
+                self._fenced()
+                raise
             for entry in entries:
                 key_hash = record_key_hash(entry.origin_dc, entry.origin_instance_id)
                 self.index.remove(key_hash)
