@@ -224,6 +224,48 @@ def test_include_exclude(
         r.matches("dc-a", other) for r in exclude
     )
     assert filter_.passes("dc-a", other) is naive
+    # the service-level verdict, when there is one, is every instance's decision
+    verdict = filter_.passes_service("dc-a", service)
+    if verdict is not None:
+        assert filter_.passes("dc-a", subject) is verdict
+        assert filter_.passes("dc-a", other) is verdict
+        assert filter_.passes("dc-a", instance(service, iid="i3")) is verdict
+
+
+@pytest.mark.parametrize(
+    ("include", "exclude", "expected"),
+    [
+        ([], [], True),
+        ([Rule(app="shop")], [], True),
+        ([Rule(app="crm")], [], False),
+        ([], [Rule(name="order*")], False),
+        ([], [Rule(name="cart")], True),
+        ([Rule(metadata="expose")], [], None),  # depends on each instance's metadata
+        ([], [Rule(app="shop", metadata="internal=true")], None),
+        ([], [Rule(app="crm", metadata="internal=true")], True),  # the rule never applies
+        ([Rule(metadata="expose"), Rule(app="shop")], [], True),  # a plain include wins
+        ([Rule(metadata="expose")], [Rule(app="shop")], False),  # exclude wins
+        ([Rule(dc="dc-b")], [], False),
+        ([], [Rule(dc="dc-a")], False),
+    ],
+)
+def test_passes_service(include: list[Rule], exclude: list[Rule], expected: bool | None) -> None:
+    filter_ = Filter(include, exclude)
+    assert filter_.passes_service("dc-a", SHOP_ORDER) is expected
+    assert filter_.passes_service("dc-a", SHOP_ORDER) is expected  # from the cached plan
+
+
+def test_imports_service_follows_rules_and_direction() -> None:
+    import_ = Filter(exclude=[Rule(dc="dc-test*"), Rule(name="cart", metadata="tier=cache")])
+    filters = Filters(import_=import_, dc="dc-east")
+    assert filters.imports_service("dc-west", SHOP_ORDER) is True
+    assert filters.imports_service("dc-test-1", SHOP_ORDER) is False
+    assert filters.imports_service("dc-west", CART) is None
+    # sending only: nothing is imported, whatever the rules
+    send = Filters(import_=import_, direction="send", dc="dc-east")
+    assert send.imports_service("dc-west", SHOP_ORDER) is False
+    assert Filters(direction="send").imports_service("dc-west", CART) is False
+    assert Filters(direction="receive").imports_service("dc-west", CART) is True
 
 
 def test_plan_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -344,6 +386,21 @@ def test_exclude_all_excludes_everything(subject: Instance, dc: str, everything:
     filters = Filters(Filter(exclude=[everything]), Filter(exclude=[everything]), dc=dc)
     assert not filters.exports(subject)
     assert not filters.imports("dc-any", subject)
+
+
+@given(
+    instances,
+    text,
+    st.lists(st.sampled_from([Rule(app="a*"), Rule(name="b?"), Rule(metadata="x")]), max_size=2),
+    st.lists(st.sampled_from([Rule(dc="c*"), Rule(metadata="y=a*"), Rule()]), max_size=2),
+)
+def test_service_verdict_agrees_with_every_instance(
+    subject: Instance, dc: str, include: list[Rule], exclude: list[Rule]
+) -> None:
+    filters = Filters(import_=Filter(include, exclude))
+    verdict = filters.imports_service(dc, subject.service)
+    if verdict is not None:
+        assert filters.imports(dc, subject) is verdict
 
 
 @given(instances, st.lists(text, min_size=1, max_size=3), text)

@@ -277,6 +277,26 @@ async def test_trim_keep_last_and_through_revision(store: Store) -> None:
         await store.trim_changes(keep_last=1, through_revision=1)
 
 
+async def test_sqlite_log_floor_follows_trims_and_reopen(tmp_path: Path) -> None:
+    """``log_floor`` (read without the worker thread) is always ``first_revision``."""
+    path = tmp_path / "floor.db"
+    async with SqliteStore(path, durable=False) as db:
+        assert db.log_floor == (await db.log_info()).first_revision == 1
+        await db.append_changes([upsert(instance(i)) for i in range(20)])
+        assert db.log_floor == 1
+        await db.trim_changes(keep_last=15)
+        assert db.log_floor == (await db.log_info()).first_revision == 6
+        await db.trim_changes(through_revision=3)  # below the floor: no change
+        assert db.log_floor == 6
+        await db.trim_changes(through_revision=99)  # past the end: empty log
+        assert db.log_floor == (await db.log_info()).first_revision == 21
+        await db.append_changes([upsert(instance(1))])
+        await db.trim_changes(through_revision=10)
+        assert db.log_floor == (await db.log_info()).first_revision == 21
+    async with SqliteStore(path, durable=False) as db:
+        assert db.log_floor == (await db.log_info()).first_revision == 21
+
+
 async def test_log_epoch_is_stable(store: Store) -> None:
     epoch = (await store.log_info()).epoch
     assert epoch

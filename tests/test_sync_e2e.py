@@ -482,3 +482,50 @@ def test_filters_and_directions_end_to_end(cluster: Cluster) -> None:
     assert status["filters"]["direction"] == "receive"
     assert a.status()["exporter"]["filtered"] >= 1
     assert c.status()["importer"]["filtered"] >= 1
+
+
+def test_a_new_import_rule_removes_held_copies_after_a_restart(cluster: Cluster) -> None:
+    """Copies held before a restart that a new import rule refuses go though their origin
+    changed nothing: a service rule's at start, a metadata rule's at the first repair."""
+    reg = cluster.registry("reg-ib")
+    config_b = cluster.workdir / "ib.toml"
+    config_b.write_text('direction = "both"\n')
+    a = cluster.daemon("ia", "127.0.0.97")
+    b = cluster.daemon(
+        "ib", "127.0.0.98", "--sc-addr", reg.url, "--join", a.bind, "--config", str(config_b)
+    )
+    eventually(lambda: a.ready() and b.ready(), 20, "daemons up", a, b)
+    eventually(lambda: len(a.members()) == 2, 20, "pool", a, b)
+    keep = a.client.create_service("shop", "keep")
+    drop = a.client.create_service("shop", "drop-me")
+    mixed = a.client.create_service("shop", "mixed")
+    a.client.register(keep, "keep-1", ["rest://10.7.0.1:1"])
+    a.client.register(drop, "drop-1", ["rest://10.7.0.2:1"])
+    a.client.register(drop, "drop-2", ["rest://10.7.0.3:1"])
+    a.client.register(mixed, "cache-1", ["rest://10.7.0.4:1"], properties={"tier": "cache"})
+    a.client.register(mixed, "web-1", ["rest://10.7.0.5:1"], properties={"tier": "web"})
+
+    def copies() -> set[tuple[str, str]]:
+        return {(c["_service"], c["hostName"]) for c in b.client.copies()}
+
+    everything = {
+        ("shop/keep/1.0.0", "keep-1"),
+        ("shop/drop-me/1.0.0", "drop-1"),
+        ("shop/drop-me/1.0.0", "drop-2"),
+        ("shop/mixed/1.0.0", "cache-1"),
+        ("shop/mixed/1.0.0", "web-1"),
+    }
+    eventually(lambda: copies() == everything, 30, "all copied", a, b)
+    config_b.write_text(
+        '[[import.exclude]]\nname = "drop*"\n'
+        '[[import.exclude]]\nname = "mixed"\nmetadata = "tier=cache"\n'
+    )
+    b = cluster.restart(b)  # a changes nothing: its digests still match b's mapping
+    eventually(b.ready, 20, "b back", b)
+    want = {("shop/keep/1.0.0", "keep-1"), ("shop/mixed/1.0.0", "web-1")}
+    # The service rule at start; the metadata rule at the first repair (within a
+    # heartbeat of the link, 5 s), not at the next anti-entropy round (60 s).
+    eventually(lambda: copies() == want, 20, "refused copies removed", a, b)
+    assert "import filter: 2 held copies removed" in b.log()
+    assert b.status()["importer"]["filtered"] >= 3
+    assert copies() == want  # the kept ones stay

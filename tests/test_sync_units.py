@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,14 +12,17 @@ from typing import Any
 import pytest
 
 from pysyncer._core import digest as core_digest
-from pysyncer.adapters.base import LocalRef
+from pysyncer.adapters.base import AdapterError, LocalRef
 from pysyncer.adapters.embedded import EmbeddedAdapter
 from pysyncer.model import ORIGIN_DC_PROPERTY, ORIGIN_ID_PROPERTY, Instance, Record, ServiceKey
 from pysyncer.registry.core import EmbeddedRegistry
 from pysyncer.rpc.client import SyncClient
 from pysyncer.rpc.server import SyncServer
+from pysyncer.store.base import Fence
 from pysyncer.store.sqlite import SqliteStore
+from pysyncer.sync import exporter as exporter_module
 from pysyncer.sync.exporter import Exporter
+from pysyncer.sync.filters import Filters, filters_from_config
 from pysyncer.sync.importer import Importer, copy_instance_id
 from pysyncer.sync.peers import PeerLink, RemoteSyncer
 
@@ -281,6 +284,189 @@ async def test_renew_after_restart_marks_lost_copies_for_repair(side: Side) -> N
         await restarted.close()
 
 
+def tagged_record(origin: str, iid: str, revision: int, **properties: str) -> Record:
+    service = ServiceKey("shop", "pay", "1.0.0")
+    instance = Instance(service, iid, iid, (f"rest://{iid}:1",), properties=properties)
+    return Record(origin, service, iid, revision, instance)
+
+
+def filtered_importer(side: Side, filters: Filters, ownership: Any = None) -> Importer:
+    """A restarted importer of ``side`` with these filters (as the engine builds it)."""
+    return Importer(
+        "dc1",
+        side.adapter,
+        side.store,
+        imports=filters.imports,
+        imports_service=filters.imports_service,
+        ownership=ownership,
+    )
+
+
+async def held(side: Side) -> set[tuple[str, str]]:
+    """(origin dc, origin id) of every copy in the registry; the store must agree."""
+    copies = {
+        (c.properties[ORIGIN_DC_PROPERTY], c.properties[ORIGIN_ID_PROPERTY])
+        for c in await side.copies()
+    }
+    mapped = set()
+    for origin_dc in await side.store.mapping_counts():
+        mapped |= {e.key for e in await side.store.list_mappings(origin_dc)}
+    assert mapped == copies
+    return copies
+
+
+@pytest.mark.parametrize(
+    ("toml", "kept"),
+    [
+        ({"import_": {"exclude": [{"dc": "dc2", "name": "pay"}]}}, {("dc2", "o1"), ("dc3", "p1")}),
+        ({"direction": "send"}, set()),  # sending only: every copy goes
+        ({"import_": {"exclude": [{"dc": "dc9"}]}}, {("dc2", "o1"), ("dc2", "p1"), ("dc2", "p2"),
+                                                      ("dc3", "p1")}),
+    ],
+)  # fmt: skip
+async def test_restart_with_a_new_import_rule_removes_held_copies_at_once(
+    side: Side, toml: dict[str, Any], kept: set[tuple[str, str]]
+) -> None:
+    pays = [remote_record("dc2", "p1", "a", 1), remote_record("dc2", "p2", "b", 2)]
+    await side.importer.apply("dc2", [*pays, remote_record("dc2", "o1", "c", 3, name="o")], 3, "e")
+    await side.importer.apply("dc3", [remote_record("dc3", "p1", "d", 1)], 1, "e")
+    await side.importer.close()
+    before = await held(side)
+    restarted = filtered_importer(side, filters_from_config(dc="dc1", **toml))
+    await restarted.start(3600)
+    try:
+        # Removed during start, before any origin is asked: registry and mapping table.
+        assert await held(side) == kept
+        assert restarted.stats.filtered == len(before - kept)
+        assert restarted.stats.unregistered == len(before - kept)
+        assert sum(restarted.copies_by_origin().values()) == len(kept)
+        assert restarted.needs_repair == set()  # nothing depends on metadata
+        for origin in ("dc2", "dc3"):  # what is held is what the digests say
+            table = core_digest.SlotDigestTable()
+            for entry in await side.store.list_mappings(origin):
+                table.add(entry.slot, entry.digest)
+            assert restarted.digest_table(origin).to_bytes() == table.to_bytes()
+    finally:
+        await restarted.close()
+
+
+async def test_restart_with_a_metadata_import_rule_pulls_copies_again(side: Side) -> None:
+    cached, plain = tagged_record("dc2", "c1", 1, tier="cache"), tagged_record("dc2", "p1", 2)
+    other = remote_record("dc2", "o1", "o", 3, name="orders")
+    origin = [cached, plain, other]
+    await side.importer.apply("dc2", origin, 3, "e")
+    await side.importer.close()
+    filters = filters_from_config(
+        import_={"exclude": [{"name": "pay", "metadata": "tier=cache"}]}, dc="dc1"
+    )
+    restarted = filtered_importer(side, filters)
+    await restarted.start(3600)
+    try:
+        # The mapping table has no metadata: nothing is removed yet, but the copies of
+        # "pay" no longer match their origin's digests, so the next repair pulls them.
+        assert await held(side) == {("dc2", "c1"), ("dc2", "p1"), ("dc2", "o1")}
+        assert restarted.needs_repair == {"dc2"}
+        remote = core_digest.SlotDigestTable()
+        for record in origin:
+            remote.add(record.slot, record.digest)
+        local = restarted.digest_table("dc2")
+        assert list(core_digest.diff_slots(local, remote)) == [cached.slot]
+        assert restarted.copies_by_origin() == {"dc2": 3}  # held (and renewed) meanwhile
+        assert copy_instance_id("dc2", "c1") in restarted.copy_ids()
+        # The repair: the origin's full view of the differing slot, through the filter.
+        await restarted.reconcile_slot("dc2", cached.slot, [cached, plain], 3, "e")
+        assert await held(side) == {("dc2", "p1"), ("dc2", "o1")}
+        assert restarted.stats.filtered == 1
+        remote = core_digest.SlotDigestTable()
+        for record in (plain, other):
+            remote.add(record.slot, record.digest)
+        assert restarted.digest_table("dc2").to_bytes() == remote.to_bytes()
+        assert copy_instance_id("dc2", "p1") in restarted.copy_ids()  # still a copy, renewed
+    finally:
+        await restarted.close()
+
+
+async def test_without_a_service_level_filter_every_copy_is_pulled_again(side: Side) -> None:
+    await side.importer.apply("dc2", [remote_record("dc2", "p1", "a", 1)], 1, "e")
+    await side.importer.close()
+    restarted = Importer("dc1", side.adapter, side.store, imports=lambda dc, i: False)
+    await restarted.start(3600)
+    try:
+        assert await held(side) == {("dc2", "p1")}  # removed by the repair, not at start
+        assert restarted.needs_repair == {"dc2"}
+        assert restarted.digest_table("dc2").to_bytes() == core_digest.SlotDigestTable().to_bytes()
+    finally:
+        await restarted.close()
+
+
+class _OwnsEverything:
+    """Slot ownership as the importer asks it: every slot owned, writes fenced."""
+
+    def __init__(self) -> None:
+        self.fences = 0
+        self.checks = 0
+
+    def owns(self, slot: int) -> bool:
+        return True
+
+    async def check_fence(self) -> None:
+        self.checks += 1
+
+    def pending(self, slot: int) -> bool:
+        return False
+
+    def fence(self) -> Fence:
+        self.fences += 1
+        return Fence("n1", 1)
+
+    def nudge(self) -> None:
+        pass
+
+
+async def test_adopted_copies_are_swept_with_the_fence(side: Side) -> None:
+    records = [remote_record("dc2", "p1", "a", 1), remote_record("dc2", "o1", "b", 2, name="o")]
+    await side.importer.apply("dc2", records, 2, "e")
+    await side.importer.close()
+    ownership = _OwnsEverything()
+    filters = filters_from_config(import_={"include": [{"name": "o"}]}, dc="dc1")
+    adopting = filtered_importer(side, filters, ownership)
+    await adopting.start(3600)
+    try:
+        assert adopting.copies_by_origin() == {}  # with ownership, nothing loaded at start
+        assert await adopting.adopt({r.slot for r in records}) == 2
+        assert await held(side) == {("dc2", "o1")}
+        assert adopting.stats.filtered == 1 and ownership.fences >= 1
+        assert ownership.checks >= 1  # checked before the registry was touched
+        assert adopting.copies_by_origin() == {"dc2": 1}
+    finally:
+        await adopting.close()
+
+
+async def test_a_failed_sweep_leaves_the_copies_to_the_next_repair(
+    side: Side, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    record = remote_record("dc2", "p1", "a", 1)
+    await side.importer.apply("dc2", [record], 1, "e")
+    await side.importer.close()
+
+    async def unreachable(ref: LocalRef) -> None:
+        raise AdapterError("registry unreachable")
+
+    monkeypatch.setattr(side.adapter, "unregister", unreachable)
+    restarted = filtered_importer(side, Filters(direction="send"))
+    await restarted.start(3600)
+    try:
+        assert restarted.stats.filtered == 0
+        assert restarted.stats.errors == {"AdapterError": 1}
+        assert restarted.needs_repair == {"dc2"}  # the repair pulls it: a delete then
+        assert restarted.digest_table("dc2")[record.slot] == 0
+        monkeypatch.undo()
+        await restarted.reconcile_slot("dc2", record.slot, [record], 1, "e")
+        assert await held(side) == set()
+    finally:
+        await restarted.close()
+
+
 # -- peers over real gRPC ------------------------------------------------------------
 
 
@@ -369,3 +555,107 @@ async def test_change_log_is_bounded_and_old_cursors_reset(tmp_path: Path) -> No
         await exporter.close()
         await store.close()
         await adapter.close()
+
+
+async def test_watch_reads_recent_changes_from_memory_and_older_from_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(exporter_module, "TAIL_SIZE", 4)
+    side = await make_side(tmp_path, "dc1")
+    try:
+        sid = await side.service("orders")
+        for k in range(12):
+            await side.register(sid, f"h{k}")
+        await until(lambda: _at(side.exporter, 12))
+        stored = await side.store.read_changes(0, 100)
+        reads = 0
+        read_changes = side.store.read_changes
+
+        async def counted(since: int, limit: int = 1000) -> list[Record]:
+            nonlocal reads
+            reads += 1
+            return await read_changes(since, limit)
+
+        monkeypatch.setattr(side.store, "read_changes", counted)
+        # Inside the tail (at most 4 + 4 // 4 kept): from memory, the same records.
+        recent, reset = await side.exporter.changes_since(9, 100)
+        assert not reset and recent == stored[9:] and reads == 0
+        assert await side.exporter.changes_since(10, 1) == ([stored[10]], False)
+        assert await side.exporter.changes_since(12, 10) == ([], False)
+        assert reads == 0
+        # Older than the tail: from the store, the same answer as before.
+        older, reset = await side.exporter.changes_since(1, 100)
+        assert not reset and older == stored[1:] and reads == 1
+        # The store trimmed under the tail: a cursor it no longer holds resets.
+        await side.store.trim_changes(keep_last=2)
+        assert await side.exporter.changes_since(9, 100) == ([], True)
+        assert await side.exporter.changes_since(10, 100) == (stored[10:], False)
+    finally:
+        await side.close()
+
+
+class _Batches:
+    """A watch stream of many small batches, all sent at once."""
+
+    def __init__(self, batches: list[Any]) -> None:
+        self.batches = batches
+
+    async def health(self) -> Any:
+        return type("H", (), {"epoch": "e", "revision": self.batches[-1].revision})()
+
+    async def watch(self, since: int, epoch: str) -> AsyncIterator[Any]:
+        for batch in self.batches:
+            yield batch
+        await asyncio.sleep(3600)
+
+    async def get_digests(self) -> Any:
+        raise AssertionError("the cursor is current: no repair expected")
+
+    def pull_slots(self, slots: Sequence[int]) -> Any:
+        raise AssertionError("the cursor is current: no repair expected")
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_peer_link_applies_queued_batches_together(side: Side) -> None:
+    from pysyncer.rpc.codec import ChangeBatch
+
+    await side.store.set_cursor("dc2", 0, "e")
+    batches = [
+        ChangeBatch(
+            "dc2",
+            "e",
+            k + 1,
+            (remote_record("dc2", f"r{k}", f"h{k}", k + 1),),
+            committed_at=time.time(),
+        )
+        for k in range(40)
+    ]
+    batches.append(ChangeBatch("dc2", "e", 41, (tombstone("dc2", "r0", 41),)))
+    batches.append(ChangeBatch("dc2", "e", 42, heartbeat=True))
+    calls: list[int] = []
+    apply = side.importer.apply
+
+    async def slow_apply(dc: str, records: Any, cursor: int, epoch: str | None = None) -> None:
+        calls.append(len(records))
+        await asyncio.sleep(0.05)  # batches queue up meanwhile
+        await apply(dc, records, cursor, epoch)
+
+    side.importer.apply = slow_apply  # type: ignore[method-assign,assignment]
+    syncers = [RemoteSyncer("node-dc2", "dc2", "x")]
+    link = PeerLink("dc2", lambda: syncers, side.importer, side.store, lambda t: _Batches(batches))
+    link.start()
+    try:
+
+        async def caught_up() -> bool:
+            return link.status.applied_revision == 42
+
+        await until(caught_up)
+        assert sum(calls) == 41 and len(calls) < 10  # merged, in order
+        assert side.importer.copies_by_origin() == {"dc2": 39}
+        cursor = await side.store.get_cursor("dc2")
+        assert cursor is not None and cursor.revision == 42  # the heartbeat queued: merged too
+        assert link.status.lag_count == 40  # one propagation lag per batch with a commit time
+    finally:
+        await link.close()

@@ -1,8 +1,10 @@
-"""Prometheus metrics of the gossip layer, read from the node at scrape time.
+"""Prometheus metrics of the gossip layer and the sync engine, read at scrape time.
 
-Owns metric names and labels. The node keeps plain counters; this collector turns
-them into ``pysyncer_gossip_*`` families when ``/metrics`` is scraped, so the hot
-paths never touch a metrics library.
+Owns metric names and labels. The node and the engine keep plain counters; these
+collectors turn them into ``pysyncer_gossip_*``, ``pysyncer_sync_*``,
+``pysyncer_ownership_*`` (slot ownership among the syncers of a data center) and
+``pysyncer_store_*`` (a shared store's health) families when ``/metrics`` is scraped,
+so the hot paths never touch a metrics library.
 """
 
 from __future__ import annotations
@@ -168,3 +170,70 @@ class SyncCollector(Collector):
         yield repairs
         yield errors
         yield propagation
+        yield from _ownership_metrics(status.get("ownership") or {}, status.get("node", ""))
+        yield from _store_metrics(status.get("store") or {})
+
+
+# Slot-ownership counters (``status["ownership"]``): stats key -> (metric name, help).
+_OWNERSHIP_COUNTERS = {
+    "tables_written": ("slot_tables_written", "slot tables this member wrote as leader"),
+    "slots_gained": ("slots_gained", "slots this member gained (then played back)"),
+    "slots_lost": ("slots_lost", "slots this member released to another member"),
+    "playbacks": ("playbacks", "playbacks of gained slots completed"),
+    "playback_seconds": ("playback_seconds", "time spent in playbacks of gained slots"),
+}
+
+
+def _ownership_metrics(ownership: Mapping[str, Any], node_name: str) -> Iterator[Metric]:
+    """``pysyncer_ownership_*``: this member's view of the data center's slot table."""
+    if not ownership:
+        return
+    node = "pysyncer_ownership_"
+    yield GaugeMetricFamily(
+        f"{node}epoch", "epoch of the slot table this member follows",
+        value=ownership.get("epoch", 0),
+    )  # fmt: skip
+    yield GaugeMetricFamily(
+        f"{node}slots_owned", "slots this member owns (played back)",
+        value=ownership.get("slots_owned", 0),
+    )  # fmt: skip
+    yield GaugeMetricFamily(
+        f"{node}slots_pending", "slots gained but not played back yet",
+        value=ownership.get("slots_pending", 0),
+    )  # fmt: skip
+    yield GaugeMetricFamily(
+        f"{node}leader", "1 when this member leads (writes the table, exports the data center)",
+        value=1 if node_name and ownership.get("leader") == node_name else 0,
+    )  # fmt: skip
+    members = GaugeMetricFamily(
+        f"{node}member_slots", "slots per member in the current table", labels=["member"]
+    )
+    for member, count in sorted((ownership.get("members") or {}).items()):
+        members.add_metric([member or "(unassigned)"], count)
+    yield members
+    for key, (name, help_text) in _OWNERSHIP_COUNTERS.items():
+        yield CounterMetricFamily(f"{node}{name}", help_text, value=ownership.get(key, 0))
+    errors = CounterMetricFamily(f"{node}errors", "ownership errors by kind", labels=["kind"])
+    for kind, value in sorted((ownership.get("errors") or {}).items()):
+        errors.add_metric([kind], value)
+    yield errors
+
+
+def _store_metrics(store: Mapping[str, Any]) -> Iterator[Metric]:
+    """``pysyncer_store_*``: the shared store's health (etcd), when it reports one."""
+    if not store:
+        return
+    yield GaugeMetricFamily(
+        "pysyncer_store_degraded", "1 while store writes queue in memory (etcd unreachable)",
+        value=1 if store.get("status") == "degraded" else 0,
+    )  # fmt: skip
+    if "queued" in store:
+        yield GaugeMetricFamily(
+            "pysyncer_store_queued_writes", "store write operations waiting for the backend",
+            value=store["queued"],
+        )  # fmt: skip
+    if "dropped" in store:
+        yield CounterMetricFamily(
+            "pysyncer_store_dropped_writes", "queued writes dropped as fenced after an outage",
+            value=store["dropped"],
+        )  # fmt: skip

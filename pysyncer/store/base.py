@@ -232,6 +232,12 @@ class Coordinator(Protocol):
         """The live member with the lowest lease creation revision (None: no member)."""
         ...
 
+    async def check_fence(self, fence: Fence) -> None:
+        """Raise :class:`FencedError` unless a write fenced with ``fence`` would commit
+        now (epoch current, member lease held); StoreError when the store is unreachable.
+        Callers check before side effects outside the store (registry writes)."""
+        ...
+
 
 @runtime_checkable
 class Store(Protocol):

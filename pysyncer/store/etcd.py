@@ -1142,6 +1142,13 @@ class EtcdStore:
                 found[parsed.parts[0]] = (decode_member(kv.value), kv.create_revision)
         return found
 
+    async def check_fence(self, fence: Fence) -> None:
+        """Raise FencedError unless ``fence`` would pass now (one etcd round trip)."""
+        self._check_open()
+        result = await self._client.txn(self._fence_compares(fence), [])
+        if not result.succeeded:
+            raise self._fenced(fence)
+
     async def leader(self) -> str | None:
         self._check_open()
         members = await self._members()

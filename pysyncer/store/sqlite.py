@@ -273,6 +273,9 @@ class SqliteStore:
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        # The oldest revision the change log still holds (last_revision + 1 when empty),
+        # kept current by this object's own writes: this process is the file's only user.
+        self._log_floor = 1
 
     def __repr__(self) -> str:
         state = "open" if self._conn is not None else "closed"
@@ -281,6 +284,13 @@ class SqliteStore:
     @property
     def path(self) -> Path:
         return self._path
+
+    @property
+    def log_floor(self) -> int:
+        """``log_info().first_revision`` without a call to the worker thread: a cursor
+        ``c >= log_floor - 1`` can still resume from the change log (the exporter's
+        memory tail of recent changes checks it on every watch read)."""
+        return self._log_floor
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -337,6 +347,10 @@ class SqliteStore:
             conn.execute("PRAGMA temp_store = MEMORY")
             conn.execute("PRAGMA foreign_keys = OFF")
             self._migrate(conn)
+            first, last = conn.execute(
+                "SELECT (SELECT min(revision) FROM changes), last_revision FROM log_state"
+            ).fetchone()
+            self._log_floor = int(last) + 1 if first is None else int(first)
         except BaseException:
             conn.close()
             self._release_file_lock()
@@ -714,7 +728,10 @@ class SqliteStore:
                 last = int(conn.execute("SELECT last_revision FROM log_state").fetchone()[0])
                 through = last - keep_last
             cursor = conn.execute("DELETE FROM changes WHERE revision <= ?", (through,))
-            return int(cursor.rowcount)
+            last = int(conn.execute("SELECT last_revision FROM log_state").fetchone()[0])
+            floor = max(self._log_floor, min(through, last) + 1)
+        self._log_floor = floor  # once committed
+        return int(cursor.rowcount)
 
     async def exported_records(self, slots: Collection[int] | None = None) -> list[Record]:
         wanted = None if slots is None else sorted({_check_slot(slot) for slot in slots})

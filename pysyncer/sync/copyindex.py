@@ -195,6 +195,24 @@ class CopyIndex:
         self._origins[group.origin].stale.add(group.slot)
         return group.origin
 
+    def invalidate(self, key_hash: int) -> str | None:
+        """Mark a held copy for checking against its origin again; its origin data center,
+        None when not held.
+
+        The copy stays held (renewed, known as a copy) but its digest becomes 0, which no
+        record has: its slot's digest then differs from the origin's, so the next repair
+        pulls that slot, and applying the record there does not skip it as a replay.
+        """
+        packed = self._entries.get(key_hash)
+        if packed is None:
+            return None
+        group = self._groups[packed >> 64]
+        digest = packed & _MASK
+        if digest:
+            self._entries[key_hash] = packed - digest
+            self._origins[group.origin].table.replace(group.slot, digest, 0)
+        return group.origin
+
     def may_hold(self, origin_dc: str, slot: int) -> bool:
         """Whether the store may hold copies of ``origin_dc`` in ``slot``."""
         state = self._origins.get(origin_dc)

@@ -9,6 +9,7 @@ center on 127.0.0.1:30100, followed in-process through its native change feed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import ipaddress
 import logging
@@ -95,11 +96,13 @@ class SyncEngine:
             release=self._release,
             on_leader=self._on_leader,
         )
+        filtering = filters.has_rules or not filters.receives
         self.importer = Importer(
             config.dc,
             self.adapter,
             self.store,
-            imports=filters.imports if filters.has_rules or not filters.receives else None,
+            imports=filters.imports if filtering else None,
+            imports_service=filters.imports_service if filtering else None,
             ownership=self.ownership if coordinator is not None else None,
         )
         await self.importer.start()
@@ -279,6 +282,11 @@ class SyncEngine:
 
     # -- status ------------------------------------------------------------------------
 
+    def _store_health(self) -> dict[str, Any]:
+        """The shared store's health (etcd: ``degraded`` while writes queue); else ok."""
+        health = getattr(self.store, "health", None)
+        return dataclasses.asdict(health()) if health is not None else {"status": "ok"}
+
     def full_sync(self) -> list[str]:
         return self.peers.request_full_sync() if self.peers else []
 
@@ -318,6 +326,7 @@ class SyncEngine:
             "exporter": vars(exporter.stats) if exporter else {},
             "importer": vars(importer.stats) if importer else {},
             "ownership": vars(self.ownership.stats) if self.ownership else {},
+            "store": self._store_health(),
             "filters": {
                 **self.config.filters.to_dict(),
                 "unused_rules": list(self.unused_rules),

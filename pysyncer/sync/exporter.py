@@ -37,6 +37,7 @@ RESYNC_BACKOFF_MAX = 5.0  # a registry back from a restart is followed again wit
 COMMIT_TIMES_KEPT = 4096
 STARTUP_GRACE_MAX = 120.0
 DEFAULT_CHANGE_LOG_SIZE = 100_000
+TAIL_SIZE = 20_000  # recent changes kept in memory for the watch streams (at most the log's)
 
 
 @dataclass
@@ -93,6 +94,11 @@ class Exporter:
         self._appended_since_trim = 0
         self._deletes_from = 0.0  # loop time before which absence from a listing deletes nothing
         self._deferred: asyncio.Task[None] | None = None
+        # The newest committed changes, oldest first, gapless: _tail[i] has revision
+        # _tail_base + 1 + i. Watch streams read from it instead of the store.
+        self._tail: list[Record] = []
+        self._tail_base = 0
+        self._tail_size = max(1, min(TAIL_SIZE, change_log_size))
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -100,6 +106,7 @@ class Exporter:
         info = await self.store.log_info()
         self.epoch = info.epoch
         self._revision = info.last_revision
+        self._tail_base = info.last_revision
         for record in await self.store.exported_records():
             key = (record.service.text(), record.instance_id)
             self._state[key] = record
@@ -228,6 +235,7 @@ class Exporter:
             return self._revision
         async with self._lock:
             stored = await self.store.append_changes(records)
+            self._remember(stored)
             for record in stored:
                 key = (record.service.text(), record.instance_id)
                 old = self._state.pop(key, None)
@@ -256,6 +264,32 @@ class Exporter:
             self._on_revision(self._revision)
         return self._revision
 
+    def _remember(self, stored: Sequence[Record]) -> None:
+        """Add just-committed changes to the memory tail."""
+        if not stored:
+            return
+        tail = self._tail
+        if stored[0].revision != self._tail_base + len(tail) + 1:
+            # Not right after the tail (another writer of the log?): start it over here.
+            tail.clear()
+            self._tail_base = stored[0].revision - 1
+        tail.extend(stored)
+        excess = len(tail) - self._tail_size
+        if excess > self._tail_size // 4:  # dropped in steps: amortised O(1) per change
+            del tail[:excess]
+            self._tail_base += excess
+
+    def _from_tail(self, revision: int, limit: int) -> list[Record] | None:
+        """Changes after ``revision`` from memory; None when the tail does not cover it or
+        the store no longer holds it (the store decides: a reset, or records it has)."""
+        floor = getattr(self.store, "log_floor", None)
+        if not isinstance(floor, int) or revision < floor - 1:
+            return None
+        start = revision - self._tail_base
+        if start < 0 or start > len(self._tail):
+            return None
+        return self._tail[start : start + limit]
+
     # -- SyncSource (served to remote data centers) ------------------------------------
 
     def revision(self) -> int:
@@ -270,7 +304,14 @@ class Exporter:
         return len(self._state)
 
     async def changes_since(self, revision: int, limit: int) -> tuple[list[Record], bool]:
-        """Records after ``revision`` (at most ``limit``); ``reset`` when the log lost them."""
+        """Records after ``revision`` (at most ``limit``); ``reset`` when the log lost them.
+
+        Recent ones come from memory (no store read, no decoding); older ones, or all of
+        them with a store that cannot say cheaply what its log still holds, from the store.
+        """
+        recent = self._from_tail(revision, limit)
+        if recent is not None:
+            return recent, False
         info = await self.store.log_info()
         if revision > info.last_revision or revision < info.first_revision - 1:
             return [], True

@@ -353,6 +353,20 @@ class Filter:
                 return False
         return True
 
+    def passes_service(self, dc: str, service: ServiceKey) -> bool | None:
+        """The decision for every instance of ``service`` of ``dc``: True (all pass), False
+        (none passes), or None when it depends on their metadata."""
+        if not self.include and not self.exclude:
+            return True
+        key = (dc, service)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plan(dc, service)
+            if len(self._plans) >= _PLAN_CACHE_LIMIT:
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan if isinstance(plan, bool) else None
+
     def _plan(self, dc: str, service: ServiceKey) -> _Plan:
         include: tuple[Selector, ...] | None = None
         if self.include:
@@ -431,6 +445,13 @@ class Filters:
     def imports(self, origin_dc: str, instance: Instance) -> bool:
         """True when this syncer keeps a copy of ``instance`` from data center ``origin_dc``."""
         return self.receives and self.import_.passes(origin_dc, instance)
+
+    def imports_service(self, origin_dc: str, service: ServiceKey) -> bool | None:
+        """:meth:`imports` for every instance of ``service`` from ``origin_dc`` at once:
+        True (all are imported), False (none is), None (it depends on their metadata)."""
+        if not self.receives:
+            return False
+        return self.import_.passes_service(origin_dc, service)
 
     @property
     def has_rules(self) -> bool:

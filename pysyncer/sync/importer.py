@@ -10,6 +10,9 @@ the same records (at-least-once, never a duplicate copy).
 It also renews every copy in batches ahead of its TTL, has copies the registry lost
 repaired from their origin, and reconciles whole slots against an origin's full state:
 the only place a copy is removed for being *absent* (no delete before a full view).
+With an import filter, the copies it holds at start (or adopts) are swept: those of
+services the filter refuses are removed at once, those its metadata rules decide are
+pulled from their origin again and so pass through the filter.
 
 Memory: the store's mapping table is the full record of every copy; in memory the
 importer keeps one small entry per copy (see :class:`CopyIndex`), not the copy itself.
@@ -24,6 +27,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TypeVar
 
 from pysyncer._core import digest as core_digest
 from pysyncer.adapters.base import Adapter, LocalRef, NotFoundError
@@ -51,6 +55,8 @@ __all__ = ["Importer", "ImporterStats", "copy_instance_id"]
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+
 RENEW_BATCH = 500
 DEFAULT_TTL = 120  # Service-Center's default lease: 30 s x (3 + 1)
 RENEW_TICK = 1.0  # how often the renewal period is re-checked (copies with short TTLs arrive)
@@ -65,7 +71,8 @@ class ImporterStats:
     renewals: int = 0
     lost: int = 0  # copies the registry no longer knew (repaired from their origin)
     reregistered: int = 0  # lost copies registered again
-    filtered: int = 0  # records refused by the import filter (applied as deletes)
+    filtered: int = 0  # records refused by the import filter (applied as deletes), and
+    # copies removed at start (or adoption) because their service is no longer imported
     not_owned: int = 0  # records of slots another syncer of this data center owns
     errors: dict[str, int] = field(default_factory=dict)
 
@@ -86,6 +93,15 @@ class _Pending:
     ref: LocalRef
 
 
+@dataclass(slots=True)
+class _Sweep:
+    """Held copies the import filter no longer admits, found as they are loaded."""
+
+    verdicts: dict[tuple[str, str], bool | None] = field(default_factory=dict)
+    doomed: list[tuple[int, MappingKey, LocalRef]] = field(default_factory=list)
+    rechecked: int = 0  # copies whose verdict depends on metadata: pulled again
+
+
 class Importer:
     """Copies of remote instances in the local registry, for every remote data center."""
 
@@ -96,11 +112,15 @@ class Importer:
         store: Store,
         *,
         imports: Callable[[str, Instance], bool] | None = None,
+        imports_service: Callable[[str, ServiceKey], bool | None] | None = None,
         ownership: SlotOwnership | None = None,
     ) -> None:
         self.local_dc = local_dc
         self._ownership = ownership  # None: this syncer owns every slot
         self._imports = imports  # import filter (None: everything); failing = deleted
+        # Its decision per (origin dc, service): True/False, None when metadata decides;
+        # without it, every held copy is checked against its origin again at start.
+        self._imports_service = imports_service
         self.adapter = adapter
         self.store = store
         self.stats = ImporterStats()
@@ -119,15 +139,21 @@ class Importer:
         """Load the mapping table; start renewing (every TTL/4 when not given).
 
         With slot ownership nothing is loaded here: copies are adopted slot by slot as
-        the slots are gained (:meth:`adopt`).
+        the slots are gained (:meth:`adopt`). With an import filter, the copies loaded are
+        swept (:meth:`_sweep`): the filter may have changed since they were made.
         """
+        sweep = _Sweep() if self._imports is not None else None
         if self._ownership is None:
             for origin_dc in await self.store.mapping_counts():
                 async for entry in iter_mappings(self.store, origin_dc):
                     self._hold(entry)
+                    if sweep is not None:
+                        self._screen(entry, sweep)
         self._renew_task = asyncio.get_running_loop().create_task(
             self._renew_loop(renew_interval), name="importer-renew"
         )
+        if sweep is not None:
+            await self._sweep(sweep)
 
     def _hold(self, entry: MappingEntry) -> None:
         self.index.add(
@@ -145,11 +171,79 @@ class Importer:
         """Take over the copies of gained slots from the store (the previous owner's
         mapping), then renew everything held so none of them lapses; how many."""
         entries = await self.store.mappings_in_slots(slots)
+        sweep = _Sweep() if self._imports is not None else None
         async with self._lock:
             for entry in entries:
                 self._hold(entry)
+                if sweep is not None:
+                    self._screen(entry, sweep)
         await self.renew_all()
+        if sweep is not None:
+            await self._sweep(sweep)
         return len(entries)
+
+    def _screen(self, entry: MappingEntry, sweep: _Sweep) -> None:
+        """Judge a copy just held by the import filter, at the service level (the mapping
+        has no metadata): kept, doomed (removed by :meth:`_sweep`), or, when its metadata
+        decides, invalidated so the next repair pulls it again through the filter."""
+        group = (entry.origin_dc, entry.service_text)
+        if group in sweep.verdicts:
+            verdict = sweep.verdicts[group]
+        else:
+            decide = self._imports_service
+            service = ServiceKey.parse(entry.service_text)
+            verdict = None if decide is None else decide(entry.origin_dc, service)
+            sweep.verdicts[group] = verdict
+        if verdict is True:
+            return
+        key_hash = record_key_hash(entry.origin_dc, entry.origin_instance_id)
+        if verdict is False:
+            ref = LocalRef(entry.local_service_id, entry.local_instance_id)
+            sweep.doomed.append((key_hash, entry.key, ref))
+        elif self.index.invalidate(key_hash) is not None:
+            self.needs_repair.add(entry.origin_dc)
+            sweep.rechecked += 1
+
+    async def _sweep(self, sweep: _Sweep) -> int:
+        """Remove the doomed copies of a sweep (unregistered, mappings deleted in batches);
+        how many. Copies a failure leaves are invalidated instead: the next repair of their
+        origin removes them (their records arrive and fail the filter)."""
+        removed = 0
+        doomed = sweep.doomed
+        try:
+            for chunk in _chunks(doomed, RENEW_BATCH):
+                async with self._lock:  # only copies still held: not released, not replaced
+                    batch = [item for item in chunk if item[0] in self.index]
+                    await self._check_fence()
+                    for _, _, ref in batch:
+                        await self._unregister(ref)
+                    try:
+                        await self.store.delete_mappings(
+                            [key for _, key, _ in batch], fence=self._fence()
+                        )
+                    except FencedError:
+                        self._fenced()
+                        raise
+                    for key_hash, _, _ in batch:
+                        self.index.remove(key_hash)
+                        self._lost.discard(key_hash)
+                removed += len(batch)
+                self.stats.filtered += len(batch)
+        except PysyncerError as exc:
+            if not isinstance(exc, FencedError):
+                self.stats.error(type(exc).__name__)
+            log.warning("import filter: removing copies failed, left to the next repair: %s", exc)
+            for key_hash, key, _ in doomed:
+                if self.index.invalidate(key_hash) is not None:
+                    self.needs_repair.add(key[0])
+        if removed or sweep.rechecked:
+            log.info(
+                "import filter: %d held copies removed (their service is no longer imported), "
+                "%d to be checked against their origin at the next repair",
+                removed,
+                sweep.rechecked,
+            )
+        return removed
 
     async def release(self, slots: Collection[int]) -> int:
         """Forget the copies of slots handed to another syncer (never unregistered: the
@@ -159,6 +253,16 @@ class Importer:
 
     def _fence(self) -> Fence | None:
         return None if self._ownership is None else self._ownership.fence()
+
+    async def _check_fence(self) -> None:
+        """Before registry writes: FencedError when another syncer owns our slots now,
+        StoreError when the shared store cannot confirm (apply waits for it)."""
+        if self._ownership is not None:
+            try:
+                await self._ownership.check_fence()
+            except FencedError:
+                self.stats.error("fenced")
+                raise
 
     def _fenced(self) -> None:
         """A write was refused: this syncer's view of the slot table is stale."""
@@ -223,6 +327,7 @@ class Importer:
     async def _apply_locked(
         self, origin_dc: str, records: Iterable[Record], cursor: int, epoch: str | None
     ) -> None:
+        await self._check_fence()  # a stale owner must not touch the registry either
         pending, deletes = await self._write_registry(records)
         upserts = [self._entry(p, origin_id) for origin_id, p in pending]
         try:
@@ -435,6 +540,7 @@ class Importer:
         """Unregister every copy of ``origin_dc`` (origin-grace policy ``remove``)."""
         async with self._lock:
             entries = [entry async for entry in iter_mappings(self.store, origin_dc)]
+            await self._check_fence()
             for entry in entries:
                 await self._unregister(LocalRef(entry.local_service_id, entry.local_instance_id))
             try:
@@ -451,6 +557,6 @@ class Importer:
         return len(entries)
 
 
-def _chunks(values: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+def _chunks(values: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]

@@ -23,7 +23,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
-from pysyncer.store.base import SLOT_COUNT, Coordinator, Fence, SlotTable, StoreError
+from pysyncer.store.base import SLOT_COUNT, Coordinator, Fence, FencedError, SlotTable, StoreError
 from pysyncer.sync.slotmap import moved_slots, rebalance
 
 __all__ = ["OwnershipStats", "SlotOwnership"]
@@ -108,6 +108,18 @@ class SlotOwnership:
     def fence(self) -> Fence | None:
         """What store writes carry so a stale owner's writes are refused."""
         return Fence(self.node, self.epoch) if self.coordinator is not None else None
+
+    async def check_fence(self) -> None:
+        """FencedError (and a re-read soon) unless this member's ownership is current in
+        the store; StoreError when the store cannot be asked. No-op when alone."""
+        fence = self.fence()
+        if self.coordinator is None or fence is None:
+            return
+        try:
+            await self.coordinator.check_fence(fence)
+        except FencedError:
+            self.nudge()
+            raise
 
     def owned_slots(self) -> frozenset[int]:
         return frozenset(i for i, s in enumerate(self._state) if s == OWNED)

@@ -34,6 +34,9 @@ BACKOFF_MIN = 0.2
 REPAIR_BATCH = 2000  # records (plus one per slot) reconciled per store transaction
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
 BACKOFF_MAX = 10.0
+READ_AHEAD = 64  # watch batches received ahead of the importer (the stream's own buffer)
+APPLY_MAX_RECORDS = 5000  # queued watch batches merged into one importer call, at most
+_END = object()  # the watch stream ended
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,26 +181,63 @@ class PeerLink:
             revision = cursor.revision
         next_anti_entropy = time.monotonic() + self._anti_entropy_interval
         self.status.state = "streaming"
-        async for batch in client.watch(revision, epoch):
-            self.status.remote_revision = max(self.status.remote_revision, int(batch.revision))
-            if batch.reset:
-                revision = await self.repair(client, epoch)
-                self.status.state = "streaming"
-                continue
-            if batch.records:
-                await self._importer.apply(self.dc, batch.records, int(batch.revision), epoch)
-                now = time.time()
-                self.status.last_applied_at = now
-                committed_at = float(getattr(batch, "committed_at", 0.0) or 0.0)
-                if committed_at:
-                    self._record_lag(now - committed_at)
-            revision = int(batch.revision)
-            self.status.applied_revision = revision
-            due = time.monotonic() >= next_anti_entropy
-            if due or self._repair_now.is_set() or self.dc in self._importer.needs_repair:
-                await self.repair(client, epoch)
-                self.status.state = "streaming"
-                next_anti_entropy = time.monotonic() + self._anti_entropy_interval
+        # A reader task receives the stream ahead of the importer; batches that queued up
+        # while one was applied are applied together (one registry pass, one store
+        # transaction): the importer's fixed cost per call would otherwise bound the
+        # rate of a link, and a burst of small batches would queue behind one another.
+        queue: asyncio.Queue[Any] = asyncio.Queue(READ_AHEAD)
+        reader = asyncio.get_running_loop().create_task(
+            _read_stream(client.watch(revision, epoch), queue), name=f"peer-{self.dc}-watch"
+        )
+        try:
+            carry: Any = None
+            while True:
+                batch = carry if carry is not None else await queue.get()
+                carry = None
+                if batch is _END:
+                    return
+                if isinstance(batch, BaseException):
+                    raise batch
+                self.status.remote_revision = max(self.status.remote_revision, int(batch.revision))
+                if batch.reset:
+                    revision = await self.repair(client, epoch)
+                    self.status.state = "streaming"
+                    continue
+                records = list(batch.records)
+                committed = [float(getattr(batch, "committed_at", 0.0) or 0.0)] if records else []
+                while len(records) < APPLY_MAX_RECORDS and not queue.empty():
+                    following = queue.get_nowait()
+                    if following is _END or isinstance(following, BaseException):
+                        carry = following
+                        break
+                    if following.reset:
+                        carry = following
+                        break
+                    if following.records:
+                        records.extend(following.records)
+                        committed.append(float(getattr(following, "committed_at", 0.0) or 0.0))
+                    batch = following
+                    self.status.remote_revision = max(
+                        self.status.remote_revision, int(batch.revision)
+                    )
+                if records:
+                    await self._importer.apply(self.dc, records, int(batch.revision), epoch)
+                    now = time.time()
+                    self.status.last_applied_at = now
+                    for committed_at in committed:
+                        if committed_at:
+                            self._record_lag(now - committed_at)
+                revision = int(batch.revision)
+                self.status.applied_revision = revision
+                due = time.monotonic() >= next_anti_entropy
+                if due or self._repair_now.is_set() or self.dc in self._importer.needs_repair:
+                    await self.repair(client, epoch)
+                    self.status.state = "streaming"
+                    next_anti_entropy = time.monotonic() + self._anti_entropy_interval
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
 
     def _record_lag(self, seconds: float) -> None:
         seconds = max(0.0, seconds)  # clocks of two hosts may disagree a little
@@ -216,7 +256,8 @@ class PeerLink:
         revision, remote_epoch, raw = await client.get_digests()
         remote = core_digest.SlotDigestTable.from_bytes(raw)
         local = self._importer.digest_table(self.dc)
-        slots = list(core_digest.diff_slots(local, remote))
+        wants = self._importer.wants  # slots other syncers of this data center own: not ours
+        slots = [slot for slot in core_digest.diff_slots(local, remote) if wants(slot)]
         pulled = 0
         if slots:
             parts: dict[int, list[Any]] = {}
@@ -348,3 +389,21 @@ class Peers:
             else:
                 log.warning("data center %s gone for %.0f s: its copies now expire", dc, now - seen)
             self._importer.expired_origins.add(dc)
+
+
+async def _read_stream(stream: Any, queue: asyncio.Queue[Any]) -> None:
+    """Move a watch stream's batches into ``queue``, then ``_END`` or the error raised."""
+    try:
+        async for batch in stream:
+            await queue.put(batch)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        await queue.put(exc)
+        return
+    finally:
+        close = getattr(stream, "aclose", None)
+        if close is not None:  # also when cancelled between batches: the call is freed now
+            with contextlib.suppress(Exception):
+                await close()
+    await queue.put(_END)
