@@ -1,18 +1,20 @@
-"""HTTP plumbing shared by the Nacos and Consul adapters: failover, bounded bodies, TLS.
+"""HTTP plumbing shared by the HTTP registry adapters: failover, bounded bodies, TLS.
 
 Owns one keep-alive aiohttp session over several registry addresses (stay on the one
 that answered, rotate on connection errors, timeouts and 5xx), response bodies read with
-a size cap and optional TLS. It knows no registry's paths or shapes.
+a size cap and optional TLS. It knows no registry's paths or shapes (an adapter whose
+addresses carry their own base path or credentials overrides :meth:`HttpClient.target`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
@@ -20,7 +22,9 @@ import aiohttp
 from pysyncer.adapters.base import BadResponseError, UnavailableError
 from pysyncer.errors import ConfigError
 
-__all__ = ["HttpClient", "Response", "TlsOptions", "normalize_address"]
+__all__ = ["HttpAdapter", "HttpClient", "Response", "TlsOptions", "normalize_address"]
+
+_A = TypeVar("_A", bound="HttpAdapter")
 
 
 def normalize_address(kind: str, address: str) -> str:
@@ -61,6 +65,12 @@ class TlsOptions:
     key: str = ""
     verify: bool = True
 
+    @classmethod
+    def of(cls, settings: Any) -> TlsOptions:
+        """From an adapter's settings: ``tls_ca``, ``tls_cert``, ``tls_key``, ``tls_verify``."""
+        s = settings
+        return cls(s.tls_ca, s.tls_cert, s.tls_key, s.tls_verify)
+
 
 class HttpClient:
     """A keep-alive session over several addresses with failover and bounded bodies."""
@@ -75,7 +85,14 @@ class HttpClient:
         max_body: int,
         tls: TlsOptions | None = None,
         headers: Mapping[str, str] | None = None,
+        label: str = "",
+        pool_limit: int = 64,
+        tls_error_prefix: str = "",
+        defer_tls: bool = False,
     ) -> None:
+        """``label`` names the registry in "no ... address answered" (default: ``kind``);
+        ``tls_error_prefix`` starts the TLS-files error (default ``"<kind> adapter: "``);
+        ``defer_tls`` loads the TLS files at :meth:`open` instead of here."""
         if not addresses:
             raise ConfigError(f"{kind} adapter: at least one address is required")
         if timeout <= 0 or connect_timeout <= 0 or max_body <= 0:
@@ -90,10 +107,30 @@ class HttpClient:
         self.max_body = max_body
         self.tls = tls or TlsOptions()
         self.headers = dict(headers or {})
+        self.label = label or kind
+        self.pool_limit = pool_limit
+        self.tls_error_prefix = tls_error_prefix or f"{kind} adapter: "
         self.current = 0
         self.requests = 0  # sent, for tests and metrics
         self._session: aiohttp.ClientSession | None = None
-        self._ssl = self._ssl_context()
+        self._ssl: ssl.SSLContext | bool | None = None if defer_tls else self._ssl_context()
+
+    @classmethod
+    def for_settings(
+        cls, kind: str, addresses: Sequence[str], settings: Any, **options: Any
+    ) -> HttpClient:
+        """A client from an adapter's settings (``timeout``, ``connect_timeout``,
+        ``max_body`` and the ``tls_*`` fields); ``options`` as for the constructor."""
+        s = settings
+        return cls(
+            kind,
+            addresses,
+            timeout=s.timeout,
+            connect_timeout=s.connect_timeout,
+            max_body=s.max_body,
+            tls=TlsOptions.of(s),
+            **options,
+        )
 
     @property
     def current_address(self) -> str:
@@ -112,7 +149,7 @@ class HttpClient:
             if t.cert:
                 context.load_cert_chain(t.cert, t.key or None)
         except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"{self.kind} adapter: TLS files: {exc}") from None
+            raise ConfigError(f"{self.tls_error_prefix}TLS files: {exc}") from None
         if not t.verify:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
@@ -120,8 +157,10 @@ class HttpClient:
 
     def open(self) -> None:
         if self._session is None or self._session.closed:
+            if self._ssl is None:
+                self._ssl = self._ssl_context()
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=64),
+                connector=aiohttp.TCPConnector(ssl=self._ssl, limit=self.pool_limit),
                 timeout=aiohttp.ClientTimeout(total=None, connect=self.connect_timeout),
                 headers=self.headers,
             )
@@ -130,6 +169,10 @@ class HttpClient:
         if self._session is not None:
             session, self._session = self._session, None
             await session.close()
+
+    def target(self, index: int, path: str) -> tuple[str, Mapping[str, str]]:
+        """The URL of ``path`` at address ``index`` and headers of that address only."""
+        return self.addresses[index] + path, {}
 
     async def request(
         self,
@@ -163,8 +206,10 @@ class HttpClient:
         failures: list[str] = []
         start = self.current
         for step in range(len(self.addresses)):
+            if session.closed:
+                raise UnavailableError(f"{self.kind} adapter is closed")
             index = (start + step) % len(self.addresses)
-            url = self.addresses[index] + path
+            url, own_headers = self.target(index, path)
             self.requests += 1
             try:
                 async with session.request(
@@ -172,7 +217,7 @@ class HttpClient:
                     url,
                     params=params,
                     data=body,
-                    headers=send_headers,
+                    headers={**send_headers, **own_headers} if own_headers else send_headers,
                     timeout=aiohttp.ClientTimeout(total=total, connect=self.connect_timeout),
                     allow_redirects=False,
                 ) as resp:
@@ -189,7 +234,7 @@ class HttpClient:
             self.current = index
             return response
         raise UnavailableError(
-            f"{method} {path}: no {self.kind} address answered: " + "; ".join(failures)
+            f"{method} {path}: no {self.label} address answered: " + "; ".join(failures)
         )
 
     async def _read_body(self, resp: aiohttp.ClientResponse, what: str) -> bytes:
@@ -207,3 +252,30 @@ class HttpClient:
             if size > limit:
                 raise too_big
             chunks.append(chunk)
+
+
+class HttpAdapter:
+    """Lifecycle shared by the HTTP adapters: an :class:`HttpClient` in ``http`` and a
+    ``_closed`` event that :meth:`close` sets and :meth:`_sleep` wakes on."""
+
+    http: HttpClient
+    _closed: asyncio.Event
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        self._closed.set()
+        await self.http.close()
+
+    async def __aenter__(self: _A) -> _A:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less when the adapter closes."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._closed.wait(), seconds)

@@ -27,6 +27,7 @@ __all__ = [
     "RenewResult",
     "Snapshot",
     "UnavailableError",
+    "diff_listings",
 ]
 
 
@@ -172,3 +173,19 @@ class Adapter(Protocol):
     async def unregister(self, ref: LocalRef) -> None:
         """Remove a copy; an unknown ref is not an error."""
         ...
+
+
+def diff_listings(
+    previous: Mapping[str, tuple[Instance, LocalRef]],
+    current: Mapping[str, tuple[Instance, LocalRef]],
+) -> list[ChangeEvent]:
+    """Upserts for new or changed instances, deletes for vanished ones."""
+    events: list[ChangeEvent] = []
+    for iid, (inst, ref) in current.items():
+        old = previous.get(iid)
+        if old is None or old[0] != inst:
+            events.append(ChangeEvent("upsert", inst, ref))
+    for iid, (inst, ref) in previous.items():
+        if iid not in current:
+            events.append(ChangeEvent("delete", inst, ref))
+    return events

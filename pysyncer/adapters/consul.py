@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote
 
-from pysyncer.adapters._http import HttpClient, Response, TlsOptions
+from pysyncer.adapters._http import HttpAdapter, HttpClient, Response
 from pysyncer.adapters._settings import settings_from_mapping
 from pysyncer.adapters.base import (
     AdapterError,
@@ -235,7 +235,7 @@ class _Pending:
     what: str
 
 
-class ConsulAdapter:
+class ConsulAdapter(HttpAdapter):
     """A Consul HTTP client implementing :class:`pysyncer.adapters.base.Adapter`."""
 
     name = "consul"
@@ -245,15 +245,7 @@ class ConsulAdapter:
         headers = {"Accept": "application/json", "User-Agent": "pysyncer-consul"}
         if s.token:
             headers["X-Consul-Token"] = s.token
-        self.http = HttpClient(
-            "consul",
-            addresses,
-            timeout=s.timeout,
-            connect_timeout=s.connect_timeout,
-            max_body=s.max_body,
-            tls=TlsOptions(s.tls_ca, s.tls_cert, s.tls_key, s.tls_verify),
-            headers=headers,
-        )
+        self.http = HttpClient.for_settings("consul", addresses, s, headers=headers)
         self.node = s.node
         self.datacenter = s.datacenter
         self._closed = asyncio.Event()
@@ -287,14 +279,7 @@ class ConsulAdapter:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._flush
             self._flush = None
-        await self.http.close()
-
-    async def __aenter__(self) -> ConsulAdapter:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+        await super().close()
 
     # -- HTTP -----------------------------------------------------------------------------
 
@@ -665,10 +650,6 @@ class ConsulAdapter:
         ]
 
     # -- change detection -----------------------------------------------------------------
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._closed.wait(), seconds)
 
     async def changes(self) -> AsyncIterator[ChangeBatch]:
         backoff = 0.2

@@ -21,17 +21,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import logging
-import ssl
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import quote, unquote, urlsplit
 
 import aiohttp
 
+from pysyncer.adapters._http import HttpAdapter, HttpClient, Response, TlsOptions
+from pysyncer.adapters._settings import settings_from_mapping
 from pysyncer.adapters.base import (
     AdapterError,
     BadResponseError,
@@ -94,28 +94,13 @@ class EurekaSettings:
     @classmethod
     def from_mapping(cls, settings: Mapping[str, Any]) -> EurekaSettings:
         """Build from the ``[adapter]`` table; errors name ``adapter.KEY``."""
-        defaults = cls()
-        known = {f.name for f in fields(cls)}
-        values: dict[str, Any] = {}
-        for key, raw in settings.items():
-            name = str(key).replace("-", "_")
-            if name not in known:
-                names = ", ".join(sorted(n.replace("_", "-") for n in known))
-                raise ConfigError(f"adapter.{key}: unknown setting of the eureka adapter ({names})")
-            default = getattr(defaults, name)
-            try:
-                if isinstance(default, bool):
-                    values[name] = _as_bool(raw)
-                elif isinstance(default, float):
-                    values[name] = float(raw)
-                elif isinstance(default, int):
-                    values[name] = int(raw)
-                else:
-                    values[name] = str(raw)
-            except (TypeError, ValueError):
-                kind = type(default).__name__
-                raise ConfigError(f"adapter.{key}: expected a {kind}, got {raw!r}") from None
-        result = cls(**values)
+        result = settings_from_mapping(
+            cls,
+            "eureka",
+            settings,
+            unknown_error=_unknown_setting,
+            bad_value_error=lambda key, raw, kind: f"adapter.{key}: expected a {kind}, got {raw!r}",
+        )
         for name in ("poll_interval", "timeout", "connect_timeout", "max_body", "retry_max"):
             if getattr(result, name) <= 0:
                 raise ConfigError(f"adapter.{name.replace('_', '-')}: must be > 0")
@@ -128,15 +113,9 @@ class EurekaSettings:
         return result
 
 
-def _as_bool(raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError(raw)
+def _unknown_setting(keys: list[Any], known: set[str]) -> str:
+    names = ", ".join(sorted(n.replace("_", "-") for n in known))
+    return f"adapter.{keys[0]}: unknown setting of the eureka adapter ({names})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,7 +264,36 @@ class _Entry:
     status: str  # Eureka's own status (what the hashcode counts)
 
 
-class EurekaAdapter:
+class _EurekaHttp(HttpClient):
+    """The shared client, each address with its own base path and credentials."""
+
+    def __init__(self, adapter: EurekaAdapter, addresses: Sequence[_Address]) -> None:
+        s = adapter.settings
+        super().__init__(
+            "eureka",
+            [a.origin for a in addresses],
+            timeout=s.timeout,
+            connect_timeout=s.connect_timeout,
+            max_body=s.max_body,
+            tls=TlsOptions.of(s),
+            headers={"Accept": "application/json"},
+            label="Eureka",
+            pool_limit=32,
+            tls_error_prefix="adapter.tls-*: eureka adapter ",
+            defer_tls=True,
+        )
+        self._adapter = adapter
+        self._parsed = list(addresses)
+        self._default_auth = _basic_auth(s.username, s.password) if s.username else ""
+
+    def target(self, index: int, path: str) -> tuple[str, Mapping[str, str]]:
+        address = self._parsed[index]
+        auth = address.auth or self._default_auth
+        url = address.origin + (address.path or self._adapter.base_path) + path
+        return url, ({"Authorization": auth} if auth else {})
+
+
+class EurekaAdapter(HttpAdapter):
     """A Eureka REST client implementing :class:`pysyncer.adapters.base.Adapter`."""
 
     name = "eureka"
@@ -296,14 +304,11 @@ class EurekaAdapter:
         self.settings = settings or EurekaSettings()
         self._addresses = [_parse_address(a) for a in addresses]
         self._path = self.settings.path.rstrip("/")
-        self._current = 0
-        self._session: aiohttp.ClientSession | None = None
+        self.http = _EurekaHttp(self, self._addresses)
         self._closed = asyncio.Event()
         self._view: dict[str, _Entry] | None = None  # key "APP/ID"
         self._dirty: dict[LocalRef, str] = {}  # lastDirtyTimestamp of our registrations
         self._seq = 0
-        s = self.settings
-        self._default_auth = _basic_auth(s.username, s.password) if s.username else ""
         self.stats = {"full_fetches": 0, "delta_fetches": 0, "hash_mismatches": 0}
 
     # -- lifecycle --------------------------------------------------------------------
@@ -315,7 +320,7 @@ class EurekaAdapter:
     @property
     def current_address(self) -> str:
         """The base URL requests go to first (the last one that answered)."""
-        return self.addresses[self._current]
+        return self.addresses[self.http.current]
 
     @property
     def base_path(self) -> str:
@@ -323,12 +328,7 @@ class EurekaAdapter:
         return self._path
 
     async def start(self) -> None:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl_context(), limit=32),
-                timeout=aiohttp.ClientTimeout(total=None, connect=self.settings.connect_timeout),
-                headers={"Accept": "application/json"},
-            )
+        self.http.open()
         self._closed.clear()
         if not self._path and any(not a.path for a in self._addresses):
             await self._probe_path()
@@ -358,34 +358,6 @@ class EurekaAdapter:
             "no Eureka API found (set adapter.path): " + "; ".join(answers), code="404"
         )
 
-    async def close(self) -> None:
-        self._closed.set()
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
-
-    async def __aenter__(self) -> EurekaAdapter:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    def _ssl_context(self) -> ssl.SSLContext | bool:
-        s = self.settings
-        if not (s.tls_ca or s.tls_cert or not s.tls_verify):
-            return True
-        try:
-            context = ssl.create_default_context(cafile=s.tls_ca or None)
-            if s.tls_cert:
-                context.load_cert_chain(s.tls_cert, s.tls_key or None)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"adapter.tls-*: eureka adapter TLS files: {exc}") from None
-        if not s.tls_verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
-
     # -- HTTP with failover -----------------------------------------------------------
 
     async def _request(
@@ -395,89 +367,30 @@ class EurekaAdapter:
         *,
         params: Mapping[str, str] | None = None,
         body: Any = None,
-    ) -> tuple[int, bytes]:
+    ) -> Response:
         """Send to the current address, rotating on connection errors, timeouts and 5xx.
 
-        Returns (status, body) for 2xx; raises the typed error for other answers.
+        Returns 2xx answers; raises the typed error for other answers.
         """
-        session = self._session
-        if session is None:
-            raise UnavailableError("eureka adapter is not started (or closed)")
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-        timeout = aiohttp.ClientTimeout(
-            total=self.settings.timeout, connect=self.settings.connect_timeout
-        )
-        failures: list[str] = []
-        start = self._current
-        for step in range(len(self._addresses)):
-            if session.closed:
-                raise UnavailableError("eureka adapter is closed")
-            index = (start + step) % len(self._addresses)
-            address = self._addresses[index]
-            url = address.origin + (address.path or self._path) + path
-            headers = {"Content-Type": "application/json"} if data is not None else {}
-            auth = address.auth or self._default_auth
-            if auth:
-                headers["Authorization"] = auth
-            try:
-                async with session.request(
-                    method,
-                    url,
-                    params=params,
-                    data=data,
-                    headers=headers,
-                    timeout=timeout,
-                    allow_redirects=False,
-                ) as resp:
-                    raw = await self._read_body(resp, f"{method} {path}")
-                    status = resp.status
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                failures.append(f"{address.origin}: {type(exc).__name__} {exc}".strip())
-                continue
-            if status >= 500:
-                failures.append(f"{address.origin}: HTTP {status}")
-                continue
-            self._current = index
-            if status < 300:
-                return status, raw
-            message = f"{method} {path}: HTTP {status}"
-            detail = raw[:200].decode("utf-8", "replace").strip()
-            if detail:
-                message += f": {detail}"
-            if status == 404:
-                raise NotFoundError(message, code="404")
-            if status == 409:
-                raise ConflictError(message, code="409")
-            raise AdapterError(message, code=str(status))
-        raise UnavailableError(
-            f"{method} {path}: no Eureka address answered: " + "; ".join(failures)
-        )
-
-    async def _read_body(self, resp: aiohttp.ClientResponse, what: str) -> bytes:
-        """The whole body, refusing more than ``max_body`` bytes (checked while reading)."""
-        limit = self.settings.max_body
-        too_big = BadResponseError(f"{what}: response body over {limit} bytes")
-        if resp.content_length is not None and resp.content_length > limit:
-            raise too_big
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            chunk = await resp.content.read(min(65536, limit + 1 - size))
-            if not chunk:
-                return b"".join(chunks)
-            size += len(chunk)
-            if size > limit:
-                raise too_big
-            chunks.append(chunk)
+        resp = await self.http.request(method, path, params=params, json_body=body)
+        if resp.status < 300:
+            return resp
+        message = f"{method} {path}: HTTP {resp.status}"
+        detail = resp.body[:200].decode("utf-8", "replace").strip()
+        if detail:
+            message += f": {detail}"
+        if resp.status == 404:
+            raise NotFoundError(message, code="404")
+        if resp.status == 409:
+            raise ConflictError(message, code="409")
+        raise AdapterError(message, code=str(resp.status))
 
     async def _get_json(self, path: str) -> dict[str, Any]:
-        _, raw = await self._request("GET", path)
+        resp = await self._request("GET", path)
         try:
-            value = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BadResponseError(f"GET {path}: response is not JSON: {exc}") from None
+            value = resp.json()
+        except BadResponseError as exc:
+            raise BadResponseError(f"GET {path}: {exc}") from None
         if not isinstance(value, dict):
             raise BadResponseError(f"GET {path}: expected a JSON object")
         return value
@@ -685,15 +598,11 @@ class EurekaAdapter:
                     if batch is not None:
                         yield batch
             except (AdapterError, aiohttp.ClientError) as exc:
-                if self._closed.is_set() or self._session is None:
+                if self._closed.is_set() or not self.http.started:
                     return
                 log.warning("eureka change detection: %s (retrying in %.1fs)", exc, backoff)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, self.settings.retry_max)
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._closed.wait(), seconds)
 
     async def _poll_delta(self) -> ChangeBatch | None:
         """One delta fetch applied to the view; a full fetch when the hashcode differs."""

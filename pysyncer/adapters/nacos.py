@@ -30,18 +30,18 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pysyncer.adapters._http import HttpClient, Response, TlsOptions
+from pysyncer.adapters._http import HttpAdapter, HttpClient, Response
 from pysyncer.adapters._settings import settings_from_mapping
 from pysyncer.adapters.base import (
     AdapterError,
     BadResponseError,
     ChangeBatch,
-    ChangeEvent,
     ConflictError,
     LocalRef,
     NotFoundError,
     RenewResult,
     Snapshot,
+    diff_listings,
 )
 from pysyncer.adapters.fieldmap import (
     STATUS_FROM_KIND,
@@ -148,20 +148,17 @@ def _bool(value: Any, default: bool) -> bool:
     return default
 
 
-class NacosAdapter:
+class NacosAdapter(HttpAdapter):
     """A Nacos naming client implementing :class:`pysyncer.adapters.base.Adapter`."""
 
     name = "nacos"
 
     def __init__(self, addresses: Sequence[str], settings: NacosSettings | None = None) -> None:
         self.settings = s = settings or NacosSettings()
-        self.http = HttpClient(
+        self.http = HttpClient.for_settings(
             "nacos",
             addresses,
-            timeout=s.timeout,
-            connect_timeout=s.connect_timeout,
-            max_body=s.max_body,
-            tls=TlsOptions(s.tls_ca, s.tls_cert, s.tls_key, s.tls_verify),
+            s,
             headers={"Accept": "application/json", "User-Agent": "pysyncer-nacos"},
         )
         self._closed = asyncio.Event()
@@ -179,17 +176,6 @@ class NacosAdapter:
         self.http.open()
         self._closed.clear()
         await self._service_names()  # proves an address answers (and the login works)
-
-    async def close(self) -> None:
-        self._closed.set()
-        await self.http.close()
-
-    async def __aenter__(self) -> NacosAdapter:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     # -- HTTP -----------------------------------------------------------------------------
 
@@ -603,10 +589,6 @@ class NacosAdapter:
 
     # -- change detection -----------------------------------------------------------------
 
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._closed.wait(), seconds)
-
     async def changes(self) -> AsyncIterator[ChangeBatch]:
         backoff = 0.2
         if self._last_listing is None:
@@ -639,22 +621,6 @@ class NacosAdapter:
             self._last_listing = current
             if events:
                 yield ChangeBatch(events)
-
-
-def diff_listings(
-    previous: Mapping[str, tuple[Instance, LocalRef]],
-    current: Mapping[str, tuple[Instance, LocalRef]],
-) -> list[ChangeEvent]:
-    """Upserts for new or changed instances, deletes for vanished ones."""
-    events: list[ChangeEvent] = []
-    for iid, (inst, ref) in current.items():
-        old = previous.get(iid)
-        if old is None or old[0] != inst:
-            events.append(ChangeEvent("upsert", inst, ref))
-    for iid, (inst, ref) in previous.items():
-        if iid not in current:
-            events.append(ChangeEvent("delete", inst, ref))
-    return events
 
 
 def _ms(value: Any, default: int) -> int:

@@ -20,14 +20,15 @@ import contextlib
 import hashlib
 import json
 import logging
-import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 
+from pysyncer.adapters import _http
+from pysyncer.adapters._http import HttpAdapter, HttpClient, Response
+from pysyncer.adapters._settings import as_bool, settings_from_mapping
 from pysyncer.adapters.base import (
     AdapterError,
     BadResponseError,
@@ -39,6 +40,7 @@ from pysyncer.adapters.base import (
     RenewResult,
     Snapshot,
     UnavailableError,
+    diff_listings,
 )
 from pysyncer.adapters.scshape import (
     ERR_INSTANCE_NOT_EXISTS,
@@ -85,43 +87,22 @@ class ServiceCombSettings:
     @classmethod
     def from_mapping(cls, settings: Mapping[str, Any]) -> ServiceCombSettings:
         """Build from a plain mapping (config file section); unknown keys are an error."""
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(k for k in settings if k.replace("-", "_") not in known)
-        if unknown:
-            raise ConfigError(f"servicecomb adapter: unknown setting(s) {', '.join(unknown)}")
-        values: dict[str, Any] = {}
-        defaults = cls()
-        for key, raw in settings.items():
-            name = key.replace("-", "_")
-            default = getattr(defaults, name)
-            try:
-                if name == "feed":
-                    values[name] = None if raw is None else _as_bool(raw)
-                elif isinstance(default, bool):
-                    values[name] = _as_bool(raw)
-                elif isinstance(default, float):
-                    values[name] = float(raw)
-                elif isinstance(default, int):
-                    values[name] = int(raw)
-                else:
-                    values[name] = str(raw)
-            except (TypeError, ValueError):
-                raise ConfigError(f"servicecomb adapter: bad value for {key}: {raw!r}") from None
-        result = cls(**values)
+        result = settings_from_mapping(
+            cls,
+            "servicecomb",
+            settings,
+            converters={"feed": lambda raw: None if raw is None else as_bool(raw)},
+            unknown_error=lambda keys, _known: (
+                f"servicecomb adapter: unknown setting(s) {', '.join(keys)}"
+            ),
+            bad_value_error=lambda key, raw, _kind: (
+                f"servicecomb adapter: bad value for {key}: {raw!r}"
+            ),
+            unknown_first=True,
+        )
         if result.poll_interval <= 0 or result.timeout <= 0 or result.max_body <= 0:
             raise ConfigError("servicecomb adapter: poll_interval, timeout, max_body must be > 0")
         return result
-
-
-def _as_bool(raw: Any) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    text = str(raw).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError(raw)
 
 
 def normalize_address(address: str) -> str:
@@ -135,34 +116,21 @@ def normalize_address(address: str) -> str:
         rest = rest.split("?", 1)[0]
     if scheme not in {"http", "https"}:
         raise ConfigError(f"servicecomb adapter: unsupported address scheme {address!r}")
-    parts = urlsplit(f"{scheme}://{rest}")
-    if not parts.hostname:
-        raise ConfigError(f"servicecomb adapter: address without a host: {address!r}")
-    return f"{scheme}://{parts.netloc}"
+    try:
+        return _http.normalize_address("servicecomb", f"{scheme}://{rest}")
+    except ConfigError:
+        raise ConfigError(f"servicecomb adapter: address without a host: {address!r}") from None
 
 
-@dataclass(slots=True)
-class _Response:
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        if not self.body:
-            return {}
-        try:
-            return json.loads(self.body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise BadResponseError(f"response is not JSON: {exc}") from None
-
-    def obj(self) -> dict[str, Any]:
-        value = self.json()
-        if not isinstance(value, dict):
-            raise BadResponseError(f"expected a JSON object, got {type(value).__name__}")
-        return value
+def _obj(resp: Response) -> dict[str, Any]:
+    """The JSON object of an answer (an empty body reads as ``{}``)."""
+    value = resp.json() if resp.body else {}
+    if not isinstance(value, dict):
+        raise BadResponseError(f"expected a JSON object, got {type(value).__name__}")
+    return value
 
 
-class ServiceCombAdapter:
+class ServiceCombAdapter(HttpAdapter):
     """A Service-Center v4 client implementing :class:`pysyncer.adapters.base.Adapter`."""
 
     name = "servicecomb"
@@ -172,11 +140,17 @@ class ServiceCombAdapter:
     ) -> None:
         if not addresses:
             raise ConfigError("servicecomb adapter: at least one address is required")
-        self.addresses = [normalize_address(a) for a in addresses]
         self.settings = settings or ServiceCombSettings()
+        self.http = HttpClient.for_settings(
+            "servicecomb",
+            [normalize_address(a) for a in addresses],
+            self.settings,
+            headers={"Accept": "application/json"},
+            label="registry",
+            pool_limit=32,
+            defer_tls=True,
+        )
         self.domain_project = f"{self.settings.domain}/{self.settings.project}"
-        self._current = 0
-        self._session: aiohttp.ClientSession | None = None
         self._closed = asyncio.Event()
         self._service_ids: dict[ServiceKey, str] = {}
         self._services_by_id: dict[str, ServiceKey] = {}
@@ -190,9 +164,13 @@ class ServiceCombAdapter:
     # -- lifecycle ----------------------------------------------------------------
 
     @property
+    def addresses(self) -> list[str]:
+        return self.http.addresses
+
+    @property
     def current_address(self) -> str:
         """The address requests go to first (the last one that answered)."""
-        return self.addresses[self._current]
+        return self.http.current_address
 
     @property
     def uses_feed(self) -> bool | None:
@@ -200,42 +178,9 @@ class ServiceCombAdapter:
         return self._feed
 
     async def start(self) -> None:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=self._ssl_context(), limit=32),
-                timeout=aiohttp.ClientTimeout(total=None, connect=self.settings.connect_timeout),
-                headers={"Accept": "application/json"},
-            )
+        self.http.open()
         self._closed.clear()
         await self._request("GET", "/v4/{project}/registry/version")
-
-    async def close(self) -> None:
-        self._closed.set()
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
-
-    async def __aenter__(self) -> ServiceCombAdapter:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    def _ssl_context(self) -> ssl.SSLContext | bool:
-        s = self.settings
-        if not (s.tls_ca or s.tls_cert or not s.tls_verify):
-            return True  # default verification for https addresses
-        try:
-            context = ssl.create_default_context(cafile=s.tls_ca or None)
-            if s.tls_cert:
-                context.load_cert_chain(s.tls_cert, s.tls_key or None)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"servicecomb adapter: TLS files: {exc}") from None
-        if not s.tls_verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
 
     # -- HTTP with failover ------------------------------------------------------------
 
@@ -249,79 +194,24 @@ class ServiceCombAdapter:
         headers: Mapping[str, str] | None = None,
         timeout: float | None = None,
         ok_statuses: tuple[int, ...] = (),
-    ) -> _Response:
+    ) -> Response:
         """Send to the current address, rotating on connection errors and 5xx.
 
         Returns 2xx/304 (and ``ok_statuses``); raises the typed error for other answers.
         """
-        session = self._session
-        if session is None:
-            raise UnavailableError("servicecomb adapter is not started (or closed)")
         path = path.replace("{project}", self.settings.project)
         request_headers = {"x-domain-name": self.settings.domain}
         if headers:
             request_headers.update(headers)
-        data = None
-        if body is not None:
-            data = json.dumps(body).encode()
-            request_headers["Content-Type"] = "application/json"
-        total = timeout if timeout is not None else self.settings.timeout
-        failures: list[str] = []
-        start = self._current
-        for step in range(len(self.addresses)):
-            if session.closed:
-                raise UnavailableError("servicecomb adapter is closed")
-            index = (start + step) % len(self.addresses)
-            url = self.addresses[index] + path
-            try:
-                async with session.request(
-                    method,
-                    url,
-                    params=params,
-                    data=data,
-                    headers=request_headers,
-                    timeout=aiohttp.ClientTimeout(
-                        total=total, connect=self.settings.connect_timeout
-                    ),
-                    allow_redirects=False,
-                ) as resp:
-                    raw = await self._read_body(resp, f"{method} {path}")
-                    response = _Response(resp.status, resp.headers, raw)
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                failures.append(f"{self.addresses[index]}: {type(exc).__name__} {exc}".strip())
-                continue
-            if response.status >= 500:
-                failures.append(f"{self.addresses[index]}: HTTP {response.status}")
-                continue
-            self._current = index
-            if response.status < 300 or response.status == 304:
-                return response
-            if response.status in ok_statuses:
-                return response
-            raise self._error(method, path, response)
-        raise UnavailableError(
-            f"{method} {path}: no registry address answered: " + "; ".join(failures)
+        response = await self.http.request(
+            method, path, params=params, json_body=body, headers=request_headers, timeout=timeout
         )
-
-    async def _read_body(self, resp: aiohttp.ClientResponse, what: str) -> bytes:
-        """The whole body, refusing more than ``max_body`` bytes (checked while reading)."""
-        limit = self.settings.max_body
-        too_big = BadResponseError(f"{what}: response body over {limit} bytes")
-        if resp.content_length is not None and resp.content_length > limit:
-            raise too_big
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            chunk = await resp.content.read(min(65536, limit + 1 - size))
-            if not chunk:
-                return b"".join(chunks)
-            size += len(chunk)
-            if size > limit:
-                raise too_big
-            chunks.append(chunk)
+        if response.status < 300 or response.status == 304 or response.status in ok_statuses:
+            return response
+        raise self._error(method, path, response)
 
     @staticmethod
-    def _error(method: str, path: str, response: _Response) -> AdapterError:
+    def _error(method: str, path: str, response: Response) -> AdapterError:
         code = ""
         message = f"{method} {path}: HTTP {response.status}"
         try:
@@ -361,7 +251,7 @@ class ServiceCombAdapter:
                     },
                     headers=headers,
                 )
-                service_id = _str_field(resp.obj(), "serviceId")
+                service_id = _str_field(_obj(resp), "serviceId")
             except NotFoundError:
                 try:
                     resp = await self._request(
@@ -370,7 +260,7 @@ class ServiceCombAdapter:
                         body={"service": service_to_sc(service)},
                         headers=headers,
                     )
-                    service_id = _str_field(resp.obj(), "serviceId")
+                    service_id = _str_field(_obj(resp), "serviceId")
                 except ConflictError:
                     continue  # created concurrently: look it up again
             self._remember_service(service_id, service)
@@ -404,7 +294,7 @@ class ServiceCombAdapter:
                     self._forget_service(instance.service)  # deleted behind our back
                     continue
                 raise
-            instance_id = resp.obj().get("instanceId") or instance.instance_id
+            instance_id = _obj(resp).get("instanceId") or instance.instance_id
             return LocalRef(service_id, str(instance_id))
         raise NotFoundError(f"service {instance.service.text()} vanished while registering")
 
@@ -418,9 +308,9 @@ class ServiceCombAdapter:
             svc = await self._request(
                 "GET", f"/v4/{{project}}/registry/microservices/{ref.service_id}"
             )
-            key = service_from_sc(svc.obj().get("service"), self.domain_project)
+            key = service_from_sc(_obj(svc).get("service"), self.domain_project)
             self._remember_service(ref.service_id, key)
-        return instance_from_sc(resp.obj().get("instance"), key)
+        return instance_from_sc(_obj(resp).get("instance"), key)
 
     async def unregister(self, ref: LocalRef) -> None:
         with contextlib.suppress(NotFoundError):
@@ -456,7 +346,7 @@ class ServiceCombAdapter:
             self._batch_heartbeat = False
             log.info("batch heartbeats unavailable (%s): renewing one by one", exc)
             return None
-        value = resp.obj()
+        value = _obj(resp)
         items = value.get("instances")
         if resp.status == 400 and not isinstance(items, list):
             # A plain SC error, not the per-instance result shape.
@@ -531,7 +421,7 @@ class ServiceCombAdapter:
         digest = hashlib.blake2b(resp.body, digest_size=16).digest()
         if digest == self._list_digest and not force:
             return None
-        value = resp.obj()
+        value = _obj(resp)
         details = value.get("allServicesDetail", value.get("AllServicesDetail")) or []
         if not isinstance(details, list):
             raise BadResponseError("allServicesDetail: expected a list")
@@ -583,7 +473,7 @@ class ServiceCombAdapter:
             self._feed = False
             return None
         self._feed = True
-        return _int_field(resp.obj(), "revision")
+        return _int_field(_obj(resp), "revision")
 
     async def changes(self) -> AsyncIterator[ChangeBatch]:
         backoff = 0.2
@@ -599,15 +489,11 @@ class ServiceCombAdapter:
                     if self._closed.is_set():
                         return
             except (AdapterError, aiohttp.ClientError) as exc:
-                if self._closed.is_set() or self._session is None:
+                if self._closed.is_set() or not self.http.started:
                     return
                 log.warning("servicecomb change detection: %s (retrying in %.1fs)", exc, backoff)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, self.settings.retry_max)
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._closed.wait(), seconds)
 
     async def _feed_batches(self) -> AsyncIterator[ChangeBatch]:
         if self._feed_cursor is None:
@@ -634,7 +520,7 @@ class ServiceCombAdapter:
                 self._feed_cursor = None
                 yield ChangeBatch([], resync=True)
                 return
-            value = resp.obj()
+            value = _obj(resp)
             revision = _int_field(value, "revision")
             if value.get("reset") or revision < self._feed_cursor:
                 self._feed_cursor = revision
@@ -673,15 +559,7 @@ class ServiceCombAdapter:
             current = await self._list(force=False)
             if current is None:
                 continue
-            previous = self._last_listing or {}
-            events: list[ChangeEvent] = []
-            for iid, (inst, ref) in current.items():
-                old = previous.get(iid)
-                if old is None or old[0] != inst:
-                    events.append(ChangeEvent("upsert", inst, ref))
-            for iid, (inst, ref) in previous.items():
-                if iid not in current:
-                    events.append(ChangeEvent("delete", inst, ref))
+            events = diff_listings(self._last_listing or {}, current)
             self._last_listing = current
             if events:
                 yield ChangeBatch(events)

@@ -23,7 +23,7 @@ from pysyncer.adapters.embedded import EmbeddedAdapter
 from pysyncer.config import DaemonConfig, parse_host_port
 from pysyncer.errors import PysyncerError
 from pysyncer.gossip.lamport import UserEvent
-from pysyncer.gossip.serf import MemberStatus, Serf, SerfEvent
+from pysyncer.gossip.serf import EventType, MemberEvent, MemberStatus, Serf, SerfEvent
 from pysyncer.model import is_copy
 from pysyncer.registry.app import RegistryServer
 from pysyncer.rpc.client import SyncClient
@@ -40,6 +40,9 @@ __all__ = ["REVISION_EVENT", "SyncEngine"]
 log = logging.getLogger(__name__)
 
 REVISION_EVENT = "pysyncer-rev"  # gossip user event: payload = the data center that moved
+_MEMBERSHIP_SIGNALS = frozenset(
+    {EventType.MEMBER_JOIN, EventType.MEMBER_FAILED, EventType.MEMBER_LEAVE}
+)
 ANNOUNCE_INTERVAL = 1.0  # at most one revision event per second per syncer
 # The cyclic GC's youngest-generation threshold while the engine runs. The default (700)
 # re-scans the young objects of every registry write; with 100,000 copies that was a
@@ -279,6 +282,16 @@ class SyncEngine:
     def _on_serf_event(self, event: SerfEvent) -> None:
         if isinstance(event, UserEvent) and event.name == REVISION_EVENT and self.peers:
             self.peers.wake(event.payload.decode(errors="replace"))
+        elif (
+            isinstance(event, MemberEvent)
+            and event.type in _MEMBERSHIP_SIGNALS
+            and event.member.tags.get("dc") == self.config.dc
+            and self.ownership is not None
+            and self.ownership.coordinated
+        ):
+            # Gossip is the fast signal that a syncer of this data center came or went;
+            # the store's leases decide: re-read them now rather than at the next tick.
+            self.ownership.nudge()
 
     # -- status ------------------------------------------------------------------------
 
