@@ -19,21 +19,18 @@ import argparse
 import collections
 import fnmatch
 import importlib.util
-import json
-import platform
 import re
-import statistics
 import sys
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from _harness import add_common_options, measure, print_cases, print_json, system
 
 if TYPE_CHECKING:
     from pysyncer.model import Instance
     from pysyncer.sync.filters import Filters
 
-Run = Callable[[], object]
 TARGET = 500_000
 
 RULES: dict[str, list[dict[str, Any]]] = {
@@ -125,38 +122,12 @@ def make_filters() -> Filters:
     return filters_from_config(RULES, RULES, dc="dc-east")
 
 
-def _seconds(run: Run) -> float:
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
-
-
-def measure(ours: Run, naive_run: Run, decisions: int, repeats: int) -> dict[str, Any]:
-    """Decisions/s of both runs (median, min, max over ``repeats``) and their ratio."""
-    ours()  # warm-up
-    naive_run()
-    times: dict[str, list[float]] = {"filters": [], "fnmatch": []}
-    for _ in range(repeats):
-        times["filters"].append(_seconds(ours))
-        times["fnmatch"].append(_seconds(naive_run))
-    result: dict[str, Any] = {"decisions": decisions}
-    for name, seconds in times.items():
-        result[name] = {
-            "median": decisions / statistics.median(seconds),
-            "min": decisions / max(seconds),
-            "max": decisions / min(seconds),
-        }
-    result["ratio"] = result["filters"]["median"] / result["fnmatch"]["median"]
-    return result
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print a table, or one JSON object with ``--json``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=100_000, help="decisions per run")
     parser.add_argument("--services", type=int, default=2_000, help="distinct services")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per figure")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_common_options(parser, repeats=5)
     args = parser.parse_args(argv)
     if args.instances < 1 or args.services < 1 or args.repeats < 1:
         parser.error("--instances, --services and --repeats must be at least 1")
@@ -182,52 +153,49 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     cases = {
         "exports": measure(
-            lambda: collections.deque(map(filters.exports, batch), maxlen=0),
-            lambda: collections.deque(map(naive, ["dc-east"] * len(batch), batch), maxlen=0),
+            {
+                "filters": lambda: collections.deque(map(filters.exports, batch), maxlen=0),
+                "fnmatch": lambda: collections.deque(
+                    map(naive, ["dc-east"] * len(batch), batch), maxlen=0
+                ),
+            },
+            "decisions",
             len(batch),
             args.repeats,
         ),
         "imports": measure(
-            lambda: collections.deque(map(filters.imports, origins, batch), maxlen=0),
-            lambda: collections.deque(map(naive, origins, batch), maxlen=0),
+            {
+                "filters": lambda: collections.deque(
+                    map(filters.imports, origins, batch), maxlen=0
+                ),
+                "fnmatch": lambda: collections.deque(map(naive, origins, batch), maxlen=0),
+            },
+            "decisions",
             len(batch),
             args.repeats,
         ),
         "exports, every service new": measure(
-            cold_run,
-            lambda: collections.deque(map(naive, ["dc-east"] * len(cold), cold), maxlen=0),
+            {
+                "filters": cold_run,
+                "fnmatch": lambda: collections.deque(
+                    map(naive, ["dc-east"] * len(cold), cold), maxlen=0
+                ),
+            },
+            "decisions",
             len(cold),
             args.repeats,
         ),
     }
     if args.json:
-        report = {
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "repeats": args.repeats,
-            "rules": 10,
-            "services": args.services,
-            "passed": passed,
-            "unit": "decisions/s",
-            "target": TARGET,
-            "cases": cases,
-        }
-        print(json.dumps(report, indent=2))
+        extra = {"rules": 10, "services": args.services, "passed": passed, "target": TARGET}
+        print_json(args.repeats, "decisions/s", cases, **extra)
         return 0
     print(
-        f"Python {platform.python_version()} {platform.machine()}, 10 rules, "
+        f"{system()}, 10 rules, "
         f"{args.services:,} services, {passed:,} of {len(batch):,} exported; "
         f"median of {args.repeats} runs, decisions/s (min-max); target {TARGET:,}/s"
     )
-    for name, case in cases.items():
-        print(f"{name} ({case['decisions']:,} decisions)")
-        for impl in ("filters", "fnmatch"):
-            figures = case[impl]
-            print(
-                f"  {impl:9s}{figures['median'] / 1e6:9.2f} M/s"
-                f"  ({figures['min'] / 1e6:.2f}-{figures['max'] / 1e6:.2f})"
-            )
-        print(f"  ratio    {case['ratio']:9.1f}x")
+    print_cases(cases, "decisions", ("filters", "fnmatch"))
     return 0
 
 

@@ -45,30 +45,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _procs import (
     Daemon,
     EtcdProcess,
+    RegistryClient,
     RegistryProcess,
-    RestClient,
     find_etcd,
+    ownership,
+    split_evenly,
     wait_until,
 )
 
-SLOTS = 16384
 SERVICES = 100
 ADOPTED = re.compile(r"playback of (\d+) slot\(s\): (\d+) copies adopted")
-
-
-def ownership(daemon: Daemon) -> dict[str, Any]:
-    return dict(daemon.status()["ownership"])
-
-
-def split_evenly(members: list[Daemon]) -> bool:
-    views = [ownership(d) for d in members]
-    owned = [v["slots_owned"] for v in views]
-    return (
-        len({v["epoch"] for v in views}) == 1
-        and sum(owned) == SLOTS
-        and max(owned) - min(owned) <= 1
-        and not any(v["slots_pending"] for v in views)
-    )
 
 
 def held(members: list[Daemon]) -> int:
@@ -90,7 +76,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
 class Heartbeats:
     """The applications of A: heartbeat every registered instance every 2 s."""
 
-    def __init__(self, client: RestClient) -> None:
+    def __init__(self, client: RegistryClient) -> None:
         self.client = client
         self.targets: list[dict[str, str]] = []
         self._stop = threading.Event()
@@ -100,7 +86,7 @@ class Heartbeats:
     def _run(self) -> None:
         while not self._stop.wait(2.0):
             with contextlib.suppress(OSError, ValueError):
-                self.client.heartbeat_set(list(self.targets))
+                self.client.heartbeat_set(list(self.targets), timeout=30)
 
     def stop(self) -> None:
         self._stop.set()
@@ -133,12 +119,13 @@ def run(args: argparse.Namespace, etcd_binary: str, workdir: Path) -> dict[str, 
         started = time.monotonic()
         for n in range(args.instances):
             sid = services[n % SERVICES]
-            iid = client.register(sid, f"10.7.{n // 250}.{n % 250}", interval=5, times=1)
+            host = f"10.7.{n // 250}.{n % 250}"
+            iid = client.register(sid, host, [f"rest://{host}:80"], interval=5, times=1)
             beats.targets.append({"serviceId": sid, "instanceId": iid})
         want = args.instances
 
         def exactly_once() -> bool:
-            seen = Counter(registry_b.client.copies())
+            seen = Counter(registry_b.client.copy_origins(timeout=30))
             return len(seen) == want and set(seen.values()) == {1}
 
         wait_until(exactly_once, 300, "every instance copied once", a, *b)
@@ -173,7 +160,7 @@ def one_round(
     fewest = [want]
 
     def copies_back() -> bool:
-        seen = Counter(registry_b.client.copies())
+        seen = Counter(registry_b.client.copy_origins(timeout=30))
         fewest[0] = min(fewest[0], len(seen))
         return held(survivors) == want and len(seen) == want and set(seen.values()) == {1}
 

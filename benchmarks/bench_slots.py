@@ -16,16 +16,11 @@ from __future__ import annotations
 import argparse
 import collections
 import importlib.util
-import json
-import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-Run = Callable[[], object]
+from _harness import Run, add_common_options, measure, print_cases, print_json, system
 
 
 def plain_keys(count: int) -> list[str]:
@@ -38,31 +33,6 @@ def tagged_keys(count: int) -> list[str]:
     return [f"{{default/app-{i % 50}}}/service-{i}" for i in range(count)]
 
 
-def _seconds(run: Run) -> float:
-    start = time.perf_counter()
-    run()
-    return time.perf_counter() - start
-
-
-def measure(compiled: Run, twin: Run, keys: int, repeats: int) -> dict[str, Any]:
-    """Keys/s of both runs (median, min, max over ``repeats``) and their ratio."""
-    compiled()  # warm-up
-    twin()
-    times: dict[str, list[float]] = {"compiled": [], "twin": []}
-    for _ in range(repeats):
-        times["compiled"].append(_seconds(compiled))
-        times["twin"].append(_seconds(twin))
-    result: dict[str, Any] = {"keys": keys}
-    for name, seconds in times.items():
-        result[name] = {
-            "median": keys / statistics.median(seconds),
-            "min": keys / max(seconds),
-            "max": keys / min(seconds),
-        }
-    result["ratio"] = result["compiled"]["median"] / result["twin"]["median"]
-    return result
-
-
 def _consume(function: Callable[[str], int], keys: Sequence[str]) -> Run:
     return lambda: collections.deque(map(function, keys), maxlen=0)
 
@@ -71,8 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; print a table, or one JSON object with ``--json``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=1_000_000, help="keys per run")
-    parser.add_argument("--repeats", type=int, default=7, help="timed runs per figure")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    add_common_options(parser, repeats=7)
     args = parser.parse_args(argv)
     if args.keys < 1 or args.repeats < 1:
         parser.error("--keys and --repeats must be at least 1")
@@ -100,47 +69,35 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     cases = {
         "key_slots plain": measure(
-            lambda: compiled.key_slots(plain),
-            lambda: twin.key_slots(plain),
+            {"compiled": lambda: compiled.key_slots(plain), "twin": lambda: twin.key_slots(plain)},
+            "keys",
             len(plain),
             args.repeats,
         ),
         "key_slots hash-tag": measure(
-            lambda: compiled.key_slots(tagged),
-            lambda: twin.key_slots(tagged),
+            {
+                "compiled": lambda: compiled.key_slots(tagged),
+                "twin": lambda: twin.key_slots(tagged),
+            },
+            "keys",
             len(tagged),
             args.repeats,
         ),
         "key_slot single calls": measure(
-            _consume(compiled.key_slot, sample),
-            _consume(twin.key_slot, sample),
+            {
+                "compiled": _consume(compiled.key_slot, sample),
+                "twin": _consume(twin.key_slot, sample),
+            },
+            "keys",
             len(sample),
             args.repeats,
         ),
     }
     if args.json:
-        report = {
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "repeats": args.repeats,
-            "unit": "keys/s",
-            "cases": cases,
-        }
-        print(json.dumps(report, indent=2))
+        print_json(args.repeats, "keys/s", cases)
         return 0
-    print(
-        f"Python {platform.python_version()} {platform.machine()}, "
-        f"median of {args.repeats} runs, keys/s (min-max)"
-    )
-    for name, case in cases.items():
-        print(f"{name} ({case['keys']:,} keys)")
-        for impl in ("compiled", "twin"):
-            figures = case[impl]
-            print(
-                f"  {impl:9s}{figures['median'] / 1e6:9.2f} M/s"
-                f"  ({figures['min'] / 1e6:.2f}-{figures['max'] / 1e6:.2f})"
-            )
-        print(f"  ratio    {case['ratio']:9.1f}x")
+    print(f"{system()}, median of {args.repeats} runs, keys/s (min-max)")
+    print_cases(cases, "keys", ("compiled", "twin"))
     return 0
 
 

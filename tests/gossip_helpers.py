@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -15,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pysyncer.gossip.timing import LOCAL
+from pysyncer.testing.procs import free_port as free_port  # re-exported to the tests
 
 # Loopback-fast timings: failures are noticed within a couple of seconds.
 FAST = replace(
@@ -28,21 +28,6 @@ FAST = replace(
     tcp_timeout=2.0,
     gossip_to_the_dead_time=5.0,
 )
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free for both TCP and UDP on ``host``."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((host, 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((host, port))
-                except OSError:
-                    continue
-            return port
-    raise RuntimeError("no free port")
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:

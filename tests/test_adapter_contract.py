@@ -10,8 +10,6 @@ SC v4 REST API) plays the application. All waits are bounded.
 
 from __future__ import annotations
 
-import socket
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,10 +19,8 @@ from aiohttp import web
 
 from pysyncer.adapters import (
     Adapter,
-    BadResponseError,
     LocalRef,
     NotFoundError,
-    UnavailableError,
     load_adapter,
 )
 from pysyncer.adapters.embedded import EmbeddedAdapter
@@ -33,6 +29,14 @@ from pysyncer.errors import ConfigError
 from pysyncer.model import ORIGIN_DC_PROPERTY, ORIGIN_ID_PROPERTY, Instance, ServiceKey
 from pysyncer.registry import EmbeddedRegistry, RegistryServer
 from pysyncer.testing.contract import EventCollector, start_collector
+from tests.adapter_helpers import (
+    FakeClock,
+    StaticServer,
+    dead_url,
+    expect_bad_list,
+    expect_oversized,
+    expect_unavailable,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -89,19 +93,6 @@ class ScClient:
 
     async def unregister(self, service_id: str, instance_id: str) -> None:
         await self._call("DELETE", f"/microservices/{service_id}/instances/{instance_id}")
-
-
-class FakeClock:
-    """Monotonic time that tests can move forward (lease expiry without waiting)."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.monotonic() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
 
 
 @pytest.fixture
@@ -317,13 +308,6 @@ async def test_renew_falls_back_to_single_heartbeats(sc_like: HidingProxy) -> No
 # -- failover and errors ----------------------------------------------------------------
 
 
-def dead_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
 async def test_failover_to_second_address(server: RegistryServer) -> None:
     dead = dead_url()
     adapter = ServiceCombAdapter([dead, server.url], ServiceCombSettings(connect_timeout=1.0))
@@ -339,38 +323,7 @@ async def test_failover_to_second_address(server: RegistryServer) -> None:
 
 async def test_server_down_is_unavailable() -> None:
     adapter = ServiceCombAdapter([dead_url(), dead_url()], ServiceCombSettings(connect_timeout=1.0))
-    with pytest.raises(UnavailableError):
-        await adapter.start()
-    with pytest.raises(UnavailableError):
-        await adapter.list_instances()
-    await adapter.close()
-
-
-class BadServer:
-    """Answers every request with a fixed body (garbage or huge)."""
-
-    def __init__(self, body: bytes, status: int = 200) -> None:
-        self.body = body
-        self.status = status
-        self._runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def __aenter__(self) -> BadServer:
-        async def handle(request: web.Request) -> web.Response:
-            return web.Response(status=self.status, body=self.body, content_type="application/json")
-
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
+    await expect_unavailable(adapter)
 
 
 @pytest.mark.parametrize(
@@ -384,27 +337,17 @@ class BadServer:
     ],
 )
 async def test_garbage_is_bad_response(body: bytes) -> None:
-    async with BadServer(body) as bad:
+    async with StaticServer(body) as bad:
         adapter = ServiceCombAdapter([bad.url], ServiceCombSettings(feed=False))
         await adapter.start()
-        try:
-            with pytest.raises(BadResponseError):
-                await adapter.list_instances()
-        finally:
-            await adapter.close()
+        await expect_bad_list(adapter)
 
 
 async def test_oversized_body_is_bad_response() -> None:
     huge = b'{"allServicesDetail": [' + b'{"x": "' + b"a" * 300_000 + b'"}]}'
-    async with BadServer(huge) as bad:
+    async with StaticServer(huge) as bad:
         adapter = ServiceCombAdapter([bad.url], ServiceCombSettings(feed=False, max_body=65536))
-        try:
-            with pytest.raises(BadResponseError, match="over 65536 bytes"):
-                await adapter.start()
-            with pytest.raises(BadResponseError, match="over 65536 bytes"):
-                await adapter.list_instances()
-        finally:
-            await adapter.close()
+        await expect_oversized(adapter)
 
 
 # -- loading --------------------------------------------------------------------------

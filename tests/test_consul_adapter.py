@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import socket
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, cast
 
@@ -32,6 +31,7 @@ from pysyncer.adapters.consul import (
 from pysyncer.errors import ConfigError
 from pysyncer.model import Instance
 from pysyncer.testing.contract import COPY_SERVICE, copy_instance
+from tests.adapter_helpers import free_tcp_port, started
 from tests.fakes.consul import FakeConsul, validate_meta
 
 pytestmark = pytest.mark.timeout(30)
@@ -48,12 +48,6 @@ async def fake() -> AsyncIterator[FakeConsul]:
 def adapter_for(fake: FakeConsul, **settings: Any) -> ConsulAdapter:
     base = {"token": "tok", "wait": "2", "min-query-interval": "0.05"}
     return ConsulAdapter([fake.address], ConsulSettings.from_mapping({**base, **settings}))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- Meta encoding -----------------------------------------------------------------------
@@ -165,9 +159,7 @@ async def test_py_consul_client_accepts_the_fake() -> None:
 
 
 async def test_ttl_copies_go_critical_and_are_reaped(fake: FakeConsul) -> None:
-    adapter = adapter_for(fake)
-    await adapter.start()
-    try:
+    async with started(adapter_for(fake)) as adapter:
         ref = await adapter.register(copy_instance("t-1", interval=20, times=2))  # TTL 60 s
         check = fake.nodes[fake.agent_node].checks["service:t-1"]
         assert (check.ttl, check.deregister_after, check.status) == (60, 60, "passing")
@@ -185,8 +177,6 @@ async def test_ttl_copies_go_critical_and_are_reaped(fake: FakeConsul) -> None:
         assert fake.nodes[fake.agent_node].checks["service:t-2"].status == "warning"
         assert [r.status for r in await adapter.renew([down])] == ["ok"]
         assert fake.calls["PUT /v1/agent/check/warn/service:t-2"] == 1
-    finally:
-        await adapter.close()
 
 
 async def test_unknown_check_as_legacy_500_is_not_found() -> None:
@@ -205,9 +195,7 @@ async def test_unknown_check_as_legacy_500_is_not_found() -> None:
 
 
 async def test_catalog_mode_batches_concurrent_writes_in_txns(fake: FakeConsul) -> None:
-    adapter = adapter_for(fake, mode="catalog")
-    await adapter.start()
-    try:
+    async with started(adapter_for(fake, mode="catalog")) as adapter:
         assert adapter.node == "pysyncer-dc1"
         copies = [copy_instance(f"b-{n}", port=10000 + n) for n in range(100)]
         refs = await asyncio.gather(*(adapter.register(c) for c in copies))
@@ -235,14 +223,10 @@ async def test_catalog_mode_batches_concurrent_writes_in_txns(fake: FakeConsul) 
         assert isinstance(results2[0], ConflictError)
         await asyncio.gather(*(adapter.unregister(r) for r in refs))
         assert set(fake.nodes["pysyncer-dc1"].services) == {"bad"}
-    finally:
-        await adapter.close()
 
 
 async def test_txn_rollback_isolates_the_failing_copy(fake: FakeConsul) -> None:
-    adapter = adapter_for(fake, mode="catalog")
-    await adapter.start()
-    try:
+    async with started(adapter_for(fake, mode="catalog")) as adapter:
         original = fake._txn_op
 
         def failing(op: Any) -> None:
@@ -263,14 +247,10 @@ async def test_txn_rollback_isolates_the_failing_copy(fake: FakeConsul) -> None:
         )
         assert isinstance(results[1], ConflictError) and "poisoned" in str(results[1])
         assert set(fake.nodes["pysyncer-dc1"].services) == {"a", "c"}
-    finally:
-        await adapter.close()
 
 
 async def test_index_going_backwards_is_reset_and_changes_still_seen(fake: FakeConsul) -> None:
-    adapter = adapter_for(fake)
-    await adapter.start()
-    try:
+    async with started(adapter_for(fake)) as adapter:
         await adapter.register(copy_instance("r-1"))
         await adapter.list_instances()
         stream = cast(AsyncGenerator[ChangeBatch, None], adapter.changes())
@@ -282,14 +262,10 @@ async def test_index_going_backwards_is_reset_and_changes_still_seen(fake: FakeC
         assert "r-2" in {e.instance.instance_id for e in batch.events}
         assert fake.calls["GET /v1/health/service/orders"] - before <= 4
         await stream.aclose()
-    finally:
-        await adapter.close()
 
 
 async def test_never_spins_on_index_zero(fake: FakeConsul) -> None:
-    adapter = adapter_for(fake, **{"min-query-interval": "0.1"})
-    await adapter.start()
-    try:
+    async with started(adapter_for(fake, **{"min-query-interval": "0.1"})) as adapter:
         await adapter.register(copy_instance("z-1"))
         await adapter.list_instances()
         fake.stuck_index = 0  # a broken server: index 0, never blocks
@@ -304,16 +280,12 @@ async def test_never_spins_on_index_zero(fake: FakeConsul) -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         await stream.aclose()
-    finally:
-        await adapter.close()
 
 
 async def test_new_service_watch_blocks_right_after_its_first_read(fake: FakeConsul) -> None:
     # A long min-query-interval: a watcher that paced its first blocking query would
     # miss the second instance for 2 s.
-    adapter = adapter_for(fake, **{"min-query-interval": "2"})
-    await adapter.start()
-    try:
+    async with started(adapter_for(fake, **{"min-query-interval": "2"})) as adapter:
         await adapter.list_instances()
         stream = cast(AsyncGenerator[ChangeBatch, None], adapter.changes())
         fresh = dataclasses.replace(COPY_SERVICE, name="fresh")
@@ -330,14 +302,10 @@ async def test_new_service_watch_blocks_right_after_its_first_read(fake: FakeCon
             seen |= {e.instance.instance_id for e in batch.events}
         assert loop.time() - start < 1.0
         await stream.aclose()
-    finally:
-        await adapter.close()
 
 
 async def test_blocking_queries_use_the_wait_setting(fake: FakeConsul) -> None:
-    adapter = adapter_for(fake, wait="1.5")
-    await adapter.start()
-    try:
+    async with started(adapter_for(fake, wait="1.5")) as adapter:
         await adapter.register(copy_instance("w-1"))
         await adapter.list_instances()
         stream = cast(AsyncGenerator[ChangeBatch, None], adapter.changes())
@@ -348,8 +316,6 @@ async def test_blocking_queries_use_the_wait_setting(fake: FakeConsul) -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         await stream.aclose()
-    finally:
-        await adapter.close()
 
 
 async def test_token_datacenter_and_failover(fake: FakeConsul) -> None:
@@ -363,7 +329,7 @@ async def test_token_datacenter_and_failover(fake: FakeConsul) -> None:
         await other_dc.start()
     await other_dc.close()
     adapter = ConsulAdapter(
-        [f"127.0.0.1:{free_port()}", fake.address],
+        [f"127.0.0.1:{free_tcp_port()}", fake.address],
         ConsulSettings.from_mapping({"token": "tok", "max-body": "100000"}),
     )
     await adapter.start()

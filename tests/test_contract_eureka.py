@@ -11,19 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from pysyncer.adapters import (
     AdapterError,
-    BadResponseError,
     LocalRef,
-    UnavailableError,
     load_adapter,
 )
 from pysyncer.adapters.eureka import EurekaAdapter, EurekaSettings, reconcile_hashcode
@@ -31,6 +27,14 @@ from pysyncer.errors import ConfigError
 from pysyncer.model import ServiceKey
 from pysyncer.testing import AdapterContract, RegistryHarness
 from pysyncer.testing.contract import copy_instance, start_collector
+from tests.adapter_helpers import (
+    FakeClock,
+    StaticServer,
+    dead_url,
+    expect_bad_list,
+    expect_oversized,
+    expect_unavailable,
+)
 from tests.fakes.eureka import EurekaFake, EurekaHarness
 
 pytestmark = pytest.mark.timeout(60)
@@ -59,19 +63,6 @@ class TestEurekaV2QuirksContract(AdapterContract):
 # -- Eureka specifics ---------------------------------------------------------------------
 
 
-class FakeClock:
-    """Wall-clock milliseconds that a test can move forward (leases, delta retention)."""
-
-    def __init__(self) -> None:
-        self.offset = 0.0
-
-    def __call__(self) -> float:
-        return time.time() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += seconds
-
-
 @pytest.fixture
 async def fake() -> AsyncIterator[EurekaFake]:
     async with EurekaFake() as server:
@@ -84,13 +75,6 @@ async def started(addresses: list[str], **settings: Any) -> EurekaAdapter:
     )
     await adapter.start()
     return adapter
-
-
-def dead_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 async def test_copy_uses_native_fields_and_carries_the_rest(fake: EurekaFake) -> None:
@@ -212,7 +196,7 @@ async def test_delta_hashcode_mismatch_fetches_everything_and_resyncs() -> None:
 
 
 async def test_changes_older_than_the_delta_queue_are_recovered() -> None:
-    clock = FakeClock()
+    clock = FakeClock(time.time)
     harness = EurekaHarness(clock=clock, eviction_interval=None)
     await harness.start()
     adapter = await started(harness.addresses())
@@ -233,7 +217,7 @@ async def test_changes_older_than_the_delta_queue_are_recovered() -> None:
 
 
 async def test_lease_expiry_follows_eureka(fake: EurekaFake) -> None:
-    clock = FakeClock()
+    clock = FakeClock(time.time)
     fake.clock = clock
     adapter = await started([fake.url])
     try:
@@ -312,37 +296,7 @@ async def test_failover_to_second_address(fake: EurekaFake) -> None:
 
 async def test_no_address_answers_is_unavailable() -> None:
     adapter = EurekaAdapter([dead_url(), dead_url()], EurekaSettings(connect_timeout=1.0))
-    with pytest.raises(UnavailableError):
-        await adapter.start()
-    with pytest.raises(UnavailableError):
-        await adapter.list_instances()
-    await adapter.close()
-
-
-class StaticServer:
-    """Answers every request with one fixed body (garbage, huge, or a handcrafted shape)."""
-
-    def __init__(self, body: bytes, status: int = 200) -> None:
-        self.body = body
-        self.status = status
-        self._runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def __aenter__(self) -> StaticServer:
-        async def handle(request: web.Request) -> web.Response:
-            return web.Response(status=self.status, body=self.body, content_type="application/json")
-
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", handle)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._runner is not None
-        await self._runner.cleanup()
+    await expect_unavailable(adapter)
 
 
 @pytest.mark.parametrize(
@@ -362,25 +316,14 @@ class StaticServer:
 async def test_garbage_is_bad_response(body: bytes) -> None:
     async with StaticServer(body) as bad:
         adapter = await started([bad.url], path="/eureka")
-        try:
-            with pytest.raises(BadResponseError):
-                await adapter.list_instances()
-        finally:
-            await adapter.close()
+        await expect_bad_list(adapter)
 
 
 async def test_oversized_body_is_bad_response() -> None:
     huge = b'{"applications": {"x": "' + b"a" * 300_000 + b'"}}'
     async with StaticServer(huge) as bad:
         settings = EurekaSettings(path="/eureka", max_body=65536)
-        adapter = EurekaAdapter([bad.url], settings)
-        try:
-            with pytest.raises(BadResponseError, match="over 65536 bytes"):
-                await adapter.start()
-            with pytest.raises(BadResponseError, match="over 65536 bytes"):
-                await adapter.list_instances()
-        finally:
-            await adapter.close()
+        await expect_oversized(EurekaAdapter([bad.url], settings))
 
 
 def test_settings_errors_name_the_key() -> None:

@@ -7,30 +7,16 @@ test gets its own Dubbo root and its own TCP proxy in front of the server
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
 from pysyncer.testing import AdapterContract, RegistryHarness
-from tests.conftest import IN_CI
-from tests.zk_helpers import ZkServer, ZookeeperHarness, zookeeper_available
+from tests.zk_helpers import ZkServer, ZookeeperHarness, zk_server
+
+__all__ = ["zk_server"]
 
 pytestmark = pytest.mark.needs_server("zookeeper")
-
-
-@pytest.fixture(scope="module")
-def zk_server() -> Iterator[ZkServer]:
-    reason = zookeeper_available()
-    if reason is not None:
-        if IN_CI:
-            pytest.fail(reason)
-        pytest.skip(reason)
-    server = ZkServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
 
 
 class TestZookeeperContract(AdapterContract):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, cast
 
@@ -25,6 +24,7 @@ from pysyncer.adapters import (
 from pysyncer.adapters.nacos import NacosAdapter, NacosSettings
 from pysyncer.errors import ConfigError
 from pysyncer.testing.contract import copy_instance
+from tests.adapter_helpers import free_tcp_port, started
 from tests.fakes.nacos import FakeNacos, NacosHarness
 
 pytestmark = pytest.mark.timeout(30)
@@ -41,12 +41,6 @@ async def fake() -> AsyncIterator[FakeNacos]:
 def adapter_for(fake: FakeNacos, **settings: Any) -> NacosAdapter:
     base = {"username": "nacos", "password": "pw", "poll-interval": "0.1"}
     return NacosAdapter([fake.address], NacosSettings.from_mapping({**base, **settings}))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.filterwarnings("ignore:ssl.:DeprecationWarning")
@@ -80,9 +74,7 @@ async def test_sdk_client_accepts_the_fake(fake: FakeNacos) -> None:
 
 @pytest.mark.parametrize("api", ["v1", "v3"])
 async def test_renew_of_a_lost_copy_is_not_found(fake: FakeNacos, api: str) -> None:
-    adapter = adapter_for(fake, api=api)
-    await adapter.start()
-    try:
+    async with started(adapter_for(fake, api=api)) as adapter:
         ref = await adapter.register(copy_instance("c-1"))
         assert [r.status for r in await adapter.renew([ref])] == ["ok"]
         fake.forget(lambda g, i: True)
@@ -92,14 +84,10 @@ async def test_renew_of_a_lost_copy_is_not_found(fake: FakeNacos, api: str) -> N
         ref2 = await adapter.register(copy_instance("c-1"))
         assert ref2 == ref
         assert [r.status for r in await adapter.renew([ref])] == ["ok"]
-    finally:
-        await adapter.close()
 
 
 async def test_light_beat_is_20404_but_full_beat_recreates(fake: FakeNacos) -> None:
-    adapter = adapter_for(fake)
-    await adapter.start()
-    try:
+    async with started(adapter_for(fake)) as adapter:
         token = adapter._token
         base = {"serviceName": "DEFAULT_GROUP@@ghost", "accessToken": token}
         light = await adapter.http.request(
@@ -113,14 +101,10 @@ async def test_light_beat_is_20404_but_full_beat_recreates(fake: FakeNacos) -> N
         )
         assert json.loads(full.body)["code"] == 10200
         assert [i.ip for _, i in fake.instances()] == ["1.1.1.1"]
-    finally:
-        await adapter.close()
 
 
 async def test_copies_live_for_their_ttl_on_the_nacos_clock(fake: FakeNacos) -> None:
-    adapter = adapter_for(fake)
-    await adapter.start()
-    try:
+    async with started(adapter_for(fake)) as adapter:
         copy = copy_instance("c-ttl", interval=20, times=2)  # TTL 60 s
         await adapter.register(copy)
         ((_, inst),) = fake.instances()
@@ -145,8 +129,6 @@ async def test_copies_live_for_their_ttl_on_the_nacos_clock(fake: FakeNacos) -> 
         )
         ref = await adapter.register(own)
         assert await adapter.get_instance(ref) == own
-    finally:
-        await adapter.close()
 
 
 def _fields(instance: Any) -> dict[str, Any]:
@@ -177,9 +159,7 @@ async def test_native_instances_age_like_nacos(fake: FakeNacos) -> None:
 
 async def test_token_refreshed_before_expiry_and_after_403(fake: FakeNacos) -> None:
     fake.token_ttl = 2
-    adapter = adapter_for(fake, **{"token-refresh": "0.5"})
-    await adapter.start()
-    try:
+    async with started(adapter_for(fake, **{"token-refresh": "0.5"})) as adapter:
         assert adapter.logins == 1
         await adapter.list_instances()
         assert adapter.logins == 1
@@ -189,8 +169,6 @@ async def test_token_refreshed_before_expiry_and_after_403(fake: FakeNacos) -> N
         fake.tokens.clear()  # server restarted: every token unknown
         await adapter.list_instances()
         assert adapter.logins == 3
-    finally:
-        await adapter.close()
 
 
 async def test_bad_login_is_an_error(fake: FakeNacos) -> None:
@@ -203,9 +181,7 @@ async def test_bad_login_is_an_error(fake: FakeNacos) -> None:
 async def test_moved_endpoint_keeps_the_ref_and_shared_ports_split_clusters(
     fake: FakeNacos,
 ) -> None:
-    adapter = adapter_for(fake)
-    await adapter.start()
-    try:
+    async with started(adapter_for(fake)) as adapter:
         a = await adapter.register(copy_instance("a"))
         b = await adapter.register(copy_instance("b"))  # same 10.0.0.1:8080
         clusters = sorted(i.cluster for _, i in fake.instances())
@@ -220,8 +196,6 @@ async def test_moved_endpoint_keeps_the_ref_and_shared_ports_split_clusters(
         assert [i.port for _, i in fake.instances()] == [9090]
         with pytest.raises(ConflictError):
             await adapter.register(copy_instance("x", endpoints=()))
-    finally:
-        await adapter.close()
 
 
 async def test_namespaces_and_groups_are_separate(fake: FakeNacos) -> None:
@@ -241,9 +215,7 @@ async def test_namespaces_and_groups_are_separate(fake: FakeNacos) -> None:
 
 
 async def test_changes_are_polled(fake: FakeNacos) -> None:
-    adapter = adapter_for(fake)
-    await adapter.start()
-    try:
+    async with started(adapter_for(fake)) as adapter:
         await adapter.list_instances()
         stream = cast(AsyncGenerator[ChangeBatch, None], adapter.changes())
         task = asyncio.ensure_future(stream.__anext__())
@@ -251,12 +223,10 @@ async def test_changes_are_polled(fake: FakeNacos) -> None:
         batch = await asyncio.wait_for(task, 5)
         assert [(e.kind, e.instance.instance_id) for e in batch.events] == [("upsert", "p-1")]
         await stream.aclose()
-    finally:
-        await adapter.close()
 
 
 async def test_failover_and_bad_bodies(fake: FakeNacos) -> None:
-    dead = f"127.0.0.1:{free_port()}"
+    dead = f"127.0.0.1:{free_tcp_port()}"
     adapter = NacosAdapter(
         [dead, fake.address],
         NacosSettings.from_mapping({"username": "nacos", "password": "pw", "max-body": "100000"}),

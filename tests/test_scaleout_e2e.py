@@ -17,19 +17,13 @@ import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from pysyncer.testing.procs import ownership, split_evenly
 from tests.conftest import require_program
 from tests.etcd_helpers import EtcdServer, etcd_server
-from tests.sync_helpers import (
-    ORIGIN_DC,
-    RegistryClient,
-    RegistryProcess,
-    SyncDaemon,
-    eventually,
-)
+from tests.sync_helpers import RegistryClient, RegistryProcess, SyncDaemon, eventually
 from tests.test_sync_e2e import Cluster, cluster
 
 __all__ = ["cluster", "etcd_server"]
@@ -44,43 +38,35 @@ SLOTS = 16384
 
 def copies(client: RegistryClient) -> Counter[str]:
     """origin id -> number of copies in the registry (a duplicate shows as 2)."""
-    return Counter(
-        f"{i['properties'][ORIGIN_DC]}/{i['properties']['pysyncer.origin.id']}"
-        for i in client.copies()
-    )
+    return Counter(client.copy_origins())
 
 
-def ownership(daemon: SyncDaemon) -> dict[str, Any]:
-    return dict(daemon.status()["ownership"])
-
-
-def split_evenly(members: list[SyncDaemon]) -> bool:
-    views = [ownership(d) for d in members]
-    owned = [v["slots_owned"] for v in views]
-    return (
-        len({v["epoch"] for v in views}) == 1
-        and sum(owned) == SLOTS
-        and max(owned) - min(owned) <= 1
-        and not any(v["slots_pending"] for v in views)
-    )
+def two_data_centers(
+    cluster: Cluster, tag: str, registry: str, subnet: int, store: str, members: int
+) -> tuple[RegistryProcess, SyncDaemon, list[SyncDaemon]]:
+    """B's registry; A's syncer ``<tag>a`` on 127.0.0.<subnet>1; ``members`` syncers
+    ``<tag>b<n>`` of dc ``dc-<tag>b`` on 127.0.0.<subnet><n + 2> sharing ``store``, up
+    and with the slots split evenly."""
+    registry_b = cluster.registry(registry)
+    a = cluster.daemon(f"{tag}a", f"127.0.0.{subnet}1")
+    eventually(a.ready, 20, "a up", a)
+    shared = ("--dc", f"dc-{tag}b", "--sc-addr", registry_b.url, "--store", store)
+    b = [
+        cluster.daemon(f"{tag}b{n}", f"127.0.0.{subnet}{n + 2}", "--join", a.bind, *shared,
+                    "--member-ttl", MEMBER_TTL)
+        for n in range(members)
+    ]  # fmt: skip
+    eventually(lambda: all(d.ready() for d in b), 30, "b syncers up", *b)
+    count = {2: "two", 3: "three"}.get(members, str(members))
+    eventually(lambda: split_evenly(b), 30, f"slots split over {count} syncers", *b)
+    return registry_b, a, b
 
 
 def test_three_syncers_share_a_data_center_and_survive_a_kill(
     cluster: Cluster, etcd_server: EtcdServer
 ) -> None:
-    registry_b = cluster.registry("registry-b")
-    a = cluster.daemon("sa", "127.0.0.71")
-    eventually(a.ready, 20, "a up", a)
     store = f"etcd://{etcd_server.endpoint}?prefix=/pysyncer-test/{uuid.uuid4().hex[:8]}/"
-    shared = ("--dc", "dc-sb", "--sc-addr", registry_b.url, "--store", store)
-    b = [
-        cluster.daemon(f"sb{n}", f"127.0.0.7{n + 2}", "--join", a.bind, *shared,
-                    "--member-ttl", MEMBER_TTL)
-        for n in range(3)
-    ]  # fmt: skip
-    eventually(lambda: all(d.ready() for d in b), 30, "b syncers up", *b)
-
-    eventually(lambda: split_evenly(b), 30, "slots split over three syncers", *b)
+    registry_b, a, b = two_data_centers(cluster, "s", "registry-b", 7, store, 3)
 
     services = [a.client.create_service("shop", f"svc-{k}") for k in range(SERVICES)]
     # The applications heartbeat (their TTL, and their copies', is 10 s): a copy in B
@@ -105,7 +91,7 @@ def test_three_syncers_share_a_data_center_and_survive_a_kill(
 def heartbeat(client: RegistryClient, alive: list[dict[str, str]], stop: threading.Event) -> None:
     while not stop.wait(2.0):
         with contextlib.suppress(OSError, ValueError):
-            client.call("PUT", "/registry/heartbeats", {"Instances": list(alive)})
+            client.heartbeat_set(list(alive))
 
 
 def check_takeover(
@@ -180,18 +166,8 @@ def test_an_etcd_outage_loses_nothing(cluster: Cluster, tmp_path: Path) -> None:
 
 def check_outage(cluster: Cluster, server: EtcdServer) -> None:
     count, services_n = 200, 20
-    registry_b = cluster.registry("registry-ob")
-    a = cluster.daemon("oa", "127.0.0.81")
-    eventually(a.ready, 20, "a up", a)
     store = f"{server.url}?prefix=/pysyncer-outage/{uuid.uuid4().hex[:8]}/"
-    shared = ("--dc", "dc-ob", "--sc-addr", registry_b.url, "--store", store)
-    b = [
-        cluster.daemon(f"ob{n}", f"127.0.0.8{n + 2}", "--join", a.bind, *shared,
-                    "--member-ttl", MEMBER_TTL)
-        for n in range(2)
-    ]  # fmt: skip
-    eventually(lambda: all(d.ready() for d in b), 30, "b syncers up", *b)
-    eventually(lambda: split_evenly(b), 30, "slots split over two syncers", *b)
+    registry_b, a, b = two_data_centers(cluster, "o", "registry-ob", 8, store, 2)
 
     services = [a.client.create_service("shop", f"out-{k}") for k in range(services_n)]
     alive = Alive()  # the applications heartbeat: TTL 10 s, so are their copies'
@@ -295,4 +271,4 @@ class Alive:
         while not stop.wait(2.0):
             body = [{"serviceId": sid, "instanceId": iid} for sid, iid in self.targets()]
             with contextlib.suppress(OSError, ValueError):
-                client.call("PUT", "/registry/heartbeats", {"Instances": body})
+                client.heartbeat_set(body)

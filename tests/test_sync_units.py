@@ -659,3 +659,17 @@ async def test_peer_link_applies_queued_batches_together(side: Side) -> None:
         assert link.status.lag_count == 40  # one propagation lag per batch with a commit time
     finally:
         await link.close()
+
+
+async def test_a_restarted_importer_renews_at_the_copies_own_pace(side: Side) -> None:
+    """The mapping table keeps no TTL: the copies' leases are read back from the registry,
+    so short-lived copies are not renewed at the 120 s default pace after a restart."""
+    await side.importer.apply("dc2", [remote_record("dc2", "p1", "a", 1)], 1, "e")
+    await side.importer.close()
+    again = Importer("dc1", side.adapter, side.store)
+    await again.start(3600)
+    try:
+        assert again.copies_by_origin() == {"dc2": 1}
+        assert again._renew_period() == 2.0  # TTL 2 s x (3 + 1) = 8 s, renewed every 2 s
+    finally:
+        await again.close()

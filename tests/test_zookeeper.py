@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from hypothesis import given, settings
@@ -47,9 +47,10 @@ from pysyncer.adapters.zookeeper import ZookeeperAdapter
 from pysyncer.errors import ConfigError
 from pysyncer.model import ORIGIN_DC_PROPERTY, Instance, ServiceKey
 from pysyncer.testing.contract import EventCollector, copy_instance
-from tests.conftest import IN_CI
 from tests.tcp_proxy import TcpProxy
-from tests.zk_helpers import ZkServer, ZookeeperHarness, expire_session, zookeeper_available
+from tests.zk_helpers import ZkServer, ZookeeperHarness, expire_session, zk_server
+
+__all__ = ["zk_server"]
 
 # -- wire format ------------------------------------------------------------------------
 
@@ -247,21 +248,6 @@ def test_native_provider_url() -> None:
 
 
 # -- against a real server --------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def zk_server() -> Iterator[ZkServer]:
-    reason = zookeeper_available()
-    if reason is not None:
-        if IN_CI:
-            pytest.fail(reason)
-        pytest.skip(reason)
-    server = ZkServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.cleanup()
 
 
 @pytest.fixture

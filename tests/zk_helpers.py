@@ -19,15 +19,18 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from pysyncer.adapters.base import LocalRef
 from pysyncer.adapters.dubbourl import decode_node_name, encode_node_name, instance_from_url
 from pysyncer.adapters.zk import ZkClient, proto
 from pysyncer.model import ServiceKey
 from pysyncer.testing.harness import AppInstance
+from tests.conftest import IN_CI
 from tests.tcp_proxy import TcpProxy
 
 ZK_JAR = "/usr/share/java/zookeeper.jar"
@@ -41,6 +44,22 @@ def zookeeper_available() -> str | None:
     if shutil.which("java") is None:
         return "java is not installed: run 'apt-get install default-jre-headless'"
     return None
+
+
+@pytest.fixture(scope="module")
+def zk_server() -> Iterator[ZkServer]:
+    """One real ZooKeeper for a test module (skipped where none can run, failed in CI)."""
+    reason = zookeeper_available()
+    if reason is not None:
+        if IN_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    server = ZkServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
 
 
 def free_port() -> int:

@@ -38,6 +38,7 @@ from pysyncer.model import (
     Instance,
     Record,
     ServiceKey,
+    is_copy,
     record_key_hash,
 )
 from pysyncer.store.base import (
@@ -149,11 +150,26 @@ class Importer:
                     self._hold(entry)
                     if sweep is not None:
                         self._screen(entry, sweep)
+        if len(self.index):
+            await self._learn_ttls()
         self._renew_task = asyncio.get_running_loop().create_task(
             self._renew_loop(renew_interval), name="importer-renew"
         )
         if sweep is not None:
             await self._sweep(sweep)
+
+    async def _learn_ttls(self) -> None:
+        """Read the copies' leases from the registry: the mapping table has no TTL, and
+        renewing copies loaded or adopted from it at the default pace would let
+        short-lived ones lapse. One listing; on failure the default stays."""
+        try:
+            listing = await self.adapter.list_instances()
+        except PysyncerError as exc:
+            log.warning("importer: cannot list the registry for copy TTLs: %s", exc)
+            return
+        ttls = [instance.ttl for instance in listing if is_copy(instance)]
+        if ttls:
+            self._min_ttl = min(self._min_ttl, float(min(ttls)))
 
     def _hold(self, entry: MappingEntry) -> None:
         self.index.add(
@@ -177,6 +193,8 @@ class Importer:
                 self._hold(entry)
                 if sweep is not None:
                     self._screen(entry, sweep)
+        if entries:
+            await self._learn_ttls()
         await self.renew_all()
         if sweep is not None:
             await self._sweep(sweep)

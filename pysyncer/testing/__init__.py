@@ -4,7 +4,9 @@ Owns what a registry adapter (built in or third party) must prove: the harness
 protocol a registry under test implements (:mod:`pysyncer.testing.harness`), the
 pytest contract suite every adapter passes (:mod:`pysyncer.testing.contract`, imported
 lazily so this package does not need pytest) and a harness for pysyncer's embedded
-registry (:mod:`pysyncer.testing.embedded`). Nothing here runs in a daemon.
+registry (:mod:`pysyncer.testing.embedded`). Also the processes pysyncer's own tests and
+benchmarks share (:mod:`pysyncer.testing.procs`: free ports, ``pysyncer daemon`` and
+``pysyncer registry`` subprocesses, a REST client, a poller). Nothing here runs in a daemon.
 """
 
 from __future__ import annotations
