@@ -73,6 +73,9 @@ def percentiles(values: list[float]) -> dict[str, float]:
     return {"p50": statistics.median(ordered), "p99": pick(0.99), "max": ordered[-1]}
 
 
+HEARTBEAT_BATCH = 1000  # instances per batch heartbeat (the registry caps request bodies)
+
+
 class Heartbeats:
     """The applications of A: heartbeat every registered instance every 2 s."""
 
@@ -85,8 +88,10 @@ class Heartbeats:
 
     def _run(self) -> None:
         while not self._stop.wait(2.0):
-            with contextlib.suppress(OSError, ValueError):
-                self.client.heartbeat_set(list(self.targets), timeout=30)
+            targets = list(self.targets)
+            for start in range(0, len(targets), HEARTBEAT_BATCH):
+                with contextlib.suppress(OSError, ValueError):
+                    self.client.heartbeat_set(targets[start : start + HEARTBEAT_BATCH], timeout=30)
 
     def stop(self) -> None:
         self._stop.set()
