@@ -46,6 +46,7 @@ from pysyncer.adapters.base import (
 )
 from pysyncer.adapters.fieldmap import Carried, carry, restore, split_endpoint
 from pysyncer.errors import ConfigError
+from pysyncer.etcdchannels import UNAVAILABLE_CODES, EtcdChannels
 from pysyncer.model import Instance, ServiceKey
 
 __all__ = ["LAYOUTS", "EtcdAdapter", "EtcdRegistrySettings", "create", "parse_endpoints"]
@@ -54,18 +55,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX: Final = {"kratos": "/microservices/", "grpc": "", "gomicro": "/micro/registry/"}
 LAYOUTS: Final = tuple(DEFAULT_PREFIX)
-_CHANNEL_OPTIONS: Final[dict[str, Any]] = {
-    "grpc.initial_reconnect_backoff_ms": 200,
-    "grpc.min_reconnect_backoff_ms": 200,
-    "grpc.max_reconnect_backoff_ms": 2000,
-    "grpc.max_receive_message_length": 256 * 1024 * 1024,
-}
-_UNAVAILABLE: Final = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.CANCELLED,
-    grpc.StatusCode.UNKNOWN,
-}
 _DEFAULT_SERVICE: Final = ServiceKey("", "", "")
 
 
@@ -305,36 +294,27 @@ class _Conn:
     def __init__(self, endpoints: Sequence[tuple[str, int]], timeout: float) -> None:
         self.endpoints = list(endpoints)
         self.timeout = timeout
-        self._clients: list[aetcd.Client | None] = [None] * len(self.endpoints)
+        self._channels = EtcdChannels(
+            self.endpoints, max_message=256 * 1024 * 1024, keepalive=False
+        )
         self.current = 0
         self.closed = False
 
     def text(self, index: int | None = None) -> str:
-        host, port = self.endpoints[self.current if index is None else index]
-        return f"{host}:{port}"
+        return self._channels.text(self.current if index is None else index)
 
     async def client(self, index: int) -> aetcd.Client:
-        client = self._clients[index]
-        if client is None:
-            host, port = self.endpoints[index]
-            client = aetcd.Client(host, port, options=_CHANNEL_OPTIONS)
-            await client.connect()
-            self._clients[index] = client
-        return client
+        return await self._channels.client(index)
 
     async def close(self) -> None:
         self.closed = True
-        clients, self._clients = self._clients, [None] * len(self.endpoints)
-        for client in clients:
-            if client is not None:
-                with contextlib.suppress(Exception):
-                    await client.close()
+        await self._channels.close()
 
     def error(self, exc: grpc.aio.AioRpcError, index: int) -> AdapterError:
         code = exc.code()
         details = exc.details() or code.name
         where = f"etcd {self.text(index)}"
-        if code in _UNAVAILABLE:
+        if code in UNAVAILABLE_CODES:
             return UnavailableError(f"{where} unavailable: {details}", code=code.name)
         if "lease not found" in details:
             return NotFoundError(f"{where}: {details}", code=code.name)

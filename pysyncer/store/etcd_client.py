@@ -24,6 +24,7 @@ import aetcd
 import grpc
 from aetcd import rpc
 
+from pysyncer.etcdchannels import UNAVAILABLE_CODES, EtcdChannels
 from pysyncer.store.base import StoreError, StoreFullError
 
 __all__ = [
@@ -39,22 +40,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-_CHANNEL_OPTIONS: dict[str, Any] = {
-    # Reconnect quickly after an outage (gRPC's default backoff grows to 120 s).
-    "grpc.initial_reconnect_backoff_ms": 200,
-    "grpc.min_reconnect_backoff_ms": 200,
-    "grpc.max_reconnect_backoff_ms": 2000,
-    "grpc.keepalive_time_ms": 10_000,
-    "grpc.keepalive_timeout_ms": 5_000,
-    "grpc.max_receive_message_length": 64 * 1024 * 1024,
-}
-_UNAVAILABLE = {
-    grpc.StatusCode.UNAVAILABLE,
-    grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.CANCELLED,
-    grpc.StatusCode.UNKNOWN,
-}
 
 
 class EtcdUnavailableError(StoreError):
@@ -189,7 +174,7 @@ class EtcdClient:
             raise ValueError("no etcd endpoint given")
         self.endpoints = list(endpoints)
         self.request_timeout = request_timeout
-        self._clients: list[aetcd.Client | None] = [None] * len(self.endpoints)
+        self._channels = EtcdChannels(self.endpoints, max_message=64 * 1024 * 1024, keepalive=True)
         self._current = 0
         self._closed = False
 
@@ -199,33 +184,20 @@ class EtcdClient:
 
     @property
     def current_endpoint(self) -> str:
-        host, port = self.endpoints[self._current]
-        return f"{host}:{port}"
+        return self._channels.text(self._current)
 
     async def _client(self, index: int) -> aetcd.Client:
-        client = self._clients[index]
-        if client is None:
-            host, port = self.endpoints[index]
-            client = aetcd.Client(host, port, options=_CHANNEL_OPTIONS)
-            await client.connect()
-            self._clients[index] = client
-        return client
+        return await self._channels.client(index)
 
     async def close(self) -> None:
         self._closed = True
-        clients, self._clients = self._clients, [None] * len(self.endpoints)
-        for client in clients:
-            if client is not None:
-                try:
-                    await client.close()
-                except Exception as exc:  # closing must not fail
-                    log.debug("closing etcd client: %s", exc)
+        await self._channels.close()
 
     def _translate(self, exc: grpc.aio.AioRpcError) -> StoreError:
         code = exc.code()
         details = exc.details() or code.name
         where = f"etcd {self.current_endpoint}"
-        if code in _UNAVAILABLE:
+        if code in UNAVAILABLE_CODES:
             return EtcdUnavailableError(f"{where} unavailable: {details}")
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
             return StoreFullError(f"{where}: {details}")
