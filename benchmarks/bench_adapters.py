@@ -139,7 +139,7 @@ async def bench_embedded(count: int) -> Figures:
 
 
 async def bench_eureka(count: int) -> Figures:
-    from tests.fakes.eureka import EurekaHarness
+    from tests.support.fakes.eureka import EurekaHarness
 
     harness = EurekaHarness()
     await harness.start()
@@ -151,7 +151,7 @@ async def bench_eureka(count: int) -> Figures:
 
 
 async def bench_zookeeper(count: int) -> Figures:
-    from tests.zk_helpers import ZkServer
+    from tests.support.zk import ZkServer
 
     server = ZkServer(tick_ms=500)
     server.start()
@@ -165,7 +165,7 @@ async def bench_zookeeper(count: int) -> Figures:
 async def bench_etcd(count: int) -> Figures:
     import shutil
 
-    from tests.etcd_helpers import EtcdServer
+    from tests.support.etcd import EtcdServer
 
     binary = shutil.which("etcd") or "/usr/bin/etcd"
     server = EtcdServer(binary)
@@ -178,7 +178,7 @@ async def bench_etcd(count: int) -> Figures:
 
 
 async def bench_nacos(count: int) -> Figures:
-    from tests.fakes.nacos import NacosHarness
+    from tests.support.fakes.nacos import NacosHarness
 
     harness = NacosHarness(api="v1")
     await harness.start()
@@ -190,7 +190,7 @@ async def bench_nacos(count: int) -> Figures:
 
 
 async def bench_consul(count: int, mode: str = "agent") -> Figures:
-    from tests.fakes.consul import ConsulHarness
+    from tests.support.fakes.consul import ConsulHarness
 
     harness = ConsulHarness(mode=mode)
     await harness.start()

@@ -42,8 +42,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pysyncer._core import IMPLEMENTATION
-from tests.mixed_helpers import KINDS, MixedPool, Native, Side, census
-from tests.zk_helpers import zookeeper_available
+from tests.support.mixed import KINDS, MixedPool, Native, Side, census
+from tests.support.zk import zookeeper_available
 
 HOSTS = ("127.0.0.121", "127.0.0.122", "127.0.0.123", "127.0.0.124")
 LABEL = {"servicecomb": "embedded"}

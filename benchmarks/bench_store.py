@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     endpoint: str | None = args.etcd
     if endpoint is None and not args.no_etcd:
         sys.path.insert(0, str(ROOT))
-        from tests.etcd_helpers import EtcdServer, find_etcd
+        from tests.support.etcd import EtcdServer, find_etcd
 
         binary = find_etcd()
         if binary is None:

@@ -78,10 +78,14 @@ install_debian_packages
 setup_venv
 export PYTHON
 
+# Most tests wait on sockets and subprocesses, not the CPU: run several per core
+# (pytest-xdist; PYSYNCER_TEST_WORKERS=0 runs them in one process).
+WORKERS=${PYSYNCER_TEST_WORKERS:-4}
+
 failed=0
 results=()
-run_suite "compiled core" env PYSYNCER_NO_EXTENSIONS= "$PYTHON" -m pytest "$@"
-run_suite "pure-Python twins" env PYSYNCER_NO_EXTENSIONS=1 "$PYTHON" -m pytest "$@"
+run_suite "compiled core" env PYSYNCER_NO_EXTENSIONS= "$PYTHON" -m pytest -n "$WORKERS" "$@"
+run_suite "pure-Python twins" env PYSYNCER_NO_EXTENSIONS=1 "$PYTHON" -m pytest -n "$WORKERS" "$@"
 
 log "summary"
 printf '   %s\n' "${results[@]}"

@@ -42,3 +42,13 @@ def require_program(program: str, debian_package: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+E2E_DIR = os.path.join(os.path.dirname(__file__), "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under ``tests/e2e`` is marked ``e2e``: ``-m 'not e2e'`` is the fast set."""
+    for item in items:
+        if str(item.path).startswith(E2E_DIR + os.sep):
+            item.add_marker(pytest.mark.e2e)

@@ -1,0 +1,86 @@
+"""``pysyncer demo`` end to end: two data centers, exit status, summary, no process left.
+
+The demo runs as a subprocess (as a person runs it); it prints the pid of every syncer
+it starts, and each must be gone when it returns, also after a Ctrl-C (SIGINT).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _demo(workdir: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "pysyncer", "demo", "--dcs", "2", "--services", "2",
+         "--instances", "1", "--workdir", str(workdir)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def _pids(output: str) -> list[int]:
+    pids = [int(p) for p in re.findall(r"^\s+dc-\w+\s+pid (\d+)", output, re.MULTILINE)]
+    pids += [int(p) for p in re.findall(r"\(SIGTERM, pid (\d+)\)", output)]
+    stopped = re.search(r"stopped every syncer \(pids ([\d, ]+)\)", output)
+    assert stopped, output
+    assert set(pids) <= {int(p) for p in stopped.group(1).split(",")}
+    return [int(p) for p in stopped.group(1).split(",")]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_demo_two_data_centers(tmp_path: Path) -> None:
+    demo = _demo(tmp_path)
+    try:
+        output, _ = demo.communicate(timeout=90)
+    finally:
+        demo.kill()
+    assert demo.returncode == 0, output
+    assert "OK: 2 data centers, 3 instances, every registry holds all 3" in output, output
+    assert re.search(r"dc-east\s+1 originals, 2 copies \(expected 2\), 0 duplicates: ok", output)
+    assert re.search(r"dc-west\s+2 originals, 1 copies \(expected 1\), 0 duplicates: ok", output)
+    assert re.search(r"propagation\s+p50 \d+ ms, p99 \d+ ms, max \d+ ms over 4 copies", output)
+    assert "delete              gone everywhere after" in output
+    pids = _pids(output)
+    assert len(pids) == 3  # two daemons and the restarted one
+    assert not [pid for pid in pids if _alive(pid)], output
+    assert (tmp_path / "logs" / "dc-east.log").read_text().count("pysyncer.daemon: stopped") == 1
+
+
+def test_ctrl_c_stops_every_syncer(tmp_path: Path) -> None:
+    demo = _demo(tmp_path)
+    assert demo.stdout is not None
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        for line in demo.stdout:
+            seen.append(line)
+            if "all 2 syncers healthy" in line or time.monotonic() > deadline:
+                break
+        demo.send_signal(signal.SIGINT)
+        rest, _ = demo.communicate(timeout=30)
+    finally:
+        demo.kill()
+    output = "".join(seen) + rest
+    assert demo.returncode == 130, output
+    assert "interrupted: stopping every syncer" in output
+    pids = _pids(output)
+    assert len(pids) == 2
+    assert not [pid for pid in pids if _alive(pid)], output
