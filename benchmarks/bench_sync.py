@@ -492,7 +492,7 @@ def breakdown(count: int, top: int = 12) -> dict[str, Any]:
 
     from pysyncer.adapters.embedded import EmbeddedAdapter
     from pysyncer.model import Instance, Record, ServiceKey
-    from pysyncer.registry.core import EmbeddedRegistry
+    from pysyncer.servicecenter.core import EmbeddedRegistry
     from pysyncer.store import create_store
     from pysyncer.sync.importer import Importer
 

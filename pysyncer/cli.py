@@ -120,7 +120,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
 def _cmd_registry(args: argparse.Namespace) -> int:
     from pysyncer.config import parse_host_port  # noqa: PLC0415
-    from pysyncer.registry import run_registry  # noqa: PLC0415
+    from pysyncer.servicecenter import run_registry  # noqa: PLC0415
 
     listen = parse_host_port(args.listen, 30100)
     logging.basicConfig(

@@ -34,8 +34,8 @@ from pysyncer.adapters.scshape import (
 )
 from pysyncer.errors import ConfigError
 from pysyncer.model import Instance, ServiceKey
-from pysyncer.registry.core import Change, EmbeddedRegistry
-from pysyncer.registry.errors import RegistryError
+from pysyncer.servicecenter.core import Change, EmbeddedRegistry
+from pysyncer.servicecenter.errors import RegistryError
 
 __all__ = ["EmbeddedAdapter", "create"]
 

@@ -25,7 +25,7 @@ from pysyncer.errors import PysyncerError
 from pysyncer.gossip.lamport import UserEvent
 from pysyncer.gossip.serf import EventType, MemberEvent, MemberStatus, Serf, SerfEvent
 from pysyncer.model import is_copy
-from pysyncer.registry.app import RegistryServer
+from pysyncer.servicecenter.app import RegistryServer
 from pysyncer.rpc.client import SyncClient
 from pysyncer.rpc.server import SyncServer
 from pysyncer.store import create_store

@@ -1,7 +1,7 @@
 """A :class:`~pysyncer.testing.harness.RegistryHarness` on pysyncer's embedded registry.
 
-Owns starting an :class:`~pysyncer.registry.EmbeddedRegistry` behind its real HTTP
-server (:class:`~pysyncer.registry.RegistryServer`) on loopback, and an ordinary
+Owns starting an :class:`~pysyncer.servicecenter.EmbeddedRegistry` behind its real HTTP
+server (:class:`~pysyncer.servicecenter.RegistryServer`) on loopback, and an ordinary
 Service-Center application client (plain aiohttp on the SC v4 REST API) that registers,
 re-states and removes native instances. The same registry serves two adapter kinds:
 ``servicecomb`` (over HTTP, the change feed) and ``embedded`` (in process). Third-party
@@ -19,7 +19,7 @@ import aiohttp
 
 from pysyncer.adapters.base import LocalRef
 from pysyncer.model import ServiceKey
-from pysyncer.registry import EmbeddedRegistry, RegistryError, RegistryServer
+from pysyncer.servicecenter import EmbeddedRegistry, RegistryError, RegistryServer
 from pysyncer.testing.harness import AppInstance
 
 __all__ = ["EmbeddedHarness"]

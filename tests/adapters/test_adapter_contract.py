@@ -27,7 +27,7 @@ from pysyncer.adapters.embedded import EmbeddedAdapter
 from pysyncer.adapters.servicecomb import ServiceCombAdapter, ServiceCombSettings
 from pysyncer.errors import ConfigError
 from pysyncer.model import ORIGIN_DC_PROPERTY, ORIGIN_ID_PROPERTY, Instance, ServiceKey
-from pysyncer.registry import EmbeddedRegistry, RegistryServer
+from pysyncer.servicecenter import EmbeddedRegistry, RegistryServer
 from pysyncer.testing.contract import EventCollector, start_collector
 from tests.support.adapters import (
     FakeClock,

@@ -18,7 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from pysyncer.registry import EmbeddedRegistry, RegistryServer
+from pysyncer.servicecenter import EmbeddedRegistry, RegistryServer
 
 jsonschema = pytest.importorskip("jsonschema")
 yaml = pytest.importorskip("yaml")

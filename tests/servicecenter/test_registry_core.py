@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pysyncer.registry import EmbeddedRegistry, RegistryError
+from pysyncer.servicecenter import EmbeddedRegistry, RegistryError
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from pysyncer.registry import (
+from pysyncer.servicecenter import (
     CHANGE_FEED_HEADER,
     MAX_BODY_BYTES,
     REVISION_HEADER,

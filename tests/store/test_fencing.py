@@ -25,7 +25,7 @@ import pytest
 
 from pysyncer.adapters.embedded import EmbeddedAdapter
 from pysyncer.model import ORIGIN_DC_PROPERTY, ORIGIN_ID_PROPERTY, Instance, Record, ServiceKey
-from pysyncer.registry.core import EmbeddedRegistry
+from pysyncer.servicecenter.core import EmbeddedRegistry
 from pysyncer.store.base import SLOT_COUNT, FencedError, MappingEntry
 from pysyncer.store.etcd import EtcdStore
 from pysyncer.sync.copyindex import copy_instance_id

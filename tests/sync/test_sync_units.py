@@ -15,7 +15,7 @@ from pysyncer._core import digest as core_digest
 from pysyncer.adapters.base import AdapterError, LocalRef
 from pysyncer.adapters.embedded import EmbeddedAdapter
 from pysyncer.model import ORIGIN_DC_PROPERTY, ORIGIN_ID_PROPERTY, Instance, Record, ServiceKey
-from pysyncer.registry.core import EmbeddedRegistry
+from pysyncer.servicecenter.core import EmbeddedRegistry
 from pysyncer.rpc.client import SyncClient
 from pysyncer.rpc.server import SyncServer
 from pysyncer.store.base import Fence

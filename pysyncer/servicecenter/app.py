@@ -4,7 +4,7 @@ Owns URL routing, request parsing (bounded bodies), response shapes, revision he
 and 304 answers, the Service-Center error bodies ``{"errorCode", "errorMessage",
 "detail"}``, the long-poll change feed route, and running the app on a socket
 (:class:`RegistryServer`, :func:`run_registry`). All rules live in
-:class:`pysyncer.registry.core.EmbeddedRegistry`; this module holds none.
+:class:`pysyncer.servicecenter.core.EmbeddedRegistry`; this module holds none.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Any, Final
 from aiohttp import web
 
 from pysyncer._version import __version__
-from pysyncer.registry.core import MAX_CHANGES_PER_BATCH, EmbeddedRegistry
-from pysyncer.registry.errors import ERR_INTERNAL, ERR_INVALID_PARAMS, RegistryError, invalid
+from pysyncer.servicecenter.core import MAX_CHANGES_PER_BATCH, EmbeddedRegistry
+from pysyncer.servicecenter.errors import ERR_INTERNAL, ERR_INVALID_PARAMS, RegistryError, invalid
 
 __all__ = [
     "CHANGE_FEED_HEADER",

@@ -11,7 +11,7 @@ the ServiceComb adapter talks to it over HTTP like to any Service-Center.
 - :class:`RegistryError` (``errors``): Service-Center's error codes.
 """
 
-from pysyncer.registry.app import (
+from pysyncer.servicecenter.app import (
     CHANGE_FEED_HEADER,
     MAX_BODY_BYTES,
     REVISION_HEADER,
@@ -19,8 +19,8 @@ from pysyncer.registry.app import (
     build_app,
     run_registry,
 )
-from pysyncer.registry.core import Change, ChangeBatch, EmbeddedRegistry
-from pysyncer.registry.errors import RegistryError
+from pysyncer.servicecenter.core import Change, ChangeBatch, EmbeddedRegistry
+from pysyncer.servicecenter.errors import RegistryError
 
 __all__ = [
     "CHANGE_FEED_HEADER",

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from pysyncer.registry.errors import (
+from pysyncer.servicecenter.errors import (
     ERR_DEPLOYED_INSTANCE,
     ERR_INSTANCE_NOT_EXISTS,
     ERR_SCHEMA_NOT_EXISTS,
