@@ -1,12 +1,11 @@
-"""Test support shipped with pysyncer: the adapter contract suite and its harness API.
+"""Test support shipped for registry adapter authors: the contract suite and its harness.
 
 Owns what a registry adapter (built in or third party) must prove: the harness
-protocol a registry under test implements (:mod:`pysyncer.testing.harness`), the
+protocol a registry under test implements (:mod:`pysyncer.testing.harness`) and the
 pytest contract suite every adapter passes (:mod:`pysyncer.testing.contract`, imported
-lazily so this package does not need pytest) and a harness for pysyncer's embedded
-registry (:mod:`pysyncer.testing.embedded`). Also the processes pysyncer's own tests and
-benchmarks share (:mod:`pysyncer.testing.procs`: free ports, ``pysyncer daemon`` and
-``pysyncer registry`` subprocesses, a REST client, a poller). Nothing here runs in a daemon.
+lazily so this package does not need pytest). Nothing else: pysyncer's own harnesses,
+fakes and fixtures live under ``tests/``, the processes it starts in
+:mod:`pysyncer.procs`. Nothing here runs in a daemon.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Both run against pysyncer's embedded registry (its real HTTP server on loopback for
 ``servicecomb``, in process for ``embedded``); applications act through the SC v4 REST
-API (:class:`pysyncer.testing.embedded.EmbeddedHarness`).
+API (:class:`tests.support.embedded.EmbeddedHarness`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from pysyncer.testing import AdapterContract, RegistryHarness
-from pysyncer.testing.embedded import EmbeddedHarness
+from tests.support.embedded import EmbeddedHarness
 
 
 class TestServiceCombContract(AdapterContract):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from pysyncer.testing.procs import ownership, split_evenly
+from pysyncer.procs import ownership, split_evenly
 from tests.conftest import require_program
 from tests.e2e.test_sync_e2e import Cluster, cluster
 from tests.support.etcd import EtcdServer, etcd_server

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from pysyncer.gossip.timing import LOCAL
-from pysyncer.testing.procs import free_port as free_port  # re-exported to the tests
+from pysyncer.procs import free_port as free_port  # re-exported to the tests
 
 # Loopback-fast timings: failures are noticed within a couple of seconds.
 FAST = replace(

@@ -1,6 +1,6 @@
 """Helpers for end-to-end sync tests: syncer daemons, a registry process, a REST client.
 
-The processes, the REST client and ``eventually`` are :mod:`pysyncer.testing.procs`'s
+The processes, the REST client and ``eventually`` are :mod:`pysyncer.procs`'s
 (shared with the benchmarks): every process is a subprocess stopped by its pid, every
 wait is bounded, registries are driven through the documented Service-Center REST API.
 """
@@ -13,7 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from pysyncer.testing.procs import (
+from pysyncer.procs import (
     DaemonProcess,
     RegistryClient,
     RegistryProcess,

@@ -1,47 +1,68 @@
-"""Processes for tests and benchmarks: ports, ``pysyncer`` subprocesses, a REST client.
+"""Processes pysyncer starts on this machine: ports, subprocesses, a REST client, a poller.
 
-Free loopback ports (TCP and UDP), ``pysyncer daemon`` and ``pysyncer registry`` started
-as subprocesses and stopped by their pid (SIGTERM, then SIGKILL; every wait bounded), a
-tiny Service-Center v4 REST client (project ``default``, the documented API of
-docs/registry.md, with urllib: what a client sees) and an ``eventually`` poller. Shared
-by pysyncer's tests and its benchmarks; standard library only, nothing here runs in a
-daemon.
+Owns starting and stopping child processes: free loopback ports (TCP and UDP), a
+loopback address per node, ``pysyncer daemon`` and ``pysyncer registry`` and a real
+etcd started as subprocesses (each child gets SIGTERM from the kernel if its parent
+dies, on Linux) and stopped by their pid only (SIGTERM, then SIGKILL; every wait
+bounded), a tiny Service-Center v4 REST client (project ``default``, the documented API
+of docs/registry.md, with urllib: what a client sees) and an ``eventually`` poller.
+Shared by ``pysyncer demo``, pysyncer's tests and its benchmarks. Standard library and
+:mod:`pysyncer.model` only: it must not import the tests, pytest or the daemon's
+packages, and nothing here runs in a daemon.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from pysyncer.errors import PysyncerError
 from pysyncer.model import ORIGIN_DC_PROPERTY, ORIGIN_ID_PROPERTY
 
 __all__ = [
     "DaemonProcess",
+    "EtcdServer",
     "Logged",
+    "NoFreePortError",
     "RegistryClient",
     "RegistryProcess",
     "eventually",
+    "find_etcd",
     "free_port",
     "kill_process",
+    "log_tail",
+    "loopback_host",
     "ownership",
+    "reap",
+    "spawn",
     "split_evenly",
+    "stop_all",
     "stop_process",
+    "terminate",
 ]
 
 SLOTS = 16384
 
 
+class NoFreePortError(PysyncerError, OSError):
+    """No port free for both TCP and UDP was found on a host."""
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port free for both TCP and UDP on ``host``."""
+    """A port free for both TCP and UDP on ``host`` (gossip needs both)."""
     for _ in range(50):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
             tcp.bind((host, 0))
@@ -52,7 +73,18 @@ def free_port(host: str = "127.0.0.1") -> int:
                 except OSError:
                     continue
             return port
-    raise RuntimeError("no free port")
+    raise NoFreePortError(f"no free TCP+UDP port on {host}")
+
+
+def loopback_host(index: int) -> str:
+    """``127.0.0.<101+index>`` where the system routes all of 127/8 (Linux), else 127.0.0.1."""
+    host = f"127.0.0.{101 + index}"
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.bind((host, 0))
+    except OSError:
+        return "127.0.0.1"
+    return host
 
 
 class Logged(Protocol):
@@ -87,28 +119,98 @@ def eventually(
     raise error(f"timed out after {timeout} s waiting for {what} ({last_error!r})\n{details}")
 
 
+def _parent_death_signal() -> Callable[[], None] | None:
+    """On Linux, a pre-exec hook so a child gets SIGTERM when its parent dies (even by
+    SIGKILL); None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, sigterm, 0, 0, 0)
+
+    return hook
+
+
+_PRE_EXEC = _parent_death_signal()  # one prctl call in the child, looked up in advance
+
+
+def spawn(
+    command: Sequence[str],
+    log_path: Path,
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start ``command`` with stdin closed, stdout and stderr appended to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            list(command),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            env=None if env is None else dict(env),
+            preexec_fn=_PRE_EXEC,
+        )
+
+
+def terminate(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, by pid, if it still runs."""
+    if process.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGTERM)
+
+
 def kill_process(process: subprocess.Popen[bytes], wait: float = 10.0) -> None:
     """kill -9, by pid; waits at most ``wait`` s."""
     if process.poll() is None:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=wait)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=wait)
+
+
+def reap(process: subprocess.Popen[bytes], grace: float, kill_wait: float = 5.0) -> int | None:
+    """Wait up to ``grace`` s for it to exit, then SIGKILL; its exit status (None if even
+    SIGKILL did not end it within ``kill_wait`` s)."""
+    try:
+        process.wait(timeout=max(grace, 0.0))
+    except subprocess.TimeoutExpired:
+        kill_process(process, kill_wait)
+    return process.returncode
 
 
 def stop_process(
     process: subprocess.Popen[bytes], grace: float = 10.0, kill_wait: float = 10.0
-) -> None:
-    """SIGTERM, then SIGKILL after ``grace`` seconds; by pid."""
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            kill_process(process, kill_wait)
+) -> int | None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds; by pid. Its exit status."""
+    terminate(process)
+    return reap(process, grace, kill_wait)
 
 
-def _spawn(command: list[str], log_path: Path, cwd: Path | None) -> subprocess.Popen[bytes]:
-    with log_path.open("ab") as log:
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+def stop_all(processes: Iterable[subprocess.Popen[bytes]], grace: float = 10.0) -> None:
+    """SIGTERM every one at once, then reap them all within one ``grace`` (SIGKILL after)."""
+    running = list(processes)
+    for process in running:
+        terminate(process)
+    deadline = time.monotonic() + grace
+    for process in running:
+        reap(process, deadline - time.monotonic())
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a log file, or ``(no log)``."""
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(text[-lines:])
 
 
 def _is_copy(instance: dict[str, Any]) -> bool:
@@ -220,7 +322,7 @@ class RegistryProcess:
         self.log_path = workdir / f"{name}.log"
         self.client = RegistryClient(self.address)
         command = [sys.executable, "-m", "pysyncer", "registry", "--listen", self.address]
-        self.process = _spawn(command, self.log_path, cwd)
+        self.process = spawn(command, self.log_path, cwd=cwd)
 
     def ready(self) -> bool:
         try:
@@ -279,7 +381,7 @@ class DaemonProcess:
             "--registry-addr", self.registry, "--data-dir", str(self.workdir / self.name),
             *self.args,
         ]  # fmt: skip
-        self.process = _spawn(command, self.log_path, self.cwd)
+        self.process = spawn(command, self.log_path, cwd=self.cwd)
         return self.process
 
     def get(self, path: str) -> Any:
@@ -324,3 +426,96 @@ def split_evenly(members: Sequence[_HasStatus], slots: int = SLOTS) -> bool:
         and max(owned) - min(owned) <= 1
         and not any(v["slots_pending"] for v in views)
     )
+
+
+def find_etcd() -> str | None:
+    """Path of the etcd binary (Debian ``etcd-server``), or None."""
+    return shutil.which("etcd") or shutil.which("etcd", path="/usr/bin:/usr/sbin:/bin:/sbin")
+
+
+class EtcdServer:
+    """One single-member etcd cluster on loopback, with free client and peer ports.
+
+    Its data dir is a temporary directory (removed by :meth:`close`) unless given. It can
+    be stopped and started again on the same ports and data (an outage).
+    """
+
+    name = "etcd"
+    START_TIMEOUT = 15.0
+    STOP_TIMEOUT = 5.0
+
+    def __init__(self, binary: str, data_dir: Path | None = None) -> None:
+        self.binary = binary
+        self._own_dir = data_dir is None
+        self.workdir = (
+            Path(tempfile.mkdtemp(prefix="pysyncer-etcd-")) if data_dir is None else data_dir
+        )
+        self.client_port = free_port()
+        self.peer_port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = self.workdir / "etcd.log"
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def url(self) -> str:
+        return f"etcd://{self.endpoint}"
+
+    def start(self, timeout: float = START_TIMEOUT) -> None:
+        """Start (or restart on the same ports and data) and wait until healthy."""
+        if self.process is not None:
+            raise RuntimeError("etcd is already running")
+        client = f"http://127.0.0.1:{self.client_port}"
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        command = [
+            self.binary, "--name=pysyncer", f"--data-dir={self.workdir / 'data'}",
+            f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
+            f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
+            f"--initial-cluster=pysyncer={peer}", "--initial-cluster-state=new",
+            "--heartbeat-interval=50", "--election-timeout=500", "--log-level=warn",
+            "--logger=zap",
+        ]  # fmt: skip
+        self.process = spawn(command, self.log_path)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.process = None
+                raise RuntimeError(f"etcd exited at start: {self.log_tail()}")
+            if self.healthy():
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"etcd not healthy within {timeout} s: {self.log_tail()}")
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.endpoint}/health", timeout=1) as response:
+                return bool(json.loads(response.read()).get("health") == "true")
+        except (OSError, ValueError):
+            return False
+
+    def stop(self) -> None:
+        """Stop the process this object started (by its pid), bounded in time."""
+        process, self.process = self.process, None
+        if process is not None:
+            stop_process(process, self.STOP_TIMEOUT, self.STOP_TIMEOUT)
+
+    def close(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def log_tail(self, lines: int = 20) -> str:
+        return log_tail(self.log_path, lines)
+
+    def tail(self) -> str:
+        return self.log_tail()
+
+    def __enter__(self) -> EtcdServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -4,8 +4,8 @@ Owns starting an :class:`~pysyncer.servicecenter.EmbeddedRegistry` behind its re
 server (:class:`~pysyncer.servicecenter.RegistryServer`) on loopback, and an ordinary
 Service-Center application client (plain aiohttp on the SC v4 REST API) that registers,
 re-states and removes native instances. The same registry serves two adapter kinds:
-``servicecomb`` (over HTTP, the change feed) and ``embedded`` (in process). Third-party
-code can use it as a stand-in Service-Center. It must not import pytest.
+``servicecomb`` (over HTTP, the change feed) and ``embedded`` (in process). Used by the
+contract tests of those two adapters; it does not import pytest.
 """
 
 from __future__ import annotations
