@@ -34,8 +34,9 @@ from pysyncer.adapters.scshape import (
 )
 from pysyncer.errors import ConfigError
 from pysyncer.model import Instance, ServiceKey
-from pysyncer.servicecenter.core import Change, EmbeddedRegistry
+from pysyncer.servicecenter.core import EmbeddedRegistry
 from pysyncer.servicecenter.errors import RegistryError
+from pysyncer.servicecenter.feed import Change
 
 __all__ = ["EmbeddedAdapter", "create"]
 

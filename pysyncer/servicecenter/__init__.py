@@ -6,7 +6,9 @@ per-tenant revisions with 304 answers, and a long-poll change feed (a pysyncer
 extension, see ``docs/registry.md``). It knows nothing of gossip, sync or the store;
 the ServiceComb adapter talks to it over HTTP like to any Service-Center.
 
-- :class:`EmbeddedRegistry` (``core``): the data and rules, no HTTP.
+- :class:`EmbeddedRegistry` (``core``): services and instances, no HTTP; it composes
+  request checks (``validation``), instance leases (``leases``) and revisions with the
+  change feed (:class:`Change`, :class:`FeedBatch`: ``feed``).
 - :func:`build_app`, :class:`RegistryServer`, :func:`run_registry` (``app``): HTTP.
 - :class:`RegistryError` (``errors``): Service-Center's error codes.
 """
@@ -19,16 +21,17 @@ from pysyncer.servicecenter.app import (
     build_app,
     run_registry,
 )
-from pysyncer.servicecenter.core import Change, ChangeBatch, EmbeddedRegistry
+from pysyncer.servicecenter.core import EmbeddedRegistry
 from pysyncer.servicecenter.errors import RegistryError
+from pysyncer.servicecenter.feed import Change, FeedBatch
 
 __all__ = [
     "CHANGE_FEED_HEADER",
     "MAX_BODY_BYTES",
     "REVISION_HEADER",
     "Change",
-    "ChangeBatch",
     "EmbeddedRegistry",
+    "FeedBatch",
     "RegistryError",
     "RegistryServer",
     "build_app",

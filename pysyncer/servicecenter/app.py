@@ -21,8 +21,9 @@ from typing import Any, Final
 from aiohttp import web
 
 from pysyncer._version import __version__
-from pysyncer.servicecenter.core import MAX_CHANGES_PER_BATCH, EmbeddedRegistry
+from pysyncer.servicecenter.core import EmbeddedRegistry
 from pysyncer.servicecenter.errors import ERR_INTERNAL, ERR_INVALID_PARAMS, RegistryError, invalid
+from pysyncer.servicecenter.feed import MAX_CHANGES_PER_BATCH
 
 __all__ = [
     "CHANGE_FEED_HEADER",

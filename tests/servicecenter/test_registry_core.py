@@ -182,12 +182,12 @@ async def test_heartbeats_keep_one_queued_entry_per_lease_and_expiry_stays_exact
         clock.now += 5.0
         await registry.heartbeat_set([(sid, iid)])
         assert registry.expire() == 0
-    assert len(registry._expiry) == 1  # renewed 50 times, queued once
+    assert len(registry._leases) == 1  # renewed 50 times, queued once
     clock.now += 9.9
     assert registry.expire() == 0
     clock.now += 0.1
     assert registry.expire() == 1
-    assert registry._expiry == []
+    assert len(registry._leases) == 0
 
 
 async def test_reregistering_with_a_shorter_lease_expires_at_the_shorter_time(
@@ -197,7 +197,7 @@ async def test_reregistering_with_a_shorter_lease_expires_at_the_shorter_time(
     body = {**instance(1), "instanceId": "i-1"}  # default lease: 120 s
     await registry.register_instance(sid, body)
     await registry.register_instance(sid, body)  # same lease, updated in place
-    assert len(registry._expiry) == 1
+    assert len(registry._leases) == 1
     await registry.register_instance(sid, {**instance(1, interval=2, times=1), "instanceId": "i-1"})
     clock.now += 3.9
     assert registry.expire() == 0
