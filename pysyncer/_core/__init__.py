@@ -10,9 +10,13 @@ modules through it::
 The ``_core`` modules are pure: no asyncio, sockets or logging. They take and return
 bytes, buffers and arrays; scheduling and I/O live above them.
 
-``PYSYNCER_NO_EXTENSIONS=1`` selects the twins (see :mod:`pysyncer._core._compat`).
+``PYSYNCER_NO_EXTENSIONS=1`` selects the twins on purpose (see
+:mod:`pysyncer._core._compat`); :data:`NO_EXTENSIONS_REASON` says so, for an INFO line.
 Without it, a compiled module that fails to import also selects the twins, and
-:data:`EXTENSION_LOAD_ERROR` keeps the reason so the daemon can log it at start.
+:data:`EXTENSION_LOAD_ERROR` names the module and the reason, for the daemon's WARNING at
+start. The compiled modules are imported by their full names: ``from pysyncer._core import
+_x_c`` inside this package's own import would report a missing module as "most likely due
+to a circular import", which it never is here.
 Type checkers always see the twins, which type the compiled API.
 """
 
@@ -20,12 +24,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from pysyncer._core._compat import NO_EXTENSIONS
+from pysyncer._core._compat import ENV_VAR, NO_EXTENSIONS, NO_EXTENSIONS_REASON
 
 __all__ = [
     "EXTENSION_LOAD_ERROR",
     "IMPLEMENTATION",
     "NO_EXTENSIONS",
+    "NO_EXTENSIONS_REASON",
     "digest",
     "slots",
     "timers",
@@ -44,14 +49,22 @@ if TYPE_CHECKING or NO_EXTENSIONS:
     IMPLEMENTATION = "python"
 else:
     try:
-        from pysyncer._core import _digest_c as digest
-        from pysyncer._core import _slots_c as slots
-        from pysyncer._core import _timers_c as timers
-        from pysyncer._core import _wire_c as wire
+        import pysyncer._core._digest_c as digest
+        import pysyncer._core._slots_c as slots
+        import pysyncer._core._timers_c as timers
+        import pysyncer._core._wire_c as wire
 
         IMPLEMENTATION = "cython"
-    except ImportError as exc:  # not built (pure install) or built for another ABI
-        EXTENSION_LOAD_ERROR = f"{type(exc).__name__}: {exc}"
+    except ImportError as exc:
+        if isinstance(exc, ModuleNotFoundError) and (exc.name or "").startswith(__name__):
+            # a pure-Python wheel or build: nothing was compiled
+            EXTENSION_LOAD_ERROR = (
+                f"{exc.name} is not installed (a pure-Python wheel or build); "
+                f"set {ENV_VAR}=1 to choose the twins on purpose"
+            )
+        else:  # built for another Python or ABI, or a broken build
+            EXTENSION_LOAD_ERROR = f"the compiled core failed to load: {type(exc).__name__}: {exc}"
+    if EXTENSION_LOAD_ERROR is not None:
         from pysyncer._core import _digest_py as digest
         from pysyncer._core import _slots_py as slots
         from pysyncer._core import _timers_py as timers

@@ -16,17 +16,27 @@ ENV_VAR = "PYSYNCER_NO_EXTENSIONS"
 _TRUE_WORDS = frozenset({"1", "true", "yes", "on", "y"})
 
 
-def no_extensions_requested(environ: Mapping[str, str] | None = None) -> bool:
-    """True when the pure-Python twins must be used and nothing compiled.
+def no_extensions_reason(environ: Mapping[str, str] | None = None) -> str | None:
+    """Why the pure-Python twins are chosen on purpose, or None when they are not.
 
-    Set by ``PYSYNCER_NO_EXTENSIONS`` to a true word (``1``, ``true``, ``yes``,
-    ``on``), and always on interpreters other than CPython, where the Cython
-    modules are not built.
+    They are chosen by ``PYSYNCER_NO_EXTENSIONS`` set to a true word (``1``, ``true``,
+    ``yes``, ``on``), and always on interpreters other than CPython, where the Cython
+    modules are not built. The text is what the daemon logs at start.
     """
     env = os.environ if environ is None else environ
-    if env.get(ENV_VAR, "").strip().lower() in _TRUE_WORDS:
-        return True
-    return platform.python_implementation() != "CPython"
+    value = env.get(ENV_VAR, "").strip()
+    if value.lower() in _TRUE_WORDS:
+        return f"{ENV_VAR}={value} is set"
+    implementation = platform.python_implementation()
+    if implementation != "CPython":
+        return f"the compiled core is built for CPython only, this is {implementation}"
+    return None
 
 
-NO_EXTENSIONS: bool = no_extensions_requested()
+def no_extensions_requested(environ: Mapping[str, str] | None = None) -> bool:
+    """True when the pure-Python twins must be used and nothing compiled."""
+    return no_extensions_reason(environ) is not None
+
+
+NO_EXTENSIONS_REASON: str | None = no_extensions_reason()
+NO_EXTENSIONS: bool = NO_EXTENSIONS_REASON is not None
