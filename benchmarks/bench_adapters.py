@@ -2,27 +2,25 @@
 
 Usage::
 
-    python benchmarks/bench_adapters.py [--count N] [--repeats R] [--only NAME[,NAME]]
+    python -m benchmarks.bench_adapters [--count N] [--repeats R] [--only NAME[,NAME]]
                                         [--json]
 
 Each adapter has one section function (``bench_<name>``, listed in :data:`SECTIONS`)
-that starts its server (a real one or the fake the tests use) on loopback, fresh for
-every repeat, and measures through the adapter API:
+that starts its real server on loopback, fresh for every repeat, and measures through
+the adapter API:
 
 * ``register``: N copies registered with ``register()``, 32 in flight (copies/s);
 * ``list``: ``list_instances()`` of those N copies (instances listed/s; the mean of
   several listings);
 * ``renew``: one ``renew()`` of all N refs (leases/s).
 
-Sections today: ``servicecomb`` (the ServiceComb adapter over HTTP against the embedded
-registry's real server), ``embedded`` (the in-process adapter on the same registry),
-``eureka`` (the Eureka adapter against ``tests/fakes/eureka.py``), ``zookeeper`` and
-``etcd`` (real servers from the Debian packages, started as the tests start them; these
-run in their own processes), ``nacos`` (v1 API against ``tests/fakes/nacos.py``),
-``consul`` and ``consul-catalog`` (agent and catalog mode against
-``tests/fakes/consul.py``). A new adapter adds a ``bench_<name>(count)`` coroutine
-returning :class:`Figures` and an entry in :data:`SECTIONS`; :func:`measure` does the
-timing.
+Sections: ``servicecomb`` (the ServiceComb adapter over HTTP against the embedded
+registry's real server), ``embedded`` (the in-process adapter on the same registry) and
+``etcd`` (a real etcd from the Debian package, :class:`pysyncer.procs.EtcdServer`).
+Adapters whose registry runs here only as a test fake (Eureka, Nacos, Consul) are not
+benchmarked: a figure would measure the fake. A new adapter adds a
+``bench_<name>(count)`` coroutine returning :class:`Figures` and an entry in
+:data:`SECTIONS`; :func:`measure` does the timing.
 
 Figures are medians of R repeats, with min and max. The server runs in the same process
 and event loop as the adapter, so a figure is the cost of both sides together.
@@ -39,14 +37,13 @@ import sys
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pysyncer._core import IMPLEMENTATION
 from pysyncer.adapters import Adapter, LocalRef, load_adapter
 from pysyncer.model import ORIGIN_DC_PROPERTY, ORIGIN_ID_PROPERTY, Instance, ServiceKey
+from pysyncer.procs import EtcdServer, find_etcd
+from pysyncer.servicecenter import EmbeddedRegistry, RegistryServer
 
 CONCURRENCY = 32
 LISTINGS = 3
@@ -111,109 +108,46 @@ async def measure(adapter: Adapter, count: int) -> Figures:
         await adapter.close()
 
 
-# -- sections: one per adapter --------------------------------------------------------------
+# -- sections: one per adapter with a real server here ----------------------------------------
+
+
+async def _embedded_section(kind: str, count: int) -> Figures:
+    """The embedded registry behind its real HTTP server; ``kind`` reaches it over HTTP
+    (``servicecomb``) or in process (``embedded``)."""
+    registry = EmbeddedRegistry()
+    server = RegistryServer(registry)
+    await server.start()
+    try:
+        if kind == "embedded":
+            adapter = load_adapter("embedded", [], {"registry": registry})
+        else:
+            adapter = load_adapter("servicecomb", [server.url], {})
+        return await measure(adapter, count)
+    finally:
+        await server.close()
 
 
 async def bench_servicecomb(count: int) -> Figures:
-    from pysyncer.testing.embedded import EmbeddedHarness
-
-    harness = EmbeddedHarness("servicecomb")
-    await harness.start()
-    try:
-        adapter = load_adapter("servicecomb", harness.addresses(), harness.settings())
-        return await measure(adapter, count)
-    finally:
-        await harness.stop()
+    return await _embedded_section("servicecomb", count)
 
 
 async def bench_embedded(count: int) -> Figures:
-    from pysyncer.testing.embedded import EmbeddedHarness
-
-    harness = EmbeddedHarness("embedded")
-    await harness.start()
-    try:
-        adapter = load_adapter("embedded", harness.addresses(), harness.settings())
-        return await measure(adapter, count)
-    finally:
-        await harness.stop()
-
-
-async def bench_eureka(count: int) -> Figures:
-    from tests.support.fakes.eureka import EurekaHarness
-
-    harness = EurekaHarness()
-    await harness.start()
-    try:
-        adapter = load_adapter("eureka", harness.addresses(), harness.settings())
-        return await measure(adapter, count)
-    finally:
-        await harness.stop()
-
-
-async def bench_zookeeper(count: int) -> Figures:
-    from tests.support.zk import ZkServer
-
-    server = ZkServer(tick_ms=500)
-    server.start()
-    try:
-        adapter = load_adapter("zookeeper", [server.address], {"root": "/dubbo"})
-        return await measure(adapter, count)
-    finally:
-        server.cleanup()
+    return await _embedded_section("embedded", count)
 
 
 async def bench_etcd(count: int) -> Figures:
-    import shutil
-
-    from tests.support.etcd import EtcdServer
-
-    binary = shutil.which("etcd") or "/usr/bin/etcd"
-    server = EtcdServer(binary)
-    server.start()
-    try:
+    binary = find_etcd()
+    if binary is None:
+        raise SystemExit("etcd not installed (apt-get install etcd-server)")
+    with EtcdServer(binary) as server:
         adapter = load_adapter("etcd", [server.endpoint], {"layout": "kratos"})
         return await measure(adapter, count)
-    finally:
-        server.close()
-
-
-async def bench_nacos(count: int) -> Figures:
-    from tests.support.fakes.nacos import NacosHarness
-
-    harness = NacosHarness(api="v1")
-    await harness.start()
-    try:
-        adapter = load_adapter("nacos", harness.addresses(), harness.settings())
-        return await measure(adapter, count)
-    finally:
-        await harness.stop()
-
-
-async def bench_consul(count: int, mode: str = "agent") -> Figures:
-    from tests.support.fakes.consul import ConsulHarness
-
-    harness = ConsulHarness(mode=mode)
-    await harness.start()
-    try:
-        adapter = load_adapter("consul", harness.addresses(), harness.settings())
-        return await measure(adapter, count)
-    finally:
-        await harness.stop()
-
-
-async def bench_consul_catalog(count: int) -> Figures:
-    return await bench_consul(count, "catalog")
 
 
 SECTIONS: dict[str, Callable[[int], Coroutine[Any, Any, Figures]]] = {
     "servicecomb": bench_servicecomb,
     "embedded": bench_embedded,
-    "eureka": bench_eureka,
-    "zookeeper": bench_zookeeper,
     "etcd": bench_etcd,
-    "nacos": bench_nacos,
-    "consul": bench_consul,
-    "consul-catalog": bench_consul_catalog,
 }
 
 

@@ -31,11 +31,9 @@ import sys
 import time
 from array import array
 from collections.abc import Callable
-from pathlib import Path
 from types import ModuleType
 from typing import Any, NamedTuple
 
-ROOT = Path(__file__).resolve().parent.parent
 DIGEST_RECORDS_MAX = 50_000
 
 
@@ -48,7 +46,6 @@ class Metric(NamedTuple):
 
 
 def _load() -> tuple[ModuleType, ModuleType]:
-    sys.path.insert(0, str(ROOT))
     twin = importlib.import_module("pysyncer._core._digest_py")
     try:
         compiled = importlib.import_module("pysyncer._core._digest_c")

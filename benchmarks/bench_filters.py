@@ -18,14 +18,12 @@ from __future__ import annotations
 import argparse
 import collections
 import fnmatch
-import importlib.util
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from _harness import add_common_options, measure, print_cases, print_json, system
+from benchmarks.twins import add_common_options, measure, print_cases, print_json, system
 
 if TYPE_CHECKING:
     from pysyncer.model import Instance
@@ -131,8 +129,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.instances < 1 or args.services < 1 or args.repeats < 1:
         parser.error("--instances, --services and --repeats must be at least 1")
-    if importlib.util.find_spec("pysyncer") is None:  # run from a source checkout
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
     batch = instances(args.instances, args.services)
     origins = [DCS[i % len(DCS)] for i in range(len(batch))]

@@ -23,8 +23,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from pysyncer import _core
 from pysyncer.gossip.membership import NodeStatus
 from pysyncer.gossip.simulator import Simulation
@@ -79,8 +77,18 @@ def main(argv: list[str] | None = None) -> int:
     report = measure(sizes, args.seeds)
     if args.compare_twin and _core.IMPLEMENTATION == "cython":
         out = subprocess.run(
-            [sys.executable, __file__, "--sizes", args.sizes, "--seeds", str(args.seeds), "--json"],
+            [
+                sys.executable,
+                "-m",
+                __spec__.name,
+                "--sizes",
+                args.sizes,
+                "--seeds",
+                str(args.seeds),
+                "--json",
+            ],
             env={**os.environ, "PYSYNCER_NO_EXTENSIONS": "1"},
+            cwd=Path(__file__).resolve().parent.parent,
             capture_output=True,
             text=True,
             check=True,

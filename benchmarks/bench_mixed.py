@@ -33,13 +33,10 @@ import json
 import platform
 import random
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pysyncer._core import IMPLEMENTATION
 from tests.support.mixed import KINDS, MixedPool, Native, Side, census

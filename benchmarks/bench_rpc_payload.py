@@ -31,18 +31,14 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 import msgpack
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from pysyncer.model import Instance, Record, ServiceKey  # noqa: E402
-from pysyncer.rpc import codec, sync_pb2  # noqa: E402
+from pysyncer.model import Instance, Record, ServiceKey
+from pysyncer.rpc import codec, sync_pb2
 
 BATCH_SIZES = (1, 100, 10_000)
 DC = "dc-east"

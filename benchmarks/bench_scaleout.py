@@ -19,7 +19,7 @@ syncer (round robin, the leader included) and then start it again:
   ``/v1/sync/status``);
 * **lapses**: the fewest copies B's registry showed while a takeover ran (must be all).
 
-    python benchmarks/bench_scaleout.py [--instances 2000] [--members 3] [--kills 5]
+    python -m benchmarks.bench_scaleout [--instances 2000] [--members 3] [--kills 5]
                                         [--member-ttl 3] [--json]
 """
 
@@ -37,27 +37,33 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from _procs import (
-    Daemon,
-    EtcdProcess,
+from pysyncer import procs
+from pysyncer.procs import (
+    DaemonProcess,
+    EtcdServer,
     RegistryClient,
     RegistryProcess,
     find_etcd,
     ownership,
     split_evenly,
-    wait_until,
 )
 
 SERVICES = 100
 ADOPTED = re.compile(r"playback of (\d+) slot\(s\): (\d+) copies adopted")
 
 
-def held(members: list[Daemon]) -> int:
+def wait_until(
+    condition: Callable[[], bool], timeout: float, what: str, *logged: procs.Logged
+) -> float:
+    """Poll ``condition`` (errors count as false) every 50 ms; the seconds it took."""
+    return procs.eventually(condition, timeout, what, *logged, interval=0.05, error=TimeoutError)
+
+
+def held(members: list[DaemonProcess]) -> int:
     """Copies the members hold (adopted or applied, renewed by them)."""
     return sum(
         int(r.get("copies", 0)) for d in members for r in d.status().get("remote", {}).values()
@@ -99,26 +105,28 @@ class Heartbeats:
 
 
 def run(args: argparse.Namespace, etcd_binary: str, workdir: Path) -> dict[str, Any]:
-    procs: list[Any] = []
+    started_here: list[Any] = []
     beats: Heartbeats | None = None
     try:
-        etcd = EtcdProcess(etcd_binary, workdir)
-        procs.append(etcd)
+        etcd = EtcdServer(etcd_binary, workdir / "etcd")
+        started_here.append(etcd)
+        etcd.start()
         registry_b = RegistryProcess(workdir, "registry-b")
-        procs.append(registry_b)
-        a = Daemon("sa", "127.0.0.91", workdir, "dc-sa")
-        procs.append(a)
+        started_here.append(registry_b)
+        wait_until(registry_b.ready, 20, "registry-b up", registry_b)
+        a = DaemonProcess("sa", "127.0.0.91", workdir, "dc-sa")
+        started_here.append(a)
         wait_until(a.ready, 30, "A up", a)
         store = f"etcd://{etcd.endpoint}?prefix=/pysyncer-bench/{uuid.uuid4().hex[:8]}/"
         flags = ("--join", a.bind, "--sc-addr", registry_b.url, "--store", store,
                  "--member-ttl", str(args.member_ttl))  # fmt: skip
-        b = [Daemon(f"sb{n}", f"127.0.0.{92 + n}", workdir, "dc-sb", *flags)
+        b = [DaemonProcess(f"sb{n}", f"127.0.0.{92 + n}", workdir, "dc-sb", *flags)
              for n in range(args.members)]  # fmt: skip
-        procs.extend(b)
+        started_here.extend(b)
         wait_until(lambda: all(d.ready() for d in b), 60, "B up", *b)
         wait_until(lambda: split_evenly(b), 60, "slots split", *b)
 
-        client = a.local_registry
+        client = RegistryClient(a.registry)
         beats = Heartbeats(client)
         services = [client.create_service("shop", f"bench-{k}") for k in range(SERVICES)]
         started = time.monotonic()
@@ -149,13 +157,13 @@ def run(args: argparse.Namespace, etcd_binary: str, workdir: Path) -> dict[str, 
     finally:
         if beats is not None:
             beats.stop()
-        for proc in reversed(procs):
+        for proc in reversed(started_here):
             with contextlib.suppress(Exception):
                 proc.stop()
 
 
 def one_round(
-    b: list[Daemon], index: int, registry_b: RegistryProcess, want: int
+    b: list[DaemonProcess], index: int, registry_b: RegistryProcess, want: int
 ) -> dict[str, Any]:
     victim = b[index]
     survivors = [d for d in b if d is not victim]

@@ -15,12 +15,10 @@ from __future__ import annotations
 
 import argparse
 import collections
-import importlib.util
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
-from _harness import Run, add_common_options, measure, print_cases, print_json, system
+from benchmarks.twins import Run, add_common_options, measure, print_cases, print_json, system
 
 
 def plain_keys(count: int) -> list[str]:
@@ -46,8 +44,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.keys < 1 or args.repeats < 1:
         parser.error("--keys and --repeats must be at least 1")
 
-    if importlib.util.find_spec("pysyncer") is None:  # run from a source checkout
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from pysyncer._core import _slots_py as twin
 
     try:

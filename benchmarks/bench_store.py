@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_store.py [--count N] [--batch B] [--repeats R] [--json]
+    python -m benchmarks.bench_store [--count N] [--batch B] [--repeats R] [--json]
                                      [--no-etcd] [--etcd HOST:PORT]
 
 Each repeat builds fresh stores in a temporary directory and measures, through the
@@ -55,9 +55,8 @@ from pathlib import Path
 from typing import Any
 
 from pysyncer.model import Instance, Record, ServiceKey
+from pysyncer.procs import EtcdServer, find_etcd
 from pysyncer.store import EtcdStore, MappingEntry, SqliteStore, iter_mappings
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def make_records(count: int) -> list[Record]:
@@ -294,9 +293,6 @@ def main(argv: list[str] | None = None) -> int:
     server = None
     endpoint: str | None = args.etcd
     if endpoint is None and not args.no_etcd:
-        sys.path.insert(0, str(ROOT))
-        from tests.support.etcd import EtcdServer, find_etcd
-
         binary = find_etcd()
         if binary is None:
             print("etcd not installed (apt-get install etcd-server): embedded store only")

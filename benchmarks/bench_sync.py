@@ -28,7 +28,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,12 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import aiohttp
 
+from pysyncer import procs
 from pysyncer.model import ORIGIN_DC_PROPERTY, ORIGIN_ID_PROPERTY
-from pysyncer.testing.procs import free_port
+from pysyncer.procs import free_port
 
 TARGET_P50_MS = 100.0
 TARGET_P99_MS = 500.0
@@ -105,13 +103,14 @@ class Node:
         if join:
             flags += ["--join", join]
         if helper_count:
-            command = [sys.executable, str(HERE), "--origin-helper", str(helper_count), *flags]
+            helper = [sys.executable, "-m", __spec__.name, "--origin-helper", str(helper_count)]
+            command = [*helper, *flags]
         else:
             command = [sys.executable, "-m", "pysyncer", "daemon", *flags]
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                command, stdout=subprocess.PIPE if helper_count else log, stderr=log
-            )
+        self.log_path.unlink(missing_ok=True)
+        self.process = procs.spawn(
+            command, self.log_path, cwd=HERE.parent.parent, pipe_stdout=bool(helper_count)
+        )
         self.started = time.monotonic()
 
     @property
@@ -132,13 +131,7 @@ class Node:
         return sum(int(r.get("copies", 0)) for r in self.status().get("remote", {}).values())
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
+        procs.stop_process(self.process, grace=20, kill_wait=5)
         if self.process.stdout is not None:
             self.process.stdout.close()
 
@@ -148,13 +141,7 @@ class Node:
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, *nodes: Node) -> float:
     """Poll ``condition`` every 50 ms; the seconds it took, or raise with the logs."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if condition():
-            return time.monotonic() - start
-        time.sleep(0.05)
-    logs = "\n".join(f"--- {n.name}\n{n.tail()}" for n in nodes)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}\n{logs}")
+    return procs.eventually(condition, timeout, what, *nodes, interval=0.05, error=TimeoutError)
 
 
 def pool_formed(nodes: list[Node], timeout: float) -> None:

@@ -33,7 +33,6 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Hashable, Sequence
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -139,8 +138,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.repeats < 1 or min(sizes) < 1:
         parser.error("--sizes and --repeats must be at least 1")
 
-    if importlib.util.find_spec("pysyncer") is None:  # run from a source checkout
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     twin = importlib.import_module("pysyncer._core._timers_py")
     try:
         compiled = importlib.import_module("pysyncer._core._timers_c")

@@ -17,14 +17,12 @@ same ping and alive maps as a reference. Exits 1 when the compiled module is abs
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -138,8 +136,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
-    if importlib.util.find_spec("pysyncer") is None:  # run from a source checkout
-        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from pysyncer._core import _wire_py as twin
 
     try:

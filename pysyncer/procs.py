@@ -145,14 +145,16 @@ def spawn(
     *,
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
+    pipe_stdout: bool = False,
 ) -> subprocess.Popen[bytes]:
-    """Start ``command`` with stdin closed, stdout and stderr appended to ``log_path``."""
+    """Start ``command`` with stdin closed, stdout and stderr appended to ``log_path``
+    (``pipe_stdout``: stdout readable by the caller as ``process.stdout`` instead)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(
             list(command),
             stdin=subprocess.DEVNULL,
-            stdout=log,
+            stdout=subprocess.PIPE if pipe_stdout else log,
             stderr=subprocess.STDOUT,
             cwd=cwd,
             env=None if env is None else dict(env),
@@ -392,6 +394,13 @@ class DaemonProcess:
         answer: dict[str, Any] = self.get("/v1/sync/status")
         return answer
 
+    def ready(self) -> bool:
+        """The admin API answers; RuntimeError (with the log tail) if the process exited."""
+        if self.process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited: {self.tail()}")
+        self.status()
+        return True
+
     def kill(self) -> None:
         """kill -9, by pid."""
         kill_process(self.process)
@@ -402,6 +411,19 @@ class DaemonProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def log_size(self) -> int:
+        """Bytes in the log so far (an offset for :meth:`log_since`)."""
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def log_since(self, offset: int) -> str:
+        """The log written after ``offset``."""
+        with self.log_path.open("rb") as log:
+            log.seek(offset)
+            return log.read().decode(errors="replace")
 
     def tail(self) -> str:
         return self.log()[-4000:]
