@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pysyncer.adapters import UnavailableError, load_adapter
-from pysyncer.adapters.etcd import EtcdAdapter, Layout, parse_endpoints
+from pysyncer.adapters.etcd import EtcdAdapter
+from pysyncer.adapters.etcd_codec import Layout, parse_endpoints
 from pysyncer.errors import ConfigError
 from pysyncer.model import ORIGIN_DC_PROPERTY, Instance, ServiceKey
 from pysyncer.testing.contract import EventCollector, copy_instance

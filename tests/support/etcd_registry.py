@@ -17,7 +17,7 @@ from typing import Any
 import aetcd  # type: ignore[import-untyped]
 
 from pysyncer.adapters.base import LocalRef
-from pysyncer.adapters.etcd import Layout
+from pysyncer.adapters.etcd_codec import Layout
 from pysyncer.model import ServiceKey
 from pysyncer.testing.harness import AppInstance
 from tests.support.etcd import EtcdServer
