@@ -20,14 +20,14 @@ from pysyncer.adapters import (
     UnavailableError,
     load_adapter,
 )
-from pysyncer.adapters.consul import (
+from pysyncer.adapters.consul import ConsulAdapter
+from pysyncer.adapters.consul_codec import (
     MAX_META_PAIRS,
-    ConsulAdapter,
     ConsulSettings,
     decode_meta,
     encode_meta,
-    next_index,
 )
+from pysyncer.adapters.consul_watch import next_index
 from pysyncer.errors import ConfigError
 from pysyncer.model import Instance
 from pysyncer.testing.contract import COPY_SERVICE, copy_instance

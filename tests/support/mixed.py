@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, quote, quote_plus, unquote_plus, urlsplit
 
-from pysyncer.adapters.consul import decode_meta
+from pysyncer.adapters.consul_codec import decode_meta
 from pysyncer.adapters.zk import ZkClient
 from pysyncer.adapters.zk.errors import NoNodeError
 from tests.support.fakes.consul import FakeConsul

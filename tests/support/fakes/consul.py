@@ -25,7 +25,7 @@ import aiohttp
 from aiohttp import web
 
 from pysyncer.adapters.base import LocalRef
-from pysyncer.adapters.consul import NATIVE_PROJECT
+from pysyncer.adapters.consul_codec import NATIVE_PROJECT
 from pysyncer.model import ServiceKey
 from pysyncer.testing.harness import AppInstance
 from tests.support.fakes.server import Clock, FakeServer
