@@ -17,6 +17,7 @@ DEBIAN_PACKAGES=(
     "serf:serf"
     "etcd:etcd-server"
     "/usr/share/zookeeper/bin/zkServer.sh:zookeeper"
+    "iptables-legacy:iptables"
 )
 
 log() { printf '== %s\n' "$*"; }
