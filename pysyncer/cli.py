@@ -136,7 +136,7 @@ def _cmd_registry(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pysyncer.demo import run_demo  # noqa: PLC0415
 
-    return run_demo(args.dcs, args.services, args.instances, args.workdir)
+    return run_demo(args.dcs, args.services, args.instances, args.workdir, quick=args.quick)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -326,9 +326,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="run three data centers on loopback and show instances syncing"
     )
-    demo.add_argument("--dcs", type=int, default=3, help="data centers (3)")
-    demo.add_argument("--services", type=int, default=5, help="services per data center (5)")
-    demo.add_argument("--instances", type=int, default=2, help="instances per service (2)")
+    from pysyncer.demo import FULL, QUICK  # noqa: PLC0415 - sizes only, no aiohttp
+
+    for flag, what in (("dcs", "data centers"), ("services", "services per data center"),
+                       ("instances", "instances per service")):  # fmt: skip
+        full, quick = getattr(FULL, flag), getattr(QUICK, flag)
+        demo.add_argument(f"--{flag}", type=int, help=f"{what} ({full}; --quick: {quick})")
+    demo.add_argument(
+        "--quick", action="store_true", help="a smaller run without the restart step (smoke test)"
+    )
     demo.add_argument("--workdir", help="keep logs and data here (default: a temp dir)")
     demo.set_defaults(run=_cmd_demo)
 
