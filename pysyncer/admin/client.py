@@ -1,7 +1,9 @@
 """A small blocking client of the admin API, for the command line.
 
-Owns request/response handling between ``pysyncer members|event|query`` and a running
-daemon: URLs, JSON bodies, timeouts, and errors turned into one clear line.
+Owns request/response handling between ``pysyncer members|event|query|keys|status`` and a
+running daemon: URLs, JSON bodies, timeouts, and errors turned into one clear line. One
+typed method per route answers with the payload types of :mod:`pysyncer.admin.payloads`
+(the daemon is trusted to send what they describe: they are not re-validated).
 """
 
 from __future__ import annotations
@@ -9,15 +11,45 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
+from pysyncer.admin.payloads import (
+    ErrorAnswer,
+    EventRequest,
+    EventsAnswer,
+    EventSent,
+    FullSyncAnswer,
+    Health,
+    KeyAnswer,
+    KeyFailure,
+    KeyRequest,
+    MembersAnswer,
+    QueryAnswer,
+    QueryRequest,
+    SyncStatus,
+)
 from pysyncer.errors import PysyncerError
 
-__all__ = ["AdminClient", "AdminUnavailableError"]
+__all__ = ["AdminClient", "AdminUnavailableError", "KeysRefusedError"]
+
+KEYS_TIMEOUT = 120.0  # a key query waits for every member, up to Serf's query timeout
+QUERY_SLACK = 10.0  # seconds added to a query's own timeout for the HTTP round trip
+DEFAULT_QUERY_TIMEOUT_MS = 60_000  # what the HTTP wait assumes when the query names none
 
 
 class AdminUnavailableError(PysyncerError, ConnectionError):
     """The daemon's admin API could not be reached or answered with an error."""
+
+
+class KeysRefusedError(AdminUnavailableError):
+    """A key operation answered with an error: some member failed or did not answer
+    (502, a :class:`KeyFailure`), or the request was refused (an :class:`ErrorAnswer`)."""
+
+    def __init__(self, method: str, status: int, answer: KeyFailure | ErrorAnswer) -> None:
+        super().__init__(f"{method} /v1/keys: {status} {answer['error']}")
+        self.status = status
+        self.answer = answer
 
 
 class AdminClient:
@@ -25,21 +57,61 @@ class AdminClient:
         self.base = address if address.startswith("http") else f"http://{address}"
         self.timeout = timeout
 
+    # -- one method per route -----------------------------------------------------------
+
+    def health(self) -> Health:
+        return cast(Health, self.get("/v1/health"))
+
+    def members(self) -> MembersAnswer:
+        return cast(MembersAnswer, self.get("/v1/members"))
+
+    def send_event(self, event: EventRequest) -> EventSent:
+        return cast(EventSent, self.post("/v1/events", event))
+
+    def events(self) -> EventsAnswer:
+        return cast(EventsAnswer, self.get("/v1/events"))
+
+    def query(self, query: QueryRequest) -> QueryAnswer:
+        wait = query.get("timeout_ms", DEFAULT_QUERY_TIMEOUT_MS) / 1000 + QUERY_SLACK
+        return cast(QueryAnswer, self.post("/v1/queries", query, timeout=wait))
+
+    def keys(self, request: KeyRequest | None = None) -> KeyAnswer:
+        """``GET /v1/keys`` (no request: list) or ``POST`` (install, use, remove).
+
+        Raises :class:`KeysRefusedError` with the daemon's answer for any status but 200.
+        """
+        method = "GET" if request is None else "POST"
+        status, answer = self.call(method, "/v1/keys", request, KEYS_TIMEOUT)
+        if status != 200:
+            raise KeysRefusedError(method, status, answer)
+        return cast(KeyAnswer, answer)
+
+    def sync_status(self) -> SyncStatus:
+        return cast(SyncStatus, self.get("/v1/sync/status"))
+
+    def full_sync(self) -> FullSyncAnswer:
+        return cast(FullSyncAnswer, self.post("/v1/sync/full", {}))
+
+    # -- transport ----------------------------------------------------------------------
+
     def get(self, path: str) -> Any:
         return self._call("GET", path, None, self.timeout)
 
-    def post(self, path: str, body: dict[str, Any], timeout: float | None = None) -> Any:
+    def post(self, path: str, body: Mapping[str, Any], timeout: float | None = None) -> Any:
         return self._call("POST", path, body, timeout or self.timeout)
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None, timeout: float) -> Any:
+    def _call(self, method: str, path: str, body: Mapping[str, Any] | None, timeout: float) -> Any:
         status, answer = self.call(method, path, body, timeout)
         if status >= 400:
-            message = answer.get("error", status) if isinstance(answer, dict) else status
-            raise AdminUnavailableError(f"{method} {path}: {status} {message}")
+            raise AdminUnavailableError(f"{method} {path}: {status} {answer['error']}")
         return answer
 
     def call(
-        self, method: str, path: str, body: dict[str, Any] | None, timeout: float | None = None
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        timeout: float | None = None,
     ) -> tuple[int, Any]:
         """``(HTTP status, JSON body)``; an error status with a JSON ``error`` body is returned,
         any other failure raises :class:`AdminUnavailableError`."""

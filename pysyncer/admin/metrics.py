@@ -9,8 +9,7 @@ so the hot paths never touch a metrics library.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterator
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -20,6 +19,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from pysyncer.admin.payloads import OwnershipStatus, StoreStatus, SyncStatus
 from pysyncer.gossip.membership import NodeStatus
 from pysyncer.gossip.node import GossipNode
 
@@ -94,49 +94,46 @@ class GossipCollector(Collector):
 
 
 class SyncCollector(Collector):
-    """``pysyncer_sync_*`` families from the sync engine's status at scrape time."""
+    """``pysyncer_sync_*`` families from the sync engine's status at scrape time.
 
-    def __init__(self, status: Callable[[], Mapping[str, Any] | None]) -> None:
+    Every value is read from a typed field of :class:`~pysyncer.admin.payloads.SyncStatus`,
+    so a renamed stat is a type error here, not a family that reads 0.
+    """
+
+    def __init__(self, status: Callable[[], SyncStatus | None]) -> None:
         self._status = status
 
     def collect(self) -> Iterator[Metric]:
         status = self._status()
-        if not status:
+        if status is None:
             return
-        exporter = status.get("exporter", {})
-        importer = status.get("importer", {})
+        exporter, importer = status["exporter"], status["importer"]
         yield GaugeMetricFamily(
             "pysyncer_sync_revision", "this data center's export revision",
-            value=status.get("revision", 0),
+            value=status["revision"],
         )  # fmt: skip
         yield GaugeMetricFamily(
             "pysyncer_sync_exported_instances", "instances this data center exports",
-            value=status.get("exported", 0),
+            value=status["exported"],
         )  # fmt: skip
-        for name, help_text in (
-            ("changes_exported", "changes appended to the local change log"),
-            ("resyncs", "full listings of the local registry"),
-        ):
-            yield CounterMetricFamily(
-                f"pysyncer_sync_{name}", help_text, value=exporter.get(name, 0)
-            )
-        for name, help_text in (
-            ("applied", "remote records applied"),
-            ("registered", "copies registered in the local registry"),
-            ("unregistered", "copies removed from the local registry"),
-            ("renewals", "copy heartbeats sent"),
-            ("reregistered", "copies re-registered after the registry lost them"),
-        ):
-            yield CounterMetricFamily(
-                f"pysyncer_sync_{name}", help_text, value=importer.get(name, 0)
-            )
+        for name, help_text, value in (
+            ("changes_exported", "changes appended to the local change log",
+             exporter["changes_exported"]),
+            ("resyncs", "full listings of the local registry", exporter["resyncs"]),
+            ("applied", "remote records applied", importer["applied"]),
+            ("registered", "copies registered in the local registry", importer["registered"]),
+            ("unregistered", "copies removed from the local registry", importer["unregistered"]),
+            ("renewals", "copy heartbeats sent", importer["renewals"]),
+            ("reregistered", "copies re-registered after the registry lost them",
+             importer["reregistered"]),
+        ):  # fmt: skip
+            yield CounterMetricFamily(f"pysyncer_sync_{name}", help_text, value=value)
         errors = CounterMetricFamily(
             "pysyncer_sync_errors", "errors by part and kind", labels=["part", "kind"]
         )
-        for part, counts in (("exporter", exporter.get("errors", {})),
-                             ("importer", importer.get("errors", {}))):  # fmt: skip
-            for kind, value in sorted(counts.items()):
-                errors.add_metric([part, kind], value)
+        for part, counts in (("exporter", exporter["errors"]), ("importer", importer["errors"])):
+            for kind, count in sorted(counts.items()):
+                errors.add_metric([part, kind], count)
         copies = GaugeMetricFamily(
             "pysyncer_sync_copies", "copies held, by origin data center", labels=["origin"]
         )
@@ -146,86 +143,78 @@ class SyncCollector(Collector):
         repairs = CounterMetricFamily(
             "pysyncer_sync_repairs", "digest repairs run", labels=["origin"]
         )
-        for dc, remote in sorted(status.get("remote", {}).items()):
-            copies.add_metric([dc], remote.get("copies", 0))
-            lag.add_metric([dc], remote.get("lag", 0))
-            repairs.add_metric([dc], remote.get("repairs", 0))
-            for kind, value in sorted(remote.get("errors", {}).items()):
-                errors.add_metric([f"peer:{dc}", kind], value)
         propagation = HistogramMetricFamily(
             "pysyncer_sync_propagation_seconds",
             "origin commit to applied here, per origin data center",
             labels=["origin"],
         )
-        for dc, remote in sorted(status.get("remote", {}).items()):
-            hist = remote.get("propagation")
-            if hist:
-                buckets = [
-                    ("+Inf" if bound == "inf" else bound, count)
-                    for bound, count in hist["buckets"].items()
-                ]
-                propagation.add_metric([dc], buckets, hist["sum"])
+        for dc, remote in sorted(status["remote"].items()):
+            copies.add_metric([dc], remote["copies"])
+            lag.add_metric([dc], remote["lag"])
+            repairs.add_metric([dc], remote["repairs"])
+            for kind, count in sorted(remote["errors"].items()):
+                errors.add_metric([f"peer:{dc}", kind], count)
+            histogram = remote["propagation"]
+            buckets = [
+                ("+Inf" if bound == "inf" else bound, count)
+                for bound, count in histogram["buckets"].items()
+            ]
+            propagation.add_metric([dc], buckets, histogram["sum"])
         yield copies
         yield lag
         yield repairs
         yield errors
         yield propagation
-        yield from _ownership_metrics(status.get("ownership") or {}, status.get("node", ""))
-        yield from _store_metrics(status.get("store") or {})
+        yield from _ownership_metrics(status["ownership"], status["node"])
+        yield from _store_metrics(status["store"])
 
 
-# Slot-ownership counters (``status["ownership"]``): stats key -> (metric name, help).
-_OWNERSHIP_COUNTERS = {
-    "tables_written": ("slot_tables_written", "slot tables this member wrote as leader"),
-    "slots_gained": ("slots_gained", "slots this member gained (then played back)"),
-    "slots_lost": ("slots_lost", "slots this member released to another member"),
-    "playbacks": ("playbacks", "playbacks of gained slots completed"),
-    "playback_seconds": ("playback_seconds", "time spent in playbacks of gained slots"),
-}
-
-
-def _ownership_metrics(ownership: Mapping[str, Any], node_name: str) -> Iterator[Metric]:
+def _ownership_metrics(ownership: OwnershipStatus, node_name: str) -> Iterator[Metric]:
     """``pysyncer_ownership_*``: this member's view of the data center's slot table."""
-    if not ownership:
-        return
     node = "pysyncer_ownership_"
     yield GaugeMetricFamily(
         f"{node}epoch", "epoch of the slot table this member follows",
-        value=ownership.get("epoch", 0),
+        value=ownership["epoch"],
     )  # fmt: skip
     yield GaugeMetricFamily(
         f"{node}slots_owned", "slots this member owns (played back)",
-        value=ownership.get("slots_owned", 0),
+        value=ownership["slots_owned"],
     )  # fmt: skip
     yield GaugeMetricFamily(
         f"{node}slots_pending", "slots gained but not played back yet",
-        value=ownership.get("slots_pending", 0),
+        value=ownership["slots_pending"],
     )  # fmt: skip
     yield GaugeMetricFamily(
         f"{node}leader", "1 when this member leads (writes the table, exports the data center)",
-        value=1 if node_name and ownership.get("leader") == node_name else 0,
+        value=1 if node_name and ownership["leader"] == node_name else 0,
     )  # fmt: skip
     members = GaugeMetricFamily(
         f"{node}member_slots", "slots per member in the current table", labels=["member"]
     )
-    for member, count in sorted((ownership.get("members") or {}).items()):
+    for member, count in sorted(ownership["members"].items()):
         members.add_metric([member or "(unassigned)"], count)
     yield members
-    for key, (name, help_text) in _OWNERSHIP_COUNTERS.items():
-        yield CounterMetricFamily(f"{node}{name}", help_text, value=ownership.get(key, 0))
+    for name, help_text, value in (
+        ("slot_tables_written", "slot tables this member wrote as leader",
+         ownership["tables_written"]),
+        ("slots_gained", "slots this member gained (then played back)", ownership["slots_gained"]),
+        ("slots_lost", "slots this member released to another member", ownership["slots_lost"]),
+        ("playbacks", "playbacks of gained slots completed", ownership["playbacks"]),
+        ("playback_seconds", "time spent in playbacks of gained slots",
+         ownership["playback_seconds"]),
+    ):  # fmt: skip
+        yield CounterMetricFamily(f"{node}{name}", help_text, value=value)
     errors = CounterMetricFamily(f"{node}errors", "ownership errors by kind", labels=["kind"])
-    for kind, value in sorted((ownership.get("errors") or {}).items()):
-        errors.add_metric([kind], value)
+    for kind, count in sorted(ownership["errors"].items()):
+        errors.add_metric([kind], count)
     yield errors
 
 
-def _store_metrics(store: Mapping[str, Any]) -> Iterator[Metric]:
-    """``pysyncer_store_*``: the shared store's health (etcd), when it reports one."""
-    if not store:
-        return
+def _store_metrics(store: StoreStatus) -> Iterator[Metric]:
+    """``pysyncer_store_*``: the store's health; the queue figures when it reports them."""
     yield GaugeMetricFamily(
         "pysyncer_store_degraded", "1 while store writes queue in memory (etcd unreachable)",
-        value=1 if store.get("status") == "degraded" else 0,
+        value=1 if store["status"] == "degraded" else 0,
     )  # fmt: skip
     if "queued" in store:
         yield GaugeMetricFamily(

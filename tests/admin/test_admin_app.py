@@ -2,39 +2,46 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Sequence
 
 import aiohttp
 import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
-from pysyncer.admin.app import MAX_BODY_BYTES, build_app
+from pysyncer.admin.app import MAX_BODY_BYTES, ROUTES, build_app
+from pysyncer.admin.payloads import Event, Health, Member, QueryAnswer
 
 
 class InMemoryBackend:
     """Records what the API asked for; answers like a one-member pool would."""
 
     def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
+        self.events: list[Event] = []
         self.queries: list[tuple[str, bytes, int | None]] = []
 
-    def health(self) -> Mapping[str, Any]:
-        return {"status": "ok", "node": "n1", "dc": "dc1", "version": "0", "implementation": "x"}
+    def health(self) -> Health:
+        return {
+            "status": "ok",
+            "node": "n1",
+            "dc": "dc1",
+            "version": "0",
+            "implementation": "python",
+            "health_score": 0,
+        }
 
-    def members(self) -> Sequence[Mapping[str, Any]]:
+    def members(self) -> Sequence[Member]:
         return [{"name": "n1", "addr": "127.0.0.1", "port": 1, "status": "alive", "tags": {}}]
 
     async def send_event(self, name: str, payload: bytes, coalesce: bool) -> None:
         self.events.append({"name": name, "payload": payload.decode(), "ltime": len(self.events)})
 
-    def recent_events(self) -> Sequence[Mapping[str, Any]]:
+    def recent_events(self) -> Sequence[Event]:
         return self.events
 
-    async def query(self, name: str, payload: bytes, timeout_ms: int | None) -> Mapping[str, Any]:
+    async def query(self, name: str, payload: bytes, timeout_ms: int | None) -> QueryAnswer:
         self.queries.append((name, payload, timeout_ms))
-        return {"acks": ["n1"], "responses": {"n1": payload.decode()}}
+        return {"acks": ["n1"], "responses": {"n1": payload.decode()}, "completed_early": True}
 
 
 @pytest.fixture
@@ -58,7 +65,7 @@ async def test_health_members_metrics(
     session, base, _ = client
     async with session.get(f"{base}/v1/health") as response:
         assert response.status == 200
-        assert set(await response.json()) == {"status", "node", "dc", "version", "implementation"}
+        assert set(await response.json()) == set(Health.__annotations__)
     async with session.get(f"{base}/v1/members") as response:
         assert (await response.json())["members"][0]["status"] == "alive"
     async with session.get(f"{base}/metrics") as response:
@@ -82,7 +89,11 @@ async def test_query(client: tuple[aiohttp.ClientSession, str, InMemoryBackend])
     session, base, backend = client
     body = {"name": "q", "payload": "ping", "timeout_ms": 500}
     async with session.post(f"{base}/v1/queries", json=body) as response:
-        assert await response.json() == {"acks": ["n1"], "responses": {"n1": "ping"}}
+        assert await response.json() == {
+            "acks": ["n1"],
+            "responses": {"n1": "ping"},
+            "completed_early": True,
+        }
     assert backend.queries == [("q", b"ping", 500)]
 
 
@@ -122,3 +133,42 @@ async def test_oversized_body_and_unknown_route(
     async with session.get(f"{base}/v1/nothing") as response:
         assert response.status == 404
         assert (await response.json())["error"] == "Not Found"
+
+
+async def test_every_declared_route_is_served(
+    client: tuple[aiohttp.ClientSession, str, InMemoryBackend],
+) -> None:
+    """Each route of ROUTES answers (the optional backends missing: 501/503), and only those."""
+    session, base, _ = client
+    optional = {"/v1/keys": 501, "/v1/sync/status": 503, "/v1/sync/full": 503}
+    for route in ROUTES:
+        body = {"name": "x"} if route.path in ("/v1/events", "/v1/queries") else None
+        if route.path == "/v1/keys" and route.method == "POST":
+            body = {"op": "use", "key": "k"}
+        async with session.request(route.method, base + route.path, json=body) as response:
+            assert response.status == optional.get(route.path, 200), route
+    async with session.put(f"{base}/v1/health") as response:
+        assert response.status == 405
+
+
+async def test_sync_routes_answer_503_while_the_engine_is_not_running() -> None:
+    class Stopped:
+        def sync_status(self) -> None:
+            return None
+
+        def full_sync(self) -> None:
+            return None
+
+    runner = web.AppRunner(build_app(InMemoryBackend(), CollectorRegistry(), sync=Stopped()))
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            for method, path in (("GET", "/v1/sync/status"), ("POST", "/v1/sync/full")):
+                async with session.request(method, base + path) as response:
+                    assert response.status == 503
+                    assert await response.json() == {"error": "the sync engine is not running"}
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,304 @@
+"""Every JSON body of the admin API, as types: the one description of each payload shape.
+
+Owns the shape of what the admin API answers and accepts: health, members, user events,
+queries, gossip keys, the sync status (remote links with their lag histograms, exporter,
+importer, slot ownership, store, filters) and the full-sync answer. The server
+(:mod:`pysyncer.admin.app`), the presenter that fills the gossip answers, the sync
+engine's status builder, the Prometheus collectors, the command line and the admin client
+all name these types, so renaming a field is a type error everywhere it is read, instead
+of a value that silently reads as 0.
+
+The types are ``TypedDict``: a payload is the plain ``dict`` that goes on the wire, so
+producing one costs nothing and ``json.dumps`` needs no adapter. Keys that only some
+answers carry are declared in a ``total=False`` subclass (Python 3.10 has no
+``NotRequired``). Pure declarations: this module imports nothing from pysyncer, so any
+layer that produces a payload may import it without pulling in the HTTP server.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypedDict, final
+
+__all__ = [
+    "LINK_STATES",
+    "MEMBER_STATUSES",
+    "ErrorAnswer",
+    "Event",
+    "EventRequest",
+    "EventSent",
+    "EventsAnswer",
+    "ExporterStatus",
+    "FilterRules",
+    "FiltersStatus",
+    "FullSyncAnswer",
+    "Health",
+    "Histogram",
+    "ImporterStatus",
+    "KeyAnswer",
+    "KeyFailure",
+    "KeyOperation",
+    "KeyRequest",
+    "LinkState",
+    "Member",
+    "MemberStatusName",
+    "MembersAnswer",
+    "OwnershipStatus",
+    "QueryAnswer",
+    "QueryRequest",
+    "RemoteLink",
+    "StoreStatus",
+    "SyncStatus",
+]
+
+# -- common ----------------------------------------------------------------------------
+
+
+@final  # nothing extends it: ``"key" in answer`` tells it from a richer error answer
+class ErrorAnswer(TypedDict):
+    """Every 4xx/5xx answer: ``{"error": "<one line>"}`` (a key failure adds the answers)."""
+
+    error: str
+
+
+# -- gossip: health, members, events, queries --------------------------------------------
+
+MemberStatusName = Literal["alive", "suspect", "failed", "left"]
+MEMBER_STATUSES: tuple[MemberStatusName, ...] = ("alive", "suspect", "failed", "left")
+
+
+class Health(TypedDict):
+    """``GET /v1/health``; ``status`` is ``degraded`` while the Lifeguard score is above 0."""
+
+    status: Literal["ok", "degraded"]
+    node: str
+    dc: str
+    version: str
+    implementation: str  # the core in use: "cython" or "python"
+    health_score: int
+
+
+class Member(TypedDict):
+    """One gossip pool member; Serf's ``leaving`` reads as ``alive``."""
+
+    name: str
+    addr: str
+    port: int
+    status: MemberStatusName
+    tags: dict[str, str]
+
+
+class MembersAnswer(TypedDict):
+    """``GET /v1/members``, sorted by name."""
+
+    members: list[Member]
+
+
+class _EventRequired(TypedDict):
+    name: str
+
+
+class EventRequest(_EventRequired, total=False):
+    """``POST /v1/events``: a user event; ``payload`` is text, ``coalesce`` false by default."""
+
+    payload: str
+    coalesce: bool
+
+
+class EventSent(TypedDict):
+    """The answer to ``POST /v1/events``."""
+
+    sent: bool
+    name: str
+
+
+class Event(TypedDict):
+    """A user event this member received; the payload decoded as UTF-8 (bad bytes replaced)."""
+
+    name: str
+    payload: str
+    ltime: int
+
+
+class EventsAnswer(TypedDict):
+    """``GET /v1/events``: the recent user events, oldest first."""
+
+    events: list[Event]
+
+
+class _QueryRequired(TypedDict):
+    name: str
+
+
+class QueryRequest(_QueryRequired, total=False):
+    """``POST /v1/queries``; without ``timeout_ms`` Serf's default (scaled by pool size)."""
+
+    payload: str
+    timeout_ms: int
+
+
+class QueryAnswer(TypedDict):
+    """The nodes that acknowledged, their responses as text, and whether all answered early."""
+
+    acks: list[str]
+    responses: dict[str, str]
+    completed_early: bool
+
+
+# -- gossip keys -------------------------------------------------------------------------
+
+KeyOperation = Literal["install", "use", "remove"]
+
+
+class KeyRequest(TypedDict):
+    """``POST /v1/keys``: one operation on every member; the key in base64."""
+
+    op: KeyOperation
+    key: str
+
+
+class KeyAnswer(TypedDict):
+    """``GET``/``POST /v1/keys``: Serf's aggregated key response.
+
+    ``messages`` holds each member's failure or warning text, ``keys`` and
+    ``primary_keys`` how many members hold each key (as installed, as primary),
+    ``no_response`` the members that did not answer.
+    """
+
+    operation: str  # "list", "install", "use" or "remove"
+    num_nodes: int
+    num_resp: int
+    num_err: int
+    messages: dict[str, str]
+    keys: dict[str, int]
+    primary_keys: dict[str, int]
+    no_response: list[str]
+
+
+class KeyFailure(KeyAnswer):
+    """The 502 answer of a key operation some member failed or did not answer."""
+
+    error: str
+
+
+# -- sync status -------------------------------------------------------------------------
+
+LinkState = Literal["connecting", "repairing", "streaming", "backoff", "gone"]
+LINK_STATES: tuple[LinkState, ...] = ("connecting", "repairing", "streaming", "backoff", "gone")
+
+
+class Histogram(TypedDict):
+    """A cumulative histogram: upper bound in seconds (text, ``"inf"`` last) -> count."""
+
+    buckets: dict[str, int]
+    sum: float
+    count: int
+
+
+class RemoteLink(TypedDict):
+    """The link with one remote data center (``gone``: copies held, no syncer left)."""
+
+    state: LinkState
+    syncer: str  # the remote syncer followed
+    applied_revision: int
+    remote_revision: int
+    lag: int  # revisions not applied yet
+    copies: int  # copies of its instances held here
+    repairs: int  # digest repairs run
+    slots_pulled: int
+    errors: dict[str, int]
+    last_applied_at: float  # Unix time of the last apply, 0 before the first
+    propagation: Histogram  # origin commit to applied here
+
+
+class ExporterStatus(TypedDict):
+    """The counters of this data center's exporter."""
+
+    changes_exported: int
+    resyncs: int  # full listings of the local registry
+    copies_skipped: int
+    filtered: int
+    deletes_deferred: int
+    log_entries_trimmed: int
+    errors: dict[str, int]
+
+
+class ImporterStatus(TypedDict):
+    """The counters of this syncer's importer."""
+
+    applied: int
+    registered: int
+    unregistered: int
+    renewals: int
+    lost: int  # copies the registry no longer knew
+    reregistered: int
+    filtered: int  # records the import filter refused
+    not_owned: int  # records of slots another syncer of this data center owns
+    errors: dict[str, int]
+
+
+class OwnershipStatus(TypedDict):
+    """This member's view of the data center's slot table."""
+
+    epoch: int
+    leader: str
+    slots_owned: int
+    slots_pending: int  # gained, playback not done
+    tables_written: int
+    slots_gained: int
+    slots_lost: int
+    playbacks: int
+    playback_seconds: float
+    last_playback_slots: int
+    members: dict[str, int]  # member ("" = unassigned) -> slots in the current table
+    errors: dict[str, int]
+
+
+class _StoreRequired(TypedDict):
+    status: Literal["ok", "degraded"]
+
+
+class StoreStatus(_StoreRequired, total=False):
+    """The store's health; the queue figures only from a store shared over etcd."""
+
+    queued: int
+    dropped: int
+    last_error: str | None
+    endpoint: str
+
+
+class FilterRules(TypedDict):
+    """Include and exclude rules of one side, each as written in the config file."""
+
+    include: list[dict[str, Any]]
+    exclude: list[dict[str, Any]]
+
+
+# "import" is a keyword: the functional form
+FiltersStatus = TypedDict(
+    "FiltersStatus",
+    {"direction": str, "export": FilterRules, "import": FilterRules, "unused_rules": list[str]},
+)
+
+
+class SyncStatus(TypedDict):
+    """``GET /v1/sync/status``: this data center and, per remote data center, its link."""
+
+    dc: str
+    node: str
+    revision: int  # this data center's export revision
+    epoch: str  # the export log's epoch ("" before the exporter has loaded it)
+    exported: int  # instances exported
+    registry: str  # the local registry's address(es)
+    remote: dict[str, RemoteLink]
+    exporter: ExporterStatus
+    importer: ImporterStatus
+    ownership: OwnershipStatus
+    store: StoreStatus
+    filters: FiltersStatus
+
+
+class FullSyncAnswer(TypedDict):
+    """``POST /v1/sync/full``: the remote data centers a digest repair was started with."""
+
+    started: bool
+    remote: list[str]

@@ -1,0 +1,147 @@
+"""The sync engine's parts, reported as the admin API's sync-status payload.
+
+Owns the field-by-field translation from the engine's own counters (exporter, importer,
+peer links, slot ownership, store health, filters) to the typed sections of
+:class:`pysyncer.admin.payloads.SyncStatus`. Every field is named on both sides, so a
+renamed counter is a type error here rather than a stat that silently reads 0; a new
+counter shows up in the payload once it is added to the payload type
+(``tests/admin/test_payloads.py`` checks that both sides list the same fields).
+Pure functions over the parts' state: no I/O, nothing started or stopped. Imports only
+the payload declarations from the admin package, never its server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from pysyncer.admin.payloads import (
+    ExporterStatus,
+    FilterRules,
+    FiltersStatus,
+    Histogram,
+    ImporterStatus,
+    OwnershipStatus,
+    RemoteLink,
+    StoreStatus,
+)
+from pysyncer.store.base import StoreHealth
+from pysyncer.sync.exporter import ExporterStats
+from pysyncer.sync.filters import Filter, Filters
+from pysyncer.sync.importer import ImporterStats
+from pysyncer.sync.ownership import OwnershipStats
+from pysyncer.sync.peers import LAG_BUCKETS, PeerStatus
+
+__all__ = [
+    "exporter_status",
+    "filters_status",
+    "importer_status",
+    "ownership_status",
+    "remote_links",
+    "store_status",
+]
+
+
+def exporter_status(stats: ExporterStats) -> ExporterStatus:
+    return {
+        "changes_exported": stats.changes_exported,
+        "resyncs": stats.resyncs,
+        "copies_skipped": stats.copies_skipped,
+        "filtered": stats.filtered,
+        "deletes_deferred": stats.deletes_deferred,
+        "log_entries_trimmed": stats.log_entries_trimmed,
+        "errors": dict(stats.errors),
+    }
+
+
+def importer_status(stats: ImporterStats) -> ImporterStatus:
+    return {
+        "applied": stats.applied,
+        "registered": stats.registered,
+        "unregistered": stats.unregistered,
+        "renewals": stats.renewals,
+        "lost": stats.lost,
+        "reregistered": stats.reregistered,
+        "filtered": stats.filtered,
+        "not_owned": stats.not_owned,
+        "errors": dict(stats.errors),
+    }
+
+
+def ownership_status(stats: OwnershipStats) -> OwnershipStatus:
+    return {
+        "epoch": stats.epoch,
+        "leader": stats.leader,
+        "slots_owned": stats.slots_owned,
+        "slots_pending": stats.slots_pending,
+        "tables_written": stats.tables_written,
+        "slots_gained": stats.slots_gained,
+        "slots_lost": stats.slots_lost,
+        "playbacks": stats.playbacks,
+        "playback_seconds": stats.playback_seconds,
+        "last_playback_slots": stats.last_playback_slots,
+        "members": dict(stats.members),
+        "errors": dict(stats.errors),
+    }
+
+
+def _remote_link(status: PeerStatus, copies: int) -> RemoteLink:
+    propagation: Histogram = {
+        "buckets": dict(zip(map(str, LAG_BUCKETS), status.lag_buckets, strict=True)),
+        "sum": status.lag_sum,
+        "count": status.lag_count,
+    }
+    return {
+        "state": status.state,
+        "syncer": status.syncer,
+        "applied_revision": status.applied_revision,
+        "remote_revision": status.remote_revision,
+        "lag": status.lag,
+        "copies": copies,
+        "repairs": status.repairs,
+        "slots_pulled": status.slots_pulled,
+        "errors": dict(status.errors),
+        "last_applied_at": status.last_applied_at,
+        "propagation": propagation,
+    }
+
+
+def remote_links(
+    links: Mapping[str, PeerStatus], copies_by_origin: Mapping[str, int]
+) -> dict[str, RemoteLink]:
+    """Per remote data center, its link; an origin whose copies are held with no link
+    left reads as a ``gone`` link with zero counters."""
+    remote = {
+        dc: _remote_link(status, copies_by_origin.get(dc, 0))
+        for dc, status in sorted(links.items())
+    }
+    for dc, count in sorted(copies_by_origin.items()):
+        if dc not in remote:
+            remote[dc] = _remote_link(PeerStatus(dc, state="gone"), count)
+    return remote
+
+
+def store_status(health: StoreHealth | None) -> StoreStatus:
+    """A store that reports health (etcd) with its queue figures; any other: ``ok``."""
+    if health is None:
+        return {"status": "ok"}
+    return {
+        "status": health.status,
+        "queued": health.queued,
+        "dropped": health.dropped,
+        "last_error": health.last_error,
+        "endpoint": health.endpoint,
+    }
+
+
+def _rules(side: Filter) -> FilterRules:
+    rules = side.to_dict()
+    return {"include": rules["include"], "exclude": rules["exclude"]}
+
+
+def filters_status(filters: Filters, unused_rules: Sequence[str]) -> FiltersStatus:
+    return {
+        "direction": filters.direction,
+        "export": _rules(filters.export),
+        "import": _rules(filters.import_),
+        "unused_rules": list(unused_rules),
+    }
