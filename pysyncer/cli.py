@@ -15,18 +15,22 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from pysyncer._version import __version__
 from pysyncer.errors import PysyncerError
+from pysyncer.hostport import ADMIN_PORT, REGISTRY_PORT, parse_host_port
+
+if TYPE_CHECKING:
+    from pysyncer.admin.client import AdminClient
+    from pysyncer.admin.payloads import KeyOperation, KeyRequest, QueryRequest
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2  # argparse's status for bad arguments
 
 SERF_KEY_BYTES = 32  # AES-256, the size `serf keygen` produces
-DEFAULT_ADMIN_ADDR = "127.0.0.1:30300"
-KEYS_TIMEOUT = 120.0  # a key query waits for every member, up to Serf's query timeout
+DEFAULT_ADMIN_ADDR = f"127.0.0.1:{ADMIN_PORT}"
 
 Runner = Callable[[argparse.Namespace], int]
 
@@ -44,7 +48,7 @@ def _cmd_daemon(args: argparse.Namespace) -> int:
     from pysyncer.config import SETTINGS, load_config  # noqa: PLC0415
     from pysyncer.daemon import run_daemon  # noqa: PLC0415
 
-    flags = {s.key: getattr(args, s.attr) for s in SETTINGS}
+    flags = {name: getattr(args, name.replace("-", "_")) for s in SETTINGS for name in s.names}
     config = load_config(flags, config_file=args.config)
     logging.basicConfig(
         level=config.log_level,
@@ -65,14 +69,14 @@ def _run(coroutine: Any) -> None:
         uvloop.run(coroutine)
 
 
-def _client(args: argparse.Namespace) -> Any:
+def _client(args: argparse.Namespace) -> AdminClient:
     from pysyncer.admin.client import AdminClient  # noqa: PLC0415
 
     return AdminClient(args.admin_addr)
 
 
 def _cmd_members(args: argparse.Namespace) -> int:
-    members = _client(args).get("/v1/members")["members"]
+    members = _client(args).members()["members"]
     if args.json:
         print(json.dumps(members, indent=2))
         return EXIT_OK
@@ -94,18 +98,18 @@ def _cmd_members(args: argparse.Namespace) -> int:
 
 
 def _cmd_event(args: argparse.Namespace) -> int:
-    body = {"name": args.name, "payload": args.payload, "coalesce": args.coalesce}
-    _client(args).post("/v1/events", body)
+    _client(args).send_event(
+        {"name": args.name, "payload": args.payload, "coalesce": args.coalesce}
+    )
     print(f"Event '{args.name}' dispatched! Coalescing enabled: {args.coalesce}")
     return EXIT_OK
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
-    body: dict[str, Any] = {"name": args.name, "payload": args.payload}
+    query: QueryRequest = {"name": args.name, "payload": args.payload}
     if args.timeout_ms is not None:
-        body["timeout_ms"] = args.timeout_ms
-    wait = (args.timeout_ms or 60_000) / 1000 + 10
-    result = _client(args).post("/v1/queries", body, timeout=wait)
+        query["timeout_ms"] = args.timeout_ms
+    result = _client(args).query(query)
     if args.json:
         print(json.dumps(result, indent=2))
         return EXIT_OK
@@ -119,10 +123,9 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
 
 def _cmd_registry(args: argparse.Namespace) -> int:
-    from pysyncer.config import parse_host_port  # noqa: PLC0415
     from pysyncer.servicecenter import run_registry  # noqa: PLC0415
 
-    listen = parse_host_port(args.listen, 30100)
+    listen = parse_host_port(args.listen, REGISTRY_PORT)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -142,27 +145,27 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     client = _client(args)
     if args.full_sync:
-        started = client.post("/v1/sync/full", {})
+        started = client.full_sync()
         print(f"full sync started with: {', '.join(started['remote']) or 'no peer yet'}")
-    status = client.get("/v1/sync/status")
+    status = client.sync_status()
     if args.json:
         print(json.dumps(status, indent=2))
         return EXIT_OK
     print(
-        f"data center {status['dc']} (node {status.get('node', '?')}): revision "
-        f"{status.get('revision', 0)}, {status.get('exported', 0)} instance(s) exported"
+        f"data center {status['dc']} (node {status['node']}): revision "
+        f"{status['revision']}, {status['exported']} instance(s) exported"
     )
     rows = [("REMOTE DC", "STATE", "SYNCER", "APPLIED", "LAG", "COPIES", "REPAIRS")]
-    for dc, remote in sorted(status.get("remote", {}).items()):
+    for dc, remote in sorted(status["remote"].items()):
         rows.append(
             (
                 dc,
-                str(remote.get("state", "")),
-                str(remote.get("syncer", "")),
-                str(remote.get("applied_revision", "")),
-                str(remote.get("lag", "")),
-                str(remote.get("copies", 0)),
-                str(remote.get("repairs", "")),
+                remote["state"],
+                remote["syncer"],
+                str(remote["applied_revision"]),
+                str(remote["lag"]),
+                str(remote["copies"]),
+                str(remote["repairs"]),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -174,13 +177,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_keygen(args: argparse.Namespace) -> int:
     print(base64.b64encode(os.urandom(SERF_KEY_BYTES)).decode("ascii"))
     return EXIT_OK
-
-
-def _keys_request(args: argparse.Namespace, body: dict[str, Any] | None) -> tuple[int, Any]:
-    """``GET`` (body None) or ``POST /v1/keys``: (HTTP status, JSON body), error bodies too."""
-    method = "GET" if body is None else "POST"
-    status, answer = _client(args).call(method, "/v1/keys", body, KEYS_TIMEOUT)
-    return status, answer
 
 
 def _columns(rows: Sequence[Sequence[str]]) -> list[str]:
@@ -226,20 +222,30 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     banner, success, failure = _KEY_OPS[op]
     if not args.json:
         print(f"==> {banner}")
-    status, answer = _keys_request(args, None if op == "list" else {"op": op, "key": key})
-    if args.json:
-        print(json.dumps(answer, indent=2))
-        return EXIT_OK if status == 200 else EXIT_ERROR
-    if status != 200:
-        rows = [
-            ("failed:", node, text) for node, text in sorted(answer.get("messages", {}).items())
-        ]
-        rows += [("no response:", node, "") for node in answer.get("no_response", [])]
+    from pysyncer.admin.client import KeysRefusedError  # noqa: PLC0415
+
+    request: KeyRequest | None = (
+        None if key is None else {"op": cast("KeyOperation", op), "key": key}
+    )
+    try:
+        answer = _client(args).keys(request)
+    except KeysRefusedError as exc:
+        refused = exc.answer
+        if args.json:
+            print(json.dumps(refused, indent=2))
+            return EXIT_ERROR
+        rows: list[tuple[str, str, str]] = []
+        if "messages" in refused:  # members failed or did not answer
+            rows += [("failed:", node, text) for node, text in sorted(refused["messages"].items())]
+            rows += [("no response:", node, "") for node in refused["no_response"]]
         for line in _columns(rows):
             print(line, file=sys.stderr)
         print("", file=sys.stderr)
-        print(f"{failure}: {answer['error']}", file=sys.stderr)
+        print(f"{failure}: {refused['error']}", file=sys.stderr)
         return EXIT_ERROR
+    if args.json:
+        print(json.dumps(answer, indent=2))
+        return EXIT_OK
     for node, text in sorted(answer["messages"].items()):
         print(f"warning: {node}: {text}")
     if op != "list":
@@ -249,11 +255,11 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     print("")
     total = answer["num_nodes"]
     primaries = answer["primary_keys"]
-    rows = [
+    listing = [
         (name, f"[{count}/{total}]", f"primary on {primaries[name]}" if name in primaries else "")
         for name, count in sorted(answer["keys"].items())
     ]
-    for line in _columns(rows):
+    for line in _columns(listing):
         print(line)
     return EXIT_OK
 
@@ -283,13 +289,20 @@ def _add_daemon(commands: Any) -> None:
 
     daemon = commands.add_parser(
         "daemon",
-        help="run a syncer: gossip pool member and admin API (sync engine: later)",
+        help="run a syncer: gossip pool member, sync engine and admin API",
         description="Run a syncer. Settings: defaults < --config file < PYSYNCER_* env < flags.",
     )
     for setting in SETTINGS:
         daemon.add_argument(
             setting.flag, dest=setting.attr, metavar=setting.metavar, help=setting.help
         )
+        for alias in setting.aliases:
+            daemon.add_argument(
+                f"--{alias}",
+                dest=alias.replace("-", "_"),
+                metavar=setting.metavar,
+                help=f"alias of {setting.flag}",
+            )
     daemon.add_argument("--config", metavar="FILE", help="TOML config file (or PYSYNCER_CONFIG)")
     daemon.set_defaults(run=_cmd_daemon)
 
@@ -317,9 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     registry = commands.add_parser(
         "registry", help="run the embedded ServiceComb-compatible service center alone"
     )
-    registry.add_argument(
-        "--listen", default="127.0.0.1:30100", metavar="HOST:PORT", help="(127.0.0.1:30100)"
-    )
+    listen = f"127.0.0.1:{REGISTRY_PORT}"
+    registry.add_argument("--listen", default=listen, metavar="HOST:PORT", help=f"({listen})")
     registry.add_argument("--log-level", default="info", help="debug, info, warning, error")
     registry.set_defaults(run=_cmd_registry)
 

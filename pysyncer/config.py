@@ -1,14 +1,20 @@
 """Typed daemon configuration: defaults < config file < ``PYSYNCER_*`` env vars < flags.
 
-Each setting is declared once in :data:`SETTINGS` (key, flag, env var, default, parser,
-help); the command line builds its options from that table, and :func:`load_config`
-merges the four sources into one frozen :class:`DaemonConfig`. The config file is TOML
-with the same keys as the flags (``sc-addr = ["http://127.0.0.1:30100"]``), plus tables:
+Each setting is declared once in :data:`SETTINGS` (key, aliases, flag, env var, default,
+parser, help): every default lives there and nowhere else. The command line builds its
+options from that table, and :func:`load_config` merges the four sources into one frozen
+:class:`DaemonConfig`, which hands each layer its own typed settings
+(:class:`~pysyncer.gossip.settings.GossipSettings`,
+:class:`~pysyncer.sync.settings.SyncSettings`). This is the top layer: it may import the
+layers' settings and parsers; no layer imports it. The config file is TOML
+with the same keys as the flags (``registry-url = ["http://127.0.0.1:30100"]``), plus tables:
 ``[adapter]`` for the adapter's settings and ``[[export.include]]``, ``[[export.exclude]]``,
 ``[[import.include]]``, ``[[import.exclude]]`` for the filter rules
 (:mod:`pysyncer.sync.filters`). Every bad value raises
 :class:`~pysyncer.errors.ConfigError` whose one-line message names the key and where the
-value came from.
+value came from. ``sc-addr`` and ``plugin`` are aliases of ``registry-url`` and
+``registry-kind`` (flag, env var and key); giving an alias and its main name different
+values is an error.
 """
 
 from __future__ import annotations
@@ -23,65 +29,36 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from pysyncer.errors import ConfigError
+from pysyncer.gossip.settings import GossipSettings
+from pysyncer.hostport import (
+    ADMIN_PORT,
+    GOSSIP_PORT,
+    REGISTRY_PORT,
+    SYNC_PORT,
+    HostPort,
+    parse_host_port,
+)
 from pysyncer.sync.filters import DIRECTIONS, FilterConfigError, Filters, filters_from_config
+from pysyncer.sync.settings import OriginPolicy, RegistrySettings, SyncSettings
+
+if TYPE_CHECKING:
+    from pysyncer.store.url import StoreURL
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-__all__ = [
-    "SETTINGS",
-    "DaemonConfig",
-    "HostPort",
-    "Setting",
-    "default_dc",
-    "load_config",
-    "parse_host_port",
-]
+__all__ = ["SETTINGS", "DaemonConfig", "Setting", "default_dc", "load_config"]
 
 ENV_PREFIX = "PYSYNCER_"
-EMBEDDED_REGISTRY_ADDR = "http://127.0.0.1:30100"
 ENCRYPTION_KEY_SIZES = (16, 24, 32)  # AES-128/192/256, as Serf accepts
 # config-file tables beside the flat keys: [adapter] for --plugin; export and import hold
 # the filter rules as arrays of tables ([[export.include]], [[import.exclude]], ...)
 _TABLES = ("adapter", "export", "import")
-
-
-class HostPort(NamedTuple):
-    host: str
-    port: int
-
-    def __str__(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-def parse_host_port(text: str, default_port: int | None = None) -> HostPort:
-    """``HOST:PORT`` (IPv6 as ``[::1]:PORT``); a bare host takes ``default_port``."""
-    text = text.strip()
-    host, sep, port_text = text.rpartition(":")
-    if text.startswith("[") and "]" in text:
-        bracket = text.index("]")
-        host, rest = text[1:bracket], text[bracket + 1 :]
-        sep, port_text = (":", rest[1:]) if rest.startswith(":") else ("", "")
-        if rest and not rest.startswith(":"):
-            raise ValueError(f"{text!r} is not HOST:PORT")
-    elif not sep or ":" in host:
-        if default_port is None or ":" in text:
-            raise ValueError(f"{text!r} is not HOST:PORT")
-        host, port_text = text, ""
-    if not host:
-        raise ValueError(f"{text!r} has no host")
-    if not port_text:
-        if default_port is None:
-            raise ValueError(f"{text!r} has no port")
-        return HostPort(host, default_port)
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f"port {port_text!r} in {text!r} is not 0..65535")
-    return HostPort(host, int(port_text))
 
 
 def _host_port(default_port: int) -> Callable[[Any], HostPort]:
@@ -106,7 +83,7 @@ def _address_list(value: Any) -> tuple[str, ...]:
 def _join_list(value: Any) -> tuple[str, ...]:
     addresses = _address_list(value)
     for address in addresses:
-        parse_host_port(address, default_port=30190)
+        parse_host_port(address, default_port=GOSSIP_PORT)
     return addresses
 
 
@@ -123,18 +100,10 @@ def _encryption_key(value: Any) -> str | None:
     return text
 
 
-def _store(value: Any) -> str:
-    text = str(value).strip()
-    if text == "embedded":
-        return text
-    if text.startswith("etcd://") and len(text) > len("etcd://"):
-        endpoints = text[len("etcd://") :].partition("?")[0]  # options: the store checks them
-        for endpoint in endpoints.split(","):
-            parse_host_port(endpoint, default_port=2379)
-        return text
-    raise ValueError(
-        f"{text!r} must be 'embedded' or 'etcd://HOST:PORT[,HOST:PORT][?prefix=/p/&...]'"
-    )
+def _store(value: Any) -> StoreURL:
+    from pysyncer.store.url import parse_store_url  # noqa: PLC0415 - the store loads on use
+
+    return parse_store_url(str(value))
 
 
 def _optional_host_port(default_port: int) -> Callable[[Any], HostPort | None]:
@@ -211,46 +180,97 @@ class Setting:
     parse: Callable[[Any], Any]
     help: str
     metavar: str = "VALUE"
+    aliases: tuple[str, ...] = ()  # older names, accepted as flag, env var and file key
 
     @property
     def flag(self) -> str:
-        return f"--{self.key}"
+        return _flag(self.key)
 
     @property
     def env(self) -> str:
-        return ENV_PREFIX + self.key.upper().replace("-", "_")
+        return _env(self.key)
 
     @property
     def attr(self) -> str:
-        return self.key.replace("-", "_")
+        return _attr(self.key)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The key, then its aliases."""
+        return (self.key, *self.aliases)
+
+
+def _flag(key: str) -> str:
+    return f"--{key}"
+
+
+def _env(key: str) -> str:
+    return ENV_PREFIX + key.upper().replace("-", "_")
+
+
+def _attr(key: str) -> str:
+    return key.replace("-", "_")
 
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("node", None, _name, "node name in the gossip pool (default: hostname)", "NAME"),
-    Setting("dc", None, _name, "data center name (default: derived from --sc-addr)", "NAME"),
-    Setting("bind", "0.0.0.0:30190", _host_port(30190), "gossip address, UDP+TCP", "HOST:PORT"),
+    Setting("dc", None, _name, "data center name (default: derived from --registry-url)", "NAME"),
     Setting(
-        "advertise", None, _optional_host_port(30190), "gossip address others use", "HOST:PORT"
+        "bind",
+        f"0.0.0.0:{GOSSIP_PORT}",
+        _host_port(GOSSIP_PORT),
+        "gossip address, UDP+TCP",
+        "HOST:PORT",
     ),
-    Setting("rpc-addr", "0.0.0.0:30191", _host_port(30191), "gRPC sync address", "HOST:PORT"),
-    Setting("admin-addr", "127.0.0.1:30300", _host_port(30300), "HTTP admin API", "HOST:PORT"),
+    Setting(
+        "advertise",
+        None,
+        _optional_host_port(GOSSIP_PORT),
+        "gossip address others use",
+        "HOST:PORT",
+    ),
+    Setting(
+        "rpc-addr", f"0.0.0.0:{SYNC_PORT}", _host_port(SYNC_PORT), "gRPC sync address", "HOST:PORT"
+    ),
+    Setting(
+        "admin-addr",
+        f"127.0.0.1:{ADMIN_PORT}",
+        _host_port(ADMIN_PORT),
+        "HTTP admin API",
+        "HOST:PORT",
+    ),
     Setting("join", (), _join_list, "pool members to join", "ADDR[,ADDR]"),
     Setting(
-        "sc-addr",
+        "registry-url",
         (),
         _address_list,
-        "local registry address(es); omitted: an embedded registry on 127.0.0.1:30100",
+        "local registry address(es), for any --registry-kind; omitted: an embedded "
+        "registry on --registry-addr (alias: --sc-addr)",
         "URL[,URL]",
+        aliases=("sc-addr",),
     ),
     Setting(
         "registry-addr",
-        "127.0.0.1:30100",
-        _host_port(30100),
-        "where the embedded registry listens when --sc-addr is omitted",
+        f"127.0.0.1:{REGISTRY_PORT}",
+        _host_port(REGISTRY_PORT),
+        "where the embedded registry listens when --registry-url is omitted",
         "HOST:PORT",
     ),
-    Setting("plugin", "servicecomb", _name, "registry adapter", "NAME"),
-    Setting("store", "embedded", _store, "embedded or etcd://HOST:PORT[,HOST:PORT]", "STORE"),
+    Setting(
+        "registry-kind",
+        "servicecomb",
+        _name,
+        "registry adapter: servicecomb, consul, zookeeper, ... (alias: --plugin)",
+        "NAME",
+        aliases=("plugin",),
+    ),
+    Setting(
+        "store",
+        "embedded",
+        _store,
+        "embedded or etcd://HOST:PORT[,HOST:PORT][?prefix=/p/&...]",
+        "STORE",
+    ),
     Setting("data-dir", None, _path, "state directory (default ./pysyncer-data/NODE)", "DIR"),
     Setting("encrypt", None, _encryption_key, "Serf-compatible gossip key (base64)", "KEY"),
     Setting(
@@ -310,8 +330,16 @@ SETTINGS: tuple[Setting, ...] = (
 _BY_KEY = {setting.key: setting for setting in SETTINGS}
 
 
+_ALIASES = {alias: setting for setting in SETTINGS for alias in setting.aliases}
+EMBEDDED_REGISTRY_URL = f"http://{_BY_KEY['registry-addr'].default}"
+"""Stands for the embedded registry in :func:`default_dc` (a registry URL is not given)."""
+
+
 @dataclass(frozen=True)
 class DaemonConfig:
+    """Every setting of one daemon, validated; :meth:`gossip` and :meth:`sync` hand each
+    layer its part."""
+
     node: str
     dc: str
     bind: HostPort
@@ -319,16 +347,16 @@ class DaemonConfig:
     rpc_addr: HostPort
     admin_addr: HostPort
     join: tuple[str, ...]
-    sc_addr: tuple[str, ...]
+    registry_url: tuple[str, ...]
     registry_addr: HostPort
-    plugin: str
-    store: str
+    registry_kind: str
+    store_url: StoreURL
     data_dir: Path
     encrypt: str | None
     gossip_protocol: int
     gossip_label: str
     origin_grace: float
-    origin_policy: str
+    origin_policy: OriginPolicy
     member_ttl: float
     anti_entropy_interval: float
     change_log_size: int
@@ -339,21 +367,71 @@ class DaemonConfig:
     filters: Filters = field(default_factory=Filters)  # export/import rules and direction
 
     @property
+    def sc_addr(self) -> tuple[str, ...]:
+        """Alias of :attr:`registry_url` (the ``--sc-addr`` name)."""
+        return self.registry_url
+
+    @property
+    def plugin(self) -> str:
+        """Alias of :attr:`registry_kind` (the ``--plugin`` name)."""
+        return self.registry_kind
+
+    @property
+    def store(self) -> str:
+        """The ``--store`` URL as given."""
+        return str(self.store_url)
+
+    @property
     def embedded_registry(self) -> bool:
         """True when no registry address was given: the daemon runs its own."""
-        return not self.sc_addr
+        return not self.registry_url
 
     def encryption_key(self) -> bytes | None:
         return None if self.encrypt is None else base64.b64decode(self.encrypt)
 
+    def gossip(self) -> GossipSettings:
+        """The gossip stack's settings."""
+        return GossipSettings(
+            node=self.node,
+            bind=self.bind,
+            advertise=self.advertise,
+            join=tuple(parse_host_port(a, GOSSIP_PORT) for a in self.join),
+            label=self.gossip_label,
+            protocol_version=self.gossip_protocol,
+            encryption_key=self.encryption_key(),
+            data_dir=self.data_dir,
+        )
 
-def default_dc(sc_addresses: Sequence[str]) -> str:
+    def sync(self) -> SyncSettings:
+        """The sync engine's settings."""
+        return SyncSettings(
+            dc=self.dc,
+            node=self.node,
+            registry=RegistrySettings(
+                urls=self.registry_url,
+                kind=self.registry_kind,
+                embedded_addr=self.registry_addr,
+                adapter_settings=self.adapter_settings,
+            ),
+            store=self.store_url,
+            data_dir=self.data_dir,
+            rpc_addr=self.rpc_addr,
+            member_ttl=self.member_ttl,
+            anti_entropy_interval=self.anti_entropy_interval,
+            change_log_size=self.change_log_size,
+            origin_grace=self.origin_grace,
+            origin_policy=self.origin_policy,
+            filters=self.filters,
+        )
+
+
+def default_dc(registry_urls: Sequence[str]) -> str:
     """A data center name shared by every syncer pointing at the same registry.
 
     As in the original syncer: derived from the sorted registry addresses, so syncers
     of one registry group together without configuration.
     """
-    addresses = sorted(sc_addresses) or [EMBEDDED_REGISTRY_ADDR]
+    addresses = sorted(registry_urls) or [EMBEDDED_REGISTRY_URL]
     return "dc-" + hashlib.md5(",".join(addresses).encode(), usedforsecurity=False).hexdigest()[:12]
 
 
@@ -367,7 +445,7 @@ def _read_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - set(_BY_KEY) - set(_TABLES))
+    unknown = sorted(set(data) - set(_BY_KEY) - set(_ALIASES) - set(_TABLES))
     if unknown:
         raise ConfigError(f"config file {path}: unknown key {unknown[0]!r}")
     for table in _TABLES:
@@ -399,12 +477,13 @@ def load_config(
 ) -> DaemonConfig:
     """Merge defaults < config file < env < flags into a validated :class:`DaemonConfig`.
 
-    ``flags`` maps setting keys (``"sc-addr"``) to values given on the command line;
-    ``None`` values mean "not given". ``config_file`` falls back to ``PYSYNCER_CONFIG``.
+    ``flags`` maps setting keys or aliases (``"registry-url"``, ``"sc-addr"``) to values
+    given on the command line; ``None`` values mean "not given". ``config_file`` falls
+    back to ``PYSYNCER_CONFIG``.
     """
     flags = {key: value for key, value in (flags or {}).items() if value is not None}
     environ = os.environ if environ is None else environ
-    unknown = sorted(set(flags) - set(_BY_KEY))
+    unknown = sorted(set(flags) - set(_BY_KEY) - set(_ALIASES))
     if unknown:
         raise ConfigError(f"unknown setting {unknown[0]!r}")
     file_name = config_file if config_file is not None else environ.get(ENV_PREFIX + "CONFIG")
@@ -413,26 +492,12 @@ def load_config(
 
     values: dict[str, Any] = {}
     for setting in SETTINGS:
-        if setting.key in flags:
-            raw, source = flags[setting.key], f"flag {setting.flag}"
-        elif setting.env in environ:
-            raw, source = environ[setting.env], f"env {setting.env}"
-        elif setting.key in from_file:
-            raw, source = from_file[setting.key], f"config file {file_path}"
-        else:
-            raw, source = setting.default, "default"
-        if raw is None:
-            values[setting.attr] = None
-            continue
-        try:
-            values[setting.attr] = setting.parse(raw)
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"config key {setting.key!r} ({source}): {exc}") from None
+        values[setting.attr] = _setting_value(setting, flags, environ, from_file, file_path)
 
     if values["node"] is None:
         values["node"] = _name(socket.gethostname() or "pysyncer")
     if values["dc"] is None:
-        values["dc"] = default_dc(values["sc_addr"])
+        values["dc"] = default_dc(values["registry_url"])
     if values["data_dir"] is None:
         values["data_dir"] = Path("pysyncer-data") / values["node"]
     _check_bind_host(values["bind"], "bind")
@@ -447,12 +512,56 @@ def load_config(
         raise ConfigError(
             f"config key {exc.key!r} (config file {file_path}): {exc.message}"
         ) from None
+    values["store_url"] = values.pop("store")
     return DaemonConfig(
         **values,
         adapter_settings=_adapter_settings(from_file, environ),
         config_file=file_path,
         filters=filters,
     )
+
+
+def _setting_value(
+    setting: Setting,
+    flags: Mapping[str, Any],
+    environ: Mapping[str, str],
+    from_file: Mapping[str, Any],
+    file_path: Path | None,
+) -> Any:
+    """The parsed value of ``setting`` from the first source that gives it (flag, env,
+    file), else its default; within a source, its key and aliases must agree."""
+    sources: list[tuple[Callable[[str], tuple[bool, Any]], Callable[[str], str]]] = [
+        (lambda k: (k in flags, flags.get(k)), lambda k: f"flag {_flag(k)}"),
+        (lambda k: (_env(k) in environ, environ.get(_env(k))), lambda k: f"env {_env(k)}"),
+        (lambda k: (k in from_file, from_file.get(k)), lambda k: f"config file {file_path}"),
+    ]
+    for lookup, describe in sources:
+        given = []
+        for name in setting.names:
+            present, raw = lookup(name)
+            if present:
+                given.append((name, _parse(setting, name, raw, describe(name))))
+        if given:
+            name, value = given[0]
+            for other, other_value in given[1:]:
+                if other_value != value:
+                    raise ConfigError(
+                        f"config key {name!r} ({describe(name)}) and its alias {other!r} "
+                        f"({describe(other)}) differ: give one of them"
+                    )
+            return value
+    if setting.default is None:
+        return None
+    return _parse(setting, setting.key, setting.default, "default")
+
+
+def _parse(setting: Setting, name: str, raw: Any, source: str) -> Any:
+    if raw is None:
+        return None
+    try:
+        return setting.parse(raw)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"config key {name!r} ({source}): {exc}") from None
 
 
 def _check_bind_host(address: HostPort, key: str) -> None:

@@ -17,7 +17,3 @@ class ConfigError(PysyncerError, ValueError):
 
 class MalformedDataError(PysyncerError, ValueError):
     """Bytes received or read back do not have the expected shape or size."""
-
-
-class NotImplementedYetError(PysyncerError, NotImplementedError):
-    """A command of the design contract that a later release delivers."""

@@ -153,6 +153,11 @@ class GossipAgent:
         return self._node
 
     @property
+    def running_node(self) -> GossipNode | None:
+        """The node once started, else None (unlike :attr:`node`, never raises)."""
+        return self._node
+
+    @property
     def address(self) -> Address:
         return self.transport.address
 

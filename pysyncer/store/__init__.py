@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
 
 from pysyncer.errors import ConfigError
 from pysyncer.store.base import (
@@ -40,6 +39,7 @@ from pysyncer.store.base import (
 from pysyncer.store.etcd import DEFAULT_PREFIX, EtcdStore
 from pysyncer.store.etcd_client import EtcdUnavailableError
 from pysyncer.store.sqlite import SqliteStore
+from pysyncer.store.url import StoreURL, parse_store_url
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -64,30 +64,24 @@ __all__ = [
     "StoreFullError",
     "StoreHealth",
     "StoreLockedError",
+    "StoreURL",
     "create_store",
     "iter_mappings",
+    "parse_store_url",
 ]
 
 EMBEDDED_FILE_NAME = "store.db"
 """Name of the embedded store's file inside ``--data-dir``."""
 
 
-_ETCD_OPTIONS = {
-    "open_timeout": float,
-    "request_timeout": float,
-    "max_queue": int,
-    "max_txn_ops": int,
-}
-
-
 def create_store(
-    spec: str,
+    url: str | StoreURL,
     data_dir: str | os.PathLike[str],
     *,
     dc: str | None = None,
     node: str | None = None,
 ) -> Store:
-    """The (unopened) store that ``--store SPEC`` names.
+    """The (unopened) store that ``--store URL`` names (:mod:`pysyncer.store.url`).
 
     ``embedded``: the SQLite file ``<data_dir>/store.db``.
     ``etcd://HOST:PORT[,HOST:PORT][?prefix=/p/&open_timeout=30&request_timeout=5&
@@ -96,31 +90,18 @@ def create_store(
     replaced by ``dc``, which is then required); ``node`` (default: the host name) names
     this member for its peer cursors.
     """
-    if spec == "embedded":
-        return SqliteStore(Path(data_dir) / EMBEDDED_FILE_NAME)
-    if spec.startswith("etcd://"):
-        return _etcd_store(spec, dc, node)
-    raise ConfigError(f"store: {spec!r} is neither 'embedded' nor 'etcd://HOST:PORT[,...]'")
-
-
-def _etcd_store(spec: str, dc: str | None, node: str | None) -> EtcdStore:
-    parts = urlsplit(spec)
-    if parts.path not in ("", "/") or not parts.netloc:
-        raise ConfigError(f"store: {spec!r} is not etcd://HOST:PORT[,HOST:PORT][?options]")
-    options: dict[str, float | int] = {}
-    prefix = DEFAULT_PREFIX
-    for name, value in parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False):
-        if name == "prefix":
-            prefix = value
-            continue
-        kind = _ETCD_OPTIONS.get(name)
-        if kind is None:
-            known = ", ".join(["prefix", *_ETCD_OPTIONS])
-            raise ConfigError(f"store: unknown etcd option {name!r} (known: {known})")
+    if isinstance(url, str):
         try:
-            options[name] = kind(value)
-        except ValueError:
-            raise ConfigError(f"store: etcd option {name}={value!r} is not a number") from None
+            url = parse_store_url(url)
+        except ValueError as exc:
+            raise ConfigError(f"store: {exc}") from None
+    if url.kind == "embedded":
+        return SqliteStore(Path(data_dir) / EMBEDDED_FILE_NAME)
+    return _etcd_store(url, dc, node)
+
+
+def _etcd_store(url: StoreURL, dc: str | None, node: str | None) -> EtcdStore:
+    prefix = DEFAULT_PREFIX if url.prefix is None else url.prefix
     if "{dc}" in prefix:
         if not dc:
             raise ConfigError(
@@ -129,13 +110,10 @@ def _etcd_store(spec: str, dc: str | None, node: str | None) -> EtcdStore:
         prefix = prefix.replace("{dc}", dc)
     try:
         return EtcdStore(
-            parts.netloc,
+            [(endpoint.host, endpoint.port) for endpoint in url.endpoints],
             prefix=prefix,
             member=node or socket.gethostname(),
-            open_timeout=float(options.get("open_timeout", 30.0)),
-            request_timeout=float(options.get("request_timeout", 5.0)),
-            max_queue=int(options.get("max_queue", 100_000)),
-            max_txn_ops=int(options.get("max_txn_ops", 128)),
+            **url.options,  # type: ignore[arg-type]  # names and types: store.url.ETCD_OPTIONS
         )
     except ValueError as exc:
-        raise ConfigError(f"store: {spec!r}: {exc}") from None
+        raise ConfigError(f"store: {url}: {exc}") from None

@@ -1,39 +1,51 @@
 """The sync engine of one daemon: registry adapter, store, exporter, importer, RPC, peers.
 
-Owns building these pieces in order, wiring them to the gossip layer (remote syncers
-from Serf member tags, "new revision" user events), reporting their status, and
-stopping them in reverse order. With no ``--sc-addr`` it also runs the embedded service
-center on 127.0.0.1:30100, followed in-process through its native change feed.
+Owns building these pieces in order from :class:`~pysyncer.sync.settings.SyncSettings`,
+wiring them to the pool through the small :class:`~pysyncer.sync.membership.Membership`
+protocol (remote syncers from member tags, "new revision" user events), reporting their
+status, and stopping them in reverse order. With no registry URL it also runs the
+embedded service center on ``--registry-addr``, followed in-process through its native
+change feed. Must not import the configuration, the daemon or the Serf class.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gc
 import ipaddress
 import logging
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 from pysyncer.adapters import load_adapter
 from pysyncer.adapters.base import Adapter
 from pysyncer.adapters.embedded import EmbeddedAdapter
-from pysyncer.config import DaemonConfig, parse_host_port
+from pysyncer.admin.payloads import SyncStatus
 from pysyncer.errors import PysyncerError
 from pysyncer.gossip.lamport import UserEvent
-from pysyncer.gossip.serf import EventType, MemberEvent, MemberStatus, Serf, SerfEvent
+from pysyncer.gossip.serf import EventType, MemberEvent, MemberStatus, SerfEvent
+from pysyncer.hostport import format_host_port, parse_host_port
 from pysyncer.model import is_copy
-from pysyncer.servicecenter.app import RegistryServer
 from pysyncer.rpc.client import SyncClient
 from pysyncer.rpc.server import SyncServer
+from pysyncer.servicecenter.app import RegistryServer
 from pysyncer.store import create_store
 from pysyncer.store.base import Coordinator, Store
-from pysyncer.sync.exporter import Exporter
-from pysyncer.sync.importer import Importer
-from pysyncer.sync.ownership import SlotOwnership
-from pysyncer.sync.peers import LAG_BUCKETS, Peers, RemoteSyncer
+from pysyncer.sync import tags as sync_tags
+from pysyncer.sync.exporter import Exporter, ExporterStats
+from pysyncer.sync.importer import Importer, ImporterStats
+from pysyncer.sync.membership import Membership, PoolMember
+from pysyncer.sync.ownership import OwnershipStats, SlotOwnership
+from pysyncer.sync.peers import Peers, RemoteSyncer
+from pysyncer.sync.settings import SyncSettings
+from pysyncer.sync.status import (
+    exporter_status,
+    filters_status,
+    importer_status,
+    ownership_status,
+    remote_links,
+    store_status,
+)
 
 __all__ = ["REVISION_EVENT", "SyncEngine"]
 
@@ -53,21 +65,10 @@ GC_THRESHOLD0 = 10_000
 class SyncEngine:
     """Everything that moves instances for one daemon."""
 
-    def __init__(
-        self,
-        config: DaemonConfig,
-        serf: Serf,
-        *,
-        anti_entropy_interval: float = 60.0,
-        origin_grace: float = 3600.0,
-        origin_policy: str = "expire",
-    ) -> None:
-        self.config = config
-        self.serf = serf
+    def __init__(self, settings: SyncSettings, membership: Membership) -> None:
+        self.settings = settings
+        self.membership = membership
         self.registry_server: RegistryServer | None = None
-        self._anti_entropy_interval = anti_entropy_interval
-        self._origin_grace = origin_grace
-        self._origin_policy = origin_policy
         self.adapter: Adapter | None = None
         self.store: Store | None = None
         self.exporter: Exporter | None = None
@@ -78,11 +79,12 @@ class SyncEngine:
         self._last_announce = 0.0
         self._unsubscribe: Callable[[], None] | None = None
         self.unused_rules: list[str] = []
+        self._incompatible: set[tuple[str, str]] = set()  # (member, sync_proto) warned about
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        config = self.config
+        config = self.settings
         threshold0, *older = gc.get_threshold()
         gc.set_threshold(max(threshold0, GC_THRESHOLD0), *older)
         self.adapter = await self._start_adapter()
@@ -93,7 +95,7 @@ class SyncEngine:
         self.ownership = SlotOwnership(
             config.node,
             coordinator,
-            info={"rpc_addr": str(config.rpc_addr)},
+            info={sync_tags.RPC_ADDR: str(config.rpc_addr)},
             member_ttl=config.member_ttl,
             playback=self._playback,
             release=self._release,
@@ -122,25 +124,25 @@ class SyncEngine:
             self.importer,
             self.store,
             lambda target: SyncClient(target),
-            anti_entropy_interval=self._anti_entropy_interval,
-            origin_grace=self._origin_grace,
-            origin_policy=self._origin_policy,
+            anti_entropy_interval=config.anti_entropy_interval,
+            origin_grace=config.origin_grace,
+            origin_policy=config.origin_policy,
         )
         self.peers.start()
         await self.ownership.start()
         await self._report_unused_rules()
-        self._unsubscribe = self.serf.subscribe(self._on_serf_event)
+        self._unsubscribe = self.membership.subscribe(self._on_pool_event)
         log.info(
             "sync engine up: dc %s, registry %s (%s), store %s, RPC on %s",
             config.dc,
-            ", ".join(config.sc_addr) or self._registry_url(),
-            config.plugin if config.sc_addr else "embedded",
+            self._registry_url(),
+            "embedded" if config.registry.embedded else config.registry.kind,
             config.store,
             self.rpc.address,
         )
 
     def _new_exporter(self) -> Exporter:
-        config, filters = self.config, self.config.filters
+        config, filters = self.settings, self.settings.filters
         assert self.adapter is not None and self.store is not None and self.importer
         return Exporter(
             config.dc,
@@ -182,34 +184,33 @@ class SyncEngine:
         if self.rpc is not None:
             self.rpc.source = exporter
             if not leading:  # end the streams remote peers follow here: they move on
-                config = self.config
+                config = self.settings
                 await self.rpc.stop()
                 self.rpc = SyncServer(exporter, config.rpc_addr.host, config.rpc_addr.port)
                 await self.rpc.start()
         self._advertise_exporter(leading)
-        log.info("%s exporting data center %s", "now" if leading else "no longer", self.config.dc)
+        log.info("%s exporting data center %s", "now" if leading else "no longer", self.settings.dc)
 
     def _advertise_exporter(self, exporting: bool) -> None:
-        tags = self.serf.tags
-        tags["export"] = "1" if exporting else "0"
+        tags = {**self.membership.tags, sync_tags.EXPORT: sync_tags.export_tag(exporting)}
         with contextlib.suppress(Exception):
-            self.serf.set_tags(tags)
+            self.membership.set_tags(tags)
 
     async def _start_adapter(self) -> Adapter:
-        config = self.config
-        if config.embedded_registry:
-            listen = config.registry_addr
+        registry = self.settings.registry
+        if registry.embedded:
+            listen = registry.embedded_addr
             self.registry_server = RegistryServer(host=listen.host, port=listen.port)
             await self.registry_server.start()
             adapter: Adapter = EmbeddedAdapter(self.registry_server.registry)
         else:
-            adapter = load_adapter(config.plugin, list(config.sc_addr), config.adapter_settings)
+            adapter = load_adapter(registry.kind, list(registry.urls), registry.adapter_settings)
         await adapter.start()
         return adapter
 
     async def _report_unused_rules(self) -> None:
         """Warn once at start about filter rules that match none of the local instances."""
-        filters = self.config.filters
+        filters = self.settings.filters
         if not filters.has_rules or self.adapter is None:
             return
         try:
@@ -222,6 +223,9 @@ class SyncEngine:
             log.warning("filters: %s", line)
 
     def _registry_url(self) -> str:
+        """The local registry's address(es): the given URLs, or the embedded one's."""
+        if self.settings.registry.urls:
+            return ", ".join(self.settings.registry.urls)
         return self.registry_server.url if self.registry_server is not None else ""
 
     async def stop(self) -> None:
@@ -248,28 +252,46 @@ class SyncEngine:
     # -- gossip wiring -------------------------------------------------------------------
 
     def remote_syncers(self) -> list[RemoteSyncer]:
-        """Live syncers of other data centers, from Serf tags."""
+        """Live, exporting syncers of other data centers that speak our sync protocol."""
         found = []
-        for member in self.serf.members():
+        for member in self.membership.members():
             tags = member.tags
-            if member.status != MemberStatus.ALIVE or tags.get("role") != "pysyncer":
+            if member.status != MemberStatus.ALIVE or not sync_tags.is_syncer(tags):
                 continue
-            dc = tags.get("dc", "")
-            if not dc or dc == self.config.dc or "rpc_addr" not in tags:
+            dc = tags.get(sync_tags.DC, "")
+            if not dc or dc == self.settings.dc or sync_tags.RPC_ADDR not in tags:
                 continue
-            if tags.get("export") == "0":  # a follower of a scaled-out data center
+            if not sync_tags.is_exporting(tags):  # a follower of a scaled-out data center
+                continue
+            if not self._speaks_our_protocol(member):
                 continue
             try:
-                rpc = parse_host_port(tags["rpc_addr"])
+                rpc = parse_host_port(tags[sync_tags.RPC_ADDR])
             except ValueError:
                 continue
             host = rpc.host
             with contextlib.suppress(ValueError):
                 if ipaddress.ip_address(host).is_unspecified:
                     host = member.addr  # bound to a wildcard: reach it where it gossips
-            target = f"[{host}]:{rpc.port}" if ":" in host else f"{host}:{rpc.port}"
-            found.append(RemoteSyncer(member.name, dc, target))
+            found.append(RemoteSyncer(member.name, dc, format_host_port(host, rpc.port)))
         return found
+
+    def _speaks_our_protocol(self, member: PoolMember) -> bool:
+        """False for a syncer of another sync protocol version: warned about once."""
+        if sync_tags.speaks_sync_protocol(member.tags):
+            return True
+        version = member.tags.get(sync_tags.SYNC_PROTO, "")
+        if (member.name, version) not in self._incompatible:
+            self._incompatible.add((member.name, version))
+            log.warning(
+                "not following syncer %s of data center %s: it speaks sync protocol %s, "
+                "this syncer speaks %d",
+                member.name,
+                member.tags.get(sync_tags.DC, "?"),
+                repr(version) if version else "(none advertised)",
+                sync_tags.SYNC_PROTOCOL_VERSION,
+            )
+        return False
 
     def _announce(self, revision: int) -> None:
         now = time.monotonic()
@@ -277,15 +299,15 @@ class SyncEngine:
             return
         self._last_announce = now
         with contextlib.suppress(Exception):
-            self.serf.user_event(REVISION_EVENT, self.config.dc.encode(), coalesce=True)
+            self.membership.user_event(REVISION_EVENT, self.settings.dc.encode(), coalesce=True)
 
-    def _on_serf_event(self, event: SerfEvent) -> None:
+    def _on_pool_event(self, event: SerfEvent) -> None:
         if isinstance(event, UserEvent) and event.name == REVISION_EVENT and self.peers:
             self.peers.wake(event.payload.decode(errors="replace"))
         elif (
             isinstance(event, MemberEvent)
             and event.type in _MEMBERSHIP_SIGNALS
-            and event.member.tags.get("dc") == self.config.dc
+            and event.member.tags.get(sync_tags.DC) == self.settings.dc
             and self.ownership is not None
             and self.ownership.coordinated
         ):
@@ -295,53 +317,27 @@ class SyncEngine:
 
     # -- status ------------------------------------------------------------------------
 
-    def _store_health(self) -> dict[str, Any]:
-        """The shared store's health (etcd: ``degraded`` while writes queue); else ok."""
-        health = getattr(self.store, "health", None)
-        return dataclasses.asdict(health()) if health is not None else {"status": "ok"}
-
     def full_sync(self) -> list[str]:
         return self.peers.request_full_sync() if self.peers else []
 
-    def status(self) -> Mapping[str, Any]:
-        exporter, importer, peers = self.exporter, self.importer, self.peers
-        copies = importer.copies_by_origin() if importer else {}
-        remote: dict[str, Any] = {}
-        for dc, link in sorted((peers.links if peers else {}).items()):
-            st = link.status
-            remote[dc] = {
-                "state": st.state,
-                "syncer": st.syncer,
-                "applied_revision": st.applied_revision,
-                "remote_revision": st.remote_revision,
-                "lag": st.lag,
-                "copies": copies.get(dc, 0),
-                "repairs": st.repairs,
-                "slots_pulled": st.slots_pulled,
-                "errors": dict(st.errors),
-                "last_applied_at": st.last_applied_at,
-                "propagation": {
-                    "buckets": dict(zip(map(str, LAG_BUCKETS), st.lag_buckets, strict=True)),
-                    "sum": st.lag_sum,
-                    "count": st.lag_count,
-                },
-            }
-        for dc, count in copies.items():
-            remote.setdefault(dc, {"state": "gone", "copies": count})
+    def status(self) -> SyncStatus:
+        """This data center, its links and its parts' counters, for the admin API."""
+        exporter, importer, ownership = self.exporter, self.importer, self.ownership
+        health = getattr(self.store, "health", None)
         return {
-            "dc": self.config.dc,
-            "node": self.config.node,
+            "dc": self.settings.dc,
+            "node": self.settings.node,
             "revision": exporter.revision() if exporter else 0,
             "epoch": exporter.epoch if exporter else "",
             "exported": exporter.exported_count() if exporter else 0,
-            "registry": ", ".join(self.config.sc_addr) or self._registry_url(),
-            "remote": remote,
-            "exporter": vars(exporter.stats) if exporter else {},
-            "importer": vars(importer.stats) if importer else {},
-            "ownership": vars(self.ownership.stats) if self.ownership else {},
-            "store": self._store_health(),
-            "filters": {
-                **self.config.filters.to_dict(),
-                "unused_rules": list(self.unused_rules),
-            },
+            "registry": self._registry_url(),
+            "remote": remote_links(
+                {dc: link.status for dc, link in (self.peers.links if self.peers else {}).items()},
+                importer.copies_by_origin() if importer else {},
+            ),
+            "exporter": exporter_status(exporter.stats if exporter else ExporterStats()),
+            "importer": importer_status(importer.stats if importer else ImporterStats()),
+            "ownership": ownership_status(ownership.stats if ownership else OwnershipStats()),
+            "store": store_status(health() if health is not None else None),
+            "filters": filters_status(self.settings.filters, self.unused_rules),
         }

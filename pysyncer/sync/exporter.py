@@ -36,7 +36,6 @@ StateKey = tuple[str, str]  # (service text, instance id)
 RESYNC_BACKOFF_MAX = 5.0  # a registry back from a restart is followed again within 5 s
 COMMIT_TIMES_KEPT = 4096
 STARTUP_GRACE_MAX = 120.0
-DEFAULT_CHANGE_LOG_SIZE = 100_000
 TAIL_SIZE = 20_000  # recent changes kept in memory for the watch streams (at most the log's)
 
 
@@ -67,7 +66,7 @@ class Exporter:
         copy_ids: Callable[[], Collection[str]] = frozenset,
         on_revision: Callable[[int], None] | None = None,
         startup_grace: float | None = None,
-        change_log_size: int = DEFAULT_CHANGE_LOG_SIZE,
+        change_log_size: int,
         exports: Callable[[Instance], bool] | None = None,
     ) -> None:
         self.dc = dc

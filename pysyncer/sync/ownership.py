@@ -31,7 +31,6 @@ __all__ = ["OwnershipStats", "SlotOwnership"]
 log = logging.getLogger(__name__)
 
 NOT_OWNED, PENDING, OWNED = 0, 1, 2
-DEFAULT_MEMBER_TTL = 10.0
 RETRY_DELAY = 1.0
 
 Playback = Callable[[frozenset[int]], Awaitable[None]]
@@ -67,7 +66,7 @@ class SlotOwnership:
         coordinator: Coordinator | None,
         *,
         info: Mapping[str, str] | None = None,
-        member_ttl: float = DEFAULT_MEMBER_TTL,
+        member_ttl: float,
         playback: Playback | None = None,
         release: Release | None = None,
         on_leader: LeaderChange | None = None,

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pysyncer._core import digest as core_digest
+from pysyncer.admin.payloads import LinkState
 from pysyncer.errors import PysyncerError
 from pysyncer.store.base import Store
 from pysyncer.sync.importer import Importer
@@ -68,7 +69,7 @@ ClientFactory = Callable[[str], SyncClientLike]
 @dataclass
 class PeerStatus:
     dc: str
-    state: str = "connecting"  # connecting, repairing, streaming, backoff, gone
+    state: LinkState = "connecting"  # the admin contract's link states
     syncer: str = ""
     applied_revision: int = 0
     remote_revision: int = 0
@@ -100,7 +101,7 @@ class PeerLink:
         store: Store,
         client_factory: ClientFactory,
         *,
-        anti_entropy_interval: float = 60.0,
+        anti_entropy_interval: float,
         rng: random.Random | None = None,
     ) -> None:
         self.dc = dc
@@ -300,9 +301,9 @@ class Peers:
         store: Store,
         client_factory: ClientFactory,
         *,
-        anti_entropy_interval: float = 60.0,
-        origin_grace: float = 3600.0,
-        origin_policy: str = "expire",
+        anti_entropy_interval: float,
+        origin_grace: float,
+        origin_policy: str,
         scan_interval: float = 1.0,
     ) -> None:
         if origin_policy not in ("expire", "remove"):

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pysyncer.config import HostPort, default_dc, load_config, parse_host_port
+from pysyncer.config import default_dc, load_config
 from pysyncer.errors import ConfigError
+from pysyncer.hostport import HostPort, parse_host_port
 
 KEY = "2gMP72PkfHL27Hin35CtE0A/zbecC+nnk7Ie6R0irno="
 

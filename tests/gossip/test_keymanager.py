@@ -19,7 +19,6 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from pysyncer.admin.app import build_app
-from pysyncer.daemon import KEYRING_FILE, load_keyring
 from pysyncer.errors import ConfigError, PysyncerError
 from pysyncer.gossip import messages as m
 from pysyncer.gossip.clock import Clock
@@ -40,6 +39,7 @@ from pysyncer.gossip.keymanager import (
 from pysyncer.gossip.keyring import Keyring, encode_key
 from pysyncer.gossip.serf import Serf
 from pysyncer.gossip.simulator import Simulation
+from pysyncer.gossip.stack import KEYRING_FILE, load_keyring
 from pysyncer.gossip.timing import LAN, GossipProfile
 from tests.gossip.test_serf import Harness
 
@@ -162,7 +162,7 @@ def test_serf_routes_key_queries_and_answers_by_udp() -> None:
     harness = Harness("a")
     keyring = Keyring(K1)
     KeyQueryResponder(harness.serf, lambda: keyring).register()
-    harness.serf._handle_query(key_query(INSTALL_KEY_QUERY, K2))
+    harness.serf._queries.handle_query(key_query(INSTALL_KEY_QUERY, K2))
     assert keyring.keys == (K1, K2)
     assert len(harness.network.sent) == 1
     address, packet = harness.network.sent[0]

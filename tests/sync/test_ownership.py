@@ -96,7 +96,7 @@ def converged(group: dict[str, Member]) -> bool:
 
 
 async def test_without_coordinator_one_member_owns_everything() -> None:
-    ownership = SlotOwnership("solo", None)
+    ownership = SlotOwnership("solo", None, member_ttl=MEMBER_TTL)
     await ownership.start()
     assert ownership.owns(0) and ownership.owns(SLOT_COUNT - 1)
     assert ownership.is_leader() and ownership.fence() is None

@@ -26,6 +26,9 @@ from pysyncer.sync.filters import Filters, filters_from_config
 from pysyncer.sync.importer import Importer, copy_instance_id
 from pysyncer.sync.peers import PeerLink, RemoteSyncer
 
+ANTI_ENTROPY_INTERVAL = 60.0  # longer than any test here: repairs are driven by hand
+CHANGE_LOG_SIZE = 100_000  # more changes than any test makes: no trimming
+
 pytestmark = pytest.mark.timeout(60)
 
 
@@ -72,7 +75,14 @@ async def make_side(tmp_path: Path, dc: str, *, renew: float | None = 3600) -> S
     await store.open()
     importer = Importer(dc, adapter, store)
     await importer.start(renew)
-    exporter = Exporter(dc, "node-" + dc, adapter, store, copy_ids=importer.copy_ids)
+    exporter = Exporter(
+        dc,
+        "node-" + dc,
+        adapter,
+        store,
+        copy_ids=importer.copy_ids,
+        change_log_size=CHANGE_LOG_SIZE,
+    )
     await exporter.start()
     await asyncio.wait_for(exporter.ready.wait(), 5)
     return Side(dc, registry, adapter, store, importer, exporter)
@@ -478,7 +488,12 @@ async def test_peer_link_repairs_and_streams_between_two_engines(tmp_path: Path)
     target = f"127.0.0.1:{server.port}"
     syncers = [RemoteSyncer("node-dc2", "dc2", target)]
     link = PeerLink(
-        "dc2", lambda: syncers, local.importer, local.store, lambda t: SyncClient(t, dc="dc2")
+        "dc2",
+        lambda: syncers,
+        local.importer,
+        local.store,
+        lambda t: SyncClient(t, dc="dc2"),
+        anti_entropy_interval=ANTI_ENTROPY_INTERVAL,
     )
     try:
         sid = await origin.service("orders")
@@ -644,7 +659,14 @@ async def test_peer_link_applies_queued_batches_together(side: Side) -> None:
 
     side.importer.apply = slow_apply  # type: ignore[method-assign,assignment]
     syncers = [RemoteSyncer("node-dc2", "dc2", "x")]
-    link = PeerLink("dc2", lambda: syncers, side.importer, side.store, lambda t: _Batches(batches))
+    link = PeerLink(
+        "dc2",
+        lambda: syncers,
+        side.importer,
+        side.store,
+        lambda t: _Batches(batches),
+        anti_entropy_interval=ANTI_ENTROPY_INTERVAL,
+    )
     link.start()
     try:
 
@@ -670,6 +692,6 @@ async def test_a_restarted_importer_renews_at_the_copies_own_pace(side: Side) ->
     await again.start(3600)
     try:
         assert again.copies_by_origin() == {"dc2": 1}
-        assert again._renew_period() == 2.0  # TTL 2 s x (3 + 1) = 8 s, renewed every 2 s
+        assert again.renewals.period() == 2.0  # TTL 2 s x (3 + 1) = 8 s, renewed every 2 s
     finally:
         await again.close()

@@ -1,0 +1,138 @@
+"""The admin API's view of a running syncer: gossip and sync state as admin payloads.
+
+Owns turning the gossip stack's members, events, queries and key operations and the sync
+engine's status into the answers of :mod:`pysyncer.admin.payloads`; it implements the
+backend protocols of :mod:`pysyncer.admin.app`. Reads the gossip side only through
+:class:`~pysyncer.gossip.stack.GossipStack`'s public API and the sync engine through the
+small :class:`SyncSource` protocol. Must not import the daemon or the configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Protocol, cast
+
+from pysyncer import __version__, _core
+from pysyncer.admin.payloads import (
+    Event,
+    Health,
+    KeyAnswer,
+    Member,
+    MemberStatusName,
+    QueryAnswer,
+    SyncStatus,
+)
+from pysyncer.gossip.keymanager import KeyResponse
+from pysyncer.gossip.serf import MemberStatus
+from pysyncer.gossip.stack import GossipStack
+
+__all__ = ["DaemonPresenter", "SyncSource"]
+
+# The admin contract's statuses: alive, suspect, failed, left ("leaving" reads as alive).
+_STATUS_NAMES: dict[MemberStatus, MemberStatusName] = {
+    MemberStatus.ALIVE: "alive",
+    MemberStatus.LEAVING: "alive",
+    MemberStatus.LEFT: "left",
+    MemberStatus.FAILED: "failed",
+}
+
+
+class SyncSource(Protocol):
+    """What the presenter reads from the sync engine."""
+
+    def status(self) -> SyncStatus: ...
+
+    def full_sync(self) -> Sequence[str]: ...
+
+
+class DaemonPresenter:
+    """Implements the admin, key and sync backends for one syncer."""
+
+    def __init__(
+        self,
+        gossip: GossipStack,
+        *,
+        node: str,
+        dc: str,
+        engine: Callable[[], SyncSource | None],
+    ) -> None:
+        self.gossip = gossip
+        self.node = node
+        self.dc = dc
+        self._engine = engine
+
+    # -- sync ----------------------------------------------------------------------------
+
+    def sync_status(self) -> SyncStatus | None:
+        engine = self._engine()
+        return engine.status() if engine is not None else None
+
+    def full_sync(self) -> Sequence[str] | None:
+        engine = self._engine()
+        return engine.full_sync() if engine is not None else None
+
+    # -- gossip --------------------------------------------------------------------------
+
+    def health(self) -> Health:
+        score = self.gossip.health_score()
+        return {
+            "status": "ok" if score == 0 else "degraded",
+            "node": self.node,
+            "dc": self.dc,
+            "version": __version__,
+            "implementation": _core.IMPLEMENTATION,
+            "health_score": score,
+        }
+
+    def members(self) -> Sequence[Member]:
+        suspects = self.gossip.suspects()
+        return [
+            {
+                "name": m.name,
+                "addr": m.addr,
+                "port": m.port,
+                "status": "suspect"
+                if m.name in suspects
+                else _STATUS_NAMES.get(m.status, cast(MemberStatusName, m.status.value)),
+                "tags": dict(m.tags),
+            }
+            for m in sorted(self.gossip.members(), key=lambda m: m.name)
+        ]
+
+    async def send_event(self, name: str, payload: bytes, coalesce: bool) -> None:
+        self.gossip.serf.user_event(name, payload, coalesce)
+
+    def recent_events(self) -> Sequence[Event]:
+        return [
+            {"name": e.name, "payload": e.payload.decode(errors="replace"), "ltime": e.ltime}
+            for e in self.gossip.serf.recent_events()
+        ]
+
+    async def query(self, name: str, payload: bytes, timeout_ms: int | None) -> QueryAnswer:
+        timeout = None if timeout_ms is None else timeout_ms / 1000
+        result = await self.gossip.serf.query(name, payload, timeout=timeout, request_ack=True)
+        return {
+            "acks": sorted(result.acks),
+            "responses": {
+                node: value.decode(errors="replace")
+                for node, value in sorted(result.responses.items())
+            },
+            "completed_early": result.completed_early,
+        }
+
+    async def key_operation(self, op: str, key: str | None) -> KeyAnswer:
+        manager = self.gossip.key_manager
+        response: KeyResponse
+        if op == "list":
+            response = await manager.list_keys()
+        elif key is None:
+            raise ValueError(f"'{op}' needs a key")
+        elif op == "install":
+            response = await manager.install_key(key)
+        elif op == "use":
+            response = await manager.use_key(key)
+        elif op == "remove":
+            response = await manager.remove_key(key)
+        else:
+            raise ValueError(f"unknown key operation '{op}'")
+        return cast(KeyAnswer, response.to_dict())

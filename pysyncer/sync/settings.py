@@ -1,0 +1,56 @@
+"""Typed settings of the sync engine, built by :mod:`pysyncer.config` from its one table.
+
+Owns the shape of what the engine is told: its data center and node, where the local
+registry is (a URL list and adapter kind, or an embedded one to run), the store, the gRPC
+address, the anti-entropy and origin-loss policy and the filters. Holds no defaults: every
+default lives in :data:`pysyncer.config.SETTINGS`. Must not import the configuration or the
+daemon.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pysyncer.hostport import HostPort
+from pysyncer.store.url import StoreURL
+from pysyncer.sync.filters import Filters
+
+__all__ = ["OriginPolicy", "RegistrySettings", "SyncSettings"]
+
+OriginPolicy = Literal["expire", "remove"]
+
+
+@dataclass(frozen=True)
+class RegistrySettings:
+    """The local registry: given by URL(s) and kind, or embedded (no URL) on ``embedded_addr``."""
+
+    urls: tuple[str, ...]
+    kind: str  # adapter name: servicecomb, consul, zookeeper, ...
+    embedded_addr: HostPort
+    adapter_settings: Mapping[str, Any]
+
+    @property
+    def embedded(self) -> bool:
+        """True when no registry URL was given: the engine runs its own."""
+        return not self.urls
+
+
+@dataclass(frozen=True)
+class SyncSettings:
+    """Everything the sync engine of one syncer is configured with."""
+
+    dc: str
+    node: str
+    registry: RegistrySettings
+    store: StoreURL
+    data_dir: Path
+    rpc_addr: HostPort
+    member_ttl: float  # lease in a shared store before other syncers take the slots over
+    anti_entropy_interval: float  # seconds between digest comparisons per remote dc
+    change_log_size: int  # changes kept in the export log
+    origin_grace: float  # seconds a dc may be gone before origin_policy applies
+    origin_policy: OriginPolicy
+    filters: Filters  # export/import rules and the direction
