@@ -54,6 +54,8 @@ __all__ = [
     "StoreFullError",
     "StoreHealth",
     "StoreLockedError",
+    "check_digest",
+    "check_slot",
     "iter_mappings",
 ]
 
@@ -62,6 +64,21 @@ SLOT_COUNT: int = 16384
 
 DIGEST_MAX: int = 2**64 - 1
 """Digests are unsigned 64-bit integers."""
+
+
+def check_slot(slot: int) -> int:
+    """``slot`` if it is in ``0..SLOT_COUNT-1``; ValueError otherwise."""
+    if not 0 <= slot < SLOT_COUNT:
+        raise ValueError(f"slot {slot} is outside 0..{SLOT_COUNT - 1}")
+    return slot
+
+
+def check_digest(digest: int) -> int:
+    """``digest`` if it is in ``0..DIGEST_MAX``; ValueError otherwise."""
+    if not 0 <= digest <= DIGEST_MAX:
+        raise ValueError(f"digest {digest} is not an unsigned 64-bit integer")
+    return digest
+
 
 MappingKey = tuple[str, str]
 """``(origin_dc, origin_instance_id)``: the identity of a copy."""

@@ -25,10 +25,12 @@ import grpc
 from aetcd import rpc
 
 from pysyncer.etcdchannels import UNAVAILABLE_CODES, EtcdChannels
+from pysyncer.hostport import format_host_port, parse_host_port
 from pysyncer.store.base import StoreError, StoreFullError
 
 __all__ = [
     "KV",
+    "MAX_BACKOFF",
     "Compare",
     "EtcdClient",
     "EtcdUnavailableError",
@@ -41,6 +43,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+MAX_BACKOFF = 2.0
+"""Longest wait, in seconds, between the store's retries against an unreachable etcd."""
+
 
 class EtcdUnavailableError(StoreError):
     """No etcd endpoint answered (refused, timed out, or without a leader)."""
@@ -50,11 +55,13 @@ def parse_endpoints(text: str) -> list[tuple[str, int]]:
     """``HOST:PORT[,HOST:PORT...]`` as pairs; ValueError names the bad part."""
     endpoints: list[tuple[str, int]] = []
     for part in text.split(","):
-        part = part.strip()
-        host, sep, port = part.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"etcd endpoint {part!r} is not HOST:PORT")
-        endpoints.append((host.strip("[]"), int(port)))
+        try:
+            host, port = parse_host_port(part)
+        except ValueError:
+            raise ValueError(f"etcd endpoint {part.strip()!r} is not HOST:PORT") from None
+        if port == 0:
+            raise ValueError(f"etcd endpoint {part.strip()!r} is not HOST:PORT")
+        endpoints.append((host, port))
     return endpoints
 
 
@@ -180,7 +187,7 @@ class EtcdClient:
 
     @property
     def endpoint_text(self) -> str:
-        return ",".join(f"{host}:{port}" for host, port in self.endpoints)
+        return ",".join(format_host_port(host, port) for host, port in self.endpoints)
 
     @property
     def current_endpoint(self) -> str:

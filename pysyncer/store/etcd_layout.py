@@ -1,9 +1,11 @@
 """Key layout and value codec of the etcd store backend.
 
-Owns the mapping between the store's data and etcd keys/values under one prefix (the
-table is in ``docs/store.md``): which key holds what, how names are escaped inside
-keys, and the versioned msgpack encoding of every value. Pure functions only: no I/O,
-no etcd client, no event loop.
+Owns the mapping between the store's data and etcd keys/values under one prefix: which
+key holds what (:data:`KEY_TABLE`, rendered into ``docs/store.md`` by
+:func:`render_markdown` and checked against it by the tests), how names are escaped
+inside keys, and the versioned msgpack encoding of every value. The record body inside
+log and exported-state values is :mod:`pysyncer.store.codec`'s. Pure functions only:
+must not import the etcd client or the store, and does no I/O.
 
 Every value is msgpack of a list whose first element is :data:`FORMAT_VERSION`; a
 reader refuses a value with a newer version (a newer pysyncer wrote it) and a later
@@ -22,18 +24,22 @@ from urllib.parse import quote, unquote
 
 import msgpack
 
-from pysyncer.model import Instance, Record, ServiceKey
+from pysyncer.model import Record
 from pysyncer.store.base import (
-    DIGEST_MAX,
     SLOT_COUNT,
     MappingEntry,
     PeerCursor,
     StoreCorruptError,
     StoreError,
+    check_digest,
+    check_slot,
 )
+from pysyncer.store.codec import record_from_body
 
 __all__ = [
     "FORMAT_VERSION",
+    "KEY_TABLE",
+    "KeyRow",
     "Kind",
     "Layout",
     "ParsedKey",
@@ -56,7 +62,7 @@ __all__ = [
     "encode_meta",
     "encode_slot_table",
     "prefix_end",
-    "record_body",
+    "render_markdown",
 ]
 
 FORMAT_VERSION: int = 1
@@ -89,6 +95,104 @@ class ParsedKey:
     revision: int = 0
 
 
+_FIXED_KEYS: dict[Kind, str] = {
+    Kind.META: "meta",
+    Kind.COUNTER: "log/last",
+    Kind.SLOT_TABLE: "slots/table",
+    Kind.SLOT_EPOCH: "slots/epoch",
+}
+"""Keys that hold one value each, relative to the prefix."""
+
+_FIXED_BY_KEY = {key: kind for kind, key in _FIXED_KEYS.items()}
+
+_NAMED_KEYS: dict[Kind, tuple[str, tuple[str, ...]]] = {
+    Kind.LOG: ("log/r/", (f"revision, {_REVISION_DIGITS} digits",)),
+    Kind.EXPORTED: ("exp/", ("service text", "instance id")),
+    Kind.MAPPING: ("map/", ("origin dc", "origin instance id")),
+    Kind.CURSOR: ("cur/", ("member", "peer dc")),
+    Kind.MEMBER: ("members/", ("node",)),
+}
+"""Key families: the head under the prefix and the escaped names after it."""
+
+_OTHER = ParsedKey(Kind.OTHER)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRow:
+    """One row of the key table: what a key holds and who writes it."""
+
+    kind: Kind
+    value: str
+    written_by: str
+
+    def pattern(self) -> str:
+        """The key under the prefix ``<P>``, names in angle brackets."""
+        if self.kind in _FIXED_KEYS:
+            return "<P>" + _FIXED_KEYS[self.kind]
+        head, names = _NAMED_KEYS[self.kind]
+        return "<P>" + head + "/".join(f"<{name}>" for name in names)
+
+
+KEY_TABLE: tuple[KeyRow, ...] = (
+    KeyRow(
+        Kind.META,
+        "`[log epoch]`",
+        "`open()` of the first store (create-if-absent txn); a renumbering flush",
+    ),
+    KeyRow(
+        Kind.COUNTER,
+        "`[last revision, writer token]` (the revision counter)",
+        "every append txn",
+    ),
+    KeyRow(
+        Kind.LOG,
+        "`[origin dc, instance id, [service key 5-tuple, instance fields or nil]]`",
+        "append; trimmed by one range delete",
+    ),
+    KeyRow(
+        Kind.EXPORTED,
+        "`[revision, origin dc, instance id, record body]` (live records only)",
+        "append",
+    ),
+    KeyRow(
+        Kind.MAPPING,
+        "`[service text, slot, digest, origin revision, local service id, local instance "
+        "id, registered at, renewed at]`",
+        "`apply_batch`, `put_mappings`, `delete_mappings`",
+    ),
+    KeyRow(
+        Kind.CURSOR,
+        "`[revision, epoch]`",
+        "`apply_batch`, `set_cursor`, `delete_cursor` of that member",
+    ),
+    KeyRow(
+        Kind.MEMBER,
+        "`[{info}]`, bound to the member's lease",
+        "`join`; gone on `leave` or lease expiry",
+    ),
+    KeyRow(
+        Kind.SLOT_TABLE,
+        "`[epoch, [owner names], [[name index, run length], ...]]` (run-length encoded: "
+        "a few dozen bytes for a balanced table)",
+        "`write_slot_table` (CAS on its `mod_revision`)",
+    ),
+    KeyRow(
+        Kind.SLOT_EPOCH,
+        "`[epoch]` (compared byte for byte by fenced writes)",
+        "`write_slot_table`, same txn",
+    ),
+)
+"""Every key under the prefix, in the order ``docs/store.md`` lists them."""
+
+
+def render_markdown() -> str:
+    """:data:`KEY_TABLE` as the Markdown table that ``docs/store.md`` carries."""
+    lines = ["| key | value (after the version) | written by |", "|---|---|---|"]
+    for row in KEY_TABLE:
+        lines.append(f"| `{row.pattern()}` | {row.value} | {row.written_by} |")
+    return "\n".join(lines)
+
+
 def _q(name: str) -> str:
     return quote(name, safe="")
 
@@ -111,15 +215,17 @@ class Layout:
             raise ValueError(f"etcd key prefix must start and end with '/': {prefix!r}")
         self.prefix_text = prefix
         self.prefix = prefix.encode()
-        self.meta = self.prefix + b"meta"
-        self.counter = self.prefix + b"log/last"
-        self.log_prefix = self.prefix + b"log/r/"
-        self.exported_prefix = self.prefix + b"exp/"
-        self.mapping_prefix = self.prefix + b"map/"
-        self.cursor_prefix = self.prefix + b"cur/"
-        self.member_prefix = self.prefix + b"members/"
-        self.slot_table = self.prefix + b"slots/table"
-        self.slot_epoch = self.prefix + b"slots/epoch"
+        fixed = {kind: self.prefix + key.encode() for kind, key in _FIXED_KEYS.items()}
+        heads = {kind: self.prefix + head.encode() for kind, (head, _) in _NAMED_KEYS.items()}
+        self.meta = fixed[Kind.META]
+        self.counter = fixed[Kind.COUNTER]
+        self.slot_table = fixed[Kind.SLOT_TABLE]
+        self.slot_epoch = fixed[Kind.SLOT_EPOCH]
+        self.log_prefix = heads[Kind.LOG]
+        self.exported_prefix = heads[Kind.EXPORTED]
+        self.mapping_prefix = heads[Kind.MAPPING]
+        self.cursor_prefix = heads[Kind.CURSOR]
+        self.member_prefix = heads[Kind.MEMBER]
 
     def log(self, revision: int) -> bytes:
         return self.log_prefix + f"{revision:0{_REVISION_DIGITS}d}".encode()
@@ -141,29 +247,17 @@ class Layout:
         if not key.startswith(self.prefix):
             return ParsedKey(Kind.OTHER)
         rest = key[len(self.prefix) :].decode("utf-8", "replace")
-        if rest.startswith("log/r/"):
-            digits = rest[6:]
-            if digits.isdigit():
-                return ParsedKey(Kind.LOG, revision=int(digits))
-            return ParsedKey(Kind.OTHER)
-        for head, kind, count in (
-            ("map/", Kind.MAPPING, 2),
-            ("exp/", Kind.EXPORTED, 2),
-            ("cur/", Kind.CURSOR, 2),
-            ("members/", Kind.MEMBER, 1),
-        ):
-            if rest.startswith(head):
-                parts = rest[len(head) :].split("/")
-                if len(parts) != count:
-                    return ParsedKey(Kind.OTHER)
-                return ParsedKey(kind, tuple(unquote(part) for part in parts))
-        fixed = {
-            "meta": Kind.META,
-            "log/last": Kind.COUNTER,
-            "slots/table": Kind.SLOT_TABLE,
-            "slots/epoch": Kind.SLOT_EPOCH,
-        }
-        return ParsedKey(fixed.get(rest, Kind.OTHER))
+        for kind, (head, names) in _NAMED_KEYS.items():
+            if not rest.startswith(head):
+                continue
+            tail = rest[len(head) :]
+            if kind is Kind.LOG:
+                return ParsedKey(Kind.LOG, revision=int(tail)) if tail.isdigit() else _OTHER
+            parts = tail.split("/")
+            if len(parts) != len(names):
+                return _OTHER
+            return ParsedKey(kind, tuple(unquote(part) for part in parts))
+        return ParsedKey(_FIXED_BY_KEY.get(rest, Kind.OTHER))
 
 
 # -- value codec ----------------------------------------------------------------------
@@ -209,29 +303,8 @@ def decode_counter(value: bytes) -> tuple[int, str]:
     return int(last), str(token)
 
 
-def record_body(record: Record) -> list[Any]:
-    """``[[app, name, version, environment, project], fields | None]``; checks the record."""
-    service = record.service
-    instance = record.instance
-    if instance is not None and (
-        instance.service != service or instance.instance_id != record.instance_id
-    ):
-        raise ValueError(
-            f"record {service.text()}/{record.instance_id} carries an instance of "
-            f"{instance.service.text()}/{instance.instance_id}"
-        )
-    key = [service.app, service.name, service.version, service.environment, service.project]
-    return [key, None if instance is None else instance.fields()]
-
-
 def _record(origin_dc: Any, instance_id: Any, revision: int, body: Any, what: str) -> Record:
-    try:
-        key, fields = body
-        service = ServiceKey(*(str(part) for part in key))
-        instance = None if fields is None else Instance.from_fields(service, fields)
-    except (ValueError, TypeError) as exc:
-        raise StoreCorruptError(f"etcd store: undecodable {what}: {exc}") from None
-    return Record(str(origin_dc), service, str(instance_id), revision, instance)
+    return record_from_body(origin_dc, instance_id, revision, body, f"etcd store {what}")
 
 
 def encode_log(record: Record, body: list[Any]) -> bytes:
@@ -254,14 +327,10 @@ def decode_exported(value: bytes) -> Record:
 
 
 def encode_mapping(entry: MappingEntry) -> bytes:
-    if not 0 <= entry.slot < SLOT_COUNT:
-        raise ValueError(f"slot {entry.slot} is outside 0..{SLOT_COUNT - 1}")
-    if not 0 <= entry.digest <= DIGEST_MAX:
-        raise ValueError(f"digest {entry.digest} is not an unsigned 64-bit integer")
     return _pack(
         entry.service_text,
-        entry.slot,
-        entry.digest,
+        check_slot(entry.slot),
+        check_digest(entry.digest),
         entry.origin_revision,
         entry.local_service_id,
         entry.local_instance_id,

@@ -1,8 +1,11 @@
 """The embedded store backend: one SQLite file in WAL mode under the daemon's data dir.
 
 Owns :class:`SqliteStore`, the :class:`~pysyncer.store.base.Store` of ``--store
-embedded``. It touches only its data file (plus SQLite's ``-wal``/``-shm`` siblings and
-a ``.lock`` file); never the registry, the network or the event loop's thread.
+embedded``: the worker thread and the Store protocol's operations as SQL. The file
+itself (schema, migrations, durability pragmas, the lock, error translation) is
+:mod:`pysyncer.store.sqlite_db`'s; the record body is :mod:`pysyncer.store.codec`'s. It
+touches only its data file (plus SQLite's ``-wal``/``-shm`` siblings and a ``.lock``
+file); never the registry, the network, the etcd backend or the event loop's thread.
 
 Threading: every database call runs in ONE dedicated worker thread (a single-thread
 executor that owns the only connection), so the event loop never waits on disk and
@@ -25,102 +28,51 @@ behind); a second opener gets :class:`~pysyncer.store.base.StoreLockedError`. Be
 the only member, it accepts the writes' ``fence`` keyword and ignores it.
 
 Encoding: digests (unsigned 64-bit) are stored as SQLite's signed 64-bit INTEGER
-(two's complement) and converted back; records are stored as msgpack of
-``[[app, name, version, environment, project], Instance.fields() | None]`` beside the
-service's text (used for keys, ordering and lookups), so every field round-trips
-exactly, ``/`` in names included.
+(two's complement) and converted back; records are stored as the msgpack record body
+beside the service's text (used for keys, ordering and lookups), so every field
+round-trips exactly, ``/`` in names included.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
-import fcntl
 import functools
 import os
 import sqlite3
-import uuid
 from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
-import msgpack
-
-from pysyncer.model import Instance, Record, ServiceKey
+from pysyncer.model import Record
 from pysyncer.store.base import (
-    DIGEST_MAX,
-    SLOT_COUNT,
     Fence,
     LogInfo,
     MappingEntry,
     MappingKey,
     PeerCursor,
     StoreClosedError,
-    StoreCorruptError,
-    StoreError,
-    StoreFullError,
-    StoreLockedError,
+    check_digest,
+    check_slot,
+)
+from pysyncer.store.codec import pack_record_body, unpack_record_body
+from pysyncer.store.sqlite_db import (
+    close_database,
+    lock_file,
+    open_database,
+    transaction,
+    translate,
+    unlock_file,
 )
 
-__all__ = ["SCHEMA_VERSION", "SqliteStore"]
-
-SCHEMA_VERSION: int = 1
-"""Version of the schema this code writes; :meth:`SqliteStore.open` migrates older ones."""
+__all__ = ["SqliteStore"]
 
 _T = TypeVar("_T")
 
 _SIGN_BIT = 1 << 63
 _WRAP = 1 << 64
 _CHUNK = 500  # bound variables per IN (...) list
-
-_SCHEMA_V1 = """
-CREATE TABLE mapping (
-    origin_dc TEXT NOT NULL,
-    origin_id TEXT NOT NULL,
-    service TEXT NOT NULL,
-    slot INTEGER NOT NULL,
-    digest INTEGER NOT NULL,
-    origin_revision INTEGER NOT NULL,
-    local_service_id TEXT NOT NULL,
-    local_instance_id TEXT NOT NULL,
-    registered_at REAL NOT NULL,
-    renewed_at REAL NOT NULL,
-    PRIMARY KEY (origin_dc, origin_id)
-) WITHOUT ROWID;
-CREATE INDEX mapping_by_slot ON mapping (slot);
-CREATE TABLE cursors (
-    peer_dc TEXT PRIMARY KEY,
-    revision INTEGER NOT NULL,
-    epoch TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE changes (
-    revision INTEGER PRIMARY KEY,
-    origin_dc TEXT NOT NULL,
-    service TEXT NOT NULL,
-    instance_id TEXT NOT NULL,
-    body BLOB NOT NULL
-);
-CREATE TABLE exported (
-    service TEXT NOT NULL,
-    instance_id TEXT NOT NULL,
-    slot INTEGER NOT NULL,
-    revision INTEGER NOT NULL,
-    origin_dc TEXT NOT NULL,
-    body BLOB NOT NULL,
-    PRIMARY KEY (service, instance_id)
-) WITHOUT ROWID;
-CREATE INDEX exported_by_slot ON exported (slot);
-CREATE TABLE log_state (
-    id INTEGER PRIMARY KEY CHECK (id = 0),
-    epoch TEXT NOT NULL,
-    last_revision INTEGER NOT NULL
-);
-"""
-
-# Migrations: _MIGRATIONS[v] turns schema v into v + 1 (inside the open transaction).
-_MIGRATIONS: dict[int, str] = {}
 
 _MAPPING_COLUMNS = (
     "origin_dc, origin_id, service, slot, digest, origin_revision, "
@@ -136,17 +88,9 @@ _UPSERT_CURSOR = (
     "epoch = coalesce(?, cursors.epoch)"
 )
 
-# SQLite primary result codes (extended code & 0xff).
-_SQLITE_BUSY = 5
-_SQLITE_LOCKED = 6
-_SQLITE_CORRUPT = 11
-_SQLITE_FULL = 13
-_SQLITE_NOTADB = 26
-
 
 def _to_signed(digest: int) -> int:
-    if not 0 <= digest <= DIGEST_MAX:
-        raise ValueError(f"digest {digest} is not an unsigned 64-bit integer")
+    check_digest(digest)
     return digest - _WRAP if digest & _SIGN_BIT else digest
 
 
@@ -154,18 +98,12 @@ def _to_unsigned(value: int) -> int:
     return value + _WRAP if value < 0 else value
 
 
-def _check_slot(slot: int) -> int:
-    if not 0 <= slot < SLOT_COUNT:
-        raise ValueError(f"slot {slot} is outside 0..{SLOT_COUNT - 1}")
-    return slot
-
-
 def _mapping_row(entry: MappingEntry) -> tuple[Any, ...]:
     return (
         entry.origin_dc,
         entry.origin_instance_id,
         entry.service_text,
-        _check_slot(entry.slot),
+        check_slot(entry.slot),
         _to_signed(entry.digest),
         entry.origin_revision,
         entry.local_service_id,
@@ -190,70 +128,15 @@ def _mapping_entry(row: tuple[Any, ...]) -> MappingEntry:
     )
 
 
-def _encode_record(record: Record) -> bytes:
-    service = record.service
-    instance = record.instance
-    if instance is not None and (
-        instance.service != service or instance.instance_id != record.instance_id
-    ):
-        raise ValueError(
-            f"record {service.text()}/{record.instance_id} carries an instance of "
-            f"{instance.service.text()}/{instance.instance_id}"
-        )
-    key = [service.app, service.name, service.version, service.environment, service.project]
-    data: bytes = msgpack.packb(
-        [key, None if instance is None else instance.fields()], use_bin_type=True
+def _record(origin_dc: str, instance_id: str, revision: int, body: bytes) -> Record:
+    return unpack_record_body(
+        origin_dc, instance_id, revision, body, f"record at revision {revision}"
     )
-    return data
-
-
-def _decode_record(origin_dc: str, instance_id: str, revision: int, body: bytes) -> Record:
-    try:
-        key, fields = msgpack.unpackb(body, raw=False)
-        service = ServiceKey(*(str(part) for part in key))
-        instance = None if fields is None else Instance.from_fields(service, fields)
-    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError) as exc:
-        raise StoreCorruptError(f"undecodable record at revision {revision}: {exc}") from None
-    return Record(origin_dc, service, instance_id, revision, instance)
 
 
 def _chunks(values: Sequence[_T], size: int = _CHUNK) -> Iterator[Sequence[_T]]:
     for start in range(0, len(values), size):
         yield values[start : start + size]
-
-
-def _translate(path: Path, exc: sqlite3.Error) -> StoreError:
-    """A StoreError of the right kind for a sqlite3 exception, naming the file."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    primary = code & 0xFF if isinstance(code, int) else None
-    text = str(exc)
-    lowered = text.lower()
-    if primary in (_SQLITE_CORRUPT, _SQLITE_NOTADB) or (
-        primary is None and ("malformed" in lowered or "not a database" in lowered)
-    ):
-        return StoreCorruptError(f"store {path} is corrupt or not a pysyncer store: {text}")
-    if primary in (_SQLITE_BUSY, _SQLITE_LOCKED) or (primary is None and "locked" in lowered):
-        return StoreLockedError(f"store {path} is locked by another connection: {text}")
-    if primary == _SQLITE_FULL or (primary is None and "full" in lowered):
-        return StoreFullError(f"store {path}: disk or size limit full, write rolled back: {text}")
-    return StoreError(f"store {path}: {type(exc).__name__}: {text}")
-
-
-@contextlib.contextmanager
-def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-        raise
-    try:
-        conn.execute("COMMIT")
-    except sqlite3.Error:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-        raise
 
 
 class SqliteStore:
@@ -331,103 +214,32 @@ class SqliteStore:
         await self.close()
 
     def _open_sync(self) -> None:
-        self._take_file_lock()
+        lock_fd = lock_file(self._path)
         try:
-            conn = sqlite3.connect(self._path, isolation_level=None)
-        except sqlite3.Error:
-            self._release_file_lock()
+            conn = open_database(self._path, durable=self._durable, cache_mib=self._cache_mib)
+        except BaseException:
+            unlock_file(lock_fd)
             raise
         try:
-            conn.execute("PRAGMA busy_timeout = 2000")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise StoreError(f"store {self._path}: cannot enable WAL mode (got {mode!r})")
-            conn.execute(f"PRAGMA synchronous = {'FULL' if self._durable else 'NORMAL'}")
-            conn.execute(f"PRAGMA cache_size = {-1024 * int(self._cache_mib)}")
-            conn.execute("PRAGMA temp_store = MEMORY")
-            conn.execute("PRAGMA foreign_keys = OFF")
-            self._migrate(conn)
             first, last = conn.execute(
                 "SELECT (SELECT min(revision) FROM changes), last_revision FROM log_state"
             ).fetchone()
-            self._log_floor = int(last) + 1 if first is None else int(first)
         except BaseException:
             conn.close()
-            self._release_file_lock()
+            unlock_file(lock_fd)
             raise
-        self._conn = conn
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        with _transaction(conn):
-            tables = {
-                row[0]
-                for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            }
-            if "schema_version" not in tables:
-                if tables:
-                    raise StoreCorruptError(
-                        f"store {self._path} holds tables {sorted(tables)} but no "
-                        "schema_version: not a pysyncer store"
-                    )
-                conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-                # one statement at a time: executescript() would COMMIT mid-transaction
-                for statement in _SCHEMA_V1.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (1,))
-                conn.execute(
-                    "INSERT INTO log_state (id, epoch, last_revision) VALUES (0, ?, 0)",
-                    (uuid.uuid4().hex,),
-                )
-            row = conn.execute("SELECT version FROM schema_version").fetchone()
-            if row is None:
-                raise StoreCorruptError(f"store {self._path} has an empty schema_version")
-            version = int(row[0])
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"store {self._path} has schema version {version}, newer than "
-                    f"{SCHEMA_VERSION} known to this pysyncer: upgrade pysyncer"
-                )
-            while version < SCHEMA_VERSION:
-                for statement in _MIGRATIONS[version].split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                version += 1
-                conn.execute("UPDATE schema_version SET version = ?", (version,))
+        self._log_floor = int(last) + 1 if first is None else int(first)
+        self._conn, self._lock_fd = conn, lock_fd
 
     def _close_sync(self) -> None:
-        conn = self._conn
-        self._conn = None
-        if conn is not None:
-            try:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("PRAGMA optimize")
-                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                conn.close()
-            finally:
-                self._release_file_lock()
-
-    def _take_file_lock(self) -> None:
-        lock_path = self._path.with_name(self._path.name + ".lock")
+        conn, self._conn = self._conn, None
+        lock_fd, self._lock_fd = self._lock_fd, None
         try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise StoreError(f"cannot create lock file {lock_path}: {exc}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise StoreLockedError(
-                f"store {self._path} is in use by another pysyncer process or store "
-                f"(lock file {lock_path})"
-            ) from None
-        self._lock_fd = fd
-
-    def _release_file_lock(self) -> None:
-        fd = self._lock_fd
-        self._lock_fd = None
-        if fd is not None:
-            os.close(fd)  # closing drops the flock
+            if conn is not None:
+                close_database(conn)
+        finally:
+            if lock_fd is not None:
+                unlock_file(lock_fd)
 
     # -- worker plumbing ---------------------------------------------------------------
 
@@ -453,7 +265,7 @@ class SqliteStore:
         try:
             return fn(*args, **kwargs)
         except sqlite3.Error as exc:
-            raise _translate(self._path, exc) from None
+            raise translate(self._path, exc) from None
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -503,7 +315,7 @@ class SqliteStore:
     async def mappings_in_slots(
         self, slots: Collection[int], origin_dc: str | None = None
     ) -> list[MappingEntry]:
-        wanted = sorted({_check_slot(slot) for slot in slots})
+        wanted = sorted({check_slot(slot) for slot in slots})
         return await self._call(self._mappings_in_slots, wanted, origin_dc)
 
     def _mappings_in_slots(self, slots: list[int], origin_dc: str | None) -> list[MappingEntry]:
@@ -552,7 +364,7 @@ class SqliteStore:
 
     def _delete_mappings(self, keys: list[MappingKey]) -> int:
         conn = self._db
-        with _transaction(conn):
+        with transaction(conn):
             before = conn.total_changes
             conn.executemany(_DELETE_MAPPING, keys)
             return conn.total_changes - before
@@ -582,7 +394,7 @@ class SqliteStore:
         await self._call(self._delete_cursor, peer_dc)
 
     def _delete_cursor(self, peer_dc: str) -> None:
-        with _transaction(self._db) as conn:
+        with transaction(self._db) as conn:
             conn.execute("DELETE FROM cursors WHERE peer_dc = ?", (peer_dc,))
 
     async def apply_batch(
@@ -609,7 +421,7 @@ class SqliteStore:
             raise ValueError(f"cursor must be >= 0, not {cursor}")
         rows = [_mapping_row(entry) for entry in upserts]  # validates before writing
         keys = [(str(dc), str(origin_id)) for dc, origin_id in deletes]
-        with _transaction(self._db) as conn:
+        with transaction(self._db) as conn:
             if rows:
                 conn.executemany(_UPSERT_MAPPING, rows)
             if keys:
@@ -625,10 +437,10 @@ class SqliteStore:
         return await self._call(self._append_changes, list(records))
 
     def _append_changes(self, records: list[Record]) -> list[Record]:
-        bodies = [_encode_record(record) for record in records]  # validates before writing
+        bodies = [pack_record_body(record) for record in records]  # validates before writing
         if not records:
             return []
-        with _transaction(self._db) as conn:
+        with transaction(self._db) as conn:
             last = int(conn.execute("SELECT last_revision FROM log_state").fetchone()[0])
             assigned: list[Record] = []
             log_rows: list[tuple[Any, ...]] = []
@@ -684,7 +496,7 @@ class SqliteStore:
             "WHERE revision > ? ORDER BY revision LIMIT ?",
             (since, limit),
         )
-        return [_decode_record(dc, iid, rev, body) for rev, dc, iid, body in rows]
+        return [_record(dc, iid, rev, body) for rev, dc, iid, body in rows]
 
     async def current_revision(self) -> int:
         return await self._call(self._current_revision)
@@ -720,7 +532,7 @@ class SqliteStore:
         return await self._call(self._trim, keep_last, through_revision)
 
     def _trim(self, keep_last: int | None, through: int | None) -> int:
-        with _transaction(self._db) as conn:
+        with transaction(self._db) as conn:
             if through is None:
                 assert keep_last is not None
                 # Revisions in the log are gapless, so the newest keep_last entries are
@@ -734,7 +546,7 @@ class SqliteStore:
         return int(cursor.rowcount)
 
     async def exported_records(self, slots: Collection[int] | None = None) -> list[Record]:
-        wanted = None if slots is None else sorted({_check_slot(slot) for slot in slots})
+        wanted = None if slots is None else sorted({check_slot(slot) for slot in slots})
         return await self._call(self._exported_records, wanted)
 
     def _exported_records(self, slots: list[int] | None) -> list[Record]:
@@ -747,7 +559,7 @@ class SqliteStore:
                 marks = ",".join("?" * len(chunk))
                 rows.extend(self._db.execute(f"{select} WHERE slot IN ({marks})", list(chunk)))
             rows.sort(key=lambda row: (row[4], row[1]))
-        return [_decode_record(dc, iid, rev, body) for dc, iid, rev, body, _ in rows]
+        return [_record(dc, iid, rev, body) for dc, iid, rev, body, _ in rows]
 
     async def count_exported(self) -> int:
         return await self._call(self._count_exported)

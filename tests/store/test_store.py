@@ -34,7 +34,7 @@ from pysyncer.store import (
     create_store,
     iter_mappings,
 )
-from pysyncer.store.sqlite import SCHEMA_VERSION
+from pysyncer.store.sqlite_db import SCHEMA_VERSION
 from tests.support.etcd import EtcdServer, etcd_server, unique_prefix
 
 __all__ = ["etcd_server"]  # the fixture, used through request.getfixturevalue

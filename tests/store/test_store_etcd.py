@@ -32,6 +32,7 @@ from pysyncer.store import (
     StoreError,
     StoreFullError,
 )
+from pysyncer.store.codec import record_body
 from pysyncer.store.etcd_layout import (
     Layout,
     decode_exported,
@@ -40,7 +41,6 @@ from pysyncer.store.etcd_layout import (
     encode_exported,
     encode_log,
     encode_slot_table,
-    record_body,
 )
 from tests.store.test_store import _instances, entry, instance, upsert
 from tests.support.etcd import EtcdServer, etcd_server, unique_prefix
@@ -223,7 +223,7 @@ async def test_fenced_writes(etcd_server: EtcdServer) -> None:
         # the current epoch passes; a lost lease (revoked behind its back) does not
         current = Fence("node-0", moved.epoch)
         await a.put_mappings([entry(5)], fence=current)
-        await b._client.revoke(a._lease)
+        await b._client.revoke(a._membership.lease)
         with pytest.raises(FencedError):
             await a.put_mappings([entry(6)], fence=current)
         assert await a.get_mapping("dc-remote", "o-000006") is None
@@ -246,8 +246,8 @@ async def test_members_leases_leader_and_watch(etcd_server: EtcdServer) -> None:
         await asyncio.sleep(3)  # longer than the TTL: keep-alives hold both
         assert set(await observer.live_members()) == {"node-a", "node-b"}
         # node-a dies without leaving: its lease expires and its key goes
-        assert a._keepalive_task is not None
-        a._keepalive_task.cancel()
+        assert a._membership._task is not None
+        a._membership._task.cancel()
 
         async def a_gone() -> bool:
             return set(await observer.live_members()) == {"node-b"}
