@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_digest.py [--records N] [--repeats R] [--json]
+    python -m benchmarks.bench_digest [--records N] [--repeats R] [--json]
 
 Both implementations run the same workloads in the same process, each ``R`` times;
 the report gives the median with the min and max, and the speedup of the compiled

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_filters.py [--instances N] [--services S] [--repeats R] [--json]
+    python -m benchmarks.bench_filters [--instances N] [--services S] [--repeats R] [--json]
 
 Ten rules (four include, six exclude; three with metadata selectors) decide N instances
 spread over S services: ``Filters.exports`` (local data center) and ``Filters.imports``

@@ -7,7 +7,7 @@ simulated seconds one wall-clock second runs (the cost of the real node code, by
 encoding included). With ``--compare-twin`` the same run repeats in a subprocess on the
 pure-Python twins and the wall-clock ratio is printed.
 
-    python benchmarks/bench_gossip.py [--sizes 10,100,500] [--seeds 5] [--json]
+    python -m benchmarks.bench_gossip [--sizes 10,100,500] [--seeds 5] [--json]
 """
 
 from __future__ import annotations

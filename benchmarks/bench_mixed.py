@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_mixed.py [--count N] [--eureka-poll SECONDS]
+    python -m benchmarks.bench_mixed [--count N] [--eureka-poll SECONDS]
                                      [--sources KIND[,KIND]] [--new-services] [--json]
 
 Starts the four-data-center pool of ``tests/mixed_helpers.py`` (real ``pysyncer

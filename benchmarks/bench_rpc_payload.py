@@ -3,7 +3,7 @@
 
 Usage::
 
-    python benchmarks/bench_rpc_payload.py [--repeats R] [--json]
+    python -m benchmarks.bench_rpc_payload [--repeats R] [--json]
 
 Decides how :mod:`pysyncer.rpc` carries records (docs/rpc.md has the decision). Each
 candidate turns a batch of :class:`pysyncer.model.Record` into the bytes of a whole

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_slots.py [--keys N] [--repeats R] [--json]
+    python -m benchmarks.bench_slots [--keys N] [--repeats R] [--json]
 
 Times ``key_slots`` on N plain keys (``default/app-7/service-123``) and on N keys with
 a hash tag (``{default/app-7}/service-123``), and ``key_slot`` called once per key on

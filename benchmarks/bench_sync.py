@@ -15,7 +15,7 @@ Three phases, each bounded in time, every subprocess stopped by its pid at the e
    scaled to a TTL period; B's RSS minus an idle daemon's, per copy. ``--breakdown N``
    also maps N copies in-process under tracemalloc and shows where the memory goes.
 
-    python benchmarks/bench_sync.py [--small] [--full 100000] [--breakdown 20000] [--json]
+    python -m benchmarks.bench_sync [--small] [--full 100000] [--breakdown 20000] [--json]
 """
 
 from __future__ import annotations

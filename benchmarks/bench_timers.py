@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_timers.py [--sizes 10000,100000] [--repeats R] [--json]
+    python -m benchmarks.bench_timers [--sizes 10000,100000] [--repeats R] [--json]
 
 For each size N (live timers) and each implementation, on the same keys
 (``node-<i>`` strings, as member names) and the same random deadlines:

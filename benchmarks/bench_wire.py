@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_wire.py [--repeats R] [--json]
+    python -m benchmarks.bench_wire [--repeats R] [--json]
 
 Encode and decode rates (messages/s) of a typical ping, an alive with Serf tags, a
 compound of 10 messages, and a push/pull body with 1000 node states, each through the

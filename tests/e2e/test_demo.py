@@ -1,7 +1,8 @@
 """``pysyncer demo`` end to end: two data centers, exit status, summary, no process left.
 
 The demo runs as a subprocess (as a person runs it); it prints the pid of every syncer
-it starts, and each must be gone when it returns, also after a Ctrl-C (SIGINT).
+it starts, and each must be gone when it returns, also after a Ctrl-C (SIGINT). The
+quick run (``--quick``, the wheel smoke test) has the same verdict without the restart.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _demo(workdir: Path) -> subprocess.Popen[str]:
+SMALL = ("--dcs", "2", "--services", "2", "--instances", "1")
+
+
+def _demo(workdir: Path, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "pysyncer", "demo", "--dcs", "2", "--services", "2",
-         "--instances", "1", "--workdir", str(workdir)],
+        [sys.executable, "-m", "pysyncer", "demo", *(args or SMALL), "--workdir", str(workdir)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
 
@@ -62,6 +65,44 @@ def test_demo_two_data_centers(tmp_path: Path) -> None:
     assert len(pids) == 3  # two daemons and the restarted one
     assert not [pid for pid in pids if _alive(pid)], output
     assert (tmp_path / "logs" / "dc-east.log").read_text().count("pysyncer.daemon: stopped") == 1
+
+
+def test_quick_run_has_the_same_verdict_without_the_restart(tmp_path: Path) -> None:
+    demo = _demo(tmp_path, "--quick")
+    try:
+        output, _ = demo.communicate(timeout=60)
+    finally:
+        demo.kill()
+    assert demo.returncode == 0, output
+    assert "OK: 2 data centers, 3 instances, every registry holds all 3" in output, output
+    assert re.search(r"dc-east\s+1 originals, 2 copies \(expected 2\), 0 duplicates: ok", output)
+    assert re.search(r"propagation\s+p50 \d+ ms, p99 \d+ ms, max \d+ ms over 4 copies", output)
+    assert "Stopping the" not in output and "restart " not in output, output
+    pids = _pids(output)
+    assert len(pids) == 2  # no restart: each daemon started once
+    assert not [pid for pid in pids if _alive(pid)], output
+
+
+def test_quick_run_fails_when_a_syncer_dies(tmp_path: Path) -> None:
+    demo = _demo(tmp_path, "--quick")
+    assert demo.stdout is not None
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        for line in demo.stdout:
+            seen.append(line)
+            found = re.match(r"^\s+dc-west\s+pid (\d+)", line)
+            if found or time.monotonic() > deadline:
+                break
+        assert found, "".join(seen)
+        os.kill(int(found.group(1)), signal.SIGKILL)
+        rest, _ = demo.communicate(timeout=60)
+    finally:
+        demo.kill()
+    output = "".join(seen) + rest
+    assert demo.returncode == 1, output
+    assert "FAILED: the dc-west syncer exited with status -9" in output, output
+    assert not [pid for pid in _pids(output) if _alive(pid)], output
 
 
 def test_ctrl_c_stops_every_syncer(tmp_path: Path) -> None:
