@@ -7,9 +7,10 @@ copy and drops the entry. Registry writes happen first, then the mapping changes
 peer's cursor in one store transaction, so a crash at any point is repaired by replaying
 the same records (at-least-once, never a duplicate copy).
 
-It also renews every copy in batches ahead of its TTL, has copies the registry lost
-repaired from their origin, and reconciles whole slots against an origin's full state:
-the only place a copy is removed for being *absent* (no delete before a full view).
+It also has the copies kept alive (:mod:`pysyncer.sync.renewals` runs the renew loop and
+hands back the copies the registry lost), has those repaired from their origin, and
+reconciles whole slots against an origin's full state: the only place a copy is removed
+for being *absent* (no delete before a full view).
 With an import filter, the copies it holds at start (or adopts) are swept: those of
 services the filter refuses are removed at once, those its metadata rules decide are
 pulled from their origin again and so pass through the filter.
@@ -21,13 +22,11 @@ importer keeps one small entry per copy (see :class:`CopyIndex`), not the copy i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TypeVar
 
 from pysyncer._core import digest as core_digest
 from pysyncer.adapters.base import Adapter, LocalRef, NotFoundError
@@ -38,7 +37,6 @@ from pysyncer.model import (
     Instance,
     Record,
     ServiceKey,
-    is_copy,
     record_key_hash,
 )
 from pysyncer.store.base import (
@@ -51,17 +49,11 @@ from pysyncer.store.base import (
 )
 from pysyncer.sync.copyindex import CopyIndex, copy_instance_id
 from pysyncer.sync.ownership import SlotOwnership
+from pysyncer.sync.renewals import RENEW_BATCH, LostCopies, Renewals, chunks
 
 __all__ = ["Importer", "ImporterStats", "copy_instance_id"]
 
 log = logging.getLogger(__name__)
-
-_T = TypeVar("_T")
-
-RENEW_BATCH = 500
-DEFAULT_TTL = 120  # Service-Center's default lease: 30 s x (3 + 1)
-RENEW_TICK = 1.0  # how often the renewal period is re-checked (copies with short TTLs arrive)
-RENEW_STARTUP_DELAY = 1.0
 
 
 @dataclass
@@ -126,13 +118,14 @@ class Importer:
         self.store = store
         self.stats = ImporterStats()
         self.index = CopyIndex()
-        self._min_ttl = float("inf")
         self._service_ids: dict[ServiceKey, str] = {}
         self._lock = asyncio.Lock()
-        self._renew_task: asyncio.Task[None] | None = None
         self.expired_origins: set[str] = set()  # origins gone past origin-grace: not renewed
         self.needs_repair: set[str] = set()  # origins with lost copies to pull again
         self._lost: set[int] = set()  # key hashes of lost copies not registered again yet
+        self.renewals = Renewals(
+            adapter, self.index, self.stats, self.expired_origins, self._forget_lost
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -151,25 +144,10 @@ class Importer:
                     if sweep is not None:
                         self._screen(entry, sweep)
         if len(self.index):
-            await self._learn_ttls()
-        self._renew_task = asyncio.get_running_loop().create_task(
-            self._renew_loop(renew_interval), name="importer-renew"
-        )
+            await self.renewals.learn_ttls()
+        self.renewals.start(renew_interval)
         if sweep is not None:
             await self._sweep(sweep)
-
-    async def _learn_ttls(self) -> None:
-        """Read the copies' leases from the registry: the mapping table has no TTL, and
-        renewing copies loaded or adopted from it at the default pace would let
-        short-lived ones lapse. One listing; on failure the default stays."""
-        try:
-            listing = await self.adapter.list_instances()
-        except PysyncerError as exc:
-            log.warning("importer: cannot list the registry for copy TTLs: %s", exc)
-            return
-        ttls = [instance.ttl for instance in listing if is_copy(instance)]
-        if ttls:
-            self._min_ttl = min(self._min_ttl, float(min(ttls)))
 
     def _hold(self, entry: MappingEntry) -> None:
         self.index.add(
@@ -181,7 +159,7 @@ class Importer:
             LocalRef(entry.local_service_id, entry.local_instance_id),
         )
         # The TTL is not stored: assume the default until the copy is re-applied.
-        self._min_ttl = min(self._min_ttl, float(DEFAULT_TTL))
+        self.renewals.note_default_ttl()
 
     async def adopt(self, slots: Collection[int]) -> int:
         """Take over the copies of gained slots from the store (the previous owner's
@@ -194,7 +172,7 @@ class Importer:
                 if sweep is not None:
                     self._screen(entry, sweep)
         if entries:
-            await self._learn_ttls()
+            await self.renewals.learn_ttls()
         await self.renew_all()
         if sweep is not None:
             await self._sweep(sweep)
@@ -229,7 +207,7 @@ class Importer:
         removed = 0
         doomed = sweep.doomed
         try:
-            for chunk in _chunks(doomed, RENEW_BATCH):
+            for chunk in chunks(doomed, RENEW_BATCH):
                 async with self._lock:  # only copies still held: not released, not replaced
                     batch = [item for item in chunk if item[0] in self.index]
                     await self._check_fence()
@@ -293,10 +271,7 @@ class Importer:
         return self._ownership is None or self._ownership.owns(slot)
 
     async def close(self) -> None:
-        if self._renew_task is not None:
-            self._renew_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renew_task
+        await self.renewals.close()
 
     # -- queries -----------------------------------------------------------------------
 
@@ -416,7 +391,7 @@ class Importer:
             if index.digest(key_hash) == digest:
                 continue  # already applied (a replay)
             ref = await self._register(self._copy_of(record, instance))
-            self._min_ttl = min(self._min_ttl, float(instance.ttl))
+            self.renewals.note_ttl(instance.ttl)
             if key_hash in self._lost:
                 self._lost.discard(key_hash)
                 self.stats.reregistered += 1
@@ -483,39 +458,6 @@ class Importer:
 
     # -- keeping copies alive ------------------------------------------------------------
 
-    async def _renew_loop(self, interval: float | None) -> None:
-        """Renew every ``interval`` (or TTL/4 of the shortest-lived copy, re-read each second).
-
-        The first round runs right after start: copies known only from the store (after a
-        restart) are checked at once, and the ones the registry lost are repaired.
-        """
-        last = float("-inf")
-        first = True
-        while True:
-            await asyncio.sleep(RENEW_STARTUP_DELAY if first else RENEW_TICK)
-            period = interval or self._renew_period()
-            now = asyncio.get_running_loop().time()
-            if not first and now - last < period:
-                continue
-            first = False
-            last = now
-            try:
-                await self.renew_all()
-            except asyncio.CancelledError:
-                raise
-            except PysyncerError as exc:
-                self.stats.error(type(exc).__name__)
-                log.warning("renewing copies failed: %s", exc)
-            except Exception:
-                self.stats.error("internal")
-                log.exception("renewing copies failed")
-
-    def _renew_period(self) -> float:
-        # The shortest TTL ever held (kept as copies arrive; never raised when one goes):
-        # renewing a little too often is harmless, too rarely lets copies expire.
-        ttl = self._min_ttl if self._min_ttl != float("inf") else DEFAULT_TTL
-        return max(1.0, ttl / 4)
-
     async def renew_all(self) -> int:
         """Heartbeat every copy (except expired origins'); have lost ones repaired.
 
@@ -523,36 +465,17 @@ class Importer:
         stays in the store) and its origin is marked in :attr:`needs_repair`: the slot
         digests then differ, and the next repair pulls its slot and registers it again.
         """
-        renewed = 0
-        lost: list[tuple[int, int]] = []  # (key hash, index entry when renewed)
-        for batch in _chunks(self.index.keys(), RENEW_BATCH):
-            refs: list[LocalRef] = []
-            entries: list[tuple[int, int]] = []
-            for key_hash in batch:
-                found = self.index.renewable(key_hash, self.expired_origins)
-                if found is not None:
-                    refs.append(found[0])
-                    entries.append((key_hash, found[1]))
-            if not refs:
-                continue
-            results = await self.adapter.renew(refs)
-            for result, entry in zip(results, entries, strict=True):
-                if result.not_found:
-                    lost.append(entry)
-                elif not result.ok:
-                    self.stats.error("renew")
-            self.stats.renewals += len(results)
-            renewed += len(refs)
-            await asyncio.sleep(0)  # an in-process registry never suspends: let others run
-        if lost:
-            async with self._lock:  # an apply may have removed or replaced a copy meanwhile
-                for key_hash, packed in lost:
-                    origin_dc = self.index.forget_if_same(key_hash, packed)
-                    if origin_dc is not None:
-                        self._lost.add(key_hash)
-                        self.stats.lost += 1
-                        self.needs_repair.add(origin_dc)
-        return renewed
+        return await self.renewals.renew_all()
+
+    async def _forget_lost(self, lost: LostCopies) -> None:
+        """Forget the copies a renewal round found lost, unless an apply replaced them."""
+        async with self._lock:  # an apply may have removed or replaced a copy meanwhile
+            for key_hash, packed in lost:
+                origin_dc = self.index.forget_if_same(key_hash, packed)
+                if origin_dc is not None:
+                    self._lost.add(key_hash)
+                    self.stats.lost += 1
+                    self.needs_repair.add(origin_dc)
 
     async def remove_origin(self, origin_dc: str) -> int:
         """Unregister every copy of ``origin_dc`` (origin-grace policy ``remove``)."""
@@ -573,8 +496,3 @@ class Importer:
                 self.index.remove(key_hash)
                 self._lost.discard(key_hash)
         return len(entries)
-
-
-def _chunks(values: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]

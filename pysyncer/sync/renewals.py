@@ -1,0 +1,186 @@
+"""Keeping the importer's copies alive: the renew loop, its pace, and lost-copy detection.
+
+Owns when copies are renewed (every ``interval`` when given, else a quarter of the
+shortest TTL held, re-checked each second, with a first round right after start so
+copies known only from the store are checked at once), the TTLs that pace it (read back
+from the registry for copies loaded from the mapping table, which stores none), and the
+renewal rounds themselves: every held copy, in batches of :data:`RENEW_BATCH`, through
+the adapter, skipping the origins gone past origin-grace.
+
+A copy the registry no longer knows is handed to the importer's ``on_lost`` callback:
+forgetting it and having it repaired is the importer's job. This module must not write
+the store or the registry (beyond heartbeats), and must not import the importer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
+from typing import Protocol, TypeVar
+
+from pysyncer.adapters.base import Adapter, LocalRef
+from pysyncer.errors import PysyncerError
+from pysyncer.model import is_copy
+from pysyncer.sync.copyindex import CopyIndex
+
+__all__ = [
+    "DEFAULT_TTL",
+    "RENEW_BATCH",
+    "LostCopies",
+    "RenewalStats",
+    "Renewals",
+    "chunks",
+]
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+RENEW_BATCH = 500
+DEFAULT_TTL = 120  # Service-Center's default lease: 30 s x (3 + 1)
+RENEW_TICK = 1.0  # how often the renewal period is re-checked (copies with short TTLs arrive)
+RENEW_STARTUP_DELAY = 1.0
+
+# Copies the registry did not know: (key hash, copy-index entry when renewed).
+LostCopies = list[tuple[int, int]]
+
+
+class RenewalStats(Protocol):
+    """The counters renewals update (the importer's stats)."""
+
+    renewals: int
+
+    def error(self, kind: str) -> None: ...
+
+
+class Renewals:
+    """Heartbeats for every copy in ``index``, at the pace of the shortest TTL held.
+
+    ``expired_origins`` is the live set of origins whose copies are no longer renewed;
+    ``on_lost`` receives the copies a round found lost, after the round.
+    """
+
+    def __init__(
+        self,
+        adapter: Adapter,
+        index: CopyIndex,
+        stats: RenewalStats,
+        expired_origins: Collection[str],
+        on_lost: Callable[[LostCopies], Awaitable[None]],
+    ) -> None:
+        self.adapter = adapter
+        self.index = index
+        self.stats = stats
+        self.expired_origins = expired_origins
+        self._on_lost = on_lost
+        self._min_ttl = float("inf")
+        self._task: asyncio.Task[None] | None = None
+
+    # -- pace --------------------------------------------------------------------------
+
+    def note_ttl(self, ttl: float) -> None:
+        """A copy with this TTL is held (the pace follows the shortest ever seen)."""
+        self._min_ttl = min(self._min_ttl, float(ttl))
+
+    def note_default_ttl(self) -> None:
+        """A copy of unknown TTL is held (loaded from the store): assume the default."""
+        self.note_ttl(DEFAULT_TTL)
+
+    async def learn_ttls(self) -> None:
+        """Read the copies' leases from the registry: the mapping table has no TTL, and
+        renewing copies loaded or adopted from it at the default pace would let
+        short-lived ones lapse. One listing; on failure the default stays."""
+        try:
+            listing = await self.adapter.list_instances()
+        except PysyncerError as exc:
+            log.warning("importer: cannot list the registry for copy TTLs: %s", exc)
+            return
+        ttls = [instance.ttl for instance in listing if is_copy(instance)]
+        if ttls:
+            self.note_ttl(min(ttls))
+
+    def period(self) -> float:
+        """Seconds between rounds when no interval is given: a quarter of the shortest TTL."""
+        # The shortest TTL ever held (kept as copies arrive; never raised when one goes):
+        # renewing a little too often is harmless, too rarely lets copies expire.
+        ttl = self._min_ttl if self._min_ttl != float("inf") else DEFAULT_TTL
+        return max(1.0, ttl / 4)
+
+    # -- the loop ----------------------------------------------------------------------
+
+    def start(self, interval: float | None = None) -> None:
+        """Run rounds every ``interval`` seconds (None: :meth:`period`) until :meth:`close`."""
+        self._task = asyncio.get_running_loop().create_task(
+            self._loop(interval), name="importer-renew"
+        )
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self, interval: float | None) -> None:
+        """Renew every ``interval`` (or :meth:`period`, re-read each second).
+
+        The first round runs right after start: copies known only from the store (after a
+        restart) are checked at once, and the ones the registry lost are repaired.
+        """
+        last = float("-inf")
+        first = True
+        while True:
+            await asyncio.sleep(RENEW_STARTUP_DELAY if first else RENEW_TICK)
+            period = interval or self.period()
+            now = asyncio.get_running_loop().time()
+            if not first and now - last < period:
+                continue
+            first = False
+            last = now
+            try:
+                await self.renew_all()
+            except asyncio.CancelledError:
+                raise
+            except PysyncerError as exc:
+                self.stats.error(type(exc).__name__)
+                log.warning("renewing copies failed: %s", exc)
+            except Exception:
+                self.stats.error("internal")
+                log.exception("renewing copies failed")
+
+    async def renew_all(self) -> int:
+        """Heartbeat every copy (except expired origins'); how many were renewed.
+
+        The copies the registry says it does not know go to ``on_lost`` after the round.
+        """
+        renewed = 0
+        lost: LostCopies = []
+        for batch in chunks(self.index.keys(), RENEW_BATCH):
+            refs: list[LocalRef] = []
+            entries: list[tuple[int, int]] = []
+            for key_hash in batch:
+                found = self.index.renewable(key_hash, self.expired_origins)
+                if found is not None:
+                    refs.append(found[0])
+                    entries.append((key_hash, found[1]))
+            if not refs:
+                continue
+            results = await self.adapter.renew(refs)
+            for result, entry in zip(results, entries, strict=True):
+                if result.not_found:
+                    lost.append(entry)
+                elif not result.ok:
+                    self.stats.error("renew")
+            self.stats.renewals += len(results)
+            renewed += len(refs)
+            await asyncio.sleep(0)  # an in-process registry never suspends: let others run
+        if lost:
+            await self._on_lost(lost)
+        return renewed
+
+
+def chunks(values: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
+    """``values`` in consecutive slices of at most ``size``."""
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
