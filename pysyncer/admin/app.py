@@ -282,7 +282,8 @@ ROUTES: tuple[Route, ...] = (
           "the recent user events this member received, oldest first (payload as text)",
           answer=EventsAnswer),
     Route("POST", "/v1/queries", _Handlers.post_query,
-          "sends a query and waits for acks and responses (`timeout_ms` up to 5 minutes)",
+          "sends a query and waits for acks and responses "
+          f"(`timeout_ms` up to {MAX_QUERY_TIMEOUT_MS // 60_000} minutes)",
           request=QueryRequest, answer=QueryAnswer),
     Route("GET", "/v1/keys", _Handlers.get_keys,
           "the gossip keys of every member (see [Key rotation](gossip.md#key-rotation))",
