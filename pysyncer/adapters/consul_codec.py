@@ -26,6 +26,7 @@ from pysyncer.adapters._settings import settings_from_mapping
 from pysyncer.adapters.base import BadResponseError, ConflictError, LocalRef
 from pysyncer.adapters.fieldmap import STATUS_FROM_KIND, Carried, restore
 from pysyncer.errors import ConfigError
+from pysyncer.hostport import bracket_host
 from pysyncer.model import Instance, ServiceKey
 
 __all__ = [
@@ -183,7 +184,7 @@ def decode_meta(meta: Mapping[str, str]) -> dict[str, str]:
 
 def native_endpoint(address: str, port: int) -> str:
     """The one endpoint a native Consul service instance reads as."""
-    host = f"[{address}]" if ":" in address else address
+    host = bracket_host(address)
     return f"{NATIVE_SCHEME}://{host}:{port}"
 
 

@@ -18,6 +18,7 @@ from typing import Final
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
 from pysyncer.adapters.fieldmap import Carried, carry, restore, split_endpoint
+from pysyncer.hostport import bracket_host
 from pysyncer.model import Instance, ServiceKey
 
 __all__ = [
@@ -63,7 +64,7 @@ def _address(instance: Instance) -> tuple[str, str, int, bool]:
         except ValueError:
             pass
         else:
-            url_host = f"[{host}]" if ":" in host else host
+            url_host = bracket_host(host)
             if _SCHEME.match(scheme) and _HOST.match(url_host):
                 native = (
                     len(instance.endpoints) == 1

@@ -24,6 +24,7 @@ from urllib.parse import quote, unquote
 from pysyncer.adapters._settings import settings_from_mapping
 from pysyncer.adapters.fieldmap import Carried, carry, restore, split_endpoint
 from pysyncer.errors import ConfigError
+from pysyncer.hostport import format_host_port, parse_host_port
 from pysyncer.model import Instance, ServiceKey
 
 __all__ = ["DEFAULT_PREFIX", "LAYOUTS", "EtcdRegistrySettings", "Layout", "parse_endpoints"]
@@ -70,10 +71,13 @@ def parse_endpoints(addresses: Sequence[str]) -> list[tuple[str, int]]:
             text = part.strip().split("://", 1)[-1].split("/", 1)[0]
             if not text:
                 continue
-            host, sep, port = text.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            try:
+                host, port = parse_host_port(text)
+            except ValueError:
+                port = 0
+            if port == 0:
                 raise ConfigError(f"etcd adapter: address {part!r} is not host:port")
-            endpoints.append((host.strip("[]"), int(port)))
+            endpoints.append((host, port))
     if not endpoints:
         raise ConfigError("etcd adapter: at least one address host:port is required")
     return endpoints
@@ -96,7 +100,7 @@ def _hostport(endpoint: str) -> tuple[str, str] | None:
         scheme, host, port = split_endpoint(endpoint)
     except ValueError:
         return None
-    text = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    text = format_host_port(host, port)
     return (scheme, text) if endpoint == f"{scheme}://{text}" else None
 
 
@@ -132,7 +136,7 @@ class Layout:
         if (instance.health_interval, instance.health_times) == (30, 3):
             native.add("health")
         first = _hostport(instance.endpoints[0]) if instance.endpoints else None
-        host = first[1].rpartition(":")[0].strip("[]") if first else ""
+        host = parse_host_port(first[1]).host if first else ""
         if self.name == "kratos":
             native |= {"version", "endpoints"}
             if instance.host_name == host:
@@ -218,7 +222,7 @@ class Layout:
             raise ValueError("no service name or instance id")
         if not isinstance(version, str):
             raise ValueError("version is not a string")
-        host = first[1].rpartition(":")[0].strip("[]") if first else ""
+        host = parse_host_port(first[1]).host if first else ""
         return restore(
             Carried(
                 service=ServiceKey("", name, version),

@@ -53,6 +53,7 @@ from pysyncer.adapters.fieldmap import (
     split_endpoint,
 )
 from pysyncer.errors import ConfigError
+from pysyncer.hostport import bracket_host
 from pysyncer.model import Instance, ServiceKey
 
 __all__ = ["EurekaAdapter", "EurekaSettings", "create", "reconcile_hashcode"]
@@ -138,7 +139,7 @@ def _parse_address(address: str) -> _Address:
         raise ConfigError(f"eureka adapter: bad port in address {address!r}") from None
     if not parts.hostname:
         raise ConfigError(f"eureka adapter: address without a host: {address!r}")
-    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    host = bracket_host(parts.hostname)
     origin = f"{parts.scheme}://{host}" + (f":{port}" if port else "")
     path = parts.path.rstrip("/")
     if path.endswith("/apps"):
@@ -218,7 +219,7 @@ def _port(value: Any, what: str, *, enabled_default: bool) -> tuple[int, bool]:
 
 
 def _host_text(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
+    return bracket_host(host)
 
 
 def _endpoints_of(raw: Mapping[str, Any], ip: str) -> tuple[str, ...]:

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from pysyncer.hostport import parse_host_port
 from pysyncer.model import Instance, ServiceKey
 
 __all__ = [
@@ -332,15 +333,13 @@ def split_endpoint(endpoint: str) -> tuple[str, str, int]:
     scheme, sep, rest = endpoint.partition("://")
     if not sep or not scheme:
         raise ValueError(f"endpoint {endpoint!r} is not scheme://host:port")
-    hostport = rest.split("/", 1)[0].split("?", 1)[0]
-    if hostport.startswith("["):
-        host, _, tail = hostport[1:].partition("]")
-        port_text = tail.removeprefix(":")
-    else:
-        host, _, port_text = hostport.rpartition(":")
-    if not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    try:
+        host, port = parse_host_port(rest.split("/", 1)[0].split("?", 1)[0])
+    except ValueError:
+        port = 0
+    if port == 0:
         raise ValueError(f"endpoint {endpoint!r} has no host:port")
-    return scheme, host, int(port_text)
+    return scheme, host, port
 
 
 def render_markdown() -> str:

@@ -52,6 +52,7 @@ from pysyncer.adapters.fieldmap import (
     split_endpoint,
 )
 from pysyncer.errors import ConfigError
+from pysyncer.hostport import bracket_host
 from pysyncer.model import Instance, ServiceKey
 
 __all__ = [
@@ -136,7 +137,7 @@ class _Where:
 
 def native_endpoint(ip: str, port: int) -> str:
     """The one endpoint a native Nacos instance reads as."""
-    host = f"[{ip}]" if ":" in ip else ip
+    host = bracket_host(ip)
     return f"{NATIVE_SCHEME}://{host}:{port}"
 
 

@@ -20,6 +20,7 @@ import grpc
 from grpc import aio
 
 from pysyncer._version import __version__
+from pysyncer.hostport import SYNC_PORT
 from pysyncer.model import Record
 from pysyncer.rpc import codec
 from pysyncer.rpc import sync_pb2 as pb
@@ -101,11 +102,11 @@ class _Servicer(pb_grpc.SyncServicer):
     def __init__(self, owner: SyncServer) -> None:
         self._owner = owner
 
-    async def Watch(self, request: pb.WatchRequest, context: Any) -> AsyncIterator[pb.ChangeBatch]:
+    async def Watch(self, request: pb.WatchRequest, context: Any) -> AsyncIterator[pb.PeerBatch]:
         async for batch in self._owner._watch(request, context):
             yield batch
 
-    async def PullRange(self, request: pb.RangeRequest, context: Any) -> pb.ChangeBatch:
+    async def PullRange(self, request: pb.RangeRequest, context: Any) -> pb.PeerBatch:
         return await self._owner._pull_range(request, context)
 
     async def GetDigests(self, request: pb.DigestRequest, context: Any) -> pb.DigestTable:
@@ -139,7 +140,7 @@ class SyncServer:
         self,
         source: SyncSource,
         host: str = "0.0.0.0",
-        port: int = 30191,
+        port: int = SYNC_PORT,
         *,
         tls: TlsConfig | None = None,
         heartbeat_interval: float = 5.0,
@@ -243,7 +244,7 @@ class SyncServer:
             )
             raise  # pragma: no cover - abort raises
 
-    async def _watch(self, request: pb.WatchRequest, context: Any) -> AsyncIterator[pb.ChangeBatch]:
+    async def _watch(self, request: pb.WatchRequest, context: Any) -> AsyncIterator[pb.PeerBatch]:
         source = self.source
         await self._check_dc(context, request.dc)
         limit = self._limit(request.max_batch)
@@ -255,7 +256,7 @@ class SyncServer:
         try:
             if last and request.epoch != epoch:  # another change log: revisions mean nothing
                 self.stats.resets_sent += 1
-                yield codec.change_batch(dc, epoch, source.revision(), reset=True)
+                yield codec.peer_batch(dc, epoch, source.revision(), reset=True)
                 return
             idle_since = loop.time()
             while not self._stopping.is_set():
@@ -263,7 +264,7 @@ class SyncServer:
                 records, reset = await self._changes(context, last, limit)
                 if reset:
                     self.stats.resets_sent += 1
-                    yield codec.change_batch(dc, epoch, current, reset=True)
+                    yield codec.peer_batch(dc, epoch, current, reset=True)
                     return
                 if records:
                     top = max(rec.revision for rec in records)
@@ -274,7 +275,7 @@ class SyncServer:
                         self.stats.batches_sent += 1
                         self.stats.records_sent += len(part)
                         committed = _commit_time(source, max(r.revision for r in part))
-                        yield codec.change_batch(
+                        yield codec.peer_batch(
                             dc, epoch, rev, part, payload=payload, committed_at=committed
                         )
                     last = upto
@@ -284,7 +285,7 @@ class SyncServer:
                 idle = loop.time() - idle_since
                 if idle >= self.heartbeat_interval:
                     self.stats.heartbeats_sent += 1
-                    yield codec.change_batch(dc, epoch, last, heartbeat=True)
+                    yield codec.peer_batch(dc, epoch, last, heartbeat=True)
                     idle_since = loop.time()
                     continue
                 await self._wait(context, last, self.heartbeat_interval - idle, stopping)
@@ -315,7 +316,7 @@ class SyncServer:
                 f"waiting for changes failed: {wait.exception()}",
             )
 
-    async def _pull_range(self, request: pb.RangeRequest, context: Any) -> pb.ChangeBatch:
+    async def _pull_range(self, request: pb.RangeRequest, context: Any) -> pb.PeerBatch:
         source = self.source
         dc, epoch = source.dc, source.epoch
         current = source.revision()
@@ -330,12 +331,12 @@ class SyncServer:
         until = min(request.until or current, current)
         if since and request.epoch and request.epoch != epoch:
             self.stats.resets_sent += 1
-            return codec.change_batch(dc, epoch, current, reset=True)
+            return codec.peer_batch(dc, epoch, current, reset=True)
         limit = self._limit(request.limit)
         records, reset = await self._changes(context, since, limit)
         if reset:
             self.stats.resets_sent += 1
-            return codec.change_batch(dc, epoch, current, reset=True)
+            return codec.peer_batch(dc, epoch, current, reset=True)
         inside = [rec for rec in records if rec.revision <= until]
         more = len(records) >= limit and len(inside) == len(records)
         upto = max(rec.revision for rec in inside) if more else max(until, since)
@@ -345,7 +346,7 @@ class SyncServer:
             upto, more = max(rec.revision for rec in part), True
         self.stats.batches_sent += 1
         self.stats.records_sent += len(part)
-        return codec.change_batch(dc, epoch, upto, part, payload=payload, more=more)
+        return codec.peer_batch(dc, epoch, upto, part, payload=payload, more=more)
 
     async def _get_digests(self, request: pb.DigestRequest, context: Any) -> pb.DigestTable:
         await self._check_dc(context, request.dc)

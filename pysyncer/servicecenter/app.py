@@ -21,6 +21,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from pysyncer._version import __version__
+from pysyncer.hostport import REGISTRY_PORT, bracket_host
 from pysyncer.servicecenter.core import EmbeddedRegistry
 from pysyncer.servicecenter.errors import ERR_INTERNAL, ERR_INVALID_PARAMS, RegistryError, invalid
 from pysyncer.servicecenter.feed import MAX_CHANGES_PER_BATCH
@@ -388,7 +389,7 @@ class RegistryServer:
     def url(self) -> str:
         if self._runner is None:
             raise RuntimeError("the registry server is not started")
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = bracket_host(self.host)
         return f"http://{host}:{self.port}"
 
     async def start(self) -> RegistryServer:
@@ -429,7 +430,7 @@ class RegistryServer:
 
 async def run_registry(
     host: str = "127.0.0.1",
-    port: int = 30100,
+    port: int = REGISTRY_PORT,
     *,
     eviction_interval: float = 1.0,
     registry: EmbeddedRegistry | None = None,

@@ -18,6 +18,7 @@ from pysyncer.adapters import UnavailableError, load_adapter
 from pysyncer.adapters.etcd import EtcdAdapter
 from pysyncer.adapters.etcd_codec import Layout, parse_endpoints
 from pysyncer.errors import ConfigError
+from pysyncer.hostport import bracket_host
 from pysyncer.model import ORIGIN_DC_PROPERTY, Instance, ServiceKey
 from pysyncer.testing.contract import EventCollector, copy_instance
 from tests.support.etcd import EtcdServer, etcd_server
@@ -35,7 +36,7 @@ _keys = _text.filter(
 @st.composite
 def instances(draw: st.DrawFn) -> Instance:
     host = draw(st.sampled_from(["10.0.0.1", "::1", "h.example"]))
-    shown = f"[{host}]" if ":" in host else host
+    shown = bracket_host(host)
     endpoints = draw(
         st.sampled_from(
             [(f"grpc://{shown}:9000",), (), (f"http://{shown}:80", "grpc://x:1"), ("weird",)]

@@ -45,6 +45,7 @@ from pysyncer.adapters.zk import (
 from pysyncer.adapters.zk.client import Watcher
 from pysyncer.adapters.zookeeper import ZookeeperAdapter
 from pysyncer.errors import ConfigError
+from pysyncer.hostport import bracket_host
 from pysyncer.model import ORIGIN_DC_PROPERTY, Instance, ServiceKey
 from pysyncer.testing.contract import EventCollector, copy_instance
 from tests.support.tcp_proxy import TcpProxy
@@ -200,7 +201,7 @@ def instances(draw: st.DrawFn) -> Instance:
     host = draw(st.sampled_from(["10.0.0.1", "h.example", "::1", "a b"]))
     port = draw(st.integers(1, 65535))
     scheme = draw(st.sampled_from(["dubbo", "rest", "tri"]))
-    shown = f"[{host}]" if ":" in host else host
+    shown = bracket_host(host)
     endpoints = draw(
         st.sampled_from(
             [

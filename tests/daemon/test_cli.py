@@ -66,3 +66,18 @@ def test_unknown_flag_on_a_delivered_command_is_an_error() -> None:
     out = run_cli("keygen", "--bogus")
     assert out.returncode == 2
     assert "unrecognized arguments: --bogus" in out.stderr
+
+
+def test_daemon_help_names_registry_flags_and_their_aliases() -> None:
+    out = run_cli("daemon", "--help")
+    assert out.returncode == 0
+    text = " ".join(out.stdout.split())
+    for flag in ("--registry-url", "--registry-kind", "--sc-addr", "--plugin"):
+        assert flag in text, flag
+    assert "alias of --registry-url" in text and "alias of --registry-kind" in text
+
+
+def test_daemon_refuses_an_alias_that_disagrees(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["daemon", "--registry-kind", "consul", "--plugin", "nacos"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pysyncer daemon: config key 'registry-kind'") and "\n" not in err

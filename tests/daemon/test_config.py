@@ -140,3 +140,54 @@ def test_adapter_table_must_be_a_table(tmp_path: Path) -> None:
     config_file.write_text('adapter = "eureka"\n')
     with pytest.raises(ConfigError, match="'adapter' must be a table"):
         load_config({}, {}, config_file)
+
+
+def test_registry_url_and_kind_with_their_aliases(tmp_path: Path) -> None:
+    main = load_config({"registry-url": "http://a:1", "registry-kind": "consul"}, environ={})
+    assert (main.registry_url, main.registry_kind) == (("http://a:1",), "consul")
+    assert (main.sc_addr, main.plugin) == (main.registry_url, main.registry_kind)
+    env = {"PYSYNCER_SC_ADDR": "http://b:2", "PYSYNCER_PLUGIN": "zookeeper"}
+    aliased = load_config({}, environ=env)
+    assert (aliased.registry_url, aliased.registry_kind) == (("http://b:2",), "zookeeper")
+    config_file = tmp_path / "syncer.toml"
+    config_file.write_text('registry-url = ["http://c:3"]\nsc-addr = ["http://c:3"]\n')
+    same = load_config({}, environ={}, config_file=config_file)
+    assert same.registry_url == ("http://c:3",)
+    # a flag beats the env var, whichever name each uses
+    assert load_config({"registry-kind": "nacos"}, environ=env).registry_kind == "nacos"
+
+
+@pytest.mark.parametrize(
+    ("flags", "environ", "message"),
+    [
+        (
+            {"registry-kind": "consul", "plugin": "nacos"},
+            {},
+            "config key 'registry-kind' (flag --registry-kind) and its alias 'plugin' "
+            "(flag --plugin) differ",
+        ),
+        (
+            {},
+            {"PYSYNCER_REGISTRY_URL": "http://a:1", "PYSYNCER_SC_ADDR": "http://b:2"},
+            "config key 'registry-url' (env PYSYNCER_REGISTRY_URL) and its alias 'sc-addr' "
+            "(env PYSYNCER_SC_ADDR) differ",
+        ),
+    ],
+)
+def test_an_alias_and_its_main_name_must_agree(
+    flags: dict[str, str], environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(flags, environ=environ)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_layer_settings_come_from_the_one_table() -> None:
+    config = load_config({"join": "127.0.0.2", "store": "etcd://[::1]:2379?prefix=/p/"}, {})
+    gossip, sync = config.gossip(), config.sync()
+    assert gossip.join == (HostPort("127.0.0.2", 30190),)
+    assert (gossip.bind, gossip.node) == (config.bind, config.node)
+    assert sync.store.kind == "etcd" and sync.store.endpoints == (HostPort("::1", 2379),)
+    assert config.store == "etcd://[::1]:2379?prefix=/p/"
+    assert (sync.origin_grace, sync.anti_entropy_interval) == (3600.0, 60.0)
+    assert sync.registry.embedded and sync.registry.embedded_addr == config.registry_addr

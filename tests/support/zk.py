@@ -28,6 +28,7 @@ import pytest
 from pysyncer.adapters.base import LocalRef
 from pysyncer.adapters.dubbourl import decode_node_name, encode_node_name, instance_from_url
 from pysyncer.adapters.zk import ZkClient, proto
+from pysyncer.hostport import parse_host_port
 from pysyncer.model import ServiceKey
 from pysyncer.testing.harness import AppInstance
 from tests.conftest import IN_CI
@@ -197,8 +198,8 @@ async def expire_session(address: str, session_id: int, password: bytes) -> None
     The owner's connection is dropped by the server; its next handshake is answered
     with a zero timeout (session expired), exactly as after a long partition.
     """
-    host, _, port = address.rpartition(":")
-    reader, writer = await asyncio.open_connection(host, int(port))
+    host, port = parse_host_port(address)
+    reader, writer = await asyncio.open_connection(host, port)
     try:
         request = proto.ConnectRequest(0, 0, 4000, session_id, password)
         writer.write(proto.frame(request.encode()))
