@@ -18,7 +18,7 @@ from typing import Final
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
 from pysyncer.adapters.fieldmap import Carried, carry, restore, split_endpoint
-from pysyncer.hostport import bracket_host
+from pysyncer.hostport import bracket_host, format_host_port
 from pysyncer.model import Instance, ServiceKey
 
 __all__ = [
@@ -53,7 +53,7 @@ def decode_node_name(name: str) -> str:
 
 
 def _endpoint(scheme: str, host: str, port: int) -> str:
-    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
+    return f"{scheme}://{format_host_port(host, port)}"
 
 
 def _address(instance: Instance) -> tuple[str, str, int, bool]:
