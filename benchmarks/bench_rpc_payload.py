@@ -7,7 +7,7 @@ Usage::
 
 Decides how :mod:`pysyncer.rpc` carries records (docs/rpc.md has the decision). Each
 candidate turns a batch of :class:`pysyncer.model.Record` into the bytes of a whole
-``ChangeBatch`` message and back into records (what a server and a client do per batch),
+``PeerBatch`` message and back into records (what a server and a client do per batch),
 for batches of 1, 100 and 10,000 typical instances (6 properties, 2 endpoints, 40
 services, 5% tombstones):
 
@@ -271,12 +271,12 @@ def mp_decode(data: bytes) -> list[Record]:
 
 
 def codec_encode(records: Sequence[Record], revision: int) -> bytes:
-    data: bytes = codec.change_batch(DC, "epoch-1", revision, records).SerializeToString()
+    data: bytes = codec.peer_batch(DC, "epoch-1", revision, records).SerializeToString()
     return data
 
 
 def codec_decode(data: bytes) -> list[Record]:
-    return list(codec.read_change_batch(sync_pb2.ChangeBatch.FromString(data)).records)
+    return list(codec.read_peer_batch(sync_pb2.PeerBatch.FromString(data)).records)
 
 
 CANDIDATES: dict[str, tuple[Callable[[Sequence[Record], int], bytes], Callable[[bytes], Any]]] = {

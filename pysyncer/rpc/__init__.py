@@ -11,7 +11,7 @@ See docs/rpc.md.
 from __future__ import annotations
 
 from pysyncer.rpc.client import Health, SyncClient
-from pysyncer.rpc.codec import ChangeBatch, Digests, SlotRecords
+from pysyncer.rpc.codec import Digests, PeerBatch, SlotRecords
 from pysyncer.rpc.errors import (
     DeadlineExceededError,
     OversizedPayloadError,
@@ -26,12 +26,12 @@ from pysyncer.rpc.server import ServerStats, SyncServer, SyncSource
 from pysyncer.rpc.tls import TlsConfig
 
 __all__ = [
-    "ChangeBatch",
     "DeadlineExceededError",
     "Digests",
     "Health",
     "OversizedPayloadError",
     "PayloadError",
+    "PeerBatch",
     "PermissionDeniedError",
     "RemoteError",
     "RequestRejectedError",

@@ -1,7 +1,7 @@
 # mypy: disable-error-code="import-untyped"
 """The client of a peer syncer's ``pysyncer.sync.v1.Sync`` service, on grpc.aio.
 
-Gives the sync engine Python objects (records, :class:`~pysyncer.rpc.codec.ChangeBatch`)
+Gives the sync engine Python objects (records, :class:`~pysyncer.rpc.codec.PeerBatch`)
 and pysyncer errors, never protobuf messages or ``grpc`` exceptions. It keeps one channel
 to one peer; it does not retry or reconnect on its own (the peers module decides when).
 """
@@ -17,7 +17,7 @@ from grpc import aio
 from pysyncer.rpc import codec
 from pysyncer.rpc import sync_pb2 as pb
 from pysyncer.rpc import sync_pb2_grpc as pb_grpc
-from pysyncer.rpc.codec import ChangeBatch, Digests, SlotRecords
+from pysyncer.rpc.codec import Digests, PeerBatch, SlotRecords
 from pysyncer.rpc.errors import RequestRejectedError, from_status
 from pysyncer.rpc.tls import TlsConfig, channel_credentials
 
@@ -112,9 +112,9 @@ class SyncClient:
                 f"{self.target} exports data center {dc!r}, not {self.dc!r}", "FAILED_PRECONDITION"
             )
 
-    def _batch(self, msg: pb.ChangeBatch) -> ChangeBatch:
+    def _batch(self, msg: pb.PeerBatch) -> PeerBatch:
         self._check_dc(msg.dc)
-        return codec.read_change_batch(msg)
+        return codec.read_peer_batch(msg)
 
     async def _stream(self, call: Any, convert: Callable[[Any], T]) -> AsyncIterator[T]:
         try:
@@ -130,7 +130,7 @@ class SyncClient:
 
     async def watch(
         self, since: int = 0, epoch: str = "", *, max_batch: int = 0
-    ) -> AsyncIterator[ChangeBatch]:
+    ) -> AsyncIterator[PeerBatch]:
         """The peer's changes after ``since`` (of ``epoch``), then live, until closed.
 
         Yields heartbeat batches when idle. A ``reset`` batch is the last one: resync by
@@ -152,7 +152,7 @@ class SyncClient:
         limit: int = 0,
         epoch: str = "",
         timeout: float | None = None,
-    ) -> ChangeBatch:
+    ) -> PeerBatch:
         """The changes in (since, until] (``until`` 0: up to now), at most ``limit``."""
         request = pb.RangeRequest(since=since, until=until, limit=limit, epoch=epoch)
         msg = await self._unary(self._stub.PullRange, request, timeout)

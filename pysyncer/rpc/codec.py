@@ -34,15 +34,15 @@ __all__ = [
     "MAX_BATCH_RECORDS",
     "MAX_MESSAGE_BYTES",
     "MAX_STRING_BYTES",
-    "ChangeBatch",
     "Digests",
+    "PeerBatch",
     "SlotRecords",
-    "change_batch",
     "decode_records",
     "encode_parts",
     "encode_records",
-    "read_change_batch",
+    "peer_batch",
     "read_digest_table",
+    "read_peer_batch",
     "read_slot_batch",
     "slot_batch",
 ]
@@ -60,8 +60,9 @@ _U64 = 0xFFFF_FFFF_FFFF_FFFF
 
 
 @dataclass(frozen=True, slots=True)
-class ChangeBatch:
-    """One batch of a data center's changes as the client sees it.
+class PeerBatch:
+    """One batch of a data center's changes from a peer syncer, as the client sees it
+    (a ``Watch`` stream item or a ``PullRange`` answer).
 
     After applying ``records`` the receiver has every change up to ``revision``.
     ``reset``: the requested revision is no longer in the change log (or the log was
@@ -178,7 +179,7 @@ def encode_parts(
     )
 
 
-def change_batch(
+def peer_batch(
     dc: str,
     epoch: str,
     revision: int,
@@ -189,14 +190,14 @@ def change_batch(
     heartbeat: bool = False,
     more: bool = False,
     committed_at: float = 0.0,
-) -> pb.ChangeBatch:
-    """The wire message of one batch of changes (see :class:`ChangeBatch`).
+) -> pb.PeerBatch:
+    """The wire message of one batch of changes (see :class:`PeerBatch`).
 
     ``payload``: the records already encoded by :func:`encode_parts` (not again).
     """
     if payload is None:
         payload = encode_records(dc, records) if records else b""
-    return pb.ChangeBatch(
+    return pb.PeerBatch(
         dc=dc,
         epoch=epoch,
         revision=revision,
@@ -389,12 +390,12 @@ def _row_defect(row: object, n_services: int, limit: int) -> PayloadError:
     return _fail(f"revision {revision!r} of {iid!r} is not an integer in 0..{limit}")
 
 
-def read_change_batch(msg: pb.ChangeBatch) -> ChangeBatch:
-    """The :class:`ChangeBatch` of a wire message; raises PayloadError when malformed."""
+def read_peer_batch(msg: pb.PeerBatch) -> PeerBatch:
+    """The :class:`PeerBatch` of a wire message; raises PayloadError when malformed."""
     if (msg.reset or msg.heartbeat) and msg.count:
         raise _fail("a reset or heartbeat batch carries records")
     records = decode_records(msg.dc, msg.records, msg.count, max_revision=msg.revision)
-    return ChangeBatch(
+    return PeerBatch(
         dc=msg.dc,
         epoch=msg.epoch,
         revision=msg.revision,

@@ -22,7 +22,7 @@ _sym_db = _symbol_database.Default()
 
 
 DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(
-    b'\n\nsync.proto\x12\x10pysyncer.sync.v1"T\n\x0cWatchRequest\x12\n\n\x02\x64\x63\x18\x01 \x01(\t\x12\x16\n\x0esince_revision\x18\x02 \x01(\x04\x12\r\n\x05\x65poch\x18\x03 \x01(\t\x12\x11\n\tmax_batch\x18\x04 \x01(\r"\xa0\x01\n\x0b\x43hangeBatch\x12\n\n\x02\x64\x63\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x04\x12\r\n\x05reset\x18\x04 \x01(\x08\x12\x11\n\theartbeat\x18\x05 \x01(\x08\x12\x0c\n\x04more\x18\x06 \x01(\x08\x12\r\n\x05\x63ount\x18\x07 \x01(\r\x12\x0f\n\x07records\x18\x08 \x01(\x0c\x12\x14\n\x0c\x63ommitted_at\x18\t \x01(\x01"J\n\x0cRangeRequest\x12\r\n\x05since\x18\x01 \x01(\x04\x12\r\n\x05until\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\x12\r\n\x05\x65poch\x18\x04 \x01(\t"\x1b\n\rDigestRequest\x12\n\n\x02\x64\x63\x18\x01 \x01(\t"I\n\x0b\x44igestTable\x12\n\n\x02\x64\x63\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x04\x12\r\n\x05\x65poch\x18\x03 \x01(\t\x12\r\n\x05table\x18\x04 \x01(\x0c"\x1d\n\x0cSlotsRequest\x12\r\n\x05slots\x18\x01 \x03(\r"S\n\tSlotBatch\x12\n\n\x02\x64\x63\x18\x01 \x01(\t\x12\x0c\n\x04slot\x18\x02 \x01(\r\x12\x0c\n\x04last\x18\x03 \x01(\x08\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12\x0f\n\x07records\x18\x05 \x01(\x0c"\x0f\n\rHealthRequest"Y\n\x0bHealthReply\x12\n\n\x02\x64\x63\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x04\x12\r\n\x05\x65poch\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t2\x80\x03\n\x04Sync\x12H\n\x05Watch\x12\x1e.pysyncer.sync.v1.WatchRequest\x1a\x1d.pysyncer.sync.v1.ChangeBatch0\x01\x12J\n\tPullRange\x12\x1e.pysyncer.sync.v1.RangeRequest\x1a\x1d.pysyncer.sync.v1.ChangeBatch\x12L\n\nGetDigests\x12\x1f.pysyncer.sync.v1.DigestRequest\x1a\x1d.pysyncer.sync.v1.DigestTable\x12J\n\tPullSlots\x12\x1e.pysyncer.sync.v1.SlotsRequest\x1a\x1b.pysyncer.sync.v1.SlotBatch0\x01\x12H\n\x06Health\x12\x1f.pysyncer.sync.v1.HealthRequest\x1a\x1d.pysyncer.sync.v1.HealthReplyb\x06proto3'
+    b'\n\nsync.proto\x12\x10pysyncer.sync.v1"T\n\x0cWatchRequest\x12\n\n\x02\x64\x63\x18\x01 \x01(\t\x12\x16\n\x0esince_revision\x18\x02 \x01(\x04\x12\r\n\x05\x65poch\x18\x03 \x01(\t\x12\x11\n\tmax_batch\x18\x04 \x01(\r"\x9e\x01\n\tPeerBatch\x12\n\n\x02\x64\x63\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x04\x12\r\n\x05reset\x18\x04 \x01(\x08\x12\x11\n\theartbeat\x18\x05 \x01(\x08\x12\x0c\n\x04more\x18\x06 \x01(\x08\x12\r\n\x05\x63ount\x18\x07 \x01(\r\x12\x0f\n\x07records\x18\x08 \x01(\x0c\x12\x14\n\x0c\x63ommitted_at\x18\t \x01(\x01"J\n\x0cRangeRequest\x12\r\n\x05since\x18\x01 \x01(\x04\x12\r\n\x05until\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\x12\r\n\x05\x65poch\x18\x04 \x01(\t"\x1b\n\rDigestRequest\x12\n\n\x02\x64\x63\x18\x01 \x01(\t"I\n\x0b\x44igestTable\x12\n\n\x02\x64\x63\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x04\x12\r\n\x05\x65poch\x18\x03 \x01(\t\x12\r\n\x05table\x18\x04 \x01(\x0c"\x1d\n\x0cSlotsRequest\x12\r\n\x05slots\x18\x01 \x03(\r"S\n\tSlotBatch\x12\n\n\x02\x64\x63\x18\x01 \x01(\t\x12\x0c\n\x04slot\x18\x02 \x01(\r\x12\x0c\n\x04last\x18\x03 \x01(\x08\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12\x0f\n\x07records\x18\x05 \x01(\x0c"\x0f\n\rHealthRequest"Y\n\x0bHealthReply\x12\n\n\x02\x64\x63\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x04\x12\r\n\x05\x65poch\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t2\xfc\x02\n\x04Sync\x12\x46\n\x05Watch\x12\x1e.pysyncer.sync.v1.WatchRequest\x1a\x1b.pysyncer.sync.v1.PeerBatch0\x01\x12H\n\tPullRange\x12\x1e.pysyncer.sync.v1.RangeRequest\x1a\x1b.pysyncer.sync.v1.PeerBatch\x12L\n\nGetDigests\x12\x1f.pysyncer.sync.v1.DigestRequest\x1a\x1d.pysyncer.sync.v1.DigestTable\x12J\n\tPullSlots\x12\x1e.pysyncer.sync.v1.SlotsRequest\x1a\x1b.pysyncer.sync.v1.SlotBatch0\x01\x12H\n\x06Health\x12\x1f.pysyncer.sync.v1.HealthRequest\x1a\x1d.pysyncer.sync.v1.HealthReplyb\x06proto3'
 )
 
 _globals = globals()
@@ -32,22 +32,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
     DESCRIPTOR._loaded_options = None
     _globals["_WATCHREQUEST"]._serialized_start = 32
     _globals["_WATCHREQUEST"]._serialized_end = 116
-    _globals["_CHANGEBATCH"]._serialized_start = 119
-    _globals["_CHANGEBATCH"]._serialized_end = 279
-    _globals["_RANGEREQUEST"]._serialized_start = 281
-    _globals["_RANGEREQUEST"]._serialized_end = 355
-    _globals["_DIGESTREQUEST"]._serialized_start = 357
-    _globals["_DIGESTREQUEST"]._serialized_end = 384
-    _globals["_DIGESTTABLE"]._serialized_start = 386
-    _globals["_DIGESTTABLE"]._serialized_end = 459
-    _globals["_SLOTSREQUEST"]._serialized_start = 461
-    _globals["_SLOTSREQUEST"]._serialized_end = 490
-    _globals["_SLOTBATCH"]._serialized_start = 492
-    _globals["_SLOTBATCH"]._serialized_end = 575
-    _globals["_HEALTHREQUEST"]._serialized_start = 577
-    _globals["_HEALTHREQUEST"]._serialized_end = 592
-    _globals["_HEALTHREPLY"]._serialized_start = 594
-    _globals["_HEALTHREPLY"]._serialized_end = 683
-    _globals["_SYNC"]._serialized_start = 686
-    _globals["_SYNC"]._serialized_end = 1070
+    _globals["_PEERBATCH"]._serialized_start = 119
+    _globals["_PEERBATCH"]._serialized_end = 277
+    _globals["_RANGEREQUEST"]._serialized_start = 279
+    _globals["_RANGEREQUEST"]._serialized_end = 353
+    _globals["_DIGESTREQUEST"]._serialized_start = 355
+    _globals["_DIGESTREQUEST"]._serialized_end = 382
+    _globals["_DIGESTTABLE"]._serialized_start = 384
+    _globals["_DIGESTTABLE"]._serialized_end = 457
+    _globals["_SLOTSREQUEST"]._serialized_start = 459
+    _globals["_SLOTSREQUEST"]._serialized_end = 488
+    _globals["_SLOTBATCH"]._serialized_start = 490
+    _globals["_SLOTBATCH"]._serialized_end = 573
+    _globals["_HEALTHREQUEST"]._serialized_start = 575
+    _globals["_HEALTHREQUEST"]._serialized_end = 590
+    _globals["_HEALTHREPLY"]._serialized_start = 592
+    _globals["_HEALTHREPLY"]._serialized_end = 681
+    _globals["_SYNC"]._serialized_start = 684
+    _globals["_SYNC"]._serialized_end = 1064
 # @@protoc_insertion_point(module_scope)

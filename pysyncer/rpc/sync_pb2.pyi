@@ -26,7 +26,7 @@ class WatchRequest(_message.Message):
         max_batch: _Optional[int] = ...,
     ) -> None: ...
 
-class ChangeBatch(_message.Message):
+class PeerBatch(_message.Message):
     __slots__ = (
         "dc",
         "epoch",

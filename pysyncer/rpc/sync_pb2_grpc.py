@@ -41,13 +41,13 @@ class SyncStub:
         self.Watch = channel.unary_stream(
             "/pysyncer.sync.v1.Sync/Watch",
             request_serializer=sync__pb2.WatchRequest.SerializeToString,
-            response_deserializer=sync__pb2.ChangeBatch.FromString,
+            response_deserializer=sync__pb2.PeerBatch.FromString,
             _registered_method=True,
         )
         self.PullRange = channel.unary_unary(
             "/pysyncer.sync.v1.Sync/PullRange",
             request_serializer=sync__pb2.RangeRequest.SerializeToString,
-            response_deserializer=sync__pb2.ChangeBatch.FromString,
+            response_deserializer=sync__pb2.PeerBatch.FromString,
             _registered_method=True,
         )
         self.GetDigests = channel.unary_unary(
@@ -114,12 +114,12 @@ def add_SyncServicer_to_server(servicer, server):
         "Watch": grpc.unary_stream_rpc_method_handler(
             servicer.Watch,
             request_deserializer=sync__pb2.WatchRequest.FromString,
-            response_serializer=sync__pb2.ChangeBatch.SerializeToString,
+            response_serializer=sync__pb2.PeerBatch.SerializeToString,
         ),
         "PullRange": grpc.unary_unary_rpc_method_handler(
             servicer.PullRange,
             request_deserializer=sync__pb2.RangeRequest.FromString,
-            response_serializer=sync__pb2.ChangeBatch.SerializeToString,
+            response_serializer=sync__pb2.PeerBatch.SerializeToString,
         ),
         "GetDigests": grpc.unary_unary_rpc_method_handler(
             servicer.GetDigests,
@@ -166,7 +166,7 @@ class Sync:
             target,
             "/pysyncer.sync.v1.Sync/Watch",
             sync__pb2.WatchRequest.SerializeToString,
-            sync__pb2.ChangeBatch.FromString,
+            sync__pb2.PeerBatch.FromString,
             options,
             channel_credentials,
             insecure,
@@ -196,7 +196,7 @@ class Sync:
             target,
             "/pysyncer.sync.v1.Sync/PullRange",
             sync__pb2.RangeRequest.SerializeToString,
-            sync__pb2.ChangeBatch.FromString,
+            sync__pb2.PeerBatch.FromString,
             options,
             channel_credentials,
             insecure,

@@ -362,7 +362,7 @@ class GarbagePeer(pb_grpc.SyncServicer):
         return pb.DigestTable(dc="dc-evil", revision=5, epoch="e1", table=b"\x01\x02\x03")
 
     async def Watch(self, request: Any, context: Any) -> Any:
-        yield pb.ChangeBatch(dc="dc-evil", epoch="e1", revision=6, records=b"\xc1garbage\xff")
+        yield pb.PeerBatch(dc="dc-evil", epoch="e1", revision=6, records=b"\xc1garbage\xff")
 
     async def PullSlots(self, request: Any, context: Any) -> Any:
         yield pb.SlotBatch(dc="dc-evil", last=True, records=b"\xc1\xc1")

@@ -23,8 +23,8 @@ from grpc import aio
 from pysyncer._core import digest
 from pysyncer.model import Instance, Record, ServiceKey
 from pysyncer.rpc import (
-    ChangeBatch,
     PayloadError,
+    PeerBatch,
     RequestRejectedError,
     SyncClient,
     SyncServer,
@@ -139,11 +139,11 @@ async def client(server: SyncServer) -> AsyncIterator[SyncClient]:
         yield c
 
 
-async def _next(stream: AsyncIterator[ChangeBatch]) -> ChangeBatch:
+async def _next(stream: AsyncIterator[PeerBatch]) -> PeerBatch:
     return await asyncio.wait_for(anext(stream), WAIT)
 
 
-async def _next_records(stream: AsyncIterator[ChangeBatch]) -> ChangeBatch:
+async def _next_records(stream: AsyncIterator[PeerBatch]) -> PeerBatch:
     while True:
         batch = await _next(stream)
         if not batch.heartbeat:
@@ -302,16 +302,16 @@ def _payload(rows: object, services: object = (("d/p", "e", "a", "n", "v"),)) ->
     ids=lambda v: v if isinstance(v, str) else None,
 )
 def test_malformed_payloads_raise_payload_errors(payload: bytes, count: int, needle: str) -> None:
-    msg = pb.ChangeBatch(dc=DC, revision=10, count=count, records=payload)
+    msg = pb.PeerBatch(dc=DC, revision=10, count=count, records=payload)
     with pytest.raises(PayloadError, match=re.escape(needle)) as info:
-        codec.read_change_batch(msg)
+        codec.read_peer_batch(msg)
     assert isinstance(info.value, ValueError)
 
 
 def test_codec_round_trip_and_encoding_checks() -> None:
     records = [_rec("a", revision=1), Record(DC, PAY, "b", 2, None)]
-    msg = codec.change_batch(DC, "e", 2, records)
-    assert codec.read_change_batch(pb.ChangeBatch.FromString(msg.SerializeToString())).records == (
+    msg = codec.peer_batch(DC, "e", 2, records)
+    assert codec.read_peer_batch(pb.PeerBatch.FromString(msg.SerializeToString())).records == (
         tuple(records)
     )
     with pytest.raises(PayloadError, match="exports only its own"):
@@ -355,7 +355,7 @@ async def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(
 
 async def test_a_malformed_batch_from_a_peer_raises_payload_error_in_the_client() -> None:
     async def watch(request: bytes, context: object) -> AsyncIterator[bytes]:
-        yield pb.ChangeBatch(dc=DC, revision=1, count=1, records=b"\xc1").SerializeToString()
+        yield pb.PeerBatch(dc=DC, revision=1, count=1, records=b"\xc1").SerializeToString()
 
     rogue = aio.server()
     handler = grpc.method_handlers_generic_handler(

@@ -15,9 +15,9 @@ from pysyncer._core import digest as core_digest
 from pysyncer.adapters.base import AdapterError, LocalRef
 from pysyncer.adapters.embedded import EmbeddedAdapter
 from pysyncer.model import ORIGIN_DC_PROPERTY, ORIGIN_ID_PROPERTY, Instance, Record, ServiceKey
-from pysyncer.servicecenter.core import EmbeddedRegistry
 from pysyncer.rpc.client import SyncClient
 from pysyncer.rpc.server import SyncServer
+from pysyncer.servicecenter.core import EmbeddedRegistry
 from pysyncer.store.base import Fence
 from pysyncer.store.sqlite import SqliteStore
 from pysyncer.sync import exporter as exporter_module
@@ -634,11 +634,11 @@ class _Batches:
 
 
 async def test_peer_link_applies_queued_batches_together(side: Side) -> None:
-    from pysyncer.rpc.codec import ChangeBatch
+    from pysyncer.rpc.codec import PeerBatch
 
     await side.store.set_cursor("dc2", 0, "e")
     batches = [
-        ChangeBatch(
+        PeerBatch(
             "dc2",
             "e",
             k + 1,
@@ -647,8 +647,8 @@ async def test_peer_link_applies_queued_batches_together(side: Side) -> None:
         )
         for k in range(40)
     ]
-    batches.append(ChangeBatch("dc2", "e", 41, (tombstone("dc2", "r0", 41),)))
-    batches.append(ChangeBatch("dc2", "e", 42, heartbeat=True))
+    batches.append(PeerBatch("dc2", "e", 41, (tombstone("dc2", "r0", 41),)))
+    batches.append(PeerBatch("dc2", "e", 42, heartbeat=True))
     calls: list[int] = []
     apply = side.importer.apply
 
