@@ -2,101 +2,225 @@
 
 Usage::
 
-    python -m benchmarks.bench_mixed [--count N] [--eureka-poll SECONDS]
-                                     [--sources KIND[,KIND]] [--new-services] [--json]
+    python -m benchmarks.bench_mixed [--count N] [--sources KIND[,KIND]] [--new-services]
+                                     [--json]
 
-Starts the four-data-center pool of ``tests/mixed_helpers.py`` (real ``pysyncer
-daemon`` subprocesses on 127.0.0.121-124: the embedded registry, the Eureka fake with
-``poll-interval`` = ``--eureka-poll``, the Consul fake in agent mode, a real ZooKeeper
-with Dubbo providers). For each source kind it registers N instances one after the
-other (instances of one service; ``--new-services``: each under a service of its own),
-natively (as the registry's own client), and measures from just before the
-registration call until each of the three other registries shows the copy (polled as
-that registry's client, every few ms); then it unregisters the instance and measures
-until the copy is gone from every other registry. Prints, per source -> destination
-pair, the median, min and max in ms for "appear" and "remove".
+Two data centers of different registry kinds, each a real ``pysyncer daemon``
+subprocess (on 127.0.0.121 and .122), with registries that run for real here:
 
-Each registration and each removal starts after a random pause of up to one Eureka
-poll interval, so it lands at a random phase of the Eureka adapter's polling (starting
-right after the previous change was seen would always land just after a poll).
+* ``servicecomb``: the daemon's embedded registry, driven through the Service-Center
+  REST API (:class:`pysyncer.procs.RegistryClient`);
+* ``etcd``: a real etcd (Debian ``etcd-server``, :class:`pysyncer.procs.EtcdServer`)
+  read by the daemon's ``etcd`` adapter in the Kratos layout, driven as a Kratos
+  application would write it (JSON values under ``/microservices/<name>/<id>``), here
+  through etcd's own JSON gateway (``/v3/kv/*``).
 
-Resolution: one polling round of the destination registries (about 5-20 ms on the
-2-core machine). The Eureka fake answers current data, so Eureka as a source costs up
-to one ``poll-interval`` (half of it on average) plus a request; a real Eureka server
-adds its read cache refresh (30 s by default).
+For each source kind it registers N instances one after the other (instances of one
+service; ``--new-services``: each under a service of its own), natively, and measures
+from just before the registration call until the other registry shows the copy (polled
+as that registry's client, every few ms); then it unregisters the instance and measures
+until the copy is gone. Prints, per source -> destination pair, the median, min and max
+in ms for "appear" and "remove". Registries the tests only have as fakes (Eureka,
+Consul, Nacos) are not measured here: a figure would measure the fake.
+
+Resolution: one polling round of the destination registry (a few ms on the 2-core
+machine). Every process is started here and stopped by its pid; every wait is bounded.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import itertools
 import json
 import platform
-import random
 import statistics
+import sys
 import tempfile
 import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pysyncer import procs
 from pysyncer._core import IMPLEMENTATION
-from tests.support.mixed import KINDS, MixedPool, Native, Side, census
-from tests.support.zk import zookeeper_available
+from pysyncer.model import ORIGIN_DC_PROPERTY, ORIGIN_ID_PROPERTY
+from pysyncer.procs import DaemonProcess, EtcdServer, RegistryClient, find_etcd
 
-HOSTS = ("127.0.0.121", "127.0.0.122", "127.0.0.123", "127.0.0.124")
+HOSTS = ("127.0.0.121", "127.0.0.122")
+KINDS = ("servicecomb", "etcd")
+KRATOS_PREFIX = "/microservices/"
 LABEL = {"servicecomb": "embedded"}
 POLL = 0.003  # s between polling rounds
 BOUND = 30.0  # s: a copy not seen by then is an error
+
+
+@dataclass(frozen=True)
+class Native:
+    """One instance registered natively in its own registry."""
+
+    dc: str
+    native_id: str  # the id the copies carry as their origin id
+    handle: tuple[str, str]  # what unregisters it (service id and instance id, or the key)
+
+    @property
+    def origin(self) -> str:
+        return f"{self.dc}/{self.native_id}"
+
+
+class ScSide:
+    """The embedded registry, as a Service-Center application sees it."""
+
+    kind = "servicecomb"
+
+    def __init__(self, daemon: DaemonProcess) -> None:
+        self.dc = daemon.dc
+        self.client = RegistryClient(daemon.registry)
+        self._services: dict[str, str] = {}
+
+    def register(self, tag: str, ip: str, port: int, props: dict[str, str]) -> Native:
+        sid = self._services.get(tag)
+        if sid is None:
+            sid = self._services[tag] = self.client.create_service("bench", f"stock-{tag}")
+        iid = self.client.register(sid, f"host-{ip}", [f"rest://{ip}:{port}"], properties=props)
+        return Native(self.dc, iid, (sid, iid))
+
+    def unregister(self, native: Native) -> None:
+        self.client.unregister(*native.handle)
+
+    def copies(self) -> set[str]:
+        return set(self.client.copy_origins(timeout=5))
+
+
+class EtcdSide:
+    """A real etcd in the Kratos layout, as a Kratos application writes and reads it."""
+
+    kind = "etcd"
+
+    def __init__(self, dc: str, server: EtcdServer) -> None:
+        self.dc = dc
+        self.base = f"http://{server.endpoint}/v3/kv"
+
+    def _call(self, op: str, body: dict[str, str]) -> Any:
+        data = json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.base}/{op}", data=data, method="POST")
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return json.loads(response.read())
+
+    def register(self, tag: str, ip: str, port: int, props: dict[str, str]) -> Native:
+        iid = uuid.uuid4().hex
+        name = f"stock-{tag}"
+        value = {
+            "id": iid,
+            "name": name,
+            "version": "1.0.0",
+            "metadata": props,
+            "endpoints": [f"grpc://{ip}:{port}"],
+        }
+        key = f"{KRATOS_PREFIX}{name}/{iid}"
+        self._call("put", {"key": _b64(key), "value": _b64(json.dumps(value))})
+        return Native(self.dc, iid, (key, ""))
+
+    def unregister(self, native: Native) -> None:
+        self._call("deleterange", {"key": _b64(native.handle[0])})
+
+    def copies(self) -> set[str]:
+        prefix = KRATOS_PREFIX.encode()
+        end = prefix[:-1] + bytes([prefix[-1] + 1])
+        answer = self._call("range", {"key": _b64(prefix), "range_end": _b64(end)})
+        found = set()
+        for kv in answer.get("kvs") or ():
+            meta = json.loads(base64.b64decode(kv["value"])).get("metadata") or {}
+            if ORIGIN_DC_PROPERTY in meta:
+                found.add(f"{meta[ORIGIN_DC_PROPERTY]}/{meta.get(ORIGIN_ID_PROPERTY, '')}")
+        return found
+
+
+Side = ScSide | EtcdSide
+
+
+def _b64(text: str | bytes) -> str:
+    raw = text.encode() if isinstance(text, str) else text
+    return base64.b64encode(raw).decode()
 
 
 def label(kind: str) -> str:
     return LABEL.get(kind, kind)
 
 
-def has_copy(side: Side, native: Native) -> bool:
-    return native.native_id in census(side).copies.get(native.dc, {})
-
-
-def wait_all(
-    targets: dict[str, Side], native: Native, present: bool, start: float
-) -> dict[str, float]:
+def wait_all(targets: list[Side], native: Native, present: bool, start: float) -> dict[str, float]:
     """Seconds from ``start`` until each target shows (``present``) or lost the copy."""
     done: dict[str, float] = {}
     deadline = start + BOUND
     while len(done) < len(targets):
-        for kind, side in targets.items():
-            if kind not in done and has_copy(side, native) == present:
-                done[kind] = time.perf_counter() - start
+        for side in targets:
+            if side.kind not in done and (native.origin in side.copies()) == present:
+                done[side.kind] = time.perf_counter() - start
         if time.perf_counter() > deadline:
-            missing = sorted(set(targets) - set(done))
-            raise SystemExit(f"{native.kind} {native.native_id}: not seen in {missing}")
+            missing = sorted({s.kind for s in targets} - set(done))
+            raise SystemExit(f"{native.origin}: not seen in {missing}")
         time.sleep(POLL)
     return done
 
 
-def run(count: int, eureka_poll: float, sources: list[str], new_services: bool) -> dict[str, Any]:
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, *logged: Any) -> float:
+    return procs.eventually(condition, timeout, what, *logged, interval=0.05, error=TimeoutError)
+
+
+def streaming(daemons: list[DaemonProcess]) -> bool:
+    """Every daemon streams from every other data center."""
+    for daemon in daemons:
+        remote = daemon.status().get("remote") or {}
+        others = {d.dc for d in daemons} - {daemon.dc}
+        if any(remote.get(dc, {}).get("state") != "streaming" for dc in others):
+            return False
+    return True
+
+
+def start_pool(workdir: Path, etcd: EtcdServer) -> tuple[list[DaemonProcess], dict[str, Side]]:
+    """The two daemons (appended to the list as they start, so the caller stops them)."""
+    daemons: list[DaemonProcess] = []
+    a = DaemonProcess("ma", HOSTS[0], workdir, "dc-ma")
+    daemons.append(a)
+    config = workdir / "mb.toml"
+    config.write_text('[adapter]\nlayout = "kratos"\nrequest-timeout = 3\n')
+    b = DaemonProcess(
+        "mb", HOSTS[1], workdir, "dc-mb", "--plugin", "etcd", "--sc-addr", etcd.endpoint,
+        "--config", str(config), "--join", a.bind,
+    )  # fmt: skip
+    daemons.append(b)
+    return daemons, {"servicecomb": ScSide(a), "etcd": EtcdSide(b.dc, etcd)}
+
+
+def run(count: int, sources: list[str], new_services: bool, binary: str) -> dict[str, Any]:
     appear: dict[str, list[float]] = {}
     remove: dict[str, list[float]] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-mixed-") as tmp:
-        pool = MixedPool(Path(tmp), prefix="bm", hosts=HOSTS, eureka_poll=eureka_poll)
+    tags = itertools.count(1)
+    with tempfile.TemporaryDirectory(prefix="bench-mixed-") as tmp, EtcdServer(binary) as etcd:
+        daemons: list[DaemonProcess] = []
         try:
+            daemons, sides = start_pool(Path(tmp), etcd)
+            wait_until(lambda: all(d.ready() for d in daemons), 40, "daemons up", *daemons)
+            wait_until(lambda: streaming(daemons), 40, "every link streaming", *daemons)
             for n, source in enumerate(sources):
-                side = pool.by_kind(source)
-                targets = {s.kind: s for s in pool.sides.values() if s.kind != source}
+                side = sides[source]
+                targets = [s for kind, s in sides.items() if kind != source]
                 for k in range(count):
-                    time.sleep(random.uniform(0, eureka_poll))  # a random Eureka poll phase
-                    props = {"bench": str(k)}
+                    tag = f"t{next(tags)}" if new_services else "bench"
                     start = time.perf_counter()
-                    tag = pool.tag() if new_services else "bench"
-                    native = side.register(tag, f"10.30.{n}.{k + 1}", 7000 + k, props)
+                    native = side.register(tag, f"10.30.{n}.{k + 1}", 7000 + k, {"bench": str(k)})
                     for kind, seconds in wait_all(targets, native, True, start).items():
                         appear.setdefault(f"{label(source)} -> {label(kind)}", []).append(seconds)
-                    time.sleep(random.uniform(0, eureka_poll))
                     start = time.perf_counter()
                     side.unregister(native)
                     for kind, seconds in wait_all(targets, native, False, start).items():
                         remove.setdefault(f"{label(source)} -> {label(kind)}", []).append(seconds)
         finally:
-            pool.close()
+            for daemon in daemons:
+                daemon.stop()
 
     def summary(values: list[float]) -> dict[str, float]:
         ms = [v * 1000 for v in values]
@@ -106,21 +230,17 @@ def run(count: int, eureka_poll: float, sources: list[str], new_services: bool) 
         "implementation": IMPLEMENTATION,
         "python": platform.python_version(),
         "count": count,
-        "eureka_poll_s": eureka_poll,
         "new_services": new_services,
         "appear": {pair: summary(v) for pair, v in appear.items()},
         "remove": {pair: summary(v) for pair, v in remove.items()},
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else "")
     parser.add_argument("--count", type=int, default=20, help="registrations per source kind")
-    parser.add_argument("--eureka-poll", type=float, default=0.5, help="Eureka poll-interval, s")
     parser.add_argument(
-        "--sources",
-        default=",".join(KINDS),
-        help="source kinds (servicecomb = the embedded registry, eureka, consul, zookeeper)",
+        "--sources", default=",".join(KINDS), help="source kinds (servicecomb = embedded, etcd)"
     )
     parser.add_argument(
         "--new-services",
@@ -131,19 +251,19 @@ def main() -> None:
     args = parser.parse_args()
     sources = [s.strip() for s in args.sources.split(",") if s.strip()]
     unknown = set(sources) - set(KINDS)
-    if unknown:
-        parser.error(f"unknown source kinds {sorted(unknown)}; known: {', '.join(KINDS)}")
-    reason = zookeeper_available()
-    if reason is not None:
-        raise SystemExit(reason)
-    result = run(args.count, args.eureka_poll, sources, args.new_services)
+    if unknown or args.count < 1:
+        parser.error(f"--count >= 1; source kinds among {', '.join(KINDS)} (not {unknown})")
+    binary = find_etcd()
+    if binary is None:
+        print("etcd not installed (apt-get install etcd-server)", file=sys.stderr)
+        return 2
+    result = run(args.count, sources, args.new_services, binary)
     if args.json:
         print(json.dumps(result, indent=2))
-        return
+        return 0
     print(
         f"propagation between registry kinds ({result['implementation']} core, "
         f"Python {result['python']}, {args.count} registrations per source, "
-        f"Eureka poll-interval {args.eureka_poll:g} s, "
         + ("a new service per registration)" if args.new_services else "one service per source)")
     )
     print(
@@ -153,7 +273,8 @@ def main() -> None:
         gone = result["remove"][pair]
         span = f"{fig['median_ms']:.0f} ({fig['min_ms']:.0f}-{fig['max_ms']:.0f})"
         print(f"{pair:32} {span:>30} {gone['median_ms']:>18.0f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
