@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,7 +69,7 @@ class Scenario:
     def table(self) -> list[str]:
         return self.state.registry_table(self.observer, self.cluster.links)
 
-    def run_in_background(self, work: Any) -> None:
+    def run_in_background(self, work: Coroutine[Any, Any, None]) -> None:
         self.background.append(asyncio.get_running_loop().create_task(work))
 
     async def wait(
