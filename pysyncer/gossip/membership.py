@@ -9,18 +9,19 @@ the reaping of dead members at each wrap.
 It is synchronous and owns no sockets: the network node feeds it decoded news and
 implements :class:`MembershipDelegate` to send broadcasts and deliver events. Time comes
 from a :class:`~pysyncer.gossip.clock.Clock` (the event loop, or a virtual clock in the
-simulator), so every rule here is testable without real time.
+simulator), so every rule here is testable without real time. Member statuses are
+:class:`~pysyncer.gossip.messages.NodeStatus`, the wire enum, re-exported here.
 """
 
 from __future__ import annotations
 
-import enum
 import random
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from pysyncer.gossip.clock import Clock
+from pysyncer.gossip.messages import NodeStatus
 from pysyncer.gossip.timing import (
     Awareness,
     GossipProfile,
@@ -38,15 +39,6 @@ __all__ = [
     "NodeStatus",
     "RemoteNodeState",
 ]
-
-
-class NodeStatus(enum.IntEnum):
-    """memberlist's node states; the numbers are on the wire in push/pull (append only)."""
-
-    ALIVE = 0
-    SUSPECT = 1
-    DEAD = 2
-    LEFT = 3
 
 
 @dataclass(slots=True)

@@ -38,11 +38,13 @@ __all__ = [
     "MessageType",
     "NackResp",
     "NodeKeyResponse",
-    "NodeState",
+    "NodeStatus",
     "Ping",
     "PushNodeState",
     "PushPull",
     "PushPullHeader",
+    "PushPullUserEvent",
+    "PushPullUserEvents",
     "QueryFlag",
     "RelayHeader",
     "SerfJoin",
@@ -53,8 +55,6 @@ __all__ = [
     "SerfQueryResponse",
     "SerfUserEvent",
     "Suspect",
-    "UserEvent",
-    "UserEvents",
     "UserMsgHeader",
     "decode_push_pull",
     "decode_relay",
@@ -103,8 +103,11 @@ class SerfMessageType(IntEnum):
     RELAY = 9
 
 
-class NodeState(IntEnum):
-    """memberlist NodeStateType (Go int)."""
+class NodeStatus(IntEnum):
+    """memberlist NodeStateType (Go int), the ``State`` of a push/pull node entry.
+
+    WARNING: append only, never renumber.
+    """
 
     ALIVE = 0
     SUSPECT = 1
@@ -588,8 +591,11 @@ class NodeKeyResponse(_SerfMessage):
 
 
 @dataclass(frozen=True, slots=True)
-class UserEvent(_Struct):
-    """One event kept in Serf's event buffer (serf ``userEvent``)."""
+class PushPullUserEvent(_Struct):
+    """One user event of Serf's push/pull event ring (serf ``userEvent``).
+
+    The wire shape only; the event Serf delivers is :class:`pysyncer.gossip.lamport.UserEvent`.
+    """
 
     GO_FIELDS: ClassVar[tuple[tuple[str, str, str, bool], ...]] = (
         ("name", "Name", "str", False),
@@ -600,11 +606,11 @@ class UserEvent(_Struct):
 
 
 @dataclass(frozen=True, slots=True)
-class UserEvents:
-    """The events of one Lamport time (serf ``userEvents``)."""
+class PushPullUserEvents:
+    """The user events of one Lamport time in the push/pull ring (serf ``userEvents``)."""
 
     ltime: int
-    events: tuple[UserEvent, ...]
+    events: tuple[PushPullUserEvent, ...]
 
     def to_struct(self, *, sorted_fields: bool = True) -> dict[str, object]:
         events: object = [event.to_struct(sorted_fields=sorted_fields) for event in self.events]
@@ -613,14 +619,14 @@ class UserEvents:
         return {"LTime": self.ltime, "Events": events}
 
     @classmethod
-    def from_struct(cls, raw: object) -> UserEvents:
+    def from_struct(cls, raw: object) -> PushPullUserEvents:
         fields = _as_map(raw, "userEvents")
         events = fields.get(b"Events")
         if events is not None and type(events) is not list:
             raise _bad("userEvents.Events", events)
         return cls(
             _decode_field("u64", fields.get(b"LTime"), "userEvents.LTime"),
-            tuple(UserEvent.from_struct(event) for event in events or ()),
+            tuple(PushPullUserEvent.from_struct(event) for event in events or ()),
         )
 
 
@@ -636,7 +642,7 @@ class SerfPushPull:
     status_ltimes: Mapping[str, int]
     left_members: tuple[str, ...]
     event_ltime: int
-    events: tuple[UserEvents | None, ...]
+    events: tuple[PushPullUserEvents | None, ...]
     query_ltime: int
 
     def to_struct(self, *, sorted_fields: bool = True) -> dict[str, object]:
@@ -672,7 +678,9 @@ class SerfPushPull:
             },
             left_members=left or (),
             event_ltime=_decode_field("u64", fields.get(b"EventLTime"), "EventLTime"),
-            events=tuple(None if e is None else UserEvents.from_struct(e) for e in events or ()),
+            events=tuple(
+                None if e is None else PushPullUserEvents.from_struct(e) for e in events or ()
+            ),
             query_ltime=_decode_field("u64", fields.get(b"QueryLTime"), "QueryLTime"),
         )
 

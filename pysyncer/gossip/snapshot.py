@@ -27,15 +27,16 @@ from pathlib import Path
 from typing import IO
 
 from pysyncer.gossip.serf import EventType, MemberEvent, Serf, SerfEvent
+from pysyncer.hostport import format_host_port, parse_host_port
 
-__all__ = ["SerfSnapshot", "SnapshotState", "Snapshotter", "read_snapshot"]
+__all__ = ["SerfSnapshot", "SerfSnapshotState", "Snapshotter", "read_snapshot"]
 
 MIN_COMPACT_SIZE = 128 * 1024
 BYTES_PER_MEMBER = 128
 
 
 @dataclass
-class SnapshotState:
+class SerfSnapshotState:
     """What a snapshot file says about the node's last run."""
 
     alive: dict[str, str] = field(default_factory=dict)  # name -> "ip:port"
@@ -46,7 +47,7 @@ class SnapshotState:
     skipped_lines: int = 0
 
 
-def _parse(state: SnapshotState, line: str) -> None:
+def _parse(state: SerfSnapshotState, line: str) -> None:
     if line.startswith("alive: "):
         name, _, address = line[len("alive: ") :].rpartition(" ")
         if not name or not address:
@@ -71,9 +72,9 @@ def _parse(state: SnapshotState, line: str) -> None:
         raise ValueError(line)
 
 
-def read_snapshot(path: str | Path) -> SnapshotState:
+def read_snapshot(path: str | Path) -> SerfSnapshotState:
     """The state a snapshot file describes; a missing file is an empty state."""
-    state = SnapshotState()
+    state = SerfSnapshotState()
     try:
         handle = open(path, encoding="utf-8", errors="replace")  # noqa: SIM115
     except FileNotFoundError:
@@ -223,9 +224,9 @@ class SerfSnapshot:
         for name, address in sorted(state.alive.items()):
             if name == self.serf.name:
                 continue
-            host, _, port = address.rpartition(":")
-            if host and port.isdigit():
-                addresses.append((host.strip("[]"), int(port)))
+            with contextlib.suppress(ValueError):
+                host, port = parse_host_port(address)
+                addresses.append((host, port))
         return addresses
 
     def start(self) -> None:
@@ -237,8 +238,7 @@ class SerfSnapshot:
             return
         member = event.member
         if event.type in (EventType.MEMBER_JOIN, EventType.MEMBER_UPDATE):
-            host = f"[{member.addr}]" if ":" in member.addr else member.addr
-            self.snapshotter.alive(member.name, f"{host}:{member.port}")
+            self.snapshotter.alive(member.name, format_host_port(member.addr, member.port))
         else:
             self.snapshotter.not_alive(member.name)
 

@@ -52,7 +52,7 @@ def test_real_agent_push_pull_reply() -> None:
     data = _golden("serf_push_pull_reply.bin")
     reply = m.decode_push_pull(data)
     assert reply.join and [n.name for n in reply.nodes] == ["g1"]
-    assert reply.nodes[0].state == m.NodeState.ALIVE
+    assert reply.nodes[0].state == m.NodeStatus.ALIVE
     serf = m.SerfPushPull.from_bytes(reply.user_state)
     assert serf.status_ltimes == {"g1": 0}  # before our join intent reached it
     assert len(serf.events) == 512 and serf.left_members == ()

@@ -151,7 +151,9 @@ def test_join_with_ignore_old_skips_earlier_events() -> None:
     a.serf.user_event("old", b"")
     raw = a.serf.local_state(join=True)
     b = Harness("b")
-    b.serf._ignore_old_events = True  # what Serf.join(ignore_old=True) sets around the join
+    b.serf._delegate.ignore_old_events = (
+        True  # what Serf.join(ignore_old=True) sets around the join
+    )
     b.serf.merge_remote_state(raw, join=True)
     assert b.user_events() == []
 
@@ -286,7 +288,7 @@ def test_reap_removes_tombstones_and_failed_members() -> None:
     h.clock.advance(60)
     assert h.serf.member("n2") is None
     h.clock.advance(profile.recent_intent_timeout)
-    assert "ghost" not in h.serf._intents
+    assert not h.serf.intent_pending("ghost")
 
 
 def test_prune_erases_a_failed_member_at_once() -> None:

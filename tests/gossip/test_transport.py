@@ -25,7 +25,7 @@ from pysyncer.gossip.messages import (
     Compress,
     ErrResp,
     MessageType,
-    NodeState,
+    NodeStatus,
     Ping,
     PushNodeState,
     PushPull,
@@ -407,7 +407,7 @@ async def test_serf_push_pull_join(serf_agent: SerfAgent) -> None:
             port=transport.address[1],
             meta=wire.encode_tags({"role": "pysyncer"}),
             incarnation=1,
-            state=NodeState.ALIVE,
+            state=NodeStatus.ALIVE,
             vsn=VSN,
         )
         user_state = SerfPushPull(
@@ -429,7 +429,7 @@ async def test_serf_push_pull_join(serf_agent: SerfAgent) -> None:
     own = {node.name: node for node in state.nodes}[agent.name]
     assert own.addr == bytes((127, 0, 0, 1))
     assert own.port == agent.port
-    assert own.state == NodeState.ALIVE
+    assert own.state == NodeStatus.ALIVE
     assert own.vsn[:3] == bytes((1, 5, 2))
     assert wire.decode_tags(own.meta or b"") == {}
     serf_state = SerfPushPull.from_bytes(state.user_state)
