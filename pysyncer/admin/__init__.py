@@ -1,6 +1,11 @@
 """The HTTP admin API of a running daemon (JSON on ``--admin-addr``) and its metrics.
 
-Owns request parsing, response shapes and error bodies of the admin contract. It talks
-to the rest of the daemon only through :class:`pysyncer.admin.app.AdminBackend`, so it
-never reaches into gossip or sync internals.
+Owns the admin contract: the payload types (:mod:`~pysyncer.admin.payloads`, a leaf of
+declarations that any layer producing a payload may import), the route table, request
+parsing and error bodies (:mod:`~pysyncer.admin.app`), the presenter that fills the
+answers from the gossip stack and the sync engine (:mod:`~pysyncer.admin.presenter`),
+the Prometheus collectors (:mod:`~pysyncer.admin.metrics`) and the command line's client
+(:mod:`~pysyncer.admin.client`). The server talks to the daemon only through the backend
+protocols of :mod:`~pysyncer.admin.app`; the presenter reads gossip through the
+``GossipStack`` API and sync through ``SyncEngine.status()``, never their internals.
 """
