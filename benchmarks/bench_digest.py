@@ -14,8 +14,8 @@ module (median against median):
   records/s, and single ``add()`` calls/s from a Python loop, over ``N`` records;
 * ``snapshot_diff`` of two N-record snapshots differing in 1% of the records (a
   third added, a third changed, a third removed), ms;
-* ``Snapshot(keys, digests)`` from unsorted array('Q') key hashes and
-  ``Snapshot.from_mapping`` of a dict, ms.
+* ``DigestSnapshot(keys, digests)`` from unsorted array('Q') key hashes and
+  ``DigestSnapshot.from_mapping`` of a dict, ms.
 
 Exits 1 when the compiled module is not built.
 """
@@ -116,7 +116,10 @@ def run(records: int, repeats: int) -> dict[str, Any]:
         table = mod.SlotDigestTable()
         add = table.add
         record_digest = mod.record_digest
-        old_snap, new_snap = mod.Snapshot.from_mapping(old), mod.Snapshot.from_mapping(new)
+        old_snap, new_snap = (
+            mod.DigestSnapshot.from_mapping(old),
+            mod.DigestSnapshot.from_mapping(new),
+        )
 
         def digest_all() -> None:
             for service, fields in digest_inputs:
@@ -133,8 +136,12 @@ def run(records: int, repeats: int) -> dict[str, Any]:
             Metric("snapshot_diff 1%", "ms", records): lambda: mod.snapshot_diff(
                 old_snap, new_snap
             ),
-            Metric("Snapshot(keys, digests)", "ms", records): lambda: mod.Snapshot(keys, values),
-            Metric("Snapshot.from_mapping", "ms", records): lambda: mod.Snapshot.from_mapping(old),
+            Metric("DigestSnapshot(keys, digests)", "ms", records): lambda: mod.DigestSnapshot(
+                keys, values
+            ),
+            Metric("DigestSnapshot.from_mapping", "ms", records): lambda: (
+                mod.DigestSnapshot.from_mapping(old)
+            ),
         }
 
     results: dict[str, Any] = {}
@@ -161,7 +168,7 @@ def run(records: int, repeats: int) -> dict[str, Any]:
             "speedup": speedup,
         }
     diff = compiled.snapshot_diff(
-        compiled.Snapshot(keys, values), compiled.Snapshot.from_mapping(new)
+        compiled.DigestSnapshot(keys, values), compiled.DigestSnapshot.from_mapping(new)
     )
     sizes = {part: len(getattr(diff, part)) for part in ("added", "changed", "removed")}
     if sum(sizes.values()) != records // 100:

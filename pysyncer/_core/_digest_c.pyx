@@ -15,10 +15,10 @@ Owns the anti-entropy arithmetic of the syncer:
   digests of the slot's records: order-independent, O(1) to update, and unlike XOR
   a record counted twice does not cancel out. :func:`diff_slots` lists the slots
   where two tables differ, so only those slots are pulled.
-* :class:`Snapshot` / :func:`snapshot_diff` - key hash -> record digest of one slot or
+* :class:`DigestSnapshot` / :func:`snapshot_diff` - key hash -> record digest of one slot or
   a whole data center, and its added/changed/removed keys against another snapshot.
 
-Why a Snapshot is two parallel sorted uint64 arrays (keys ascending, digests aligned)
+Why a DigestSnapshot is two parallel sorted uint64 arrays (keys ascending, digests aligned)
 rather than a dict: 16 bytes per record instead of ~100 for a dict of Python ints;
 it is sorted once at construction, with the GIL released (a radix sort on the key
 bytes carrying the digests, skipped when the input is already sorted), after which a
@@ -64,8 +64,8 @@ __all__ = [
     "RECORD_FORMAT_VERSION",
     "SLOT_COUNT",
     "TABLE_BYTES",
+    "DigestSnapshot",
     "SlotDigestTable",
-    "Snapshot",
     "SnapshotDiff",
     "Value",
     "diff_slots",
@@ -97,7 +97,7 @@ cdef enum:
     STACK_BYTES = 512          # records up to this size are encoded without malloc
     SMALL_MAP = 24             # maps up to this size are sorted on the stack
     NOGIL_HASH_BYTES = 16384   # digest64 releases the GIL from this input size
-    INSERTION_MAX = 24         # Snapshot sort: smaller buckets use insertion sort
+    INSERTION_MAX = 24         # DigestSnapshot sort: smaller buckets use insertion sort
 
 SLOT_COUNT = N_SLOTS
 TABLE_BYTES = N_SLOTS * 8
@@ -915,11 +915,11 @@ cdef int _sort_pairs(const uint64_t* keys, const uint64_t* vals, uint64_t* out_k
     return 0
 
 
-cdef class Snapshot:
+cdef class DigestSnapshot:
     """An immutable set of (key hash -> record digest), both uint64.
 
     Stored as two parallel arrays, keys ascending (see the module docstring).
-    ``Snapshot(keys, digests)`` takes equal-length sequences of ints or uint64
+    ``DigestSnapshot(keys, digests)`` takes equal-length sequences of ints or uint64
     buffers (array('Q'), read without conversion); a key given twice raises
     ValueError.
     """
@@ -961,7 +961,7 @@ cdef class Snapshot:
 
     @classmethod
     def from_mapping(cls, mapping):
-        """Snapshot of a {key hash: record digest} mapping."""
+        """The snapshot of a {key hash: record digest} mapping."""
         if PyDict_CheckExact(mapping):  # no intermediate lists
             return cls(_dict_u64(mapping, True), _dict_u64(mapping, False))
         return cls(list(mapping.keys()), list(mapping.values()))
@@ -1005,8 +1005,8 @@ cdef class Snapshot:
         return array("Q", self._digests)
 
     def __eq__(self, other):
-        cdef Snapshot that
-        if not isinstance(other, Snapshot):
+        cdef DigestSnapshot that
+        if not isinstance(other, DigestSnapshot):
             return NotImplemented
         that = other
         return self.n == that.n and (
@@ -1018,13 +1018,13 @@ cdef class Snapshot:
     __hash__ = None
 
     def __repr__(self):
-        return f"<Snapshot: {self.n} records>"
+        return f"<DigestSnapshot: {self.n} records>"
 
     def __reduce__(self):
         return (type(self), (self.keys(), self.digests()))
 
 
-def snapshot_diff(Snapshot old not None, Snapshot new not None):
+def snapshot_diff(DigestSnapshot old not None, DigestSnapshot new not None):
     """SnapshotDiff(added, changed, removed) from old to new: one merge pass, no GIL.
 
     added: keys only in new; removed: keys only in old; changed: keys in both whose

@@ -17,10 +17,10 @@ Owns the anti-entropy arithmetic of the syncer:
   digests of the slot's records: order-independent, O(1) to update, and unlike XOR a
   record counted twice does not cancel out. :func:`diff_slots` lists the slots where
   two tables differ, so only those slots are pulled from the peer.
-* :class:`Snapshot` / :func:`snapshot_diff` - key hash -> record digest of one slot or
+* :class:`DigestSnapshot` / :func:`snapshot_diff` - key hash -> record digest of one slot or
   of a whole data center, and its added/changed/removed keys against another one.
 
-Snapshot representation: the compiled module stores two parallel uint64 arrays sorted
+DigestSnapshot representation: the compiled module stores two parallel uint64 arrays sorted
 by key - 16 bytes per record instead of ~100 for a dict of Python ints, sorted once at
 construction (radix sort), after which a diff is one sequential merge pass over both
 snapshots, with no hashing and the GIL released. Pure Python cannot run such a merge
@@ -56,8 +56,8 @@ __all__ = [
     "RECORD_FORMAT_VERSION",
     "SLOT_COUNT",
     "TABLE_BYTES",
+    "DigestSnapshot",
     "SlotDigestTable",
-    "Snapshot",
     "SnapshotDiff",
     "Value",
     "diff_slots",
@@ -336,10 +336,10 @@ def _index_or_none(key: object) -> int | None:
         return None
 
 
-class Snapshot:
+class DigestSnapshot:
     """An immutable set of (key hash -> record digest), both uint64.
 
-    ``Snapshot(keys, digests)`` takes equal-length iterables of ints (or uint64
+    ``DigestSnapshot(keys, digests)`` takes equal-length iterables of ints (or uint64
     buffers such as array('Q')); a key given twice raises ValueError.
     """
 
@@ -358,8 +358,8 @@ class Snapshot:
             raise ValueError(f"duplicate key {duplicate}")
 
     @classmethod
-    def from_mapping(cls, mapping: Mapping[int, int]) -> Snapshot:
-        """Snapshot of a {key hash: record digest} mapping."""
+    def from_mapping(cls, mapping: Mapping[int, int]) -> DigestSnapshot:
+        """The snapshot of a {key hash: record digest} mapping."""
         return cls(list(mapping.keys()), list(mapping.values()))
 
     def _ordered(self) -> list[int]:
@@ -388,25 +388,25 @@ class Snapshot:
         return array("Q", map(self._map.__getitem__, self._ordered()))
 
     def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Snapshot):
+        if not isinstance(other, DigestSnapshot):
             return NotImplemented
         return self._map == other._map
 
     def __repr__(self) -> str:
-        return f"<Snapshot: {len(self._map)} records>"
+        return f"<DigestSnapshot: {len(self._map)} records>"
 
     def __reduce__(self) -> tuple[object, tuple[array[int], array[int]]]:
         return (type(self), (self.keys(), self.digests()))
 
 
-def snapshot_diff(old: Snapshot, new: Snapshot) -> SnapshotDiff:
+def snapshot_diff(old: DigestSnapshot, new: DigestSnapshot) -> SnapshotDiff:
     """SnapshotDiff(added, changed, removed) from old to new.
 
     added: keys only in new; removed: keys only in old; changed: keys in both whose
     digests differ. Each is an ascending array('Q').
     """
-    if not isinstance(old, Snapshot) or not isinstance(new, Snapshot):
-        raise TypeError("snapshot_diff() expects two Snapshot objects")
+    if not isinstance(old, DigestSnapshot) or not isinstance(new, DigestSnapshot):
+        raise TypeError("snapshot_diff() expects two DigestSnapshot objects")
     o, n = old._map, new._map
     get = o.get
     differ = [k for k, d in n.items() if get(k) != d]  # added (get gives None) or changed

@@ -612,7 +612,7 @@ def _naive_diff(old: dict[int, int], new: dict[int, int]) -> tuple[list[int], ..
 
 
 def test_snapshot_basics(dg: ModuleType) -> None:
-    snap = dg.Snapshot([30, 10, U64_MAX, 0, 20], [3, 1, 9, 0, 2])
+    snap = dg.DigestSnapshot([30, 10, U64_MAX, 0, 20], [3, 1, 9, 0, 2])
     assert len(snap) == 5
     assert snap.keys() == array("Q", [0, 10, 20, 30, U64_MAX])
     assert snap.digests() == array("Q", [0, 1, 2, 3, 9])
@@ -623,11 +623,11 @@ def test_snapshot_basics(dg: ModuleType) -> None:
         assert missing not in snap
         assert snap.get(missing) is None
     assert snap.get(False) == 0  # an int-like index
-    same = dg.Snapshot.from_mapping({0: 0, 10: 1, 20: 2, 30: 3, U64_MAX: 9})
+    same = dg.DigestSnapshot.from_mapping({0: 0, 10: 1, 20: 2, 30: 3, U64_MAX: 9})
     assert same == snap
-    assert dg.Snapshot(array("Q", snap.keys()), snap.digests()) == snap
+    assert dg.DigestSnapshot(array("Q", snap.keys()), snap.digests()) == snap
     assert pickle.loads(pickle.dumps(snap)) == snap
-    assert dg.Snapshot([], []) != snap
+    assert dg.DigestSnapshot([], []) != snap
     assert "5 records" in repr(snap)
 
 
@@ -647,7 +647,7 @@ def test_snapshot_basics(dg: ModuleType) -> None:
 )
 def test_snapshot_errors(dg: ModuleType, keys: Any, digests: Any, error: type[Exception]) -> None:
     with pytest.raises(error):
-        dg.Snapshot(keys, digests)
+        dg.DigestSnapshot(keys, digests)
 
 
 ODD_U64_INPUTS: list[Callable[[], Any]] = [
@@ -676,7 +676,7 @@ def test_uint64_input_parity(py: ModuleType, c: ModuleType, make: Callable[[], A
 
     def build(mod: ModuleType) -> tuple[str, Any]:
         try:
-            snap = mod.Snapshot(make(), make())
+            snap = mod.DigestSnapshot(make(), make())
         except Exception as exc:
             return ("error", type(exc))
         return ("ok", (snap.keys().tolist(), snap.digests().tolist()))
@@ -689,10 +689,10 @@ def test_uint64_input_parity(py: ModuleType, c: ModuleType, make: Callable[[], A
 
 def test_from_mapping_checks_keys_before_values(dg: ModuleType) -> None:
     with pytest.raises(TypeError):
-        dg.Snapshot.from_mapping({1: -1, "k": 2})  # bad key (TypeError) beats bad value
+        dg.DigestSnapshot.from_mapping({1: -1, "k": 2})  # bad key (TypeError) beats bad value
     with pytest.raises(OverflowError):
-        dg.Snapshot.from_mapping({1: 2, 3: -1})
-    assert dg.Snapshot.from_mapping(MappingProxyType({3: 1, 2: 2})).keys().tolist() == [2, 3]
+        dg.DigestSnapshot.from_mapping({1: 2, 3: -1})
+    assert dg.DigestSnapshot.from_mapping(MappingProxyType({3: 1, 2: 2})).keys().tolist() == [2, 3]
 
 
 def _key_patterns(n: int, rng: random.Random) -> Iterator[list[int]]:
@@ -708,12 +708,12 @@ def test_snapshot_sorts_large_inputs(dg: ModuleType) -> None:
     rng = random.Random(99)
     for keys in _key_patterns(30000, rng):
         digests = [rng.getrandbits(64) for _ in keys]
-        snap = dg.Snapshot(keys, array("Q", digests))
+        snap = dg.DigestSnapshot(keys, array("Q", digests))
         expected = sorted(zip(keys, digests, strict=True))
         assert snap.keys() == array("Q", [k for k, _ in expected])
         assert snap.digests() == array("Q", [d for _, d in expected])
     with pytest.raises(ValueError):
-        dg.Snapshot([*range(1000, 0, -1), 500], range(1001))
+        dg.DigestSnapshot([*range(1000, 0, -1), 500], range(1001))
 
 
 @st.composite
@@ -741,7 +741,9 @@ def test_snapshot_diff_oracle_and_parity(
     expected = _naive_diff(old, new)
     diffs = []
     for mod in (py, c):
-        diff = mod.snapshot_diff(mod.Snapshot.from_mapping(old), mod.Snapshot.from_mapping(new))
+        diff = mod.snapshot_diff(
+            mod.DigestSnapshot.from_mapping(old), mod.DigestSnapshot.from_mapping(new)
+        )
         assert isinstance(diff, mod.SnapshotDiff)
         assert all(part.typecode == "Q" for part in diff)
         assert tuple(list(part) for part in diff) == expected
@@ -756,8 +758,8 @@ def test_snapshot_structure_parity(
     py: ModuleType, c: ModuleType, pair: tuple[dict[int, int], dict[int, int]]
 ) -> None:
     old, _ = pair
-    ps = py.Snapshot(list(old), list(old.values()))
-    cs = c.Snapshot(array("Q", old), array("Q", old.values()))
+    ps = py.DigestSnapshot(list(old), list(old.values()))
+    cs = c.DigestSnapshot(array("Q", old), array("Q", old.values()))
     assert ps.keys() == cs.keys() == array("Q", sorted(old))
     assert ps.digests() == cs.digests()
     assert len(ps) == len(cs) == len(old)
@@ -766,16 +768,16 @@ def test_snapshot_structure_parity(
 
 
 def test_snapshot_diff_edges(dg: ModuleType) -> None:
-    empty = dg.Snapshot([], [])
-    some = dg.Snapshot([1, 2, 3], [10, 20, 30])
-    other = dg.Snapshot([4, 5], [10, 20])
+    empty = dg.DigestSnapshot([], [])
+    some = dg.DigestSnapshot([1, 2, 3], [10, 20, 30])
+    other = dg.DigestSnapshot([4, 5], [10, 20])
     q: Callable[..., array[int]] = lambda *v: array("Q", v)  # noqa: E731
     assert tuple(dg.snapshot_diff(empty, empty)) == (q(), q(), q())
     assert tuple(dg.snapshot_diff(some, some)) == (q(), q(), q())
     assert tuple(dg.snapshot_diff(empty, some)) == (q(1, 2, 3), q(), q())
     assert tuple(dg.snapshot_diff(some, empty)) == (q(), q(), q(1, 2, 3))
     assert tuple(dg.snapshot_diff(some, other)) == (q(4, 5), q(), q(1, 2, 3))
-    changed = dg.Snapshot([1, 2, 3], [10, 21, 30])
+    changed = dg.DigestSnapshot([1, 2, 3], [10, 21, 30])
     assert tuple(dg.snapshot_diff(some, changed)) == (q(), q(2), q())
     with pytest.raises(TypeError):
         dg.snapshot_diff(some, None)
@@ -795,5 +797,7 @@ def test_snapshot_diff_large(py: ModuleType, c: ModuleType) -> None:
     new.update({rng.getrandbits(64): 7 for _ in range(300)})
     expected = _naive_diff(old, new)
     for mod in (py, c):
-        diff = mod.snapshot_diff(mod.Snapshot.from_mapping(old), mod.Snapshot.from_mapping(new))
+        diff = mod.snapshot_diff(
+            mod.DigestSnapshot.from_mapping(old), mod.DigestSnapshot.from_mapping(new)
+        )
         assert tuple(list(part) for part in diff) == expected
