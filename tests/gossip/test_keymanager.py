@@ -11,7 +11,7 @@ import os
 import random
 from collections.abc import AsyncIterator, Hashable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import pytest
@@ -19,6 +19,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from pysyncer.admin.app import build_app
+from pysyncer.admin.payloads import Event, Health, KeyAnswer, Member, QueryAnswer
 from pysyncer.errors import ConfigError, PysyncerError
 from pysyncer.gossip import messages as m
 from pysyncer.gossip.clock import Clock
@@ -287,28 +288,30 @@ class FakeKeys:
         self.calls: list[tuple[str, str | None]] = []
         self.fail: Exception | None = None
 
-    async def key_operation(self, op: str, key: str | None) -> Mapping[str, Any]:
+    async def key_operation(self, op: str, key: str | None) -> KeyAnswer:
         self.calls.append((op, key))
         if self.fail is not None:
             raise self.fail
-        return KeyResponse(op, 1, 1, 0, {}, {B1: 1}, {B1: 1}).to_dict()
+        return cast(KeyAnswer, KeyResponse(op, 1, 1, 0, {}, {B1: 1}, {B1: 1}).to_dict())
 
 
 class NoBackend:
-    def health(self) -> Mapping[str, Any]:
-        return {}
+    """The gossip routes' backend, which the key routes never use."""
 
-    def members(self) -> list[Mapping[str, Any]]:
-        return []
+    def health(self) -> Health:
+        raise AssertionError("not used by the key routes")
+
+    def members(self) -> list[Member]:
+        raise AssertionError("not used by the key routes")
 
     async def send_event(self, name: str, payload: bytes, coalesce: bool) -> None:
-        return None
+        raise AssertionError("not used by the key routes")
 
-    def recent_events(self) -> list[Mapping[str, Any]]:
-        return []
+    def recent_events(self) -> list[Event]:
+        raise AssertionError("not used by the key routes")
 
-    async def query(self, name: str, payload: bytes, timeout_ms: int | None) -> Mapping[str, Any]:
-        return {}
+    async def query(self, name: str, payload: bytes, timeout_ms: int | None) -> QueryAnswer:
+        raise AssertionError("not used by the key routes")
 
 
 @pytest.fixture
