@@ -38,8 +38,8 @@ from lab.faults import Fault, Injector, policy_slack, schedule
 from lab.invariants import (
     Admission,
     Monitor,
+    Observation,
     RegistryView,
-    Snapshot,
     Violation,
     check_converged,
     registry_view,
@@ -128,7 +128,7 @@ class Runner:
 
     # -- reading the lab --------------------------------------------------------------
 
-    def snapshot(self, with_exports: bool = False) -> Snapshot:
+    def snapshot(self, with_exports: bool = False) -> Observation:
         registries: dict[str, RegistryView] = {}
         for dc in self.lab.dcs:
             try:
@@ -136,7 +136,7 @@ class Runner:
             except (OSError, ValueError):
                 registries[dc.name] = RegistryView(dc.name, up=False)
         exported = {dc.name: self.exported(dc) for dc in self.lab.dcs} if with_exports else {}
-        return Snapshot(self.injector.now(), registries,
+        return Observation(self.injector.now(), registries,
                         {k: v for k, v in exported.items() if v is not None})  # fmt: skip
 
     def exported(self, dc: DataCenter) -> int | None:

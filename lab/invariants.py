@@ -1,7 +1,7 @@
 """The lab's invariant checker: what every registry must hold, judged from outside.
 
 Input is what anyone can read: each registry's governance listing (Service-Center v4 REST)
-and each syncer's ``/v1/sync/status``, gathered into a :class:`Snapshot`; the filters come
+and each syncer's ``/v1/sync/status``, gathered into a :class:`Observation`; the filters come
 from the lab's own :class:`Admission` (which also writes the syncers' filter config, so the
 rule lives in one place). Two checks:
 
@@ -33,8 +33,8 @@ __all__ = [
     "Admission",
     "Copy",
     "Monitor",
+    "Observation",
     "RegistryView",
-    "Snapshot",
     "Violation",
     "check_converged",
     "registry_view",
@@ -104,7 +104,7 @@ def registry_view(dc: str, listing: Iterable[Mapping[str, Any]]) -> RegistryView
 
 
 @dataclass
-class Snapshot:
+class Observation:
     """Every registry (dc -> view) and each data center's exported count, at ``at`` s."""
 
     at: float
@@ -168,7 +168,7 @@ class Admission:
         return "\n".join(lines) + ("\n" if lines else "")
 
 
-def check_converged(snapshot: Snapshot, admission: Admission) -> list[Violation]:
+def check_converged(snapshot: Observation, admission: Admission) -> list[Violation]:
     """Every violation of the steady-state invariants in ``snapshot`` (empty: converged)."""
     found: list[Violation] = []
     at = snapshot.at
@@ -230,13 +230,13 @@ class Monitor:
     lapses_by_cause: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
     violations: list[Violation] = field(default_factory=list)
-    _previous: Snapshot | None = None
+    _previous: Observation | None = None
     _duplicates_seen: set[tuple[str, str, str]] = field(default_factory=set)
     _late: set[tuple[str, str, float]] = field(default_factory=set)
 
     def observe(
         self,
-        snapshot: Snapshot,
+        snapshot: Observation,
         cut: Mapping[tuple[str, str], float],
         gone: Mapping[str, float],
         wiped: Iterable[str] = (),

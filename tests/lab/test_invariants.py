@@ -9,8 +9,8 @@ from lab.invariants import (
     Admission,
     Copy,
     Monitor,
+    Observation,
     RegistryView,
-    Snapshot,
     check_converged,
     registry_view,
     view_of,
@@ -37,7 +37,7 @@ def kinds(found: list[Any]) -> list[tuple[str, str, str]]:
 
 
 def test_a_converged_state_passes() -> None:
-    snapshot = Snapshot(10.0, converged_state(), exported={"dc-a": 2, "dc-b": 1})
+    snapshot = Observation(10.0, converged_state(), exported={"dc-a": 2, "dc-b": 1})
     assert check_converged(snapshot, Admission()) == []
 
 
@@ -49,7 +49,7 @@ def test_missing_duplicate_deleted_and_stale_copies_are_named() -> None:
         Copy("dc-a", "gone", "px4", view()),  # origin deleted it
         Copy("dc-a", "gone", "px5", view()),  # ... twice
     ]  # a2 missing
-    found = check_converged(Snapshot(42.5, state), Admission())
+    found = check_converged(Observation(42.5, state), Admission())
     assert kinds(found) == [
         ("copy-of-deleted-instance", "dc-b", "dc-a/gone"),
         ("duplicate-copy", "dc-b", "dc-a/gone"),
@@ -69,7 +69,7 @@ def test_copies_of_copies_and_of_own_instances_are_flagged() -> None:
     c.copies += [Copy("dc-b", "b1", "pxc", view(host="hb"))]
     state["dc-c"] = c
     state["dc-a"].copies.append(Copy("dc-c", "never", "pxd", view()))
-    found = kinds(check_converged(Snapshot(1.0, state), Admission()))
+    found = kinds(check_converged(Observation(1.0, state), Admission()))
     assert ("exported-by-non-origin", "dc-c", "dc-b/px2") in found
     assert ("copy-of-own-instance", "dc-c", "dc-c/c0") in found
     assert ("copy-of-deleted-instance", "dc-a", "dc-c/never") in found
@@ -88,10 +88,10 @@ def test_filters_decide_what_must_and_must_not_be_held() -> None:
         Copy("dc-a", "a2", "pxg", view(host="h2")),
     ]
     state["dc-c"].copies.append(Copy("dc-b", "b1", "pxh", view(host="hb")))
-    assert check_converged(Snapshot(1.0, state, {"dc-a": 2}), admission) == []
+    assert check_converged(Observation(1.0, state, {"dc-a": 2}), admission) == []
     state["dc-b"].copies.append(Copy("dc-a", "a3", "pxi", view(service=PRIVATE)))
     state["dc-b"].copies.append(Copy("dc-c", "c1", "pxj", view(host="hc")))
-    found = kinds(check_converged(Snapshot(2.0, state, {"dc-a": 3}), admission))
+    found = kinds(check_converged(Observation(2.0, state, {"dc-a": 3}), admission))
     assert found == [
         ("copy-not-admitted", "dc-b", "dc-a/a3"),
         ("copy-not-admitted", "dc-b", "dc-c/c1"),
@@ -106,55 +106,55 @@ def test_a_down_registry_is_a_violation_but_not_a_source_of_missing_copies() -> 
     state = converged_state()
     state["dc-b"] = RegistryView("dc-b", up=False)
     state["dc-a"].copies = []
-    assert kinds(check_converged(Snapshot(1.0, state), Admission())) == [
+    assert kinds(check_converged(Observation(1.0, state), Admission())) == [
         ("registry-down", "dc-b", "-")
     ]
 
 
 def test_monitor_counts_lapses_and_flags_removal_before_origin_grace() -> None:
     monitor = Monitor(origin_grace=30.0, policy_slack=10.0)
-    assert monitor.observe(Snapshot(0.0, converged_state()), {}, {}) == []
+    assert monitor.observe(Observation(0.0, converged_state()), {}, {}) == []
     lapsed = converged_state()
     lapsed["dc-b"].copies = lapsed["dc-b"].copies[:1]  # a2's copy went, a2 lives
-    new = monitor.observe(Snapshot(1.0, lapsed), {("dc-a", "dc-b"): 0.5}, {}, cause="partition")
+    new = monitor.observe(Observation(1.0, lapsed), {("dc-a", "dc-b"): 0.5}, {}, cause="partition")
     assert kinds(new) == [("removed-before-origin-grace", "dc-b", "dc-a/a2")]
     assert monitor.lapses == 1 and monitor.lapses_by_cause == {"partition": 1}
     # a copy whose original was deleted is no lapse
     deleted = converged_state()
-    monitor.observe(Snapshot(2.0, deleted), {}, {})
+    monitor.observe(Observation(2.0, deleted), {}, {})
     deleted = converged_state()
     del deleted["dc-a"].originals["a1"]
     deleted["dc-b"].copies = deleted["dc-b"].copies[1:]
-    assert monitor.observe(Snapshot(3.0, deleted), {}, {}) == []
+    assert monitor.observe(Observation(3.0, deleted), {}, {}) == []
     assert monitor.lapses == 1
 
 
 def test_monitor_ignores_wiped_registries_and_sees_duplicates_once() -> None:
     monitor = Monitor(origin_grace=30.0, policy_slack=10.0)
-    monitor.observe(Snapshot(0.0, converged_state()), {}, {})
+    monitor.observe(Observation(0.0, converged_state()), {}, {})
     wiped = converged_state()
     wiped["dc-b"].copies = []
-    assert monitor.observe(Snapshot(1.0, wiped), {}, {}, wiped={"dc-b"}) == []
+    assert monitor.observe(Observation(1.0, wiped), {}, {}, wiped={"dc-b"}) == []
     assert monitor.lapses == 0
     doubled = converged_state()
     doubled["dc-b"].copies.append(Copy("dc-a", "a1", "pxz", view()))
-    assert kinds(monitor.observe(Snapshot(2.0, doubled), {}, {})) == [
+    assert kinds(monitor.observe(Observation(2.0, doubled), {}, {})) == [
         ("duplicate-copy", "dc-b", "dc-a/a1")
     ]
-    monitor.observe(Snapshot(3.0, doubled), {}, {})
+    monitor.observe(Observation(3.0, doubled), {}, {})
     assert monitor.duplicates == 1
 
 
 def test_monitor_flags_an_origin_policy_not_applied_once() -> None:
     monitor = Monitor(origin_grace=30.0, policy_slack=10.0)
     gone = {"dc-a": 0.0}
-    assert monitor.observe(Snapshot(35.0, converged_state()), {}, gone) == []  # within slack
-    late = monitor.observe(Snapshot(41.0, converged_state()), {}, gone)
+    assert monitor.observe(Observation(35.0, converged_state()), {}, gone) == []  # within slack
+    late = monitor.observe(Observation(41.0, converged_state()), {}, gone)
     assert kinds(late) == [("origin-policy-not-applied", "dc-b", "dc-a/*")]
-    assert monitor.observe(Snapshot(45.0, converged_state()), {}, gone) == []
+    assert monitor.observe(Observation(45.0, converged_state()), {}, gone) == []
     expired = converged_state()
     expired["dc-b"].copies = []
-    assert monitor.observe(Snapshot(50.0, expired), {}, gone) == []
+    assert monitor.observe(Observation(50.0, expired), {}, gone) == []
 
 
 def test_registry_view_reads_the_rest_listing_shape() -> None:
