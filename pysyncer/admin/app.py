@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from pysyncer.admin.payloads import (
+    MEMBER_STATUSES,
     ErrorAnswer,
     Event,
     EventRequest,
@@ -256,6 +257,11 @@ class _Handlers:
         return response
 
 
+def _one_of(names: Sequence[str]) -> str:
+    quoted = [f"`{name}`" for name in names]
+    return ", ".join(quoted[:-1]) + " or " + quoted[-1]
+
+
 @dataclass(frozen=True)
 class Route:
     """One admin route: how it is called, what it takes and answers, what it does."""
@@ -273,7 +279,7 @@ ROUTES: tuple[Route, ...] = (
           "this member's health: `degraded` while its Lifeguard health score is above 0",
           answer=Health),
     Route("GET", "/v1/members", _Handlers.members,
-          "the gossip pool's members by name, status `alive`, `suspect`, `failed` or `left`",
+          f"the gossip pool's members by name, status {_one_of(MEMBER_STATUSES)}",
           answer=MembersAnswer),
     Route("POST", "/v1/events", _Handlers.post_event,
           "sends a user event to the pool (`coalesce` false by default)",
@@ -289,7 +295,7 @@ ROUTES: tuple[Route, ...] = (
           "the gossip keys of every member (see [Key rotation](gossip.md#key-rotation))",
           answer=KeyAnswer),
     Route("POST", "/v1/keys", _Handlers.post_keys,
-          "`op` `install`, `use` or `remove` of a base64 key, on every member",
+          f"`op` {_one_of(KEY_OPERATIONS)} of a base64 key, on every member",
           request=KeyRequest, answer=KeyAnswer),
     Route("GET", "/v1/sync/status", _Handlers.sync_status,
           "this data center's export and, per remote data center, its link "
