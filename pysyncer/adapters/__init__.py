@@ -7,6 +7,10 @@ register/renew/unregister of copies) and the translation of registry shapes into
 Adapters are found by name through the ``pysyncer.adapters`` entry-point group; each
 entry point names a factory ``(addresses, settings) -> Adapter``. The built-ins are also
 known directly, so an editable checkout works before the package is reinstalled.
+
+The larger adapters keep their other jobs in modules beside them, named after the kind:
+settings and encoding in ``<kind>_codec``, change detection in ``<kind>_watch`` (and the
+etcd gRPC requests in ``etcd_conn``); the entry point always names ``<kind>:create``.
 """
 
 from __future__ import annotations
