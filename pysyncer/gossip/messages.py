@@ -17,6 +17,8 @@ Bad bytes raise :class:`~pysyncer.errors.MalformedDataError`, never anything els
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
@@ -61,8 +63,24 @@ __all__ = [
     "decode_serf",
     "encode_push_pull",
     "encode_relay",
+    "ip_bytes",
+    "ip_text",
     "serf_user_msg",
 ]
+
+
+def ip_bytes(host: str) -> bytes:
+    """4 or 16 raw bytes of an IP address, as memberlist puts it on the wire."""
+    return ipaddress.ip_address(host).packed
+
+
+def ip_text(raw: bytes) -> str:
+    """The text form of a 4 or 16 byte wire IP address."""
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, raw)
+    if len(raw) == 16:
+        return socket.inet_ntop(socket.AF_INET6, raw)
+    raise MalformedDataError(f"an IP address has 4 or 16 bytes, not {len(raw)}")
 
 
 class MessageType(IntEnum):

@@ -1,12 +1,14 @@
 """A memberlist-compatible gossip node: SWIM probes, Lifeguard, dissemination, push/pull.
 
-Owns the protocol *behaviour* of one node: the probe cycle (direct ping, indirect pings
-with nacks, TCP fallback ping, suspicion), awareness of its own health, piggybacking
-broadcasts on every packet, the gossip tick, push/pull anti-entropy on join and
-periodically, graceful leave, and the replies other nodes expect (acks, nacks,
-indirect probes, push/pull state). What members are believed to be lives in
-:class:`~pysyncer.gossip.membership.Membership`; bytes on the wire in
-:mod:`pysyncer.gossip.messages` and :mod:`pysyncer.gossip.packet`.
+Owns the protocol *behaviour* of one node: piggybacking broadcasts on every packet,
+the receive dispatch, the gossip tick, push/pull anti-entropy on join and
+periodically, graceful leave, and the replies other nodes expect over streams
+(push/pull state, TCP pings). The probe cycle (direct ping, indirect pings with
+nacks, TCP fallback ping, suspicion, awareness of its own health) and the ping
+replies are its :class:`~pysyncer.gossip.probe.Prober` part. What members are believed
+to be lives in :class:`~pysyncer.gossip.membership.Membership`; bytes on the wire in
+:mod:`pysyncer.gossip.messages` and :mod:`pysyncer.gossip.packet`. Nothing here
+knows about Serf beyond the :class:`NodeDelegate` protocol.
 
 Time comes from a :class:`~pysyncer.gossip.clock.Clock` and the network from a
 :class:`Network`, so the same code runs on real sockets (``LoopClock`` + UDP/TCP) and in
@@ -17,10 +19,8 @@ awaits except stream exchanges, which run as tasks the node tracks.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import random
-import socket
 from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +33,7 @@ from pysyncer.gossip.broadcast import Broadcast, TransmitLimitedQueue
 from pysyncer.gossip.clock import Clock
 from pysyncer.gossip.keyring import Keyring, encrypted_length
 from pysyncer.gossip.membership import Membership, NodeState, NodeStatus, RemoteNodeState
+from pysyncer.gossip.messages import ip_bytes, ip_text
 from pysyncer.gossip.packet import (
     COMPOUND_OVERHEAD,
     COMPOUND_PART_OVERHEAD,
@@ -41,34 +42,20 @@ from pysyncer.gossip.packet import (
     encode_packet,
     label_overhead,
 )
+from pysyncer.gossip.probe import Prober
 from pysyncer.gossip.timing import (
     LAN,
     GossipProfile,
-    failed_probe_awareness_delta,
-    loop_lag_awareness_delta,
     push_pull_scale,
 )
 
-__all__ = ["GossipNode", "Network", "NodeConfig", "NodeDelegate", "ip_bytes", "ip_text"]
+__all__ = ["GossipNode", "Network", "NodeConfig", "NodeDelegate"]
 
 log = logging.getLogger(__name__)
 
 Address = tuple[str, int]
 MAX_COMPOUND_PARTS = 255
 USER_MSG_OVERHEAD = 1  # the type byte framing a delegate broadcast
-
-
-def ip_bytes(host: str) -> bytes:
-    """4 or 16 raw bytes of an IP address, as memberlist puts it on the wire."""
-    return ipaddress.ip_address(host).packed
-
-
-def ip_text(raw: bytes) -> str:
-    if len(raw) == 4:
-        return socket.inet_ntop(socket.AF_INET, raw)
-    if len(raw) == 16:
-        return socket.inet_ntop(socket.AF_INET6, raw)
-    raise MalformedDataError(f"an IP address has 4 or 16 bytes, not {len(raw)}")
 
 
 class Network(Protocol):
@@ -120,23 +107,6 @@ class NodeConfig:
 
 
 @dataclass
-class _Probe:
-    target: NodeState
-    seq: int
-    start: float
-    end: float
-    acked: bool = False
-    expected_nacks: int = 0
-    nacks: int = 0
-
-
-@dataclass
-class _AckHandler:
-    on_ack: Callable[[bytes | None], None]
-    on_nack: Callable[[], None] | None = None
-
-
-@dataclass
 class NodeStats:
     counters: Counter[str] = field(default_factory=Counter)
 
@@ -164,10 +134,8 @@ class GossipNode:
         self.stats = NodeStats()
         self.queue = TransmitLimitedQueue(self.profile.retransmit_mult, self._num_nodes)
         self._seq = 0
-        self._ack_handlers: dict[int, _AckHandler] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._running = False
-        self._probe_due = 0.0
         self._leave_finished: Callable[[], None] | None = None
         host, port = config.advertise
         local = NodeState(
@@ -178,6 +146,7 @@ class GossipNode:
             vsn=config.vsn,
         )
         self.membership = Membership(local, self.profile, clock, self, self.rng)
+        self.prober = Prober(self)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -186,8 +155,7 @@ class GossipNode:
         self._running = True
         interval = self.profile.probe_interval
         first = self.rng.uniform(0, interval)
-        self._probe_due = self.clock.now() + first
-        self.clock.call_later(("probe",), first, self._probe_tick)
+        self.prober.start(first)
         gossip = self.profile.gossip_interval
         self.clock.call_later(("gossip",), self.rng.uniform(0, gossip), self._gossip_tick)
         if self.profile.push_pull_interval > 0:
@@ -197,7 +165,8 @@ class GossipNode:
     async def stop(self) -> None:
         """Stop timers and wait for stream tasks (after :meth:`leave` for a clean exit)."""
         self._running = False
-        for key in (("probe",), ("gossip",), ("push-pull",)):
+        self.prober.stop()
+        for key in (("gossip",), ("push-pull",)):
             self.clock.cancel(key)
         for task in list(self._tasks):
             task.cancel()
@@ -239,6 +208,11 @@ class GossipNode:
     def name(self) -> str:
         return self.config.name
 
+    @property
+    def running(self) -> bool:
+        """Between :meth:`start` and :meth:`stop`: the timers re-arm themselves."""
+        return self._running
+
     def members(self) -> list[NodeState]:
         return self.membership.members()
 
@@ -270,11 +244,17 @@ class GossipNode:
 
     def send_packet(self, addr: Address, message: bytes, target: NodeState | None = None) -> None:
         """Send one message, piggybacking pending broadcasts in the free space."""
-        room = self._packet_room() - len(message) - COMPOUND_OVERHEAD
-        extra = self._pending_broadcasts(COMPOUND_PART_OVERHEAD, room)
-        self._send_messages(addr, [message, *extra], target)
+        self.send_messages(addr, [message], target)
 
-    def _send_messages(
+    def send_messages(
+        self, addr: Address, parts: Sequence[bytes], target: NodeState | None
+    ) -> None:
+        """Send messages in one packet, piggybacking pending broadcasts in the free space."""
+        room = self._packet_room() - sum(len(p) for p in parts) - COMPOUND_OVERHEAD
+        extra = self._pending_broadcasts(COMPOUND_PART_OVERHEAD, room)
+        self._send_compound(addr, [*parts, *extra], target)
+
+    def _send_compound(
         self, addr: Address, parts: Sequence[bytes], target: NodeState | None
     ) -> None:
         crc = target is not None and len(target.vsn) >= 2 and target.vsn[1] >= 5
@@ -289,10 +269,11 @@ class GossipNode:
             self.stats.incr("packets_out")
             self.network.send_packet(addr, data)
 
-    def _address_of(self, state: NodeState) -> Address:
+    def address_of(self, state: NodeState) -> Address:
         return ip_text(state.addr), state.port
 
-    def _next_seq(self) -> int:
+    def next_seq(self) -> int:
+        """The next ping sequence number (memberlist nextSeqNo)."""
         self._seq = (self._seq + 1) & 0xFFFFFFFF
         return self._seq
 
@@ -365,19 +346,13 @@ class GossipNode:
     def _handle_message(self, data: bytes, source: Address) -> None:
         kind = data[0]
         if kind == wire.PING_MSG:
-            self._on_ping(m.Ping.from_bytes(data), source)
+            self.prober.on_ping(m.Ping.from_bytes(data), source)
         elif kind == wire.INDIRECT_PING_MSG:
-            self._on_indirect_ping(m.IndirectPingReq.from_bytes(data), source)
+            self.prober.on_indirect_ping(m.IndirectPingReq.from_bytes(data), source)
         elif kind == wire.ACK_RESP_MSG:
-            ack = m.AckResp.from_bytes(data)
-            handler = self._ack_handlers.pop(ack.seq_no, None)
-            if handler is not None:
-                handler.on_ack(ack.payload)
+            self.prober.on_ack(m.AckResp.from_bytes(data))
         elif kind == wire.NACK_RESP_MSG:
-            nack = m.NackResp.from_bytes(data)
-            waiting = self._ack_handlers.get(nack.seq_no)
-            if waiting is not None and waiting.on_nack is not None:
-                waiting.on_nack()
+            self.prober.on_nack(m.NackResp.from_bytes(data))
         elif kind == wire.ALIVE_MSG:
             alive = m.Alive.from_bytes(data)
             if len(alive.addr) not in (4, 16):
@@ -404,147 +379,10 @@ class GossipNode:
         else:
             self.stats.incr("packets_dropped_unknown_type")
 
-    def _ack_for(self, seq_no: int) -> bytes:
-        return m.AckResp(seq_no, self.delegate.ack_payload()).to_bytes()
-
-    def _on_ping(self, ping: m.Ping, source: Address) -> None:
-        if ping.node and ping.node != self.name:
-            self.stats.incr("pings_for_other_node")
-            return
-        reply_to = source
-        if ping.source_addr and ping.source_port:
-            reply_to = (ip_text(ping.source_addr), ping.source_port)
-        target = self.membership.node_map.get(ping.source_node) if ping.source_node else None
-        self.send_packet(reply_to, self._ack_for(ping.seq_no), target)
-
-    def _on_indirect_ping(self, request: m.IndirectPingReq, source: Address) -> None:
-        """Probe ``request.target`` for another node and relay the outcome."""
-        reply_to = source
-        if request.source_addr and request.source_port:
-            reply_to = (ip_text(request.source_addr), request.source_port)
-        seq = self._next_seq()
-        replied = False
-
-        def on_ack(payload: bytes | None) -> None:
-            nonlocal replied
-            replied = True
-            self.clock.cancel(("relay-nack", seq))
-            self.send_packet(reply_to, m.AckResp(request.seq_no, payload).to_bytes())
-
-        self._ack_handlers[seq] = _AckHandler(on_ack)
-        ping = m.Ping(seq, request.node, *self._source_fields())
-        self.send_packet((ip_text(request.target), request.port), ping.to_bytes())
-
-        def expire(_: Hashable) -> None:
-            self._ack_handlers.pop(seq, None)
-            if request.nack and not replied:
-                self.send_packet(reply_to, m.NackResp(request.seq_no).to_bytes())
-
-        self.clock.call_later(("relay-nack", seq), self.profile.probe_timeout, expire)
-
-    def _source_fields(self) -> tuple[bytes, int, str]:
+    def source_fields(self) -> tuple[bytes, int, str]:
+        """Our address and name, as pings carry them so replies find us."""
         host, port = self.config.advertise
         return ip_bytes(host), port, self.name
-
-    # -- probing ---------------------------------------------------------------
-
-    def _probe_tick(self, _: Hashable) -> None:
-        if not self._running:
-            return
-        now = self.clock.now()
-        lag = loop_lag_awareness_delta(
-            self._probe_due, now, self.profile.probe_timeout, self.profile.awareness_max_multiplier
-        )
-        if lag:  # our own loop was late: we may be the slow one, so accuse less eagerly
-            self.stats.incr("loop_lag_events")
-            self.membership.awareness.apply_delta(lag)
-        interval = self.membership.awareness.scale_timeout(self.profile.probe_interval)
-        self._probe_due = now + interval
-        self.clock.call_later(("probe",), interval, self._probe_tick)
-        target = self.membership.next_probe_target()
-        if target is not None:
-            self.probe(target, interval)
-
-    def probe(self, target: NodeState, period: float) -> None:
-        """One SWIM probe of ``target``: direct, then indirect + TCP, then suspicion."""
-        now = self.clock.now()
-        probe = _Probe(target, self._next_seq(), now, now + period)
-        self.stats.incr("probes")
-        parts = [m.Ping(probe.seq, target.name, *self._source_fields()).to_bytes()]
-        if target.status != NodeStatus.ALIVE:  # Lifeguard buddy system: tell it at once
-            parts.append(m.Suspect(target.incarnation, target.name, self.name).to_bytes())
-
-        def on_ack(_: bytes | None) -> None:
-            if not probe.acked:
-                probe.acked = True
-                self.membership.awareness.apply_delta(-1)
-                self.clock.cancel(("probe-indirect", probe.seq))
-                self.clock.cancel(("probe-end", probe.seq))
-
-        def on_nack() -> None:
-            probe.nacks += 1
-
-        self._ack_handlers[probe.seq] = _AckHandler(on_ack, on_nack)
-        room = self._packet_room() - sum(len(p) for p in parts) - COMPOUND_OVERHEAD
-        parts += self._pending_broadcasts(COMPOUND_PART_OVERHEAD, room)
-        self._send_messages(self._address_of(target), parts, target)
-        timeout = min(self.profile.probe_timeout, period)
-        self.clock.call_later(
-            ("probe-indirect", probe.seq), timeout, lambda _: self._probe_indirect(probe)
-        )
-        self.clock.call_later(("probe-end", probe.seq), period, lambda _: self._probe_end(probe))
-
-    def _probe_indirect(self, probe: _Probe) -> None:
-        if probe.acked:
-            return
-        target = probe.target
-
-        def eligible(state: NodeState) -> bool:
-            return state.name not in (self.name, target.name) and state.status == NodeStatus.ALIVE
-
-        helpers = self.membership.random_members(
-            self.profile.indirect_checks, lambda n: not eligible(n)
-        )
-        for helper in helpers:
-            wants_nack = len(helper.vsn) >= 2 and helper.vsn[1] >= 4
-            probe.expected_nacks += int(wants_nack)
-            request = m.IndirectPingReq(
-                probe.seq, target.addr, target.port, target.name, wants_nack, *self._source_fields()
-            )
-            self.send_packet(self._address_of(helper), request.to_bytes(), helper)
-        self.stats.incr("indirect_probes", len(helpers))
-        if not self.profile.disable_tcp_pings and len(target.vsn) >= 2 and target.vsn[1] >= 3:
-            self._spawn(self._tcp_ping(probe), "tcp-ping")
-
-    async def _tcp_ping(self, probe: _Probe) -> None:
-        ping = m.Ping(probe.seq, probe.target.name, *self._source_fields()).to_bytes()
-        timeout = max(0.0, probe.end - self.clock.now())
-        try:
-            reply = await self.network.exchange(self._address_of(probe.target), ping, timeout)
-        except (OSError, TimeoutError, MalformedDataError):
-            return
-        if reply and reply[0] == wire.ACK_RESP_MSG and not probe.acked:
-            ack = m.AckResp.from_bytes(reply)
-            if ack.seq_no == probe.seq:
-                self.stats.incr("tcp_fallback_acks")
-                log.warning(
-                    "reached %s over TCP but UDP probes failed: check UDP between the nodes",
-                    probe.target.name,
-                )
-                handler = self._ack_handlers.pop(probe.seq, None)
-                if handler is not None:
-                    handler.on_ack(ack.payload)
-
-    def _probe_end(self, probe: _Probe) -> None:
-        self._ack_handlers.pop(probe.seq, None)
-        if probe.acked:
-            return
-        self.stats.incr("probe_failures")
-        delta = failed_probe_awareness_delta(probe.expected_nacks, probe.nacks)
-        self.membership.awareness.apply_delta(delta)
-        target = probe.target
-        if target.status == NodeStatus.ALIVE or target.status == NodeStatus.SUSPECT:
-            self.membership.suspect(target.name, target.incarnation, self.name)
 
     # -- gossip ------------------------------------------------------------------
 
@@ -557,7 +395,7 @@ class GossipNode:
             parts = self._pending_broadcasts(COMPOUND_PART_OVERHEAD, room)
             if not parts:
                 return
-            self._send_messages(self._address_of(target), parts, target)
+            self._send_compound(self.address_of(target), parts, target)
 
     # -- push/pull -------------------------------------------------------------------
 
@@ -570,7 +408,7 @@ class GossipNode:
             1, lambda n: n.name == self.name or n.status != NodeStatus.ALIVE
         )
         if peers:
-            self._spawn(self._push_pull_quietly(self._address_of(peers[0])), "push-pull")
+            self.spawn(self._push_pull_quietly(self.address_of(peers[0])), "push-pull")
 
     async def _push_pull_quietly(self, address: Address) -> None:
         try:
@@ -631,14 +469,15 @@ class GossipNode:
             ping = m.Ping.from_bytes(message)
             if ping.node and ping.node != self.name:
                 return m.ErrResp(f"ping for {ping.node}, but this is {self.name}").to_bytes()
-            return self._ack_for(ping.seq_no)
+            return self.prober.ack_for(ping.seq_no)
         if kind == wire.USER_MSG:
             payload, _ = wire.decode_user_stream(message)
             self.delegate.notify_msg(payload)
             return None
         raise MalformedDataError(f"unexpected stream message type {kind}")
 
-    def _spawn(self, coroutine: object, what: str) -> None:
+    def spawn(self, coroutine: object, what: str) -> None:
+        """Run a stream exchange as a task the node tracks (and cancels on stop)."""
         assert asyncio.iscoroutine(coroutine)
         task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coroutine, name=what)
         self._tasks.add(task)

@@ -27,7 +27,6 @@ from pysyncer.gossip import messages as m
 from pysyncer.gossip.broadcast import Broadcast
 from pysyncer.gossip.lamport import EventBuffer
 from pysyncer.gossip.membership import NodeState, NodeStatus
-from pysyncer.gossip.node import ip_text
 from pysyncer.gossip.serf_intents import SerfIntents
 from pysyncer.gossip.serf_model import (
     EventType,
@@ -204,11 +203,11 @@ class SerfDelegate:
                 status_ltime = intent.ltime
                 if intent.kind == m.SerfMessageType.LEAVE:
                     status = MemberStatus.LEAVING
-            member = Member(state.name, ip_text(state.addr), state.port, tags, status, *versions)
+            member = Member(state.name, m.ip_text(state.addr), state.port, tags, status, *versions)
             record = self._table.records[state.name] = MemberRecord(member, status_ltime)
         else:
             record.member = Member(
-                state.name, ip_text(state.addr), state.port, tags, MemberStatus.ALIVE, *versions
+                state.name, m.ip_text(state.addr), state.port, tags, MemberStatus.ALIVE, *versions
             )
             record.leave_time = 0.0
         self._table.emit(MemberEvent(EventType.MEMBER_JOIN, record.member))
@@ -240,7 +239,7 @@ class SerfDelegate:
             return
         record.member = Member(
             state.name,
-            ip_text(state.addr),
+            m.ip_text(state.addr),
             state.port,
             self._serf.decode_tags(state.meta),
             record.member.status,

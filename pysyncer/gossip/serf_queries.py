@@ -31,7 +31,6 @@ from pysyncer.errors import MalformedDataError
 from pysyncer.gossip import messages as m
 from pysyncer.gossip.broadcast import Broadcast
 from pysyncer.gossip.lamport import QueryBuffer
-from pysyncer.gossip.node import ip_text
 from pysyncer.gossip.serf_model import (
     Member,
     MemberStatus,
@@ -359,7 +358,7 @@ class SerfQueries:
         if len(header.dest_ip) not in (4, 16):
             raise MalformedDataError("relay destination is not an IP address")
         target = serf.node.membership.node_map.get(header.dest_name)
-        address = (ip_text(header.dest_ip), header.dest_port)
+        address = (m.ip_text(header.dest_ip), header.dest_port)
         serf.node.send_packet(address, m.serf_user_msg(inner), target)
         serf.stats["relays_forwarded"] += 1
 
@@ -410,7 +409,7 @@ class SerfQueries:
         if len(query.addr) not in (4, 16):
             serf.stats["queries_bad_address"] += 1
             return
-        address = (ip_text(query.addr), query.port)
+        address = (m.ip_text(query.addr), query.port)
         target = serf.node.membership.node_map.get(query.source_node)
         serf.node.send_packet(address, m.serf_user_msg(raw), target)
         if query.relay_factor:

@@ -17,7 +17,8 @@ from pysyncer._core import wire
 from pysyncer.gossip import messages as m
 from pysyncer.gossip.clock import Clock, VirtualClock
 from pysyncer.gossip.membership import NodeStatus, RemoteNodeState
-from pysyncer.gossip.node import Address, GossipNode, NodeConfig, ip_bytes
+from pysyncer.gossip.messages import ip_bytes
+from pysyncer.gossip.node import Address, GossipNode, NodeConfig
 from pysyncer.gossip.serf import (
     DEFAULT_COORDINATE_PAYLOAD,
     EventType,
