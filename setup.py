@@ -3,10 +3,15 @@
 Metadata lives in pyproject.toml; this file only decides which extension modules to
 build. ``PYSYNCER_NO_EXTENSIONS=1`` (read by pysyncer/_core/_compat.py, the one place
 the switch is interpreted) builds a pure-Python package and compiles nothing.
+
+The extensions name their ``.pyx`` sources, which the sdist ships (MANIFEST.in); Cython
+turns them into C only when ``build_ext`` runs, so making an sdist needs no Cython and the
+generated C never lands in it.
 """
 
 from __future__ import annotations
 
+import os
 import runpy
 import sys
 from pathlib import Path
@@ -29,9 +34,19 @@ FAILURE_HINT = (
 
 
 class StrictBuildExt(build_ext):
-    """build_ext whose failure is one line that names the pure-Python switch."""
+    """build_ext that cythonizes first, compiles the modules in parallel, and fails in one
+    line that names the pure-Python switch."""
+
+    def finalize_options(self) -> None:
+        super().finalize_options()
+        if not self.parallel:
+            self.parallel = os.cpu_count() or 1
 
     def run(self) -> None:
+        # Only the sources change: the Extension objects keep what finalize_options set up.
+        generated = {ext.name: ext.sources for ext in _cythonize(self.extensions)}
+        for ext in self.extensions:
+            ext.sources = generated[ext.name]
         try:
             super().run()
         except Exception as exc:  # CompileError, DistutilsPlatformError, ...
@@ -52,12 +67,8 @@ def _one_line(exc: BaseException) -> str:
 def _extensions() -> list[Extension]:
     if NO_EXTENSIONS:
         return []
-    try:
-        from Cython.Build import cythonize
-    except ImportError:
-        raise SystemExit(FAILURE_HINT.format(reason="Cython is not installed")) from None
     compile_args = [] if sys.platform == "win32" else ["-O3"]
-    extensions = [
+    return [
         Extension(
             f"pysyncer._core.{name}",
             [f"pysyncer/_core/{name}.pyx"],
@@ -65,15 +76,29 @@ def _extensions() -> list[Extension]:
         )
         for name in CORE_MODULES
     ]
-    return cythonize(
-        extensions,
-        compiler_directives={
-            "language_level": 3,
-            "embedsignature": True,
-            "freethreading_compatible": True,
-        },
-        quiet=True,
-    )
+
+
+def _cythonize(extensions: list[Extension]) -> list[Extension]:
+    """Copies of the extensions whose .pyx sources are turned into C (next to the .pyx)."""
+    if not extensions:
+        return []
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        raise SystemExit(FAILURE_HINT.format(reason="Cython is not installed")) from None
+    try:
+        cythonized: list[Extension] = cythonize(
+            extensions,
+            compiler_directives={
+                "language_level": 3,
+                "embedsignature": True,
+                "freethreading_compatible": True,
+            },
+            quiet=True,
+        )
+    except Exception as exc:  # Cython.Compiler.Errors.CompileError and friends
+        raise SystemExit(FAILURE_HINT.format(reason=_one_line(exc))) from None
+    return cythonized
 
 
 setup(ext_modules=_extensions(), cmdclass={"build_ext": StrictBuildExt})
