@@ -1,24 +1,37 @@
 # mypy: disable-error-code="import-untyped"
 """gRPC channels to the endpoints of one etcd cluster, shared by the etcd store and adapter.
 
-Owns what both etcd users need before any etcd semantics: one lazily connected ``aetcd``
-client per endpoint with fast-reconnect channel options, closing them all, the text
-form of an endpoint, and which gRPC status codes mean "this endpoint is unavailable,
-try the next one". Request logic, error types and failover policy stay with each user:
-the store (:mod:`pysyncer.store.etcd_client`) and the registry adapter
-(:mod:`pysyncer.adapters.etcd`) must not depend on each other.
+Owns what both etcd users need before any etcd semantics: one lazily opened channel per
+endpoint (plain, or TLS with a CA and an optional client certificate, from
+:class:`EtcdSecurity`) with fast-reconnect options and the stubs ``aetcd`` generates; the
+login of etcd's auth (``Auth/Authenticate`` gives a token sent as ``token`` metadata on
+every call, logged in again when etcd calls it invalid, e.g. after a restart); closing
+them all; the text form of an endpoint; and which gRPC status codes mean "this endpoint
+is unavailable, try the next one". A login refused by etcd surfaces as an
+``UNAUTHENTICATED`` :class:`grpc.aio.AioRpcError` whose details name the settings to
+check. Request logic, error types and failover policy stay with each user: the store
+(:mod:`pysyncer.store.etcd_client`) and the registry adapter
+(:mod:`pysyncer.adapters.etcd_conn`) must not depend on each other.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final
 
-import aetcd
 import grpc
+from aetcd import rpc
 
-__all__ = ["UNAVAILABLE_CODES", "EtcdChannels"]
+from pysyncer.errors import ConfigError
+from pysyncer.hostport import format_host_port
+
+__all__ = ["UNAVAILABLE_CODES", "EtcdChannels", "EtcdEndpoint", "EtcdSecurity"]
+
+log = logging.getLogger(__name__)
 
 UNAVAILABLE_CODES: Final = frozenset(
     {
@@ -28,6 +41,63 @@ UNAVAILABLE_CODES: Final = frozenset(
         grpc.StatusCode.UNKNOWN,
     }
 )
+AUTHENTICATE: Final = "/etcdserverpb.Auth/Authenticate"
+INVALID_TOKEN: Final = "invalid auth token"  # etcd's ErrInvalidAuthToken (and ErrAuthOldRevision)
+_OLD_REVISION: Final = "revision of auth store is old"
+_AUTH_DISABLED: Final = "authentication is not enabled"
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdSecurity:
+    """TLS files and login of an etcd client; empty fields are off.
+
+    ``settings`` names, for error messages, where the user and password are configured
+    (e.g. ``"adapter.user and adapter.password-file"``); the password itself is never
+    shown (``repr`` leaves it out).
+    """
+
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_server_name: str = ""  # the name the server certificate must carry (default: host)
+    user: str = ""
+    password: str = field(default="", repr=False)
+    settings: str = "the etcd user and password settings"
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_ca or self.tls_cert)
+
+    def check(self) -> None:
+        """ConfigError when the combination cannot work (read no file yet)."""
+        if self.tls_key and not self.tls_cert:
+            raise ConfigError("etcd TLS: tls-key needs tls-cert")
+        if self.tls_cert and not self.tls_key:
+            raise ConfigError("etcd TLS: tls-cert needs tls-key")
+        if self.user and not self.password:
+            raise ConfigError(f"etcd user {self.user!r} has no password: set {self.settings}")
+        if self.password and not self.user:
+            raise ConfigError(f"etcd password without a user: set {self.settings}")
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        """TLS credentials from the files; ConfigError naming the file that cannot be read."""
+
+        def read(path: str, what: str) -> bytes | None:
+            if not path:
+                return None
+            try:
+                with open(path, "rb") as file:
+                    return file.read()
+            except OSError as exc:
+                raise ConfigError(
+                    f"etcd TLS: cannot read {what} {path!r}: {exc.strerror}"
+                ) from None
+
+        return grpc.ssl_channel_credentials(
+            root_certificates=read(self.tls_ca, "tls-ca"),
+            private_key=read(self.tls_key, "tls-key"),
+            certificate_chain=read(self.tls_cert, "tls-cert"),
+        )
 
 
 def channel_options(max_message: int, keepalive: bool) -> dict[str, Any]:
@@ -45,31 +115,197 @@ def channel_options(max_message: int, keepalive: bool) -> dict[str, Any]:
     return options
 
 
+def _method(details: Any) -> str:
+    method = details.method
+    return method.decode() if isinstance(method, bytes) else str(method)
+
+
+def is_invalid_token(code: grpc.StatusCode, details: str) -> bool:
+    """etcd refused the token of a call (expired, or minted before a restart)."""
+    if code not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.FAILED_PRECONDITION):
+        return False
+    return INVALID_TOKEN in details or _OLD_REVISION in details
+
+
+class _Login:
+    """The token of one endpoint: logged in on first use, again after etcd refused it."""
+
+    def __init__(self, where: str, security: EtcdSecurity, timeout: float) -> None:
+        self.where = where
+        self.security = security
+        self.timeout = timeout
+        self.token: str | None = None
+        self.enabled = True  # False once etcd says its auth is off
+        self.auth_stub: Any = None
+        self._lock = asyncio.Lock()
+
+    async def current(self) -> str | None:
+        if self.token is None and self.enabled:
+            async with self._lock:
+                if self.token is None and self.enabled:
+                    self.token = await self._authenticate()
+        return self.token
+
+    def refused(self, token: str | None) -> None:
+        """etcd called ``token`` invalid: the next call logs in again."""
+        if self.token == token:
+            self.token = None
+
+    async def _authenticate(self) -> str | None:
+        s = self.security
+        request = rpc.AuthenticateRequest(name=s.user, password=s.password)
+        try:
+            response = await self.auth_stub.Authenticate(request, timeout=self.timeout)
+        except grpc.aio.AioRpcError as exc:
+            details = exc.details() or exc.code().name
+            if _AUTH_DISABLED in details:
+                log.warning("etcd %s: auth is not enabled; calls go without a token", self.where)
+                self.enabled = False
+                return None
+            if exc.code() in UNAVAILABLE_CODES:
+                raise
+            raise grpc.aio.AioRpcError(
+                grpc.StatusCode.UNAUTHENTICATED,
+                details=f"login of user {s.user!r} refused ({details}); check {s.settings}",
+            ) from None
+        return str(response.token)
+
+
+class _TokenInterceptor(
+    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[misc]
+    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[misc]
+    grpc.aio.StreamUnaryClientInterceptor,  # type: ignore[misc]
+    grpc.aio.StreamStreamClientInterceptor,  # type: ignore[misc]
+):
+    """Puts the login's token on every call; a unary call refused for its token is
+    sent once more after a new login, a stream refused so makes the next call log in."""
+
+    def __init__(self, login: _Login) -> None:
+        self.login = login
+
+    async def _with_token(self, details: Any) -> tuple[Any, str | None]:
+        if _method(details) == AUTHENTICATE:
+            return details, None
+        token = await self.login.current()
+        if token is None:
+            return details, None
+        metadata = grpc.aio.Metadata(
+            *((k, v) for k, v in (details.metadata or ()) if k != "token"), ("token", token)
+        )
+        return details._replace(metadata=metadata), token
+
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Awaitable[Any]], details: Any, request: Any
+    ) -> Any:
+        sent, token = await self._with_token(details)
+        call = await continuation(sent, request)
+        if token is None:
+            return call
+        code = await call.code()
+        if not is_invalid_token(code, await call.details() or ""):
+            return call
+        self.login.refused(token)
+        sent, _token = await self._with_token(details)
+        return await continuation(sent, request)
+
+    async def intercept_unary_stream(
+        self, continuation: Callable[..., Awaitable[Any]], details: Any, request: Any
+    ) -> Any:
+        sent, _token = await self._with_token(details)
+        return await continuation(sent, request)
+
+    async def intercept_stream_unary(
+        self, continuation: Callable[..., Awaitable[Any]], details: Any, request_iterator: Any
+    ) -> Any:
+        sent, _token = await self._with_token(details)
+        return await continuation(sent, request_iterator)
+
+    async def intercept_stream_stream(
+        self, continuation: Callable[..., Awaitable[Any]], details: Any, request_iterator: Any
+    ) -> Any:
+        sent, _token = await self._with_token(details)
+        return await continuation(sent, request_iterator)
+
+
+class EtcdEndpoint:
+    """One open channel to one endpoint, with the stubs the store and the adapter call.
+
+    ``metadata`` is what callers pass along with each call (the token travels through
+    the channel's interceptor, so it is always empty here)."""
+
+    def __init__(self, channel: grpc.aio.Channel, login: _Login | None) -> None:
+        self.channel = channel
+        self.login = login
+        self.metadata: tuple[tuple[str, str], ...] = ()
+        self.kvstub = rpc.KVStub(channel)
+        self.leasestub = rpc.LeaseStub(channel)
+        self.watchstub = rpc.WatchStub(channel)
+        if login is not None:
+            login.auth_stub = rpc.AuthStub(channel)
+
+    def refused(self, details: str) -> None:
+        """A stream ended with ``details``: log in again on the next call when it is the
+        token that etcd refused (unary calls handle that themselves)."""
+        if self.login is not None and (INVALID_TOKEN in details or _OLD_REVISION in details):
+            self.login.token = None
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
 class EtcdChannels:
-    """One ``aetcd`` client per endpoint, connected on first use."""
+    """One :class:`EtcdEndpoint` per endpoint, opened on first use."""
 
     def __init__(
-        self, endpoints: Sequence[tuple[str, int]], *, max_message: int, keepalive: bool
+        self,
+        endpoints: Sequence[tuple[str, int]],
+        *,
+        max_message: int,
+        keepalive: bool,
+        security: EtcdSecurity | None = None,
+        login_timeout: float = 5.0,
     ) -> None:
         self.endpoints = list(endpoints)
+        self.security = security or EtcdSecurity()
+        self.security.check()
         self._options = channel_options(max_message, keepalive)
-        self._clients: list[aetcd.Client | None] = [None] * len(self.endpoints)
+        if self.security.tls_server_name:
+            self._options["grpc.ssl_target_name_override"] = self.security.tls_server_name
+        self._credentials = self.security.channel_credentials() if self.security.tls else None
+        self._login_timeout = login_timeout
+        self._clients: list[EtcdEndpoint | None] = [None] * len(self.endpoints)
 
     def text(self, index: int) -> str:
         host, port = self.endpoints[index]
-        return f"{host}:{port}"
+        return format_host_port(host, port)
 
-    async def client(self, index: int) -> aetcd.Client:
+    async def client(self, index: int) -> EtcdEndpoint:
         client = self._clients[index]
         if client is None:
-            host, port = self.endpoints[index]
-            client = aetcd.Client(host, port, options=self._options)
-            await client.connect()
+            client = self._open(index)
             self._clients[index] = client
         return client
 
+    def _open(self, index: int) -> EtcdEndpoint:
+        target = self.text(index)
+        login: _Login | None = None
+        interceptors: list[Any] = []
+        if self.security.user:
+            login = _Login(target, self.security, self._login_timeout)
+            interceptors.append(_TokenInterceptor(login))
+        options = list(self._options.items())
+        if self._credentials is not None:
+            channel = grpc.aio.secure_channel(
+                target, self._credentials, options=options, interceptors=interceptors or None
+            )
+        else:
+            channel = grpc.aio.insecure_channel(
+                target, options=options, interceptors=interceptors or None
+            )
+        return EtcdEndpoint(channel, login)
+
     async def close(self) -> None:
-        """Close every connected client; closing never fails."""
+        """Close every open channel; closing never fails."""
         clients, self._clients = self._clients, [None] * len(self.endpoints)
         for client in clients:
             if client is not None:

@@ -15,7 +15,9 @@ import os
 import socket
 from pathlib import Path
 
+from pysyncer.credentials import read_secret
 from pysyncer.errors import ConfigError
+from pysyncer.etcdchannels import EtcdSecurity
 from pysyncer.store.base import (
     DIGEST_MAX,
     SLOT_COUNT,
@@ -39,7 +41,7 @@ from pysyncer.store.base import (
 from pysyncer.store.etcd import DEFAULT_PREFIX, EtcdStore
 from pysyncer.store.etcd_client import EtcdUnavailableError
 from pysyncer.store.sqlite import SqliteStore
-from pysyncer.store.url import StoreURL, parse_store_url
+from pysyncer.store.url import PASSWORD_ENV, StoreURL, parse_store_url
 
 __all__ = [
     "DEFAULT_PREFIX",
@@ -108,11 +110,22 @@ def _etcd_store(url: StoreURL, dc: str | None, node: str | None) -> EtcdStore:
                 f"store: the etcd key prefix {prefix!r} needs the data center name (dc)"
             )
         prefix = prefix.replace("{dc}", dc)
+    credentials = url.credentials
+    security = EtcdSecurity(
+        tls_ca=credentials.tls_ca,
+        tls_cert=credentials.tls_cert,
+        tls_key=credentials.tls_key,
+        tls_server_name=credentials.tls_server_name,
+        user=credentials.user,
+        password=read_secret(credentials.password_file, PASSWORD_ENV, "store: password_file"),
+        settings=credentials.settings,
+    )
     try:
         return EtcdStore(
             [(endpoint.host, endpoint.port) for endpoint in url.endpoints],
             prefix=prefix,
             member=node or socket.gethostname(),
+            security=security,
             **url.options,  # type: ignore[arg-type]  # names and types: store.url.ETCD_OPTIONS
         )
     except ValueError as exc:

@@ -30,6 +30,7 @@ from collections.abc import AsyncGenerator, Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
+from pysyncer.etcdchannels import EtcdSecurity
 from pysyncer.model import Record
 from pysyncer.store.base import (
     Fence,
@@ -90,7 +91,7 @@ class EtcdStore:
     ``request_timeout``: deadline of one etcd request; ``max_queue``: bound of the
     write queue in operations; ``max_txn_ops`` / ``max_txn_bytes``: etcd's limits
     (``--max-txn-ops``, ``--max-request-bytes``); ``close_timeout``: how long
-    :meth:`close` waits for queued writes to drain.
+    :meth:`close` waits for queued writes to drain; ``security``: TLS files and login.
     """
 
     def __init__(
@@ -105,9 +106,10 @@ class EtcdStore:
         max_txn_ops: int = 128,
         max_txn_bytes: int = 1024 * 1024,
         close_timeout: float = 5.0,
+        security: EtcdSecurity | None = None,
     ) -> None:
         pairs = parse_endpoints(endpoints) if isinstance(endpoints, str) else list(endpoints)
-        client = EtcdClient(pairs, request_timeout)
+        client = EtcdClient(pairs, request_timeout, security)
         self._client = client
         self._layout = Layout(prefix)
         self._member = member
@@ -197,7 +199,7 @@ class EtcdStore:
         """Close the client and give every part a fresh one (a closed one cannot reopen)."""
         old = self._client
         await old.close()
-        client = EtcdClient(old.endpoints, old.request_timeout)
+        client = EtcdClient(old.endpoints, old.request_timeout, old.security)
         self._client = client
         self._membership.client = client
         self._writes.client = client

@@ -5,11 +5,13 @@ Owns the conversation with the etcd cluster: endpoint failover, per-request
 deadlines, range reads with limits and fixed revisions, transactions with compares,
 leases, and prefix watches; and the translation of gRPC failures into
 :class:`~pysyncer.store.base.StoreError` kinds (:class:`EtcdUnavailableError` when no
-endpoint answers). It knows nothing about the store's keys or values.
+endpoint answers, :class:`EtcdAuthError` when etcd refuses the login or a permission).
+It knows nothing about the store's keys or values.
 
-``aetcd`` supplies the channel, the stubs and the generated etcd messages; its
-high-level helpers are not used because they cannot set range limits, read at a fixed
-revision or compare a key's lease, which the store needs.
+The channels (TLS, login and token: :class:`~pysyncer.etcdchannels.EtcdSecurity`) come
+from :mod:`pysyncer.etcdchannels`; ``aetcd`` supplies the stubs and the generated etcd
+messages. Its high-level client is not used: it opens only plain channels and cannot set
+range limits, read at a fixed revision or compare a key's lease, which the store needs.
 """
 
 from __future__ import annotations
@@ -20,11 +22,10 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import aetcd
 import grpc
 from aetcd import rpc
 
-from pysyncer.etcdchannels import UNAVAILABLE_CODES, EtcdChannels
+from pysyncer.etcdchannels import UNAVAILABLE_CODES, EtcdChannels, EtcdEndpoint, EtcdSecurity
 from pysyncer.hostport import format_host_port, parse_host_port
 from pysyncer.store.base import StoreError, StoreFullError
 
@@ -32,6 +33,7 @@ __all__ = [
     "KV",
     "MAX_BACKOFF",
     "Compare",
+    "EtcdAuthError",
     "EtcdClient",
     "EtcdUnavailableError",
     "Op",
@@ -49,6 +51,14 @@ MAX_BACKOFF = 2.0
 
 class EtcdUnavailableError(StoreError):
     """No etcd endpoint answered (refused, timed out, or without a leader)."""
+
+
+class EtcdAuthError(StoreError, PermissionError):
+    """etcd refused the login (user, password) or a permission of the logged-in user."""
+
+
+_NO_USER = "user name is empty"  # etcd's answer to a call without a token when auth is on
+_AUTH_CODES = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
 
 
 def parse_endpoints(text: str) -> list[tuple[str, int]]:
@@ -176,12 +186,24 @@ class EtcdClient:
     failures raise :class:`StoreError` (:class:`StoreFullError` for etcd's space quota).
     """
 
-    def __init__(self, endpoints: Sequence[tuple[str, int]], request_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[tuple[str, int]],
+        request_timeout: float = 5.0,
+        security: EtcdSecurity | None = None,
+    ) -> None:
         if not endpoints:
             raise ValueError("no etcd endpoint given")
         self.endpoints = list(endpoints)
         self.request_timeout = request_timeout
-        self._channels = EtcdChannels(self.endpoints, max_message=64 * 1024 * 1024, keepalive=True)
+        self.security = security or EtcdSecurity()
+        self._channels = EtcdChannels(
+            self.endpoints,
+            max_message=64 * 1024 * 1024,
+            keepalive=True,
+            security=self.security,
+            login_timeout=request_timeout,
+        )
         self._current = 0
         self._closed = False
 
@@ -193,7 +215,7 @@ class EtcdClient:
     def current_endpoint(self) -> str:
         return self._channels.text(self._current)
 
-    async def _client(self, index: int) -> aetcd.Client:
+    async def _client(self, index: int) -> EtcdEndpoint:
         return await self._channels.client(index)
 
     async def close(self) -> None:
@@ -208,6 +230,12 @@ class EtcdClient:
             return EtcdUnavailableError(f"{where} unavailable: {details}")
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
             return StoreFullError(f"{where}: {details}")
+        if code in _AUTH_CODES:
+            return EtcdAuthError(f"{where}: {code.name}: {details}")
+        if _NO_USER in details:
+            return EtcdAuthError(
+                f"{where}: etcd requires a login ({details}); set {self.security.settings}"
+            )
         return StoreError(f"{where}: {code.name}: {details}")
 
     async def _unary(self, stub_name: str, method: str, request: Any) -> Any:
@@ -333,8 +361,7 @@ class EtcdClient:
         if self._closed:
             raise EtcdUnavailableError("etcd client is closed")
         client = await self._client(self._current)
-        stub = rpc.WatchStub(client.channel)
-        call = stub.Watch(metadata=client.metadata)
+        call = client.watchstub.Watch(metadata=client.metadata)
         try:
             await call.write(
                 rpc.WatchRequest(
@@ -355,6 +382,7 @@ class EtcdClient:
                     return
                 if response.canceled:
                     reason = response.cancel_reason or "cancelled by the server"
+                    client.refused(reason)
                     raise EtcdUnavailableError(f"etcd {self.current_endpoint}: watch {reason}")
                 events = [
                     (
@@ -366,6 +394,7 @@ class EtcdClient:
                 ]
                 yield WatchBatch(int(response.header.revision), events)
         except grpc.aio.AioRpcError as exc:
+            client.refused(exc.details() or "")
             self._current = (self._current + 1) % len(self.endpoints)
             raise self._translate(exc) from None
         finally:
@@ -389,6 +418,10 @@ class EtcdClient:
                     return
                 except EtcdUnavailableError as exc:
                     last = exc
+                except EtcdAuthError as exc:
+                    if "PERMISSION_DENIED" in str(exc):
+                        return  # logged in and answered: the user may not read the probe key
+                    raise
                 await asyncio.sleep(min(delay, max(0.0, deadline - loop.time())))
                 delay = min(delay * 2, 1.0)
         finally:
