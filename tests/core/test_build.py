@@ -1,4 +1,6 @@
-"""setup.py honours PYSYNCER_NO_EXTENSIONS and fails in one line without a C compiler."""
+"""setup.py honours PYSYNCER_NO_EXTENSIONS and fails in one line without a C compiler; the
+sdist holds the Cython sources, LICENSE and the whole test suite, never generated C, and its
+tests run from the unpacked tree."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -81,3 +84,121 @@ def test_build_without_compiler_fails_in_one_line(tmp_path: Path) -> None:
     last_line = out.stderr.strip().splitlines()[-1]
     assert last_line.startswith("pysyncer: cannot compile the Cython core"), out.stderr
     assert "PYSYNCER_NO_EXTENSIONS=1" in last_line
+
+
+# Directories shipped whole in the sdist (MANIFEST.in), and files at the top of the tree.
+SHIPPED_TREES = ("tests", "docs", "benchmarks", "ci")
+SHIPPED_FILES = ("LICENSE", "CHANGELOG.md", "README.md", "pyproject.toml", "setup.py")
+BUILD_PRODUCTS = (".c", ".html", ".so")
+
+
+def build_sdist(tree: Path, outdir: Path) -> Path:
+    """The sdist of ``tree``, made by the setuptools backend as pip or build would."""
+    code = (
+        "import sys; from setuptools import build_meta; print(build_meta.build_sdist(sys.argv[1]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(outdir)],
+        cwd=tree,
+        env={**os.environ, "PYSYNCER_NO_EXTENSIONS": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    return outdir / out.stdout.strip().splitlines()[-1]
+
+
+def source_files(tree: Path, top: str) -> set[str]:
+    return {
+        path.relative_to(tree).as_posix()
+        for path in (tree / top).rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc"
+    }
+
+
+@pytest.fixture(scope="module")
+def sdist(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(source tree with stray build products in it, its sdist)."""
+    tmp_path = tmp_path_factory.mktemp("sdist")
+    tree = copy_source_tree(tmp_path)
+    for name in ("_slots_c.c", "_slots_c.html", "_slots_c.cpython-311-x86_64-linux-gnu.so"):
+        (tree / "pysyncer" / "_core" / name).write_text("/* a build product */\n")
+    return tree, build_sdist(tree, tmp_path / "dist")
+
+
+def sdist_members(archive: Path) -> set[str]:
+    with tarfile.open(archive) as tar:
+        prefix = archive.name.removesuffix(".tar.gz") + "/"
+        return {m.name.removeprefix(prefix) for m in tar.getmembers() if m.isfile()}
+
+
+def test_sdist_ships_sources_license_and_the_whole_test_suite(sdist: tuple[Path, Path]) -> None:
+    tree, archive = sdist
+    members = sdist_members(archive)
+    pyx = {p.relative_to(tree).as_posix() for p in (tree / "pysyncer" / "_core").glob("*.pyx")}
+    assert len(pyx) == 4, pyx
+    assert pyx <= members
+    for name in (*SHIPPED_FILES, "tests/conftest.py", "tests/support/__init__.py"):
+        assert name in members, name
+    for top in SHIPPED_TREES:
+        missing = sorted(source_files(tree, top) - members)
+        assert not missing, f"{top}/ files left out of the sdist: {missing[:10]}"
+    assert any(m.startswith("tests/golden/") for m in members)
+
+
+def test_sdist_holds_no_build_products(sdist: tuple[Path, Path]) -> None:
+    _, archive = sdist
+    products = sorted(m for m in sdist_members(archive) if m.endswith(BUILD_PRODUCTS))
+    assert not products, products
+    assert not [m for m in sdist_members(archive) if "__pycache__" in m]
+
+
+def test_sdist_metadata_names_the_license(sdist: tuple[Path, Path]) -> None:
+    _, archive = sdist
+    with tarfile.open(archive) as tar:
+        member = tar.extractfile(archive.name.removesuffix(".tar.gz") + "/PKG-INFO")
+        assert member is not None
+        headers = member.read().decode()
+    assert "License-Expression: Apache-2.0" in headers.splitlines()
+    assert "License-File: LICENSE" in headers.splitlines()
+
+
+def test_tests_run_from_the_unpacked_sdist(sdist: tuple[Path, Path], tmp_path: Path) -> None:
+    """The shipped suite finds its conftest and support code in the sdist alone (run on the
+    pure-Python twins, since the unpacked tree has nothing compiled)."""
+    _, archive = sdist
+    with tarfile.open(archive) as tar:
+        tar.extractall(tmp_path, filter="data")
+    unpacked = tmp_path / archive.name.removesuffix(".tar.gz")
+    env = {**os.environ, "PYSYNCER_NO_EXTENSIONS": "1", "PYTHONPATH": ""}
+    where = subprocess.run(
+        [sys.executable, "-c", "import pysyncer; print(pysyncer.__file__)"],
+        cwd=unpacked,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert where.stdout.strip() == str(unpacked / "pysyncer" / "__init__.py"), where
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-n",
+            "0",
+            "tests/core/test_core_dispatch.py",
+            "tests/core/test_slots.py",
+        ],
+        cwd=unpacked,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert " passed" in out.stdout.strip().splitlines()[-1]
