@@ -70,6 +70,7 @@ class Daemon:
             self.engine = SyncEngine(config.sync(), self.gossip.serf)
             await self.engine.start()
         await self._start_admin()
+        self.gossip.join()  # once the engine's gRPC server is up: peers use it at once
 
     async def _start_admin(self) -> None:
         presenter = self.presenter

@@ -121,9 +121,9 @@ async def _resolve(addresses: Sequence[Address]) -> list[Address]:
 class GossipStack:
     """The pool membership of one syncer, advertising ``tags``.
 
-    Built stopped: :meth:`start` binds, restores the snapshot and starts joining;
-    :meth:`leave` leaves the pool gracefully (peers see ``left``) and :meth:`stop` closes
-    the rest. ``serf`` and ``key_manager`` exist once started.
+    Built stopped: :meth:`start` binds and restores the snapshot, :meth:`join` starts
+    joining the pool; :meth:`leave` leaves it gracefully (peers see ``left``) and
+    :meth:`stop` closes the rest. ``serf`` and ``key_manager`` exist once started.
     """
 
     def __init__(
@@ -137,6 +137,7 @@ class GossipStack:
         self._key_manager: KeyManager | None = None
         self._snapshot: SerfSnapshot | None = None
         self._join_task: asyncio.Task[None] | None = None
+        self._rejoin: list[Address] = []
         self._left = False
         self._agent = GossipAgent(
             settings.node,
@@ -214,13 +215,13 @@ class GossipStack:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Bind, start probing, resume from the snapshot, start joining in the background."""
+        """Bind, start probing and resume from the snapshot; :meth:`join` joins the pool."""
         settings = self.settings
         advertise = _advertise_address(settings.bind, settings.advertise)
         await self._agent.start((settings.bind.host, settings.bind.port), advertise)
         serf = self.serf
         serf.attach(self._agent.node)
-        rejoin = self._open_snapshot(serf)
+        self._rejoin = self._open_snapshot(serf)
         serf.start()
         host, port = self.address
         log.info(
@@ -228,8 +229,16 @@ class GossipStack:
             format_host_port(host, port),
             self.encryption_summary(),
         )
-        if settings.join or rejoin:
-            self._join_task = asyncio.get_running_loop().create_task(self._join_loop(rejoin))
+
+    def join(self) -> None:
+        """Join the configured members and the snapshot's in the background, with backoff.
+
+        Called once what the tags advertise is ready (the sync engine's gRPC server):
+        the members that learn of this one may use it at once.
+        """
+        if (self.settings.join or self._rejoin) and self._join_task is None:
+            loop = asyncio.get_running_loop()
+            self._join_task = loop.create_task(self._join_loop(self._rejoin))
 
     def _open_snapshot(self, serf: Serf) -> list[Address]:
         """Resume clocks from the snapshot file; the members to rejoin."""
@@ -272,11 +281,7 @@ class GossipStack:
 
     async def leave(self) -> None:
         """Stop joining, leave the pool gracefully and stop Serf (a no-op when not started)."""
-        if self._join_task is not None:
-            self._join_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._join_task
-            self._join_task = None
+        await self._stop_joining()
         if self._serf is None or not self.started or self._left:
             return
         self._left = True
@@ -288,10 +293,16 @@ class GossipStack:
             self._snapshot.leave()
         await self._serf.stop()
 
+    async def _stop_joining(self) -> None:
+        if self._join_task is not None:
+            self._join_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._join_task
+            self._join_task = None
+
     async def stop(self) -> None:
         """Close the snapshot file and the sockets (after :meth:`leave`)."""
-        if self._join_task is not None:
-            await self.leave()
+        await self._stop_joining()
         if self._snapshot is not None:
             self._snapshot.close()
         await self._agent.stop()

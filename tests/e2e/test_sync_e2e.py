@@ -21,6 +21,7 @@ from aiohttp import web
 
 from pysyncer.rpc import sync_pb2 as pb
 from pysyncer.rpc import sync_pb2_grpc as pb_grpc
+from pysyncer.sync.tags import syncer_tags
 from tests.conftest import require_program
 from tests.support.gossip import SerfAgent, free_port
 from tests.support.sync import (
@@ -412,7 +413,7 @@ def test_malformed_rpc_peer_is_counted_and_survived(cluster: Cluster, tmp_path: 
         a = cluster.daemon("ma", "127.0.0.101")
         b = cluster.daemon("mb", "127.0.0.102", "--join", a.bind)
         eventually(lambda: a.ready() and b.ready(), 20, "daemons up", a, b)
-        tags = {"role": "pysyncer", "dc": "dc-evil", "rpc_addr": f"127.0.0.1:{evil.port}"}
+        tags = syncer_tags("dc-evil", f"127.0.0.1:{evil.port}")
         agent = SerfAgent(serf, "evil", tmp_path, tags=tags, profile="lan")
         agent.wait_ready()
         agent.cli("join", a.bind)
