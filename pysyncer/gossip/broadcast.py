@@ -9,6 +9,7 @@ the gaps. A new message about a name (for example the member ``node-3``) replace
 queued one about the same name, so stale alive/suspect/dead news never goes out.
 
 The queue is plain data: no clock, no I/O. It owns ordering and invalidation only.
+Must not import the node or the Serf layer.
 """
 
 from __future__ import annotations

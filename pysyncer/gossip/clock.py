@@ -16,6 +16,7 @@ called with its key. Keys due together are popped as a batch; a callback may can
 or re-schedule a key of its batch that has not run yet, and that key then does not
 run now. A callback may schedule new timers, including ones already due: they run
 after the current batch.
+Must not import other gossip modules.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from a busy data center) is delivered once, as the newest of the burst (highest
 Lamport time). Pending events flush ``coalesce_period`` after the first one arrived,
 or earlier when no new event came for ``quiescent_period``. Events without the flag
 pass straight through. Timers run on the node's clock, so the simulator drives it too.
+Must not import the Serf layer or the node: it sees user events only.
 """
 
 from __future__ import annotations

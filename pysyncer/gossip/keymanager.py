@@ -19,6 +19,8 @@ Owns both sides of Serf's internal key queries (serf/keymanager.go, internal_que
 
 Rotation is install everywhere -> use -> remove the old key. Operations are serialized
 per manager (Serf's KeyManager lock). Keys are given as standard base64.
+Uses the Serf only through its public API (queries and ``internal_handlers``);
+must not import the node or the agent.
 """
 
 from __future__ import annotations

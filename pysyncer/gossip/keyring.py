@@ -25,6 +25,7 @@ Every failure to decrypt (too short, unknown version, no key opens it, bad paddi
 raises :class:`~pysyncer.errors.MalformedDataError`; exceptions of the ``cryptography``
 package never escape. Invalid keys and key files raise :class:`~pysyncer.errors.ConfigError`.
 Key rotation across a cluster (Serf's internal key queries) belongs to the Serf layer.
+Must not import other gossip modules.
 """
 
 from __future__ import annotations

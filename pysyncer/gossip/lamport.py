@@ -4,6 +4,7 @@ Serf orders member intents, user events and queries with three independent 64-bi
 Lamport clocks. A node remembers the last ``size`` (512) Lamport times of events and
 queries in ring buffers, to drop duplicates that keep arriving through gossip and
 events too old to judge. These are plain data structures; the Serf layer drives them.
+Imports nothing from pysyncer.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ implements :class:`MembershipDelegate` to send broadcasts and deliver events. Ti
 from a :class:`~pysyncer.gossip.clock.Clock` (the event loop, or a virtual clock in the
 simulator), so every rule here is testable without real time. Member statuses are
 :class:`~pysyncer.gossip.messages.NodeStatus`, the wire enum, re-exported here.
+Must not import the node, the probe cycle or the Serf layer.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ purpose: packet loss, partitions, killed members and stalled (CPU-starved) membe
 whose timers and incoming packets wait until the stall ends. The nodes are the real
 :class:`~pysyncer.gossip.node.GossipNode` state machines, byte encoding included, so
 a simulation exercises exactly the code that runs on sockets. Same seed, same run.
+Must not import Serf, the agent or the real transport: it drives nodes only.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ old events and queries) and rejoins the members it last knew alive, unless the l
 record is a graceful ``leave``. Lines are buffered and flushed every ``flush_interval``;
 the file is fsynced on leave and close, and compacted (rewritten to ``<path>.compact``
 then renamed over) when it grows past ``max(128 B x 2 x alive members, 128 KiB)``.
+Uses the Serf only through its public API; must not import the node or the agent.
 """
 
 from __future__ import annotations

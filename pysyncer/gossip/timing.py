@@ -9,6 +9,7 @@ Also here: :class:`Awareness` (Lifeguard's local health score), a pysyncer exten
 that feeds event-loop lag into it (:func:`loop_lag_awareness_delta`), and the default
 profiles :data:`LAN`, :data:`WAN` and :data:`LOCAL` (memberlist ``DefaultLANConfig``
 / ``DefaultWANConfig`` / ``DefaultLocalConfig`` plus Serf ``DefaultConfig``).
+Imports nothing from pysyncer: a leaf every gossip module may use.
 """
 
 from __future__ import annotations

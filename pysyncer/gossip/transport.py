@@ -16,6 +16,7 @@ Owns sockets and nothing of the protocol (memberlist ``net_transport.go``):
   and waits for running stream handlers, cancelling them after a short grace.
 
 Counters live in :attr:`NetTransport.stats`. Addresses are numeric IPs (no DNS here).
+Must not import the node or the Serf layer: it moves bytes only.
 """
 
 from __future__ import annotations

@@ -20,8 +20,20 @@ _SERF_PARTS = {"serf_model", "serf_intents", "serf_queries", "serf_reaper", "ser
 _SERF = {"serf"} | _SERF_PARTS
 _ABOVE_NODE = {"node", "probe", "agent", "stack"} | _SERF
 
+_ALL = {path.stem for path in GOSSIP.glob("*.py")}
+
 FORBIDDEN: dict[str, set[str]] = {
-    "messages": {path.stem for path in GOSSIP.glob("*.py")} - {"messages"},
+    "messages": _ALL - {"messages"},
+    "lamport": _ALL - {"lamport"},
+    "timing": _ALL - {"timing"},
+    "clock": _ALL - {"clock"},
+    "keyring": _ALL - {"keyring"},
+    "broadcast": _ABOVE_NODE,
+    "coalesce": _ABOVE_NODE,
+    "transport": _ABOVE_NODE,
+    "simulator": _SERF | {"agent", "stack", "transport"},
+    "keymanager": {"node", "probe", "agent", "stack"} | _SERF_PARTS,
+    "snapshot": {"node", "probe", "agent", "stack"} | _SERF_PARTS,
     "membership": _ABOVE_NODE,
     "probe": _ABOVE_NODE - {"probe"},
     "node": _SERF | {"agent", "stack"},
