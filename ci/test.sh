@@ -7,6 +7,8 @@
 #      compiling the Cython core,
 #   3. runs the whole suite twice: on the compiled core, then with PYSYNCER_NO_EXTENSIONS=1
 #      on the pure-Python twins. Lint and type checks are part of the suite.
+#   4. runs ci/wheels.sh (builds the sdist and wheels, installs each, smoke test; about
+#      2-3 minutes), unless PYSYNCER_SKIP_WHEELS=1 or pytest arguments are given.
 # Extra arguments go to pytest (e.g. ci/test.sh -k slots -x).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -87,6 +89,15 @@ failed=0
 results=()
 run_suite "compiled core" env PYSYNCER_NO_EXTENSIONS= "$PYTHON" -m pytest -n "$WORKERS" "$@"
 run_suite "pure-Python twins" env PYSYNCER_NO_EXTENSIONS=1 "$PYTHON" -m pytest -n "$WORKERS" "$@"
+
+# The release artefacts (sdist, manylinux wheel, pure wheel) built, installed offline into
+# fresh venvs and smoke-tested by ci/wheels.sh. Only on a full run: skipped when arguments
+# select tests, or with PYSYNCER_SKIP_WHEELS=1.
+if [[ ${PYSYNCER_SKIP_WHEELS:-} == 1 ]] || (($# > 0)); then
+    results+=("wheels: skipped")
+else
+    run_suite "wheels" ci/wheels.sh
+fi
 
 log "summary"
 printf '   %s\n' "${results[@]}"
