@@ -38,7 +38,9 @@ from pysyncer.adapters.base import (
 from pysyncer.adapters.etcd_codec import EtcdRegistrySettings, Layout, parse_endpoints
 from pysyncer.adapters.etcd_conn import EtcdConnection, KeyValue
 from pysyncer.adapters.etcd_watch import WatchResponse, watch_prefix
+from pysyncer.credentials import read_secret
 from pysyncer.errors import ConfigError
+from pysyncer.etcdchannels import EtcdSecurity
 from pysyncer.model import Instance, ServiceKey
 
 __all__ = ["EtcdAdapter", "create"]
@@ -63,7 +65,9 @@ class EtcdAdapter:
     ) -> None:
         self.settings = settings or EtcdRegistrySettings()
         self.layout = Layout(self.settings.layout, self.settings.key_prefix, self.settings.scheme)
-        self.conn = EtcdConnection(parse_endpoints(addresses), self.settings.request_timeout)
+        self.conn = EtcdConnection(
+            parse_endpoints(addresses), self.settings.request_timeout, _security(self.settings)
+        )
         self._closed = asyncio.Event()
         self._copies: dict[str, _Copy] = {}
         self._leases: dict[int, int] = {}  # TTL -> lease id
@@ -79,7 +83,8 @@ class EtcdAdapter:
     async def start(self) -> None:
         self._closed.clear()
         self.conn.closed = False
-        await self.conn.call("kvstub", "Range", rpc.RangeRequest(key=b"\x00", count_only=True))
+        probe = self.layout.prefix.encode() or b"\x00"  # a key the user may read
+        await self.conn.call("kvstub", "Range", rpc.RangeRequest(key=probe, count_only=True))
 
     async def close(self) -> None:
         self._closed.set()
@@ -296,6 +301,21 @@ class EtcdAdapter:
                 events.append(ChangeEvent("upsert", decoded[0], decoded[1]))
         self._revision = max(self._revision or 0, response.revision)
         return events
+
+
+def _security(settings: EtcdRegistrySettings) -> EtcdSecurity:
+    """TLS files and login from the settings; the password file is read here."""
+    s = settings
+    password = read_secret(s.password_file, "", "etcd adapter: adapter.password-file")
+    return EtcdSecurity(
+        tls_ca=s.tls_ca,
+        tls_cert=s.tls_cert,
+        tls_key=s.tls_key,
+        tls_server_name=s.tls_server_name,
+        user=s.user,
+        password=password or s.password,
+        settings="adapter.user and adapter.password-file (or PYSYNCER_ADAPTER_PASSWORD)",
+    )
 
 
 def create(addresses: Sequence[str], settings: Mapping[str, Any]) -> EtcdAdapter:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import quote, unquote
 
@@ -43,6 +43,13 @@ class EtcdRegistrySettings:
     scheme: str = "grpc"  # endpoint scheme of grpc/gomicro addresses (they have none)
     request_timeout: float = 5.0  # per request and endpoint, seconds
     retry_max: float = 5.0  # largest backoff of the change feed's retries
+    tls_ca: str = ""  # CA file of the etcd server's certificate (turns TLS on)
+    tls_cert: str = ""  # client certificate file (etcd's --client-cert-auth), with tls-key
+    tls_key: str = ""
+    tls_server_name: str = ""  # name the server certificate carries, if not the host
+    user: str = ""  # etcd user (auth enabled); the password from password-file or password
+    password_file: str = ""
+    password: str = field(default="", repr=False)  # e.g. from PYSYNCER_ADAPTER_PASSWORD
 
     @classmethod
     def from_mapping(cls, settings: Mapping[str, Any]) -> EtcdRegistrySettings:

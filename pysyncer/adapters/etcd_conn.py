@@ -19,7 +19,7 @@ import grpc
 from aetcd import rpc
 
 from pysyncer.adapters.base import AdapterError, NotFoundError, UnavailableError
-from pysyncer.etcdchannels import UNAVAILABLE_CODES, EtcdChannels
+from pysyncer.etcdchannels import UNAVAILABLE_CODES, EtcdChannels, EtcdSecurity
 
 __all__ = ["EtcdConnection", "KeyValue", "key_value", "prefix_range_end"]
 
@@ -53,11 +53,20 @@ def prefix_range_end(prefix: bytes) -> bytes:
 class EtcdConnection:
     """aetcd channels to each endpoint; requests fail over on outage."""
 
-    def __init__(self, endpoints: Sequence[tuple[str, int]], timeout: float) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[tuple[str, int]],
+        timeout: float,
+        security: EtcdSecurity | None = None,
+    ) -> None:
         self.endpoints = list(endpoints)
         self.timeout = timeout
         self._channels = EtcdChannels(
-            self.endpoints, max_message=256 * 1024 * 1024, keepalive=False
+            self.endpoints,
+            max_message=256 * 1024 * 1024,
+            keepalive=False,
+            security=security,
+            login_timeout=timeout,
         )
         self.current = 0
         self.closed = False

@@ -40,11 +40,11 @@ async def watch_prefix(
     that goes away raises :class:`~pysyncer.adapters.base.UnavailableError`.
     """
     # A cheap read first: it fails over to an endpoint that answers.
-    await conn.call("kvstub", "Range", rpc.RangeRequest(key=b"\x00", count_only=True))
+    key = prefix.encode()
+    await conn.call("kvstub", "Range", rpc.RangeRequest(key=key or b"\x00", count_only=True))
     index = conn.current
     client = await conn.client(index)
-    call = rpc.WatchStub(client.channel).Watch(metadata=client.metadata)
-    key = prefix.encode()
+    call = client.watchstub.Watch(metadata=client.metadata)
     closing = asyncio.ensure_future(closed.wait())
     try:
         await call.write(
