@@ -58,13 +58,19 @@ class Daemon:
     async def start(self) -> None:
         config = self.config
         log.info(
-            "pysyncer %s starting: node %s, dc %s, core %s%s",
+            "pysyncer %s starting: node %s, dc %s, core %s",
             __version__,
             config.node,
             config.dc,
             _core.IMPLEMENTATION,
-            f" ({_core.EXTENSION_LOAD_ERROR})" if _core.EXTENSION_LOAD_ERROR else "",
         )
+        if _core.EXTENSION_LOAD_ERROR is not None:
+            log.warning(
+                "compiled core not loaded, running the slower pure-Python twins: %s",
+                _core.EXTENSION_LOAD_ERROR,
+            )
+        elif _core.NO_EXTENSIONS_REASON is not None:
+            log.info("core: pure-Python twins (%s)", _core.NO_EXTENSIONS_REASON)
         await self.gossip.start()
         if self.with_sync:
             self.engine = SyncEngine(config.sync(), self.gossip.serf)
