@@ -34,7 +34,7 @@ from types import FrameType
 
 from lab.churn import PRIVATE_PREFIX, Applications
 from lab.cluster import DataCenter, DcSpec, Lab, Timing
-from lab.faults import Fault, Injector, policy_slack, schedule
+from lab.faults import KINDS, Fault, Injector, policy_slack, schedule
 from lab.invariants import (
     Admission,
     Monitor,
@@ -58,6 +58,7 @@ class ChaosConfig:
     workdir: Path | None = None
     instances: int = 40  # per data center
     verbose: bool = True
+    only: tuple[str, ...] = ()  # fault kinds to draw from (empty: all)
 
     def timing(self) -> Timing:
         if self.soak:
@@ -81,6 +82,7 @@ class Results:
     convergence_by_kind: dict[str, list[float]] = field(default_factory=dict)
     lapses: int = 0
     lapses_by_cause: dict[str, int] = field(default_factory=dict)
+    policy_expiries: int = 0
     duplicates: int = 0
     churn: dict[str, int] = field(default_factory=dict)
     links: dict[str, str] = field(default_factory=dict)
@@ -121,7 +123,8 @@ class Runner:
         self.lock = threading.Lock()
 
     def say(self, text: str) -> None:
-        line = f"[{self.injector.now():7.1f}s] {text}"
+        wall = time.strftime("%H:%M:%S", time.gmtime())
+        line = f"[{self.injector.now():7.1f}s {wall}] {text}"
         self.results.log.append(line)
         if self.config.verbose:
             print(line, flush=True)
@@ -171,13 +174,17 @@ class Runner:
 
     def converge(self, deadline: float) -> tuple[float | None, list[Violation]]:
         """Poll the steady-state check until it passes: (seconds, []) or (None, last)."""
-        start = time.monotonic()
+        start = reported = time.monotonic()
         found: list[Violation] = []
         while time.monotonic() - start < deadline:
             found = check_converged(self.snapshot(with_exports=True), ADMISSION)
             self.results.checks += 1
             if not found:
                 return time.monotonic() - start, []
+            if time.monotonic() - reported > 5:  # what is still missing, for the logs
+                reported = time.monotonic()
+                pending = Counter(f"{v.kind} in {v.dc}" for v in found)
+                self.say(f"  not yet converged: {dict(pending)}")
             time.sleep(0.5)
         return None, found
 
@@ -239,7 +246,7 @@ class Runner:
         self.quiet(None)
         short_hold = 8.0 if config.soak else 15.0
         specs = [(s.etcd, s.proxy) for s in SPECS]
-        faults = schedule(config.seed, 10_000, specs, timing, short_hold)
+        faults = schedule(config.seed, 10_000, specs, timing, short_hold, config.only)
         began = time.monotonic()
         for fault in faults:
             if time.monotonic() - began > config.duration:
@@ -265,6 +272,7 @@ class Runner:
         results.violations += [str(v) for v in self.monitor.violations]
         results.lapses = self.monitor.lapses
         results.lapses_by_cause = dict(self.monitor.lapses_by_cause)
+        results.policy_expiries = self.monitor.policy_expiries
         results.duplicates = self.monitor.duplicates
         results.churn = dict(sum((Counter(a.counts) for a in self.apps), Counter()))
         return results
@@ -294,6 +302,7 @@ def table(results: Results) -> str:
         f"p99 {percentile(conv, 0.99):.1f} s ({len(conv)} heals)",
         f"copies that lapsed:           {results.lapses} "
         f"{dict(sorted(results.lapses_by_cause.items())) if results.lapses else ''}".rstrip(),
+        f"copies gone by origin policy: {results.policy_expiries}",
         f"duplicate copies seen:        {results.duplicates}",
         f"churn operations:             {dict(sorted(results.churn.items()))}",
     ]
@@ -341,10 +350,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soak", action="store_true", help="compressed timings (see above)")
     parser.add_argument("--origin-policy", choices=("expire", "remove"), default="expire")
     parser.add_argument("--instances", type=int, default=40, help="per data center")
+    parser.add_argument("--only", default="", help="comma-separated fault kinds to draw from")
     parser.add_argument("--workdir", type=Path, help="logs and results.json (default: a temp dir)")
     args = parser.parse_args(argv)
+    only = tuple(k for k in args.only.split(",") if k)
+    unknown = set(only) - set(KINDS)
+    if unknown:
+        parser.error(f"unknown fault kinds {sorted(unknown)}; known: {', '.join(KINDS)}")
     config = ChaosConfig(args.seed, args.duration, args.soak, args.origin_policy,
-                         args.workdir, args.instances)  # fmt: skip
+                         args.workdir, args.instances, only=only)  # fmt: skip
     try:
         results = run(config)
     except LabError as exc:

@@ -53,15 +53,22 @@ class Fault:
 
 
 def schedule(
-    seed: int, count: int, dcs: list[tuple[bool, bool]], timing: Timing, short_hold: float
+    seed: int,
+    count: int,
+    dcs: list[tuple[bool, bool]],
+    timing: Timing,
+    short_hold: float,
+    only: tuple[str, ...] = (),
 ) -> list[Fault]:
-    """``count`` faults from ``seed``. ``dcs``: per data center (has etcd, has proxy)."""
+    """``count`` faults from ``seed``. ``dcs``: per data center (has etcd, has proxy);
+    ``only``: the kinds to draw from (empty: all)."""
     rng = random.Random(seed)
     kinds = [
         kind
         for kind, (weight, needs) in KINDS.items()
         for _ in range(weight)
         if needs == "" or any(etcd if needs == "etcd" else proxy for etcd, proxy in dcs)
+        if not only or kind in only
     ]
     with_etcd = [n for n, (etcd, _) in enumerate(dcs, start=1) if etcd]
     with_proxy = [n for n, (_, proxy) in enumerate(dcs, start=1) if proxy]
@@ -75,7 +82,11 @@ def schedule(
             dc = rng.choice(with_proxy)
         other = rng.choice([n for n in range(1, len(dcs) + 1) if n != dc])
         hold = rng.uniform(0.3, 1.0) * short_hold
-        if kind == "isolate-past-grace":
+        if kind in ("kill-syncer", "pause-syncer"):
+            # a data center's only syncer away for longer than its copies' TTL lets them
+            # lapse by design: hold it for a part of the TTL, so a lapse means a fault
+            hold = rng.uniform(0.15, 0.5) * timing.instance_ttl
+        elif kind == "isolate-past-grace":
             hold = timing.origin_grace + policy_slack(timing) + 5
         elif kind == "registry-restart":
             hold = 0.0

@@ -219,15 +219,19 @@ class Monitor:
     """Watches consecutive snapshots while faults run (see the module docstring).
 
     The runner says, at every :meth:`observe`, which (origin, holder) pairs are cut off
-    since when (``cut``), which origins are wholly gone since when (``gone``: every
+    since when (``cut``), which data centers are wholly gone since when (``gone``: every
     syncer dead, stopped or isolated), and which registries were restarted empty since
-    the last snapshot (``wiped``: their losses are expected, not lapses).
+    the last snapshot (``wiped``: their losses are expected, not lapses). A copy gone
+    after its origin, or its holder, was gone for ``origin-grace`` is the policy at work
+    (:attr:`policy_expiries`), not a lapse; one still held ``policy_slack`` s later is a
+    violation.
     """
 
     origin_grace: float
     policy_slack: float  # seconds after origin-grace by which the policy must show
     lapses: int = 0
     lapses_by_cause: Counter[str] = field(default_factory=Counter)
+    policy_expiries: int = 0  # copies gone because their origin (or holder) was cut off
     duplicates: int = 0
     violations: list[Violation] = field(default_factory=list)
     _previous: Observation | None = None
@@ -260,8 +264,9 @@ class Monitor:
                                          f"{count} copies"))  # fmt: skip
             for origin, went in gone.items():
                 late = at - went - self.origin_grace - self.policy_slack
-                held = sum(1 for (o, _), _n in counts.items() if o == origin)
-                if origin != dc and late > 0 and held and (dc, origin, went) not in self._late:
+                # copies of the gone origin here, or of anyone when this holder is the one gone
+                held = sum(1 for (o, _) in counts if o == origin or origin == dc)
+                if late > 0 and held and (dc, origin, went) not in self._late:
                     self._late.add((dc, origin, went))
                     new.append(Violation("origin-policy-not-applied", dc, f"{origin}/*", at,
                                          f"{held} copies held {at - went:.0f} s after the "
@@ -276,6 +281,11 @@ class Monitor:
                 if source is None or not source.up or origin_id not in source.originals:
                     continue  # the origin deleted it (or cannot tell): not a lapse
                 if origin in wiped:
+                    continue
+                # the origin, or the holder, cut off past origin-grace
+                went = min(gone.get(origin, at), gone.get(dc, at))
+                if at - went >= self.origin_grace:
+                    self.policy_expiries += 1  # the origin policy at work, not a lapse
                     continue
                 self.lapses += 1
                 self.lapses_by_cause[cause or "none"] += 1

@@ -319,6 +319,7 @@ class Peers:
         self._origin_policy = origin_policy
         self._scan_interval = scan_interval
         self._last_seen: dict[str, float] = {}
+        self._live: set[str] = set()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -359,6 +360,9 @@ class Peers:
     async def scan(self) -> None:
         now = time.monotonic()
         live = {m.dc for m in self._members() if m.dc != self.local_dc}
+        for dc in live - self._live:  # back in gossip (a partition healed): reconnect now,
+            self.wake(dc)  # not after the link's backoff (up to BACKOFF_MAX)
+        self._live = live
         for dc in live:
             self._last_seen[dc] = now
             if dc in self._importer.expired_origins:

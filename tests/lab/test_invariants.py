@@ -150,11 +150,29 @@ def test_monitor_flags_an_origin_policy_not_applied_once() -> None:
     gone = {"dc-a": 0.0}
     assert monitor.observe(Observation(35.0, converged_state()), {}, gone) == []  # within slack
     late = monitor.observe(Observation(41.0, converged_state()), {}, gone)
-    assert kinds(late) == [("origin-policy-not-applied", "dc-b", "dc-a/*")]
+    assert kinds(late) == [  # dc-b holds dc-a's copies; dc-a, cut off, holds dc-b's
+        ("origin-policy-not-applied", "dc-a", "dc-a/*"),
+        ("origin-policy-not-applied", "dc-b", "dc-a/*"),
+    ]
     assert monitor.observe(Observation(45.0, converged_state()), {}, gone) == []
     expired = converged_state()
     expired["dc-b"].copies = []
+    expired["dc-a"].copies = []
     assert monitor.observe(Observation(50.0, expired), {}, gone) == []
+    assert monitor.lapses == 0 and monitor.policy_expiries == 3
+
+
+def test_copies_gone_after_origin_grace_are_policy_not_lapses() -> None:
+    monitor = Monitor(origin_grace=30.0, policy_slack=10.0)
+    monitor.observe(Observation(0.0, converged_state()), {}, {})
+    early = converged_state()
+    early["dc-b"].copies = early["dc-b"].copies[1:]
+    found = monitor.observe(Observation(20.0, early), {}, {"dc-a": 0.0})
+    assert kinds(found) == [("removed-before-origin-grace", "dc-b", "dc-a/a1")]
+    late = converged_state()
+    late["dc-b"].copies = []
+    assert monitor.observe(Observation(31.0, late), {}, {"dc-a": 0.0}) == []
+    assert (monitor.lapses, monitor.policy_expiries) == (1, 1)
 
 
 def test_registry_view_reads_the_rest_listing_shape() -> None:
