@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pysyncer.hostport import HostPort
-from pysyncer.store.url import StoreURL
 from pysyncer.sync.filters import Filters
+
+if TYPE_CHECKING:  # the store package loads its backends (gRPC): only when a store opens
+    from pysyncer.store.url import StoreURL
 
 __all__ = ["OriginPolicy", "RegistrySettings", "SyncSettings"]
 
