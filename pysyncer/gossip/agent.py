@@ -18,7 +18,12 @@ from pysyncer.gossip import messages as m
 from pysyncer.gossip.clock import LoopClock
 from pysyncer.gossip.keyring import Keyring
 from pysyncer.gossip.node import Address, GossipNode, NodeConfig, NodeDelegate
-from pysyncer.gossip.stream import StreamClosedError, frame_stream_message, read_stream_message
+from pysyncer.gossip.stream import (
+    StreamBudgetError,
+    StreamClosedError,
+    frame_stream_message,
+    read_stream_message,
+)
 from pysyncer.gossip.timing import LAN, GossipProfile
 from pysyncer.gossip.transport import NetTransport
 
@@ -91,6 +96,8 @@ class SocketNetwork:
             return
         except (MalformedDataError, TimeoutError) as exc:
             node.stats.incr("streams_dropped_malformed")
+            if isinstance(exc, StreamBudgetError):
+                node.stats.incr("packets_dropped_stream_budget")
             log.debug("dropped inbound stream: %s", exc)
             return
         try:

@@ -31,10 +31,14 @@ The exact rules implemented (those of Go's ``compress/lzw`` writer and reader):
   the EOF code ("unexpected EOF"); bytes after the EOF code are ignored.
 
 :func:`decompress` raises :class:`~pysyncer.errors.MalformedDataError` for invalid or
-truncated streams and as soon as the output would pass ``max_size`` (memberlist's
-``maxDecompressedBytes`` is 40 MiB). Every code consumes at least 9 input bits and
-produces at most 4096 bytes, so work is linear in the input and memory bounded by
-``max_size`` plus the 4096-entry table.
+truncated streams, and :class:`DecompressionLimitError` (one of them) before the output
+would pass ``max_size``: the bytes of a code are checked against the room left before
+they are appended, so the output never grows past ``max_size``. Callers pass their own
+budget (a UDP packet's in :mod:`pysyncer.gossip.packet`, a stream message's in
+:mod:`pysyncer.gossip.stream`); the default is memberlist's ``maxDecompressedBytes``.
+Every code consumes at least 9 input bits and produces at most 4096 bytes, so work is
+linear in the input. The table holds at most 4096 entries, each one byte longer than an
+earlier code's output, so its bytes never exceed the output's plus 4096.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ __all__ = [
     "MAX_CODE",
     "MAX_DECOMPRESSED_BYTES",
     "MAX_WIDTH",
+    "DecompressionLimitError",
     "compress",
     "decompress",
 ]
@@ -65,6 +70,11 @@ MAX_CODE: int = (1 << MAX_WIDTH) - 1
 
 MAX_DECOMPRESSED_BYTES: int = 40 * 1024 * 1024
 """memberlist's ``maxDecompressedBytes`` (2 x 20 MiB push/pull state): default bound."""
+
+
+class DecompressionLimitError(MalformedDataError):
+    """A compressed stream would decompress to more than the caller's budget."""
+
 
 _FIRST_WIDTH = 9
 _FIRST_OVERFLOW = 1 << _FIRST_WIDTH
@@ -136,7 +146,8 @@ def decompress(data: bytes, max_size: int = MAX_DECOMPRESSED_BYTES) -> bytes:
     """Decompress a Go ``compress/lzw`` LSB/8 stream, at most ``max_size`` bytes of output.
 
     Raises :class:`~pysyncer.errors.MalformedDataError` when the stream holds an invalid
-    code, ends before its EOF code, or would decompress to more than ``max_size`` bytes.
+    code or ends before its EOF code, and :class:`DecompressionLimitError` as soon as the
+    next code's bytes would take the output past ``max_size`` (nothing past it is held).
     """
     if max_size < 0:
         raise ValueError(f"max_size must be >= 0, got {max_size}")
@@ -190,9 +201,9 @@ def decompress(data: bytes, max_size: int = MAX_DECOMPRESSED_BYTES) -> bytes:
             raise MalformedDataError(
                 f"invalid LZW code {code} (highest defined is {hi}) at input byte {pos}"
             )
+        if len(out) + len(entry) > max_size:
+            raise DecompressionLimitError(f"LZW stream decompresses to more than {max_size} bytes")
         out += entry
-        if len(out) > max_size:
-            raise MalformedDataError(f"LZW stream decompresses to more than {max_size} bytes")
         last = code
         hi += 1
         if hi >= overflow:

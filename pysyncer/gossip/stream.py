@@ -23,10 +23,18 @@ Plaintext streams carry no length prefix, so the reader walks the MessagePack st
 to learn how many bytes are still missing and reads exactly that lower bound each time
 (``readexactly``): it never over-reads and never allocates more than ``max_size``.
 
+Budget: ``max_size`` (default :data:`DEFAULT_MAX_STREAM_BYTES`, 9 MiB: the push/pull
+state of a pool of :data:`PUSH_PULL_MEMBERS` members with full tags, plus Serf's event
+and query buffers) bounds both the bytes read for one message and what a ``compress``
+message may decompress to; one compression layer only; decryption is checked before
+anything is decompressed. Going past it raises :class:`StreamBudgetError`, which the
+agent counts as ``pysyncer_gossip_packets_dropped{reason="stream_budget"}``.
+
 Errors: bad bytes, limits, wrong key and label problems raise :class:`StreamError` (a
-:class:`~pysyncer.errors.MalformedDataError`); the deadline raises :class:`TimeoutError`;
-EOF raises :class:`StreamClosedError` (a :class:`ConnectionError`; ``received == 0``
-means the peer closed before sending anything, which memberlist treats as no error).
+:class:`~pysyncer.errors.MalformedDataError`; :class:`StreamBudgetError` for the
+budget); the deadline raises :class:`TimeoutError`; EOF raises :class:`StreamClosedError`
+(a :class:`ConnectionError`; ``received == 0`` means the peer closed before sending
+anything, which memberlist treats as no error).
 No sockets are opened here: :mod:`pysyncer.gossip.transport` does that.
 """
 
@@ -51,7 +59,9 @@ from pysyncer.gossip.messages import Compress
 __all__ = [
     "COMPRESSION_LZW",
     "DEFAULT_MAX_STREAM_BYTES",
+    "PUSH_PULL_MEMBERS",
     "LabelMismatchError",
+    "StreamBudgetError",
     "StreamClosedError",
     "StreamError",
     "frame_stream_message",
@@ -62,8 +72,18 @@ __all__ = [
 COMPRESSION_LZW = 0
 """memberlist ``lzwAlgo``: the only compression algorithm."""
 
-DEFAULT_MAX_STREAM_BYTES = wire.MAX_PUSH_STATE_BYTES + 1024 * 1024
-"""Default bound on the bytes of one framed stream message (label header excluded)."""
+PUSH_PULL_MEMBERS = 8192
+"""Pool size the stream budget is sized for: push/pull of this many members fits."""
+
+_MEMBER_STATE_BYTES = 1024  # one member: node state with 512-byte tags (~660) + Serf's ltime
+_SERF_BUFFER_BYTES = 1024 * 1024  # Serf's event and query buffers in its push/pull state
+
+DEFAULT_MAX_STREAM_BYTES = PUSH_PULL_MEMBERS * _MEMBER_STATE_BYTES + _SERF_BUFFER_BYTES
+"""Budget of one stream message (9 MiB): its bytes on the wire, label header excluded,
+and what it decompresses to. memberlist allows 20 MiB of state (40 MiB decompressed);
+a pool of a few thousand members needs well under this."""
+
+_U32_MAX = 0xFFFF_FFFF  # the encrypted length field is a u32; the budget is checked by fill
 
 # Message types made of the type byte and exactly one MessagePack object.
 _ONE_OBJECT_TYPES = frozenset(
@@ -104,6 +124,10 @@ _MAP_LEN = {0xDE: 2, 0xDF: 4}
 
 class StreamError(MalformedDataError):
     """A stream message is malformed, too large, undecryptable or wrongly labelled."""
+
+
+class StreamBudgetError(StreamError):
+    """A stream message is larger, on the wire or decompressed, than the stream budget."""
 
 
 class LabelMismatchError(StreamError):
@@ -342,7 +366,7 @@ class _Frame:
         if missing <= 0:
             return
         if need > self.max_size:
-            raise StreamError(
+            raise StreamBudgetError(
                 f"stream message needs at least {need} bytes, more than the limit {self.max_size}"
             )
         try:
@@ -355,7 +379,7 @@ class _Frame:
             ) from None
 
 
-def _unwrap(plain: bytes, *, allow_compress: bool) -> bytes:
+def _unwrap(plain: bytes, *, allow_compress: bool, max_size: int) -> bytes:
     """The plaintext message inside a decrypted (or decompressed) buffer."""
     if not plain:
         raise StreamError("empty stream message")
@@ -365,7 +389,7 @@ def _unwrap(plain: bytes, *, allow_compress: bool) -> bytes:
     if msg_type == wire.COMPRESS_MSG:
         if not allow_compress:
             raise StreamError("a compressed message inside a compressed one")
-        return _decompress(plain)
+        return _decompress(plain, max_size)
     try:
         end = stream_message_end(plain)
     except wire.IncompleteDataError as exc:
@@ -373,7 +397,7 @@ def _unwrap(plain: bytes, *, allow_compress: bool) -> bytes:
     return plain[:end]
 
 
-def _decompress(data: bytes) -> bytes:
+def _decompress(data: bytes, max_size: int) -> bytes:
     try:
         end = stream_message_end(data)
     except wire.IncompleteDataError as exc:
@@ -381,10 +405,13 @@ def _decompress(data: bytes) -> bytes:
     message = Compress.from_bytes(data[:end])
     if message.algo != COMPRESSION_LZW:
         raise StreamError(f"unknown compression algorithm {message.algo}")
-    inner = lzw.decompress(message.buf, lzw.MAX_DECOMPRESSED_BYTES)
+    try:
+        inner = lzw.decompress(message.buf, max_size)
+    except lzw.DecompressionLimitError as exc:
+        raise StreamBudgetError(f"compressed stream message: {exc}") from None
     if not inner:
         raise StreamError("decompressed message is empty")
-    return _unwrap(inner, allow_compress=False)
+    return _unwrap(inner, allow_compress=False, max_size=max_size)
 
 
 async def _read_label(frame: _Frame, label: str, label_header: bool) -> None:
@@ -418,13 +445,13 @@ async def _read_message(
         if keyring is None:
             raise StreamError("remote stream is encrypted and encryption is not configured")
         await frame.fill(STREAM_HEADER_SIZE)
-        length = stream_payload_length(frame.buf, frame.max_size - STREAM_HEADER_SIZE)
-        await frame.fill(STREAM_HEADER_SIZE + length)
+        length = stream_payload_length(frame.buf, _U32_MAX)
+        await frame.fill(STREAM_HEADER_SIZE + length)  # the budget is checked before reading
         try:
             plain = decrypt_stream_payload(keyring, frame.buf, label, length)
         except MalformedDataError as exc:
             raise StreamError(f"cannot decrypt stream message: {exc}") from None
-        return _unwrap(plain, allow_compress=True)
+        return _unwrap(plain, allow_compress=True, max_size=frame.max_size)
     if keyring is not None and verify_incoming:
         raise StreamError("encryption is configured but the remote stream is not encrypted")
     parser = _Parser()
@@ -437,7 +464,7 @@ async def _read_message(
         break
     message = bytes(frame.buf[:end])
     if message[0] == wire.COMPRESS_MSG:
-        return _decompress(message)
+        return _decompress(message, frame.max_size)
     return message
 
 
@@ -458,11 +485,12 @@ async def read_stream_message(
     it (a reply) no label header may come, but ``label`` is still the encryption AAD.
     An encrypted message (``[10]``) needs a ``keyring``; a plaintext one is refused when a
     keyring is set and ``verify_incoming`` is True (memberlist ``GossipVerifyIncoming``).
-    A ``compress`` message is decompressed (at most ``lzw.MAX_DECOMPRESSED_BYTES``).
+    A ``compress`` message is decompressed, once (not one inside another).
 
-    ``max_size`` bounds the message's bytes on the wire (label header excluded); the
-    whole read is bounded by ``timeout`` seconds (TimeoutError). Other failures raise
-    StreamError / MalformedDataError, or StreamClosedError on EOF.
+    ``max_size`` bounds the message's bytes on the wire (label header excluded) and what
+    it decompresses to (StreamBudgetError); the whole read is bounded by ``timeout``
+    seconds (TimeoutError). Other failures raise StreamError / MalformedDataError, or
+    StreamClosedError on EOF.
     """
     _label_bytes(label)
     if max_size < 1:
