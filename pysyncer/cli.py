@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 from pysyncer._version import __version__
 from pysyncer.errors import PysyncerError
 from pysyncer.hostport import ADMIN_PORT, REGISTRY_PORT, parse_host_port
+from pysyncer.redact import install_log_redaction, redact
 
 if TYPE_CHECKING:
     from pysyncer.admin.client import AdminClient
@@ -55,6 +56,7 @@ def _cmd_daemon(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    install_log_redaction()
     _run(run_daemon(config))
     return EXIT_OK
 
@@ -70,9 +72,9 @@ def _run(coroutine: Any) -> None:
 
 
 def _client(args: argparse.Namespace) -> AdminClient:
-    from pysyncer.admin.client import AdminClient  # noqa: PLC0415
+    from pysyncer.admin.client import AdminClient, token_from_file  # noqa: PLC0415
 
-    return AdminClient(args.admin_addr)
+    return AdminClient(args.admin_addr, token=token_from_file(args.admin_token_file))
 
 
 def _cmd_members(args: argparse.Namespace) -> int:
@@ -315,6 +317,11 @@ def _admin_parser(commands: Any, name: str, help_text: str) -> argparse.Argument
         metavar="HOST:PORT",
         help=f"the daemon's admin API (default {DEFAULT_ADMIN_ADDR})",
     )
+    parser.add_argument(
+        "--admin-token-file",
+        metavar="FILE",
+        help="file holding the daemon's admin token (default: PYSYNCER_ADMIN_TOKEN_FILE)",
+    )
     return parser
 
 
@@ -401,7 +408,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return run(args)
     except PysyncerError as exc:
-        print(f"pysyncer {args.command}: {exc}", file=sys.stderr)
+        print(f"pysyncer {args.command}: {redact(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_ERROR

@@ -3,7 +3,8 @@
 Owns one keep-alive aiohttp session over several registry addresses (stay on the one
 that answered, rotate on connection errors, timeouts and 5xx), response bodies read with
 a size cap and optional TLS. It knows no registry's paths or shapes (an adapter whose
-addresses carry their own base path or credentials overrides :meth:`HttpClient.target`).
+addresses carry their own base path or credentials overrides :meth:`HttpClient.target`);
+the addresses in its errors go through :func:`pysyncer.redact.redact`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import aiohttp
 
 from pysyncer.adapters.base import BadResponseError, UnavailableError
 from pysyncer.errors import ConfigError
+from pysyncer.redact import redact
 
 __all__ = ["HttpAdapter", "HttpClient", "Response", "TlsOptions", "normalize_address"]
 
@@ -137,6 +139,11 @@ class HttpClient:
         return self.addresses[self.current]
 
     @property
+    def shown_address(self) -> str:
+        """:attr:`current_address` with its credentials redacted, for logs and errors."""
+        return redact(self.current_address)
+
+    @property
     def started(self) -> bool:
         return self._session is not None and not self._session.closed
 
@@ -226,10 +233,11 @@ class HttpClient:
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
                 if session.closed:
                     raise UnavailableError(f"{self.kind} adapter is closed") from None
-                failures.append(f"{self.addresses[index]}: {type(exc).__name__} {exc}".strip())
+                failure = f"{self.addresses[index]}: {type(exc).__name__} {exc}".strip()
+                failures.append(redact(failure))
                 continue
             if response.status >= 500 and response.status not in pass_statuses:
-                failures.append(f"{self.addresses[index]}: HTTP {response.status}")
+                failures.append(f"{redact(self.addresses[index])}: HTTP {response.status}")
                 continue
             self.current = index
             return response

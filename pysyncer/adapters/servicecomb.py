@@ -467,7 +467,7 @@ class ServiceCombAdapter(HttpAdapter):
             if self._feed is not False:
                 log.info(
                     "no change feed at %s: polling every %ss",
-                    self.current_address,
+                    self.http.shown_address,
                     self.settings.poll_interval,
                 )
             self._feed = False

@@ -26,6 +26,7 @@ from pysyncer.gossip.lamport import UserEvent
 from pysyncer.gossip.serf import EventType, MemberEvent, MemberStatus, SerfEvent
 from pysyncer.hostport import format_host_port, parse_host_port
 from pysyncer.model import is_copy
+from pysyncer.redact import redact
 from pysyncer.rpc.client import SyncClient
 from pysyncer.rpc.server import SyncServer
 from pysyncer.servicecenter.app import RegistryServer
@@ -137,7 +138,7 @@ class SyncEngine:
             config.dc,
             self._registry_url(),
             "embedded" if config.registry.embedded else config.registry.kind,
-            config.store,
+            redact(str(config.store)),
             self.rpc.address,
         )
 
@@ -223,9 +224,10 @@ class SyncEngine:
             log.warning("filters: %s", line)
 
     def _registry_url(self) -> str:
-        """The local registry's address(es): the given URLs, or the embedded one's."""
+        """The local registry's address(es), credentials redacted: the given URLs, or the
+        embedded one's."""
         if self.settings.registry.urls:
-            return ", ".join(self.settings.registry.urls)
+            return redact(", ".join(self.settings.registry.urls))
         return self.registry_server.url if self.registry_server is not None else ""
 
     async def stop(self) -> None:
