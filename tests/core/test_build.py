@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
+
+from tests.support.gossip import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -202,3 +206,65 @@ def test_tests_run_from_the_unpacked_sdist(sdist: tuple[Path, Path], tmp_path: P
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert " passed" in out.stdout.strip().splitlines()[-1]
+
+
+def start_daemon_and_read_its_first_lines(tree: Path, workdir: Path, no_extensions: str) -> str:
+    """Start ``pysyncer daemon`` from ``tree`` (nothing compiled in it), return its log once it
+    has said which core it runs (or has exited), and stop it."""
+    log_path = workdir / "daemon.log"
+    ports = {flag: f"127.0.0.1:{free_port()}" for flag in DAEMON_ADDRESS_FLAGS}
+    command = [sys.executable, "-m", "pysyncer", "daemon", "--node", "n1", "--dc", "dc1"]
+    for flag, address in ports.items():
+        command += [flag, address]
+    env = {**os.environ, "PYTHONPATH": str(tree), "PYSYNCER_NO_EXTENSIONS": no_extensions}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [*command, "--data-dir", str(workdir / "data")],
+            cwd=tree,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while not any(m in log_path.read_text() for m in CORE_LINES) and process.poll() is None:
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.1)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=5)
+    return log_path.read_text()
+
+
+DAEMON_ADDRESS_FLAGS = ("--bind", "--admin-addr", "--rpc-addr", "--registry-addr")
+CORE_LINES = ("compiled core not loaded", "core: pure-Python twins")
+
+
+@pytest.fixture(scope="module")
+def pure_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The sources without any compiled module, as a pure-Python wheel installs them."""
+    tree = copy_source_tree(tmp_path_factory.mktemp("pure"))
+    assert not list((tree / "pysyncer" / "_core").glob("*.so"))
+    return tree
+
+
+def test_missing_compiled_core_is_a_warning_naming_the_module(
+    pure_tree: Path, tmp_path: Path
+) -> None:
+    log = start_daemon_and_read_its_first_lines(pure_tree, tmp_path, no_extensions="")
+    warnings = [line for line in log.splitlines() if " WARNING " in line and " core " in line]
+    assert len(warnings) == 1, log
+    assert "pysyncer._core._" in warnings[0] and "is not installed" in warnings[0], warnings
+    assert "PYSYNCER_NO_EXTENSIONS=1" in warnings[0]
+    assert "circular" not in log
+
+
+def test_pure_core_on_purpose_is_info(pure_tree: Path, tmp_path: Path) -> None:
+    log = start_daemon_and_read_its_first_lines(pure_tree, tmp_path, no_extensions="1")
+    assert " INFO pysyncer.daemon: core: pure-Python twins (PYSYNCER_NO_EXTENSIONS=1 is set)" in log
+    assert not [line for line in log.splitlines() if " WARNING " in line and " core " in line]
