@@ -126,7 +126,9 @@ class Renewals:
         """Renew every ``interval`` (or :meth:`period`, re-read each second).
 
         The first round runs right after start: copies known only from the store (after a
-        restart) are checked at once, and the ones the registry lost are repaired.
+        restart) are checked at once, and the ones the registry lost are repaired. A
+        round that fails (the registry down or answering 5xx) is retried at the next tick:
+        waiting a whole period let copies lapse after a few failures in a row.
         """
         last = float("-inf")
         first = True
@@ -145,9 +147,11 @@ class Renewals:
             except PysyncerError as exc:
                 self.stats.error(type(exc).__name__)
                 log.warning("renewing copies failed: %s", exc)
+                last = float("-inf")  # retry at the next tick, not a whole period later
             except Exception:
                 self.stats.error("internal")
                 log.exception("renewing copies failed")
+                last = float("-inf")
 
     async def renew_all(self) -> int:
         """Heartbeat every copy (except expired origins'); how many were renewed.

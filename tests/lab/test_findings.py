@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
+from pysyncer.errors import PysyncerError
 from pysyncer.sync.peers import Peers, RemoteSyncer
+from pysyncer.sync.renewals import Renewals
 
 
 class CountingLink:
@@ -43,3 +46,45 @@ async def test_a_data_center_back_in_gossip_wakes_its_link_at_once() -> None:
     members.append(RemoteSyncer("b1", "dc-b", "10.0.0.2:30191"))
     await peers.scan()  # back
     assert link.woken == woken + 1
+
+
+class FailingOnce(Renewals):
+    """Renewals whose first round fails as against a registry answering 503."""
+
+    def __init__(self) -> None:
+        stats: Any = Stats()
+        super().__init__(None, None, stats, set(), on_lost=None)  # type: ignore[arg-type]
+        self.rounds = 0
+
+    async def renew_all(self) -> int:
+        self.rounds += 1
+        if self.rounds == 1:
+            raise PysyncerError("PUT /v4/default/registry/heartbeats: HTTP 503")
+        return 0
+
+
+class Stats:
+    renewals = 0
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    def error(self, kind: str) -> None:
+        self.errors.append(kind)
+
+
+async def test_a_failed_renewal_round_is_retried_before_the_next_period() -> None:
+    """Finding 2: behind a registry answering 5xx half the time, a failed renewal round
+    waited a whole period (TTL/4) for the next try, so a few failures in a row let every
+    copy lapse. A failed round is now retried at the next tick."""
+    renewals = FailingOnce()
+    renewals.start(interval=60.0)  # the next regular round would be a minute away
+    try:
+        for _ in range(100):  # bounded: at most 10 s
+            if renewals.rounds >= 2:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await renewals.close()
+    assert renewals.rounds >= 2
+    assert renewals.stats.errors == ["PysyncerError"]  # type: ignore[attr-defined]
