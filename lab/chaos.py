@@ -44,7 +44,7 @@ from lab.invariants import (
     check_converged,
     registry_view,
 )
-from lab.net import LabError, Network, lab_unavailable
+from lab.net import LabError, Network, committed_tree, lab_unavailable
 
 __all__ = ["ChaosConfig", "Results", "main", "run"]
 
@@ -59,6 +59,7 @@ class ChaosConfig:
     instances: int = 40  # per data center
     verbose: bool = True
     only: tuple[str, ...] = ()  # fault kinds to draw from (empty: all)
+    committed: bool = False  # run the commit at HEAD (a copy), not the working tree
 
     def timing(self) -> Timing:
         if self.soak:
@@ -112,6 +113,8 @@ class Runner:
         self.config = config
         self.timing = config.timing()
         self.network = Network(workdir, len(SPECS))
+        if config.committed:
+            self.network.source = committed_tree(Path(tempfile.gettempdir()))
         self.lab = Lab(self.network, SPECS, self.timing)
         self.injector = Injector(self.lab, clock=time.monotonic())
         self.monitor = Monitor(self.timing.origin_grace, policy_slack(self.timing))
@@ -351,6 +354,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--origin-policy", choices=("expire", "remove"), default="expire")
     parser.add_argument("--instances", type=int, default=40, help="per data center")
     parser.add_argument("--only", default="", help="comma-separated fault kinds to draw from")
+    parser.add_argument(
+        "--committed", action="store_true", help="run a copy of HEAD, not the working tree"
+    )
     parser.add_argument("--workdir", type=Path, help="logs and results.json (default: a temp dir)")
     args = parser.parse_args(argv)
     only = tuple(k for k in args.only.split(",") if k)
@@ -358,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown fault kinds {sorted(unknown)}; known: {', '.join(KINDS)}")
     config = ChaosConfig(args.seed, args.duration, args.soak, args.origin_policy,
-                         args.workdir, args.instances, only=only)  # fmt: skip
+                         args.workdir, args.instances, only=only,
+                         committed=args.committed)  # fmt: skip
     try:
         results = run(config)
     except LabError as exc:

@@ -205,7 +205,8 @@ class Lab:
         for k in range(spec.syncers):
             address = net.add_address(index, SYNCER_HOST + k)
             process = LabProcess(f"{spec.name}-s{k + 1}", ns, [],
-                                 self.workdir / f"{spec.name}-s{k + 1}.log")  # fmt: skip
+                                 self.workdir / f"{spec.name}-s{k + 1}.log",
+                                 cwd=net.source)  # fmt: skip
             dc.syncers.append(Syncer(process.name, address, process))
         return dc
 

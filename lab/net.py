@@ -41,6 +41,27 @@ class LabError(RuntimeError):
     """A lab set-up step failed (namespace, link, rule or process)."""
 
 
+def committed_tree(root: Path) -> Path:
+    """``pysyncer/`` and ``lab/`` of the commit at HEAD, under ``root`` (made once per
+    commit), with the working tree's compiled ``_core`` modules: the lab's processes run
+    what is committed, not files other people are editing."""
+    sha = run("git", "-C", str(REPO), "rev-parse", "HEAD").strip()
+    tree = root / f"pysyncer-src-{sha[:12]}"
+    if not (tree / "pysyncer").is_dir():
+        staging = root / f".{tree.name}.{os.getpid()}"
+        staging.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "-C", str(REPO), "archive", sha, "pysyncer", "lab"],
+            capture_output=True, check=True, timeout=60,
+        )  # fmt: skip
+        subprocess.run(["tar", "-x", "-C", str(staging)], input=archive.stdout, check=True,
+                       timeout=60)  # fmt: skip
+        for built in (REPO / "pysyncer" / "_core").glob("*.so"):
+            shutil.copy2(built, staging / "pysyncer" / "_core" / built.name)
+        staging.rename(tree)
+    return tree
+
+
 def lab_unavailable() -> str | None:
     """Why the lab cannot run here, or None."""
     if os.geteuid() != 0:
@@ -69,6 +90,7 @@ class LabProcess:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     paused: bool = False
+    cwd: Path = REPO  # where ``python -m pysyncer`` / ``-m lab.x`` import from
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
@@ -77,7 +99,7 @@ class LabProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                cwd=REPO,
+                cwd=self.cwd,
             )
         self.paused = False
 
@@ -139,6 +161,7 @@ class Network:
     base: int = 0
     namespaces: list[str] = field(default_factory=list)
     processes: list[LabProcess] = field(default_factory=list)
+    source: Path = REPO  # the tree the lab's processes import pysyncer and lab from
     blocked: set[tuple[int, int]] = field(default_factory=set)
     loss: dict[tuple[int, int], float] = field(default_factory=dict)
     _root_link: str = ""
@@ -254,7 +277,8 @@ class Network:
     # -- processes ---------------------------------------------------------------------
 
     def spawn(self, name: str, ns: str, command: Sequence[str]) -> LabProcess:
-        process = LabProcess(name, ns, list(command), self.workdir / f"{name}.log")
+        process = LabProcess(name, ns, list(command), self.workdir / f"{name}.log",
+                             cwd=self.source)  # fmt: skip
         process.start()
         self.processes.append(process)
         return process
