@@ -11,6 +11,12 @@ governance listing (``GET /v4/{project}/govern/microservices?options=instances``
 polled every ``poll_interval`` and diffed against the previous listing. SC's websocket
 watch is not used: it is consumer-scoped (it only reports providers the watching
 service depends on), so it cannot see "every instance".
+
+With RBAC on the server, ``username`` and a password (``password-file``, else
+``password``, e.g. from ``PYSYNCER_ADAPTER_PASSWORD``) log in through SC's token API
+(``POST /v4/token`` with ``{"name", "password"}`` -> ``{"token"}``); every request then
+carries ``Authorization: Bearer <token>``, and a 401 (the token expired) logs in again
+once and repeats the request. The password and the token are never logged.
 """
 
 from __future__ import annotations
@@ -21,8 +27,8 @@ import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 import aiohttp
 
@@ -52,10 +58,18 @@ from pysyncer.adapters.scshape import (
     service_from_sc,
     service_to_sc,
 )
+from pysyncer.credentials import read_secret
 from pysyncer.errors import ConfigError
 from pysyncer.model import Instance, ServiceKey
 
-__all__ = ["FEED_HEADER", "ServiceCombAdapter", "ServiceCombSettings", "create"]
+__all__ = [
+    "FEED_HEADER",
+    "TOKEN_PATH",
+    "ServiceCombAdapter",
+    "ServiceCombAuthError",
+    "ServiceCombSettings",
+    "create",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +77,12 @@ FEED_HEADER = "X-Pysyncer-Change-Feed"
 REVISION_HEADER = "X-Resource-Revision"
 HEARTBEAT_BATCH = 500
 SELF_SERVICE = ("default", "SERVICECENTER")
+TOKEN_PATH: Final = "/v4/token"
+LOGIN_SETTINGS: Final = "adapter.username and adapter.password-file (or PYSYNCER_ADAPTER_PASSWORD)"
+
+
+class ServiceCombAuthError(AdapterError, PermissionError):
+    """Service-Center refused the login (user name or password) of the adapter."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +103,9 @@ class ServiceCombSettings:
     tls_key: str = ""
     tls_verify: bool = True
     include_self: bool = False  # list SC's own SERVICECENTER service too
+    username: str = ""  # RBAC account: log in with POST /v4/token
+    password_file: str = ""  # file holding the account's password
+    password: str = field(default="", repr=False)  # e.g. from PYSYNCER_ADAPTER_PASSWORD
 
     @classmethod
     def from_mapping(cls, settings: Mapping[str, Any]) -> ServiceCombSettings:
@@ -102,7 +125,18 @@ class ServiceCombSettings:
         )
         if result.poll_interval <= 0 or result.timeout <= 0 or result.max_body <= 0:
             raise ConfigError("servicecomb adapter: poll_interval, timeout, max_body must be > 0")
+        if (result.password or result.password_file) and not result.username:
+            raise ConfigError(
+                f"servicecomb adapter: a password without a user: set {LOGIN_SETTINGS}"
+            )
         return result
+
+    def login_password(self) -> str:
+        """The password from ``password_file`` when set, else ``password``."""
+        from_file = read_secret(
+            self.password_file, "", "servicecomb adapter: adapter.password-file"
+        )
+        return from_file or self.password
 
 
 def normalize_address(address: str) -> str:
@@ -160,6 +194,15 @@ class ServiceCombAdapter(HttpAdapter):
         self._last_listing: dict[str, tuple[Instance, LocalRef]] | None = None
         self._list_revision = ""
         self._list_digest = b""
+        self._password = self.settings.login_password() if self.settings.username else ""
+        if self.settings.username and not self._password:
+            raise ConfigError(
+                f"servicecomb adapter: user {self.settings.username!r} has no password: "
+                f"set {LOGIN_SETTINGS}"
+            )
+        self._token = ""
+        self._login_lock = asyncio.Lock()
+        self.logins = 0  # successful logins (the first and after every expired token)
 
     # -- lifecycle ----------------------------------------------------------------
 
@@ -203,12 +246,48 @@ class ServiceCombAdapter(HttpAdapter):
         request_headers = {"x-domain-name": self.settings.domain}
         if headers:
             request_headers.update(headers)
-        response = await self.http.request(
-            method, path, params=params, json_body=body, headers=request_headers, timeout=timeout
-        )
+        for attempt in range(2):
+            token = await self._current_token()
+            if token:
+                request_headers["Authorization"] = f"Bearer {token}"
+            response = await self.http.request(
+                method,
+                path,
+                params=params,
+                json_body=body,
+                headers=request_headers,
+                timeout=timeout,
+            )
+            if response.status != 401 or not token or attempt:
+                break
+            await self._login(stale=token)  # expired (or revoked): log in once more
         if response.status < 300 or response.status == 304 or response.status in ok_statuses:
             return response
         raise self._error(method, path, response)
+
+    async def _current_token(self) -> str:
+        if self.settings.username and not self._token:
+            await self._login(stale="")
+        return self._token
+
+    async def _login(self, *, stale: str) -> None:
+        """Get a new token unless another request already replaced ``stale``."""
+        async with self._login_lock:
+            if self._token != stale:
+                return
+            name = self.settings.username
+            response = await self.http.request(
+                "POST", TOKEN_PATH, json_body={"name": name, "password": self._password}
+            )
+            if response.status >= 300:
+                error = self._error("POST", TOKEN_PATH, response)
+                raise ServiceCombAuthError(
+                    f"servicecomb adapter: login of user {name!r} refused ({error}); "
+                    f"check {LOGIN_SETTINGS}",
+                    code=error.code,
+                )
+            self._token = _str_field(_obj(response), "token")
+            self.logins += 1
 
     @staticmethod
     def _error(method: str, path: str, response: Response) -> AdapterError:
