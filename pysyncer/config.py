@@ -29,8 +29,9 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from pysyncer.admin.auth import AUTH_MODES, AdminAuth, AuthMode, is_loopback, read_token_file
 from pysyncer.errors import ConfigError
 from pysyncer.gossip.settings import GossipSettings
 from pysyncer.hostport import (
@@ -164,6 +165,13 @@ def _direction(value: Any) -> str:
     return text
 
 
+def _auth_mode(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in AUTH_MODES:
+        raise ValueError(f"{value!r} must be one of {', '.join(AUTH_MODES)}")
+    return text
+
+
 def _log_level(value: Any) -> str:
     level = str(value).strip().upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -236,8 +244,31 @@ SETTINGS: tuple[Setting, ...] = (
         "admin-addr",
         f"127.0.0.1:{ADMIN_PORT}",
         _host_port(ADMIN_PORT),
-        "HTTP admin API",
+        "HTTP admin API; an address other than loopback needs --admin-token-file",
         "HOST:PORT",
+    ),
+    Setting(
+        "admin-token-file",
+        None,
+        _path,
+        "file holding the admin API token (Authorization: Bearer), required by every "
+        "mutating route and key management; chmod 600",
+        "FILE",
+    ),
+    Setting(
+        "admin-read-auth",
+        "token",
+        _auth_mode,
+        "token (the read-only admin routes need the token, when one is set) or open; "
+        "/v1/health is always open",
+        "MODE",
+    ),
+    Setting(
+        "metrics-auth",
+        "open",
+        _auth_mode,
+        "open (Prometheus scrapes /metrics without the token) or token",
+        "MODE",
     ),
     Setting("join", (), _join_list, "pool members to join", "ADDR[,ADDR]"),
     Setting(
@@ -346,6 +377,9 @@ class DaemonConfig:
     advertise: HostPort | None
     rpc_addr: HostPort
     admin_addr: HostPort
+    admin_token_file: Path | None
+    admin_read_auth: str
+    metrics_auth: str
     join: tuple[str, ...]
     registry_url: tuple[str, ...]
     registry_addr: HostPort
@@ -365,6 +399,7 @@ class DaemonConfig:
     adapter_settings: Mapping[str, Any]
     config_file: Path | None
     filters: Filters = field(default_factory=Filters)  # export/import rules and direction
+    admin_auth: AdminAuth = field(default_factory=AdminAuth)  # token read, addresses checked
 
     @property
     def sc_addr(self) -> tuple[str, ...]:
@@ -501,6 +536,7 @@ def load_config(
     if values["data_dir"] is None:
         values["data_dir"] = Path("pysyncer-data") / values["node"]
     _check_bind_host(values["bind"], "bind")
+    admin_auth = _admin_auth(values)
     try:
         filters = filters_from_config(
             from_file.get("export"),
@@ -518,6 +554,28 @@ def load_config(
         adapter_settings=_adapter_settings(from_file, environ),
         config_file=file_path,
         filters=filters,
+        admin_auth=admin_auth,
+    )
+
+
+def _admin_auth(values: Mapping[str, Any]) -> AdminAuth:
+    """The admin API's access policy; reads the token file. A non-loopback admin address
+    without a token, or ``metrics-auth token`` without one, is a ConfigError."""
+    token_file: Path | None = values["admin_token_file"]
+    address: HostPort = values["admin_addr"]
+    token = read_token_file(token_file) if token_file is not None else None
+    if token is None and not is_loopback(address.host):
+        raise ConfigError(
+            f"config key 'admin-addr': {address} is not a loopback address; "
+            "set 'admin-token-file' (the admin API would be open to the network)"
+        )
+    if token is None and values["metrics_auth"] == "token":
+        raise ConfigError("config key 'metrics-auth': 'token' needs 'admin-token-file'")
+    return AdminAuth(
+        token=token,
+        read_auth=cast("AuthMode", values["admin_read_auth"]),
+        metrics_auth=cast("AuthMode", values["metrics_auth"]),
+        listen_host=address.host,
     )
 
 

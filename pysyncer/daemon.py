@@ -81,7 +81,9 @@ class Daemon:
     async def _start_admin(self) -> None:
         presenter = self.presenter
         sync = presenter if self.with_sync else None
-        app = build_app(presenter, self.metrics_registry, keys=presenter, sync=sync)
+        app = build_app(
+            presenter, self.metrics_registry, keys=presenter, sync=sync, auth=self.config.admin_auth
+        )
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         address = self.config.admin_addr

@@ -1,15 +1,22 @@
 """The admin API server: its route table, request parsing, and JSON error bodies.
 
-Owns :data:`ROUTES` (method, path, handler, request and answer payloads, one line of
-meaning), from which both the aiohttp application and the route table in
+Owns :data:`ROUTES` (method, path, handler, access level, request and answer payloads,
+one line of meaning), from which both the aiohttp application and the route table in
 ``docs/admin.md`` (:func:`render_markdown`) are built. Payload shapes live in
-:mod:`pysyncer.admin.payloads`. Every error is a JSON body ``{"error": "..."}`` with a
+:mod:`pysyncer.admin.payloads`, the access policy (token, Host and Origin checks) in
+:mod:`pysyncer.admin.auth`. Every error is a JSON body ``{"error": "..."}`` with a
 4xx/5xx status; a bad request never raises out of a handler.
 
+Every request passes, in this order: ``Host`` names this server (else 421), ``Origin``
+absent or this server (else 403), the token when the route's level needs it (else 401),
+and a POST body typed ``application/json`` (else 415), read whole up to
+:data:`MAX_BODY_BYTES` (else 413) and nested at most :data:`MAX_JSON_DEPTH` deep.
+
 Keys (Serf's key rotation across the pool): ``GET /v1/keys`` lists the keys of every
-member; ``POST /v1/keys`` installs, uses or removes one. 400: bad input; 409: this node
-runs without encryption; 502: not every member answered or some reported a failure (the
-same body, plus ``"error"``).
+member by fingerprint (:func:`key_fingerprint`), never the keys; ``POST /v1/keys``
+installs, uses or removes one. 400: bad input; 409: this node runs without encryption;
+502: not every member answered or some reported a failure (the same body, plus
+``"error"``).
 
 Talks to the daemon only through the backend protocols below: it must not import gossip
 or sync internals (the key errors are the one exception: they are the key API's outcomes).
@@ -17,7 +24,10 @@ or sync internals (the key errors are the one exception: they are the key API's 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
+import hashlib
 import json
 import typing
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -28,6 +38,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from pysyncer.admin.auth import ACCESS_LEVELS, Access, AdminAuth
 from pysyncer.admin.payloads import (
     MEMBER_STATUSES,
     ErrorAnswer,
@@ -52,16 +63,20 @@ from pysyncer.gossip.keymanager import EncryptionDisabledError, KeyOperationErro
 __all__ = [
     "KEY_OPERATIONS",
     "MAX_BODY_BYTES",
+    "MAX_JSON_DEPTH",
     "ROUTES",
     "AdminBackend",
     "KeyBackend",
     "Route",
     "SyncBackend",
     "build_app",
+    "key_fingerprint",
     "render_markdown",
 ]
 
 MAX_BODY_BYTES = 64 * 1024
+MAX_JSON_DEPTH = 32  # every admin body is a flat object: deeper nesting is refused
+JSON_TYPE = "application/json"
 MAX_QUERY_TIMEOUT_MS = 5 * 60 * 1000
 KEY_OPERATIONS: tuple[KeyOperation, ...] = ("install", "use", "remove")
 
@@ -108,14 +123,34 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response(ErrorAnswer(error=message), status=status)
 
 
+def _too_deep(raw: bytes) -> bool:
+    """Whether brackets nest deeper than :data:`MAX_JSON_DEPTH` (strings skipped), checked
+    before parsing so a deep body costs no recursion."""
+    depth = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                return True
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
 async def _json_body(request: web.Request) -> dict[str, Any]:
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise web.HTTPRequestEntityTooLarge(
-            max_size=MAX_BODY_BYTES, actual_size=request.content_length
-        )
-    raw = await request.content.read(MAX_BODY_BYTES + 1)
-    if len(raw) > MAX_BODY_BYTES:
-        raise ValueError(f"body larger than {MAX_BODY_BYTES} bytes")
+    raw = await request.read()  # the whole body, however slowly it comes; 413 over the limit
+    if _too_deep(raw):
+        raise ValueError(f"body is nested deeper than {MAX_JSON_DEPTH} levels")
     try:
         body = json.loads(raw or b"{}")
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -171,6 +206,23 @@ def _key_request(body: Mapping[str, Any]) -> KeyRequest:
     return KeyRequest(op=op, key=_text_field(body, "key", required=True))
 
 
+def key_fingerprint(key: str) -> str:
+    """``sha256:`` and the first 8 bytes of the SHA-256 of a base64 key, in hex: names a
+    gossip key in answers without revealing it (``pysyncer keys --list`` shows these)."""
+    try:
+        raw = base64.b64decode(key, validate=True)
+    except (binascii.Error, ValueError):
+        raw = key.encode()
+    return "sha256:" + hashlib.sha256(raw).digest()[:8].hex()
+
+
+def _fingerprinted(answer: KeyAnswer) -> KeyAnswer:
+    """``answer`` with its keys replaced by their fingerprints."""
+    answer["keys"] = {key_fingerprint(k): n for k, n in answer["keys"].items()}
+    answer["primary_keys"] = {key_fingerprint(k): n for k, n in answer["primary_keys"].items()}
+    return answer
+
+
 class _Handlers:
     """The route handlers, bound to one daemon's backends."""
 
@@ -220,14 +272,14 @@ class _Handlers:
         try:
             result = await self.keys.key_operation(op, key)
         except KeyOperationError as exc:
-            failure = cast(KeyFailure, exc.response.to_dict())
+            failure = cast(KeyFailure, _fingerprinted(cast(KeyAnswer, exc.response.to_dict())))
             failure["error"] = str(exc)
             return web.json_response(failure, status=502)
         except EncryptionDisabledError as exc:
             return _error(409, str(exc))
         except ValueError as exc:
             return _error(400, str(exc))
-        return web.json_response(result)
+        return web.json_response(_fingerprinted(result))
 
     async def get_keys(self, request: web.Request) -> web.Response:
         return await self._key_operation("list", None)
@@ -264,49 +316,72 @@ def _one_of(names: Sequence[str]) -> str:
 
 @dataclass(frozen=True)
 class Route:
-    """One admin route: how it is called, what it takes and answers, what it does."""
+    """One admin route: how it is called, who may call it, what it takes and answers, what
+    it does. ``access``: see :data:`pysyncer.admin.auth.Access`."""
 
     method: Literal["GET", "POST"]
     path: str
     handler: Callable[[_Handlers, web.Request], Awaitable[web.Response]]
+    access: Access
     summary: str
     request: type | None = None  # a payloads TypedDict, None: no body
     answer: type | None = None  # a payloads TypedDict, None: not JSON (see the summary)
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/v1/health", _Handlers.health,
+    Route("GET", "/v1/health", _Handlers.health, "open",
           "this member's health: `degraded` while its Lifeguard health score is above 0",
           answer=Health),
-    Route("GET", "/v1/members", _Handlers.members,
+    Route("GET", "/v1/members", _Handlers.members, "read",
           f"the gossip pool's members by name, status {_one_of(MEMBER_STATUSES)}",
           answer=MembersAnswer),
-    Route("POST", "/v1/events", _Handlers.post_event,
+    Route("POST", "/v1/events", _Handlers.post_event, "token",
           "sends a user event to the pool (`coalesce` false by default)",
           request=EventRequest, answer=EventSent),
-    Route("GET", "/v1/events", _Handlers.get_events,
+    Route("GET", "/v1/events", _Handlers.get_events, "read",
           "the recent user events this member received, oldest first (payload as text)",
           answer=EventsAnswer),
-    Route("POST", "/v1/queries", _Handlers.post_query,
+    Route("POST", "/v1/queries", _Handlers.post_query, "token",
           "sends a query and waits for acks and responses "
           f"(`timeout_ms` up to {MAX_QUERY_TIMEOUT_MS // 60_000} minutes)",
           request=QueryRequest, answer=QueryAnswer),
-    Route("GET", "/v1/keys", _Handlers.get_keys,
-          "the gossip keys of every member (see [Key rotation](gossip.md#key-rotation))",
+    Route("GET", "/v1/keys", _Handlers.get_keys, "token",
+          "the fingerprints of every member's gossip keys, never the keys "
+          "(see [Key rotation](gossip.md#key-rotation))",
           answer=KeyAnswer),
-    Route("POST", "/v1/keys", _Handlers.post_keys,
+    Route("POST", "/v1/keys", _Handlers.post_keys, "token",
           f"`op` {_one_of(KEY_OPERATIONS)} of a base64 key, on every member",
           request=KeyRequest, answer=KeyAnswer),
-    Route("GET", "/v1/sync/status", _Handlers.sync_status,
+    Route("GET", "/v1/sync/status", _Handlers.sync_status, "read",
           "this data center's export and, per remote data center, its link "
           "(see [sync](sync.md#operating-it)); 503 without a sync engine",
           answer=SyncStatus),
-    Route("POST", "/v1/sync/full", _Handlers.full_sync,
+    Route("POST", "/v1/sync/full", _Handlers.full_sync, "token",
           "starts a digest repair with every remote data center; 503 without a sync engine",
           answer=FullSyncAnswer),
-    Route("GET", "/metrics", _Handlers.metrics,
+    Route("GET", "/metrics", _Handlers.metrics, "metrics",
           "Prometheus text: `pysyncer_gossip_*`, `_sync_*`, `_ownership_*`, `_store_*`"),
 )  # fmt: skip
+
+
+async def _guarded(
+    route: Route, handlers: _Handlers, auth: AdminAuth, request: web.Request
+) -> web.Response:
+    """``route``'s handler behind its token check and, for a POST, the JSON content type."""
+    if auth.needs_token(route.access) and not auth.authorized(request.headers.get("Authorization")):
+        given = "Authorization" in request.headers
+        response = _error(
+            401,
+            "wrong admin token"
+            if given
+            else "this route needs the admin token "
+            "(Authorization: Bearer ..., see --admin-token-file)",
+        )
+        response.headers["WWW-Authenticate"] = 'Bearer realm="pysyncer"'
+        return response
+    if route.method == "POST" and request.content_type != JSON_TYPE:
+        return _error(415, f"the body must be {JSON_TYPE}, not {request.content_type}")
+    return await route.handler(handlers, request)
 
 
 def build_app(
@@ -314,13 +389,24 @@ def build_app(
     registry: CollectorRegistry,
     keys: KeyBackend | None = None,
     sync: SyncBackend | None = None,
+    auth: AdminAuth | None = None,
 ) -> web.Application:
-    """The admin application (every route of :data:`ROUTES`); run with aiohttp's AppRunner."""
+    """The admin application (every route of :data:`ROUTES`); run with aiohttp's AppRunner.
+
+    ``auth``: the access policy; the default has no token and accepts loopback ``Host``
+    names only.
+    """
+    policy = AdminAuth() if auth is None else auth
 
     @web.middleware
     async def json_errors(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        host = request.headers.get("Host")
+        if not policy.host_allowed(host):
+            return _error(421, f"Host {host!r} does not name this server")
+        if not policy.origin_allowed(request.headers.get("Origin"), host):
+            return _error(403, "cross-origin requests are refused")
         try:
             return await handler(request)
         except web.HTTPException as exc:
@@ -331,7 +417,8 @@ def build_app(
     handlers = _Handlers(backend, registry, keys, sync)
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY_BYTES)
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, functools.partial(route.handler, handlers))
+        handler = functools.partial(_guarded, route, handlers, policy)
+        app.router.add_route(route.method, route.path, handler)
     return app
 
 
@@ -350,12 +437,22 @@ def _shape(payload: type | None) -> str:
     return "{" + ", ".join(parts) + "}"
 
 
+_ACCESS_TEXT: dict[Access, str] = {
+    "open": "never",
+    "read": "per `--admin-read-auth`",
+    "metrics": "per `--metrics-auth`",
+    "token": "yes",
+}
+assert set(_ACCESS_TEXT) == set(ACCESS_LEVELS)
+
+
 def render_markdown() -> str:
     """:data:`ROUTES` as the Markdown table that ``docs/admin.md`` carries."""
-    lines = ["| route | body | answer | what it does |", "|---|---|---|---|"]
+    lines = ["| route | token | body | answer | what it does |", "|---|---|---|---|---|"]
     for route in ROUTES:
         answer = f"`{_shape(route.answer)}`" if route.answer is not None else "text"
         request = f"`{_shape(route.request)}`" if route.request is not None else "-"
-        cells = (f"`{route.method} {route.path}`", request, answer, route.summary)
+        access = _ACCESS_TEXT[route.access]
+        cells = (f"`{route.method} {route.path}`", access, request, answer, route.summary)
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -1,19 +1,24 @@
 """A small blocking client of the admin API, for the command line.
 
 Owns request/response handling between ``pysyncer members|event|query|keys|status`` and a
-running daemon: URLs, JSON bodies, timeouts, and errors turned into one clear line. One
-typed method per route answers with the payload types of :mod:`pysyncer.admin.payloads`
-(the daemon is trusted to send what they describe: they are not re-validated).
+running daemon: URLs, JSON bodies, the bearer token, timeouts, and errors turned into one
+clear line. One typed method per route answers with the payload types of
+:mod:`pysyncer.admin.payloads` (the daemon is trusted to send what they describe: they
+are not re-validated). The token comes from the file the daemon reads too
+(:func:`token_from_file`: ``--admin-token-file`` or ``PYSYNCER_ADMIN_TOKEN_FILE``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, cast
 
+from pysyncer.admin.auth import TOKEN_FILE_ENV, read_token_file
 from pysyncer.admin.payloads import (
     ErrorAnswer,
     EventRequest,
@@ -31,7 +36,7 @@ from pysyncer.admin.payloads import (
 )
 from pysyncer.errors import PysyncerError
 
-__all__ = ["AdminClient", "AdminUnavailableError", "KeysRefusedError"]
+__all__ = ["AdminClient", "AdminUnavailableError", "KeysRefusedError", "token_from_file"]
 
 KEYS_TIMEOUT = 120.0  # a key query waits for every member, up to Serf's query timeout
 QUERY_SLACK = 10.0  # seconds added to a query's own timeout for the HTTP round trip
@@ -52,10 +57,27 @@ class KeysRefusedError(AdminUnavailableError):
         self.answer = answer
 
 
+def token_from_file(path: str | None, environ: Mapping[str, str] | None = None) -> str | None:
+    """The admin token in ``path``, else in the file ``PYSYNCER_ADMIN_TOKEN_FILE`` names;
+    None when neither is given. ConfigError if the file cannot be read."""
+    source = os.environ if environ is None else environ
+    if path:
+        return read_token_file(Path(path).expanduser(), "--admin-token-file")
+    if source.get(TOKEN_FILE_ENV):
+        return read_token_file(Path(source[TOKEN_FILE_ENV]).expanduser(), TOKEN_FILE_ENV)
+    return None
+
+
 class AdminClient:
-    def __init__(self, address: str, timeout: float = 10.0) -> None:
+    """``token``: sent as ``Authorization: Bearer`` with every request when given."""
+
+    def __init__(self, address: str, timeout: float = 10.0, token: str | None = None) -> None:
         self.base = address if address.startswith("http") else f"http://{address}"
         self.timeout = timeout
+        self._token = token
+
+    def __repr__(self) -> str:
+        return f"<AdminClient {self.base} {'with' if self._token else 'without'} token>"
 
     # -- one method per route -----------------------------------------------------------
 
@@ -116,11 +138,11 @@ class AdminClient:
         """``(HTTP status, JSON body)``; an error status with a JSON ``error`` body is returned,
         any other failure raises :class:`AdminUnavailableError`."""
         data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
         request = urllib.request.Request(
-            self.base + path,
-            data=data,
-            method=method,
-            headers={"Content-Type": "application/json"} if data is not None else {},
+            self.base + path, data=data, method=method, headers=headers
         )
         try:
             with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
@@ -132,6 +154,11 @@ class AdminClient:
                 answer = None
             if not isinstance(answer, dict) or "error" not in answer:
                 raise AdminUnavailableError(f"{method} {path}: {exc.code} {exc.reason}") from None
+            if exc.code == 401:
+                hint = "give --admin-token-file or " + TOKEN_FILE_ENV
+                raise AdminUnavailableError(
+                    f"{method} {path}: 401 {answer['error']} ({hint})"
+                ) from None
             return int(exc.code), answer
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)

@@ -160,7 +160,8 @@ class KeyAnswer(TypedDict):
     """``GET``/``POST /v1/keys``: Serf's aggregated key response.
 
     ``messages`` holds each member's failure or warning text, ``keys`` and
-    ``primary_keys`` how many members hold each key (as installed, as primary),
+    ``primary_keys`` how many members hold each key (as installed, as primary), the key
+    named by its fingerprint (``sha256:`` and 16 hex digits), never by itself;
     ``no_response`` the members that did not answer.
     """
 

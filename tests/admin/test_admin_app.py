@@ -12,6 +12,8 @@ from prometheus_client import CollectorRegistry, Counter
 from pysyncer.admin.app import MAX_BODY_BYTES, ROUTES, build_app
 from pysyncer.admin.payloads import Event, Health, Member, QueryAnswer
 
+JSON = {"Content-Type": "application/json"}
+
 
 class InMemoryBackend:
     """Records what the API asked for; answers like a one-member pool would."""
@@ -116,7 +118,7 @@ async def test_bad_requests_get_json_errors(
     message: str,
 ) -> None:
     session, base, backend = client
-    async with session.post(f"{base}{path}", data=body) as response:
+    async with session.post(f"{base}{path}", data=body, headers=JSON) as response:
         assert response.status == 400
         assert message in (await response.json())["error"]
     assert not backend.events and not backend.queries
@@ -127,7 +129,7 @@ async def test_oversized_body_and_unknown_route(
 ) -> None:
     session, base, _ = client
     big = b'{"name": "' + b"x" * MAX_BODY_BYTES + b'"}'
-    async with session.post(f"{base}/v1/events", data=big) as response:
+    async with session.post(f"{base}/v1/events", data=big, headers=JSON) as response:
         assert response.status == 413
         assert "error" in await response.json()
     async with session.get(f"{base}/v1/nothing") as response:
@@ -143,6 +145,8 @@ async def test_every_declared_route_is_served(
     optional = {"/v1/keys": 501, "/v1/sync/status": 503, "/v1/sync/full": 503}
     for route in ROUTES:
         body = {"name": "x"} if route.path in ("/v1/events", "/v1/queries") else None
+        if route.method == "POST" and body is None:
+            body = {}
         if route.path == "/v1/keys" and route.method == "POST":
             body = {"op": "use", "key": "k"}
         async with session.request(route.method, base + route.path, json=body) as response:
@@ -167,7 +171,7 @@ async def test_sync_routes_answer_503_while_the_engine_is_not_running() -> None:
     try:
         async with aiohttp.ClientSession() as session:
             for method, path in (("GET", "/v1/sync/status"), ("POST", "/v1/sync/full")):
-                async with session.request(method, base + path) as response:
+                async with session.request(method, base + path, json={}) as response:
                     assert response.status == 503
                     assert await response.json() == {"error": "the sync engine is not running"}
     finally:

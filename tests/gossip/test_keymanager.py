@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from pysyncer.admin.app import build_app
+from pysyncer.admin.app import build_app, key_fingerprint
 from pysyncer.admin.payloads import Event, Health, KeyAnswer, Member, QueryAnswer
 from pysyncer.errors import ConfigError, PysyncerError
 from pysyncer.gossip import messages as m
@@ -330,7 +330,7 @@ async def test_key_routes(keys_api: tuple[aiohttp.ClientSession, str, FakeKeys])
     session, url, keys = keys_api
     async with session.get(url) as response:
         assert response.status == 200
-        assert (await response.json())["keys"] == {B1: 1}
+        assert (await response.json())["keys"] == {key_fingerprint(B1): 1}  # never the key
     async with session.post(url, json={"op": "install", "key": B2}) as response:
         assert response.status == 200
     assert keys.calls == [("list", None), ("install", B2)]

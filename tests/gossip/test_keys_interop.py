@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from pysyncer.admin.app import key_fingerprint
 from tests.conftest import require_program
 from tests.daemon.test_daemon import Daemon, wait_until
 from tests.support.gossip import SerfAgent, free_port
@@ -59,12 +60,17 @@ def keys_cli(daemon: Daemon, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def keys_of(daemon: Daemon) -> dict[str, Any]:
-    """``GET /v1/keys``; an error answer fails the test with its body."""
+    """``GET /v1/keys`` (keys by fingerprint, see :func:`fp`); an error answer fails the test."""
     try:
         answer: dict[str, Any] = daemon.get("/v1/keys")
     except urllib.error.HTTPError as exc:
         raise AssertionError(f"GET /v1/keys: {exc.code} {exc.read()!r}") from None
     return answer
+
+
+def fp(key: str) -> str:
+    """How the admin API and ``pysyncer keys --list`` name a key (never the key itself)."""
+    return key_fingerprint(key)
 
 
 def read_keys(path: Path) -> list[str]:
@@ -113,20 +119,21 @@ def test_rotation_with_serf_agent(pool: Pool) -> None:
 
     listed = keys_of(second)
     assert listed["num_nodes"] == 3 and listed["num_resp"] == 3 and listed["num_err"] == 0
-    assert listed["keys"] == {k1: 3} and listed["primary_keys"] == {k1: 3}
+    assert listed["keys"] == {fp(k1): 3} and listed["primary_keys"] == {fp(k1): 3}
 
     # Rotation from our side: install, use, remove, each applied by all three members.
     out = keys_cli(first, "--install", k2)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Successfully installed key!" in out.stdout
-    assert keys_of(second)["keys"] == {k1: 3, k2: 3}
+    assert keys_of(second)["keys"] == {fp(k1): 3, fp(k2): 3}
     out = keys_cli(first, "--use", k2)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert keys_of(second)["primary_keys"] == {k2: 3}
+    assert keys_of(second)["primary_keys"] == {fp(k2): 3}
     out = keys_cli(second, "--remove", k1)
     assert out.returncode == 0, out.stdout + out.stderr
     listing = keys_cli(first, "--list")
-    assert listing.returncode == 0 and f"{k2}  [3/3]" in listing.stdout, listing.stdout
+    assert listing.returncode == 0 and f"{fp(k2)}  [3/3]" in listing.stdout, listing.stdout
+    assert k2 not in listing.stdout
 
     serf_list = agent.cli("keys", "-list")
     assert k2 in serf_list and k1 not in serf_list
@@ -156,7 +163,7 @@ def test_rotation_with_serf_agent(pool: Pool) -> None:
     # The agent's own rotation command is applied by our daemons.
     agent.cli("keys", "-install", k3)
     listed = keys_of(first)
-    assert listed["keys"] == {k2: 3, k3: 3} and listed["primary_keys"] == {k2: 3}
+    assert listed["keys"] == {fp(k2): 3, fp(k3): 3} and listed["primary_keys"] == {fp(k2): 3}
     assert read_keys(tmp / "py-b" / "keyring.json") == [k2, k3]
 
 
@@ -177,8 +184,8 @@ def test_restart_after_rotation_keeps_the_new_key(pool: Pool) -> None:
     try:
         wait_until(lambda: agent.members().get("py-b") == "alive", 20, "py-b back", again)
         listed = keys_of(again)
-        assert listed["primary_keys"] == {k2: 3}
-        assert listed["keys"] == {k2: 3}  # the rotated-away --encrypt key stays away
+        assert listed["primary_keys"] == {fp(k2): 3}
+        assert listed["keys"] == {fp(k2): 3}  # the rotated-away --encrypt key stays away
         assert "ignoring --encrypt" in again.log()
         assert read_keys(tmp / "py-b" / "keyring.json") == [k2]
     finally:

@@ -68,7 +68,10 @@ class SyncDaemon(DaemonProcess):
             return {}
 
     def full_sync(self) -> Any:
-        request = urllib.request.Request(f"http://{self.admin}/v1/sync/full", method="POST")
+        request = urllib.request.Request(
+            f"http://{self.admin}/v1/sync/full", data=b"{}", method="POST",
+            headers={"Content-Type": "application/json"},
+        )  # fmt: skip
         with urllib.request.urlopen(request, timeout=5) as response:
             return json.loads(response.read() or b"null")
 
