@@ -6,7 +6,8 @@ answers and error codes. Records are the Service-Center v4 JSON shapes (``MicroS
 ``MicroServiceInstance``); a stored record is never mutated in place (an update replaces
 it), and every record handed out is a copy. It composes the other jobs, each in its own
 module: request checks (``validation``), instance leases and their expiry (``leases``),
-and revisions with the long-poll change feed (``feed``).
+revisions with the long-poll change feed (``feed``) and the governance views
+(``governance``).
 
 Everything runs on one asyncio event loop: operations are synchronous inside their
 coroutine, hence atomic. It must not import ``app`` (HTTP), touch sockets or know the
@@ -40,6 +41,7 @@ from pysyncer.servicecenter.feed import (
     FeedBatch,
     check_feed_request,
 )
+from pysyncer.servicecenter.governance import service_detail, sibling_versions, statistics
 from pysyncer.servicecenter.leases import Lease, LeaseQueue
 from pysyncer.servicecenter.validation import (
     DEFAULT_APP,
@@ -520,10 +522,13 @@ class EmbeddedRegistry:
         tenant = self._get(domain, project)
         wanted = set(options)
         with_instances = bool(wanted & {"instances", "all"})
-        details = [self._detail(tenant, sid, with_instances) for sid in tenant.services]
+        details = [
+            service_detail(service, self._leases_of(tenant, sid) if with_instances else None)
+            for sid, service in tenant.services.items()
+        ]
         out: JSON = {"allServicesDetail": details}
         if wanted & {"statistics", "all"}:
-            out["statistics"] = self._statistics(tenant)
+            out["statistics"] = statistics(tenant.services, tenant.instances)
         return out, tenant.feed.revision
 
     async def govern_service(
@@ -532,32 +537,13 @@ class EmbeddedRegistry:
         """``ServiceDetail`` of one service: itself, its instances, its sibling versions."""
         tenant = self._get(domain, project)
         service = self._service(tenant, service_id)
-        detail = self._detail(tenant, service_id, True)
-        detail["microServiceVersions"] = sorted(
-            (
-                s["version"]
-                for s in tenant.services.values()
-                if (s["environment"], s["appId"], s["serviceName"])
-                == (service["environment"], service["appId"], service["serviceName"])
-            ),
-            key=version_key,
-        )
+        detail = service_detail(service, self._leases_of(tenant, service_id))
+        detail["microServiceVersions"] = sibling_versions(tenant.services.values(), service)
         return detail
 
-    def _detail(self, tenant: _Tenant, service_id: str, with_instances: bool) -> JSON:
-        detail: JSON = {"microService": copy.deepcopy(tenant.services[service_id])}
-        if with_instances:
-            leases = tenant.instances.get(service_id, {}).values()
-            detail["instances"] = [copy.deepcopy(lease.instance) for lease in leases]
-        return detail
-
-    def _statistics(self, tenant: _Tenant) -> JSON:
-        count = sum(len(v) for v in tenant.instances.values())
-        return {
-            "services": {"count": len(tenant.services), "onlineCount": len(tenant.instances)},
-            "instances": {"count": count, "countByDomain": count},
-            "apps": {"count": len({s["appId"] for s in tenant.services.values()})},
-        }
+    @staticmethod
+    def _leases_of(tenant: _Tenant, service_id: str) -> Iterable[Lease]:
+        return tenant.instances.get(service_id, {}).values()
 
     # ------------------------------------------------------------------ revisions, feed
 
