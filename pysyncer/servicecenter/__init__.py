@@ -7,8 +7,9 @@ extension, see ``docs/registry.md``). It knows nothing of gossip, sync or the st
 the ServiceComb adapter talks to it over HTTP like to any Service-Center.
 
 - :class:`EmbeddedRegistry` (``core``): services and instances, no HTTP; it composes
-  request checks (``validation``), instance leases (``leases``) and revisions with the
-  change feed (:class:`Change`, :class:`FeedBatch`: ``feed``).
+  request checks (``validation``), instance leases (``leases``), revisions with the
+  change feed (:class:`Change`, :class:`FeedBatch`: ``feed``) and the govern views
+  (``governance``).
 - :func:`build_app`, :class:`RegistryServer`, :func:`run_registry` (``app``): HTTP.
 - :class:`RegistryError` (``errors``): Service-Center's error codes.
 """
