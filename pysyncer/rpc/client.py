@@ -4,6 +4,12 @@
 Gives the sync engine Python objects (records, :class:`~pysyncer.rpc.codec.PeerBatch`)
 and pysyncer errors, never protobuf messages or ``grpc`` exceptions. It keeps one channel
 to one peer; it does not retry or reconnect on its own (the peers module decides when).
+
+A peer is not trusted to bound itself: messages past ``codec.MAX_MESSAGE_BYTES`` are
+refused by the channel, and a PullSlots answer must send its slots one after the other,
+each once and with at most ``codec.MAX_SLOT_RECORDS`` records, so what a caller buffers
+for the slot being received stays bounded (OversizedPayloadError / PayloadError, which
+the caller counts by kind).
 """
 
 from __future__ import annotations
@@ -18,7 +24,12 @@ from pysyncer.rpc import codec
 from pysyncer.rpc import sync_pb2 as pb
 from pysyncer.rpc import sync_pb2_grpc as pb_grpc
 from pysyncer.rpc.codec import Digests, PeerBatch, SlotRecords
-from pysyncer.rpc.errors import RequestRejectedError, from_status
+from pysyncer.rpc.errors import (
+    OversizedPayloadError,
+    PayloadError,
+    RequestRejectedError,
+    from_status,
+)
 from pysyncer.rpc.tls import TlsConfig, channel_credentials
 
 __all__ = ["Health", "SyncClient"]
@@ -168,16 +179,39 @@ class SyncClient:
         self, slots: Iterable[int], *, timeout: float | None = DEFAULT_STREAM_TIMEOUT
     ) -> AsyncIterator[SlotRecords]:
         """The full current state of ``slots``: (slot, records, last) items, each slot
-        ending with ``last`` True (an empty slot comes as one empty item)."""
+        ending with ``last`` True (an empty slot comes as one empty item).
+
+        Raises PayloadError when a slot starts before the previous one ended or comes
+        twice, OversizedPayloadError when one holds more than ``codec.MAX_SLOT_RECORDS``.
+        """
         wanted = frozenset(slots)
         for slot in wanted:
             if not 0 <= slot < codec.SLOT_COUNT:
                 raise ValueError(f"slot {slot} is outside 0..{codec.SLOT_COUNT - 1}")
         call = self._stub.PullSlots(pb.SlotsRequest(slots=sorted(wanted)), timeout=timeout)
 
+        done: set[int] = set()
+        receiving: list[int] = []  # [slot, records so far] while a slot is open
+
         def convert(msg: pb.SlotBatch) -> SlotRecords:
             self._check_dc(msg.dc)
-            return codec.read_slot_batch(msg, wanted)
+            item = codec.read_slot_batch(msg, wanted)
+            if item.slot in done:
+                raise PayloadError(f"{self.target} sent slot {item.slot} again after its end")
+            if receiving and receiving[0] != item.slot:
+                raise PayloadError(
+                    f"{self.target} started slot {item.slot} before slot {receiving[0]} ended"
+                )
+            count = (receiving[1] if receiving else 0) + len(item.records)
+            if count > codec.MAX_SLOT_RECORDS:
+                raise OversizedPayloadError(
+                    f"{self.target} sent more than {codec.MAX_SLOT_RECORDS} records "
+                    f"for slot {item.slot}"
+                )
+            receiving[:] = [] if item.last else [item.slot, count]
+            if item.last:
+                done.add(item.slot)
+            return item
 
         async for item in self._stream(call, convert):
             yield item

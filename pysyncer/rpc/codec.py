@@ -11,7 +11,14 @@ payload is ``[services, rows]``:
   ``[host, [endpoints...], status, {properties}, health_interval, health_times]``.
 
 Every record of a batch has the batch's data center as origin (a syncer exports only its
-own instances), so the origin is sent once, in the message. Decoding never trusts the
+own instances), so the origin is sent once, in the message.
+
+Bounds, one place for all of them: a batch holds at most :data:`MAX_BATCH_RECORDS`
+records and :data:`MAX_PAYLOAD_BYTES` of payload (``RECORD_BYTES`` per record of the
+largest batch: twice a typical instance), and gRPC channels and servers refuse messages
+past :data:`MAX_MESSAGE_BYTES`; a batch of larger records is split into several
+messages by :func:`encode_parts`. One slot's state is at most :data:`MAX_SLOT_RECORDS`
+records (every instance of a service shares its slot). Decoding never trusts the
 peer: sizes are bounded before and while unpacking, every field is type-checked, and any
 defect raises :class:`~pysyncer.rpc.errors.PayloadError` (a ``ValueError``) naming it.
 """
@@ -33,6 +40,8 @@ from pysyncer.rpc.errors import OversizedPayloadError, PayloadError
 __all__ = [
     "MAX_BATCH_RECORDS",
     "MAX_MESSAGE_BYTES",
+    "MAX_PAYLOAD_BYTES",
+    "MAX_SLOT_RECORDS",
     "MAX_STRING_BYTES",
     "Digests",
     "PeerBatch",
@@ -47,9 +56,11 @@ __all__ = [
     "slot_batch",
 ]
 
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # gRPC send/receive limit on channels and servers
-MAX_PAYLOAD_BYTES = MAX_MESSAGE_BYTES - 64 * 1024  # room for the message's other fields
-MAX_BATCH_RECORDS = 100_000  # records in one batch
+MAX_BATCH_RECORDS = 10_000  # records in one batch: the most a Watch or PullRange batch holds
+RECORD_BYTES = 400  # room per record; an instance with 2 endpoints and 6 properties takes ~190
+MAX_PAYLOAD_BYTES = MAX_BATCH_RECORDS * RECORD_BYTES  # the largest legitimate batch (~3.8 MiB)
+MAX_MESSAGE_BYTES = MAX_PAYLOAD_BYTES + 64 * 1024  # gRPC send/receive limit: payload + fields
+MAX_SLOT_RECORDS = 100_000  # records of one slot in a PullSlots answer (a slot holds services)
 MAX_STRING_BYTES = 64 * 1024  # any one string: ids, hosts, endpoints, property values
 MAX_LIST_ITEMS = 4096  # endpoints of an instance
 MAX_PROPERTIES = 4096  # properties of an instance

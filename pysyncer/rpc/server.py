@@ -4,6 +4,15 @@
 Serves one data center's exported records, read through a :class:`SyncSource` (the
 exporter implements it); it owns no state of its own beyond counters. It must not touch
 the store, the registry or gossip: everything it knows comes from the source.
+
+Bounds: messages past ``codec.MAX_MESSAGE_BYTES`` both ways; at most
+:data:`MAX_STREAMS_PER_CONNECTION` calls open on one connection (HTTP/2
+``max_concurrent_streams``: a client queues the others) and :data:`MAX_CONCURRENT_RPCS`
+in all; at most :data:`MAX_OPEN_STREAMS` Watch and PullSlots streams at once, all clients
+together: one more is refused with ``RESOURCE_EXHAUSTED`` and counted in
+``stats.errors["streams_exhausted"]``. A slot's records are sent as they are read, at
+most :data:`SLOT_BATCH` of them held at a time, and a slot past
+``codec.MAX_SLOT_RECORDS`` ends the call (``RESOURCE_EXHAUSTED``, ``slot_too_large``).
 """
 
 from __future__ import annotations
@@ -33,9 +42,11 @@ __all__ = ["ServerStats", "SyncServer", "SyncSource"]
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 1000  # records per Watch / PullRange batch when the client does not say
-MAX_BATCH = 10_000  # the most a client may ask for in one batch
 MAX_SLOTS_PER_CALL = codec.SLOT_COUNT
 SLOT_BATCH = 1000  # records per SlotBatch message
+MAX_OPEN_STREAMS = 128  # Watch + PullSlots streams at once: one per following peer, and repairs
+MAX_STREAMS_PER_CONNECTION = 16  # calls open at once on one HTTP/2 connection
+MAX_CONCURRENT_RPCS = MAX_OPEN_STREAMS + 64  # every call at once; past it gRPC refuses
 
 
 class SyncSource(Protocol):
@@ -145,6 +156,7 @@ class SyncServer:
         tls: TlsConfig | None = None,
         heartbeat_interval: float = 5.0,
         max_message_bytes: int = codec.MAX_MESSAGE_BYTES,
+        max_open_streams: int = MAX_OPEN_STREAMS,
     ) -> None:
         self.source = source
         self.host = host
@@ -152,6 +164,7 @@ class SyncServer:
         self.tls = tls
         self.heartbeat_interval = heartbeat_interval
         self.max_message_bytes = max_message_bytes
+        self.max_open_streams = max_open_streams
         self.stats = ServerStats()
         self._server: Any = None
         self._stopping = asyncio.Event()
@@ -165,11 +178,12 @@ class SyncServer:
         options = [
             ("grpc.max_send_message_length", self.max_message_bytes),
             ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
             ("grpc.so_reuseport", 0),
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ]
-        server = aio.server(options=options)
+        server = aio.server(options=options, maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS)
         pb_grpc.add_SyncServicer_to_server(_Servicer(self), server)  # type: ignore[no-untyped-call]
         bind = f"{self.host}:{self.port}"
         try:
@@ -218,9 +232,21 @@ class SyncServer:
                 f"this syncer exports data center {self.source.dc!r}, not {dc!r}",
             )
 
+    async def _open_stream(self, context: Any, call: str) -> None:
+        """Count one more open stream, or refuse it when :attr:`max_open_streams` are open."""
+        if self.stats.streams_open >= self.max_open_streams:
+            await self._abort(
+                context,
+                "streams_exhausted",
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{call} refused: this syncer already serves {self.stats.streams_open} streams "
+                f"(at most {self.max_open_streams}); try again later",
+            )
+        self.stats.streams_open += 1
+
     @staticmethod
     def _limit(asked: int) -> int:
-        return DEFAULT_BATCH if asked == 0 else min(asked, MAX_BATCH)
+        return DEFAULT_BATCH if asked == 0 else min(asked, codec.MAX_BATCH_RECORDS)
 
     async def _changes(self, context: Any, since: int, limit: int) -> tuple[list[Record], bool]:
         try:
@@ -251,7 +277,7 @@ class SyncServer:
         last = request.since_revision
         dc, epoch = source.dc, source.epoch
         loop = asyncio.get_running_loop()
-        self.stats.streams_open += 1
+        await self._open_stream(context, "Watch")
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
             if last and request.epoch != epoch:  # another change log: revisions mean nothing
@@ -375,13 +401,14 @@ class SyncServer:
             )
         slots = list(dict.fromkeys(asked))
         wanted = set(slots)
-        self.stats.streams_open += 1
+        await self._open_stream(context, "PullSlots")
         try:
-            # a slot's items come together; a slot is sent (ending with last=True) when the
-            # next one starts, and every asked slot is sent, empty ones too: the client
-            # learns the full current state of each
+            # a slot's items come together; its records go out SLOT_BATCH at a time as they
+            # are read, the slot's last message (last=True) once the next slot starts; every
+            # asked slot is sent, empty ones too: the client learns the full current state
             current: int | None = None
-            buffered: list[Record] = []
+            held: list[Record] = []
+            count = 0
             iterator = self.source.slot_records(slots)
             while True:
                 try:
@@ -403,24 +430,37 @@ class SyncServer:
                             f"the source gave slot {slot} twice or unasked",
                         )
                     if current is not None:
-                        async for msg in self._slot_messages(context, current, buffered):
+                        async for msg in self._slot_messages(context, current, held, last=True):
                             yield msg
                     wanted.discard(slot)
-                    current, buffered = slot, []
-                buffered.extend(records)
+                    current, held, count = slot, [], 0
+                count += len(records)
+                if count > codec.MAX_SLOT_RECORDS:
+                    await self._abort(
+                        context,
+                        "slot_too_large",
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"slot {slot} holds more than {codec.MAX_SLOT_RECORDS} records",
+                    )
+                held.extend(records)
+                while len(held) > SLOT_BATCH:  # the slot goes on: send what is full
+                    chunk, held = held[:SLOT_BATCH], held[SLOT_BATCH:]
+                    async for msg in self._slot_messages(context, slot, chunk, last=False):
+                        yield msg
             if current is not None:
-                async for msg in self._slot_messages(context, current, buffered):
+                async for msg in self._slot_messages(context, current, held, last=True):
                     yield msg
             for slot in slots:
                 if slot in wanted:
-                    async for msg in self._slot_messages(context, slot, []):
+                    async for msg in self._slot_messages(context, slot, [], last=True):
                         yield msg
         finally:
             self.stats.streams_open -= 1
 
     async def _slot_messages(
-        self, context: Any, slot: int, records: list[Record]
+        self, context: Any, slot: int, records: list[Record], *, last: bool
     ) -> AsyncIterator[pb.SlotBatch]:
+        """Messages of ``records`` of ``slot``; with ``last`` the final one ends the slot."""
         dc = self.source.dc
         parts: list[tuple[Sequence[Record], bytes]] = []
         for i in range(0, len(records), SLOT_BATCH):
@@ -428,8 +468,9 @@ class SyncServer:
         if not parts:
             parts = [((), b"")]
         for i, (part, payload) in enumerate(parts):
+            final = last and i == len(parts) - 1
             try:
-                msg = codec.slot_batch(dc, slot, part, last=i == len(parts) - 1, payload=payload)
+                msg = codec.slot_batch(dc, slot, part, last=final, payload=payload)
             except PayloadError as exc:
                 await self._abort(
                     context, "payload", grpc.StatusCode.INTERNAL, f"cannot send slot {slot}: {exc}"

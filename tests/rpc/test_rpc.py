@@ -322,10 +322,11 @@ def test_codec_round_trip_and_encoding_checks() -> None:
         codec.decode_records(DC, b"", codec.MAX_BATCH_RECORDS + 1)
     with pytest.raises(PayloadError, match="131072"):
         codec.read_digest_table(pb.DigestTable(table=b"\x00" * 8))
-    big = Instance(CART, "big", "h", properties={f"k{n}": "v" * 60_000 for n in range(700)})
+    fill = range(codec.MAX_PAYLOAD_BYTES * 6 // 10 // 60_000)  # each record: 60% of a payload
+    big = Instance(CART, "big", "h", properties={f"k{n}": "v" * 60_000 for n in fill})
     two = [Record(DC, CART, "big", 1, big), Record(DC, CART, "big", 2, big)]
     with pytest.raises(OversizedPayloadError, match="fewer records"):
-        codec.encode_records(DC, two)  # ~84 MB: over the 64 MiB message limit
+        codec.encode_records(DC, two)  # over the message limit
     parts = codec.encode_parts(DC, two)  # so the server splits it
     assert [len(part) for part, _ in parts] == [1, 1]
     assert codec.decode_records(DC, parts[1][1], 1) == [two[1]]
