@@ -337,7 +337,10 @@ class SyncEngine:
                 {dc: link.status for dc, link in (self.peers.links if self.peers else {}).items()},
                 importer.copies_by_origin() if importer else {},
             ),
-            "exporter": exporter_status(exporter.stats if exporter else ExporterStats()),
+            "exporter": exporter_status(
+                exporter.stats if exporter else ExporterStats(),
+                self.rpc.stats if self.rpc else None,
+            ),
             "importer": importer_status(importer.stats if importer else ImporterStats()),
             "ownership": ownership_status(ownership.stats if ownership else OwnershipStats()),
             "store": store_status(health() if health is not None else None),

@@ -24,6 +24,7 @@ from pysyncer.admin.payloads import (
     RemoteLink,
     StoreStatus,
 )
+from pysyncer.rpc.server import ServerStats
 from pysyncer.store.base import StoreHealth
 from pysyncer.sync.exporter import ExporterStats
 from pysyncer.sync.filters import Filter, Filters
@@ -41,7 +42,11 @@ __all__ = [
 ]
 
 
-def exporter_status(stats: ExporterStats) -> ExporterStatus:
+def exporter_status(stats: ExporterStats, served: ServerStats | None = None) -> ExporterStatus:
+    """The exporter's counters; the RPC server's refusals join its errors as ``rpc_<kind>``."""
+    errors = dict(stats.errors)
+    if served is not None and served.errors:
+        errors.update((f"rpc_{kind}", count) for kind, count in served.errors.items())
     return {
         "changes_exported": stats.changes_exported,
         "resyncs": stats.resyncs,
@@ -49,7 +54,7 @@ def exporter_status(stats: ExporterStats) -> ExporterStatus:
         "filtered": stats.filtered,
         "deletes_deferred": stats.deletes_deferred,
         "log_entries_trimmed": stats.log_entries_trimmed,
-        "errors": dict(stats.errors),
+        "errors": errors,
     }
 
 

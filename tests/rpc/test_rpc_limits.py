@@ -28,6 +28,8 @@ from pysyncer.rpc import server as rpc_server
 from pysyncer.rpc import sync_pb2 as pb
 from pysyncer.rpc import sync_pb2_grpc as pb_grpc
 from pysyncer.rpc.errors import OversizedPayloadError, PayloadError
+from pysyncer.sync.exporter import ExporterStats
+from pysyncer.sync.status import exporter_status
 from tests.support.gossip import wait_for
 
 DC = "east"
@@ -213,6 +215,8 @@ async def test_a_slot_past_the_cap_is_refused_by_the_server(
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert server.stats.errors is not None and server.stats.errors["slot_too_large"] == 1
     assert server.stats.streams_open == 0
+    # counted where /metrics reads it: pysyncer_sync_errors{part="exporter"}
+    assert exporter_status(ExporterStats(), server.stats)["errors"]["rpc_slot_too_large"] == 1
 
 
 class _HostilePeer(pb_grpc.SyncServicer):
