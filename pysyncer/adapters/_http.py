@@ -2,7 +2,7 @@
 
 Owns one keep-alive aiohttp session over several registry addresses (stay on the one
 that answered, rotate on connection errors, timeouts and 5xx), response bodies read with
-a size cap and optional TLS. It knows no registry's paths or shapes (an adapter whose
+a size cap and optional TLS (:mod:`._tls`). It knows no registry's paths or shapes (an adapter whose
 addresses carry their own base path or credentials overrides :meth:`HttpClient.target`);
 the addresses in its errors go through :func:`pysyncer.redact.redact`.
 """
@@ -20,6 +20,7 @@ from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
+from pysyncer.adapters._tls import TlsOptions
 from pysyncer.adapters.base import BadResponseError, UnavailableError
 from pysyncer.errors import ConfigError
 from pysyncer.redact import redact
@@ -58,20 +59,6 @@ class Response:
             return json.loads(self.body)
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise BadResponseError(f"response is not JSON: {exc}") from None
-
-
-@dataclass(frozen=True, slots=True)
-class TlsOptions:
-    ca: str = ""
-    cert: str = ""
-    key: str = ""
-    verify: bool = True
-
-    @classmethod
-    def of(cls, settings: Any) -> TlsOptions:
-        """From an adapter's settings: ``tls_ca``, ``tls_cert``, ``tls_key``, ``tls_verify``."""
-        s = settings
-        return cls(s.tls_ca, s.tls_cert, s.tls_key, s.tls_verify)
 
 
 class HttpClient:
@@ -148,19 +135,7 @@ class HttpClient:
         return self._session is not None and not self._session.closed
 
     def _ssl_context(self) -> ssl.SSLContext | bool:
-        t = self.tls
-        if not (t.ca or t.cert or not t.verify):
-            return True
-        try:
-            context = ssl.create_default_context(cafile=t.ca or None)
-            if t.cert:
-                context.load_cert_chain(t.cert, t.key or None)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(f"{self.tls_error_prefix}TLS files: {exc}") from None
-        if not t.verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        return context
+        return self.tls.context(self.tls_error_prefix) if self.tls.custom else True
 
     def open(self) -> None:
         if self._session is None or self._session.closed:

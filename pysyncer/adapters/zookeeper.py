@@ -7,6 +7,14 @@ copies as EPHEMERAL provider nodes (parents persistent), so copies vanish by the
 when the syncer's session ends. After a session expiry every copy this adapter
 registered is created again in the new session (and, until then, :meth:`renew` reports
 ``not_found`` for a copy whose node is gone). URL mapping: :mod:`.dubbourl`.
+
+Security: with ``username`` (and a password from ``password-file``, else ``password``,
+e.g. ``PYSYNCER_ADAPTER_PASSWORD``) the session authenticates with ``digest
+user:password``, copies get the ACL "creator all, world read" and the parent nodes this
+adapter creates "creator all, world ``dir-world-perms``" (default ``rc``: anyone reads and
+Dubbo providers can still add their nodes, but nobody else deletes or changes a copy;
+nodes that already exist keep their ACL). ``tls`` (or ``tls-ca``/``tls-cert``) connects
+to the servers' ``secureClientPort`` with TLS.
 """
 
 from __future__ import annotations
@@ -14,12 +22,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Final
 from urllib.parse import quote, unquote
 
 from pysyncer.adapters._settings import settings_from_mapping
+from pysyncer.adapters._tls import TlsOptions
 from pysyncer.adapters.base import (
     AdapterError,
     ChangeBatch,
@@ -43,6 +53,8 @@ from pysyncer.adapters.zk import (
     WatchEvent,
     ZkClient,
 )
+from pysyncer.adapters.zk.proto import ACL, OPEN_ACL, Perm, perms_from_letters
+from pysyncer.credentials import read_secret
 from pysyncer.errors import ConfigError
 from pysyncer.model import Instance, ServiceKey
 
@@ -53,6 +65,7 @@ log = logging.getLogger(__name__)
 PROVIDERS = "providers"
 _RESCAN_ALL = "\x00all"  # a dirty-set marker: re-read the whole tree (new session)
 READ_CONCURRENCY = 64  # interfaces read at once (their requests are pipelined)
+LOGIN_SETTINGS: Final = "adapter.username and adapter.password-file (or PYSYNCER_ADAPTER_PASSWORD)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +78,16 @@ class ZookeeperSettings:
     request_timeout: float = 10.0  # per request, including waiting for a reconnect
     close_session: bool = False  # end the session on close (copies vanish at once)
     retry_max: float = 5.0  # largest backoff of the change feed's retries
+    username: str = ""  # digest auth user; copies and created parents then get ACLs
+    password_file: str = ""  # file holding the digest password
+    password: str = field(default="", repr=False)  # e.g. from PYSYNCER_ADAPTER_PASSWORD
+    dir_world_perms: str = "rc"  # what anyone may do on parents this adapter creates
+    tls: bool = False  # connect with TLS (also on with tls-ca or tls-cert)
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_verify: bool = True
+    tls_server_name: str = ""  # name the server certificate carries, if not the host
 
     @classmethod
     def from_mapping(cls, settings: Mapping[str, Any]) -> ZookeeperSettings:
@@ -79,7 +102,40 @@ class ZookeeperSettings:
                 raise ConfigError(
                     f"zookeeper adapter: adapter.{name.replace('_', '-')} must be > 0"
                 )
+        try:
+            perms_from_letters(result.dir_world_perms)
+        except ValueError as exc:
+            raise ConfigError(f"zookeeper adapter: adapter.dir-world-perms: {exc}") from None
+        if (result.password or result.password_file) and not result.username:
+            raise ConfigError(f"zookeeper adapter: a password without a user: set {LOGIN_SETTINGS}")
         return result
+
+    def digest(self) -> bytes:
+        """``user:password`` for ``addauth digest`` (empty without a user)."""
+        if not self.username:
+            return b""
+        setting = "zookeeper adapter: adapter.password-file"
+        password = read_secret(self.password_file, "", setting) or self.password
+        if not password:
+            raise ConfigError(
+                f"zookeeper adapter: user {self.username!r} has no password: set {LOGIN_SETTINGS}"
+            )
+        return f"{self.username}:{password}".encode()
+
+    def acls(self) -> tuple[ACL, ACL]:
+        """(ACL of copies, ACL of created parents): open without a user."""
+        if not self.username:
+            return OPEN_ACL, OPEN_ACL
+        creator = (Perm.ALL, "auth", "")
+        world = perms_from_letters(self.dir_world_perms)
+        parents = (creator, (world, "world", "anyone")) if world else (creator,)
+        return (creator, (Perm.READ, "world", "anyone")), parents
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        options = TlsOptions.of(self)
+        if not (self.tls or options.ca or options.cert):
+            return None
+        return options.context("zookeeper adapter: ")
 
 
 def interface_segment(name: str) -> str:
@@ -101,12 +157,19 @@ class ZookeeperAdapter:
     def __init__(self, addresses: Sequence[str], settings: ZookeeperSettings | None = None) -> None:
         self.settings = settings or ZookeeperSettings()
         s = self.settings
+        digest = s.digest()
+        acl, dir_acl = s.acls()
         self.client = ZkClient(
             addresses,
             session_timeout=s.session_timeout,
             connect_timeout=s.connect_timeout,
             request_timeout=s.request_timeout,
             on_state=self._on_state,
+            auth=[("digest", digest)] if digest else [],
+            acl=acl,
+            dir_acl=dir_acl,
+            tls=s.tls_context(),
+            tls_server_name=s.tls_server_name,
         )
         self.root = s.root
         self._closed = asyncio.Event()

@@ -72,9 +72,19 @@ def free_port() -> int:
 class ZkServer:
     """One standalone ZooKeeper on 127.0.0.1 with a temporary data dir."""
 
-    def __init__(self, *, tick_ms: int = 250, port: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        tick_ms: int = 250,
+        port: int | None = None,
+        extra_config: str = "",
+        extra_classpath: tuple[str, ...] = (),
+    ) -> None:
+        """``extra_config``: more ``zoo.cfg`` lines (e.g. a secure client port);
+        ``extra_classpath``: jars the server needs for them (e.g. Netty's codec)."""
         self.port = port or free_port()
         self.tick_ms = tick_ms
+        self.classpath = ":".join(extra_classpath)
         self.tmp = Path(tempfile.mkdtemp(prefix="pysyncer-zk-"))
         self.proc: subprocess.Popen[bytes] | None = None
         (self.tmp / "data").mkdir()
@@ -96,7 +106,7 @@ class ZkServer:
             "admin.enableServer=false\n"
             "4lw.commands.whitelist=srvr,ruok,cons\n"
             "snapCount=100000\n"
-            "preAllocSize=4096\n"
+            "preAllocSize=4096\n" + extra_config
         )
 
     @property
@@ -118,7 +128,7 @@ class ZkServer:
                 "-Dzookeeper.jmx.log4j.disable=true",
                 f"-Dzookeeper.log.dir={self.tmp}",
                 "-cp",
-                f"{self.tmp / 'conf'}:{ZK_JAR}",
+                ":".join(filter(None, [str(self.tmp / "conf"), ZK_JAR, self.classpath])),
                 MAIN,
                 str(self.tmp / "conf" / "zoo.cfg"),
             ],

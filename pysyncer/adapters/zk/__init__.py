@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from pysyncer.adapters.zk.client import SessionEvent, WatchEvent, ZkClient, parse_hosts
 from pysyncer.adapters.zk.errors import (
+    AuthFailedError,
     BadVersionError,
     ConnectionLossError,
+    NoAuthError,
     NodeExistsError,
     NoNodeError,
     NotEmptyError,
@@ -21,10 +23,12 @@ from pysyncer.adapters.zk.errors import (
 from pysyncer.adapters.zk.proto import EventType, MultiOp, Op, Stat
 
 __all__ = [
+    "AuthFailedError",
     "BadVersionError",
     "ConnectionLossError",
     "EventType",
     "MultiOp",
+    "NoAuthError",
     "NoNodeError",
     "NodeExistsError",
     "NotEmptyError",

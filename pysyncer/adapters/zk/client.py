@@ -7,6 +7,14 @@ configured ``host:port`` addresses with the same session (re-arming watches with
 timeout, the client reports ``expired`` (every ephemeral node and watch of the old
 session is gone), opens a new session at once and reports ``connected`` with
 ``new_session=True``. Callers learn about both through the ``on_state`` callback.
+
+Also the connection's security: TLS (an :class:`ssl.SSLContext`, for a server's
+``secureClientPort``), the ``auth`` credentials sent (``addauth``, e.g. ``digest
+user:password``) on every new connection before any request, since a server keeps them
+per connection, and the ACLs of the nodes it creates (``acl`` for nodes created by
+:meth:`ZkClient.create`, ``dir_acl`` for the parents it adds). A server that refuses the
+credentials (AUTH_FAILED) ends the client: :meth:`ZkClient.start` raises
+:class:`AuthFailedError`. Credentials are never logged.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -22,6 +31,7 @@ from typing import Any, Literal
 
 from pysyncer.adapters.zk import proto
 from pysyncer.adapters.zk.errors import (
+    AuthFailedError,
     BadArgumentsError,
     ConnectionLossError,
     NodeExistsError,
@@ -31,6 +41,8 @@ from pysyncer.adapters.zk.errors import (
     error_for,
 )
 from pysyncer.adapters.zk.proto import (
+    ACL,
+    OPEN_ACL,
     CreateFlag,
     Err,
     EventType,
@@ -117,8 +129,18 @@ class ZkClient:
         connect_timeout: float = 3.0,
         request_timeout: float = 10.0,
         on_state: Callable[[SessionEvent], None] | None = None,
+        auth: Sequence[tuple[str, bytes]] = (),
+        acl: ACL = OPEN_ACL,
+        dir_acl: ACL = OPEN_ACL,
+        tls: ssl.SSLContext | None = None,
+        tls_server_name: str = "",
     ) -> None:
         self.hosts = parse_hosts(hosts)
+        self.auth = tuple(auth)
+        self.acl = acl
+        self.dir_acl = dir_acl
+        self.tls = tls
+        self.tls_server_name = tls_server_name
         self.session_timeout = session_timeout
         self.connect_timeout = connect_timeout
         self.request_timeout = request_timeout
@@ -209,11 +231,18 @@ class ZkClient:
 
     async def _run(self) -> None:
         failures = 0
+        last: BaseException | None = None
         while not self.is_closing():
             host, port = self.hosts[self._next_host % len(self.hosts)]
             try:
                 await self._serve(host, port)
                 failures = 0
+            except AuthFailedError as exc:
+                if self._first is not None and not self._first.done():
+                    self._first.set_exception(exc)
+                    return
+                failures += 1
+                log.error("zookeeper %s:%s: %s", host, port, exc)
             except (
                 OSError,
                 EOFError,
@@ -222,25 +251,52 @@ class ZkClient:
                 ZkError,
             ) as exc:
                 failures += 1
+                last = exc
                 log.debug("zookeeper %s:%s: %s", host, port, exc)
             if self.is_closing():
                 return
             self._next_host += 1
             if self._first is not None and not self._first.done() and failures >= len(self.hosts):
+                reason = f" (last error: {type(last).__name__}: {last})" if last else ""
                 self._first.set_exception(
                     ConnectionLossError(
                         "no zookeeper server answered: "
                         + ", ".join(f"{h}:{p}" for h, p in self.hosts)
+                        + reason
                     )
                 )
                 return
             if failures and failures % len(self.hosts) == 0:
                 await asyncio.sleep(min(0.1 * failures, 1.0))
 
+    async def _open(
+        self, host: str, port: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self.tls is None:
+            connect = asyncio.open_connection(host, port)
+        else:
+            name = self.tls_server_name or host
+            connect = asyncio.open_connection(host, port, ssl=self.tls, server_hostname=name)
+        return await asyncio.wait_for(connect, self.connect_timeout)
+
+    async def _authenticate(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Send every credential and read each answer before anything else is sent."""
+        for scheme, credential in self.auth:
+            writer.write(proto.auth_request(scheme, credential))
+            r = Reader(await self._read_frame(reader, self.connect_timeout))
+            xid, _zxid, err = proto.reply_header(r)
+            if xid != proto.AUTH_XID:
+                raise ValueError(f"expected the auth reply, got xid {xid}")
+            if err != Err.OK:
+                name = proto.ERROR_NAMES.get(err, str(err))
+                raise AuthFailedError(
+                    f"zookeeper refused the {scheme!r} credentials: {name}", errno=err
+                )
+
     async def _serve(self, host: str, port: int) -> None:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(host, port), self.connect_timeout
-        )
+        reader, writer = await self._open(host, port)
         try:
             old_session = self.session_id
             request = proto.ConnectRequest(
@@ -258,6 +314,7 @@ class ZkClient:
                 self._expire()
                 self._next_host -= 1
                 return  # reconnect at once with a fresh session (same address)
+            await self._authenticate(reader, writer)
             self.session_id = response.session_id
             self.session_password = response.password
             self.negotiated_timeout = response.timeout_ms / 1000.0
@@ -503,7 +560,7 @@ class ZkClient:
         flags = (CreateFlag.EPHEMERAL if ephemeral else 0) | (
             CreateFlag.SEQUENTIAL if sequential else 0
         )
-        body = Writer().string(path).buffer(data).acl(proto.OPEN_ACL).i32(flags).getvalue()
+        body = Writer().string(path).buffer(data).acl(self.acl).i32(flags).getvalue()
         try:
             return str(await self._call(Op.CREATE, body, path, _read_string))
         except NoNodeError:
@@ -523,7 +580,7 @@ class ZkClient:
         for depth in range(1, len(parts) + 1):
             sub = "/" + "/".join(parts[:depth])
             with contextlib.suppress(NodeExistsError):
-                body = Writer().string(sub).buffer(b"").acl(proto.OPEN_ACL).i32(0).getvalue()
+                body = Writer().string(sub).buffer(b"").acl(self.dir_acl).i32(0).getvalue()
                 await self._call(Op.CREATE, body, sub, _read_string)
 
     async def delete(self, path: str, version: int = -1) -> None:

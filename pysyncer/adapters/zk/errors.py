@@ -12,6 +12,7 @@ from pysyncer.adapters.base import AdapterError, ConflictError, NotFoundError, U
 from pysyncer.adapters.zk.proto import ERROR_NAMES, Err
 
 __all__ = [
+    "AuthFailedError",
     "BadArgumentsError",
     "BadVersionError",
     "ConnectionLossError",
@@ -62,6 +63,12 @@ class NoAuthError(ZkError):
     errno = Err.NO_AUTH
 
 
+class AuthFailedError(ZkError, PermissionError):
+    """The server refused the client's credentials (``addauth``)."""
+
+    errno = Err.AUTH_FAILED
+
+
 class BadArgumentsError(ZkError, ValueError):
     errno = Err.BAD_ARGUMENTS
 
@@ -87,6 +94,7 @@ _BY_CODE: dict[int, type[ZkError]] = {
         BadVersionError,
         NoChildrenForEphemeralsError,
         NoAuthError,
+        AuthFailedError,
         BadArgumentsError,
         ConnectionLossError,
         SessionExpiredError,

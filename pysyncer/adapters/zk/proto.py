@@ -15,9 +15,11 @@ from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
+    "ACL",
     "AUTH_XID",
     "MAX_FRAME",
     "NOTIFICATION_XID",
+    "OPEN_ACL",
     "PING_XID",
     "SET_WATCHES_XID",
     "ConnectRequest",
@@ -28,11 +30,14 @@ __all__ = [
     "KeeperState",
     "MultiOp",
     "Op",
+    "Perm",
     "Reader",
     "Stat",
     "WatcherEvent",
     "Writer",
+    "auth_request",
     "frame",
+    "perms_from_letters",
     "request",
 ]
 
@@ -59,6 +64,7 @@ class Op:
     CHECK: Final = 13
     MULTI: Final = 14
     CREATE2: Final = 15
+    AUTH: Final = 100
     SET_WATCHES: Final = 101
     CLOSE_SESSION: Final = -11
     ERROR: Final = -1
@@ -141,8 +147,43 @@ _INT = struct.Struct(">i")
 _LONG = struct.Struct(">q")
 _STAT = struct.Struct(">qqqqiiiqiiq")
 
+
+class Perm:
+    """ACL permission bits (``ZooDefs.Perms``)."""
+
+    READ: Final = 1
+    WRITE: Final = 2
+    CREATE: Final = 4
+    DELETE: Final = 8
+    ADMIN: Final = 16
+    ALL: Final = 31
+
+
+PERM_LETTERS: Final = {"r": Perm.READ, "w": Perm.WRITE, "c": Perm.CREATE, "d": Perm.DELETE,
+                       "a": Perm.ADMIN}  # fmt: skip
+"""The letters of ZooKeeper's CLI (``setAcl /p world:anyone:rc``)."""
+
+ACL = tuple[tuple[int, str, str], ...]
+"""An ACL: ``(perms, scheme, id)`` entries."""
+
 # world:anyone with every permission (ZooDefs.Ids.OPEN_ACL_UNSAFE)
-OPEN_ACL: Final = ((31, "world", "anyone"),)
+OPEN_ACL: Final[ACL] = ((Perm.ALL, "world", "anyone"),)
+
+
+def perms_from_letters(text: str) -> int:
+    """``"rc"`` -> READ|CREATE; ValueError naming a letter that is not one of ``rwcda``."""
+    perms = 0
+    for letter in text:
+        if letter not in PERM_LETTERS:
+            raise ValueError(f"{letter!r} is not a permission letter (r, w, c, d, a)")
+        perms |= PERM_LETTERS[letter]
+    return perms
+
+
+def auth_request(scheme: str, credential: bytes) -> bytes:
+    """A framed ``AuthPacket`` (``addauth``): sent with xid -4 on every new connection."""
+    body = Writer().i32(0).string(scheme).buffer(credential).getvalue()
+    return request(AUTH_XID, Op.AUTH, body)
 
 
 class Writer:
@@ -362,10 +403,11 @@ class MultiOp:
     data: bytes = b""
     flags: int = CreateFlag.PERSISTENT
     version: int = -1
+    acl: ACL = OPEN_ACL
 
     def encode_body(self, w: Writer) -> None:
         if self.op == Op.CREATE:
-            w.string(self.path).buffer(self.data).acl(OPEN_ACL).i32(self.flags)
+            w.string(self.path).buffer(self.data).acl(self.acl).i32(self.flags)
         elif self.op in (Op.DELETE, Op.CHECK):
             w.string(self.path).i32(self.version)
         elif self.op == Op.SET_DATA:
