@@ -24,7 +24,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import quote, unquote, urlsplit
 
@@ -80,7 +80,7 @@ class EurekaSettings:
     max_body: int = 64 * 1024 * 1024  # largest response body accepted, bytes
     retry_max: float = 5.0  # largest backoff between change-detection retries
     username: str = ""
-    password: str = ""
+    password: str = field(default="", repr=False)
     tls_ca: str = ""
     tls_cert: str = ""
     tls_key: str = ""

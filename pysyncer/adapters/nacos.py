@@ -27,7 +27,7 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pysyncer.adapters._http import HttpAdapter, HttpClient, Response
@@ -91,7 +91,7 @@ class NacosSettings:
     cluster: str = "DEFAULT"
     api: str = "v1"
     username: str = ""
-    password: str = ""
+    password: str = field(default="", repr=False)
     poll_interval: float = 5.0
     ephemeral: bool = True
     page_size: int = 100
