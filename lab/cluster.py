@@ -12,6 +12,7 @@ driver) talk to the registry directly. Must not decide faults or check invariant
 from __future__ import annotations
 
 import json
+import secrets
 import sys
 import time
 import urllib.request
@@ -67,6 +68,7 @@ class Syncer:
     name: str
     address: str
     process: LabProcess
+    token: str = ""  # the admin API token (a non-loopback admin address needs one)
 
     @property
     def admin(self) -> str:
@@ -77,7 +79,9 @@ class Syncer:
         return f"{self.address}:{GOSSIP_PORT}"
 
     def get(self, path: str, timeout: float = 3.0) -> Any:
-        with urllib.request.urlopen(f"{self.admin}{path}", timeout=timeout) as answer:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        request = urllib.request.Request(f"{self.admin}{path}", headers=headers)
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
             return json.loads(answer.read())
 
     def status(self) -> dict[str, Any]:
@@ -165,6 +169,10 @@ class Lab:
         self.python = python
         self.dcs: list[DataCenter] = []
         self.workdir = network.workdir
+        self.token = secrets.token_hex(16)
+        self.token_file = self.workdir / "admin-token"
+        self.token_file.write_text(self.token + "\n")
+        self.token_file.chmod(0o600)
 
     # -- start-up -------------------------------------------------------------------
 
@@ -207,7 +215,7 @@ class Lab:
             process = LabProcess(f"{spec.name}-s{k + 1}", ns, [],
                                  self.workdir / f"{spec.name}-s{k + 1}.log",
                                  cwd=net.source)  # fmt: skip
-            dc.syncers.append(Syncer(process.name, address, process))
+            dc.syncers.append(Syncer(process.name, address, process, self.token))
         return dc
 
     def _start_etcd(self, dc: DataCenter) -> None:
@@ -241,6 +249,7 @@ class Lab:
             self.python, "-m", "pysyncer", "daemon", "--node", syncer.name, "--dc", dc.name,
             "--bind", syncer.gossip, "--rpc-addr", f"{syncer.address}:{RPC_PORT}",
             "--admin-addr", f"{syncer.address}:{ADMIN_PORT}",
+            "--admin-token-file", str(self.token_file),
             "--sc-addr", f"http://{registry}", "--data-dir", str(self.workdir / syncer.name),
             "--origin-grace", str(timing.origin_grace),
             "--origin-policy", timing.origin_policy,
