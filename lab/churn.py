@@ -16,6 +16,7 @@ import contextlib
 import json
 import random
 import threading
+import time
 import urllib.error
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,21 +83,23 @@ class Applications:
                 self.client.set_status(self._sids[owned.service], iid, owned.status)
             return
 
+    def _register_new(self) -> None:
+        self._next += 1
+        iid = f"{self.dc}-i{self._next}"
+        service = self.rng.choice(self.names)
+        owned = Owned(service, f"{self.dc}-h{self._next}",
+                      f"rest://{self.dc}.lab:{1000 + self._next}", {"gen": "0"})  # fmt: skip
+        self.owned[iid] = owned
+        self._register(iid, owned)
+        self._count("register")
+
     def step(self) -> None:
         """One random operation (register, update, status, delete)."""
         with self.lock:
             size = len(self.owned)
             roll = self.rng.random()
             if size < self.target * 0.5 or (roll < 0.4 and size < self.target * 1.5):
-                self._next += 1
-                iid = f"{self.dc}-i{self._next}"
-                service = self.rng.choice(self.names)
-                owned = Owned(service, f"{self.dc}-h{self._next}",
-                              f"rest://{self.dc}.lab:{1000 + self._next}",
-                              {"gen": "0"})  # fmt: skip
-                self.owned[iid] = owned
-                self._register(iid, owned)
-                self._count("register")
+                self._register_new()
                 return
             iid = self.rng.choice(sorted(self.owned))
             owned = self.owned[iid]
@@ -153,8 +156,15 @@ class Applications:
                 self._count("error")
 
     def start(self) -> threading.Thread:
+        """Register ``target`` instances (heartbeating them meanwhile), then churn in a
+        thread."""
+        beat_at = time.monotonic() + self.interval / 2
         while len(self.owned) < self.target:
-            self.step()
+            with self.lock:
+                self._register_new()
+            if time.monotonic() > beat_at:
+                self.beat()
+                beat_at = time.monotonic() + self.interval / 2
         thread = threading.Thread(target=self.run, name=f"churn-{self.dc}", daemon=True)
         thread.start()
         return thread
