@@ -42,9 +42,16 @@ UNAVAILABLE_CODES: Final = frozenset(
     }
 )
 AUTHENTICATE: Final = "/etcdserverpb.Auth/Authenticate"
-INVALID_TOKEN: Final = "invalid auth token"  # etcd's ErrInvalidAuthToken (and ErrAuthOldRevision)
+INVALID_TOKEN: Final = "invalid auth token"  # etcd's ErrInvalidAuthToken
 _OLD_REVISION: Final = "revision of auth store is old"
 _AUTH_DISABLED: Final = "authentication is not enabled"
+_TOKEN_CODES: Final = frozenset(
+    {
+        grpc.StatusCode.UNAUTHENTICATED,  # ErrGRPCInvalidAuthToken
+        grpc.StatusCode.INVALID_ARGUMENT,  # ErrGRPCAuthOldRevision
+        grpc.StatusCode.FAILED_PRECONDITION,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +129,7 @@ def _method(details: Any) -> str:
 
 def is_invalid_token(code: grpc.StatusCode, details: str) -> bool:
     """etcd refused the token of a call (expired, or minted before a restart)."""
-    if code not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.FAILED_PRECONDITION):
+    if code not in _TOKEN_CODES:
         return False
     return INVALID_TOKEN in details or _OLD_REVISION in details
 
