@@ -30,7 +30,7 @@ from pysyncer.rpc.errors import (
     RequestRejectedError,
     from_status,
 )
-from pysyncer.rpc.tls import TlsConfig, channel_credentials
+from pysyncer.rpc.tls import TlsConfig, TlsFiles, channel_credentials
 
 __all__ = ["Health", "SyncClient"]
 
@@ -65,14 +65,20 @@ class SyncClient:
     """One channel to the peer at ``target`` (``host:port``); TLS when ``tls`` is given.
 
     ``dc``: the data center the peer must export (checked on every answer; "" = any).
+    ``server_name``: the name the server's certificate must carry, instead of the host of
+    ``target`` (with :class:`TlsFiles`: ``identity.dns_name(dc, node)`` of the syncer
+    dialled, so the handshake fails unless its certificate names that data center and
+    node). :class:`TlsFiles` are read as they are now: a rotated certificate is used from
+    the next client on.
     """
 
     def __init__(
         self,
         target: str,
         *,
-        tls: TlsConfig | None = None,
+        tls: TlsConfig | TlsFiles | None = None,
         dc: str = "",
+        server_name: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         max_message_bytes: int = codec.MAX_MESSAGE_BYTES,
     ) -> None:
@@ -89,9 +95,14 @@ class SyncClient:
         if tls is None:
             self._channel = aio.insecure_channel(target, options=options)
         else:
-            if tls.server_name:
-                options.append(("grpc.ssl_target_name_override", tls.server_name))
-            self._channel = aio.secure_channel(target, channel_credentials(tls), options=options)
+            if isinstance(tls, TlsFiles):
+                credentials = tls.channel_credentials()
+            else:
+                credentials = channel_credentials(tls)
+                server_name = server_name or tls.server_name
+            if server_name:
+                options.append(("grpc.ssl_target_name_override", server_name))
+            self._channel = aio.secure_channel(target, credentials, options=options)
         self._stub = pb_grpc.SyncStub(self._channel)  # type: ignore[no-untyped-call]
 
     async def close(self) -> None:

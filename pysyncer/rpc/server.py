@@ -13,6 +13,13 @@ together: one more is refused with ``RESOURCE_EXHAUSTED`` and counted in
 ``stats.errors["streams_exhausted"]``. A slot's records are sent as they are read, at
 most :data:`SLOT_BATCH` of them held at a time, and a slot past
 ``codec.MAX_SLOT_RECORDS`` ends the call (``RESOURCE_EXHAUSTED``, ``slot_too_large``).
+
+Identities: served with :class:`~pysyncer.rpc.tls.TlsFiles` (the daemon's mutual TLS),
+every call must come from a client whose verified certificate names a syncer
+(:mod:`pysyncer.rpc.identity`), else ``UNAUTHENTICATED`` (counted ``unauthenticated``);
+and the server's own certificate must name the data center it serves, else every call
+is ``FAILED_PRECONDITION`` (``identity_mismatch``): a certificate of ``dc-x`` never
+exports as ``dc-y``.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ from pysyncer.rpc import codec
 from pysyncer.rpc import sync_pb2 as pb
 from pysyncer.rpc import sync_pb2_grpc as pb_grpc
 from pysyncer.rpc.errors import PayloadError
-from pysyncer.rpc.tls import TlsConfig, server_credentials
+from pysyncer.rpc.tls import TlsConfig, TlsFiles, peer_identity, server_credentials
 
 __all__ = ["ServerStats", "SyncServer", "SyncSource"]
 
@@ -114,22 +121,27 @@ class _Servicer(pb_grpc.SyncServicer):
         self._owner = owner
 
     async def Watch(self, request: pb.WatchRequest, context: Any) -> AsyncIterator[pb.PeerBatch]:
+        await self._owner._authorize(context)
         async for batch in self._owner._watch(request, context):
             yield batch
 
     async def PullRange(self, request: pb.RangeRequest, context: Any) -> pb.PeerBatch:
+        await self._owner._authorize(context)
         return await self._owner._pull_range(request, context)
 
     async def GetDigests(self, request: pb.DigestRequest, context: Any) -> pb.DigestTable:
+        await self._owner._authorize(context)
         return await self._owner._get_digests(request, context)
 
     async def PullSlots(
         self, request: pb.SlotsRequest, context: Any
     ) -> AsyncIterator[pb.SlotBatch]:
+        await self._owner._authorize(context)
         async for batch in self._owner._pull_slots(request, context):
             yield batch
 
     async def Health(self, request: pb.HealthRequest, context: Any) -> pb.HealthReply:
+        await self._owner._authorize(context)
         source = self._owner.source
         return pb.HealthReply(
             dc=source.dc,
@@ -143,8 +155,10 @@ class _Servicer(pb_grpc.SyncServicer):
 class SyncServer:
     """Serves ``source`` on ``host:port`` (port 0 picks one; see :attr:`port` after start).
 
-    ``tls``: serve TLS with ``cert_file``/``key_file``; with ``require_client_cert`` only
-    clients presenting a certificate signed by ``ca_file`` are accepted (mutual TLS).
+    ``tls``: a :class:`TlsConfig` serves TLS with ``cert_file``/``key_file``; with
+    ``require_client_cert`` only clients presenting a certificate signed by ``ca_file`` are
+    accepted (mutual TLS). :class:`TlsFiles` serves mutual TLS with syncer identities
+    checked on every call and certificates re-read when their files change.
     """
 
     def __init__(
@@ -153,7 +167,7 @@ class SyncServer:
         host: str = "0.0.0.0",
         port: int = SYNC_PORT,
         *,
-        tls: TlsConfig | None = None,
+        tls: TlsConfig | TlsFiles | None = None,
         heartbeat_interval: float = 5.0,
         max_message_bytes: int = codec.MAX_MESSAGE_BYTES,
         max_open_streams: int = MAX_OPEN_STREAMS,
@@ -189,6 +203,8 @@ class SyncServer:
         try:
             if self.tls is None:
                 port = server.add_insecure_port(bind)
+            elif isinstance(self.tls, TlsFiles):
+                port = server.add_secure_port(bind, self.tls.server_credentials())
             else:
                 port = server.add_secure_port(bind, server_credentials(self.tls))
         except RuntimeError as exc:
@@ -222,6 +238,29 @@ class SyncServer:
         """Count the error by kind and end the call with ``code`` (raises)."""
         self.stats.error(kind)
         await context.abort(code, message)
+
+    async def _authorize(self, context: Any) -> None:
+        """With :class:`TlsFiles`: the client names a syncer, and this server's certificate
+        names the data center it serves; else the call ends (raises)."""
+        if not isinstance(self.tls, TlsFiles):
+            return
+        found = peer_identity(context)
+        if isinstance(found, str):
+            await self._abort(
+                context,
+                "unauthenticated",
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"the client certificate names no syncer: {found}",
+            )
+        own = self.tls.current().identity
+        if own.dc != self.source.dc:
+            await self._abort(
+                context,
+                "identity_mismatch",
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"this syncer's certificate names data center {own.dc!r}, "
+                f"not {self.source.dc!r}: it exports nothing",
+            )
 
     async def _check_dc(self, context: Any, dc: str) -> None:
         if dc and dc != self.source.dc:
