@@ -3,7 +3,8 @@
 Shared by every adapter that opens TLS connections itself (the HTTP adapters through
 :mod:`._http`, ZooKeeper's client): a CA bundle (``tls-ca``), an optional client
 certificate and key (``tls-cert``, ``tls-key``) and whether to verify the server
-(``tls-verify``). Files that cannot be loaded are a one-line ConfigError.
+(``tls-verify``). Files that cannot be loaded are a one-line ConfigError. It opens no
+connection and knows no registry protocol.
 """
 
 from __future__ import annotations
