@@ -266,6 +266,73 @@ def _cmd_keys(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_tls_ca_create(args: argparse.Namespace) -> int:
+    from pathlib import Path  # noqa: PLC0415
+
+    from pysyncer.tlsgen import create_ca  # noqa: PLC0415
+
+    made = create_ca(Path(args.dir), days=args.days)
+    print(f"==> CA certificate {made.cert}")
+    print(f"==> CA key {made.key} (mode 0600: keep it off the syncers)")
+    return EXIT_OK
+
+
+def _cmd_tls_cert_create(args: argparse.Namespace) -> int:
+    from pathlib import Path  # noqa: PLC0415
+
+    from pysyncer.rpc.identity import dns_name, spiffe_uri  # noqa: PLC0415
+    from pysyncer.tlsgen import create_cert  # noqa: PLC0415
+
+    try:
+        made = create_cert(
+            args.dc,
+            args.node,
+            ca_dir=Path(args.ca_dir),
+            out_dir=Path(args.out_dir),
+            days=args.days,
+            extra_sans=args.san or (),
+        )
+    except ValueError as exc:
+        print(f"pysyncer tls cert create: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"==> certificate {made.cert}")
+    print(f"==> key {made.key} (mode 0600)")
+    print(f"    identity {spiffe_uri(args.dc, args.node)}, {dns_name(args.dc, args.node)}")
+    return EXIT_OK
+
+
+def _add_tls(commands: Any) -> None:
+    from pysyncer.tlsgen import CA_DAYS, CERT_DAYS  # noqa: PLC0415 - constants only
+
+    tls = commands.add_parser(
+        "tls", help="make a CA and syncer certificates for the sync plane's mutual TLS"
+    )
+    kinds = tls.add_subparsers(dest="tls_kind", metavar="ca|cert", required=True)
+    ca = kinds.add_parser("ca", help="the pool's certificate authority")
+    ca_ops = ca.add_subparsers(dest="tls_op", metavar="create", required=True)
+    ca_create = ca_ops.add_parser("create", help="write ca.pem and ca-key.pem")
+    ca_create.add_argument("--dir", default=".", help="where to write them (default .)")
+    ca_create.add_argument("--days", type=int, default=CA_DAYS, help=f"validity ({CA_DAYS})")
+    ca_create.set_defaults(run=_cmd_tls_ca_create)
+    cert = kinds.add_parser("cert", help="a syncer's certificate")
+    cert_ops = cert.add_subparsers(dest="tls_op", metavar="create", required=True)
+    cert_create = cert_ops.add_parser(
+        "create",
+        help="write DC-NODE.pem and DC-NODE-key.pem naming the syncer",
+        description="A certificate for server and client use whose subject alternative "
+        "names are spiffe://pysyncer/dc/DC/node/NODE and NODE.DC.pysyncer.",
+    )
+    cert_create.add_argument("--dc", required=True, help="the syncer's data center")
+    cert_create.add_argument("--node", required=True, help="the syncer's node name")
+    cert_create.add_argument("--ca-dir", default=".", help="where ca.pem and ca-key.pem are")
+    cert_create.add_argument("--out-dir", default=".", help="where to write (default .)")
+    cert_create.add_argument("--days", type=int, default=CERT_DAYS, help=f"validity ({CERT_DAYS})")
+    cert_create.add_argument(
+        "--san", action="append", metavar="NAME|IP", help="one more DNS name or IP (repeat)"
+    )
+    cert_create.set_defaults(run=_cmd_tls_cert_create)
+
+
 def _cmd_slot(args: argparse.Namespace) -> int:
     from pysyncer._core import slots  # noqa: PLC0415
 
@@ -395,6 +462,8 @@ def build_parser() -> argparse.ArgumentParser:
     key_ops.add_argument("--list", action="store_true", help="list the keys of every member")
     keys.add_argument("--json", action="store_true", help="print the admin API's JSON answer")
     keys.set_defaults(run=_cmd_keys)
+
+    _add_tls(commands)
 
     slot = commands.add_parser("slot", help="print the hash slot (0-16383) of service keys")
     slot.add_argument("keys", nargs="+", metavar="KEY")
