@@ -19,6 +19,7 @@ This module only decodes: no sockets, no files (except the golden packets read b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import json
 from collections.abc import Callable, Iterable
@@ -36,6 +37,7 @@ from pysyncer.gossip import lzw
 from pysyncer.gossip import messages as m
 from pysyncer.gossip.keyring import Keyring, encrypt_packet
 from pysyncer.gossip.packet import PacketError, decode_packet, encode_packet
+from pysyncer.gossip.simulator import Simulation
 from pysyncer.gossip.stream import (
     StreamClosedError,
     StreamError,
@@ -149,6 +151,52 @@ def _gossip_packet_seeds() -> Iterable[bytes]:
     yield b"\x02" + encode_packet(messages[:2], label=LABEL)
     yield b"\x01" + encode_packet(messages[:1], keyring=KEYRING)
     yield b"\x00" + encrypt_packet(KEYRING, messages[0], "")
+
+
+# -- a gossip node: what it does with what it decodes -------------------------------------
+
+_NODE_INPUTS_PER_POOL = 1000  # a fresh node now and then: membership does not pile up
+_SOURCE = ("10.9.9.9", 7946)  # a sender outside the simulated pool: replies are dropped
+
+
+class _NodePool:
+    def __init__(self) -> None:
+        self.inputs = 0
+        self.node = Simulation(1).nodes["n0"].node
+
+    def next_node(self) -> Any:
+        self.inputs += 1
+        if self.inputs % _NODE_INPUTS_PER_POOL == 0:
+            self.node = Simulation(1).nodes["n0"].node
+        return self.node
+
+
+_POOL = _NodePool()
+
+
+def gossip_node(data: bytes) -> None:
+    """A node handling a packet (never raises: a bug counts ``internal_error``) or a
+    stream message (documented error: MalformedDataError).
+    """
+    flags, body = _flags(data)
+    node = _POOL.next_node()
+    if flags & 1:
+        with contextlib.suppress(MalformedDataError):
+            node.handle_stream_message(body)
+        return
+    node.handle_packet(body, _SOURCE)
+    if node.stats.counters["packets_dropped_internal_error"]:
+        raise AssertionError("the node failed on a message (packets_dropped_internal_error)")
+
+
+def _gossip_node_seeds() -> Iterable[bytes]:
+    for seed in _gossip_packet_seeds():
+        if seed[0] == 0:
+            yield seed
+    for name in ("py_push_pull_join.bin", "serf_push_pull_reply.bin"):
+        path = GOLDEN / name
+        if path.exists():
+            yield b"\x01" + path.read_bytes()
 
 
 # -- gossip streams -----------------------------------------------------------------------
@@ -430,6 +478,7 @@ TARGETS: dict[str, Target] = {
     for target in (
         Target("gossip_packet", gossip_packet, _gossip_packet_seeds),
         Target("gossip_stream", gossip_stream, _gossip_stream_seeds),
+        Target("gossip_node", gossip_node, _gossip_node_seeds),
         Target("lzw", lzw_codec, _lzw_seeds),
         Target("wire", wire_codec, _wire_seeds),
         Target("rpc_codec", rpc_codec, _rpc_seeds),
