@@ -250,6 +250,7 @@ class Lab:
             "--bind", syncer.gossip, "--rpc-addr", f"{syncer.address}:{RPC_PORT}",
             "--admin-addr", f"{syncer.address}:{ADMIN_PORT}",
             "--admin-token-file", str(self.token_file),
+            "--insecure",  # plain gossip and RPC: the lab's network is its own
             "--sc-addr", f"http://{registry}", "--data-dir", str(self.workdir / syncer.name),
             "--origin-grace", str(timing.origin_grace),
             "--origin-policy", timing.origin_policy,
