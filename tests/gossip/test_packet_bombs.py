@@ -13,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import threading
 import time
 import tracemalloc
+import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -38,6 +41,7 @@ from pysyncer.gossip.stream import (
     read_stream_message,
 )
 from pysyncer.gossip.transport import UDP_PACKET_BUF_SIZE
+from pysyncer.procs import DaemonProcess, eventually
 from tests.support.gossip import FAST, wait_for
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -305,3 +309,69 @@ async def test_a_running_node_counts_a_stream_bomb() -> None:
         writer.close()
     finally:
         await agent.stop()
+
+
+def _proc_kib(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _health_latencies(admin: str, stop: threading.Event, out: list[float]) -> None:
+    while not stop.is_set():
+        started = time.monotonic()
+        with urllib.request.urlopen(f"http://{admin}/v1/health", timeout=10) as answer:
+            answer.read()
+        out.append(time.monotonic() - started)
+        time.sleep(0.01)
+
+
+def _budget_drops(admin: str) -> float:
+    with urllib.request.urlopen(f"http://{admin}/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    for line in text.splitlines():
+        if line.startswith('pysyncer_gossip_packets_dropped_total{reason="budget"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+@pytest.mark.e2e
+def test_a_daemon_given_five_bombs_keeps_its_memory_and_answers_health(tmp_path: Path) -> None:
+    daemon = DaemonProcess("bombed", "127.0.0.1", tmp_path, "dc-a")
+    stop = threading.Event()
+    idle: list[float] = []
+    bombed: list[float] = []
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        eventually(daemon.ready, 60, "daemon up", daemon)
+        pid = daemon.process.pid
+        poller = threading.Thread(target=_health_latencies, args=(daemon.admin, stop, idle))
+        poller.start()
+        time.sleep(1.0)
+        stop.set()
+        poller.join()
+        rss_before = _proc_kib(pid, "VmRSS")
+        stop.clear()
+        poller = threading.Thread(target=_health_latencies, args=(daemon.admin, stop, bombed))
+        poller.start()
+        packet = bomb_packet()
+        for _ in range(5):
+            sender.sendto(packet, ("127.0.0.1", daemon.port))
+        eventually(lambda: _budget_drops(daemon.admin) == 5, 20, "5 bombs refused", daemon)
+        time.sleep(0.5)
+        stop.set()
+        poller.join()
+        peak_growth = _proc_kib(pid, "VmHWM") - rss_before
+    finally:
+        stop.set()
+        sender.close()
+        daemon.stop()
+    print(
+        f"\ndaemon: RSS {rss_before / 1024:.1f} MiB, peak +{max(peak_growth, 0) / 1024:.1f} MiB "
+        f"after 5 bombs; /v1/health slowest {max(bombed) * 1000:.0f} ms "
+        f"(idle: {max(idle) * 1000:.0f} ms) over {len(bombed)} requests"
+    )
+    assert peak_growth < 32 * 1024
+    assert max(bombed) < 1.0  # the issue measured a 1.7 s stall

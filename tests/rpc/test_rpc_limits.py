@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -23,6 +24,7 @@ import pytest
 from grpc import aio
 
 from pysyncer.model import Instance, Record, ServiceKey
+from pysyncer.procs import DaemonProcess, eventually
 from pysyncer.rpc import SyncClient, SyncServer, codec
 from pysyncer.rpc import server as rpc_server
 from pysyncer.rpc import sync_pb2 as pb
@@ -96,39 +98,33 @@ def _rss(pid: int) -> int:
         return int(statm.read().split()[1]) * PAGE
 
 
-async def test_a_thousand_watch_streams_from_one_client_are_refused_past_the_limit() -> None:
+async def _thousand_watches(target: str, pid: int, dc: str) -> tuple[int, int]:
+    """1,000 Watch calls on ``target``; the server's RSS (bytes) idle and with them all.
+
+    Checks that exactly ``MAX_OPEN_STREAMS`` are served, the rest refused with
+    RESOURCE_EXHAUSTED, that unary calls still work, and that the places free up.
+    """
     limit = rpc_server.MAX_OPEN_STREAMS
     per_channel = rpc_server.MAX_STREAMS_PER_CONNECTION
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _SERVER_PROCESS],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        cwd=root,
-        text=True,
-    )
     channels: list[Any] = []
     calls: list[Any] = []
+    refused: list[grpc.StatusCode] = []
+    details: list[str] = []
+
+    async def watch(stub: Any) -> None:
+        call = stub.Watch(pb.WatchRequest(dc=dc))
+        calls.append(call)
+        try:
+            async for _ in call:
+                pass
+        except aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.CANCELLED:
+                refused.append(exc.code())
+                details.append(exc.details() or "")
+
     try:
-        assert proc.stdout is not None
-        port = int(await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), WAIT))
-        target = f"127.0.0.1:{port}"
         await asyncio.sleep(0.5)
-        rss_idle = _rss(proc.pid)
-        refused: list[grpc.StatusCode] = []
-        details: list[str] = []
-
-        async def watch(stub: Any) -> None:
-            call = stub.Watch(pb.WatchRequest(dc=DC))
-            calls.append(call)
-            try:
-                async for _ in call:
-                    pass
-            except aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.CANCELLED:
-                    refused.append(exc.code())
-                    details.append(exc.details() or "")
-
+        rss_idle = _rss(pid)
         tasks = []
         for n in range(ATTEMPTS):
             if n % per_channel == 0:
@@ -139,13 +135,13 @@ async def test_a_thousand_watch_streams_from_one_client_are_refused_past_the_lim
             tasks.append(asyncio.ensure_future(watch(stub)))
         await wait_for(lambda: len(refused) >= ATTEMPTS - limit, WAIT, "the refusals")
         await asyncio.sleep(1.0)  # nothing more is refused: the others are served
-        rss_full = _rss(proc.pid)
+        rss_full = _rss(pid)
         assert len(refused) == ATTEMPTS - limit
         assert set(refused) == {grpc.StatusCode.RESOURCE_EXHAUSTED}
         assert f"at most {limit}" in details[0]
         assert sum(not t.done() for t in tasks) == limit
         async with SyncClient(target) as client:  # still serving unary calls
-            assert (await client.health()).dc == DC
+            assert (await client.health()).dc == dc
         for call in calls:
             call.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -155,15 +151,35 @@ async def test_a_thousand_watch_streams_from_one_client_are_refused_past_the_lim
             await asyncio.sleep(0.5)
             assert not waiting.done()  # served (idle), not refused
             waiting.cancel()
-        print(
-            f"\nserver RSS {rss_idle / MIB:.1f} MiB idle, {rss_full / MIB:.1f} MiB with "
-            f"{limit} open Watch streams and {ATTEMPTS - limit} refused "
-            f"(+{(rss_full - rss_idle) / MIB:.1f} MiB)"
-        )
-        assert rss_full - rss_idle < 48 * MIB
     finally:
         for channel in channels:
             await channel.close()
+    return rss_idle, rss_full
+
+
+def _report(what: str, rss_idle: int, rss_full: int) -> None:
+    limit = rpc_server.MAX_OPEN_STREAMS
+    print(
+        f"\n{what} RSS {rss_idle / MIB:.1f} MiB idle, {rss_full / MIB:.1f} MiB with "
+        f"{limit} open Watch streams and {ATTEMPTS - limit} refused "
+        f"(+{(rss_full - rss_idle) / MIB:.1f} MiB)"
+    )
+
+
+async def test_a_thousand_watch_streams_from_one_client_are_refused_past_the_limit() -> None:
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SERVER_PROCESS],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=root,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        port = int(await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), WAIT))
+        rss_idle, rss_full = await _thousand_watches(f"127.0.0.1:{port}", proc.pid, DC)
+    finally:
         if proc.stdin is not None:
             proc.stdin.close()
         try:
@@ -173,6 +189,20 @@ async def test_a_thousand_watch_streams_from_one_client_are_refused_past_the_lim
             proc.wait(10)
         if proc.stdout is not None:
             proc.stdout.close()
+    _report("server", rss_idle, rss_full)
+    assert rss_full - rss_idle < 48 * MIB
+
+
+@pytest.mark.e2e
+async def test_a_daemon_refuses_a_thousand_watch_streams_past_the_limit(tmp_path: Path) -> None:
+    daemon = DaemonProcess("watched", "127.0.0.1", tmp_path, "dc-w")
+    try:
+        await asyncio.to_thread(eventually, daemon.ready, 60, "daemon up", daemon)
+        rss_idle, rss_full = await _thousand_watches(daemon.rpc, daemon.process.pid, "dc-w")
+    finally:
+        await asyncio.to_thread(daemon.stop)
+    _report("daemon", rss_idle, rss_full)
+    assert rss_full - rss_idle < 64 * MIB
 
 
 @pytest.fixture
