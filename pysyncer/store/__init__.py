@@ -90,7 +90,8 @@ def create_store(
     max_queue=100000&max_txn_ops=128]``: an :class:`EtcdStore` (failover across the
     endpoints in order) under ``prefix`` (default ``/pysyncer/{dc}/``; ``{dc}`` is
     replaced by ``dc``, which is then required); ``node`` (default: the host name) names
-    this member for its peer cursors.
+    this member for its peer cursors; writes acknowledged while etcd is unreachable are
+    spooled under ``<data_dir>/etcd-spool/``.
     """
     if isinstance(url, str):
         try:
@@ -99,10 +100,10 @@ def create_store(
             raise ConfigError(f"store: {exc}") from None
     if url.kind == "embedded":
         return SqliteStore(Path(data_dir) / EMBEDDED_FILE_NAME)
-    return _etcd_store(url, dc, node)
+    return _etcd_store(url, dc, node, Path(data_dir))
 
 
-def _etcd_store(url: StoreURL, dc: str | None, node: str | None) -> EtcdStore:
+def _etcd_store(url: StoreURL, dc: str | None, node: str | None, data_dir: Path) -> EtcdStore:
     prefix = DEFAULT_PREFIX if url.prefix is None else url.prefix
     if "{dc}" in prefix:
         if not dc:
@@ -126,6 +127,7 @@ def _etcd_store(url: StoreURL, dc: str | None, node: str | None) -> EtcdStore:
             prefix=prefix,
             member=node or socket.gethostname(),
             security=security,
+            spool_dir=data_dir,
             **url.options,  # type: ignore[arg-type]  # names and types: store.url.ETCD_OPTIONS
         )
     except ValueError as exc:

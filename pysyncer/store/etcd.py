@@ -13,6 +13,8 @@ registry or the sync logic. The jobs behind it live in one module each:
   while it is unreachable, possibly stale for other members' writes then);
 * :mod:`pysyncer.store.etcd_writes`: the ordered write queue, outages (degraded
   health, writes applied ahead as pending), transaction limits and fencing;
+* :mod:`pysyncer.store.etcd_spool`: the write-behind spool under the data dir that
+  keeps the writes acknowledged during an outage across a crash, and their recovery;
 * :mod:`pysyncer.store.etcd_watch`: the prefix watch that brings other members' writes
   into the mirror;
 * :mod:`pysyncer.store.etcd_coordinator`: member leases, leader, slot table CAS;
@@ -23,10 +25,13 @@ Only this module imports them all; none of them imports this one.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import logging
+import os
 import uuid
 from collections.abc import AsyncGenerator, Collection, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -68,6 +73,7 @@ from pysyncer.store.etcd_layout import (
     encode_meta,
 )
 from pysyncer.store.etcd_mirror import Mirror, Mutation
+from pysyncer.store.etcd_spool import Recovery, WriteSpool, spool_path
 from pysyncer.store.etcd_watch import PrefixWatch
 from pysyncer.store.etcd_writes import Write, WriteQueue
 
@@ -92,6 +98,9 @@ class EtcdStore:
     write queue in operations; ``max_txn_ops`` / ``max_txn_bytes``: etcd's limits
     (``--max-txn-ops``, ``--max-request-bytes``); ``close_timeout``: how long
     :meth:`close` waits for queued writes to drain; ``security``: TLS files and login.
+    ``spool_dir``: the data dir, where writes acknowledged while etcd is unreachable are
+    spooled (:mod:`pysyncer.store.etcd_spool`); None keeps them in memory only (lost if
+    the process dies).
     """
 
     def __init__(
@@ -107,6 +116,7 @@ class EtcdStore:
         max_txn_bytes: int = 1024 * 1024,
         close_timeout: float = 5.0,
         security: EtcdSecurity | None = None,
+        spool_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         pairs = parse_endpoints(endpoints) if isinstance(endpoints, str) else list(endpoints)
         client = EtcdClient(pairs, request_timeout, security)
@@ -120,6 +130,12 @@ class EtcdStore:
         self._mirror = Mirror(self._layout, member)
         self._changes = ChangeSignal()
         self._membership = MemberLease(client, self._layout, note_error=self._note_error)
+        self._spool = (
+            None
+            if spool_dir is None
+            else WriteSpool(spool_path(Path(spool_dir), self._layout.prefix_text))
+        )
+        self.replayed = 0  # spooled writes replayed by the last open()
         self._writes = WriteQueue(
             client,
             self._mirror,
@@ -130,6 +146,7 @@ class EtcdStore:
             reload=self._reload,
             note_error=self._note_error,
             last_error=lambda: self._last_error,
+            spool=self._spool,
         )
         self._watch = PrefixWatch(
             client,
@@ -158,23 +175,62 @@ class EtcdStore:
     # -- lifecycle -----------------------------------------------------------------------
 
     async def open(self) -> None:
+        """Connect and load the mirror; with a spool, replay the writes it kept (a new
+        log epoch first if the last run did not close the store) before returning."""
         if self._open:
             return
+        recovery = self._spool.open() if self._spool is not None else None
         try:
             await self._client.wait_ready(self._open_timeout)
             await self._init_meta()
+            if recovery is not None and recovery.unclean:
+                await self._new_epoch(recovery)
             await self._load()
         except EtcdUnavailableError as exc:
-            await self._renew_client()
+            await self._abort_open()
             raise StoreError(
                 f"etcd store {self._layout.prefix_text} at {self._client.endpoint_text}: {exc}"
             ) from None
         except BaseException:
-            await self._renew_client()
+            await self._abort_open()
             raise
         self._open = True
         self._writes.start()
         self._watch.start()
+        if recovery is not None and recovery.writes:
+            await self._replay(recovery)
+
+    async def _abort_open(self) -> None:
+        await self._renew_client()
+        if self._spool is not None:
+            await self._spool.file.close()  # unlock; its records stay for the next open
+
+    async def _new_epoch(self, recovery: Recovery) -> None:
+        """A new log epoch: the last run died with writes applied ahead of etcd, so
+        revisions it showed may be given to other records now (peers repair by digests)."""
+        log.warning(
+            "etcd store %s: the last run did not close the store and its spool %s holds "
+            "%d write(s): new log epoch",
+            self._layout.prefix_text,
+            self._spool.path if self._spool is not None else "",
+            len(recovery.writes),
+        )
+        await self._client.txn([], [Op("put", self._layout.meta, encode_meta(uuid.uuid4().hex))])
+
+    async def _replay(self, recovery: Recovery) -> None:
+        """Commit the spooled writes in order (or queue them again if etcd goes away)."""
+        futures = self._writes.replay(recovery.writes)
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, BaseException)]
+        self._writes.dropped += len(failed)  # fenced off: the slots' owner replays them
+        self.replayed = len(recovery.writes)
+        log.info(
+            "etcd store %s: replayed %d spooled write(s) from %s%s",
+            self._layout.prefix_text,
+            len(recovery.writes),
+            self._spool.path if self._spool is not None else "",
+            f", {len(failed)} refused (first: {failed[0]})" if failed else "",
+        )
 
     async def close(self) -> None:
         if not self._open:
@@ -183,12 +239,15 @@ class EtcdStore:
         await self._writes.drain(self._close_timeout)
         if len(self._writes):
             log.error(
-                "etcd store %s: closing with %d queued writes (%d operations) not written",
+                "etcd store %s: closing with %d queued writes (%d operations) not written%s",
                 self._layout.prefix_text,
                 len(self._writes),
                 self._writes.queued_ops,
+                "" if self._spool is None else f" (kept in {self._spool.path} for the next open)",
             )
         await self._writes.stop()
+        if self._spool is not None:
+            await self._spool.close()
         await self._watch.stop()
         await self._membership.leave()
         self._changes.notify()

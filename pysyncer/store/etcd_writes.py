@@ -9,6 +9,14 @@ returns; the flusher retries in order with backoff until the queue is empty. At 
 ``max_queue`` operations wait; beyond that a write raises
 :class:`~pysyncer.store.base.StoreFullError`.
 
+With a spool (:class:`~pysyncer.store.etcd_spool.WriteSpool`, under the data dir) such a
+write returns only once it is on disk: the queue marks the spool degraded (fsynced)
+before the first write goes ahead of etcd, spools each write as it goes ahead, and
+acknowledges after one group fsync; a write etcd has is noted done, and the spool is
+emptied whenever the queue is. :meth:`WriteQueue.replay` queues a recovered spool's
+writes again after a restart; a replayed append whose revisions are no longer free is
+renumbered under a new log epoch, like any queued append.
+
 Transactions respect etcd's ``max_txn_ops`` and byte limits: a bigger write is split
 in order (an ``apply_batch`` keeps its cursor in the LAST transaction); an append is
 split into sub-batches of whole records, each one transaction that writes the log
@@ -48,6 +56,7 @@ from pysyncer.store.base import (
     StoreError,
     StoreFullError,
 )
+from pysyncer.store.codec import record_from_body
 from pysyncer.store.etcd_client import MAX_BACKOFF, Compare, EtcdClient, EtcdUnavailableError, Op
 from pysyncer.store.etcd_layout import (
     decode_counter,
@@ -58,6 +67,7 @@ from pysyncer.store.etcd_layout import (
     encode_meta,
 )
 from pysyncer.store.etcd_mirror import Mirror, Mutation
+from pysyncer.store.etcd_spool import SpooledWrite, WriteSpool
 
 __all__ = ["Write", "WriteQueue", "renumber"]
 
@@ -84,7 +94,9 @@ class Write:
     ``records`` and their ``bodies`` (:func:`pysyncer.store.codec.record_body`) and
     returns them numbered; ``delete_range`` deletes a key range in one operation
     (``mutations`` then name the keys it removes from the mirror); ``counts_deletes``
-    makes the write return how many keys it deleted.
+    makes the write return how many keys it deleted. ``seq``: its number in the spool
+    (0: not spooled); ``lease``: the member's lease its fence compares when this store
+    holds none (a write replayed after a restart).
     """
 
     fence: Fence | None
@@ -103,6 +115,8 @@ class Write:
     provisional_first: int = 0
     renumbered: bool = False
     attempt: _Attempt | None = None
+    seq: int = 0
+    lease: int = 0
 
     @property
     def is_append(self) -> bool:
@@ -134,6 +148,7 @@ class WriteQueue:
         reload: Callable[[], Awaitable[None]],
         note_error: Callable[[str], None],
         last_error: Callable[[], str | None],
+        spool: WriteSpool | None = None,
     ) -> None:
         if max_txn_ops < 8:
             raise ValueError(f"max_txn_ops must be >= 8, not {max_txn_ops}")
@@ -147,6 +162,7 @@ class WriteQueue:
         self._reload = reload
         self._note_error = note_error
         self._last_error = last_error
+        self.spool = spool
         self._queue: collections.deque[Write] = collections.deque()
         self.queued_ops = 0
         self._wake = asyncio.Event()
@@ -211,13 +227,16 @@ class WriteQueue:
         self._wake.set()
         if self.degraded:
             self._make_provisional(write)
+            if self.spool is not None:
+                await self.spool.sync()  # acknowledged once on disk
             return write.result
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         write.future = future
         return await asyncio.shield(future)
 
     def _make_provisional(self, write: Write) -> None:
-        """Apply a queued write to the mirror as pending and compute what it returns."""
+        """Apply a queued write to the mirror as pending, compute what it returns, and
+        spool what etcd does not have of it (durable after the spool's next sync)."""
         mirror = self._mirror
         write.provisional = True
         if write.is_append:
@@ -239,8 +258,97 @@ class WriteQueue:
         for key, value, obj in mutations:
             mirror.pending[key] = mirror.pending.get(key, 0) + 1
             mirror.decode_into(key, value, obj)
-        if write.future is not None and not write.future.done():
-            write.future.set_result(write.result)
+        if self.spool is not None and not write.seq:
+            self._spool_write(write)
+
+    def _spool_write(self, write: Write) -> None:
+        assert self.spool is not None
+        write.seq = self.spool.next_seq()
+        fence = write.fence
+        write.lease = self._lease_of(fence.node) if fence is not None else 0
+        start = write.progress
+        self.spool.record(
+            SpooledWrite(
+                seq=write.seq,
+                fence=fence,
+                lease=write.lease,
+                size=write.size,
+                mutations=[(key, value) for key, value, _ in write.mutations[start:]],
+                entries=[
+                    (record.origin_dc, record.instance_id, body)
+                    for record, body in zip(
+                        write.records[start:], write.bodies[start:], strict=True
+                    )
+                ],
+                delete_range=write.delete_range,
+                counts_deletes=write.counts_deletes,
+                first_revision=write.provisional_first,
+            )
+        )
+
+    async def _go_degraded(self) -> None:
+        """Apply every queued write ahead of etcd; acknowledge them once spooled."""
+        if self.spool is not None:
+            self.spool.degraded()  # on disk before anything goes ahead of etcd
+        self.degraded = True
+        ahead = [queued for queued in self._queue if not queued.provisional]
+        for queued in ahead:
+            self._make_provisional(queued)
+        failure: StoreError | None = None
+        if self.spool is not None:
+            try:
+                await self.spool.sync()
+            except StoreError as exc:
+                failure = exc
+        for queued in ahead:
+            if queued.future is not None and not queued.future.done():
+                if failure is None:
+                    queued.future.set_result(queued.result)
+                else:
+                    queued.future.set_exception(failure)
+
+    # -- replay after a restart ------------------------------------------------------------
+
+    def replay(self, spooled: Sequence[SpooledWrite]) -> list[asyncio.Future[Any]]:
+        """Queue a recovered spool's writes, in order (they stay spooled until done); the
+        futures of those not already answered by it. Appends whose first records are in
+        the mirror at the revisions they were given (the try that was in flight when the
+        process died landed) skip those records."""
+        futures: list[asyncio.Future[Any]] = []
+        loop = asyncio.get_running_loop()
+        for item in spooled:
+            records = [
+                record_from_body(dc, oid, 0, body, f"spooled record {item.seq}")
+                for dc, oid, body in item.entries
+            ]
+            write = Write(
+                item.fence,
+                item.size,
+                [(key, value, None) for key, value in item.mutations],
+                records=records,
+                bodies=[body for _, _, body in item.entries],
+                delete_range=item.delete_range,
+                counts_deletes=item.counts_deletes,
+                provisional_first=item.first_revision,
+                seq=item.seq,
+                lease=item.lease,
+            )
+            while write.progress < len(records):
+                revision = item.first_revision + write.progress
+                landed = self._mirror.log.get(revision)
+                if landed != renumber(records[write.progress], revision):
+                    break
+                write.progress += 1
+            if records and write.progress == len(records):
+                assert self.spool is not None
+                self.spool.done(item.seq)
+                continue
+            write.future = loop.create_future()
+            futures.append(write.future)
+            self._queue.append(write)
+            self.queued_ops += write.size
+        self._wake.set()
+        return futures
 
     # -- the flusher ---------------------------------------------------------------------
 
@@ -249,6 +357,8 @@ class WriteQueue:
         while True:
             if not self._queue:
                 self._idle.set()
+                if self.spool is not None and not self.spool.empty:
+                    self.spool.reset()  # etcd holds every spooled write
                 if self.degraded:
                     self.degraded = False
                     log.info("etcd store %s: queue flushed, healthy", self._layout.prefix_text)
@@ -275,14 +385,12 @@ class WriteQueue:
                 self._note_error(str(exc))
                 if not self.degraded:
                     log.warning(
-                        "etcd store %s: etcd unreachable, queueing writes: %s",
+                        "etcd store %s: etcd unreachable, queueing writes%s: %s",
                         self._layout.prefix_text,
+                        "" if self.spool is None else f" (spooled to {self.spool.path})",
                         exc,
                     )
-                    self.degraded = True
-                    for queued in self._queue:
-                        if not queued.provisional:
-                            self._make_provisional(queued)
+                    await self._go_degraded()
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, MAX_BACKOFF)
                 continue
@@ -317,14 +425,17 @@ class WriteQueue:
     def _finish(self, write: Write) -> None:
         self._queue.popleft()
         self.queued_ops -= write.size
+        if write.seq and self.spool is not None:
+            self.spool.done(write.seq)
 
     # -- fencing -------------------------------------------------------------------------
 
-    def fence_compares(self, fence: Fence | None) -> list[Compare]:
-        """The compares that fence a transaction; FencedError if no lease backs ``fence``."""
+    def fence_compares(self, fence: Fence | None, lease_hint: int = 0) -> list[Compare]:
+        """The compares that fence a transaction; FencedError if no lease backs ``fence``
+        (``lease_hint``: the lease to compare when this store holds none for the node)."""
         if fence is None:
             return []
-        lease = self._lease_of(fence.node)
+        lease = self._lease_of(fence.node) or lease_hint
         if not lease:
             raise FencedError(
                 f"etcd store {self._layout.prefix_text}: member {fence.node!r} holds no lease "
@@ -354,7 +465,8 @@ class WriteQueue:
         if write.delete_range is not None:
             start, end = write.delete_range
             result = await self.client.txn(
-                self.fence_compares(write.fence), [Op("delete", start, range_end=end)]
+                self.fence_compares(write.fence, write.lease),
+                [Op("delete", start, range_end=end)],
             )
             if not result.succeeded:
                 raise self.fenced(write.fence)
@@ -364,7 +476,7 @@ class WriteQueue:
         mutations = write.mutations
         while write.progress < len(mutations):
             chunk = self._chunk(mutations, write.progress)
-            compares = self.fence_compares(write.fence)
+            compares = self.fence_compares(write.fence, write.lease)
             ops = [
                 Op("put", key, value) if value is not None else Op("delete", key)
                 for key, value, _ in chunk
@@ -444,7 +556,10 @@ class WriteQueue:
                 if size <= self._max_bytes or count == 1:
                     break
                 count = max(1, count * self._max_bytes // size - 1)
-            renumbered = write.provisional and first != write.provisional_first + write.progress
+            # provisional_first: revisions handed out ahead of etcd (or by a replayed spool)
+            renumbered = bool(write.provisional_first) and (
+                first != write.provisional_first + write.progress
+            )
             attempt = _Attempt(first, count, mutations, renumbered)
             success = [
                 Op("put", key, value) if value is not None else Op("delete", key)
@@ -457,7 +572,7 @@ class WriteQueue:
                 success.append(Op("put", layout.meta, encode_meta(uuid.uuid4().hex)))
             expected = mirror.counter_mod
             compares = [Compare(layout.counter, "mod", "==", expected)]
-            compares += self.fence_compares(write.fence)
+            compares += self.fence_compares(write.fence, write.lease)
             write.attempt = attempt
             result = await self.client.txn(compares, success, [Op("get", layout.counter)])
             write.attempt = None

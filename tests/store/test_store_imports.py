@@ -28,6 +28,9 @@ FORBIDDEN: dict[str, set[str]] = {
     "sqlite_db": {"codec", "sqlite", "etcd_layout", "etcd_client"} | _ETCD_PARTS,
     "sqlite": {"etcd_layout", "etcd_client"} | _ETCD_PARTS,
     "etcd": {"sqlite", "sqlite_db"},
+    "spool": {"codec", "sqlite", "sqlite_db", "etcd_layout", "etcd_client", "etcd_spool"}
+    | _ETCD_PARTS,
+    "etcd_spool": {"codec", "sqlite", "sqlite_db", "etcd_layout", "etcd_client"} | _ETCD_PARTS,
 }
 """Per module of ``pysyncer.store``: the sibling modules it must not import."""
 
