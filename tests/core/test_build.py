@@ -91,6 +91,7 @@ def test_build_without_compiler_fails_in_one_line(tmp_path: Path) -> None:
 
 
 # Directories shipped whole in the sdist (MANIFEST.in), and files at the top of the tree.
+# Any other top-level package the tests import must ship whole too (tests_import_from).
 SHIPPED_TREES = ("tests", "docs", "benchmarks", "ci")
 SHIPPED_FILES = ("LICENSE", "CHANGELOG.md", "README.md", "pyproject.toml", "setup.py")
 BUILD_PRODUCTS = (".c", ".html", ".so")
@@ -111,6 +112,18 @@ def build_sdist(tree: Path, outdir: Path) -> Path:
     )
     assert out.returncode == 0, out.stdout + out.stderr
     return outdir / out.stdout.strip().splitlines()[-1]
+
+
+def tests_import_from(tree: Path) -> set[str]:
+    """Top-level packages of the tree, other than pysyncer, that some test imports."""
+    packages = {p.parent.name for p in tree.glob("*/__init__.py")} - {"pysyncer", "tests"}
+    imported = set()
+    for test in (tree / "tests").rglob("*.py"):
+        for line in test.read_text().splitlines():
+            words = line.split()
+            if len(words) >= 2 and words[0] in ("import", "from"):
+                imported.add(words[1].split(".")[0])
+    return packages & imported
 
 
 def source_files(tree: Path, top: str) -> set[str]:
@@ -145,7 +158,9 @@ def test_sdist_ships_sources_license_and_the_whole_test_suite(sdist: tuple[Path,
     assert pyx <= members
     for name in (*SHIPPED_FILES, "tests/conftest.py", "tests/support/__init__.py"):
         assert name in members, name
-    for top in SHIPPED_TREES:
+    imported = tests_import_from(tree)
+    assert "lab" in imported  # the detection works on today's tree
+    for top in (*SHIPPED_TREES, *sorted(imported)):
         missing = sorted(source_files(tree, top) - members)
         assert not missing, f"{top}/ files left out of the sdist: {missing[:10]}"
     assert any(m.startswith("tests/golden/") for m in members)
