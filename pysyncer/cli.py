@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, cast
 from pysyncer._version import __version__
 from pysyncer.errors import PysyncerError
 from pysyncer.hostport import ADMIN_PORT, REGISTRY_PORT, parse_host_port
-from pysyncer.redact import install_log_redaction, redact
+from pysyncer.logs import LOG_LEVELS
+from pysyncer.redact import redact
 
 if TYPE_CHECKING:
     from pysyncer.admin.client import AdminClient
@@ -45,19 +46,31 @@ def _version_text() -> str:
 # -- commands ----------------------------------------------------------------------
 
 
-def _cmd_daemon(args: argparse.Namespace) -> int:
+def _daemon_config(args: argparse.Namespace) -> Any:
+    """The daemon's configuration from these arguments, its file and the environment."""
     from pysyncer.config import SETTINGS, load_config  # noqa: PLC0415
-    from pysyncer.daemon import run_daemon  # noqa: PLC0415
 
     flags = {name: getattr(args, name.replace("-", "_")) for s in SETTINGS for name in s.names}
-    config = load_config(flags, config_file=args.config)
-    logging.basicConfig(
-        level=config.log_level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    install_log_redaction()
-    _run(run_daemon(config))
+    return load_config(flags, config_file=args.config)
+
+
+def _cmd_daemon(args: argparse.Namespace) -> int:
+    from pysyncer import logs  # noqa: PLC0415
+    from pysyncer.daemon import run_daemon  # noqa: PLC0415
+
+    config = _daemon_config(args)
+    logs.configure(config.log_level, config.log_format)
+    _run(run_daemon(config, reload=lambda: _daemon_config(args)))
+    return EXIT_OK
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from pysyncer.daemon import check_config  # noqa: PLC0415
+
+    config = _daemon_config(args)
+    check_config(config, ports=False)
+    where = f"config file {config.config_file}" if config.config_file else "no config file"
+    print(f"configuration valid ({where}; node {config.node}, dc {config.dc})")
     return EXIT_OK
 
 
@@ -354,14 +367,32 @@ class _VersionAction(argparse.Action):
 
 
 def _add_daemon(commands: Any) -> None:
-    from pysyncer.config import SETTINGS  # noqa: PLC0415
-
     daemon = commands.add_parser(
         "daemon",
         help="run a syncer: gossip pool member, sync engine and admin API",
         description="Run a syncer. Settings: defaults < --config file < PYSYNCER_* env < flags.",
     )
+    _add_settings(daemon)
+    daemon.set_defaults(run=_cmd_daemon)
+    validate = commands.add_parser(
+        "validate",
+        help="check the daemon's settings and adapter settings, binding and contacting nothing",
+        description="Check what 'pysyncer daemon' with the same arguments would run with.",
+    )
+    _add_settings(validate)
+    validate.set_defaults(run=_cmd_validate)
+
+
+def _add_settings(daemon: argparse.ArgumentParser) -> None:
+    from pysyncer.config import SETTINGS  # noqa: PLC0415
+
     for setting in SETTINGS:
+        if isinstance(setting.default, bool):  # a switch: --insecure, not --insecure true
+            daemon.add_argument(
+                setting.flag, dest=setting.attr, action="store_const", const=True,
+                help=setting.help,
+            )  # fmt: skip
+            continue
         daemon.add_argument(
             setting.flag, dest=setting.attr, metavar=setting.metavar, help=setting.help
         )
@@ -373,7 +404,6 @@ def _add_daemon(commands: Any) -> None:
                 help=f"alias of {setting.flag}",
             )
     daemon.add_argument("--config", metavar="FILE", help="TOML config file (or PYSYNCER_CONFIG)")
-    daemon.set_defaults(run=_cmd_daemon)
 
 
 def _admin_parser(commands: Any, name: str, help_text: str) -> argparse.ArgumentParser:
@@ -406,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     listen = f"127.0.0.1:{REGISTRY_PORT}"
     registry.add_argument("--listen", default=listen, metavar="HOST:PORT", help=f"({listen})")
-    registry.add_argument("--log-level", default="info", help="debug, info, warning, error")
+    registry.add_argument("--log-level", default="info", type=str.lower, choices=LOG_LEVELS)
     registry.set_defaults(run=_cmd_registry)
 
     demo = commands.add_parser(
@@ -472,14 +502,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command. Every error ends as one line on stderr and exit status 1 (2 for
+    bad arguments); a reader that closed the pipe (``| head``) ends it quietly."""
     args = build_parser().parse_args(argv)
     run: Runner = args.run
     try:
-        return run(args)
-    except PysyncerError as exc:
+        status = run(args)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+        return status
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return EXIT_ERROR
+    except (PysyncerError, OSError) as exc:
         print(f"pysyncer {args.command}: {redact(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
+    except Exception as exc:  # a bug: one line, the traceback on demand
+        if os.environ.get("PYSYNCER_DEBUG"):
+            raise
+        print(
+            f"pysyncer {args.command}: internal error: {type(exc).__name__}: "
+            f"{redact(str(exc))} (PYSYNCER_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return EXIT_ERROR
 
 

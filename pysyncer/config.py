@@ -15,6 +15,11 @@ with the same keys as the flags (``registry-url = ["http://127.0.0.1:30100"]``),
 value came from. ``sc-addr`` and ``plugin`` are aliases of ``registry-url`` and
 ``registry-kind`` (flag, env var and key); giving an alias and its main name different
 values is an error.
+
+Secure by default: a daemon whose gossip (``bind``) or sync (``rpc-addr``) address is not
+loopback must have gossip encryption (``encrypt``, ``encrypt-file`` or a keyring file in its
+data directory) and mutual TLS (``tls-ca``, ``tls-cert``, ``tls-key``), unless ``insecure``
+is set; :meth:`DaemonConfig.insecure_reasons` says what such a daemon runs without.
 """
 
 from __future__ import annotations
@@ -42,10 +47,12 @@ from pysyncer.hostport import (
     HostPort,
     parse_host_port,
 )
+from pysyncer.logs import LOG_FORMATS
 from pysyncer.sync.filters import DIRECTIONS, FilterConfigError, Filters, filters_from_config
 from pysyncer.sync.settings import OriginPolicy, RegistrySettings, SyncSettings
 
 if TYPE_CHECKING:
+    from pysyncer.rpc.tls import TlsFiles
     from pysyncer.store.url import StoreURL
 
 if sys.version_info >= (3, 11):
@@ -99,6 +106,17 @@ def _encryption_key(value: Any) -> str | None:
     if len(raw) not in ENCRYPTION_KEY_SIZES:
         raise ValueError(f"decodes to {len(raw)} bytes; a key must be 16, 24 or 32 bytes")
     return text
+
+
+def _switch(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"{value!r} must be true or false")
 
 
 def _store(value: Any) -> StoreURL:
@@ -179,6 +197,13 @@ def _log_level(value: Any) -> str:
     return level
 
 
+def _log_format(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in LOG_FORMATS:
+        raise ValueError(f"{value!r} must be one of {', '.join(LOG_FORMATS)}")
+    return text
+
+
 @dataclass(frozen=True)
 class Setting:
     """One configuration key: its flag, env var, default and parser."""
@@ -189,6 +214,7 @@ class Setting:
     help: str
     metavar: str = "VALUE"
     aliases: tuple[str, ...] = ()  # older names, accepted as flag, env var and file key
+    live: bool = False  # a running daemon applies a new value on SIGHUP (else: restart)
 
     @property
     def flag(self) -> str:
@@ -225,9 +251,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("dc", None, _name, "data center name (default: derived from --registry-url)", "NAME"),
     Setting(
         "bind",
-        f"0.0.0.0:{GOSSIP_PORT}",
+        f"127.0.0.1:{GOSSIP_PORT}",
         _host_port(GOSSIP_PORT),
-        "gossip address, UDP+TCP",
+        "gossip address, UDP+TCP; an address other than loopback needs gossip encryption "
+        "and TLS (or --insecure)",
         "HOST:PORT",
     ),
     Setting(
@@ -238,7 +265,12 @@ SETTINGS: tuple[Setting, ...] = (
         "HOST:PORT",
     ),
     Setting(
-        "rpc-addr", f"0.0.0.0:{SYNC_PORT}", _host_port(SYNC_PORT), "gRPC sync address", "HOST:PORT"
+        "rpc-addr",
+        f"127.0.0.1:{SYNC_PORT}",
+        _host_port(SYNC_PORT),
+        "gRPC sync address; an address other than loopback needs gossip encryption and TLS "
+        "(or --insecure)",
+        "HOST:PORT",
     ),
     Setting(
         "admin-addr",
@@ -303,7 +335,44 @@ SETTINGS: tuple[Setting, ...] = (
         "STORE",
     ),
     Setting("data-dir", None, _path, "state directory (default ./pysyncer-data/NODE)", "DIR"),
-    Setting("encrypt", None, _encryption_key, "Serf-compatible gossip key (base64)", "KEY"),
+    Setting(
+        "encrypt",
+        None,
+        _encryption_key,
+        "Serf-compatible gossip key (base64); prefer --encrypt-file, which ps does not show",
+        "KEY",
+    ),
+    Setting(
+        "encrypt-file",
+        None,
+        _path,
+        "file holding the gossip key (base64, as 'pysyncer keygen' prints it); chmod 600",
+        "FILE",
+    ),
+    Setting(
+        "tls-ca",
+        None,
+        _path,
+        "CA certificate(s) (PEM) that sign the pool's syncers; with --tls-cert and --tls-key "
+        "every sync connection is mutual TLS (re-read when the files change)",
+        "FILE",
+    ),
+    Setting(
+        "tls-cert",
+        None,
+        _path,
+        "this syncer's certificate (PEM), naming its --dc and --node ('pysyncer tls cert create')",
+        "FILE",
+    ),
+    Setting("tls-key", None, _path, "the key of --tls-cert (PEM); chmod 600", "FILE"),
+    Setting(
+        "insecure",
+        False,
+        _switch,
+        "allow a non-loopback --bind or --rpc-addr without gossip encryption and TLS "
+        "(a WARNING at start and every hour; /v1/health says insecure)",
+        "BOOL",
+    ),
     Setting(
         "gossip-protocol",
         2,
@@ -355,7 +424,22 @@ SETTINGS: tuple[Setting, ...] = (
         "both, send (export only, never import) or receive (import only, export nothing)",
         "DIRECTION",
     ),
-    Setting("log-level", "info", _log_level, "debug, info, warning or error", "LEVEL"),
+    Setting(
+        "log-level",
+        "info",
+        _log_level,
+        "debug, info, warning or error (changes live on SIGHUP)",
+        "LEVEL",
+        live=True,
+    ),
+    Setting(
+        "log-format",
+        "text",
+        _log_format,
+        "text (one line per record) or json (one JSON object per line)",
+        "FORMAT",
+        live=True,
+    ),
 )
 
 _BY_KEY = {setting.key: setting for setting in SETTINGS}
@@ -387,6 +471,11 @@ class DaemonConfig:
     store_url: StoreURL
     data_dir: Path
     encrypt: str | None
+    encrypt_file: Path | None
+    tls_ca: Path | None
+    tls_cert: Path | None
+    tls_key: Path | None
+    insecure: bool
     gossip_protocol: int
     gossip_label: str
     origin_grace: float
@@ -396,6 +485,7 @@ class DaemonConfig:
     change_log_size: int
     direction: str
     log_level: str
+    log_format: str
     adapter_settings: Mapping[str, Any]
     config_file: Path | None
     filters: Filters = field(default_factory=Filters)  # export/import rules and direction
@@ -422,7 +512,45 @@ class DaemonConfig:
         return not self.registry_url
 
     def encryption_key(self) -> bytes | None:
-        return None if self.encrypt is None else base64.b64decode(self.encrypt)
+        """The gossip key of ``encrypt`` or, when it is not given, of ``encrypt-file``."""
+        if self.encrypt is not None:
+            return base64.b64decode(self.encrypt)
+        if self.encrypt_file is not None:
+            return base64.b64decode(_read_key_file(self.encrypt_file))
+        return None
+
+    @property
+    def tls(self) -> bool:
+        """True when the sync RPC runs mutual TLS (all three files given)."""
+        return self.tls_cert is not None
+
+    def tls_files(self) -> TlsFiles | None:
+        """The TLS files, read and checked (the certificate must name this dc and node)."""
+        if self.tls_ca is None or self.tls_cert is None or self.tls_key is None:
+            return None
+        from pysyncer.rpc.identity import Identity  # noqa: PLC0415 - loads grpc: on use
+        from pysyncer.rpc.tls import TlsFiles  # noqa: PLC0415
+
+        return TlsFiles(
+            self.tls_ca, self.tls_cert, self.tls_key, expected=Identity(self.dc, self.node)
+        )
+
+    def gossip_encrypted(self) -> bool:
+        """True when gossip is encrypted: a key given, or a keyring file in the data dir."""
+        from pysyncer.gossip.stack import KEYRING_FILE  # noqa: PLC0415
+
+        given = self.encrypt is not None or self.encrypt_file is not None
+        return given or (self.data_dir / KEYRING_FILE).exists()
+
+    def insecure_reasons(self) -> list[str]:
+        """What this daemon exposes without protection (empty: nothing); only an
+        ``insecure`` daemon starts with any."""
+        reasons = []
+        if not is_loopback(self.bind.host) and not self.gossip_encrypted():
+            reasons.append(f"gossip on {self.bind} is not encrypted")
+        if not is_loopback(self.rpc_addr.host) and not self.tls:
+            reasons.append(f"sync RPC on {self.rpc_addr} is not TLS")
+        return reasons
 
     def gossip(self) -> GossipSettings:
         """The gossip stack's settings."""
@@ -536,6 +664,11 @@ def load_config(
     if values["data_dir"] is None:
         values["data_dir"] = Path("pysyncer-data") / values["node"]
     _check_bind_host(values["bind"], "bind")
+    _check_tls_files(values)
+    if values["encrypt"] is not None and values["encrypt_file"] is not None:
+        raise ConfigError("config keys 'encrypt' and 'encrypt-file' are both set: give one")
+    if values["encrypt_file"] is not None:
+        _read_key_file(values["encrypt_file"])  # a bad file fails here, with its name
     admin_auth = _admin_auth(values)
     try:
         filters = filters_from_config(
@@ -549,13 +682,60 @@ def load_config(
             f"config key {exc.key!r} (config file {file_path}): {exc.message}"
         ) from None
     values["store_url"] = values.pop("store")
-    return DaemonConfig(
+    config = DaemonConfig(
         **values,
         adapter_settings=_adapter_settings(from_file, environ),
         config_file=file_path,
         filters=filters,
         admin_auth=admin_auth,
     )
+    _check_exposure(config)
+    return config
+
+
+def _check_tls_files(values: Mapping[str, Any]) -> None:
+    given = [key for key in ("tls-ca", "tls-cert", "tls-key") if values[_attr(key)] is not None]
+    if given and len(given) != 3:
+        raise ConfigError(
+            f"config key {given[0]!r}: 'tls-ca', 'tls-cert' and 'tls-key' go together"
+        )
+
+
+def _check_exposure(config: DaemonConfig) -> None:
+    """A non-loopback gossip or sync address needs gossip encryption and TLS, or
+    ``insecure``: ConfigError naming what is missing."""
+    exposed = [(k, a) for k, a in (("bind", config.bind), ("rpc-addr", config.rpc_addr))
+               if not is_loopback(a.host)]  # fmt: skip
+    if not exposed or config.insecure:
+        return
+    missing = []
+    if not config.gossip_encrypted():
+        missing.append("'encrypt-file' (or 'encrypt')")
+    if not config.tls:
+        missing.append("'tls-ca', 'tls-cert' and 'tls-key'")
+    if missing:
+        key, address = exposed[0]
+        raise ConfigError(
+            f"config key {key!r}: {address} is not a loopback address; set "
+            f"{' and '.join(missing)}, or 'insecure' to run unprotected"
+        )
+
+
+def _read_key_file(path: Path) -> str:
+    """The gossip key in ``path``; ConfigError naming the file when it holds none."""
+    try:
+        text = path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"config key 'encrypt-file': {path} cannot be read: {exc.strerror or exc}"
+        ) from None
+    try:
+        key = _encryption_key(text)
+    except ValueError as exc:
+        raise ConfigError(f"config key 'encrypt-file': the key in {path} {exc}") from None
+    if key is None:
+        raise ConfigError(f"config key 'encrypt-file': {path} is empty")
+    return key
 
 
 def _admin_auth(values: Mapping[str, Any]) -> AdminAuth:

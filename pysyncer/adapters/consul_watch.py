@@ -16,7 +16,6 @@ must not import the adapter module or do HTTP itself.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Final, Protocol
@@ -24,10 +23,14 @@ from typing import Final, Protocol
 from pysyncer.adapters.base import AdapterError, ChangeBatch, ChangeEvent, LocalRef
 from pysyncer.adapters.consul_codec import ConsulSettings
 from pysyncer.model import Instance
+from pysyncer.supervisor import Supervised, spawn
 
 __all__ = ["ConsulWatch", "WatchedCatalog", "next_index"]
 
 log = logging.getLogger(__name__)
+
+SERVICES_TASK: Final = "consul-services-watch"  # supervisor task names (metric labels)
+SERVICE_TASK: Final = "consul-service-watch"  # every per-service watcher counts here
 
 Entries = list[tuple[Instance, LocalRef]]
 
@@ -92,14 +95,15 @@ class ConsulWatch:
         for iid, (instance, ref) in listing.items():
             self.state.setdefault(ref.service_id, {})[iid] = (instance, ref)
         self.queue: asyncio.Queue[list[ChangeEvent]] = asyncio.Queue()
-        self.tasks: dict[str, asyncio.Task[None]] = {}
-        self.services_task: asyncio.Task[None] | None = None
+        self.tasks: dict[str, Supervised] = {}  # one watcher per service
+        self.services_task: Supervised | None = None
 
     async def run(self) -> AsyncIterator[ChangeBatch]:
         catalog = self.catalog
         for name in set(self.indexes) | set(self.state):
             self._watch(name, self.indexes.get(name, 0))
-        self.services_task = asyncio.create_task(self._services(self.services_index))
+        services_index = self.services_index
+        self.services_task = spawn(SERVICES_TASK, lambda: self._services(services_index))
         closed = asyncio.create_task(catalog.closing.wait())
         try:
             while not catalog.closing.is_set():
@@ -123,12 +127,11 @@ class ConsulWatch:
         for task in tasks:
             task.cancel()
         for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await task.stop()
 
     def _watch(self, name: str, index: int) -> None:
-        if name not in self.tasks:
-            self.tasks[name] = asyncio.create_task(self._service(name, index))
+        if name not in self.tasks:  # a failed watcher is logged, counted and restarted
+            self.tasks[name] = spawn(SERVICE_TASK, lambda: self._service(name, index))
 
     async def _paced(self, last: float) -> float:
         """Sleep so that requests of one watcher are ``min_query_interval`` apart.

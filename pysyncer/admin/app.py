@@ -52,10 +52,12 @@ from pysyncer.admin.payloads import (
     KeyFailure,
     KeyOperation,
     KeyRequest,
+    Liveness,
     Member,
     MembersAnswer,
     QueryAnswer,
     QueryRequest,
+    Readiness,
     SyncStatus,
 )
 from pysyncer.gossip.keymanager import EncryptionDisabledError, KeyOperationError
@@ -67,6 +69,7 @@ __all__ = [
     "ROUTES",
     "AdminBackend",
     "KeyBackend",
+    "ProbeBackend",
     "Route",
     "SyncBackend",
     "build_app",
@@ -114,6 +117,14 @@ class SyncBackend(Protocol):
 
     def full_sync(self) -> Sequence[str] | None:
         """Start a digest repair with every remote data center: the ones asked (None: 503)."""
+
+
+class ProbeBackend(Protocol):
+    """What the probe routes need (optional: without it they answer 501)."""
+
+    def liveness(self) -> Liveness: ...
+
+    def readiness(self) -> Readiness: ...
 
 
 NOT_RUNNING = "the sync engine is not running"
@@ -232,14 +243,28 @@ class _Handlers:
         registry: CollectorRegistry,
         keys: KeyBackend | None,
         sync: SyncBackend | None,
+        probes: ProbeBackend | None = None,
     ) -> None:
         self.backend = backend
         self.registry = registry
         self.keys = keys
         self.sync = sync
+        self.probes = probes
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response(self.backend.health())
+
+    async def live(self, request: web.Request) -> web.Response:
+        if self.probes is None:
+            return _error(501, "no liveness probe on this server")
+        answer = self.probes.liveness()
+        return web.json_response(answer, status=200 if answer["status"] == "live" else 503)
+
+    async def ready(self, request: web.Request) -> web.Response:
+        if self.probes is None:
+            return _error(501, "no readiness probe on this server")
+        answer = self.probes.readiness()
+        return web.json_response(answer, status=200 if answer["status"] == "ready" else 503)
 
     async def members(self, request: web.Request) -> web.Response:
         return web.json_response(MembersAnswer(members=list(self.backend.members())))
@@ -332,6 +357,14 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/health", _Handlers.health, "open",
           "this member's health: `degraded` while its Lifeguard health score is above 0",
           answer=Health),
+    Route("GET", "/v1/health/live", _Handlers.live, "open",
+          "liveness: 200 while the event loop keeps time, 503 `stalled` (for a restart)",
+          answer=Liveness),
+    Route("GET", "/v1/health/ready", _Handlers.ready, "open",
+          "readiness: 200 once the registry answers, the store is healthy, every known "
+          "data center's first sync is done and no critical task is down; else 503 with "
+          "`reasons` (see [operations](operations.md#readiness))",
+          answer=Readiness),
     Route("GET", "/v1/members", _Handlers.members, "read",
           f"the gossip pool's members by name, status {_one_of(MEMBER_STATUSES)}",
           answer=MembersAnswer),
@@ -390,6 +423,7 @@ def build_app(
     keys: KeyBackend | None = None,
     sync: SyncBackend | None = None,
     auth: AdminAuth | None = None,
+    probes: ProbeBackend | None = None,
 ) -> web.Application:
     """The admin application (every route of :data:`ROUTES`); run with aiohttp's AppRunner.
 
@@ -414,7 +448,7 @@ def build_app(
                 raise
             return _error(exc.status, exc.reason)
 
-    handlers = _Handlers(backend, registry, keys, sync)
+    handlers = _Handlers(backend, registry, keys, sync, probes)
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY_BYTES)
     for route in ROUTES:
         handler = functools.partial(_guarded, route, handlers, policy)

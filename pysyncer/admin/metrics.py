@@ -4,12 +4,14 @@ Owns metric names and labels. The node and the engine keep plain counters; these
 collectors turn them into ``pysyncer_gossip_*``, ``pysyncer_sync_*``,
 ``pysyncer_ownership_*`` (slot ownership among the syncers of a data center) and
 ``pysyncer_store_*`` (a shared store's health) families when ``/metrics`` is scraped,
-so the hot paths never touch a metrics library.
+so the hot paths never touch a metrics library. Beside them: ``pysyncer_task_*`` (the
+supervised background tasks: restarts, up) and ``pysyncer_build_info``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from typing import Protocol
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -23,7 +25,7 @@ from pysyncer.admin.payloads import OwnershipStatus, StoreStatus, SyncStatus
 from pysyncer.gossip.membership import NodeStatus
 from pysyncer.gossip.node import GossipNode
 
-__all__ = ["GossipCollector", "SyncCollector"]
+__all__ = ["BuildInfoCollector", "GossipCollector", "SyncCollector", "TaskCollector"]
 
 _DROP_PREFIX = "packets_dropped_"
 # Node counters exported as plain counters: counter name -> help.
@@ -226,3 +228,54 @@ def _store_metrics(store: StoreStatus) -> Iterator[Metric]:
             "pysyncer_store_dropped_writes", "queued writes dropped as fenced after an outage",
             value=store["dropped"],
         )  # fmt: skip
+
+
+class TaskState(Protocol):
+    """What the task metrics read of one supervised task (:mod:`pysyncer.supervisor`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def restarts(self) -> int: ...
+
+
+class TaskCollector(Collector):
+    """``pysyncer_task_restarts_total{task}`` and ``pysyncer_task_up{task}``."""
+
+    def __init__(self, tasks: Callable[[], Sequence[TaskState]]) -> None:
+        self._tasks = tasks
+
+    def collect(self) -> Iterator[Metric]:
+        restarts = CounterMetricFamily(
+            "pysyncer_task_restarts",
+            "background tasks restarted after a failure",
+            labels=["task"],
+        )
+        up = GaugeMetricFamily(
+            "pysyncer_task_up", "1 while a background task runs, 0 while it waits", labels=["task"]
+        )
+        for task in self._tasks():
+            restarts.add_metric([task.name], task.restarts)
+            up.add_metric([task.name], 1 if task.running else 0)
+        yield restarts
+        yield up
+
+
+class BuildInfoCollector(Collector):
+    """``pysyncer_build_info{version,implementation} 1``."""
+
+    def __init__(self, version: str, implementation: str) -> None:
+        self._labels = [version, implementation]
+
+    def collect(self) -> Iterator[Metric]:
+        info = GaugeMetricFamily(
+            "pysyncer_build_info",
+            "the running version and core implementation (compiled or pure)",
+            labels=["version", "implementation"],
+        )
+        info.add_metric(self._labels, 1)
+        yield info

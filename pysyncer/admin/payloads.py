@@ -33,18 +33,21 @@ __all__ = [
     "FullSyncAnswer",
     "Health",
     "Histogram",
+    "IdentityStatus",
     "ImporterStatus",
     "KeyAnswer",
     "KeyFailure",
     "KeyOperation",
     "KeyRequest",
     "LinkState",
+    "Liveness",
     "Member",
     "MemberStatusName",
     "MembersAnswer",
     "OwnershipStatus",
     "QueryAnswer",
     "QueryRequest",
+    "Readiness",
     "RemoteLink",
     "StoreStatus",
     "SyncStatus",
@@ -75,6 +78,22 @@ class Health(TypedDict):
     version: str
     implementation: str  # the core in use: "cython" or "python"
     health_score: int
+    insecure: bool  # an exposed address runs without gossip encryption or TLS (--insecure)
+
+
+class Liveness(TypedDict):
+    """``GET /v1/health/live``: 200 ``live`` while the event loop keeps time, else 503
+    ``stalled``; ``loop_lag_seconds`` is how late its last tick ran."""
+
+    status: Literal["live", "stalled"]
+    loop_lag_seconds: float
+
+
+class Readiness(TypedDict):
+    """``GET /v1/health/ready``: 200 ``ready``, or 503 ``not ready`` with ``reasons``."""
+
+    status: Literal["ready", "not ready"]
+    reasons: list[str]
 
 
 class Member(TypedDict):
@@ -281,6 +300,14 @@ FiltersStatus = TypedDict(
 )
 
 
+class IdentityStatus(TypedDict):
+    """Whom this syncer trusts per remote data center, and the claims it refused."""
+
+    established: dict[str, str]  # data center -> the ownership group followed
+    claimants: dict[str, dict[str, str]]  # data center -> node -> group, not followed
+    conflicts: int  # claimants seen so far (pysyncer_identity_conflicts_total)
+
+
 class SyncStatus(TypedDict):
     """``GET /v1/sync/status``: this data center and, per remote data center, its link."""
 
@@ -296,6 +323,7 @@ class SyncStatus(TypedDict):
     ownership: OwnershipStatus
     store: StoreStatus
     filters: FiltersStatus
+    identity: IdentityStatus
 
 
 class FullSyncAnswer(TypedDict):

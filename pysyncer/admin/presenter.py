@@ -55,8 +55,10 @@ class DaemonPresenter:
         node: str,
         dc: str,
         engine: Callable[[], SyncSource | None],
+        insecure: bool = False,
     ) -> None:
         self.gossip = gossip
+        self.insecure = insecure
         self.node = node
         self.dc = dc
         self._engine = engine
@@ -82,6 +84,7 @@ class DaemonPresenter:
             "version": __version__,
             "implementation": _core.IMPLEMENTATION,
             "health_score": score,
+            "insecure": self.insecure,
         }
 
     def members(self) -> Sequence[Member]:

@@ -15,7 +15,6 @@ a JSON list of base64 keys, primary first), which key rotation over the pool
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -33,6 +32,7 @@ from pysyncer.gossip.settings import GossipSettings
 from pysyncer.gossip.snapshot import SerfSnapshot, Snapshotter
 from pysyncer.gossip.timing import LAN, GossipProfile
 from pysyncer.hostport import HostPort, format_host_port
+from pysyncer.supervisor import Supervised, spawn
 
 __all__ = ["KEYRING_FILE", "SNAPSHOT_FILE", "GossipStack", "ensure_data_dir", "load_keyring"]
 
@@ -136,7 +136,7 @@ class GossipStack:
         self._serf: Serf | None = None
         self._key_manager: KeyManager | None = None
         self._snapshot: SerfSnapshot | None = None
-        self._join_task: asyncio.Task[None] | None = None
+        self._join_task: Supervised | None = None
         self._rejoin: list[Address] = []
         self._left = False
         self._agent = GossipAgent(
@@ -237,8 +237,8 @@ class GossipStack:
         the members that learn of this one may use it at once.
         """
         if (self.settings.join or self._rejoin) and self._join_task is None:
-            loop = asyncio.get_running_loop()
-            self._join_task = loop.create_task(self._join_loop(self._rejoin))
+            rejoin = self._rejoin
+            self._join_task = spawn("gossip-join", lambda: self._join_loop(rejoin), critical=False)
 
     def _open_snapshot(self, serf: Serf) -> list[Address]:
         """Resume clocks from the snapshot file; the members to rejoin."""
@@ -265,17 +265,33 @@ class GossipStack:
         return rejoin
 
     async def _join_loop(self, rejoin: Sequence[Address] = ()) -> None:
-        """Join the configured members and the snapshot's; retry with backoff (1 s to 30 s)."""
+        """Join the configured members and the snapshot's; retry with backoff (1 s to 30 s).
+
+        The first failure is logged, not every retry: one line when joining fails, one when
+        it succeeds.
+        """
         addresses: list[Address] = [(a.host, a.port) for a in self.settings.join]
         addresses += [a for a in rejoin if a not in addresses]
         shown = ", ".join(format_host_port(host, port) for host, port in addresses)
         delay = 1.0
+        attempts = 0
         while True:
+            attempts += 1
             joined = await self.serf.join(await _resolve(addresses))
             if joined:
-                log.info("joined the pool through %d of %d addresses", joined, len(addresses))
+                log.info(
+                    "joined the pool through %d of %d addresses (attempt %d)",
+                    joined,
+                    len(addresses),
+                    attempts,
+                )
                 return
-            log.warning("could not join any of %s; retrying in %.0f s", shown, delay)
+            if attempts == 1:
+                log.warning(
+                    "could not join any of %s; retrying with backoff up to %.0f s",
+                    shown,
+                    JOIN_RETRY_MAX,
+                )
             await asyncio.sleep(delay)
             delay = min(delay * 2, JOIN_RETRY_MAX)
 
@@ -295,9 +311,7 @@ class GossipStack:
 
     async def _stop_joining(self) -> None:
         if self._join_task is not None:
-            self._join_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._join_task
+            await self._join_task.stop()
             self._join_task = None
 
     async def stop(self) -> None:

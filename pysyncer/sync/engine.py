@@ -15,7 +15,8 @@ import gc
 import ipaddress
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
 
 from pysyncer.adapters import load_adapter
 from pysyncer.adapters.base import Adapter
@@ -25,13 +26,15 @@ from pysyncer.errors import PysyncerError
 from pysyncer.gossip.lamport import UserEvent
 from pysyncer.gossip.serf import EventType, MemberEvent, MemberStatus, SerfEvent
 from pysyncer.hostport import format_host_port, parse_host_port
-from pysyncer.model import is_copy
+from pysyncer.model import Record, is_copy
 from pysyncer.redact import redact
 from pysyncer.rpc.client import SyncClient
+from pysyncer.rpc.identity import IdentityError, check_names, dns_name
 from pysyncer.rpc.server import SyncServer
+from pysyncer.rpc.tls import TlsFiles
 from pysyncer.servicecenter.app import RegistryServer
 from pysyncer.store import create_store
-from pysyncer.store.base import Coordinator, Store
+from pysyncer.store.base import Coordinator, Store, StoreHealth
 from pysyncer.sync import tags as sync_tags
 from pysyncer.sync.exporter import Exporter, ExporterStats
 from pysyncer.sync.importer import Importer, ImporterStats
@@ -66,8 +69,11 @@ GC_THRESHOLD0 = 10_000
 class SyncEngine:
     """Everything that moves instances for one daemon."""
 
-    def __init__(self, settings: SyncSettings, membership: Membership) -> None:
+    def __init__(
+        self, settings: SyncSettings, membership: Membership, *, tls: TlsFiles | None = None
+    ) -> None:
         self.settings = settings
+        self.tls = tls  # mutual TLS of the sync RPC, both ways (None: plaintext)
         self.membership = membership
         self.registry_server: RegistryServer | None = None
         self.adapter: Adapter | None = None
@@ -81,11 +87,44 @@ class SyncEngine:
         self._unsubscribe: Callable[[], None] | None = None
         self.unused_rules: list[str] = []
         self._incompatible: set[tuple[str, str]] = set()  # (member, sync_proto) warned about
+        self.started = False  # start() completed: registry adapter and store are up
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def listen(self) -> None:
+        """Bind the sync RPC listener (and the embedded registry, when there is one).
+
+        They come up before anything the engine depends on answers: until :meth:`start`
+        has built the exporter, every sync call fails (:class:`_NotExporting`) and the
+        ``export`` tag tells remote syncers not to follow this one yet.
+        """
         config = self.settings
+        if config.registry.embedded and self.registry_server is None:
+            listen = config.registry.embedded_addr
+            self.registry_server = RegistryServer(host=listen.host, port=listen.port)
+            await self.registry_server.start()
+        if self.rpc is None:
+            starting = _NotExporting(config.dc, config.node)
+            self.rpc = SyncServer(
+                starting, config.rpc_addr.host, config.rpc_addr.port, tls=self.tls
+            )
+            await self.rpc.start()
+
+    async def start(self) -> None:
+        """Connect to the registry and the store and start syncing (binding first when
+        :meth:`listen` was not called). On failure, what this attempt started is closed
+        again, the listeners excepted, and the error is raised: call it again to retry."""
+        await self.listen()
+        try:
+            await self._start_parts()
+        except BaseException:
+            await self._close_parts()
+            raise
+        self.started = True
+
+    async def _start_parts(self) -> None:
+        config = self.settings
+        assert self.rpc is not None
         threshold0, *older = gc.get_threshold()
         gc.set_threshold(max(threshold0, GC_THRESHOLD0), *older)
         self.adapter = await self._start_adapter()
@@ -115,16 +154,16 @@ class SyncEngine:
         self.exporter = self._new_exporter()
         if coordinator is None:
             await self.exporter.start()
+            self._advertise_exporter(True)
         else:  # only the leader exports (started when it leads); peers skip the others
             self._advertise_exporter(False)
-        self.rpc = SyncServer(self.exporter, config.rpc_addr.host, config.rpc_addr.port)
-        await self.rpc.start()
+        self.rpc.source = self.exporter
         self.peers = Peers(
             config.dc,
             self.remote_syncers,
             self.importer,
             self.store,
-            lambda target: SyncClient(target),
+            self._client,
             anti_entropy_interval=config.anti_entropy_interval,
             origin_grace=config.origin_grace,
             origin_policy=config.origin_policy,
@@ -187,26 +226,33 @@ class SyncEngine:
             if not leading:  # end the streams remote peers follow here: they move on
                 config = self.settings
                 await self.rpc.stop()
-                self.rpc = SyncServer(exporter, config.rpc_addr.host, config.rpc_addr.port)
+                self.rpc = SyncServer(
+                    exporter, config.rpc_addr.host, config.rpc_addr.port, tls=self.tls
+                )
                 await self.rpc.start()
         self._advertise_exporter(leading)
         log.info("%s exporting data center %s", "now" if leading else "no longer", self.settings.dc)
 
     def _advertise_exporter(self, exporting: bool) -> None:
         tags = {**self.membership.tags, sync_tags.EXPORT: sync_tags.export_tag(exporting)}
-        with contextlib.suppress(Exception):
+        try:
             self.membership.set_tags(tags)
+        except Exception as exc:  # gossip stopping: the tags go with it
+            if self.ownership is not None:
+                self.ownership.stats.error("advertise")
+            log.warning("cannot advertise export=%s in gossip: %s", exporting, exc)
 
     async def _start_adapter(self) -> Adapter:
         registry = self.settings.registry
-        if registry.embedded:
-            listen = registry.embedded_addr
-            self.registry_server = RegistryServer(host=listen.host, port=listen.port)
-            await self.registry_server.start()
+        if self.registry_server is not None:
             adapter: Adapter = EmbeddedAdapter(self.registry_server.registry)
         else:
             adapter = load_adapter(registry.kind, list(registry.urls), registry.adapter_settings)
-        await adapter.start()
+        try:
+            await adapter.start()
+        except BaseException:
+            await adapter.close()  # its HTTP session or connection, not left to the GC
+            raise
         return adapter
 
     async def _report_unused_rules(self) -> None:
@@ -234,22 +280,26 @@ class SyncEngine:
         """Stop in reverse order; the store is flushed and closed last."""
         if self._unsubscribe is not None:
             self._unsubscribe()
-        for step in (
-            self.ownership.close if self.ownership else None,
-            self.peers.close if self.peers else None,
-            self.rpc.stop if self.rpc else None,
-            self.exporter.close if self.exporter else None,
-            self.importer.close if self.importer else None,
-            self.adapter.close if self.adapter else None,
-            self.store.close if self.store else None,
-            self.registry_server.close if self.registry_server else None,
-        ):
-            if step is None:
-                continue
-            try:
-                await step()
-            except Exception:
-                log.exception("error while stopping the sync engine")
+            self._unsubscribe = None
+        if self.rpc is not None:
+            await _step(self.rpc.stop)
+        await self._close_parts()
+        if self.registry_server is not None:
+            await _step(self.registry_server.close)
+        self.started = False
+
+    async def _close_parts(self) -> None:
+        """Close what :meth:`_start_parts` started, in reverse order; the listeners stay."""
+        parts = (self.ownership, self.peers, self.exporter, self.importer, self.adapter)
+        for part in parts:
+            if part is not None:
+                await _step(part.close)
+        if self.store is not None:
+            await _step(self.store.close)
+        if self.rpc is not None:
+            self.rpc.source = _NotExporting(self.settings.dc, self.settings.node)
+        self.ownership = self.peers = self.exporter = self.importer = None
+        self.adapter = self.store = None
 
     # -- gossip wiring -------------------------------------------------------------------
 
@@ -275,8 +325,40 @@ class SyncEngine:
             with contextlib.suppress(ValueError):
                 if ipaddress.ip_address(host).is_unspecified:
                     host = member.addr  # bound to a wildcard: reach it where it gossips
-            found.append(RemoteSyncer(member.name, dc, format_host_port(host, rpc.port)))
+            if self.tls is not None and not self._nameable(member.name, dc):
+                continue
+            found.append(
+                RemoteSyncer(
+                    member.name,
+                    dc,
+                    format_host_port(host, rpc.port),
+                    tags.get(sync_tags.GROUP, ""),
+                )
+            )
         return found
+
+    def _client(self, syncer: RemoteSyncer) -> SyncClient:
+        """A client of ``syncer``; with TLS the handshake must find its data center and
+        node in its certificate (``<node>.<dc>.pysyncer``)."""
+        if self.tls is None:
+            return SyncClient(syncer.rpc_target, dc=syncer.dc)
+        return SyncClient(
+            syncer.rpc_target,
+            tls=self.tls,
+            dc=syncer.dc,
+            server_name=dns_name(syncer.dc, syncer.node),
+        )
+
+    def _nameable(self, node: str, dc: str) -> bool:
+        """False (warned about once) for a syncer no certificate can name."""
+        try:
+            check_names(dc, node)
+        except IdentityError as exc:
+            if (node, dc) not in self._incompatible:
+                self._incompatible.add((node, dc))
+                log.warning("not following syncer %s of data center %s: %s", node, dc, exc)
+            return False
+        return True
 
     def _speaks_our_protocol(self, member: PoolMember) -> bool:
         """False for a syncer of another sync protocol version: warned about once."""
@@ -300,8 +382,12 @@ class SyncEngine:
         if now - self._last_announce < ANNOUNCE_INTERVAL:
             return
         self._last_announce = now
-        with contextlib.suppress(Exception):
+        try:
             self.membership.user_event(REVISION_EVENT, self.settings.dc.encode(), coalesce=True)
+        except Exception as exc:  # peers still find the change at their next anti-entropy
+            if self.exporter is not None:
+                self.exporter.stats.error("announce")
+            log.warning("cannot announce revision %d in gossip: %s", revision, exc)
 
     def _on_pool_event(self, event: SerfEvent) -> None:
         if isinstance(event, UserEvent) and event.name == REVISION_EVENT and self.peers:
@@ -318,6 +404,26 @@ class SyncEngine:
             self.ownership.nudge()
 
     # -- status ------------------------------------------------------------------------
+
+    def not_ready_reasons(self) -> list[str]:
+        """Why this engine does not serve yet (empty: ready): the registry does not
+        answer, the store is degraded, or a data center's first sync is not done."""
+        if not self.started:
+            return ["sync engine: not started"]
+        reasons = []
+        exporter = self.exporter
+        if exporter is not None and exporter.running and not exporter.following:
+            reasons.append(f"registry {self._registry_url()}: not answering")
+        health = getattr(self.store, "health", None)
+        if health is not None:
+            state: StoreHealth = health()
+            if state.status != "ok":
+                error = f": {redact(state.last_error)}" if state.last_error else ""
+                reasons.append(f"store {redact(state.endpoint)}: {state.status}{error}")
+        for dc, link in sorted((self.peers.links if self.peers else {}).items()):
+            if not link.synced:
+                reasons.append(f"data center {dc}: first sync not done ({link.status.state})")
+        return reasons
 
     def full_sync(self) -> list[str]:
         return self.peers.request_full_sync() if self.peers else []
@@ -345,4 +451,49 @@ class SyncEngine:
             "ownership": ownership_status(ownership.stats if ownership else OwnershipStats()),
             "store": store_status(health() if health is not None else None),
             "filters": filters_status(self.settings.filters, self.unused_rules),
+            "identity": (
+                self.peers.trust.status()
+                if self.peers
+                else {"established": {}, "claimants": {}, "conflicts": 0}
+            ),
         }
+
+
+async def _step(close: Callable[[], Any]) -> None:
+    """One step of a shutdown: its failure is logged, the next steps still run."""
+    try:
+        await close()
+    except Exception:
+        log.exception("error while stopping the sync engine")
+
+
+class NotExportingError(PysyncerError, RuntimeError):
+    """The sync engine has not started its exporter yet."""
+
+
+class _NotExporting:
+    """The RPC server's source until the exporter runs: every call fails (never an empty
+    data center, which a peer would mirror by deleting its copies)."""
+
+    def __init__(self, dc: str, node: str) -> None:
+        self.dc = dc
+        self.node = node
+        self.epoch = ""
+
+    def _refuse(self) -> NotExportingError:
+        return NotExportingError(f"syncer {self.node} of {self.dc} is starting: not exporting")
+
+    def revision(self) -> int:
+        raise self._refuse()
+
+    async def changes_since(self, revision: int, limit: int) -> tuple[list[Record], bool]:
+        raise self._refuse()
+
+    async def wait_for_revision(self, after: int, timeout: float) -> int:
+        raise self._refuse()
+
+    def digest_table(self) -> tuple[int, bytes]:
+        raise self._refuse()
+
+    def slot_records(self, slots: Sequence[int]) -> AsyncIterator[tuple[int, list[Record]]]:
+        raise self._refuse()

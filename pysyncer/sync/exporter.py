@@ -27,6 +27,7 @@ from pysyncer.adapters.base import Adapter, ChangeBatch, LocalRef, Snapshot
 from pysyncer.errors import PysyncerError
 from pysyncer.model import Instance, Record, is_copy
 from pysyncer.store.base import Store
+from pysyncer.supervisor import Supervised, spawn
 
 __all__ = ["Exporter", "ExporterStats"]
 
@@ -76,6 +77,7 @@ class Exporter:
         self.epoch = ""
         self.stats = ExporterStats()
         self.ready = asyncio.Event()  # set after the first full listing is exported
+        self.following = False  # the registry answered the last listing or change feed
         self._copy_ids = copy_ids
         self._exports = exports  # export filter (None: everything); failing = absent
         self._on_revision = on_revision
@@ -83,7 +85,7 @@ class Exporter:
         self._table = core_digest.SlotDigestTable()
         self._revision = 0
         self._changed = asyncio.Condition()
-        self._task: asyncio.Task[None] | None = None
+        self._task: Supervised | None = None
         self._lock = asyncio.Lock()
         # Recent commits, oldest first: parallel lists of revision and wall-clock time.
         self._commit_revisions: list[int] = []
@@ -92,7 +94,7 @@ class Exporter:
         self._change_log_size = change_log_size
         self._appended_since_trim = 0
         self._deletes_from = 0.0  # loop time before which absence from a listing deletes nothing
-        self._deferred: asyncio.Task[None] | None = None
+        self._deferred: Supervised | None = None
         # The newest committed changes, oldest first, gapless: _tail[i] has revision
         # _tail_base + 1 + i. Watch streams read from it instead of the store.
         self._tail: list[Record] = []
@@ -116,15 +118,18 @@ class Exporter:
             if grace is None:
                 grace = min(STARTUP_GRACE_MAX, max(intervals, default=30) + 5.0)
             self._deletes_from = asyncio.get_running_loop().time() + grace
-        self._task = asyncio.get_running_loop().create_task(self._follow(), name="exporter")
+        self._task = spawn("exporter", self._follow)
+
+    @property
+    def running(self) -> bool:
+        """Started and not closed: this syncer exports its data center."""
+        return self._task is not None and not self._task.done()
 
     async def close(self) -> None:
         if self._deferred is not None:
-            self._deferred.cancel()
+            await self._deferred.stop()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task.stop()
 
     # -- following the registry ------------------------------------------------------
 
@@ -134,15 +139,18 @@ class Exporter:
             try:
                 await self.resync()
                 self.ready.set()
+                self.following = True
                 delay = 0.5
                 async for batch in self.adapter.changes():
                     await self._apply_batch(batch)
             except asyncio.CancelledError:
                 raise
             except PysyncerError as exc:
+                self.following = False
                 self.stats.error(type(exc).__name__)
                 log.warning("exporter: %s; re-listing in %.1f s", exc, delay)
             except Exception:
+                self.following = False
                 self.stats.error("internal")
                 log.exception("exporter failed; re-listing in %.1f s", delay)
             await asyncio.sleep(delay)
@@ -180,8 +188,9 @@ class Exporter:
                 await self.resync()
             except PysyncerError as exc:
                 self.stats.error(type(exc).__name__)
+                log.warning("exporter: the deferred re-listing failed: %s", exc)
 
-        self._deferred = asyncio.get_running_loop().create_task(later(), name="exporter-grace")
+        self._deferred = spawn("exporter-grace", later, critical=False)
 
     def _originals(self, snapshot: Snapshot) -> Iterable[Instance]:
         copies = self._copy_ids()

@@ -23,7 +23,9 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
+from pysyncer.errors import PysyncerError
 from pysyncer.store.base import SLOT_COUNT, Coordinator, Fence, FencedError, SlotTable, StoreError
+from pysyncer.supervisor import Supervised, spawn
 from pysyncer.sync.slotmap import moved_slots, rebalance
 
 __all__ = ["OwnershipStats", "SlotOwnership"]
@@ -85,7 +87,7 @@ class SlotOwnership:
         self.stats = OwnershipStats()
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._task: Supervised | None = None
 
     # -- queries (hot: called per record) ---------------------------------------------
 
@@ -135,14 +137,12 @@ class SlotOwnership:
             self.stats.members = {self.node: SLOT_COUNT}
             return
         await self.coordinator.join(self.node, self._info, self._member_ttl)
-        self._task = asyncio.create_task(self._run(), name=f"slot-ownership-{self.node}")
+        self._task = spawn(f"slot-ownership-{self.node}", self._run)
         await self.refresh()
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task.stop()
             self._task = None
         if self.coordinator is not None:
             with contextlib.suppress(StoreError):
@@ -153,8 +153,10 @@ class SlotOwnership:
         self._wake.set()
 
     async def _run(self) -> None:
+        """Re-read the table when woken or every half lease. A store error is retried
+        here; anything else ends the run and the supervisor restarts it (logged, counted)."""
         assert self.coordinator is not None
-        watcher = asyncio.create_task(self._watch(), name=f"slot-watch-{self.node}")
+        watcher = spawn(f"slot-watch-{self.node}", self._watch)
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
@@ -168,9 +170,7 @@ class SlotOwnership:
                     log.warning("slot ownership: cannot read the slot table: %s", exc)
                     await asyncio.sleep(RETRY_DELAY)
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            await watcher.stop()
 
     async def _watch(self) -> None:
         assert self.coordinator is not None
@@ -191,11 +191,13 @@ class SlotOwnership:
         async with self._lock:
             leader = await self.coordinator.leader()
             if leader != self.leader:
-                was_leader = self.is_leader()
+                leading = leader == self.node
+                if leading != self.is_leader() and self._on_leader is not None:
+                    # before the new leader is taken: if the switch fails (an RPC rebind),
+                    # the next refresh tries it again
+                    await self._on_leader(leading)
                 self.leader = leader
                 self.stats.leader = leader or ""
-                if was_leader != self.is_leader() and self._on_leader is not None:
-                    await self._on_leader(self.is_leader())
             table = await self.coordinator.read_slot_table()
             if self.is_leader():
                 table = await self._lead(table)
@@ -255,7 +257,7 @@ class SlotOwnership:
         if self._playback is not None:
             try:
                 await self._playback(gained)
-            except (StoreError, OSError, ValueError) as exc:
+            except (PysyncerError, OSError, ValueError) as exc:  # StoreError, NotFoundError...
                 self.stats.error("playback")
                 log.warning("playback of %d slots failed (retried): %s", len(gained), exc)
                 return

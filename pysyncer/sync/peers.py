@@ -8,6 +8,11 @@ to slot-digest repair when the origin's log no longer holds that cursor (or its 
 changed). A link reconnects with backoff to another live syncer of the same data
 center; a "new revision" gossip event wakes a link that is waiting to retry. Periodic
 anti-entropy compares digest tables and pulls only the slots that differ.
+
+Which syncers of a data center a link may follow is :class:`~pysyncer.sync.trust.TrustBook`'s
+rule: those of the ownership group it already follows (a syncer claiming the data center
+from another group is never followed, and raises the alarm). The client factory is given
+the syncer dialled, so a TLS client can ask the handshake for that syncer's identity.
 """
 
 from __future__ import annotations
@@ -25,7 +30,9 @@ from pysyncer._core import digest as core_digest
 from pysyncer.admin.payloads import LinkState
 from pysyncer.errors import PysyncerError
 from pysyncer.store.base import Store
+from pysyncer.supervisor import Supervised, spawn
 from pysyncer.sync.importer import Importer
+from pysyncer.sync.trust import TrustBook
 
 __all__ = ["LAG_BUCKETS", "PeerLink", "PeerStatus", "Peers", "RemoteSyncer", "SyncClientLike"]
 
@@ -47,6 +54,7 @@ class RemoteSyncer:
     node: str
     dc: str
     rpc_target: str  # host:port for gRPC
+    group: str = ""  # its ownership group (gossip tag ``group``)
 
 
 class SyncClientLike(Protocol):
@@ -63,7 +71,7 @@ class SyncClientLike(Protocol):
     async def close(self) -> None: ...
 
 
-ClientFactory = Callable[[str], SyncClientLike]
+ClientFactory = Callable[[RemoteSyncer], SyncClientLike]
 
 
 @dataclass
@@ -103,8 +111,10 @@ class PeerLink:
         *,
         anti_entropy_interval: float,
         rng: random.Random | None = None,
+        on_followed: Callable[[RemoteSyncer], None] | None = None,
     ) -> None:
         self.dc = dc
+        self._on_followed = on_followed
         self.status = PeerStatus(dc)
         self._syncers = syncers
         self._importer = importer
@@ -114,16 +124,15 @@ class PeerLink:
         self._rng = rng or random.Random()
         self._wake = asyncio.Event()
         self._repair_now = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task: Supervised | None = None
+        self.synced = False  # the first sync from this data center (resume or repair) is done
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"peer-{self.dc}")
+        self._task = spawn(f"peer-{self.dc}", self._run)
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task.stop()
 
     def wake(self) -> None:
         """A sign of life from the remote data center: stop waiting to reconnect."""
@@ -147,9 +156,9 @@ class PeerLink:
             syncer = self._rng.choice(others)
             last = syncer.rpc_target
             self.status.syncer = syncer.node
-            client = self._client_factory(syncer.rpc_target)
+            client = self._client_factory(syncer)
             try:
-                await self._follow(client)
+                await self._follow(client, syncer)
             except asyncio.CancelledError:
                 raise
             except PysyncerError as exc:
@@ -159,8 +168,11 @@ class PeerLink:
                 self.status.error("internal")
                 log.exception("link to %s (%s) failed", self.dc, syncer.node)
             finally:
-                with contextlib.suppress(Exception):
+                try:
                     await client.close()
+                except Exception as exc:  # the link goes on with a new client
+                    self.status.error("close")
+                    log.info("link to %s: closing the client failed: %s", self.dc, exc)
             self.status.state = "backoff"
             await self._sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX)
@@ -170,9 +182,11 @@ class PeerLink:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), seconds)
 
-    async def _follow(self, client: SyncClientLike) -> None:
+    async def _follow(self, client: SyncClientLike, syncer: RemoteSyncer) -> None:
         self.status.state = "connecting"
-        health = await client.health()
+        health = await client.health()  # over TLS: the handshake verified its identity
+        if self._on_followed is not None:
+            self._on_followed(syncer)
         epoch = str(health.epoch)
         self.status.remote_revision = int(health.revision)
         cursor = await self._store.get_cursor(self.dc)
@@ -182,13 +196,15 @@ class PeerLink:
             revision = cursor.revision
         next_anti_entropy = time.monotonic() + self._anti_entropy_interval
         self.status.state = "streaming"
+        self.synced = True
         # A reader task receives the stream ahead of the importer; batches that queued up
         # while one was applied are applied together (one registry pass, one store
         # transaction): the importer's fixed cost per call would otherwise bound the
         # rate of a link, and a burst of small batches would queue behind one another.
         queue: asyncio.Queue[Any] = asyncio.Queue(READ_AHEAD)
         reader = asyncio.get_running_loop().create_task(
-            _read_stream(client.watch(revision, epoch), queue), name=f"peer-{self.dc}-watch"
+            _read_stream(client.watch(revision, epoch), queue, self.status),
+            name=f"peer-{self.dc}-watch",
         )
         try:
             carry: Any = None
@@ -320,21 +336,22 @@ class Peers:
         self._scan_interval = scan_interval
         self._last_seen: dict[str, float] = {}
         self._live: set[str] = set()
-        self._task: asyncio.Task[None] | None = None
+        self.trust = TrustBook(forget_after=origin_grace)
+        self._task: Supervised | None = None
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._scan_loop(), name="peers")
+        self._task = spawn("peers", self._scan_loop)
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task.stop()
         for link in self.links.values():
             await link.close()
 
     def syncers_of(self, dc: str) -> list[RemoteSyncer]:
-        return [m for m in self._members() if m.dc == dc]
+        """The live syncers of ``dc`` a link may follow (see :class:`TrustBook`)."""
+        claims = [m for m in self._members() if m.dc == dc]
+        return [m for m in claims if m in self.trust.followable(dc, claims)]
 
     def wake(self, dc: str) -> None:
         link = self.links.get(dc)
@@ -365,6 +382,7 @@ class Peers:
         self._live = live
         for dc in live:
             self._last_seen[dc] = now
+            self.syncers_of(dc)  # a new claimant raises the alarm now, not at a reconnect
             if dc in self._importer.expired_origins:
                 log.info("data center %s is back: renewing its copies again", dc)
                 self._importer.expired_origins.discard(dc)
@@ -376,6 +394,7 @@ class Peers:
                     self._store,
                     self._client_factory,
                     anti_entropy_interval=self._anti_entropy_interval,
+                    on_followed=self.trust.followed,
                 )
                 self.links[dc] = link
                 link.start()
@@ -396,7 +415,7 @@ class Peers:
             self._importer.expired_origins.add(dc)
 
 
-async def _read_stream(stream: Any, queue: asyncio.Queue[Any]) -> None:
+async def _read_stream(stream: Any, queue: asyncio.Queue[Any], status: PeerStatus) -> None:
     """Move a watch stream's batches into ``queue``, then ``_END`` or the error raised."""
     try:
         async for batch in stream:
@@ -409,6 +428,9 @@ async def _read_stream(stream: Any, queue: asyncio.Queue[Any]) -> None:
     finally:
         close = getattr(stream, "aclose", None)
         if close is not None:  # also when cancelled between batches: the call is freed now
-            with contextlib.suppress(Exception):
+            try:
                 await close()
+            except Exception as exc:  # the stream is gone either way
+                status.error("close")
+                log.info("watch of %s: closing the stream failed: %s", status.dc, exc)
     await queue.put(_END)

@@ -15,7 +15,6 @@ the store or the registry (beyond heartbeats), and must not import the importer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from typing import Protocol, TypeVar
@@ -23,6 +22,7 @@ from typing import Protocol, TypeVar
 from pysyncer.adapters.base import Adapter, LocalRef
 from pysyncer.errors import PysyncerError
 from pysyncer.model import is_copy
+from pysyncer.supervisor import Supervised, spawn
 from pysyncer.sync.copyindex import CopyIndex
 
 __all__ = [
@@ -76,7 +76,7 @@ class Renewals:
         self.expired_origins = expired_origins
         self._on_lost = on_lost
         self._min_ttl = float("inf")
-        self._task: asyncio.Task[None] | None = None
+        self._task: Supervised | None = None
 
     # -- pace --------------------------------------------------------------------------
 
@@ -112,15 +112,11 @@ class Renewals:
 
     def start(self, interval: float | None = None) -> None:
         """Run rounds every ``interval`` seconds (None: :meth:`period`) until :meth:`close`."""
-        self._task = asyncio.get_running_loop().create_task(
-            self._loop(interval), name="importer-renew"
-        )
+        self._task = spawn("importer-renew", lambda: self._loop(interval))
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task.stop()
 
     async def _loop(self, interval: float | None) -> None:
         """Renew every ``interval`` (or :meth:`period`, re-read each second).

@@ -3,7 +3,9 @@
 Owns the contract between syncers carried in Serf member tags: ``role`` (always
 ``pysyncer``), ``dc`` (its data center), ``rpc_addr`` (its gRPC sync address, ``HOST:PORT``),
 ``export`` (``0`` on a syncer that does not export its data center, ``1`` on one that does;
-absent counts as exporting) and ``sync_proto`` (the version of the sync protocol it speaks).
+absent counts as exporting), ``sync_proto`` (the version of the sync protocol it speaks) and
+``group`` (its ownership group: the syncers of a data center sharing one store,
+:func:`pysyncer.sync.trust.ownership_group`).
 Pure: builds and reads tag maps, imports no gossip or network code.
 """
 
@@ -15,6 +17,7 @@ from typing import Final
 __all__ = [
     "DC",
     "EXPORT",
+    "GROUP",
     "ROLE",
     "ROLE_SYNCER",
     "RPC_ADDR",
@@ -32,6 +35,7 @@ DC: Final = "dc"
 RPC_ADDR: Final = "rpc_addr"
 EXPORT: Final = "export"
 SYNC_PROTO: Final = "sync_proto"
+GROUP: Final = "group"
 
 ROLE_SYNCER: Final = "pysyncer"
 SYNC_PROTOCOL_VERSION: Final = 1

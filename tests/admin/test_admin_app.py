@@ -30,6 +30,7 @@ class InMemoryBackend:
             "version": "0",
             "implementation": "python",
             "health_score": 0,
+            "insecure": False,
         }
 
     def members(self) -> Sequence[Member]:
@@ -143,6 +144,7 @@ async def test_every_declared_route_is_served(
     """Each route of ROUTES answers (the optional backends missing: 501/503), and only those."""
     session, base, _ = client
     optional = {"/v1/keys": 501, "/v1/sync/status": 503, "/v1/sync/full": 503}
+    optional.update({"/v1/health/live": 501, "/v1/health/ready": 501})  # no probe backend
     for route in ROUTES:
         body = {"name": "x"} if route.path in ("/v1/events", "/v1/queries") else None
         if route.method == "POST" and body is None:

@@ -31,6 +31,8 @@ from pysyncer.admin.payloads import KeyAnswer, SyncStatus
 from pysyncer.config import SETTINGS, load_config
 from pysyncer.errors import ConfigError
 from pysyncer.procs import DaemonProcess, eventually, free_port
+from pysyncer.readiness import LoopMonitor, Probes
+from pysyncer.supervisor import Supervisor
 from tests.admin.test_admin_app import InMemoryBackend
 
 TOKEN = "s3cret-admin-token"
@@ -70,7 +72,14 @@ Served = tuple[aiohttp.ClientSession, str, InMemoryBackend]
 
 async def serve(auth: AdminAuth) -> tuple[web.AppRunner, str]:
     runner = web.AppRunner(
-        build_app(InMemoryBackend(), CollectorRegistry(), FakeKeys(), FakeSync(), auth=auth)
+        build_app(
+            InMemoryBackend(),
+            CollectorRegistry(),
+            FakeKeys(),
+            FakeSync(),
+            auth=auth,
+            probes=Probes(LoopMonitor(), Supervisor(), lambda: None, list),  # live and ready
+        )
     )
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", 0).start()
