@@ -51,6 +51,7 @@ from pysyncer.hostport import HostPort, format_host_port
 from pysyncer.readiness import LoopMonitor, Probes
 from pysyncer.redact import redact
 from pysyncer.sdnotify import Notifier, notify_loop
+from pysyncer.security import SecurityCollector, SecurityWatch
 from pysyncer.supervisor import Supervised, Supervisor
 from pysyncer.sync import tags as sync_tags
 from pysyncer.sync.engine import SyncEngine
@@ -139,6 +140,7 @@ class Daemon:
         self.with_sync = with_sync
         self.supervisor = Supervisor()
         self.tls = config.tls_files()  # read and checked now: a bad file is a ConfigError
+        self.security = SecurityWatch(self.tls, config.insecure_reasons())
         tags = sync_tags.syncer_tags(config.dc, str(config.rpc_addr))
         tags[sync_tags.GROUP] = ownership_group(config.store_url, config.node)
         if with_sync:  # nothing to follow here until the engine's exporter runs
@@ -150,6 +152,7 @@ class Daemon:
             node=config.node,
             dc=config.dc,
             engine=self._running_engine,
+            insecure=self.security.insecure,
         )
         self.monitor = LoopMonitor()
         self.probes = Probes(self.monitor, self.supervisor, self._starting, self._engine_reasons)
@@ -160,6 +163,7 @@ class Daemon:
         self.metrics_registry.register(TaskCollector(self.supervisor.states))
         self.metrics_registry.register(BuildInfoCollector(__version__, _core.IMPLEMENTATION))
         ProcessCollector(registry=self.metrics_registry)
+        self.metrics_registry.register(SecurityCollector(self.security, self._identity_conflicts))
         self._runner: web.AppRunner | None = None
         self._start_error: str | None = None
         self._tasks: list[Supervised] = []
@@ -180,6 +184,10 @@ class Daemon:
         if self._start_error is None:
             return "sync engine: starting"
         return f"sync engine: waiting to start: {self._start_error}"
+
+    def _identity_conflicts(self) -> int:
+        peers = self.engine.peers if self.engine is not None else None
+        return peers.trust.conflicts if peers is not None else 0
 
     def _engine_reasons(self) -> Sequence[str]:
         return self.engine.not_ready_reasons() if self.engine is not None else []
@@ -203,6 +211,7 @@ class Daemon:
         elif _core.NO_EXTENSIONS_REASON is not None:
             log.info("core: pure-Python twins (%s)", _core.NO_EXTENSIONS_REASON)
         check_config(config, with_sync=self.with_sync)
+        self.security.announce()
         with self.supervisor.bound():  # every task created from here on is supervised here
             self.monitor.start(self.supervisor)
             await _bound("bind", config.bind, self.gossip.start)
@@ -213,6 +222,7 @@ class Daemon:
             self.gossip.join()
             if self.engine is not None:
                 self._tasks.append(self.supervisor.spawn("sync-start", self._start_sync))
+            self._tasks.append(self.supervisor.spawn("security", self.security.run, critical=False))
             ready, healthy = self.probes.ready, self.monitor.healthy
             self._tasks.append(
                 self.supervisor.spawn(

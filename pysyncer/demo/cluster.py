@@ -39,6 +39,7 @@ class DataCenter:
     registry_port: int = 0
     process: subprocess.Popen[bytes] | None = None
     pids: list[int] = field(default_factory=list)
+    security: list[str] = field(default_factory=list)  # gossip key and TLS flags
 
     def __post_init__(self) -> None:
         self.gossip_port = procs.free_port(self.host)
@@ -90,7 +91,7 @@ class DataCenter:
             "--bind", self.bind, "--rpc-addr", f"{self.host}:{self.rpc_port}",
             "--admin-addr", f"{self.host}:{self.admin_port}",
             "--registry-addr", f"{self.host}:{self.registry_port}",
-            "--data-dir", str(self.data_dir),
+            "--data-dir", str(self.data_dir), *self.security,
         ]  # fmt: skip
         if join:
             command += ["--join", join]

@@ -23,6 +23,7 @@ from pysyncer import procs
 from pysyncer.demo import steps
 from pysyncer.demo.cluster import Cluster, DataCenter, stop_all
 from pysyncer.demo.display import Display
+from pysyncer.demo.pki import PoolSecrets
 from pysyncer.demo.plan import (
     DCS_RANGE,
     EXIT_FAILED,
@@ -101,7 +102,13 @@ def run_demo(
     centers = [
         DataCenter(name, procs.loopback_host(i), root) for i, name in enumerate(dc_names(dcs))
     ]
+    secrets = PoolSecrets(root)
+    for center in centers:
+        center.security = secrets.flags(center.name, center.node)
     display.say(f"pysyncer demo: logs in {root / 'logs'}, data in {root / 'data'}")
+    display.say(
+        f"gossip encrypted, sync plane mutual TLS: key and certificates in {secrets.directory}"
+    )
     status = EXIT_FAILED
     previous_term = signal.getsignal(signal.SIGTERM)
 

@@ -229,4 +229,5 @@ class SyncClient:
 
     async def health(self, *, timeout: float | None = None) -> Health:
         msg = await self._unary(self._stub.Health, pb.HealthRequest(), timeout)
+        self._check_dc(msg.dc)
         return Health(msg.dc, msg.node, msg.revision, msg.epoch, msg.version)

@@ -65,6 +65,7 @@ def status(node: str, leader: str, store: StoreStatus | None = None) -> SyncStat
         if store is not None
         else {"status": "degraded", "queued": 12, "dropped": 1, "last_error": "x", "endpoint": ""},
         "filters": filters_status(Filters(), []),
+        "identity": {"established": {}, "claimants": {}, "conflicts": 0},
     }
 
 

@@ -98,6 +98,11 @@ def test_sections_hold_their_declared_keys_and_serialize() -> None:
         "ownership": ownership_status(stats),
         "store": store_status(None),
         "filters": filters_status(filters, ["export.include[1]: matched none"]),
+        "identity": {
+            "established": {"dc-a": "node:a1"},
+            "claimants": {"dc-a": {"evil": "node:evil"}},
+            "conflicts": 1,
+        },
     }
     wire: dict[str, Any] = json.loads(json.dumps(status))
     assert set(wire) == keys(SyncStatus)

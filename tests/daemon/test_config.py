@@ -17,8 +17,8 @@ KEY = "2gMP72PkfHL27Hin35CtE0A/zbecC+nnk7Ie6R0irno="
 def test_defaults() -> None:
     config = load_config({}, environ={})
     assert config.node == socket.gethostname()
-    assert config.bind == HostPort("0.0.0.0", 30190)
-    assert config.rpc_addr == HostPort("0.0.0.0", 30191)
+    assert config.bind == HostPort("127.0.0.1", 30190)
+    assert config.rpc_addr == HostPort("127.0.0.1", 30191)
     assert config.admin_addr == HostPort("127.0.0.1", 30300)
     assert config.sc_addr == ()
     assert config.embedded_registry

@@ -492,7 +492,7 @@ async def test_peer_link_repairs_and_streams_between_two_engines(tmp_path: Path)
         lambda: syncers,
         local.importer,
         local.store,
-        lambda t: SyncClient(t, dc="dc2"),
+        lambda s: SyncClient(s.rpc_target, dc="dc2"),
         anti_entropy_interval=ANTI_ENTROPY_INTERVAL,
     )
     try:
