@@ -12,6 +12,9 @@ the ServiceComb adapter talks to it over HTTP like to any Service-Center.
   (``governance``).
 - :func:`build_app`, :class:`RegistryServer`, :func:`run_registry` (``app``): HTTP.
 - :class:`RegistryError` (``errors``): Service-Center's error codes.
+- :class:`ServiceCenterSettings` (``settings``): quotas, limits, lease bounds, RBAC file.
+- :class:`Rbac`, :func:`load_rbac`, :func:`hash_password` (``rbac``): optional RBAC
+  after Service-Center's (``POST /v4/token``, bearer tokens, admin/developer roles).
 """
 
 from pysyncer.servicecenter.app import (
@@ -25,16 +28,23 @@ from pysyncer.servicecenter.app import (
 from pysyncer.servicecenter.core import EmbeddedRegistry
 from pysyncer.servicecenter.errors import RegistryError
 from pysyncer.servicecenter.feed import Change, FeedBatch
+from pysyncer.servicecenter.rbac import Rbac, hash_password, load_rbac
+from pysyncer.servicecenter.settings import DEFAULT_SETTINGS, ServiceCenterSettings
 
 __all__ = [
     "CHANGE_FEED_HEADER",
+    "DEFAULT_SETTINGS",
     "MAX_BODY_BYTES",
     "REVISION_HEADER",
     "Change",
     "EmbeddedRegistry",
     "FeedBatch",
+    "Rbac",
     "RegistryError",
     "RegistryServer",
+    "ServiceCenterSettings",
     "build_app",
+    "hash_password",
+    "load_rbac",
     "run_registry",
 ]

@@ -1,17 +1,19 @@
 """The Service-Center v4 REST routes of the embedded registry, and its server helpers.
 
-Owns URL routing, request parsing (bounded bodies), response shapes, revision headers
-and 304 answers, the Service-Center error bodies ``{"errorCode", "errorMessage",
-"detail"}``, the long-poll change feed route, and running the app on a socket
+Owns URL routing, request parsing (whole bodies up to the size limit, JSON depth
+bounded: :mod:`pysyncer.httpbody`), response shapes, revision headers and 304 answers,
+the Service-Center error bodies ``{"errorCode", "errorMessage", "detail"}``, the
+long-poll change feed route, the token route and which resource and verb each route is
+for RBAC (:data:`ROUTE_RESOURCES`), and running the app on a socket
 (:class:`RegistryServer`, :func:`run_registry`). All rules live in
-:class:`pysyncer.servicecenter.core.EmbeddedRegistry`; this module holds none.
+:class:`pysyncer.servicecenter.core.EmbeddedRegistry` and
+:class:`pysyncer.servicecenter.rbac.Rbac`; this module holds none.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import platform
 import socket
@@ -22,14 +24,18 @@ from aiohttp import web
 
 from pysyncer._version import __version__
 from pysyncer.hostport import REGISTRY_PORT, bracket_host
+from pysyncer.httpbody import BodyError, read_json_object
 from pysyncer.servicecenter.core import EmbeddedRegistry
 from pysyncer.servicecenter.errors import ERR_INTERNAL, ERR_INVALID_PARAMS, RegistryError, invalid
 from pysyncer.servicecenter.feed import MAX_CHANGES_PER_BATCH
+from pysyncer.servicecenter.rbac import Rbac, load_rbac
+from pysyncer.servicecenter.settings import DEFAULT_SETTINGS, ServiceCenterSettings
 
 __all__ = [
     "CHANGE_FEED_HEADER",
     "MAX_BODY_BYTES",
     "REVISION_HEADER",
+    "ROUTE_RESOURCES",
     "RegistryServer",
     "build_app",
     "run_registry",
@@ -37,7 +43,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-MAX_BODY_BYTES: Final = 1024 * 1024
+MAX_BODY_BYTES: Final = DEFAULT_SETTINGS.max_body_bytes
 REVISION_HEADER: Final = "X-Resource-Revision"
 # Service-Center reads the client's revision from ``rev`` or this (misspelt) header.
 REQUEST_REVISION_HEADERS: Final = ("x-resource-revsion", "x-resource-revision")
@@ -48,6 +54,34 @@ DEFAULT_FEED_TIMEOUT: Final = 30.0
 API_VERSION: Final = "4.0.0"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_BASE: Final = "/v4/{project}/registry"
+_GOVERN: Final = "/v4/{project}/govern/microservices"
+_SERVICE: Final = _BASE + "/microservices/{serviceId}"
+_INSTANCE: Final = _SERVICE + "/instances/{instanceId}"
+TOKEN_PATH: Final = "/v4/token"
+
+# The RBAC resource of each route (None: open, like Service-Center's version, health and
+# token routes); the verb is the method's (VERBS).
+ROUTE_RESOURCES: Final[dict[str, str | None]] = {
+    _BASE + "/version": None,
+    _BASE + "/health": None,
+    TOKEN_PATH: None,
+    _BASE + "/microservices": "service",
+    _SERVICE: "service",
+    _BASE + "/existence": "service",
+    _SERVICE + "/instances": "service",
+    _INSTANCE: "service",
+    _INSTANCE + "/heartbeat": "service",
+    _INSTANCE + "/status": "service",
+    _INSTANCE + "/properties": "service",
+    _BASE + "/heartbeats": "service",
+    _BASE + "/instances": "service",
+    _BASE + "/changes": "service",
+    _GOVERN: "governance",
+    _GOVERN + "/{serviceId}": "governance",
+}
+VERBS: Final = {"GET": "get", "HEAD": "get", "POST": "create", "PUT": "update", "DELETE": "delete"}
 
 _SELF_SERVICE_ID: Final = "pysyncer-registry"
 
@@ -62,21 +96,12 @@ def _scope(request: web.Request) -> dict[str, str]:
     return {"domain": domain, "project": request.match_info["project"]}
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise web.HTTPRequestEntityTooLarge(
-            max_size=MAX_BODY_BYTES, actual_size=request.content_length
-        )
-    raw = await request.content.read(MAX_BODY_BYTES + 1)
-    if len(raw) > MAX_BODY_BYTES:
-        raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY_BYTES, actual_size=len(raw))
+async def _read_body(request: web.Request, max_depth: int) -> dict[str, Any]:
+    """The whole body as a JSON object (413 over ``client_max_size``, else 400001)."""
     try:
-        body = json.loads(raw or b"{}")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise invalid(f"body is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise invalid("body must be a JSON object")
-    return body
+        return await read_json_object(request, max_depth=max_depth)
+    except BodyError as exc:
+        raise invalid(str(exc)) from None
 
 
 def _bool_query(request: web.Request, name: str) -> bool:
@@ -108,8 +133,18 @@ def _ok() -> web.Response:
     return web.Response(status=200)
 
 
-def build_app(registry: EmbeddedRegistry) -> web.Application:
-    """The registry's aiohttp application (Service-Center v4 subset + the change feed)."""
+def build_app(registry: EmbeddedRegistry, *, rbac: Rbac | None = None) -> web.Application:
+    """The registry's aiohttp application (Service-Center v4 subset + the change feed).
+
+    Limits come from ``registry.settings``; RBAC is on with ``rbac``, or with the
+    accounts file of ``registry.settings.rbac_file`` (read now).
+    """
+    settings = registry.settings
+    if rbac is None and settings.rbac_file is not None:
+        rbac = load_rbac(settings.rbac_file, token_ttl=settings.token_ttl)
+
+    async def _json_body(request: web.Request) -> dict[str, Any]:
+        return await _read_body(request, settings.max_json_depth)
 
     async def version(request: web.Request) -> web.Response:
         return web.json_response(
@@ -162,6 +197,16 @@ def build_app(registry: EmbeddedRegistry) -> web.Application:
             request.match_info["serviceId"], force=force, **_scope(request)
         )
         return _ok()
+
+    async def delete_services(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        ids, force = body.get("serviceIds"), body.get("force", False)
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise invalid("'serviceIds' must be a list of service ids")
+        if not isinstance(force, bool):
+            raise invalid("'force' must be true or false")
+        results = await registry.delete_services(ids, force=force, **_scope(request))
+        return web.json_response({"services": results})
 
     async def existence(request: web.Request) -> web.Response:
         q = request.query
@@ -308,6 +353,24 @@ def build_app(registry: EmbeddedRegistry) -> web.Application:
         # Serialised at once and not kept: the stored records need no copy.
         return web.json_response(batch.to_json(deep=False), headers=headers)
 
+    # -------------------------------------------------------------- RBAC
+
+    async def token(request: web.Request) -> web.Response:
+        body = await _json_body(request)
+        assert rbac is not None  # the route exists only with RBAC on
+        issued = await asyncio.to_thread(rbac.login, body.get("name"), body.get("password"))
+        return web.json_response({"token": issued})
+
+    @web.middleware
+    async def authorize(request: web.Request, handler: Handler) -> web.StreamResponse:
+        route = request.match_info.route.resource
+        template = route.canonical if route is not None else ""
+        resource = ROUTE_RESOURCES.get(template)
+        if rbac is not None and resource is not None:
+            verb = VERBS.get(request.method, request.method.lower())
+            rbac.authorize(request.headers.get("Authorization", ""), resource, verb)
+        return await handler(request)
+
     # -------------------------------------------------------------- errors
 
     @web.middleware
@@ -331,16 +394,17 @@ def build_app(registry: EmbeddedRegistry) -> web.Application:
     async def wake_waiters(app: web.Application) -> None:
         registry.close()
 
-    app = web.Application(middlewares=[sc_errors], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(
+        middlewares=[sc_errors, authorize], client_max_size=settings.max_body_bytes
+    )
     app.on_shutdown.append(wake_waiters)
-    base = "/v4/{project}/registry"
-    service = base + "/microservices/{serviceId}"
-    instance = service + "/instances/{instanceId}"
+    base, service, instance = _BASE, _SERVICE, _INSTANCE
     routes = [
         web.get(base + "/version", version),
         web.get(base + "/health", health),
         web.post(base + "/microservices", create_service),
         web.get(base + "/microservices", list_services),
+        web.delete(base + "/microservices", delete_services),
         web.get(service, get_service),
         web.delete(service, delete_service),
         web.get(base + "/existence", existence),
@@ -354,10 +418,17 @@ def build_app(registry: EmbeddedRegistry) -> web.Application:
         web.put(base + "/heartbeats", heartbeats),
         web.get(base + "/instances", find),
         web.get(base + "/changes", changes),
-        web.get("/v4/{project}/govern/microservices", govern_services),
-        web.get("/v4/{project}/govern/microservices/{serviceId}", govern_service),
+        web.get(_GOVERN, govern_services),
+        web.get(_GOVERN + "/{serviceId}", govern_service),
     ]
+    if rbac is not None:  # like Service-Center, the token API exists with RBAC on
+        routes.append(web.post(TOKEN_PATH, token))
     app.add_routes(routes)
+    unmapped = {r.resource.canonical for r in app.router.routes() if r.resource} - set(
+        ROUTE_RESOURCES
+    )
+    if unmapped:  # a new route must say which RBAC resource it is
+        raise RuntimeError(f"routes without an RBAC resource: {sorted(unmapped)}")
     return app
 
 
@@ -365,7 +436,8 @@ class RegistryServer:
     """An :class:`EmbeddedRegistry` served on ``host:port`` with its eviction task.
 
     ``port=0`` picks a free port; :attr:`url` is the base URL once :meth:`start` returned.
-    Use as ``async with RegistryServer(...) as server:`` or call start/close.
+    Use as ``async with RegistryServer(...) as server:`` or call start/close. Without
+    ``registry``, a new one with ``settings`` (quotas, limits, the RBAC file).
     """
 
     def __init__(
@@ -375,10 +447,13 @@ class RegistryServer:
         port: int = 0,
         *,
         eviction_interval: float = 1.0,
+        settings: ServiceCenterSettings = DEFAULT_SETTINGS,
+        rbac: Rbac | None = None,
     ) -> None:
         if eviction_interval <= 0:
             raise ValueError("eviction_interval must be positive")
-        self.registry = registry if registry is not None else EmbeddedRegistry()
+        self.registry = registry if registry is not None else EmbeddedRegistry(settings=settings)
+        self._rbac = rbac
         self.host = host
         self.port = port
         self._eviction_interval = eviction_interval
@@ -393,7 +468,8 @@ class RegistryServer:
         return f"http://{host}:{self.port}"
 
     async def start(self) -> RegistryServer:
-        runner = web.AppRunner(build_app(self.registry), access_log=None, shutdown_timeout=2.0)
+        app = build_app(self.registry, rbac=self._rbac)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.host, self.port)
@@ -434,9 +510,12 @@ async def run_registry(
     *,
     eviction_interval: float = 1.0,
     registry: EmbeddedRegistry | None = None,
+    settings: ServiceCenterSettings = DEFAULT_SETTINGS,
 ) -> None:
     """Serve the embedded registry on ``host:port`` until cancelled."""
-    server = RegistryServer(registry, host, port, eviction_interval=eviction_interval)
+    server = RegistryServer(
+        registry, host, port, eviction_interval=eviction_interval, settings=settings
+    )
     await server.start()
     try:
         await asyncio.Event().wait()

@@ -9,6 +9,11 @@ module: request checks (``validation``), instance leases and their expiry (``lea
 revisions with the long-poll change feed (``feed``) and the governance views
 (``governance``).
 
+Tenants (domain/project) are created by writes only (creating a service), within the
+tenant quota; a read of an unknown tenant answers as an empty one and leaves nothing
+behind. Quotas and lease bounds come from
+:class:`~pysyncer.servicecenter.settings.ServiceCenterSettings`.
+
 Everything runs on one asyncio event loop: operations are synchronous inside their
 coroutine, hence atomic. It must not import ``app`` (HTTP), touch sockets or know the
 sync engine.
@@ -17,6 +22,7 @@ sync engine.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import time
 import uuid
@@ -32,6 +38,7 @@ from pysyncer.servicecenter.errors import (
     ERR_SERVICE_NOT_EXISTS,
     RegistryError,
     invalid,
+    no_quota,
 )
 from pysyncer.servicecenter.feed import (
     DEFAULT_CHANGE_LOG_SIZE,
@@ -43,10 +50,12 @@ from pysyncer.servicecenter.feed import (
 )
 from pysyncer.servicecenter.governance import service_detail, sibling_versions, statistics
 from pysyncer.servicecenter.leases import Lease, LeaseQueue
+from pysyncer.servicecenter.settings import DEFAULT_SETTINGS, ServiceCenterSettings
 from pysyncer.servicecenter.validation import (
     DEFAULT_APP,
     INSTANCE_STATUSES,
     JSON,
+    check_properties,
     string_map,
     validate_instance,
     validate_service,
@@ -95,8 +104,10 @@ class EmbeddedRegistry:
 
     ``clock`` (monotonic seconds) drives leases; ``initial_revision`` is the revision a
     new tenant starts at (default: microseconds since the epoch, so a restarted registry
-    never reuses a revision a client has seen); ``ttl_override`` replaces every lease's
-    TTL (Service-Center's ``registry.instance.ttl``).
+    never reuses a revision a client has seen; an unknown tenant reads as the revision
+    the registry started at); ``ttl_override`` replaces every lease's TTL
+    (Service-Center's ``registry.instance.ttl``); ``settings`` holds the quotas and the
+    lease bounds.
     """
 
     def __init__(
@@ -106,28 +117,51 @@ class EmbeddedRegistry:
         initial_revision: int | None = None,
         change_log_size: int = DEFAULT_CHANGE_LOG_SIZE,
         ttl_override: float | None = None,
+        settings: ServiceCenterSettings = DEFAULT_SETTINGS,
     ) -> None:
         if change_log_size < 1:
             raise ValueError("change_log_size must be at least 1")
+        self.settings = settings
         self._initial_revision = initial_revision
+        self._empty_revision = (
+            initial_revision if initial_revision is not None else time.time_ns() // 1000
+        )
         self._log_size = change_log_size
         self._tenants: dict[tuple[str, str], _Tenant] = {}
         self._leases = LeaseQueue(clock, ttl_override)
         self._closed = False
+        self._tenant_created: asyncio.Event | None = None  # made by the first feed waiter
 
     # ------------------------------------------------------------------ internals
 
     def _tenant(self, domain: str, project: str) -> _Tenant:
+        """The stored tenant, or (unknown) an empty one that is not stored."""
         tenant = self._tenants.get((domain, project))
         if tenant is None:
             validate_tenant(domain, project)
-            start = (
-                self._initial_revision
-                if self._initial_revision is not None
-                else time.time_ns() // 1000
+            tenant = _Tenant(domain, project, ChangeLog(self._empty_revision, 1))
+        return tenant
+
+    def _stored_tenant(self, domain: str, project: str) -> _Tenant:
+        """The tenant a write goes to, created (within the tenant quota) when unknown."""
+        self.expire()
+        tenant = self._tenants.get((domain, project))
+        if tenant is not None:
+            return tenant
+        validate_tenant(domain, project)
+        if len(self._tenants) >= self.settings.max_tenants:
+            raise no_quota(
+                f"the registry holds {len(self._tenants)} domain/project pairs, "
+                f"the most allowed; {domain}/{project} cannot be created"
             )
-            tenant = _Tenant(domain, project, ChangeLog(start, self._log_size))
-            self._tenants[(domain, project)] = tenant
+        start = self._initial_revision
+        if start is None:  # after every revision an unknown tenant was read at
+            start = max(time.time_ns() // 1000, self._empty_revision + 1)
+        tenant = _Tenant(domain, project, ChangeLog(start, self._log_size))
+        self._tenants[(domain, project)] = tenant
+        if self._tenant_created is not None:
+            self._tenant_created.set()
+            self._tenant_created = None
         return tenant
 
     def _service(self, tenant: _Tenant, service_id: str) -> JSON:
@@ -187,10 +221,11 @@ class EmbeddedRegistry:
 
         Like Service-Center: the same (environment, appId, serviceName, version) again
         returns the existing id (200); a requested ``serviceId`` that conflicts with the
-        existing one, or that another service already has, is 400010.
+        existing one, or that another service already has, is 400010. Beyond
+        ``settings.max_services`` services in the project: 400100.
         """
-        tenant = self._get(domain, project)
-        record = validate_service(service)
+        record = validate_service(service, self.settings)
+        tenant = self._stored_tenant(domain, project)
         key = (record["environment"], record["appId"], record["serviceName"], record["version"])
         requested = record["serviceId"]
         existing = tenant.keys.get(key)
@@ -205,6 +240,10 @@ class EmbeddedRegistry:
         if requested and requested in tenant.services:
             raise RegistryError(
                 ERR_SERVICE_ALREADY_EXISTS, f"serviceId {requested} is used by another service"
+            )
+        if len(tenant.services) >= self.settings.max_services:
+            raise no_quota(
+                f"{domain}/{project} holds {len(tenant.services)} services, the most allowed"
             )
         record["serviceId"] = requested or uuid.uuid4().hex
         record["timestamp"] = record["modTimestamp"] = _now_text()
@@ -247,6 +286,33 @@ class EmbeddedRegistry:
         key = (service["environment"], service["appId"], service["serviceName"], service["version"])
         tenant.keys.pop(key, None)
         tenant.feed.record("DELETE", service, None)
+
+    async def delete_services(
+        self,
+        service_ids: Sequence[str],
+        *,
+        force: bool = False,
+        domain: str = DEFAULT_DOMAIN,
+        project: str = DEFAULT_PROJECT,
+    ) -> list[JSON]:
+        """Delete many services: ``[{"serviceId", "errMessage"}]``, one per distinct id.
+
+        Like Service-Center's batch unregister: each id is deleted on its own (as
+        :meth:`delete_service` with ``force``), a repeated id is answered once, and
+        ``errMessage`` is empty on success, else the failure with its error code
+        (``400012 ...`` unknown, ``400013 ...`` has instances without ``force``).
+        """
+        if not service_ids:
+            raise invalid("'serviceIds' must name at least one service")
+        results: list[JSON] = []
+        for service_id in dict.fromkeys(service_ids):
+            message = ""
+            try:
+                await self.delete_service(service_id, force=force, domain=domain, project=project)
+            except RegistryError as exc:
+                message = str(exc)
+            results.append({"serviceId": service_id, "errMessage": message})
+        return results
 
     async def exist_service(
         self,
@@ -315,12 +381,13 @@ class EmbeddedRegistry:
 
         A client-given ``instanceId`` is kept: registering it again overwrites the
         instance (UPDATE when anything changed) and renews its lease. Without one, an
-        instance of the same service with identical endpoints keeps its id.
+        instance of the same service with identical endpoints keeps its id. A new
+        instance beyond ``settings.max_instances`` of the service: 400100.
         """
-        tenant = self._get(domain, project)
+        tenant = self._get(domain, project)  # the service must exist: nothing is created
         service = self._service(tenant, service_id)
-        record = validate_instance(instance)
-        leases = tenant.instances.setdefault(service_id, {})
+        record = validate_instance(instance, self.settings)
+        leases = tenant.instances.get(service_id, {})
         instance_id = record["instanceId"]
         if not instance_id:
             instance_id = next(
@@ -331,6 +398,9 @@ class EmbeddedRegistry:
                 ),
                 uuid.uuid4().hex,
             )
+        if instance_id not in leases and len(leases) >= self.settings.max_instances:
+            raise no_quota(f"service {service_id} has {len(leases)} instances, the most allowed")
+        leases = tenant.instances.setdefault(service_id, leases)
         record["instanceId"] = instance_id
         record["serviceId"] = service_id
         record["version"] = service["version"]
@@ -450,6 +520,7 @@ class EmbeddedRegistry:
     ) -> None:
         """Replace the instance's properties (the whole map, as Service-Center does)."""
         values = string_map(properties, "properties")
+        check_properties(values, self.settings)
         self._update(domain, project, service_id, instance_id, {"properties": values})
 
     def _update(
@@ -577,13 +648,27 @@ class EmbeddedRegistry:
             remaining = deadline - loop.time()
             if remaining <= 0 or self._closed:
                 return tenant.feed.idle()
+            if (domain, project) not in self._tenants:  # an unknown tenant: wait for any
+                await self._wait_for_tenant(remaining)
+                continue
             await tenant.feed.wait(min(remaining, self._leases.wake_period()))
+
+    async def _wait_for_tenant(self, timeout: float) -> None:
+        """Sleep until a tenant is created (or :meth:`close`), at most ``timeout`` s."""
+        event = self._tenant_created
+        if event is None:
+            event = self._tenant_created = asyncio.Event()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(event.wait(), timeout)
 
     def close(self) -> None:
         """Wake every long-poll waiter so it answers now (used at shutdown)."""
         self._closed = True
         for tenant in self._tenants.values():
             tenant.feed.wake()
+        if self._tenant_created is not None:
+            self._tenant_created.set()
+            self._tenant_created = None
 
     async def run_eviction(self, interval: float = 1.0) -> None:
         """Remove expired instances every ``interval`` seconds until cancelled."""

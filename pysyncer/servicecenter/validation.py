@@ -1,15 +1,17 @@
 """Request checks of the embedded Service-Center: what a stored record may hold.
 
-Owns the field rules (names, ids, versions, statuses, environments, health checks, tenant
-names), the defaults a request may leave out (appId, version, health-check interval and
-times) and the version rules of look-ups (exact, ``latest``, ``1.0.0+``, ranges). Each
-check turns a request body into the stored ``MicroService`` / ``MicroServiceInstance``
-shape or raises :class:`~pysyncer.servicecenter.errors.RegistryError` 400001; the error
-codes themselves live in ``errors``.
+Owns the field rules (names, ids, versions, statuses, environments, health checks and
+their lease range, tenant names), the defaults a request may leave out (appId, version,
+health-check interval and times) and the version rules of look-ups (exact, ``latest``,
+``1.0.0+``, ranges). Each check turns a request body into the stored ``MicroService`` /
+``MicroServiceInstance`` shape or raises
+:class:`~pysyncer.servicecenter.errors.RegistryError`: 400001, or 400100 when a record
+exceeds a per-record quota (schemas, properties size); the error codes themselves live
+in ``errors``, the bounds in ``settings``.
 
 Pure functions over JSON values: it must not import the other servicecenter modules
-(bar ``errors``), hold state beyond a bounded cache of shared health-check objects, or
-touch the event loop.
+(bar ``errors`` and ``settings``), hold state beyond a bounded cache of shared
+health-check objects, or touch the event loop.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
-from pysyncer.servicecenter.errors import invalid
+from pysyncer.servicecenter.errors import invalid, no_quota
+from pysyncer.servicecenter.settings import DEFAULT_SETTINGS, ServiceCenterSettings
 
 __all__ = [
     "DEFAULT_APP",
     "INSTANCE_STATUSES",
     "JSON",
+    "check_properties",
     "parse_version",
     "string_map",
     "validate_instance",
@@ -125,6 +129,15 @@ def string_map(value: Any, name: str) -> dict[str, str]:
     return out
 
 
+def check_properties(properties: Mapping[str, str], limits: ServiceCenterSettings) -> None:
+    """Refuse (400100) a properties map larger than ``limits.max_properties_bytes``."""
+    size = sum(len(k.encode()) + len(v.encode()) for k, v in properties.items())
+    if size > limits.max_properties_bytes:
+        raise no_quota(
+            f"'properties' hold {size} bytes, more than the {limits.max_properties_bytes} allowed"
+        )
+
+
 def _int_field(body: Mapping[str, Any], key: str, default: int, low: int) -> int:
     value = body.get(key, default)
     if value is None:
@@ -141,7 +154,7 @@ def validate_tenant(domain: str, project: str) -> None:
         raise invalid("the project must be 1-64 of [a-zA-Z0-9_-.]")
 
 
-def validate_service(body: Any) -> JSON:
+def validate_service(body: Any, limits: ServiceCenterSettings = DEFAULT_SETTINGS) -> JSON:
     """A stored ``MicroService`` from a request's ``service`` object (unknown keys dropped)."""
     if not isinstance(body, Mapping):
         raise invalid("'service' must be an object")
@@ -164,6 +177,8 @@ def validate_service(body: Any) -> JSON:
     level = _text(body, "level")
     if level not in LEVELS:
         raise invalid("'level' must be FRONT, MIDDLE or BACK")
+    properties = string_map(body.get("properties"), "properties")
+    check_properties(properties, limits)
     out: JSON = {
         "serviceId": service_id,
         "environment": environment,
@@ -171,7 +186,7 @@ def validate_service(body: Any) -> JSON:
         "serviceName": name,
         "version": version,
         "status": status,
-        "properties": string_map(body.get("properties"), "properties"),
+        "properties": properties,
     }
     if level:
         out["level"] = level
@@ -182,6 +197,8 @@ def validate_service(body: Any) -> JSON:
     if schemas is not None:
         if not isinstance(schemas, list) or not all(isinstance(s, str) for s in schemas):
             raise invalid("'schemas' must be a list of strings")
+        if len(schemas) > limits.max_schemas:
+            raise no_quota(f"{len(schemas)} schemas, more than the {limits.max_schemas} allowed")
         out["schemas"] = list(schemas)
     framework = body.get("framework")
     if framework is not None:
@@ -205,8 +222,13 @@ def validate_service(body: Any) -> JSON:
     return out
 
 
-def validate_instance(body: Any) -> JSON:
-    """A ``MicroServiceInstance`` from a request's ``instance`` object (server fields unset)."""
+def validate_instance(body: Any, limits: ServiceCenterSettings = DEFAULT_SETTINGS) -> JSON:
+    """A ``MicroServiceInstance`` from a request's ``instance`` object (server fields unset).
+
+    The lease ``interval x (times + 1)`` must lie within ``limits.min_interval`` ..
+    ``limits.max_ttl`` seconds (Service-Center refuses a TTL that overflows its int32
+    with "Invalid 'healthCheck' settings"; here the bound is a setting).
+    """
     if not isinstance(body, Mapping):
         raise invalid("'instance' must be an object")
     host = _text(body, "hostName", limit=64)
@@ -233,17 +255,25 @@ def validate_instance(body: Any) -> JSON:
         raise invalid("'healthCheck.mode' must be push or pull")
     health: JSON = {
         "mode": mode,
-        "interval": _int_field(check, "interval", DEFAULT_INTERVAL, 1),
+        "interval": _int_field(check, "interval", DEFAULT_INTERVAL, limits.min_interval),
         "times": _int_field(check, "times", DEFAULT_TIMES, 0),
     }
+    ttl = health["interval"] * (health["times"] + 1)
+    if ttl > limits.max_ttl:
+        raise invalid(
+            f"'healthCheck' gives a lease of {ttl} s (interval x (times + 1)), "
+            f"more than {limits.max_ttl} s"
+        )
     if check.get("port") is not None:
         health["port"] = _int_field(check, "port", 0, 0)
+    properties = string_map(body.get("properties"), "properties")
+    check_properties(properties, limits)
     out: JSON = {
         "instanceId": instance_id,
         "hostName": host,
         "endpoints": list(endpoints),
         "status": status,
-        "properties": string_map(body.get("properties"), "properties"),
+        "properties": properties,
         "healthCheck": _shared_health(health),
     }
     dc = body.get("dataCenterInfo")
