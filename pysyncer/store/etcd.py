@@ -203,7 +203,7 @@ class EtcdStore:
     async def _abort_open(self) -> None:
         await self._renew_client()
         if self._spool is not None:
-            await self._spool.file.close()  # unlock; its records stay for the next open
+            self._spool.file.release()  # unlock; its records stay for the next open
 
     async def _new_epoch(self, recovery: Recovery) -> None:
         """A new log epoch: the last run died with writes applied ahead of etcd, so
@@ -247,7 +247,10 @@ class EtcdStore:
             )
         await self._writes.stop()
         if self._spool is not None:
-            await self._spool.close()
+            try:
+                await self._spool.close()
+            except OSError as exc:
+                log.error("etcd store %s: closing the spool: %s", self._layout.prefix_text, exc)
         await self._watch.stop()
         await self._membership.leave()
         self._changes.notify()

@@ -25,16 +25,19 @@ facade, the write queue, the mirror, the watch or the coordinator.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 import msgpack
 
-from pysyncer.store.base import Fence, StoreCorruptError
+from pysyncer.store.base import Fence, StoreCorruptError, StoreError
 from pysyncer.store.spool import Spool
 
 __all__ = ["SPOOL_DIR", "Recovery", "SpooledWrite", "WriteSpool", "recover", "spool_path"]
+
+log = logging.getLogger(__name__)
 
 SPOOL_DIR: Final = "etcd-spool"
 """Directory of the etcd store's spool files inside ``--data-dir``."""
@@ -157,7 +160,12 @@ class WriteSpool:
 
     def open(self) -> Recovery:
         """Lock and read the file; sequence numbers go on after the ones it holds."""
-        recovery = recover(self.file.open(), str(self.file.path))
+        payloads = self.file.open()
+        try:
+            recovery = recover(payloads, str(self.file.path))
+        except BaseException:
+            self.file.release()
+            raise
         self._next_seq = max((w.seq for w in recovery.writes), default=0) + 1
         return recovery
 
@@ -174,19 +182,30 @@ class WriteSpool:
         await self.file.sync()
 
     def degraded(self) -> None:
-        """Durably mark that writes are about to be applied ahead of etcd (blocking)."""
+        """Durably mark that writes are about to be applied ahead of etcd (blocking);
+        StoreError if the disk refuses."""
         self.file.append(_record(_DEGRADED))
-        self.file.sync_now()
+        try:
+            self.file.sync_now()
+        except OSError as exc:
+            raise StoreError(f"spool {self.file.path}: {exc}") from None
 
     def done(self, seq: int) -> None:
         """Note that write ``seq`` needs no replay (handed to the kernel, no fsync: a
-        lost note only replays a write that is already in etcd)."""
+        lost note only replays a write that is already in etcd, so a failure is logged)."""
         self.file.append(_record(_DONE, seq))
-        self.file.push()
+        try:
+            self.file.push()
+        except OSError as exc:
+            log.warning("spool %s: cannot note a write done: %s", self.file.path, exc)
 
     def reset(self) -> None:
-        """Empty the file: etcd holds every spooled write."""
-        self.file.reset()
+        """Empty the file: etcd holds every spooled write (a failure is logged: the
+        writes would be replayed again, which repeats them harmlessly)."""
+        try:
+            self.file.reset()
+        except OSError as exc:
+            log.warning("spool %s: cannot empty it: %s", self.file.path, exc)
 
     async def close(self) -> None:
         """Close; a spool that still holds writes ends with the clean-shutdown record."""

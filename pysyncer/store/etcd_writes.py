@@ -288,18 +288,23 @@ class WriteQueue:
 
     async def _go_degraded(self) -> None:
         """Apply every queued write ahead of etcd; acknowledge them once spooled."""
+        failure: StoreError | None = None
         if self.spool is not None:
-            self.spool.degraded()  # on disk before anything goes ahead of etcd
+            try:
+                self.spool.degraded()  # on disk before anything goes ahead of etcd
+            except StoreError as exc:
+                failure = exc
         self.degraded = True
         ahead = [queued for queued in self._queue if not queued.provisional]
         for queued in ahead:
             self._make_provisional(queued)
-        failure: StoreError | None = None
-        if self.spool is not None:
+        if self.spool is not None and failure is None:
             try:
                 await self.spool.sync()
             except StoreError as exc:
                 failure = exc
+        if failure is not None:
+            log.error("etcd store %s: %s", self._layout.prefix_text, failure)
         for queued in ahead:
             if queued.future is not None and not queued.future.done():
                 if failure is None:

@@ -127,8 +127,14 @@ class Spool:
         try:
             self.sync_now()
         finally:
-            fd, self._fd = self._fd, None
-            os.close(fd)  # drops the flock
+            self.release()
+
+    def release(self) -> None:
+        """Close the file without writing what is buffered (drops the lock)."""
+        fd, self._fd = self._fd, None
+        self._buffer.clear()
+        if fd is not None:
+            os.close(fd)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -157,12 +163,11 @@ class Spool:
     async def _fsync_round(self) -> None:
         try:
             upto = self._appended
-            self.push()
-            fd = self._check_open()
             try:
-                await asyncio.to_thread(os.fsync, fd)
+                self.push()
+                await asyncio.to_thread(os.fsync, self._check_open())
             except OSError as exc:
-                raise StoreError(f"spool {self.path}: fsync failed: {exc.strerror}") from None
+                raise StoreError(f"spool {self.path}: write failed: {exc}") from None
             self.fsyncs += 1
             self._durable = max(self._durable, upto)
         finally:
