@@ -15,7 +15,14 @@ Three phases, each bounded in time, every subprocess stopped by its pid at the e
    scaled to a TTL period; B's RSS minus an idle daemon's, per copy. ``--breakdown N``
    also maps N copies in-process under tracemalloc and shows where the memory goes.
 
+``--secure on`` runs every daemon with gossip encryption and mutual TLS on the sync plane
+(a key and certificates made as the demo makes them); ``--secure both`` runs the
+propagation phase plaintext and then secure, reports the overhead of p50/p99, and times
+fresh connections (TCP, TLS handshake, one Health call) both ways.
+
     python -m benchmarks.bench_sync [--small] [--full 100000] [--breakdown 20000] [--json]
+    python -m benchmarks.bench_sync --phases propagation --secure both
+    python -m benchmarks.bench_sync --phases full --full 100000 --secure on
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from typing import Any
 import aiohttp
 
 from pysyncer import procs
+from pysyncer.demo.pki import PoolSecrets
 from pysyncer.model import ORIGIN_DC_PROPERTY, ORIGIN_ID_PROPERTY
 from pysyncer.procs import free_port
 
@@ -47,6 +55,8 @@ TARGET_P50_MS = 100.0
 TARGET_P99_MS = 500.0
 TARGET_FULL_SYNC_S = 10.0
 TARGET_BYTES_PER_COPY = 300.0
+TARGET_SECURE_P50_OVERHEAD = 0.10  # mutual TLS + gossip encryption: p50 within +10%
+HANDSHAKES = 50  # fresh connections timed per mode
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 HERE = Path(__file__).resolve()
@@ -73,10 +83,17 @@ class Node:
     """One daemon subprocess (``pysyncer daemon`` or the origin helper) on free ports."""
 
     def __init__(
-        self, name: str, host: str, workdir: Path, join: str = "", helper_count: int = 0
+        self,
+        name: str,
+        host: str,
+        workdir: Path,
+        join: str = "",
+        helper_count: int = 0,
+        secrets: PoolSecrets | None = None,
     ) -> None:
         self.name = name
         self.dc = f"dc-{name}"
+        self.secrets = secrets
         self.bind = f"{host}:{free_port(host)}"
         self.admin = f"127.0.0.1:{free_port()}"
         self.rpc = f"127.0.0.1:{free_port()}"
@@ -100,6 +117,8 @@ class Node:
             "--log-level",
             "warning",
         ]
+        if secrets is not None:
+            flags += secrets.flags(self.dc, name)
         if join:
             flags += ["--join", join]
         if helper_count:
@@ -324,12 +343,20 @@ async def propagation_run(
     }
 
 
-def phase_propagation(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def phase_propagation(
+    args: argparse.Namespace, workdir: Path, secure: bool = False
+) -> dict[str, Any]:
     nodes: list[Node] = []
+    secrets = PoolSecrets(workdir) if secure else None
+    workdir = workdir / ("secure" if secure else "plain")
+    workdir.mkdir(exist_ok=True)
     try:
-        first = Node("p1", "127.0.0.41", workdir)
+        first = Node("p1", "127.0.0.41", workdir, secrets=secrets)
         nodes = [first]
-        nodes += [Node(f"p{i}", f"127.0.0.4{i}", workdir, join=first.bind) for i in (2, 3)]
+        nodes += [
+            Node(f"p{i}", f"127.0.0.4{i}", workdir, join=first.bind, secrets=secrets)
+            for i in (2, 3)
+        ]
         pool_formed(nodes, 30)
         # every daemon sees both others' syncers (links up) before the clock starts
         wait_until(
@@ -349,22 +376,65 @@ def phase_propagation(args: argparse.Namespace, workdir: Path) -> dict[str, Any]
             )
             runs[label] = result
         cpu = {n.name: proc_cpu(n.pid) for n in nodes}
-        return {"runs": runs, "daemon_cpu_s": cpu}
+        connect = asyncio.run(time_connections(first, secrets))
+        return {"secure": secure, "runs": runs, "daemon_cpu_s": cpu, "connect": connect}
     finally:
         for node in nodes:
             node.stop()
 
 
+async def time_connections(node: Node, secrets: PoolSecrets | None) -> dict[str, float]:
+    """Fresh connections to ``node``'s sync server, each: connect (with the TLS handshake
+    when ``secrets``), one Health call, close. Median and p99 in ms."""
+    from pysyncer.rpc.client import SyncClient
+    from pysyncer.rpc.identity import dns_name
+    from pysyncer.rpc.tls import TlsFiles
+
+    tls = None
+    if secrets is not None:  # a client of another data center, as a following peer is
+        given = secrets.flags("dc-bench", "client")
+        flags = dict(zip(given[0::2], given[1::2], strict=True))
+        tls = TlsFiles(Path(flags["--tls-ca"]), Path(flags["--tls-cert"]), Path(flags["--tls-key"]))
+    name = dns_name(node.dc, node.name) if secrets is not None else None
+    times = []
+    for _ in range(HANDSHAKES):
+        began = time.perf_counter()
+        client = SyncClient(node.rpc, tls=tls, dc=node.dc, server_name=name)
+        try:
+            await client.health()
+        finally:
+            await client.close()
+        times.append(time.perf_counter() - began)
+    row = percentiles(times)
+    return {"count": row["count"], "p50_ms": row["p50_ms"], "p99_ms": row["p99_ms"]}
+
+
+def secure_overhead(plain: dict[str, Any], secure: dict[str, Any]) -> dict[str, Any]:
+    """Secure vs plaintext, per propagation run: p50/p99 ratios - 1, and connection cost."""
+    out: dict[str, Any] = {}
+    for label, run in secure["runs"].items():
+        base = plain["runs"].get(label)
+        if base is None or not run["visible"].get("count") or not base["visible"].get("count"):
+            continue
+        out[label] = {
+            q: run["visible"][q] / max(1e-9, base["visible"][q]) - 1.0 for q in ("p50_ms", "p99_ms")
+        }
+    out["connect_extra_ms"] = secure["connect"]["p50_ms"] - plain["connect"]["p50_ms"]
+    return out
+
+
 # -- phases 2 and 3: full sync, renewals, memory ----------------------------------------
 
 
-def phase_full_sync(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+def phase_full_sync(args: argparse.Namespace, workdir: Path, secure: bool) -> dict[str, Any]:
     count = args.full
     nodes: list[Node] = []
+    secrets = PoolSecrets(workdir) if secure else None
     try:
-        origin = Node("fa", "127.0.0.51", workdir, helper_count=count)
+        origin = Node("fa", "127.0.0.51", workdir, helper_count=count, secrets=secrets)
         nodes.append(origin)
-        idle = Node("fidle", "127.0.0.53", workdir)  # an idle daemon: the RSS baseline
+        # an idle daemon: the RSS baseline
+        idle = Node("fidle", "127.0.0.53", workdir, secrets=secrets)
         nodes.append(idle)
         assert origin.process.stdout is not None
         fill_started = time.monotonic()
@@ -378,7 +448,7 @@ def phase_full_sync(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         idle.stop()
         nodes.remove(idle)
 
-        target = Node("fb", "127.0.0.52", workdir, join=origin.bind)
+        target = Node("fb", "127.0.0.52", workdir, join=origin.bind, secrets=secrets)
         nodes.append(target)
         spawned = target.started
         up = wait_until(lambda: bool(target.status()), 30, "B's admin API", target) + (0.0)
@@ -403,6 +473,7 @@ def phase_full_sync(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         rss_synced = proc_mem(target.pid, "VmRSS")
         result: dict[str, Any] = {
             "instances": count,
+            "secure": secure,
             "fill_s": time.monotonic() - fill_started - took,
             "origin_fill": fill,
             "sync_s": took,
@@ -621,37 +692,65 @@ def verdict(value: float | None, target: float) -> str:
 
 
 def print_report(report: dict[str, Any]) -> None:
-    prop = report.get("propagation")
-    if prop:
-        for label, run in prop["runs"].items():
-            vis, gone = run["visible"], run["gone"]
-            rate = (
-                f"{run['offered_rate_per_s']:.0f}/s offered"
-                if run["offered_rate_per_s"]
-                else "unpaced"
-            )
+    for key in ("propagation", "propagation_secure"):
+        if key in report:
+            print_propagation(report[key])
+    overhead = report.get("secure_overhead")
+    if overhead:
+        for label, row in overhead.items():
+            if label == "connect_extra_ms":
+                continue
+            p50 = row["p50_ms"]
             print(
-                f"propagation ({label}, {rate}, {run['instances']} instances, 3 dcs, "
-                f"{run['copies_arrived']}/{run['copies_expected']} copies arrived, "
-                f"{run['copies_removed']} removed)"
+                f"mutual TLS + gossip encryption ({label}): p50 {p50:+.1%} "
+                f"({verdict(p50, TARGET_SECURE_P50_OVERHEAD)} <= "
+                f"+{TARGET_SECURE_P50_OVERHEAD:.0%}), p99 {row['p99_ms']:+.1%}"
             )
-            for name, row in (("register->visible", vis), ("delete->gone", gone)):
-                if not row.get("count"):
-                    print(f"  {name:<18} no samples")
-                    continue
-                print(
-                    f"  {name:<18} p50 {row['p50_ms']:8.1f} ms "
-                    f"({verdict(row['p50_ms'], TARGET_P50_MS)}"
-                    f" <= {TARGET_P50_MS:.0f})  p99 {row['p99_ms']:8.1f} ms "
-                    f"({verdict(row['p99_ms'], TARGET_P99_MS)} <= {TARGET_P99_MS:.0f})  "
-                    f"max {row['max_ms']:.0f} ms"
-                )
+        print(
+            f"fresh connection + Health: {report['propagation']['connect']['p50_ms']:.1f} ms "
+            f"plain, {report['propagation_secure']['connect']['p50_ms']:.1f} ms mutual TLS "
+            f"({overhead['connect_extra_ms']:+.1f} ms per handshake)"
+        )
+    print_full_sync(report)
+
+
+def print_propagation(prop: dict[str, Any]) -> None:
+    mode = "mutual TLS + gossip encryption" if prop.get("secure") else "plaintext"
+    for label, run in prop["runs"].items():
+        vis, gone = run["visible"], run["gone"]
+        rate = (
+            f"{run['offered_rate_per_s']:.0f}/s offered" if run["offered_rate_per_s"] else "unpaced"
+        )
+        print(
+            f"propagation ({mode}, {label}, {rate}, {run['instances']} instances, 3 dcs, "
+            f"{run['copies_arrived']}/{run['copies_expected']} copies arrived, "
+            f"{run['copies_removed']} removed)"
+        )
+        for name, row in (("register->visible", vis), ("delete->gone", gone)):
+            if not row.get("count"):
+                print(f"  {name:<18} no samples")
+                continue
             print(
-                f"  throughput: registrations {run['register_rate_per_s']:.0f}/s, "
-                f"copies {run['copy_rate_per_s']:.0f}/s; all visible after "
-                f"{run['all_visible_after_s']:.1f} s, "
-                f"all gone after {run['all_gone_after_s']:.1f} s"
+                f"  {name:<18} p50 {row['p50_ms']:8.1f} ms "
+                f"({verdict(row['p50_ms'], TARGET_P50_MS)}"
+                f" <= {TARGET_P50_MS:.0f})  p99 {row['p99_ms']:8.1f} ms "
+                f"({verdict(row['p99_ms'], TARGET_P99_MS)} <= {TARGET_P99_MS:.0f})  "
+                f"max {row['max_ms']:.0f} ms"
             )
+        print(
+            f"  throughput: registrations {run['register_rate_per_s']:.0f}/s, "
+            f"copies {run['copy_rate_per_s']:.0f}/s; all visible after "
+            f"{run['all_visible_after_s']:.1f} s, "
+            f"all gone after {run['all_gone_after_s']:.1f} s"
+        )
+    connect = prop["connect"]
+    print(
+        f"  fresh connection + Health ({connect['count']}): p50 {connect['p50_ms']:.1f} ms, "
+        f"p99 {connect['p99_ms']:.1f} ms"
+    )
+
+
+def print_full_sync(report: dict[str, Any]) -> None:
     full = report.get("full_sync")
     if full and "timed_out_s" in full:
         print(
@@ -661,7 +760,8 @@ def print_report(report: dict[str, Any]) -> None:
     elif full:
         mib = 1 << 20
         print(
-            f"initial full sync of {full['instances']} instances (origin filled and exported "
+            f"initial full sync of {full['instances']} instances"
+            f"{' over mutual TLS' if full['secure'] else ''} (origin filled and exported "
             f"in {full['origin_fill']['exported_s']:.1f} s)"
         )
         print(
@@ -741,6 +841,12 @@ def main(argv: list[str] | None = None) -> int:
         default=100.0,
         help="seconds to watch for two renewal passes (100)",
     )
+    parser.add_argument(
+        "--secure",
+        choices=("off", "on", "both"),
+        default="off",
+        help="gossip encryption and mutual TLS: off, on, or both (propagation compared)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.small:
@@ -750,9 +856,16 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-sync-") as tmp:
         workdir = Path(tmp)
         if "propagation" in phases:
-            report["propagation"] = phase_propagation(args, workdir)
+            if args.secure != "on":
+                report["propagation"] = phase_propagation(args, workdir)
+            if args.secure != "off":
+                report["propagation_secure"] = phase_propagation(args, workdir, secure=True)
+            if args.secure == "both":
+                report["secure_overhead"] = secure_overhead(
+                    report["propagation"], report["propagation_secure"]
+                )
         if "full" in phases and args.full > 0:
-            report["full_sync"] = phase_full_sync(args, workdir)
+            report["full_sync"] = phase_full_sync(args, workdir, secure=args.secure != "off")
     if "breakdown" in phases and args.breakdown > 0:
         report["breakdown"] = breakdown(args.breakdown)
     if args.json:

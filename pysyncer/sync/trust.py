@@ -102,7 +102,11 @@ class TrustBook:
             groups = {c.group for c in claims}
             if len(groups) > 1:  # two groups and no history: both followable, alarm anyway
                 for claim in claims:
-                    self._alarm(claim, "several ownership groups claim it")
+                    self._alarm(
+                        claim,
+                        "several ownership groups claim it and none is established yet; "
+                        "the first syncer followed (verified by TLS when on) decides",
+                    )
             self._claimants.pop(dc, None)
             return list(claims)
         trusted = [c for c in claims if c.group == group]
@@ -111,7 +115,11 @@ class TrustBook:
         if not self._claimants[dc]:
             del self._claimants[dc]
         for claim in refused:
-            self._alarm(claim, f"it is followed from group {group}")
+            self._alarm(
+                claim,
+                f"it is followed from group {group}; this syncer is not followed and none "
+                "of its data is applied",
+            )
         return trusted
 
     def followed(self, claim: Claim) -> None:
@@ -131,8 +139,7 @@ class TrustBook:
         self._alarmed.add(key)
         self.conflicts += 1
         log.warning(
-            "identity conflict: syncer %s (group %s) claims data center %s, but %s; "
-            "it is not followed and none of its data is applied",
+            "identity conflict: syncer %s (group %s) claims data center %s, but %s",
             claim.node,
             claim.group or "(none advertised)",
             claim.dc,
