@@ -24,7 +24,7 @@ from pysyncer.gossip.stream import (
     frame_stream_message,
     read_stream_message,
 )
-from pysyncer.gossip.timing import LAN, GossipProfile
+from pysyncer.gossip.timing import DEFAULT_PROFILE, GossipProfile
 from pysyncer.gossip.transport import NetTransport
 
 __all__ = ["GossipAgent", "SocketNetwork"]
@@ -131,7 +131,7 @@ class GossipAgent:
         name: str,
         make_delegate: Callable[[LoopClock[Hashable]], NodeDelegate],
         *,
-        profile: GossipProfile = LAN,
+        profile: GossipProfile = DEFAULT_PROFILE,
         keyring: Keyring | None = None,
         label: str = "",
         protocol_version: int = 2,

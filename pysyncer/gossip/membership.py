@@ -26,7 +26,6 @@ from pysyncer.gossip.messages import NodeStatus
 from pysyncer.gossip.timing import (
     Awareness,
     GossipProfile,
-    expected_confirmations,
     initial_suspicion_timeout,
     remaining_suspicion_time,
     suspicion_max_timeout,
@@ -134,6 +133,7 @@ class Membership:
         self._incarnation = local.incarnation
         self._suspicions: dict[str, _Suspicion] = {}
         self._probe_index = 0
+        self._out_of_turn: list[str] = []  # suspects to probe before the round robin
         local.status = NodeStatus.DEAD  # becomes alive through the bootstrap alive below
         self.alive(
             RemoteNodeState(
@@ -274,11 +274,14 @@ class Membership:
         state.status_change = now
 
         n = self.estimated_size()
-        k = expected_confirmations(self.profile.suspicion_mult, n)
+        k = self.profile.confirmations(n)
         low = suspicion_min_timeout(self.profile.suspicion_mult, n, self.profile.probe_interval)
         high = suspicion_max_timeout(self.profile.suspicion_max_timeout_mult, low)
         suspicion = _Suspicion(k, low, high, now, {accuser})
         self._suspicions[node] = suspicion
+        probers = self.profile.suspicion_probers
+        if accuser != self.local_name and probers and self.rng.random() < probers / n:
+            self._out_of_turn.append(node)  # check it ourselves: confirm, or see it answer
         self.timers.call_later(
             ("suspicion", node), initial_suspicion_timeout(k, low, high), self._suspicion_expired
         )
@@ -329,8 +332,15 @@ class Membership:
         """Randomised round robin: the next live member other than us, or None.
 
         At each wrap the order is reshuffled and members dead for longer than
-        ``gossip_to_the_dead_time`` are reaped from the table.
+        ``gossip_to_the_dead_time`` are reaped from the table. A member another node
+        suspects may go first (``suspicion_probers``, a pysyncer extension: about that
+        many members check a new suspect themselves at their next probe, so a dead member
+        gathers its confirmations within a probe period and a live one is seen answering).
         """
+        while self._out_of_turn:
+            suspect = self.node_map.get(self._out_of_turn.pop(0))
+            if suspect is not None and suspect.status == NodeStatus.SUSPECT:
+                return suspect
         for _ in range(2):
             while self._probe_index < len(self.nodes):
                 candidate = self.nodes[self._probe_index]

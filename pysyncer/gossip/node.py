@@ -44,7 +44,7 @@ from pysyncer.gossip.packet import (
 )
 from pysyncer.gossip.probe import Prober
 from pysyncer.gossip.timing import (
-    LAN,
+    DEFAULT_PROFILE,
     GossipProfile,
     push_pull_scale,
 )
@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 Address = tuple[str, int]
 MAX_COMPOUND_PARTS = 255
 USER_MSG_OVERHEAD = 1  # the type byte framing a delegate broadcast
+_GOSSIP_NEWS_KEY = ("gossip-news",)
 
 
 class Network(Protocol):
@@ -82,6 +83,9 @@ class NodeDelegate(Protocol):
 
     def ack_payload(self) -> bytes | None: ...
 
+    def notify_ping_complete(self, state: NodeState, rtt: float, payload: bytes | None) -> None:
+        """A direct ping of ``state`` was acked after ``rtt`` seconds with ``payload``."""
+
     def notify_join(self, state: NodeState) -> None: ...
 
     def notify_leave(self, state: NodeState) -> None: ...
@@ -93,7 +97,7 @@ class NodeDelegate(Protocol):
 class NodeConfig:
     name: str
     advertise: Address
-    profile: GossipProfile = LAN
+    profile: GossipProfile = DEFAULT_PROFILE
     keyring: Keyring | None = None
     label: str = ""
     protocol_version: int = 2  # spoken memberlist protocol
@@ -166,7 +170,7 @@ class GossipNode:
         """Stop timers and wait for stream tasks (after :meth:`leave` for a clean exit)."""
         self._running = False
         self.prober.stop()
-        for key in (("gossip",), ("push-pull",)):
+        for key in (("gossip",), ("push-pull",), _GOSSIP_NEWS_KEY):
             self.clock.cancel(key)
         for task in list(self._tasks):
             task.cancel()
@@ -267,6 +271,7 @@ class GossipNode:
                 compress=self.profile.enable_compression,
             )
             self.stats.incr("packets_out")
+            self.stats.incr("bytes_out_udp", len(data))
             self.network.send_packet(addr, data)
 
     def address_of(self, state: NodeState) -> Address:
@@ -284,16 +289,19 @@ class GossipNode:
             state.incarnation, state.name, state.addr, state.port, state.meta, state.vsn
         )
         self.queue.queue(Broadcast(alive.to_bytes(), name=state.name))
+        self.gossip_soon()
 
     def broadcast_suspect(self, node: str, incarnation: int, accuser: str) -> None:
         self.stats.incr("suspicions")
         message = m.Suspect(incarnation, node, accuser).to_bytes()
         self.queue.queue(Broadcast(message, name=node))
+        self.gossip_soon()
 
     def broadcast_dead(self, node: str, incarnation: int, accuser: str) -> None:
         message = m.Dead(incarnation, node, accuser).to_bytes()
         on_finished = self._leave_finished if node == self.name else None
         self.queue.queue(Broadcast(message, name=node, on_finished=on_finished))
+        self.gossip_soon()
 
     def notify_join(self, state: NodeState) -> None:
         self.delegate.notify_join(state)
@@ -386,10 +394,28 @@ class GossipNode:
 
     # -- gossip ------------------------------------------------------------------
 
+    def gossip_soon(self) -> None:
+        """News was queued: with ``gossip_on_news``, gossip it now, not at the next tick.
+
+        One extra gossip round, run once the current callback returns, so news queued
+        together leaves in one packet per target. Each send counts against the
+        broadcast's transmit limit as a tick's would: the news leaves earlier, not more
+        often (a pysyncer extension; the packets are ordinary gossip).
+        """
+        if not (self._running and self.profile.gossip_on_news):
+            return
+        if self.clock.deadline_of(_GOSSIP_NEWS_KEY) is None:
+            self.clock.call_later(_GOSSIP_NEWS_KEY, 0.0, self._gossip_round)
+
     def _gossip_tick(self, _: Hashable) -> None:
         if not self._running:
             return
         self.clock.call_later(("gossip",), self.profile.gossip_interval, self._gossip_tick)
+        self._gossip_round(None)
+
+    def _gossip_round(self, _: Hashable) -> None:
+        if not self._running:
+            return
         room = self._packet_room() - COMPOUND_OVERHEAD
         for target in self.membership.gossip_targets():
             parts = self._pending_broadcasts(COMPOUND_PART_OVERHEAD, room)
@@ -408,9 +434,10 @@ class GossipNode:
             1, lambda n: n.name == self.name or n.status != NodeStatus.ALIVE
         )
         if peers:
-            self.spawn(self._push_pull_quietly(self.address_of(peers[0])), "push-pull")
+            self.spawn(self.push_pull_quietly(self.address_of(peers[0])), "push-pull")
 
-    async def _push_pull_quietly(self, address: Address) -> None:
+    async def push_pull_quietly(self, address: Address) -> None:
+        """One push/pull exchange; a failure is counted and logged at debug level."""
         try:
             await self._push_pull_with(address, join=False)
         except (OSError, TimeoutError, MalformedDataError) as exc:
@@ -419,9 +446,9 @@ class GossipNode:
 
     async def _push_pull_with(self, address: Address, *, join: bool) -> None:
         self.stats.incr("push_pulls")
-        reply = await self.network.exchange(
-            address, self.local_state(join), self.profile.tcp_timeout
-        )
+        state = self.local_state(join)
+        self.stats.incr("bytes_out_tcp", len(state))
+        reply = await self.network.exchange(address, state, self.profile.tcp_timeout)
         if reply is None:
             raise MalformedDataError("no push/pull reply")
         if reply[0] == wire.ERR_MSG:
@@ -464,7 +491,9 @@ class GossipNode:
         if kind == wire.PUSH_PULL_MSG:
             remote = m.decode_push_pull(message)
             self.merge_remote(remote)
-            return self.local_state(remote.join)
+            state = self.local_state(remote.join)
+            self.stats.incr("bytes_out_tcp", len(state))
+            return state
         if kind == wire.PING_MSG:
             ping = m.Ping.from_bytes(message)
             if ping.node and ping.node != self.name:

@@ -3,10 +3,17 @@
 Owns memberlist's failure detection as in memberlist/state.go ``probe`` / ``probeNode``
 (a direct ping with the Lifeguard buddy suspect, indirect pings through
 ``indirect_checks`` helpers that nack when they can, a TCP fallback ping, then a
-suspicion, and the awareness deltas of each outcome), the loop-lag awareness that is a
-pysyncer extension, and the replies of memberlist/net.go ``handlePing`` /
-``handleIndirectPing``: acks (with the delegate's ack payload) and the relayed probes
-with their nacks. Acks and nacks come back here by sequence number.
+suspicion, and the awareness deltas of each outcome), the round trip of each direct
+ack handed to the delegate (memberlist's ``PingDelegate.NotifyPingComplete``, which
+Serf feeds its Vivaldi coordinates from), and the replies of memberlist/net.go
+``handlePing`` / ``handleIndirectPing``: acks (with the delegate's ack payload) and the
+relayed probes with their nacks. Acks and nacks come back here by sequence number.
+
+pysyncer extensions, each an option of the profile and made only of memberlist messages:
+the loop-lag awareness; ``dead_probe_interval`` (a recently failed member is pinged
+with its dead notice in the same packet: if it is back it refutes at once, and its ack
+starts a push/pull that brings its current state); ``tell_the_dead`` (a ping from a
+member we believe dead is answered with the ack and its dead notice, so it refutes).
 
 The :class:`~pysyncer.gossip.node.GossipNode` composes this part and sends for it.
 Must not import :mod:`pysyncer.gossip.node` at run time, nor know about Serf.
@@ -33,6 +40,7 @@ __all__ = ["Prober"]
 log = logging.getLogger(__name__)
 
 _PROBE_KEY = ("probe",)
+_DEAD_PROBE_KEY = ("dead-probe",)
 
 
 @dataclass
@@ -42,6 +50,7 @@ class _Probe:
     start: float
     end: float
     acked: bool = False
+    indirect: bool = False  # the direct ping timed out; later acks may be relayed
     expected_nacks: int = 0
     nacks: int = 0
 
@@ -65,9 +74,13 @@ class Prober:
         node = self._node
         self._due = node.clock.now() + first
         node.clock.call_later(_PROBE_KEY, first, self._tick)
+        interval = node.profile.dead_probe_interval
+        if interval > 0:
+            node.clock.call_later(_DEAD_PROBE_KEY, interval + first, self._dead_tick)
 
     def stop(self) -> None:
         self._node.clock.cancel(_PROBE_KEY)
+        self._node.clock.cancel(_DEAD_PROBE_KEY)
 
     # -- answers -------------------------------------------------------------------
 
@@ -94,7 +107,11 @@ class Prober:
         if ping.source_addr and ping.source_port:
             reply_to = (m.ip_text(ping.source_addr), ping.source_port)
         target = node.membership.node_map.get(ping.source_node) if ping.source_node else None
-        node.send_packet(reply_to, self.ack_for(ping.seq_no), target)
+        parts = [self.ack_for(ping.seq_no)]
+        if node.profile.tell_the_dead and target is not None and target.status == NodeStatus.DEAD:
+            node.stats.incr("dead_notices")  # it pings us, so it is back: it must refute
+            parts.append(m.Dead(target.incarnation, target.name, node.name).to_bytes())
+        node.send_messages(reply_to, parts, target)
 
     def on_indirect_ping(self, request: m.IndirectPingReq, source: Address) -> None:
         """Probe ``request.target`` for another node and relay the outcome."""
@@ -153,19 +170,23 @@ class Prober:
         if target.status != NodeStatus.ALIVE:  # Lifeguard buddy system: tell it at once
             parts.append(m.Suspect(target.incarnation, target.name, node.name).to_bytes())
 
-        def on_ack(_: bytes | None) -> None:
+        def on_ack(payload: bytes | None) -> None:
             if not probe.acked:
                 probe.acked = True
                 node.membership.awareness.apply_delta(-1)
                 node.clock.cancel(("probe-indirect", probe.seq))
                 node.clock.cancel(("probe-end", probe.seq))
+                if node.clock.now() < probe.start + timeout and not probe.indirect:
+                    # a direct ack in time: its round trip feeds network coordinates
+                    rtt = node.clock.now() - probe.start
+                    node.delegate.notify_ping_complete(target, rtt, payload)
 
         def on_nack() -> None:
             probe.nacks += 1
 
+        timeout = min(node.profile.probe_timeout, period)
         self._ack_handlers[probe.seq] = _AckHandler(on_ack, on_nack)
         node.send_messages(node.address_of(target), parts, target)
-        timeout = min(node.profile.probe_timeout, period)
         node.clock.call_later(
             ("probe-indirect", probe.seq), timeout, lambda _: self._probe_indirect(probe)
         )
@@ -174,6 +195,7 @@ class Prober:
     def _probe_indirect(self, probe: _Probe) -> None:
         if probe.acked:
             return
+        probe.indirect = True
         node = self._node
         target = probe.target
 
@@ -225,3 +247,46 @@ class Prober:
         target = probe.target
         if target.status == NodeStatus.ALIVE or target.status == NodeStatus.SUSPECT:
             node.membership.suspect(target.name, target.incarnation, node.name)
+
+    # -- recently failed members -------------------------------------------------------
+
+    def _dead_tick(self, _: Hashable) -> None:
+        """Ping one member we believe failed, with its dead notice in the same packet.
+
+        A member that is back (it was stopped and resumed, or a partition healed) hears
+        that it is believed dead and refutes with a higher incarnation, which the pool
+        gossips at once; its ack also starts a push/pull with it, so we learn its
+        current state even if it had refuted at an incarnation we never heard of.
+        """
+        node = self._node
+        if not node.running:
+            return
+        node.clock.call_later(_DEAD_PROBE_KEY, node.profile.dead_probe_interval, self._dead_tick)
+        dead = [
+            state
+            for state in node.membership.nodes
+            if state.status == NodeStatus.DEAD and state.name != node.name
+        ]
+        if not dead:
+            return
+        target = dead[node.rng.randrange(len(dead))]
+        seq = node.next_seq()
+        node.stats.incr("dead_probes")
+        parts = [
+            m.Ping(seq, target.name, *node.source_fields()).to_bytes(),
+            m.Dead(target.incarnation, target.name, node.name).to_bytes(),
+        ]
+        address = node.address_of(target)
+
+        def on_ack(_: bytes | None) -> None:
+            node.clock.cancel(("dead-probe", seq))
+            if target.status == NodeStatus.DEAD:
+                node.stats.incr("dead_probe_acks")
+                node.spawn(node.push_pull_quietly(address), "push-pull")
+
+        def expire(_: Hashable) -> None:
+            self._ack_handlers.pop(seq, None)
+
+        self._ack_handlers[seq] = _AckHandler(on_ack)
+        node.clock.call_later(("dead-probe", seq), node.profile.probe_timeout * 2, expire)
+        node.send_messages(address, parts, target)

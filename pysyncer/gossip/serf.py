@@ -20,8 +20,12 @@ here:
   ``_serf_ping`` and ``internal_handlers`` for other ``_serf_*`` queries (key rotation
   registers there, see :mod:`pysyncer.gossip.keymanager`);
 * the memberlist delegate (:mod:`~pysyncer.gossip.serf_delegate`): Serf messages,
-  the three broadcast queues, push/pull state, memberlist's member news and the
-  default Vivaldi coordinate piggybacked on acks;
+  the three broadcast queues, push/pull state, memberlist's member news;
+* network coordinates (:mod:`~pysyncer.gossip.serf_coordinates`): the Vivaldi
+  coordinate in every ack, updated from probe round trips, and everyone's last one;
+* name conflicts (:mod:`~pysyncer.gossip.serf_conflict`): the ``_serf_conflict``
+  query, answered for others and asked with a majority vote when another address
+  claims our name (the loser shuts down, as in Serf);
 * user events (size limits, Lamport dedupe, replay through push/pull) and tags stay
   here.
 
@@ -59,7 +63,8 @@ from pysyncer.gossip.clock import Clock
 from pysyncer.gossip.lamport import EventBuffer, LamportClock, UserEvent
 from pysyncer.gossip.membership import NodeState
 from pysyncer.gossip.node import GossipNode
-from pysyncer.gossip.serf_delegate import DEFAULT_COORDINATE_PAYLOAD, SerfDelegate
+from pysyncer.gossip.serf_coordinates import DEFAULT_COORDINATE_PAYLOAD, SerfCoordinates
+from pysyncer.gossip.serf_delegate import SerfDelegate
 from pysyncer.gossip.serf_intents import SerfIntents
 from pysyncer.gossip.serf_model import (
     EventType,
@@ -156,6 +161,8 @@ class Serf:
         self._queries = SerfQueries(self, self._table)
         self._reaper = SerfReaper(self, self._table, self._intents)
         self._delegate = SerfDelegate(self, self._table, self._intents, self._queries, self._events)
+        self.coordinates = SerfCoordinates(name, self.stats, self.rng)
+        self._table.subscribe(self._forget_reaped)
 
     # -- wiring and lifecycle ----------------------------------------------------
 
@@ -321,6 +328,7 @@ class Serf:
         self.event_clock.increment()
         self.handle_user_event(message)
         self.event_queue.queue(Broadcast(raw))
+        self.news_queued()
         return message.ltime
 
     def handle_user_event(self, message: m.SerfUserEvent) -> bool:
@@ -397,7 +405,10 @@ class Serf:
         self._delegate.merge_remote_state(state, join)
 
     def ack_payload(self) -> bytes | None:
-        return self._delegate.ack_payload()
+        return self.coordinates.ack_payload()
+
+    def notify_ping_complete(self, state: NodeState, rtt: float, payload: bytes | None) -> None:
+        self.coordinates.ping_complete(state.name, rtt, payload)
 
     def notify_join(self, state: NodeState) -> None:
         self._delegate.notify_join(state)
@@ -409,6 +420,15 @@ class Serf:
         self._delegate.notify_update(state)
 
     # -- helpers -------------------------------------------------------------------
+
+    def news_queued(self) -> None:
+        """A Serf broadcast was queued: the node may gossip it at once (``gossip_on_news``)."""
+        if self._node is not None:
+            self._node.gossip_soon()
+
+    def _forget_reaped(self, event: SerfEvent) -> None:
+        if isinstance(event, MemberEvent) and event.type == EventType.MEMBER_REAP:
+            self.coordinates.forget(event.member.name)
 
     def decode_tags(self, meta: bytes) -> dict[str, str]:
         """Tags from a member's node meta; bad meta is counted, logged and read as none."""

@@ -5,8 +5,7 @@ serf/delegate.go (``NotifyMsg``, ``GetBroadcasts``, ``LocalState``,
 ``MergeRemoteState``; ``NodeMeta`` stays on the Serf with the tags),
 serf/event_delegate.go with serf/serf.go ``handleNodeJoin`` / ``handleNodeLeave`` /
 ``handleNodeUpdate`` (memberlist joins, failures, leaves and meta changes become Serf
-member statuses and events), serf/ping_delegate.go (the Vivaldi coordinate
-piggybacked on acks) and serf/serf.go ``checkQueueDepth`` (pruning of the three
+member statuses and events) and serf/serf.go ``checkQueueDepth`` (pruning of the three
 broadcast queues: intents first, then queries, then user events).
 
 The :class:`~pysyncer.gossip.serf.Serf` is the node's delegate and hands each call to
@@ -21,7 +20,6 @@ from collections.abc import Hashable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from pysyncer._core import wire
 from pysyncer.errors import MalformedDataError
 from pysyncer.gossip import messages as m
 from pysyncer.gossip.broadcast import Broadcast
@@ -44,15 +42,9 @@ from pysyncer.gossip.timing import queue_max_depth
 if TYPE_CHECKING:
     from pysyncer.gossip.serf import Serf
 
-__all__ = ["DEFAULT_COORDINATE_PAYLOAD", "SerfDelegate"]
+__all__ = ["SerfDelegate"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_COORDINATE_PAYLOAD = b"\x01" + wire.pack(
-    {"Adjustment": 0.0, "Error": 1.5, "Height": 10.0e-6, "Vec": [0.0] * 8}
-)
-"""Serf's ack payload: ping version 1 + a fresh Vivaldi coordinate (coordinate.NewCoordinate
-with the default config), keys sorted as go-msgpack 0.5 writes them."""
 
 _QUEUE_CHECK_KEY = ("serf-queue-check",)
 
@@ -116,6 +108,7 @@ class SerfDelegate:
             serf.stats["messages_unexpected"] += 1
         if rebroadcast:
             queue.queue(Broadcast(bytes(payload), name=name))
+            serf.news_queued()
 
     def get_broadcasts(self, overhead: int, limit: int) -> list[bytes]:
         """Intents first, then queries, then user events, as serf's delegate.
@@ -186,9 +179,6 @@ class SerfDelegate:
                 continue
             for event in slot.events:
                 serf.handle_user_event(m.SerfUserEvent(slot.ltime, event.name, event.payload))
-
-    def ack_payload(self) -> bytes | None:
-        return DEFAULT_COORDINATE_PAYLOAD
 
     # -- event_delegate.go -------------------------------------------------------------
 

@@ -256,6 +256,7 @@ class SerfQueries:
         serf.clock.call_later(("serf-query", ltime), timeout, self._timeout)
         self.handle_query(query)
         serf.query_queue.queue(Broadcast(raw))
+        serf.news_queued()
         self._check_done(result)
         return result
 

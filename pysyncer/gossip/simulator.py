@@ -20,7 +20,7 @@ from typing import Protocol, runtime_checkable
 from pysyncer.gossip.clock import Clock, VirtualClock
 from pysyncer.gossip.membership import NodeState, NodeStatus, RemoteNodeState
 from pysyncer.gossip.node import Address, GossipNode, NodeConfig, NodeDelegate
-from pysyncer.gossip.timing import LAN, GossipProfile
+from pysyncer.gossip.timing import DEFAULT_PROFILE, GossipProfile
 
 __all__ = ["DelegateFactory", "LayerHooks", "SilentDelegate", "SimNode", "Simulation"]
 
@@ -60,6 +60,9 @@ class SilentDelegate:
 
     def ack_payload(self) -> bytes | None:
         return None
+
+    def notify_ping_complete(self, state: NodeState, rtt: float, payload: bytes | None) -> None:
+        pass
 
     def notify_join(self, state: NodeState) -> None:
         self.events.append(("join", state.name))
@@ -156,7 +159,7 @@ class Simulation:
     """
 
     size: int
-    profile: GossipProfile = LAN
+    profile: GossipProfile = DEFAULT_PROFILE
     seed: int = 1
     loss: float = 0.0
     delay: tuple[float, float] = (0.0005, 0.005)

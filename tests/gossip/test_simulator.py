@@ -1,7 +1,9 @@
 """The real gossip state machine in a deterministic simulated world.
 
 Virtual time makes these fast and exactly repeatable: joins, crash detection with
-Lifeguard timings, graceful leave, loss, partitions and CPU-starved members.
+Lifeguard timings, graceful leave, loss, partitions and CPU-starved members. They run
+memberlist's LAN timings, which their bounds are written for; the tuned default profile
+has its own tests (test_detector_tuning.py).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pysyncer.gossip.timing import LAN
 
 
 async def converged_pool(size: int, seed: int = 1, loss: float = 0.0) -> Simulation:
-    sim = Simulation(size, seed=seed, loss=loss)
+    sim = Simulation(size, profile=LAN, seed=seed, loss=loss)
     sim.start()
     await sim.join_all()
     took = await sim.run_until(
@@ -121,7 +123,7 @@ def test_same_seed_same_run() -> None:
 
 @pytest.mark.slow
 async def test_thousand_members_detect_a_crash() -> None:
-    sim = Simulation(1000, seed=8)
+    sim = Simulation(1000, profile=LAN, seed=8)
     sim.seed_full_membership()
     sim.start()
     await sim.run(3)
