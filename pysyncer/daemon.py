@@ -196,6 +196,7 @@ class Daemon:
         """Check, bind every listener, join the pool; the sync engine starts in the
         background (:meth:`wait_synced` to wait for it)."""
         config = self.config
+        check_config(config, with_sync=self.with_sync)  # before any log line or port
         log.info(
             "pysyncer %s starting: node %s, dc %s, core %s",
             __version__,
@@ -210,7 +211,6 @@ class Daemon:
             )
         elif _core.NO_EXTENSIONS_REASON is not None:
             log.info("core: pure-Python twins (%s)", _core.NO_EXTENSIONS_REASON)
-        check_config(config, with_sync=self.with_sync)
         self.security.announce()
         with self.supervisor.bound():  # every task created from here on is supervised here
             self.monitor.start(self.supervisor)

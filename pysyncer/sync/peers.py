@@ -163,10 +163,21 @@ class PeerLink:
                 raise
             except PysyncerError as exc:
                 self.status.error(type(exc).__name__)
-                log.info("link to %s (%s) broke: %s", self.dc, syncer.node, exc)
+                log.info(
+                    "link to %s (%s) broke: %s",
+                    self.dc,
+                    syncer.node,
+                    exc,
+                    extra={"dc": self.dc, "peer": syncer.node},
+                )
             except Exception:
                 self.status.error("internal")
-                log.exception("link to %s (%s) failed", self.dc, syncer.node)
+                log.exception(
+                    "link to %s (%s) failed",
+                    self.dc,
+                    syncer.node,
+                    extra={"dc": self.dc, "peer": syncer.node},
+                )
             finally:
                 try:
                     await client.close()
@@ -302,7 +313,13 @@ class PeerLink:
         self.status.slots_pulled += pulled
         self.status.applied_revision = int(revision)
         if pulled:
-            log.info("repaired %d slot(s) from %s at revision %d", pulled, self.dc, revision)
+            log.info(
+                "repaired %d slot(s) from %s at revision %d",
+                pulled,
+                self.dc,
+                revision,
+                extra={"dc": self.dc, "slots": pulled, "revision": int(revision)},
+            )
         return int(revision)
 
 

@@ -1,4 +1,5 @@
-"""Generated blocks in the docs: tables rendered from code, between two marker lines.
+"""Generated blocks in the docs: tables rendered from code, between two marker lines; and
+generated whole files (:data:`FILES`: the example config file under ``deploy/``).
 
 A page carries ``<!-- generated: NAME (python -m tests.support.docblocks) -->``, the
 rendered text, and ``<!-- end generated: NAME -->``. :data:`BLOCKS` says which page holds
@@ -22,6 +23,13 @@ COMMAND = "python -m tests.support.docblocks"
 BLOCKS: dict[str, tuple[Path, Callable[[], str]]] = {
     "admin-routes": (DOCS / "admin.md", app.render_markdown),
     "settings": (DOCS / "configuration.md", configdoc.render_markdown),
+}
+
+
+ROOT = DOCS.parent
+# generated whole files: path -> renderer
+FILES: dict[Path, Callable[[], str]] = {
+    ROOT / "deploy" / "pysyncer.example.toml": configdoc.render_toml,
 }
 
 
@@ -68,6 +76,12 @@ def main() -> int:
     for name in BLOCKS:
         if write_block(name):
             print(f"rewrote {name} in {BLOCKS[name][0]}")
+    for path, render in FILES.items():
+        text = render()
+        if not path.exists() or path.read_text() != text:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(f"rewrote {path}")
     return 0
 
 
