@@ -23,9 +23,11 @@ HEADERS = {
     "sync_pb2.py": "# ruff: noqa\n# mypy: ignore-errors\n",
     "sync_pb2_grpc.py": "# ruff: noqa\n# mypy: ignore-errors\n",
     # the stub is what mypy reads for sync_pb2: keep it checked, but let it subclass
-    # protobuf's Message when types-protobuf is not installed
+    # protobuf's Message when types-protobuf is not installed (and take the bare Mapping
+    # protoc writes for a repeated message field)
     "sync_pb2.pyi": (
-        '# ruff: noqa\n# mypy: allow-subclassing-any, disable-error-code="import-untyped"\n'
+        "# ruff: noqa\n# mypy: allow-subclassing-any, "
+        'disable-error-code="import-untyped, type-arg"\n'
     ),
 }
 

@@ -30,6 +30,7 @@ from pysyncer.rpc.errors import (
     RequestRejectedError,
     from_status,
 )
+from pysyncer.rpc.listing import Listing, read_listing
 from pysyncer.rpc.tls import TlsConfig, TlsFiles, channel_credentials
 
 __all__ = ["Health", "SyncClient"]
@@ -43,9 +44,11 @@ DEFAULT_STREAM_TIMEOUT = 120.0  # seconds, a whole PullSlots
 class Health:
     """What a peer says about itself (``Health`` RPC)."""
 
-    __slots__ = ("dc", "epoch", "node", "revision", "version")
+    __slots__ = ("dc", "epoch", "exported", "node", "revision", "version")
 
-    def __init__(self, dc: str, node: str, revision: int, epoch: str, version: str) -> None:
+    def __init__(
+        self, dc: str, node: str, revision: int, epoch: str, version: str, exported: int = 0
+    ) -> None:
         self.dc, self.node, self.revision, self.epoch, self.version = (
             dc,
             node,
@@ -53,6 +56,7 @@ class Health:
             epoch,
             version,
         )
+        self.exported = exported  # instances the peer exports (0: an older peer)
 
     def __repr__(self) -> str:
         return (
@@ -230,4 +234,15 @@ class SyncClient:
     async def health(self, *, timeout: float | None = None) -> Health:
         msg = await self._unary(self._stub.Health, pb.HealthRequest(), timeout)
         self._check_dc(msg.dc)
-        return Health(msg.dc, msg.node, msg.revision, msg.epoch, msg.version)
+        return Health(msg.dc, msg.node, msg.revision, msg.epoch, msg.version, msg.exported)
+
+    async def list_service(
+        self, name: str, *, limit: int = 0, timeout: float | None = None
+    ) -> Listing:
+        """The instances the peer's registry holds of service ``name`` ("" = all),
+        originals and copies, at most ``limit``; with the peer's filter rules."""
+        msg = await self._unary(
+            self._stub.ListService, pb.ServiceRequest(name=name, limit=limit), timeout
+        )
+        self._check_dc(msg.dc)
+        return read_listing(msg)

@@ -37,14 +37,15 @@ from grpc import aio
 
 from pysyncer._version import __version__
 from pysyncer.hostport import SYNC_PORT
-from pysyncer.model import Record
+from pysyncer.model import Instance, Record
 from pysyncer.rpc import codec
 from pysyncer.rpc import sync_pb2 as pb
 from pysyncer.rpc import sync_pb2_grpc as pb_grpc
 from pysyncer.rpc.errors import PayloadError
+from pysyncer.rpc.listing import listing_message
 from pysyncer.rpc.tls import TlsConfig, TlsFiles, peer_identity, server_credentials
 
-__all__ = ["ServerStats", "SyncServer", "SyncSource"]
+__all__ = ["ServerStats", "ServiceInspector", "SyncServer", "SyncSource"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,18 @@ class SyncSource(Protocol):
 
     def slot_records(self, slots: Sequence[int]) -> AsyncIterator[tuple[int, list[Record]]]:
         """The current live records of each of ``slots`` (one or more items per slot)."""
+        ...
+
+
+class ServiceInspector(Protocol):
+    """What ``ListService`` reads (the diff view): the local registry and the rules."""
+
+    async def registry_instances(self) -> Sequence[Instance]:
+        """Every instance the local registry holds, originals and copies."""
+        ...
+
+    def filter_rules(self) -> str:
+        """This syncer's direction and filter rules, as JSON."""
         ...
 
 
@@ -149,7 +162,12 @@ class _Servicer(pb_grpc.SyncServicer):
             revision=source.revision(),
             epoch=source.epoch,
             version=__version__,
+            exported=_exported(source),
         )
+
+    async def ListService(self, request: pb.ServiceRequest, context: Any) -> pb.ServiceListing:
+        await self._owner._authorize(context)
+        return await self._owner._list_service(request, context)
 
 
 class SyncServer:
@@ -180,6 +198,7 @@ class SyncServer:
         self.max_message_bytes = max_message_bytes
         self.max_open_streams = max_open_streams
         self.stats = ServerStats()
+        self.inspector: ServiceInspector | None = None  # ListService: UNIMPLEMENTED without
         self._server: Any = None
         self._stopping = asyncio.Event()
 
@@ -427,6 +446,26 @@ class SyncServer:
             dc=self.source.dc, revision=revision, epoch=self.source.epoch, table=bytes(table)
         )
 
+    async def _list_service(self, request: pb.ServiceRequest, context: Any) -> pb.ServiceListing:
+        inspector = self.inspector
+        if inspector is None:
+            await self._abort(
+                context, "unimplemented", grpc.StatusCode.UNIMPLEMENTED, "no registry to list"
+            )
+            raise AssertionError  # pragma: no cover - abort raises
+        try:
+            instances = await inspector.registry_instances()
+        except Exception as exc:  # the registry's failure ends this call, not the server
+            await self._abort(
+                context, "registry", grpc.StatusCode.UNAVAILABLE, f"listing the registry: {exc}"
+            )
+            raise  # pragma: no cover - abort raises
+        source = self.source
+        return listing_message(
+            source.dc, source.node, instances, request.name, request.limit,
+            inspector.filter_rules(),
+        )  # fmt: skip
+
     async def _pull_slots(
         self, request: pb.SlotsRequest, context: Any
     ) -> AsyncIterator[pb.SlotBatch]:
@@ -518,6 +557,12 @@ class SyncServer:
             self.stats.batches_sent += 1
             self.stats.records_sent += len(part)
             yield msg
+
+
+def _exported(source: object) -> int:
+    """How many instances the source exports (0 when it does not say)."""
+    count = getattr(source, "exported_count", None)
+    return int(count()) if callable(count) else 0
 
 
 def _commit_time(source: object, revision: int) -> float:

@@ -22,7 +22,7 @@ _sym_db = _symbol_database.Default()
 
 
 DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(
-    b'\n\nsync.proto\x12\x10pysyncer.sync.v1"T\n\x0cWatchRequest\x12\n\n\x02\x64\x63\x18\x01 \x01(\t\x12\x16\n\x0esince_revision\x18\x02 \x01(\x04\x12\r\n\x05\x65poch\x18\x03 \x01(\t\x12\x11\n\tmax_batch\x18\x04 \x01(\r"\x9e\x01\n\tPeerBatch\x12\n\n\x02\x64\x63\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x04\x12\r\n\x05reset\x18\x04 \x01(\x08\x12\x11\n\theartbeat\x18\x05 \x01(\x08\x12\x0c\n\x04more\x18\x06 \x01(\x08\x12\r\n\x05\x63ount\x18\x07 \x01(\r\x12\x0f\n\x07records\x18\x08 \x01(\x0c\x12\x14\n\x0c\x63ommitted_at\x18\t \x01(\x01"J\n\x0cRangeRequest\x12\r\n\x05since\x18\x01 \x01(\x04\x12\r\n\x05until\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\x12\r\n\x05\x65poch\x18\x04 \x01(\t"\x1b\n\rDigestRequest\x12\n\n\x02\x64\x63\x18\x01 \x01(\t"I\n\x0b\x44igestTable\x12\n\n\x02\x64\x63\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x04\x12\r\n\x05\x65poch\x18\x03 \x01(\t\x12\r\n\x05table\x18\x04 \x01(\x0c"\x1d\n\x0cSlotsRequest\x12\r\n\x05slots\x18\x01 \x03(\r"S\n\tSlotBatch\x12\n\n\x02\x64\x63\x18\x01 \x01(\t\x12\x0c\n\x04slot\x18\x02 \x01(\r\x12\x0c\n\x04last\x18\x03 \x01(\x08\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12\x0f\n\x07records\x18\x05 \x01(\x0c"\x0f\n\rHealthRequest"Y\n\x0bHealthReply\x12\n\n\x02\x64\x63\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x04\x12\r\n\x05\x65poch\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t2\xfc\x02\n\x04Sync\x12\x46\n\x05Watch\x12\x1e.pysyncer.sync.v1.WatchRequest\x1a\x1b.pysyncer.sync.v1.PeerBatch0\x01\x12H\n\tPullRange\x12\x1e.pysyncer.sync.v1.RangeRequest\x1a\x1b.pysyncer.sync.v1.PeerBatch\x12L\n\nGetDigests\x12\x1f.pysyncer.sync.v1.DigestRequest\x1a\x1d.pysyncer.sync.v1.DigestTable\x12J\n\tPullSlots\x12\x1e.pysyncer.sync.v1.SlotsRequest\x1a\x1b.pysyncer.sync.v1.SlotBatch0\x01\x12H\n\x06Health\x12\x1f.pysyncer.sync.v1.HealthRequest\x1a\x1d.pysyncer.sync.v1.HealthReplyb\x06proto3'
+    b'\n\nsync.proto\x12\x10pysyncer.sync.v1"T\n\x0cWatchRequest\x12\n\n\x02\x64\x63\x18\x01 \x01(\t\x12\x16\n\x0esince_revision\x18\x02 \x01(\x04\x12\r\n\x05\x65poch\x18\x03 \x01(\t\x12\x11\n\tmax_batch\x18\x04 \x01(\r"\x9e\x01\n\tPeerBatch\x12\n\n\x02\x64\x63\x18\x01 \x01(\t\x12\r\n\x05\x65poch\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x04\x12\r\n\x05reset\x18\x04 \x01(\x08\x12\x11\n\theartbeat\x18\x05 \x01(\x08\x12\x0c\n\x04more\x18\x06 \x01(\x08\x12\r\n\x05\x63ount\x18\x07 \x01(\r\x12\x0f\n\x07records\x18\x08 \x01(\x0c\x12\x14\n\x0c\x63ommitted_at\x18\t \x01(\x01"J\n\x0cRangeRequest\x12\r\n\x05since\x18\x01 \x01(\x04\x12\r\n\x05until\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\x12\r\n\x05\x65poch\x18\x04 \x01(\t"\x1b\n\rDigestRequest\x12\n\n\x02\x64\x63\x18\x01 \x01(\t"I\n\x0b\x44igestTable\x12\n\n\x02\x64\x63\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\x04\x12\r\n\x05\x65poch\x18\x03 \x01(\t\x12\r\n\x05table\x18\x04 \x01(\x0c"\x1d\n\x0cSlotsRequest\x12\r\n\x05slots\x18\x01 \x03(\r"S\n\tSlotBatch\x12\n\n\x02\x64\x63\x18\x01 \x01(\t\x12\x0c\n\x04slot\x18\x02 \x01(\r\x12\x0c\n\x04last\x18\x03 \x01(\x08\x12\r\n\x05\x63ount\x18\x04 \x01(\r\x12\x0f\n\x07records\x18\x05 \x01(\x0c"\x0f\n\rHealthRequest"k\n\x0bHealthReply\x12\n\n\x02\x64\x63\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x10\n\x08revision\x18\x03 \x01(\x04\x12\r\n\x05\x65poch\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\x12\x10\n\x08\x65xported\x18\x06 \x01(\x04"-\n\x0eServiceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r"\x8f\x02\n\x0eListedInstance\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x13\n\x0binstance_id\x18\x02 \x01(\t\x12\x0c\n\x04host\x18\x03 \x01(\t\x12\x11\n\tendpoints\x18\x04 \x03(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12\x44\n\nproperties\x18\x06 \x03(\x0b\x32\x30.pysyncer.sync.v1.ListedInstance.PropertiesEntry\x12\x17\n\x0fhealth_interval\x18\x07 \x01(\r\x12\x14\n\x0chealth_times\x18\x08 \x01(\r\x1a\x31\n\x0fPropertiesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01"\x83\x01\n\x0eServiceListing\x12\n\n\x02\x64\x63\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x33\n\tinstances\x18\x03 \x03(\x0b\x32 .pysyncer.sync.v1.ListedInstance\x12\x11\n\ttruncated\x18\x04 \x01(\x08\x12\x0f\n\x07\x66ilters\x18\x05 \x01(\t2\xcf\x03\n\x04Sync\x12\x46\n\x05Watch\x12\x1e.pysyncer.sync.v1.WatchRequest\x1a\x1b.pysyncer.sync.v1.PeerBatch0\x01\x12H\n\tPullRange\x12\x1e.pysyncer.sync.v1.RangeRequest\x1a\x1b.pysyncer.sync.v1.PeerBatch\x12L\n\nGetDigests\x12\x1f.pysyncer.sync.v1.DigestRequest\x1a\x1d.pysyncer.sync.v1.DigestTable\x12J\n\tPullSlots\x12\x1e.pysyncer.sync.v1.SlotsRequest\x1a\x1b.pysyncer.sync.v1.SlotBatch0\x01\x12H\n\x06Health\x12\x1f.pysyncer.sync.v1.HealthRequest\x1a\x1d.pysyncer.sync.v1.HealthReply\x12Q\n\x0bListService\x12 .pysyncer.sync.v1.ServiceRequest\x1a .pysyncer.sync.v1.ServiceListingb\x06proto3'
 )
 
 _globals = globals()
@@ -30,6 +30,8 @@ _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, "sync_pb2", _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
     DESCRIPTOR._loaded_options = None
+    _globals["_LISTEDINSTANCE_PROPERTIESENTRY"]._loaded_options = None
+    _globals["_LISTEDINSTANCE_PROPERTIESENTRY"]._serialized_options = b"8\001"
     _globals["_WATCHREQUEST"]._serialized_start = 32
     _globals["_WATCHREQUEST"]._serialized_end = 116
     _globals["_PEERBATCH"]._serialized_start = 119
@@ -47,7 +49,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
     _globals["_HEALTHREQUEST"]._serialized_start = 575
     _globals["_HEALTHREQUEST"]._serialized_end = 590
     _globals["_HEALTHREPLY"]._serialized_start = 592
-    _globals["_HEALTHREPLY"]._serialized_end = 681
-    _globals["_SYNC"]._serialized_start = 684
-    _globals["_SYNC"]._serialized_end = 1064
+    _globals["_HEALTHREPLY"]._serialized_end = 699
+    _globals["_SERVICEREQUEST"]._serialized_start = 701
+    _globals["_SERVICEREQUEST"]._serialized_end = 746
+    _globals["_LISTEDINSTANCE"]._serialized_start = 749
+    _globals["_LISTEDINSTANCE"]._serialized_end = 1020
+    _globals["_LISTEDINSTANCE_PROPERTIESENTRY"]._serialized_start = 971
+    _globals["_LISTEDINSTANCE_PROPERTIESENTRY"]._serialized_end = 1020
+    _globals["_SERVICELISTING"]._serialized_start = 1023
+    _globals["_SERVICELISTING"]._serialized_end = 1154
+    _globals["_SYNC"]._serialized_start = 1157
+    _globals["_SYNC"]._serialized_end = 1620
 # @@protoc_insertion_point(module_scope)

@@ -68,6 +68,12 @@ class SyncStub:
             response_deserializer=sync__pb2.HealthReply.FromString,
             _registered_method=True,
         )
+        self.ListService = channel.unary_unary(
+            "/pysyncer.sync.v1.Sync/ListService",
+            request_serializer=sync__pb2.ServiceRequest.SerializeToString,
+            response_deserializer=sync__pb2.ServiceListing.FromString,
+            _registered_method=True,
+        )
 
 
 class SyncServicer:
@@ -108,6 +114,15 @@ class SyncServicer:
         context.set_details("Method not implemented!")
         raise NotImplementedError("Method not implemented!")
 
+    def ListService(self, request, context):
+        """The instances the serving syncer's local registry holds of one service name (all
+        services when empty), originals and copies, at most `limit` of them, with the
+        syncer's filter rules: what the diff view across data centers compares.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details("Method not implemented!")
+        raise NotImplementedError("Method not implemented!")
+
 
 def add_SyncServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -135,6 +150,11 @@ def add_SyncServicer_to_server(servicer, server):
             servicer.Health,
             request_deserializer=sync__pb2.HealthRequest.FromString,
             response_serializer=sync__pb2.HealthReply.SerializeToString,
+        ),
+        "ListService": grpc.unary_unary_rpc_method_handler(
+            servicer.ListService,
+            request_deserializer=sync__pb2.ServiceRequest.FromString,
+            response_serializer=sync__pb2.ServiceListing.SerializeToString,
         ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -287,6 +307,36 @@ class Sync:
             "/pysyncer.sync.v1.Sync/Health",
             sync__pb2.HealthRequest.SerializeToString,
             sync__pb2.HealthReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True,
+        )
+
+    @staticmethod
+    def ListService(
+        request,
+        target,
+        options=(),
+        channel_credentials=None,
+        call_credentials=None,
+        insecure=False,
+        compression=None,
+        wait_for_ready=None,
+        timeout=None,
+        metadata=None,
+    ):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            "/pysyncer.sync.v1.Sync/ListService",
+            sync__pb2.ServiceRequest.SerializeToString,
+            sync__pb2.ServiceListing.FromString,
             options,
             channel_credentials,
             insecure,
