@@ -26,7 +26,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from aiohttp import web
 from google.protobuf.message import DecodeError
 
 from pysyncer._core import _wire_py as wire_py
@@ -44,11 +43,11 @@ from pysyncer.gossip.stream import (
     frame_stream_message,
     read_stream_message,
 )
+from pysyncer.httpbody import BodyError, parse_json_object
 from pysyncer.model import Instance, Record, ServiceKey
 from pysyncer.rpc import codec
 from pysyncer.rpc import sync_pb2 as pb
 from pysyncer.rpc.errors import PayloadError
-from pysyncer.servicecenter import app as sc_app
 from pysyncer.servicecenter.errors import RegistryError
 from pysyncer.servicecenter.validation import validate_instance, validate_service
 
@@ -362,44 +361,17 @@ def _rpc_seeds() -> Iterable[bytes]:
 # -- the embedded registry's JSON bodies --------------------------------------------------
 
 
-class _Body:
-    def __init__(self, raw: bytes) -> None:
-        self.raw = raw
-
-    async def read(self, limit: int) -> bytes:
-        return self.raw[:limit]
-
-
-class _Request:
-    """What the registry's body reader uses of an aiohttp request."""
-
-    def __init__(self, raw: bytes) -> None:
-        self.content_length = len(raw)
-        self.content = _Body(raw)
-
-
-def _run_now(coroutine: Any) -> Any:
-    """Run a coroutine that never waits (the body is all there) without an event loop."""
-    try:
-        coroutine.send(None)
-    except StopIteration as done:
-        return done.value
-    coroutine.close()
-    raise AssertionError("the body reader waited for nothing")
-
-
 def registry_json(data: bytes) -> None:
     """The embedded Service-Center's request bodies: JSON, then the service or instance.
 
-    Documented error: RegistryError (400 with errorCode 400001, or 413 past the size).
+    Documented errors: BodyError (not a JSON object, or nested too deep: 400) and
+    RegistryError (a field the registry refuses: 400001).
     """
     try:
-        body = _run_now(sc_app._json_body(_Request(data)))  # type: ignore[arg-type]
+        body = parse_json_object(data)
         validate_service(body.get("service", body))
         validate_instance(body.get("instance", body))
-    except RegistryError:
-        return
-    except web.HTTPRequestEntityTooLarge:
+    except (BodyError, RegistryError):
         return
 
 
