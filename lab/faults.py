@@ -97,10 +97,11 @@ def schedule(
 
 def policy_slack(timing: Timing) -> float:
     """Seconds after origin-grace by which its policy must show: gossip failure detection
-    (Lifeguard's suspicion timeout stays near its maximum, 6 x 4 probe intervals, when few
-    members are left to confirm: measured up to 23 s for an isolated dc-b), plus the
-    copies' TTL and a renewal pace when they expire."""
-    detection = 30.0
+    (Lifeguard's suspicion timeout stays near its maximum when few members are left to
+    confirm, and an isolated member's own probes slow down as its health score drops:
+    measured up to 23 s for an isolated dc-b, 36 s from inside an isolated dc-c), plus
+    the copies' TTL and a renewal pace when they expire."""
+    detection = 45.0
     if timing.origin_policy == "expire":
         return detection + timing.instance_ttl * 1.25 + 2
     return detection + 2
