@@ -84,6 +84,7 @@ class Results:
     lapses: int = 0
     lapses_by_cause: dict[str, int] = field(default_factory=dict)
     policy_expiries: int = 0
+    lapse_log: list[str] = field(default_factory=list)
     duplicates: int = 0
     churn: dict[str, int] = field(default_factory=dict)
     links: dict[str, str] = field(default_factory=dict)
@@ -276,6 +277,7 @@ class Runner:
         results.lapses = self.monitor.lapses
         results.lapses_by_cause = dict(self.monitor.lapses_by_cause)
         results.policy_expiries = self.monitor.policy_expiries
+        results.lapse_log = [str(v) for v in self.monitor.lapse_log]
         results.duplicates = self.monitor.duplicates
         results.churn = dict(sum((Counter(a.counts) for a in self.apps), Counter()))
         return results

@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 View = tuple[Any, ...]
+LAPSES_LOGGED = 200
 MARKER_PREFIX = "pysyncer."
 
 
@@ -232,6 +233,7 @@ class Monitor:
     lapses: int = 0
     lapses_by_cause: Counter[str] = field(default_factory=Counter)
     policy_expiries: int = 0  # copies gone because their origin (or holder) was cut off
+    lapse_log: list[Violation] = field(default_factory=list)  # the first lapses, for a look
     duplicates: int = 0
     violations: list[Violation] = field(default_factory=list)
     _previous: Observation | None = None
@@ -289,6 +291,10 @@ class Monitor:
                     continue
                 self.lapses += 1
                 self.lapses_by_cause[cause or "none"] += 1
+                if len(self.lapse_log) < LAPSES_LOGGED:
+                    self.lapse_log.append(
+                        Violation("lapse", dc, f"{origin}/{origin_id}", at, cause or "none")
+                    )
                 since: float | None = cut.get((origin, dc))
                 if since is None:
                     since = gone.get(origin)
