@@ -119,6 +119,7 @@ def test_monitor_counts_lapses_and_flags_removal_before_origin_grace() -> None:
     new = monitor.observe(Observation(1.0, lapsed), {("dc-a", "dc-b"): 0.5}, {}, cause="partition")
     assert kinds(new) == [("removed-before-origin-grace", "dc-b", "dc-a/a2")]
     assert monitor.lapses == 1 and monitor.lapses_by_cause == {"partition": 1}
+    assert [str(v) for v in monitor.lapse_log] == ["t=1.0s lapse in dc-b: dc-a/a2 partition"]
     # a copy whose original was deleted is no lapse
     deleted = converged_state()
     monitor.observe(Observation(2.0, deleted), {}, {})
