@@ -167,6 +167,7 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self._start_error: str | None = None
         self._tasks: list[Supervised] = []
+        self._started = False  # past the checks: stop() has something to undo
 
     @property
     def admin_address(self) -> tuple[str, int]:
@@ -197,6 +198,7 @@ class Daemon:
         background (:meth:`wait_synced` to wait for it)."""
         config = self.config
         check_config(config, with_sync=self.with_sync)  # before any log line or port
+        self._started = True
         log.info(
             "pysyncer %s starting: node %s, dc %s, core %s",
             __version__,
@@ -310,7 +312,9 @@ class Daemon:
             log.info("SIGHUP: configuration unchanged")
 
     async def stop(self) -> None:
-        """Leave the pool gracefully, then stop everything."""
+        """Leave the pool gracefully, then stop everything (nothing when not started)."""
+        if not self._started:
+            return
         self.notifier.send(STOPPING="1", STATUS="stopping")
         for task in self._tasks:
             await task.stop()
