@@ -85,6 +85,8 @@ class Results:
     lapses_by_cause: dict[str, int] = field(default_factory=dict)
     policy_expiries: int = 0
     lapse_log: list[str] = field(default_factory=list)
+    repairs: int = 0  # digest repairs run by all links of all syncers (their status)
+    slots_pulled: int = 0  # slots those repairs pulled (a resync storm would show here)
     duplicates: int = 0
     churn: dict[str, int] = field(default_factory=dict)
     links: dict[str, str] = field(default_factory=dict)
@@ -160,6 +162,19 @@ class Runner:
         if len(leaders) != 1 or (leader := leaders.pop()) not in statuses:
             return None
         return int(statuses[leader]["exported"])
+
+    def count_repairs(self) -> None:
+        """Repairs and slots pulled by every link (counters since each syncer's last
+        start: a restarted syncer's earlier ones are not counted)."""
+        for dc in self.lab.dcs:
+            for syncer in dc.syncers:
+                try:
+                    remote = syncer.status()["remote"]
+                except (OSError, ValueError, KeyError):
+                    continue
+                for link in remote.values():
+                    self.results.repairs += int(link.get("repairs", 0))
+                    self.results.slots_pulled += int(link.get("slots_pulled", 0))
 
     def sample_forever(self) -> None:
         while not self.stop.wait(1.0):
@@ -268,6 +283,7 @@ class Runner:
             time.sleep(rng.uniform(2, 6) * (0.5 if config.soak else 1.0))
         self.sampling.clear()
         self.quiet(None)
+        self.count_repairs()
         self.stop.set()
         sampler.join(10)
         for app in self.apps:
@@ -308,6 +324,7 @@ def table(results: Results) -> str:
         f"copies that lapsed:           {results.lapses} "
         f"{dict(sorted(results.lapses_by_cause.items())) if results.lapses else ''}".rstrip(),
         f"copies gone by origin policy: {results.policy_expiries}",
+        f"digest repairs (slots pulled): {results.repairs} ({results.slots_pulled})",
         f"duplicate copies seen:        {results.duplicates}",
         f"churn operations:             {dict(sorted(results.churn.items()))}",
     ]
