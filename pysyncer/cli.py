@@ -112,6 +112,23 @@ def _cmd_members(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_rtt(args: argparse.Namespace) -> int:
+    from pysyncer.gossip.vivaldi import Coordinate  # noqa: PLC0415
+
+    answer = _client(args).coordinates()
+    nodes = [args.node, args.other or answer["node"]]
+    found = []
+    for name in nodes:
+        raw = answer["coordinates"].get(name)
+        if raw is None:
+            print(f"Could not find a coordinate for node {name!r}", file=sys.stderr)
+            return EXIT_ERROR
+        found.append(Coordinate(tuple(raw["vec"]), raw["error"], raw["adjustment"], raw["height"]))
+    rtt_ms = found[0].distance(found[1]) * 1000.0
+    print(f"Estimated {nodes[0]} <-> {nodes[1]} rtt: {rtt_ms:.3f} ms")
+    return EXIT_OK
+
+
 def _cmd_event(args: argparse.Namespace) -> int:
     _client(args).send_event(
         {"name": args.name, "payload": args.payload, "coalesce": args.coalesce}
@@ -458,6 +475,13 @@ def build_parser() -> argparse.ArgumentParser:
     members.add_argument("--status", help="only members with this status (alive, failed...)")
     members.add_argument("--json", action="store_true", help="print JSON")
     members.set_defaults(run=_cmd_members)
+
+    rtt = _admin_parser(
+        commands, "rtt", "estimate the round trip between two members (like `serf rtt`)"
+    )
+    rtt.add_argument("node")
+    rtt.add_argument("other", nargs="?", help="the second member (default: the daemon's own)")
+    rtt.set_defaults(run=_cmd_rtt)
 
     status = _admin_parser(commands, "status", "show the sync status per remote data center")
     status.add_argument("--json", action="store_true", help="print JSON")

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, cast
 from pysyncer.admin.auth import AUTH_MODES, AdminAuth, AuthMode, is_loopback, read_token_file
 from pysyncer.errors import ConfigError
 from pysyncer.gossip.settings import GossipSettings
+from pysyncer.gossip.timing import profile_named
 from pysyncer.hostport import (
     ADMIN_PORT,
     GOSSIP_PORT,
@@ -139,6 +140,10 @@ def _protocol_version(value: Any) -> int:
     if not text.isdigit() or not 2 <= int(text) <= 5:
         raise ValueError(f"{text!r} must be a memberlist protocol version from 2 to 5")
     return int(text)
+
+
+def _gossip_profile(value: Any) -> str:
+    return profile_named(str(value).strip().lower()).name
 
 
 def _label(value: Any) -> str:
@@ -382,6 +387,14 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("gossip-label", "", _label, "label that isolates this gossip pool (<= 255 B)", "TEXT"),
     Setting(
+        "gossip-profile",
+        "pysyncer",
+        _gossip_profile,
+        "failure detector timings: pysyncer (tuned, the default), lan (Serf's), wan, local "
+        "(see docs/gossip.md)",
+        "NAME",
+    ),
+    Setting(
         "origin-grace",
         3600.0,
         _seconds,
@@ -478,6 +491,7 @@ class DaemonConfig:
     insecure: bool
     gossip_protocol: int
     gossip_label: str
+    gossip_profile: str
     origin_grace: float
     origin_policy: OriginPolicy
     member_ttl: float
@@ -561,6 +575,7 @@ class DaemonConfig:
             join=tuple(parse_host_port(a, GOSSIP_PORT) for a in self.join),
             label=self.gossip_label,
             protocol_version=self.gossip_protocol,
+            profile=self.gossip_profile,
             encryption_key=self.encryption_key(),
             data_dir=self.data_dir,
         )

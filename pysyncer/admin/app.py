@@ -41,6 +41,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pysyncer.admin.auth import ACCESS_LEVELS, Access, AdminAuth
 from pysyncer.admin.payloads import (
     MEMBER_STATUSES,
+    CoordinatesAnswer,
     ErrorAnswer,
     Event,
     EventRequest,
@@ -278,6 +279,12 @@ class _Handlers:
             return _error(400, str(exc))
         return web.json_response(EventSent(sent=True, name=event["name"]))
 
+    async def coordinates(self, request: web.Request) -> web.Response:
+        source: Callable[[], CoordinatesAnswer] | None = getattr(self.backend, "coordinates", None)
+        if source is None:
+            return _error(501, "this member keeps no network coordinates")
+        return web.json_response(source())
+
     async def get_events(self, request: web.Request) -> web.Response:
         return web.json_response(EventsAnswer(events=list(self.backend.recent_events())))
 
@@ -368,6 +375,10 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/members", _Handlers.members, "read",
           f"the gossip pool's members by name, status {_one_of(MEMBER_STATUSES)}",
           answer=MembersAnswer),
+    Route("GET", "/v1/coordinates", _Handlers.coordinates, "read",
+          "this member's Vivaldi network coordinate and the last one of each member it "
+          "probed (what `pysyncer rtt` reads; see [gossip](gossip.md#network-coordinates))",
+          answer=CoordinatesAnswer),
     Route("POST", "/v1/events", _Handlers.post_event, "token",
           "sends a user event to the pool (`coalesce` false by default)",
           request=EventRequest, answer=EventSent),

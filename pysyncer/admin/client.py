@@ -20,6 +20,7 @@ from typing import Any, cast
 
 from pysyncer.admin.auth import TOKEN_FILE_ENV, read_token_file
 from pysyncer.admin.payloads import (
+    CoordinatesAnswer,
     ErrorAnswer,
     EventRequest,
     EventsAnswer,
@@ -89,6 +90,9 @@ class AdminClient:
 
     def send_event(self, event: EventRequest) -> EventSent:
         return cast(EventSent, self.post("/v1/events", event))
+
+    def coordinates(self) -> CoordinatesAnswer:
+        return cast(CoordinatesAnswer, self.get("/v1/coordinates"))
 
     def events(self) -> EventsAnswer:
         return cast(EventsAnswer, self.get("/v1/events"))

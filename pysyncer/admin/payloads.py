@@ -20,8 +20,19 @@ from __future__ import annotations
 from typing import Any, Literal, TypedDict, final
 
 __all__ = [
+    "DISCREPANCY_KINDS",
     "LINK_STATES",
     "MEMBER_STATUSES",
+    "Coordinate",
+    "CoordinatesAnswer",
+    "DashboardSnapshot",
+    "DiffAnswer",
+    "DiffInstance",
+    "DiffRegistry",
+    "Discrepancy",
+    "DiscrepancyKind",
+    "DryRunAnswer",
+    "DryRunService",
     "ErrorAnswer",
     "Event",
     "EventRequest",
@@ -49,8 +60,11 @@ __all__ = [
     "QueryRequest",
     "Readiness",
     "RemoteLink",
+    "SlotRun",
     "StoreStatus",
+    "SyncProgress",
     "SyncStatus",
+    "TaskStatus",
 ]
 
 # -- common ----------------------------------------------------------------------------
@@ -128,6 +142,23 @@ class EventSent(TypedDict):
 
     sent: bool
     name: str
+
+
+class Coordinate(TypedDict):
+    """A Vivaldi network coordinate as Serf keeps it (seconds; see gossip.md)."""
+
+    vec: list[float]
+    error: float
+    adjustment: float
+    height: float
+
+
+class CoordinatesAnswer(TypedDict):
+    """``GET /v1/coordinates``: this member's coordinate and the last one of each member
+    it probed (``pysyncer rtt`` estimates round trips from them, as ``serf rtt``)."""
+
+    node: str
+    coordinates: dict[str, Coordinate]
 
 
 class Event(TypedDict):
@@ -214,6 +245,27 @@ class Histogram(TypedDict):
     count: int
 
 
+class SyncProgress(TypedDict):
+    """A link's current (``running``) or last digest repair: ``initial`` (the first sync
+    from that data center) or ``repair``; ``kind`` is "" before the first.
+
+    ``records_total`` is what the origin exports for an initial sync, 0 (not known) for a
+    repair; ``rate`` is records per second so far; ``eta_seconds`` is estimated from the
+    slots still to pull (-1 when not known yet).
+    """
+
+    kind: str
+    running: bool
+    slots_total: int
+    slots_done: int
+    records_total: int
+    records_done: int
+    started_at: float  # Unix time
+    finished_at: float  # Unix time, 0 while running
+    rate: float
+    eta_seconds: float
+
+
 class RemoteLink(TypedDict):
     """The link with one remote data center (``gone``: copies held, no syncer left)."""
 
@@ -228,6 +280,7 @@ class RemoteLink(TypedDict):
     errors: dict[str, int]
     last_applied_at: float  # Unix time of the last apply, 0 before the first
     propagation: Histogram  # origin commit to applied here
+    progress: SyncProgress  # the initial sync or the last repair
 
 
 class ExporterStatus(TypedDict):
@@ -331,3 +384,127 @@ class FullSyncAnswer(TypedDict):
 
     started: bool
     remote: list[str]
+
+
+# -- dashboard -----------------------------------------------------------------------------
+
+
+class TaskStatus(TypedDict):
+    """One supervised background task: how often it was restarted, its last error."""
+
+    name: str
+    critical: bool
+    running: bool
+    restarts: int
+    last_error: str
+
+
+# [first slot, how many slots, owner ("" = unassigned), pending playback]
+SlotRun = tuple[int, int, str, bool]
+
+
+class DashboardSnapshot(TypedDict):
+    """What the dashboard's event stream (``GET /v1/sync/stream``) sends: first whole, then
+    as JSON merge patches (RFC 7386) of what changed. ``members`` and ``tasks`` are keyed
+    by name; ``sync`` is None without a sync engine; ``slots`` is the slot table as runs."""
+
+    at: float  # Unix time of the snapshot
+    health: Health
+    ready: Readiness | None
+    members: dict[str, Member]
+    tasks: dict[str, TaskStatus]
+    sync: SyncStatus | None
+    slots: list[SlotRun]
+
+
+# -- diff across data centers -----------------------------------------------------------------
+
+DiscrepancyKind = Literal[
+    "copy_missing", "extra_copy", "stale_fields", "filtered_out", "origin_gone", "unreachable"
+]
+DISCREPANCY_KINDS: tuple[DiscrepancyKind, ...] = (
+    "copy_missing",
+    "extra_copy",
+    "stale_fields",
+    "filtered_out",
+    "origin_gone",
+    "unreachable",
+)
+
+
+class DiffInstance(TypedDict):
+    """One instance a registry holds: an original (``origin_dc`` is that registry's data
+    center) or a copy (``copy`` true, ``origin_id`` the original's id)."""
+
+    registry: str  # the data center whose registry holds it
+    service: str  # the service key's text form
+    instance_id: str
+    copy: bool
+    origin_dc: str
+    origin_id: str
+    host: str
+    endpoints: list[str]
+    status: str
+
+
+class Discrepancy(TypedDict):
+    """One difference between what a registry holds and what it should, explained.
+
+    ``filtered_out`` and ``origin_gone`` are expected states (a rule, the origin grace),
+    reported so the view explains every absence; the others need a repair."""
+
+    kind: DiscrepancyKind
+    registry: str  # the data center whose registry differs
+    origin_dc: str
+    service: str
+    instance_id: str  # the original's id
+    fields: list[str]  # stale_fields: the fields that differ
+    explanation: str
+
+
+class DiffRegistry(TypedDict):
+    """How one data center's registry was read for the diff."""
+
+    node: str  # the syncer that answered ("" when none did)
+    reached: bool
+    error: str
+    truncated: bool  # the listing hit its bound
+    originals: int
+    copies: int
+
+
+class DiffAnswer(TypedDict):
+    """``GET /v1/sync/diff``: every registry's instances of a service (or of the whole
+    pool, bounded) and the discrepancies between them."""
+
+    service: str  # "" = every service
+    limit: int  # instances per registry at most
+    registries: dict[str, DiffRegistry]
+    instances: list[DiffInstance]
+    discrepancies: list[Discrepancy]
+    elapsed_seconds: float
+
+
+# -- filter dry run ------------------------------------------------------------------------------
+
+
+class DryRunService(TypedDict):
+    """The verdict of the current rules on one service of one data center."""
+
+    side: Literal["export", "import"]
+    dc: str  # export: this data center; import: the origin
+    service: str
+    instances: int
+    passing: int  # instances the rules let through
+    verdict: Literal["yes", "no", "partly"]
+    reason: str
+
+
+class DryRunAnswer(TypedDict):
+    """``GET /v1/sync/filters/dry-run``: what the current rules export and import."""
+
+    direction: str
+    services: list[DryRunService]
+    unused_rules: list[str]
+    unreachable: dict[str, str]  # data center -> why its services are not listed
+    truncated: bool  # a listing hit its bound: some services are not judged

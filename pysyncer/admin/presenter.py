@@ -14,12 +14,16 @@ from typing import Protocol, cast
 
 from pysyncer import __version__, _core
 from pysyncer.admin.payloads import (
+    CoordinatesAnswer,
+    DiffAnswer,
+    DryRunAnswer,
     Event,
     Health,
     KeyAnswer,
     Member,
     MemberStatusName,
     QueryAnswer,
+    SlotRun,
     SyncStatus,
 )
 from pysyncer.gossip.keymanager import KeyResponse
@@ -43,6 +47,12 @@ class SyncSource(Protocol):
     def status(self) -> SyncStatus: ...
 
     def full_sync(self) -> Sequence[str]: ...
+
+    async def diff(self, service: str, limit: int) -> DiffAnswer: ...
+
+    async def dry_run(self, limit: int = 0) -> DryRunAnswer: ...
+
+    def slot_runs(self) -> list[SlotRun]: ...
 
 
 class DaemonPresenter:
@@ -73,6 +83,18 @@ class DaemonPresenter:
         engine = self._engine()
         return engine.full_sync() if engine is not None else None
 
+    async def diff(self, service: str, limit: int) -> DiffAnswer | None:
+        engine = self._engine()
+        return await engine.diff(service, limit) if engine is not None else None
+
+    async def dry_run(self) -> DryRunAnswer | None:
+        engine = self._engine()
+        return await engine.dry_run() if engine is not None else None
+
+    def slot_runs(self) -> list[SlotRun]:
+        engine = self._engine()
+        return engine.slot_runs() if engine is not None else []
+
     # -- gossip --------------------------------------------------------------------------
 
     def health(self) -> Health:
@@ -101,6 +123,20 @@ class DaemonPresenter:
             }
             for m in sorted(self.gossip.members(), key=lambda m: m.name)
         ]
+
+    def coordinates(self) -> CoordinatesAnswer:
+        return {
+            "node": self.node,
+            "coordinates": {
+                name: {
+                    "vec": list(c.vec),
+                    "error": c.error,
+                    "adjustment": c.adjustment,
+                    "height": c.height,
+                }
+                for name, c in sorted(self.gossip.coordinates().items())
+            },
+        }
 
     async def send_event(self, name: str, payload: bytes, coalesce: bool) -> None:
         self.gossip.serf.user_event(name, payload, coalesce)

@@ -92,6 +92,9 @@ class NodeDelegate(Protocol):
 
     def notify_update(self, state: NodeState) -> None: ...
 
+    def notify_conflict(self, existing: NodeState, other: NodeState) -> None:
+        """Another address claims ``existing.name`` (Serf resolves it when it is ours)."""
+
 
 @dataclass
 class NodeConfig:
@@ -140,6 +143,7 @@ class GossipNode:
         self._seq = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self._running = False
+        self._stopped = False
         self._leave_finished: Callable[[], None] | None = None
         host, port = config.advertise
         local = NodeState(
@@ -169,6 +173,7 @@ class GossipNode:
     async def stop(self) -> None:
         """Stop timers and wait for stream tasks (after :meth:`leave` for a clean exit)."""
         self._running = False
+        self._stopped = True  # from now on, packets and streams are not answered
         self.prober.stop()
         for key in (("gossip",), ("push-pull",), _GOSSIP_NEWS_KEY):
             self.clock.cancel(key)
@@ -322,11 +327,14 @@ class GossipNode:
             ip_text(other.addr),
             other.port,
         )
+        self.delegate.notify_conflict(existing, other)
 
     # -- receiving packets ---------------------------------------------------------
 
     def handle_packet(self, data: bytes, source: Address) -> None:
         """Everything that arrives over UDP; never raises."""
+        if self._stopped:
+            return
         self.stats.incr("packets_in")
         try:
             parts, truncated = decode_packet(
@@ -486,6 +494,8 @@ class GossipNode:
 
     def handle_stream_message(self, message: bytes) -> bytes | None:
         """A message that arrived over TCP; the reply to write back, if any."""
+        if self._stopped:
+            return None
         self.stats.incr("streams_in")
         kind = message[0] if message else -1
         if kind == wire.PUSH_PULL_MSG:

@@ -63,6 +63,7 @@ from pysyncer.gossip.clock import Clock
 from pysyncer.gossip.lamport import EventBuffer, LamportClock, UserEvent
 from pysyncer.gossip.membership import NodeState
 from pysyncer.gossip.node import GossipNode
+from pysyncer.gossip.serf_conflict import SerfConflicts
 from pysyncer.gossip.serf_coordinates import DEFAULT_COORDINATE_PAYLOAD, SerfCoordinates
 from pysyncer.gossip.serf_delegate import SerfDelegate
 from pysyncer.gossip.serf_intents import SerfIntents
@@ -162,6 +163,8 @@ class Serf:
         self._reaper = SerfReaper(self, self._table, self._intents)
         self._delegate = SerfDelegate(self, self._table, self._intents, self._queries, self._events)
         self.coordinates = SerfCoordinates(name, self.stats, self.rng)
+        self.conflicts = SerfConflicts(self, self._table)
+        self.conflicts.register()
         self._table.subscribe(self._forget_reaped)
 
     # -- wiring and lifecycle ----------------------------------------------------
@@ -197,6 +200,17 @@ class Serf:
         self._delegate.stop()
         self._queries.finish_all()
         await self._reaper.stop()
+
+    async def shutdown(self) -> None:
+        """Stop at once, without a leave (serf ``Shutdown``): the pool will see a failure."""
+        if self.state == SerfState.SHUTDOWN:
+            return
+        self.state = SerfState.SHUTDOWN
+        self._delegate.stop()
+        self._queries.finish_all()
+        await self._reaper.stop()
+        if self._node is not None:
+            await self._node.stop()
 
     async def join(self, addresses: Sequence[tuple[str, int]], ignore_old: bool = False) -> int:
         """memberlist join, then a join intent; ``ignore_old`` skips events sent before."""
@@ -409,6 +423,9 @@ class Serf:
 
     def notify_ping_complete(self, state: NodeState, rtt: float, payload: bytes | None) -> None:
         self.coordinates.ping_complete(state.name, rtt, payload)
+
+    def notify_conflict(self, existing: NodeState, other: NodeState) -> None:
+        self.conflicts.notify(existing, other)
 
     def notify_join(self, state: NodeState) -> None:
         self._delegate.notify_join(state)

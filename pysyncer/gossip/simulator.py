@@ -73,6 +73,9 @@ class SilentDelegate:
     def notify_update(self, state: NodeState) -> None:
         self.events.append(("update", state.name))
 
+    def notify_conflict(self, existing: NodeState, other: NodeState) -> None:
+        self.events.append(("conflict", existing.name))
+
 
 @dataclass
 class SimNode:

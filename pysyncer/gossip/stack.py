@@ -30,7 +30,8 @@ from pysyncer.gossip.node import Address, GossipNode
 from pysyncer.gossip.serf import Member, Serf
 from pysyncer.gossip.settings import GossipSettings
 from pysyncer.gossip.snapshot import SerfSnapshot, Snapshotter
-from pysyncer.gossip.timing import LAN, GossipProfile
+from pysyncer.gossip.timing import GossipProfile, profile_named
+from pysyncer.gossip.vivaldi import Coordinate
 from pysyncer.hostport import HostPort, format_host_port
 from pysyncer.supervisor import Supervised, spawn
 
@@ -127,10 +128,13 @@ class GossipStack:
     """
 
     def __init__(
-        self, settings: GossipSettings, tags: Mapping[str, str], profile: GossipProfile = LAN
+        self,
+        settings: GossipSettings,
+        tags: Mapping[str, str],
+        profile: GossipProfile | None = None,
     ) -> None:
         self.settings = settings
-        self.profile = profile
+        self.profile = profile or profile_named(settings.profile)
         self._tags = dict(tags)
         self.keyring, self.keyring_file = load_keyring(settings.data_dir, settings.encryption_key)
         self._serf: Serf | None = None
@@ -142,7 +146,7 @@ class GossipStack:
         self._agent = GossipAgent(
             settings.node,
             self._make_serf,
-            profile=profile,
+            profile=self.profile,
             keyring=self.keyring,
             label=settings.label,
             protocol_version=settings.protocol_version,
@@ -190,6 +194,14 @@ class GossipStack:
 
     def members(self) -> list[Member]:
         return self.serf.members() if self._serf is not None else []
+
+    def coordinates(self) -> dict[str, Coordinate]:
+        """Our Vivaldi coordinate and the last one of each member we probed, by name."""
+        if self._serf is None:
+            return {}
+        coordinates = self._serf.coordinates
+        known = {m.name for m in self._serf.members()} | {self.settings.node}
+        return {name: c for name in known if (c := coordinates.cached(name)) is not None}
 
     def health_score(self) -> int:
         """memberlist's awareness score: 0 is healthy, higher means this node lags."""
