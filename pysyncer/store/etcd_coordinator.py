@@ -31,6 +31,7 @@ from pysyncer.store.etcd_layout import (
     encode_slot_table,
     prefix_end,
 )
+from pysyncer.supervisor import Supervised, spawn
 
 __all__ = [
     "ChangeSignal",
@@ -63,7 +64,7 @@ class MemberLease:
         self.lease = 0
         self._info: dict[str, str] = {}
         self._ttl = 0
-        self._task: asyncio.Task[None] | None = None
+        self._task: Supervised | None = None
 
     def lease_of(self, node: str) -> int:
         """The lease held for member ``node`` (0 when not joined as ``node``)."""
@@ -79,7 +80,7 @@ class MemberLease:
             self.lease = await self.client.grant(self._ttl)
         await self._put_member(node)
         if self._task is None:
-            self._task = asyncio.create_task(self._keepalive_loop(), name="etcd-store-lease")
+            self._task = spawn("etcd-store-lease", self._keepalive_loop)
 
     async def leave(self) -> None:
         """Stop the keep-alive and revoke the lease (its member key goes with it)."""
@@ -94,9 +95,7 @@ class MemberLease:
         """Stop the keep-alive task only."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+            await task.stop()
 
     async def _put_member(self, node: str) -> None:
         value = encode_member(self._info)

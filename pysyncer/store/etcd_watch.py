@@ -13,7 +13,6 @@ write queue or the coordinator: it reaches them through the callables it is give
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
@@ -21,6 +20,7 @@ from pysyncer.store.base import StoreError
 from pysyncer.store.etcd_client import MAX_BACKOFF, EtcdClient
 from pysyncer.store.etcd_layout import decode_counter, prefix_end
 from pysyncer.store.etcd_mirror import Mirror
+from pysyncer.supervisor import Supervised, spawn
 
 __all__ = ["PrefixWatch"]
 
@@ -53,17 +53,16 @@ class PrefixWatch:
         self._request_reload = request_reload
         self._note_error = note_error
         self.ok = False
-        self._task: asyncio.Task[None] | None = None
+        self._task: Supervised | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="etcd-store-watch")
+        # supervised: an error other than StoreError is logged, counted and restarted
+        self._task = spawn("etcd-store-watch", self._loop)
 
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+            await task.stop()
 
     async def _loop(self) -> None:
         layout = self._layout

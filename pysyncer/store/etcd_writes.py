@@ -68,6 +68,7 @@ from pysyncer.store.etcd_layout import (
 )
 from pysyncer.store.etcd_mirror import Mirror, Mutation
 from pysyncer.store.etcd_spool import SpooledWrite, WriteSpool
+from pysyncer.supervisor import Supervised, spawn
 
 __all__ = ["Write", "WriteQueue", "renumber"]
 
@@ -171,7 +172,7 @@ class WriteQueue:
         self._reload_needed = False
         self.dropped = 0
         self.renumbered = 0
-        self._task: asyncio.Task[None] | None = None
+        self._task: Supervised | None = None
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -179,7 +180,7 @@ class WriteQueue:
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._flush_loop(), name="etcd-store-flush")
+        self._task = spawn("etcd-store-flush", self._flush_loop)
 
     async def drain(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for the queue to empty."""
@@ -198,9 +199,7 @@ class WriteQueue:
         """Stop the flusher; writes still queued fail with StoreClosedError."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(BaseException):
-                await task
+            await task.stop()
         for write in self._queue:
             if write.future is not None and not write.future.done():
                 write.future.set_exception(StoreClosedError("etcd store closed before the write"))

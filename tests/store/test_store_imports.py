@@ -39,6 +39,7 @@ _OUTSIDE_ALLOWED = {
     "pysyncer.errors",
     "pysyncer.etcdchannels",
     "pysyncer.hostport",
+    "pysyncer.supervisor",  # a leaf (standard library only): the background tasks run under it
 }
 
 
