@@ -1,0 +1,136 @@
+"""Name conflicts resolved as Serf does: ``_serf_conflict`` answers and a majority vote.
+
+The member that joins with a name the pool already knows at another address asks the
+pool where the name lives; the majority answers with the first address, so the newcomer
+shuts down. Checked among pysyncer members, and both ways with real Serf agents: our
+answers decode in Serf (it counts them in its vote) and Serf's answers decode here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from pysyncer.gossip.membership import NodeStatus
+from pysyncer.gossip.serf_conflict import (
+    _same_address,
+    decode_conflict_answer,
+    encode_conflict_answer,
+)
+from pysyncer.gossip.serf_model import Member, MemberRecord, MemberStatus, MemberTable
+from pysyncer.gossip.settings import GossipSettings
+from pysyncer.gossip.stack import GossipStack
+from pysyncer.hostport import HostPort
+from tests.conftest import require_program
+from tests.support.gossip import SerfAgent, serf_agents, wait_for
+
+
+def test_answer_round_trip_nil_and_mapped_addresses() -> None:
+    table = MemberTable("me", Counter())
+    member = Member("web", "10.1.2.3", 7946, {"role": "x"}, MemberStatus.ALIVE, 2, 5, 2, 2, 5, 4)
+    table.records["web"] = MemberRecord(member)
+    assert decode_conflict_answer(encode_conflict_answer(table, "web")) == ("10.1.2.3", 7946)
+    assert decode_conflict_answer(encode_conflict_answer(table, "nobody")) is None
+    assert _same_address(("::ffff:10.1.2.3", 7946), ("10.1.2.3", 7946))
+    assert not _same_address(("10.1.2.3", 7947), ("10.1.2.3", 7946))
+    with pytest.raises(ValueError):
+        decode_conflict_answer(b"\x05\xc0")
+
+
+@contextlib.asynccontextmanager
+async def stack(name: str, workdir: Path) -> AsyncIterator[GossipStack]:
+    settings = GossipSettings(
+        node=name,
+        bind=HostPort("127.0.0.1", 0),
+        advertise=None,
+        join=(),
+        label="",
+        protocol_version=2,
+        profile="pysyncer",
+        encryption_key=None,
+        data_dir=workdir / f"{name}-{random.getrandbits(32):08x}",
+    )
+    gossip = GossipStack(settings, {"role": "python"})
+    await gossip.start()
+    try:
+        yield gossip
+    finally:
+        with contextlib.suppress(Exception):
+            await gossip.leave()
+        await gossip.stop()
+
+
+def alive_names(gossip: GossipStack) -> set[str]:
+    return {m.name for m in gossip.members() if m.status == MemberStatus.ALIVE}
+
+
+@pytest.mark.timeout(60)
+async def test_pysyncer_pool_votes_the_newcomer_out(tmp_path: Path) -> None:
+    async with contextlib.AsyncExitStack() as members:
+        pool = [await members.enter_async_context(stack(n, tmp_path)) for n in ("a", "b", "c")]
+        first = await members.enter_async_context(stack("dup", tmp_path))
+        for gossip in (*pool[1:], first):
+            assert await gossip.serf.join([pool[0].address]) == 1
+        await wait_for(lambda: alive_names(pool[0]) == {"a", "b", "c", "dup"}, 15, "the pool")
+        second = await members.enter_async_context(stack("dup", tmp_path))
+        await second.serf.join([pool[0].address])
+        await wait_for(lambda: second.serf.conflicts.lost, 20, "the newcomer losing the vote")
+        node = second.current_node()
+        assert node is not None and not node.running  # shut down, without a leave
+        assert not first.serf.conflicts.lost
+        await asyncio.sleep(1.0)
+        for gossip in pool:  # the first "dup" stays, at its own address
+            dup = gossip.serf.member("dup")
+            assert dup is not None and dup.status == MemberStatus.ALIVE
+            assert dup.port == first.address[1]
+        state = pool[0].current_node().membership.node_map["dup"]  # type: ignore[union-attr]
+        assert state.status == NodeStatus.ALIVE and state.port == first.address[1]
+
+
+@pytest.mark.needs_server("serf")
+@pytest.mark.timeout(90)
+async def test_serf_agents_vote_a_pysyncer_newcomer_out(tmp_path: Path) -> None:
+    serf = require_program("serf", "serf")
+    with serf_agents(serf, tmp_path, "s1", "s2", "dup") as agents:
+        for agent in agents[1:]:
+            agent.cli("join", f"{agent.address[0]}:{agents[0].address[1]}")
+        await wait_for(lambda: len(agents[0].members()) == 3, 20, "the Serf pool")
+        async with stack("dup", tmp_path) as newcomer:
+            await newcomer.serf.join([agents[0].address])
+            await wait_for(lambda: newcomer.serf.conflicts.lost, 30, "the vote lost")
+        assert agents[0].members()["dup"] == "alive"
+
+
+@pytest.mark.needs_server("serf")
+@pytest.mark.timeout(90)
+async def test_a_serf_newcomer_loses_to_pysyncer_answers(tmp_path: Path) -> None:
+    serf = require_program("serf", "serf")
+    async with contextlib.AsyncExitStack() as members:
+        pool = [await members.enter_async_context(stack(n, tmp_path)) for n in ("p1", "p2", "p3")]
+        first = await members.enter_async_context(stack("dup", tmp_path))
+        for gossip in (*pool[1:], first):
+            assert await gossip.serf.join([pool[0].address]) == 1
+        await wait_for(lambda: len(alive_names(pool[0])) == 4, 15, "the pool")
+        agent = SerfAgent(serf, "dup", tmp_path)
+        try:
+            await asyncio.to_thread(agent.wait_ready)
+            host, port = pool[0].address
+            await asyncio.to_thread(agent.cli, "join", f"{host}:{port}")
+
+            def lost() -> bool:
+                return "minority in name conflict resolution" in agent.log_text()
+
+            await wait_for(lost, 30, "the Serf agent losing the vote")
+            # Serf counted our three answers: they decoded as Members at our address.
+            assert "[0 / 3]" in agent.log_text(), agent.log_text()[-2000:]
+        finally:
+            agent.stop()
+        assert not first.serf.conflicts.lost
+        dup = pool[1].serf.member("dup")
+        assert dup is not None and dup.port == first.address[1]
