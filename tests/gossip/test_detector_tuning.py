@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import random
 import signal
@@ -69,10 +70,9 @@ async def test_crash_detection_at_a_hundred_members() -> None:
     times = []
     for seed in range(1, 6):
         sim = await pool(100, seed)
-        sim.kill(f"n{seed * 17}")
-        took = await sim.run_until(
-            lambda s=seed, m=sim: m.all_see(f"n{s * 17}", NodeStatus.DEAD), 20
-        )
+        victim = f"n{seed * 17}"
+        sim.kill(victim)
+        took = await sim.run_until(functools.partial(sim.all_see, victim, NodeStatus.DEAD), 20)
         assert took is not None
         times.append(took)
     assert max(times) <= 5.0, times
