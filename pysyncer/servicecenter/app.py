@@ -129,8 +129,9 @@ def _with_revision(request: web.Request, body: Mapping[str, Any], revision: int)
 
 
 def _ok() -> web.Response:
-    """Service-Center answers a successful write with 200 and no body."""
-    return web.Response(status=200)
+    """Service-Center answers a successful write with 200 and no body; typed as the
+    spec's only media type (``produces: application/json``)."""
+    return web.Response(status=200, content_type="application/json")
 
 
 def build_app(registry: EmbeddedRegistry, *, rbac: Rbac | None = None) -> web.Application:

@@ -12,76 +12,23 @@ in the schema. Key names are compared case-insensitively: the spec writes
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-from pysyncer.servicecenter import EmbeddedRegistry, RegistryServer
+from pysyncer.servicecenter import EmbeddedRegistry, RegistryServer, build_app
+from tests.servicecenter.contract import (
+    CONDITIONAL_HEADERS,
+    EXTRA_KEYS,
+    IMPLEMENTED,
+    SCHEMA_ERRATA,
+    load_spec,
+)
 
 jsonschema = pytest.importorskip("jsonschema")
-yaml = pytest.importorskip("yaml")
 
 pytestmark = pytest.mark.timeout(30)
-
-SPEC_PATH = Path(__file__).resolve().parents[3] / "shared" / "specs" / "servicecomb-v4.yaml"
-if not SPEC_PATH.exists():
-    SPEC_PATH = Path("/work/shared/specs/servicecomb-v4.yaml")
-
-# The spec operations the embedded registry implements (path template, method).
-IMPLEMENTED = {
-    ("/v4/{project}/registry/version", "get"),
-    ("/v4/{project}/registry/health", "get"),
-    ("/v4/{project}/registry/microservices", "get"),
-    ("/v4/{project}/registry/microservices", "post"),
-    ("/v4/{project}/registry/microservices/{serviceId}", "get"),
-    ("/v4/{project}/registry/microservices/{serviceId}", "delete"),
-    ("/v4/{project}/registry/existence", "get"),
-    ("/v4/{project}/registry/microservices/{serviceId}/instances", "post"),
-    ("/v4/{project}/registry/microservices/{serviceId}/instances", "get"),
-    ("/v4/{project}/registry/microservices/{serviceId}/instances/{instanceId}", "get"),
-    ("/v4/{project}/registry/microservices/{serviceId}/instances/{instanceId}", "delete"),
-    (
-        "/v4/{project}/registry/microservices/{serviceId}/instances/{instanceId}/heartbeat",
-        "put",
-    ),
-    ("/v4/{project}/registry/microservices/{serviceId}/instances/{instanceId}/status", "put"),
-    (
-        "/v4/{project}/registry/microservices/{serviceId}/instances/{instanceId}/properties",
-        "put",
-    ),
-    ("/v4/{project}/registry/heartbeats", "put"),
-    ("/v4/{project}/registry/instances", "get"),
-    ("/v4/{project}/govern/microservices", "get"),
-    ("/v4/{project}/govern/microservices/{serviceId}", "get"),
-}
-
-# Keys we send beyond the spec's schema, on purpose (documented in docs/registry.md).
-EXTRA_KEYS = {
-    # The batch heartbeat's 400 body is InstancesHbRst plus the usual Error fields.
-    ("/v4/{project}/registry/heartbeats", "put", 400): {"errorCode", "errorMessage", "detail"},
-}
-
-# Sent only when there is something to say (a schema summary: we store none).
-CONDITIONAL_HEADERS = {"X-Schema-Summary"}
-
-# Spec errata: where the spec's schema is not what Service-Center sends, the schema we check.
-SCHEMA_ERRATA: dict[tuple[str, str, int], dict[str, Any]] = {
-    # The spec reuses GetMicroServicesResponse ({"services": [...]}); Service-Center's
-    # GetServiceResponse is {"service": MicroService}, which clients read.
-    ("/v4/{project}/registry/microservices/{serviceId}", "get", 200): {
-        "type": "object",
-        "required": ["service"],
-        "properties": {"service": {"$ref": "#/definitions/MicroService"}},
-    },
-}
-
-
-def load_spec() -> dict[str, Any]:
-    with SPEC_PATH.open(encoding="utf-8") as handle:
-        spec: dict[str, Any] = yaml.safe_load(handle)
-    return spec
 
 
 def resolve(spec: Mapping[str, Any], schema: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -277,5 +224,22 @@ async def test_responses_match_the_spec(checker: Checker) -> None:
     await c.call(inst, "delete", path=ids)
     await c.call(inst, "delete", path=ids, expect=400)
     await c.call(one, "delete", path={"serviceId": sid})
+    created, _ = await c.call(services, "post", body={"service": service})
+    batch = {"serviceIds": [created["serviceId"], "nope"], "force": True}
+    await c.call(services, "delete", body=batch)
+    await c.call(services, "delete", body={"serviceIds": []}, expect=400)
 
     assert {(t, m) for t, m, _ in c.covered} == IMPLEMENTED
+
+
+def test_implemented_operations_are_the_apps_routes() -> None:
+    """IMPLEMENTED is exactly the app's routes that the spec declares (none forgotten)."""
+    spec = load_spec()
+    app = build_app(EmbeddedRegistry())
+    routes = {
+        (route.resource.canonical, route.method.lower())
+        for route in app.router.routes()
+        if route.resource is not None and route.method != "HEAD"
+    }
+    declared = {(t, m) for t, item in spec["paths"].items() for m in item if m != "parameters"}
+    assert routes & declared == IMPLEMENTED
