@@ -1,13 +1,13 @@
 """Gossip pool figures from the deterministic simulator: detection time and cost.
 
-For pools of several sizes, with memberlist's LAN timings, it kills one member after the
-pool settled and measures the virtual time until every other member declares it dead
+For pools of several sizes, with a gossip profile (``--profile``: pysyncer, the default, or
+memberlist's lan, wan, local), it kills one member after the pool settled and measures the virtual time until every other member declares it dead
 (median and max over seeds), the packets sent per member per second, and how many
 simulated seconds one wall-clock second runs (the cost of the real node code, byte
 encoding included). With ``--compare-twin`` the same run repeats in a subprocess on the
 pure-Python twins and the wall-clock ratio is printed.
 
-    python -m benchmarks.bench_gossip [--sizes 10,100,500] [--seeds 5] [--json]
+    python -m benchmarks.bench_gossip [--sizes 10,100,500] [--seeds 5] [--profile lan] [--json]
 """
 
 from __future__ import annotations
@@ -26,10 +26,11 @@ from typing import Any
 from pysyncer import _core
 from pysyncer.gossip.membership import NodeStatus
 from pysyncer.gossip.simulator import Simulation
+from pysyncer.gossip.timing import GossipProfile, profile_named
 
 
-async def one_run(size: int, seed: int) -> dict[str, float]:
-    sim = Simulation(size, seed=seed)
+async def one_run(size: int, seed: int, profile: GossipProfile) -> dict[str, float]:
+    sim = Simulation(size, profile=profile, seed=seed)
     sim.seed_full_membership()
     sim.start()
     await sim.run(5.0)
@@ -50,10 +51,14 @@ async def one_run(size: int, seed: int) -> dict[str, float]:
     }
 
 
-def measure(sizes: list[int], seeds: int) -> dict[str, Any]:
-    results: dict[str, Any] = {"implementation": _core.IMPLEMENTATION, "sizes": {}}
+def measure(sizes: list[int], seeds: int, profile: GossipProfile) -> dict[str, Any]:
+    results: dict[str, Any] = {
+        "implementation": _core.IMPLEMENTATION,
+        "profile": profile.name,
+        "sizes": {},
+    }
     for size in sizes:
-        runs = [asyncio.run(one_run(size, seed)) for seed in range(1, seeds + 1)]
+        runs = [asyncio.run(one_run(size, seed, profile)) for seed in range(1, seeds + 1)]
         detect = [r["detect_s"] for r in runs]
         results["sizes"][str(size)] = {
             "detect_median_s": statistics.median(detect),
@@ -70,11 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=5, help="runs per size (5)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--compare-twin", action="store_true", help="also run on the twins")
+    parser.add_argument("--profile", default="pysyncer", help="gossip profile (pysyncer)")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     if not sizes or min(sizes) < 3 or args.seeds < 1:
         parser.error("sizes must be >= 3 and --seeds >= 1")
-    report = measure(sizes, args.seeds)
+    report = measure(sizes, args.seeds, profile_named(args.profile))
     if args.compare_twin and _core.IMPLEMENTATION == "cython":
         out = subprocess.run(
             [
@@ -85,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.sizes,
                 "--seeds",
                 str(args.seeds),
+                "--profile",
+                args.profile,
                 "--json",
             ],
             env={**os.environ, "PYSYNCER_NO_EXTENSIONS": "1"},
@@ -97,7 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"gossip simulator, LAN timings, core {report['implementation']}, {args.seeds} seeds")
+    print(
+        f"gossip simulator, profile {report['profile']}, core {report['implementation']}, "
+        f"{args.seeds} seeds"
+    )
     print(f"{'members':>8} {'detect p50':>11} {'detect max':>11} {'pkts/member/s':>14} "
           f"{'sim s per wall s':>17}")  # fmt: skip
     for size, row in report["sizes"].items():
