@@ -1,8 +1,9 @@
 """Gossip pool figures from the deterministic simulator: detection time and cost.
 
-For pools of several sizes, with a gossip profile (``--profile``: pysyncer, the default, or
-memberlist's lan, wan, local), it kills one member after the pool settled and measures the virtual time until every other member declares it dead
-(median and max over seeds), the packets sent per member per second, and how many
+For pools of several sizes, with a gossip profile (``--profile``: pysyncer, the default,
+or memberlist's lan, wan, local), it kills one member after the pool settled and measures
+the virtual time until every other member declares it dead (median and max over seeds),
+the packets sent per member per second, and how many
 simulated seconds one wall-clock second runs (the cost of the real node code, byte
 encoding included). With ``--compare-twin`` the same run repeats in a subprocess on the
 pure-Python twins and the wall-clock ratio is printed.
