@@ -20,6 +20,8 @@ DEBIAN_PACKAGES=(
     "etcd:etcd-server"
     "/usr/share/zookeeper/bin/zkServer.sh:zookeeper"
     "iptables-legacy:iptables"
+    "chromium:chromium"
+    "chromedriver:chromium-driver"
 )
 
 log() { printf '== %s\n' "$*"; }

@@ -15,7 +15,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
-from pysyncer.admin.payloads import Liveness, Readiness
+from pysyncer.admin.payloads import Liveness, Readiness, TaskStatus
 from pysyncer.supervisor import Supervised, Supervisor, TaskState
 
 __all__ = ["STALLED_AFTER", "TICK", "LoopMonitor", "Probes"]
@@ -92,6 +92,19 @@ class Probes:
 
     def ready(self) -> bool:
         return not self.reasons()
+
+    def tasks(self) -> list[TaskStatus]:
+        """Every supervised task with its restarts (the dashboard's alarms)."""
+        return [
+            {
+                "name": state.name,
+                "critical": state.critical,
+                "running": state.running,
+                "restarts": state.restarts,
+                "last_error": state.last_error,
+            }
+            for state in self.supervisor.states()
+        ]
 
 
 def _task_down(state: TaskState) -> str:

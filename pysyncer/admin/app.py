@@ -29,6 +29,7 @@ import binascii
 import functools
 import hashlib
 import json
+import time
 import typing
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,10 +39,15 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from pysyncer.admin import diff as inspect
+from pysyncer.admin import stream, ui
 from pysyncer.admin.auth import ACCESS_LEVELS, Access, AdminAuth
 from pysyncer.admin.payloads import (
     MEMBER_STATUSES,
     CoordinatesAnswer,
+    DashboardSnapshot,
+    DiffAnswer,
+    DryRunAnswer,
     ErrorAnswer,
     Event,
     EventRequest,
@@ -245,12 +251,49 @@ class _Handlers:
         keys: KeyBackend | None,
         sync: SyncBackend | None,
         probes: ProbeBackend | None = None,
+        inspector: inspect.InspectBackend | None = None,
     ) -> None:
         self.backend = backend
         self.registry = registry
         self.keys = keys
         self.sync = sync
         self.probes = probes
+        self.inspector = inspector
+        self.dashboard = stream.SnapshotCache(self._snapshot)
+
+    def _snapshot(self) -> DashboardSnapshot:
+        """Everything the dashboard shows, for its event stream."""
+        tasks = getattr(self.probes, "tasks", None)  # the daemon's probes list its tasks
+        return {
+            "at": time.time(),
+            "health": self.backend.health(),
+            "ready": self.probes.readiness() if self.probes is not None else None,
+            "members": {m["name"]: m for m in self.backend.members()},
+            "tasks": {t["name"]: t for t in tasks()} if callable(tasks) else {},
+            "sync": self.sync.sync_status() if self.sync is not None else None,
+            "slots": self.inspector.slot_runs() if self.inspector is not None else [],
+        }
+
+    async def ui_root(self, request: web.Request) -> web.StreamResponse:
+        raise web.HTTPFound("/ui/")
+
+    async def ui_asset(self, request: web.Request) -> web.StreamResponse:
+        found = ui.asset(request.path.rsplit("/", 1)[1] or ui.INDEX)
+        if found is None:
+            return _error(404, "no such dashboard file")
+        body, content_type = found
+        response = web.Response(body=body, headers=ui.SECURITY_HEADERS)
+        response.headers["Content-Type"] = content_type
+        return response
+
+    async def sync_stream(self, request: web.Request) -> web.StreamResponse:
+        return await stream.serve_stream(request, self.dashboard)
+
+    async def sync_diff(self, request: web.Request) -> web.StreamResponse:
+        return await inspect.diff(request, self.inspector)
+
+    async def dry_run(self, request: web.Request) -> web.StreamResponse:
+        return await inspect.dry_run(request, self.inspector)
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response(self.backend.health())
@@ -353,7 +396,7 @@ class Route:
 
     method: Literal["GET", "POST"]
     path: str
-    handler: Callable[[_Handlers, web.Request], Awaitable[web.Response]]
+    handler: Callable[[_Handlers, web.Request], Awaitable[web.StreamResponse]]
     access: Access
     summary: str
     request: type | None = None  # a payloads TypedDict, None: no body
@@ -403,6 +446,26 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/v1/sync/full", _Handlers.full_sync, "token",
           "starts a digest repair with every remote data center; 503 without a sync engine",
           answer=FullSyncAnswer),
+    Route("GET", "/v1/sync/stream", _Handlers.sync_stream, "read",
+          "the dashboard's live feed (server-sent events): `snapshot` then, every "
+          f"{stream.STREAM_INTERVAL:g} s, a `delta` (JSON merge patch) of what changed; "
+          f"at most {stream.MAX_STREAMS} at once (see [dashboard](dashboard.md))",
+          answer=DashboardSnapshot),
+    Route("GET", "/v1/sync/diff", _Handlers.sync_diff, "read",
+          "every data center's registry's instances of `?service=NAME` (none: the pool, "
+          f"`?limit=` per registry, {inspect.DEFAULT_LIMIT} by default), asked over the "
+          "sync RPC, with each discrepancy explained",
+          answer=DiffAnswer),
+    Route("GET", "/v1/sync/filters/dry-run", _Handlers.dry_run, "read",
+          "which services the current filter rules export and import, and why",
+          answer=DryRunAnswer),
+    Route("GET", "/", _Handlers.ui_root, "open", "redirects to the dashboard, `/ui/`"),
+    Route("GET", "/ui/", _Handlers.ui_asset, "open",
+          "the dashboard page (its data routes need the token as the API's do)"),
+    Route("GET", "/ui/dashboard.js", _Handlers.ui_asset, "open",
+          "the dashboard's script (plain JavaScript, shipped in the package)"),
+    Route("GET", "/ui/dashboard.css", _Handlers.ui_asset, "open",
+          "the dashboard's style sheet"),
     Route("GET", "/metrics", _Handlers.metrics, "metrics",
           "Prometheus text: `pysyncer_gossip_*`, `_sync_*`, `_ownership_*`, `_store_*`"),
 )  # fmt: skip
@@ -410,7 +473,7 @@ ROUTES: tuple[Route, ...] = (
 
 async def _guarded(
     route: Route, handlers: _Handlers, auth: AdminAuth, request: web.Request
-) -> web.Response:
+) -> web.StreamResponse:
     """``route``'s handler behind its token check and, for a POST, the JSON content type."""
     if auth.needs_token(route.access) and not auth.authorized(request.headers.get("Authorization")):
         given = "Authorization" in request.headers
@@ -435,13 +498,18 @@ def build_app(
     sync: SyncBackend | None = None,
     auth: AdminAuth | None = None,
     probes: ProbeBackend | None = None,
+    inspector: inspect.InspectBackend | None = None,
 ) -> web.Application:
     """The admin application (every route of :data:`ROUTES`); run with aiohttp's AppRunner.
 
     ``auth``: the access policy; the default has no token and accepts loopback ``Host``
-    names only.
+    names only. ``inspector``: the diff and dry-run routes' backend (by default ``sync``
+    when it implements them).
     """
     policy = AdminAuth() if auth is None else auth
+    offered: object = sync  # a sync backend may inspect too (the daemon's presenter does)
+    if inspector is None and isinstance(offered, inspect.InspectBackend):
+        inspector = offered
 
     @web.middleware
     async def json_errors(
@@ -459,7 +527,7 @@ def build_app(
                 raise
             return _error(exc.status, exc.reason)
 
-    handlers = _Handlers(backend, registry, keys, sync, probes)
+    handlers = _Handlers(backend, registry, keys, sync, probes, inspector)
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY_BYTES)
     for route in ROUTES:
         handler = functools.partial(_guarded, route, handlers, policy)

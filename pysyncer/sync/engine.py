@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import ipaddress
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -21,21 +22,24 @@ from typing import Any
 from pysyncer.adapters import load_adapter
 from pysyncer.adapters.base import Adapter
 from pysyncer.adapters.embedded import EmbeddedAdapter
-from pysyncer.admin.payloads import SyncStatus
+from pysyncer.admin.payloads import DiffAnswer, DryRunAnswer, SyncStatus
 from pysyncer.errors import PysyncerError
 from pysyncer.gossip.lamport import UserEvent
 from pysyncer.gossip.serf import EventType, MemberEvent, MemberStatus, SerfEvent
 from pysyncer.hostport import format_host_port, parse_host_port
-from pysyncer.model import Record, is_copy
+from pysyncer.model import Instance, Record, is_copy
 from pysyncer.redact import redact
 from pysyncer.rpc.client import SyncClient
 from pysyncer.rpc.identity import IdentityError, check_names, dns_name
+from pysyncer.rpc.listing import Listing, listed_limit
 from pysyncer.rpc.server import SyncServer
 from pysyncer.rpc.tls import TlsFiles
 from pysyncer.servicecenter.app import RegistryServer
 from pysyncer.store import create_store
 from pysyncer.store.base import Coordinator, Store, StoreHealth
+from pysyncer.sync import diff as sync_diff
 from pysyncer.sync import tags as sync_tags
+from pysyncer.sync.dryrun import dry_run
 from pysyncer.sync.exporter import Exporter, ExporterStats
 from pysyncer.sync.importer import Importer, ImporterStats
 from pysyncer.sync.membership import Membership, PoolMember
@@ -108,6 +112,7 @@ class SyncEngine:
             self.rpc = SyncServer(
                 starting, config.rpc_addr.host, config.rpc_addr.port, tls=self.tls
             )
+            self.rpc.inspector = self
             await self.rpc.start()
 
     async def start(self) -> None:
@@ -229,6 +234,7 @@ class SyncEngine:
                 self.rpc = SyncServer(
                     exporter, config.rpc_addr.host, config.rpc_addr.port, tls=self.tls
                 )
+                self.rpc.inspector = self
                 await self.rpc.start()
         self._advertise_exporter(leading)
         log.info("%s exporting data center %s", "now" if leading else "no longer", self.settings.dc)
@@ -402,6 +408,72 @@ class SyncEngine:
             # Gossip is the fast signal that a syncer of this data center came or went;
             # the store's leases decide: re-read them now rather than at the next tick.
             self.ownership.nudge()
+
+    # -- inspection: the diff view and the filter dry run -----------------------------------
+
+    async def registry_instances(self) -> list[Instance]:
+        """Every instance the local registry holds (the RPC's ListService answer)."""
+        if self.adapter is None:
+            raise NotExportingError(f"syncer {self.settings.node} has no registry connection yet")
+        return list(await self.adapter.list_instances())
+
+    def filter_rules(self) -> str:
+        return json.dumps(self.settings.filters.to_dict())
+
+    async def _listings(self, name: str, limit: int) -> dict[str, Listing | str]:
+        """This data center's registry and every remote one's (one syncer each, over the
+        sync RPC), each cut at ``limit`` instances and bounded in time."""
+        config = self.settings
+        chosen: dict[str, RemoteSyncer] = {}
+        for syncer in self.remote_syncers():
+            followed = self.peers.links.get(syncer.dc) if self.peers else None
+            if syncer.dc not in chosen or (followed and followed.status.syncer == syncer.node):
+                chosen[syncer.dc] = syncer
+
+        async def local() -> Listing:
+            instances = await self.registry_instances()
+            return sync_diff.local_listing(
+                config.dc, config.node, instances, name, limit, config.filters
+            )
+
+        def remote(syncer: RemoteSyncer) -> Any:
+            async def call() -> Listing:
+                client = self._client(syncer)
+                try:
+                    return await client.list_service(
+                        name, limit=limit, timeout=sync_diff.DIFF_TIMEOUT
+                    )
+                finally:
+                    await client.close()
+
+            return call
+
+        calls = {dc: remote(syncer) for dc, syncer in chosen.items()}
+        calls[config.dc] = local
+        return await sync_diff.gather_listings(calls)
+
+    async def diff(self, service: str, limit: int) -> DiffAnswer:
+        """What every data center's registry holds of ``service`` ("" = every service, at
+        most ``limit`` instances each) and every discrepancy, explained."""
+        started = time.monotonic()
+        limit = listed_limit(limit)
+        listings = await self._listings(service, limit)
+        held = self.importer.copies_by_origin() if self.importer else {}
+        gone = set(held) - set(listings)
+        return sync_diff.compare(service, limit, listings, gone=gone, started=started)
+
+    async def dry_run(self, limit: int = 0) -> DryRunAnswer:
+        """What the current filter rules export and import, service by service, judged on
+        this and every remote registry's originals (bounded listings)."""
+        listings = await self._listings("", listed_limit(limit))
+        local = listings.pop(self.settings.dc)
+        if not isinstance(local, Listing):
+            raise NotExportingError(f"cannot list this data center's registry: {local}")
+        return dry_run(self.settings.filters, local, listings, self.unused_rules)
+
+    def slot_runs(self) -> list[tuple[int, int, str, bool]]:
+        """The slot table as runs (see :meth:`SlotOwnership.slot_runs`)."""
+        return self.ownership.slot_runs() if self.ownership is not None else []
 
     # -- status ------------------------------------------------------------------------
 

@@ -125,6 +125,22 @@ class SlotOwnership:
     def owned_slots(self) -> frozenset[int]:
         return frozenset(i for i, s in enumerate(self._state) if s == OWNED)
 
+    def slot_runs(self) -> list[tuple[int, int, str, bool]]:
+        """The slot table as runs ``(first, count, owner, pending)``: consecutive slots of
+        one owner ("" = unassigned), ``pending`` for this member's slots awaiting their
+        playback. Alone (no shared store), this member owns every slot."""
+        owners = self._owners
+        runs: list[tuple[int, int, str, bool]] = []
+        for slot in range(SLOT_COUNT):
+            owner = self.node if owners is None else owners[slot]
+            pending = self._state[slot] == PENDING
+            last = runs[-1] if runs else None
+            if last is not None and last[2] == owner and last[3] == pending:
+                runs[-1] = (last[0], last[1] + 1, owner, pending)
+            else:
+                runs.append((slot, 1, owner, pending))
+        return runs
+
     # -- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:

@@ -34,7 +34,15 @@ from pysyncer.supervisor import Supervised, spawn
 from pysyncer.sync.importer import Importer
 from pysyncer.sync.trust import TrustBook
 
-__all__ = ["LAG_BUCKETS", "PeerLink", "PeerStatus", "Peers", "RemoteSyncer", "SyncClientLike"]
+__all__ = [
+    "LAG_BUCKETS",
+    "PeerLink",
+    "PeerStatus",
+    "Peers",
+    "RemoteSyncer",
+    "SyncClientLike",
+    "SyncProgress",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +83,31 @@ ClientFactory = Callable[[RemoteSyncer], SyncClientLike]
 
 
 @dataclass
+class SyncProgress:
+    """The current (or last) digest repair of a link: ``initial`` (the first sync from a
+    data center) or ``repair``; slots and records pulled of their totals."""
+
+    kind: str = ""  # "initial", "repair"; "" before the first
+    running: bool = False
+    slots_total: int = 0  # slots whose digests differ
+    slots_done: int = 0
+    records_total: int = 0  # initial: what the origin exports; a repair: 0 (not known)
+    records_done: int = 0
+    started_at: float = 0.0  # Unix time
+    finished_at: float = 0.0
+
+    def begin(self, kind: str, slots: int, records: int) -> None:
+        self.kind, self.running = kind, True
+        self.slots_total, self.slots_done = slots, 0
+        self.records_total, self.records_done = records, 0
+        self.started_at, self.finished_at = time.time(), 0.0
+
+    def end(self) -> None:
+        self.running = False
+        self.finished_at = time.time()
+
+
+@dataclass
 class PeerStatus:
     dc: str
     state: LinkState = "connecting"  # the admin contract's link states
@@ -89,6 +122,7 @@ class PeerStatus:
     lag_buckets: list[int] = field(default_factory=lambda: [0] * len(LAG_BUCKETS))
     lag_sum: float = 0.0
     lag_count: int = 0
+    progress: SyncProgress = field(default_factory=SyncProgress)
 
     @property
     def lag(self) -> int:
@@ -126,6 +160,7 @@ class PeerLink:
         self._repair_now = asyncio.Event()
         self._task: Supervised | None = None
         self.synced = False  # the first sync from this data center (resume or repair) is done
+        self._remote_exported = 0  # what the followed syncer exports (its Health answer)
 
     def start(self) -> None:
         self._task = spawn(f"peer-{self.dc}", self._run)
@@ -179,6 +214,7 @@ class PeerLink:
                     extra={"dc": self.dc, "peer": syncer.node},
                 )
             finally:
+                self.status.progress.running = False  # a repair cut short stays unfinished
                 try:
                     await client.close()
                 except Exception as exc:  # the link goes on with a new client
@@ -199,6 +235,7 @@ class PeerLink:
         if self._on_followed is not None:
             self._on_followed(syncer)
         epoch = str(health.epoch)
+        self._remote_exported = int(getattr(health, "exported", 0) or 0)
         self.status.remote_revision = int(health.revision)
         cursor = await self._store.get_cursor(self.dc)
         if cursor is None or cursor.epoch != epoch:
@@ -287,17 +324,24 @@ class PeerLink:
         wants = self._importer.wants  # slots other syncers of this data center own: not ours
         slots = [slot for slot in core_digest.diff_slots(local, remote) if wants(slot)]
         pulled = 0
+        progress = self.status.progress
+        initial = not self.synced
+        progress.begin(
+            "initial" if initial else "repair", len(slots), self._remote_exported if initial else 0
+        )
         if slots:
             parts: dict[int, list[Any]] = {}
             complete: dict[int, list[Any]] = {}
             buffered = 0
             async for slot, records, last in client.pull_slots(slots):
                 parts.setdefault(int(slot), []).extend(records)
+                progress.records_done += len(records)
                 if last:
                     whole = parts.pop(int(slot))
                     complete[int(slot)] = whole
                     buffered += len(whole) + 1
                     pulled += 1
+                    progress.slots_done = pulled
                     if buffered >= REPAIR_BATCH:  # one store transaction per batch of slots
                         await self._importer.reconcile_slots(
                             self.dc, complete, int(revision), str(remote_epoch)
@@ -309,6 +353,7 @@ class PeerLink:
                 )
         else:
             await self._store.set_cursor(self.dc, int(revision), str(remote_epoch))
+        progress.end()
         self.status.repairs += 1
         self.status.slots_pulled += pulled
         self.status.applied_revision = int(revision)

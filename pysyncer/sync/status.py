@@ -12,6 +12,7 @@ the payload declarations from the admin package, never its server.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 
 from pysyncer.admin.payloads import (
@@ -23,6 +24,7 @@ from pysyncer.admin.payloads import (
     OwnershipStatus,
     RemoteLink,
     StoreStatus,
+    SyncProgress,
 )
 from pysyncer.rpc.server import ServerStats
 from pysyncer.store.base import StoreHealth
@@ -31,12 +33,14 @@ from pysyncer.sync.filters import Filter, Filters
 from pysyncer.sync.importer import ImporterStats
 from pysyncer.sync.ownership import OwnershipStats
 from pysyncer.sync.peers import LAG_BUCKETS, PeerStatus
+from pysyncer.sync.peers import SyncProgress as Progress
 
 __all__ = [
     "exporter_status",
     "filters_status",
     "importer_status",
     "ownership_status",
+    "progress_status",
     "remote_links",
     "store_status",
 ]
@@ -89,6 +93,32 @@ def ownership_status(stats: OwnershipStats) -> OwnershipStatus:
     }
 
 
+def progress_status(progress: Progress, now: float | None = None) -> SyncProgress:
+    """A repair's progress with its rate (records per second) and the time left,
+    estimated from the slots still to pull (-1: not known yet)."""
+    end = progress.finished_at or (time.time() if now is None else now)
+    elapsed = max(0.0, end - progress.started_at) if progress.started_at else 0.0
+    rate = progress.records_done / elapsed if elapsed > 0 else 0.0
+    eta = -1.0
+    if not progress.running and progress.kind:
+        eta = 0.0
+    elif progress.slots_total and progress.slots_done:
+        left = progress.slots_total - progress.slots_done
+        eta = elapsed * left / progress.slots_done
+    return {
+        "kind": progress.kind,
+        "running": progress.running,
+        "slots_total": progress.slots_total,
+        "slots_done": progress.slots_done,
+        "records_total": progress.records_total,
+        "records_done": progress.records_done,
+        "started_at": progress.started_at,
+        "finished_at": progress.finished_at,
+        "rate": round(rate, 1),
+        "eta_seconds": round(eta, 1),
+    }
+
+
 def _remote_link(status: PeerStatus, copies: int) -> RemoteLink:
     propagation: Histogram = {
         "buckets": dict(zip(map(str, LAG_BUCKETS), status.lag_buckets, strict=True)),
@@ -107,6 +137,7 @@ def _remote_link(status: PeerStatus, copies: int) -> RemoteLink:
         "errors": dict(status.errors),
         "last_applied_at": status.last_applied_at,
         "propagation": propagation,
+        "progress": progress_status(status.progress),
     }
 
 

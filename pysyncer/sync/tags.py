@@ -5,7 +5,7 @@ Owns the contract between syncers carried in Serf member tags: ``role`` (always
 ``export`` (``0`` on a syncer that does not export its data center, ``1`` on one that does;
 absent counts as exporting), ``sync_proto`` (the version of the sync protocol it speaks) and
 ``group`` (its ownership group: the syncers of a data center sharing one store,
-:func:`pysyncer.sync.trust.ownership_group`).
+:func:`pysyncer.sync.trust.ownership_group`) and ``version`` (its pysyncer version).
 Pure: builds and reads tag maps, imports no gossip or network code.
 """
 
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Final
+
+from pysyncer._version import __version__
 
 __all__ = [
     "DC",
@@ -23,6 +25,7 @@ __all__ = [
     "RPC_ADDR",
     "SYNC_PROTO",
     "SYNC_PROTOCOL_VERSION",
+    "VERSION",
     "export_tag",
     "is_exporting",
     "is_syncer",
@@ -36,6 +39,7 @@ RPC_ADDR: Final = "rpc_addr"
 EXPORT: Final = "export"
 SYNC_PROTO: Final = "sync_proto"
 GROUP: Final = "group"
+VERSION: Final = "version"  # the pysyncer version of the syncer (the dashboard shows it)
 
 ROLE_SYNCER: Final = "pysyncer"
 SYNC_PROTOCOL_VERSION: Final = 1
@@ -49,6 +53,7 @@ def syncer_tags(dc: str, rpc_addr: str) -> dict[str, str]:
         DC: dc,
         RPC_ADDR: rpc_addr,
         SYNC_PROTO: str(SYNC_PROTOCOL_VERSION),
+        VERSION: __version__,
     }
 
 

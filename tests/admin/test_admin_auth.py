@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 from pysyncer.admin.app import MAX_BODY_BYTES, MAX_JSON_DEPTH, ROUTES, Route, build_app
 from pysyncer.admin.auth import TOKEN_FILE_ENV, AdminAuth, read_token_file
 from pysyncer.admin.client import AdminClient, AdminUnavailableError, token_from_file
-from pysyncer.admin.payloads import KeyAnswer, SyncStatus
+from pysyncer.admin.payloads import DiffAnswer, DryRunAnswer, KeyAnswer, SlotRun, SyncStatus
 from pysyncer.config import SETTINGS, load_config
 from pysyncer.errors import ConfigError
 from pysyncer.procs import DaemonProcess, eventually, free_port
@@ -54,6 +54,15 @@ class FakeSync:
 
     def full_sync(self) -> Sequence[str]:
         return ["dc2"]
+
+    async def diff(self, service: str, limit: int) -> DiffAnswer:
+        return cast(DiffAnswer, {"service": service, "limit": limit})
+
+    async def dry_run(self) -> DryRunAnswer:
+        return cast(DryRunAnswer, {"direction": "both"})
+
+    def slot_runs(self) -> list[SlotRun]:
+        return [(0, 16384, "node1", False)]
 
 
 def body_of(route: Route) -> dict[str, Any] | None:
