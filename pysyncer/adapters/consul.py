@@ -110,8 +110,12 @@ class ConsulAdapter(HttpAdapter):
         self._closed.set()
         if self._flush is not None:
             self._flush.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
+            try:
                 await self._flush
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:  # closing anyway: its callers got their errors
+                log.warning("consul: the last catalog transaction failed at close: %s", exc)
             self._flush = None
         await super().close()
 

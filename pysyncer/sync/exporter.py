@@ -134,12 +134,18 @@ class Exporter:
     # -- following the registry ------------------------------------------------------
 
     async def _follow(self) -> None:
+        """List, then follow the change feed; on failure re-list with backoff. A failure is
+        a WARNING when it starts or its reason changes, DEBUG while it repeats."""
         delay = 0.5
+        shown = ""  # the failure last logged as a WARNING ("" while following)
         while True:
             try:
                 await self.resync()
                 self.ready.set()
                 self.following = True
+                if shown:
+                    log.info("exporter: the registry answers again")
+                    shown = ""
                 delay = 0.5
                 async for batch in self.adapter.changes():
                     await self._apply_batch(batch)
@@ -148,10 +154,14 @@ class Exporter:
             except PysyncerError as exc:
                 self.following = False
                 self.stats.error(type(exc).__name__)
-                log.warning("exporter: %s; re-listing in %.1f s", exc, delay)
-            except Exception:
+                level = logging.DEBUG if str(exc) == shown else logging.WARNING
+                shown = str(exc)
+                log.log(level, "exporter: %s; re-listing (backoff up to %.0f s)", exc,
+                        RESYNC_BACKOFF_MAX)  # fmt: skip
+            except Exception as exc:
                 self.following = False
                 self.stats.error("internal")
+                shown = str(exc) or type(exc).__name__
                 log.exception("exporter failed; re-listing in %.1f s", delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RESYNC_BACKOFF_MAX)
