@@ -102,10 +102,11 @@ class EmbeddedRegistry:
     given); tenants are fully separate. Failures raise :class:`RegistryError` carrying
     Service-Center's ``errorCode``.
 
-    ``clock`` (monotonic seconds) drives leases; ``initial_revision`` is the revision a
-    new tenant starts at (default: microseconds since the epoch, so a restarted registry
-    never reuses a revision a client has seen; an unknown tenant reads as the revision
-    the registry started at); ``ttl_override`` replaces every lease's TTL
+    ``clock`` (monotonic seconds) drives leases; ``initial_revision`` is the revision
+    every tenant starts at (default: microseconds since the epoch when the registry
+    starts, so a restarted registry never reuses a revision a client has seen); an
+    unknown tenant reads as that revision, so a client following it from there gets the
+    changes of its creation in order; ``ttl_override`` replaces every lease's TTL
     (Service-Center's ``registry.instance.ttl``); ``settings`` holds the quotas and the
     lease bounds.
     """
@@ -122,8 +123,7 @@ class EmbeddedRegistry:
         if change_log_size < 1:
             raise ValueError("change_log_size must be at least 1")
         self.settings = settings
-        self._initial_revision = initial_revision
-        self._empty_revision = (
+        self._start_revision = (
             initial_revision if initial_revision is not None else time.time_ns() // 1000
         )
         self._log_size = change_log_size
@@ -139,7 +139,7 @@ class EmbeddedRegistry:
         tenant = self._tenants.get((domain, project))
         if tenant is None:
             validate_tenant(domain, project)
-            tenant = _Tenant(domain, project, ChangeLog(self._empty_revision, 1))
+            tenant = _Tenant(domain, project, ChangeLog(self._start_revision, 1))
         return tenant
 
     def _stored_tenant(self, domain: str, project: str) -> _Tenant:
@@ -154,10 +154,7 @@ class EmbeddedRegistry:
                 f"the registry holds {len(self._tenants)} domain/project pairs, "
                 f"the most allowed; {domain}/{project} cannot be created"
             )
-        start = self._initial_revision
-        if start is None:  # after every revision an unknown tenant was read at
-            start = max(time.time_ns() // 1000, self._empty_revision + 1)
-        tenant = _Tenant(domain, project, ChangeLog(start, self._log_size))
+        tenant = _Tenant(domain, project, ChangeLog(self._start_revision, self._log_size))
         self._tenants[(domain, project)] = tenant
         if self._tenant_created is not None:
             self._tenant_created.set()
