@@ -10,6 +10,7 @@ change feed. Must not import the configuration, the daemon or the Serf class.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import ipaddress
@@ -92,6 +93,7 @@ class SyncEngine:
         self.unused_rules: list[str] = []
         self._incompatible: set[tuple[str, str]] = set()  # (member, sync_proto) warned about
         self.started = False  # start() completed: registry adapter and store are up
+        self._background: set[asyncio.Task[None]] = set()  # full syncs under way
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -498,7 +500,24 @@ class SyncEngine:
         return reasons
 
     def full_sync(self) -> list[str]:
-        return self.peers.request_full_sync() if self.peers else []
+        """Repair every link now, after checking every copy against the registry (a copy
+        deleted there by hand is found lost and pulled again); the data centers asked."""
+        if self.peers is None:
+            return []
+        task = asyncio.get_running_loop().create_task(self._verified_full_sync())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return sorted(self.peers.links)
+
+    async def _verified_full_sync(self) -> None:
+        if self.importer is not None:
+            try:
+                await self.importer.renew_all()
+            except PysyncerError as exc:  # the repair still runs: it finds what it can
+                self.importer.stats.error(type(exc).__name__)
+                log.warning("full sync: checking the copies against the registry failed: %s", exc)
+        if self.peers is not None:
+            self.peers.request_full_sync()
 
     def status(self) -> SyncStatus:
         """This data center, its links and its parts' counters, for the admin API."""
