@@ -155,7 +155,9 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
 
 def _cmd_registry(args: argparse.Namespace) -> int:
-    from pysyncer.servicecenter import run_registry  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    from pysyncer.servicecenter import ServiceCenterSettings, load_rbac, run_registry  # noqa: PLC0415
 
     listen = parse_host_port(args.listen, REGISTRY_PORT)
     logging.basicConfig(
@@ -163,8 +165,21 @@ def _cmd_registry(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    try:
+        settings = ServiceCenterSettings(
+            max_tenants=args.max_tenants,
+            max_services=args.max_services,
+            max_instances=args.max_instances,
+            max_ttl=args.max_ttl,
+            rbac_file=Path(args.rbac_file) if args.rbac_file else None,
+        )
+        if settings.rbac_file is not None:
+            load_rbac(settings.rbac_file)  # a bad file fails here, in one line
+    except ValueError as exc:  # ConfigError included
+        print(f"pysyncer registry: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     with contextlib.suppress(KeyboardInterrupt):
-        _run(run_registry(listen.host, listen.port))
+        _run(run_registry(listen.host, listen.port, settings=settings))
     return EXIT_OK
 
 
@@ -454,6 +469,23 @@ def build_parser() -> argparse.ArgumentParser:
     listen = f"127.0.0.1:{REGISTRY_PORT}"
     registry.add_argument("--listen", default=listen, metavar="HOST:PORT", help=f"({listen})")
     registry.add_argument("--log-level", default="info", type=str.lower, choices=LOG_LEVELS)
+    from pysyncer.servicecenter.settings import DEFAULT_SETTINGS as SC  # noqa: PLC0415 - no aiohttp
+
+    registry.add_argument(
+        "--rbac-file",
+        metavar="FILE",
+        help="accounts and roles (JSON or TOML): the v4 API then needs a token from "
+        "POST /v4/token (docs/registry.md)",
+    )
+    for flag, default, what in (
+        ("max-tenants", SC.max_tenants, "domain/project pairs (only writes create one)"),
+        ("max-services", SC.max_services, "services per project"),
+        ("max-instances", SC.max_instances, "instances per service"),
+        ("max-ttl", SC.max_ttl, "longest lease, healthCheck interval x (times + 1), seconds"),
+    ):
+        registry.add_argument(
+            f"--{flag}", type=int, default=default, metavar="N", help=f"{what} ({default})"
+        )
     registry.set_defaults(run=_cmd_registry)
 
     demo = commands.add_parser(

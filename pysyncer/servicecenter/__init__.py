@@ -17,19 +17,53 @@ the ServiceComb adapter talks to it over HTTP like to any Service-Center.
   after Service-Center's (``POST /v4/token``, bearer tokens, admin/developer roles).
 """
 
-from pysyncer.servicecenter.app import (
-    CHANGE_FEED_HEADER,
-    MAX_BODY_BYTES,
-    REVISION_HEADER,
-    RegistryServer,
-    build_app,
-    run_registry,
-)
-from pysyncer.servicecenter.core import EmbeddedRegistry
-from pysyncer.servicecenter.errors import RegistryError
-from pysyncer.servicecenter.feed import Change, FeedBatch
-from pysyncer.servicecenter.rbac import Rbac, hash_password, load_rbac
-from pysyncer.servicecenter.settings import DEFAULT_SETTINGS, ServiceCenterSettings
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pysyncer.servicecenter.app import (
+        CHANGE_FEED_HEADER,
+        MAX_BODY_BYTES,
+        REVISION_HEADER,
+        RegistryServer,
+        build_app,
+        run_registry,
+    )
+    from pysyncer.servicecenter.core import EmbeddedRegistry
+    from pysyncer.servicecenter.errors import RegistryError
+    from pysyncer.servicecenter.feed import Change, FeedBatch
+    from pysyncer.servicecenter.rbac import Rbac, hash_password, load_rbac
+    from pysyncer.servicecenter.settings import DEFAULT_SETTINGS, ServiceCenterSettings
+
+# Where each name lives: imported on first use, so that reading the settings (the CLI,
+# the configuration) does not load aiohttp.
+_HOMES = {
+    "CHANGE_FEED_HEADER": "app",
+    "MAX_BODY_BYTES": "app",
+    "REVISION_HEADER": "app",
+    "RegistryServer": "app",
+    "build_app": "app",
+    "run_registry": "app",
+    "EmbeddedRegistry": "core",
+    "RegistryError": "errors",
+    "Change": "feed",
+    "FeedBatch": "feed",
+    "Rbac": "rbac",
+    "hash_password": "rbac",
+    "load_rbac": "rbac",
+    "DEFAULT_SETTINGS": "settings",
+    "ServiceCenterSettings": "settings",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{home}"), name)
+
 
 __all__ = [
     "CHANGE_FEED_HEADER",

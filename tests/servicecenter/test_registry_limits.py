@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -374,3 +377,32 @@ async def test_batch_unregister_bad_requests(
 ) -> None:
     status, body = await call(session, server.url, "DELETE", SERVICES, request_body)
     assert error_code(status, body) == (400, "400001")
+
+
+# ---------------------------------------------------------------------- the command
+
+
+def test_registry_command_refuses_bad_limits_and_files(tmp_path: Path) -> None:
+    bad = tmp_path / "rbac.json"
+    bad.write_text('{"accounts": []}')
+    for args, message in (
+        (["--max-tenants", "0"], "max_tenants must be a positive integer"),
+        (["--rbac-file", str(bad)], "'accounts' must be a non-empty list"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "pysyncer", "registry", "--listen", "127.0.0.1:0", *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 2, done.stderr
+        assert message in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_reading_the_settings_does_not_load_aiohttp() -> None:
+    code = "import sys, pysyncer.servicecenter.settings; print('aiohttp' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
+    )
+    assert done.stdout.strip() == "False"
