@@ -23,12 +23,16 @@ Plaintext streams carry no length prefix, so the reader walks the MessagePack st
 to learn how many bytes are still missing and reads exactly that lower bound each time
 (``readexactly``): it never over-reads and never allocates more than ``max_size``.
 
-Budget: ``max_size`` (default :data:`DEFAULT_MAX_STREAM_BYTES`, 9 MiB: the push/pull
-state of a pool of :data:`PUSH_PULL_MEMBERS` members with full tags, plus Serf's event
-and query buffers) bounds both the bytes read for one message and what a ``compress``
-message may decompress to; one compression layer only; decryption is checked before
-anything is decompressed. Going past it raises :class:`StreamBudgetError`, which the
-agent counts as ``pysyncer_gossip_packets_dropped{reason="stream_budget"}``.
+Budget: ``max_size`` (default :data:`DEFAULT_MAX_STREAM_BYTES`, 10 MiB: the push/pull
+state of a pool of :data:`PUSH_PULL_MEMBERS` members with full tags, plus
+:data:`MAX_USER_STATE_BYTES` of Serf state) bounds both the bytes read for one message
+and what a ``compress`` message may decompress to; a push/pull may list at most
+:data:`PUSH_PULL_MEMBERS` members; one compression layer only; decryption is checked
+before anything is decompressed. All the messages being read at once, every connection
+together, hold at most :data:`MAX_BUFFERED_STREAM_BYTES` (a :class:`StreamBytePool`), so
+many slow senders cannot each park a full budget. Going past any of these raises
+:class:`StreamBudgetError`, which the agent counts as
+``pysyncer_gossip_packets_dropped{reason="stream_budget"}``.
 
 Errors: bad bytes, limits, wrong key and label problems raise :class:`StreamError` (a
 :class:`~pysyncer.errors.MalformedDataError`; :class:`StreamBudgetError` for the
@@ -59,9 +63,13 @@ from pysyncer.gossip.messages import Compress
 __all__ = [
     "COMPRESSION_LZW",
     "DEFAULT_MAX_STREAM_BYTES",
+    "INBOUND_STREAM_POOL",
+    "MAX_BUFFERED_STREAM_BYTES",
+    "MAX_USER_STATE_BYTES",
     "PUSH_PULL_MEMBERS",
     "LabelMismatchError",
     "StreamBudgetError",
+    "StreamBytePool",
     "StreamClosedError",
     "StreamError",
     "frame_stream_message",
@@ -73,15 +81,23 @@ COMPRESSION_LZW = 0
 """memberlist ``lzwAlgo``: the only compression algorithm."""
 
 PUSH_PULL_MEMBERS = 8192
-"""Pool size the stream budget is sized for: push/pull of this many members fits."""
+"""Pool size the stream budget is sized for: the most members one push/pull may list."""
 
-_MEMBER_STATE_BYTES = 1024  # one member: node state with 512-byte tags (~660) + Serf's ltime
-_SERF_BUFFER_BYTES = 1024 * 1024  # Serf's event and query buffers in its push/pull state
+_MEMBER_STATE_BYTES = 1024  # one member's node state with 512-byte tags: ~660 bytes
 
-DEFAULT_MAX_STREAM_BYTES = PUSH_PULL_MEMBERS * _MEMBER_STATE_BYTES + _SERF_BUFFER_BYTES
-"""Budget of one stream message (9 MiB): its bytes on the wire, label header excluded,
+MAX_USER_STATE_BYTES = 2 * 1024 * 1024
+"""The layer above's state in a push/pull: Serf's status times and left members of
+:data:`PUSH_PULL_MEMBERS` members (~50-130 bytes each) and its event and query buffers."""
+
+DEFAULT_MAX_STREAM_BYTES = PUSH_PULL_MEMBERS * _MEMBER_STATE_BYTES + MAX_USER_STATE_BYTES
+"""Budget of one stream message (10 MiB): its bytes on the wire, label header excluded,
 and what it decompresses to. memberlist allows 20 MiB of state (40 MiB decompressed);
 a pool of a few thousand members needs well under this."""
+
+MAX_BUFFERED_STREAM_BYTES = 4 * DEFAULT_MAX_STREAM_BYTES
+"""Bytes all the stream messages being read may hold at once (40 MiB): four full ones.
+memberlist lets 128 inbound streams run at once; without this, 128 slow senders could
+park 128 budgets."""
 
 _U32_MAX = 0xFFFF_FFFF  # the encrypted length field is a u32; the budget is checked by fill
 
@@ -128,6 +144,37 @@ class StreamError(MalformedDataError):
 
 class StreamBudgetError(StreamError):
     """A stream message is larger, on the wire or decompressed, than the stream budget."""
+
+
+class StreamBytePool:
+    """The bytes that stream messages being read hold, every connection together.
+
+    :meth:`take` refuses (StreamBudgetError) what would pass ``limit``; a reader gives
+    back all it took when its message is read or refused.
+    """
+
+    __slots__ = ("held", "limit")
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("a stream byte pool needs a limit of at least 1")
+        self.limit = limit
+        self.held = 0
+
+    def take(self, size: int) -> None:
+        if self.held + size > self.limit:
+            raise StreamBudgetError(
+                f"stream messages being read already hold {self.held} bytes; "
+                f"{size} more would pass {self.limit}"
+            )
+        self.held += size
+
+    def give(self, size: int) -> None:
+        self.held -= size
+
+
+INBOUND_STREAM_POOL = StreamBytePool(MAX_BUFFERED_STREAM_BYTES)
+"""The pool every :func:`read_stream_message` of this process takes from by default."""
 
 
 class LabelMismatchError(StreamError):
@@ -251,8 +298,10 @@ def _header_int(header: dict[bytes, Any], key: bytes, limit: int) -> int:
     value = header.get(key, 0)
     if value is None:
         return 0
-    if type(value) is not int or value < 0 or value > limit:
-        raise StreamError(f"stream header {key.decode()} is out of range (limit {limit})")
+    if type(value) is not int or value < 0:
+        raise StreamError(f"stream header {key.decode()} is not a count")
+    if value > limit:
+        raise StreamBudgetError(f"stream header {key.decode()} is {value}, more than {limit}")
     return value
 
 
@@ -307,8 +356,8 @@ class _Parser:
             if self.count < 0:
                 _object_end(buf, 1, 1)
                 header, self.pos = _header(buf, 1, "push/pull")
-                self.count = _header_int(header, b"Nodes", wire.MAX_PUSH_STATE_NODES)
-                self.state_len = _header_int(header, b"UserStateLen", wire.MAX_PUSH_STATE_BYTES)
+                self.count = _header_int(header, b"Nodes", PUSH_PULL_MEMBERS)
+                self.state_len = _header_int(header, b"UserStateLen", MAX_USER_STATE_BYTES)
             while self.index < self.count:
                 rest = self.count - self.index - 1 + self.state_len
                 self.pos = _object_end(buf, self.pos, 1, rest)
@@ -353,11 +402,13 @@ def stream_message_end(data: bytes | bytearray) -> int:
 class _Frame:
     """Bytes of one message read so far; reads only what the message still needs."""
 
-    __slots__ = ("buf", "max_size", "reader")
+    __slots__ = ("buf", "max_size", "pool", "reader", "taken")
 
-    def __init__(self, reader: asyncio.StreamReader, max_size: int) -> None:
+    def __init__(self, reader: asyncio.StreamReader, max_size: int, pool: StreamBytePool) -> None:
         self.reader = reader
         self.max_size = max_size
+        self.pool = pool
+        self.taken = 0  # bytes taken from the pool, given back by read_stream_message
         self.buf = bytearray()
 
     async def fill(self, need: int) -> None:
@@ -369,6 +420,8 @@ class _Frame:
             raise StreamBudgetError(
                 f"stream message needs at least {need} bytes, more than the limit {self.max_size}"
             )
+        self.pool.take(missing)
+        self.taken += missing
         try:
             self.buf += await self.reader.readexactly(missing)
         except asyncio.IncompleteReadError as exc:
@@ -477,6 +530,7 @@ async def read_stream_message(
     timeout: float,
     max_size: int = DEFAULT_MAX_STREAM_BYTES,
     label_header: bool = True,
+    pool: StreamBytePool = INBOUND_STREAM_POOL,
 ) -> bytes:
     """Read exactly one framed stream message and return its plaintext, type byte first.
 
@@ -488,14 +542,14 @@ async def read_stream_message(
     A ``compress`` message is decompressed, once (not one inside another).
 
     ``max_size`` bounds the message's bytes on the wire (label header excluded) and what
-    it decompresses to (StreamBudgetError); the whole read is bounded by ``timeout``
-    seconds (TimeoutError). Other failures raise StreamError / MalformedDataError, or
-    StreamClosedError on EOF.
+    it decompresses to, and what is read is taken from ``pool`` until the message is read
+    (StreamBudgetError); the whole read is bounded by ``timeout`` seconds (TimeoutError).
+    Other failures raise StreamError / MalformedDataError, or StreamClosedError on EOF.
     """
     _label_bytes(label)
     if max_size < 1:
         raise ValueError("max_size must be at least 1")
-    frame = _Frame(reader, max_size)
+    frame = _Frame(reader, max_size, pool)
     try:
         async with asyncio.timeout(timeout):
             return await _read_message(frame, keyring, label, label_header, verify_incoming)
@@ -503,3 +557,5 @@ async def read_stream_message(
         raise
     except MalformedDataError as exc:
         raise StreamError(str(exc)) from exc
+    finally:
+        pool.give(frame.taken)

@@ -35,8 +35,12 @@ from pysyncer.gossip.packet import (
 from pysyncer.gossip.simulator import SilentDelegate
 from pysyncer.gossip.stream import (
     DEFAULT_MAX_STREAM_BYTES,
+    INBOUND_STREAM_POOL,
     PUSH_PULL_MEMBERS,
     StreamBudgetError,
+    StreamBytePool,
+    StreamClosedError,
+    StreamError,
     frame_stream_message,
     read_stream_message,
 )
@@ -229,6 +233,41 @@ async def test_a_legitimate_push_pull_of_the_sized_pool_fits_the_stream_budget()
 def _rss() -> int:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * PAGE
+
+
+async def test_a_push_pull_listing_more_members_than_the_pool_size_is_refused() -> None:
+    message = _push_pull(PUSH_PULL_MEMBERS + 1)
+    with pytest.raises(StreamError, match="Nodes"):
+        await _read(message)
+    assert INBOUND_STREAM_POOL.held == 0
+
+
+async def test_slow_senders_share_one_byte_pool() -> None:
+    # three senders each announce a 600-byte user message and stall; the pool holds 1000
+    pool = StreamBytePool(1000)
+    message = wire.encode_user_stream(bytes(600))
+    readers = [asyncio.StreamReader() for _ in range(3)]
+    for reader in readers:
+        reader.feed_data(message[:-100])  # all but the end: the reader waits for it
+    reads = [
+        asyncio.ensure_future(read_stream_message(r, keyring=None, timeout=5.0, pool=pool))
+        for r in readers
+    ]
+    await asyncio.sleep(0.05)
+    refused = [read for read in reads if read.done()]
+    assert len(refused) == 2 and all(
+        isinstance(read.exception(), StreamBudgetError) for read in refused
+    )
+    assert pool.held <= pool.limit
+    waiting = next(read for read in reads if not read.done())
+    readers[reads.index(waiting)].feed_eof()  # the sender gives up: its bytes come back
+    with pytest.raises(StreamClosedError):
+        await waiting
+    assert pool.held == 0
+    reader = asyncio.StreamReader()
+    reader.feed_data(message)
+    assert await read_stream_message(reader, keyring=None, timeout=5.0, pool=pool) == message
+    assert pool.held == 0
 
 
 async def test_a_running_node_refuses_five_bombs_with_bounded_memory() -> None:
