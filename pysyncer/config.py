@@ -49,6 +49,8 @@ from pysyncer.hostport import (
     parse_host_port,
 )
 from pysyncer.logs import LOG_FORMATS
+from pysyncer.servicecenter.settings import DEFAULT_SETTINGS as REGISTRY_LIMITS
+from pysyncer.servicecenter.settings import ServiceCenterSettings
 from pysyncer.sync.filters import DIRECTIONS, FilterConfigError, Filters, filters_from_config
 from pysyncer.sync.settings import OriginPolicy, RegistrySettings, SyncSettings
 
@@ -325,6 +327,43 @@ SETTINGS: tuple[Setting, ...] = (
         "HOST:PORT",
     ),
     Setting(
+        "registry-rbac-file",
+        None,
+        _path,
+        "accounts and roles (JSON or TOML) of the embedded registry: its v4 API then needs "
+        "a token from POST /v4/token (docs/registry.md)",
+        "FILE",
+    ),
+    Setting(
+        "registry-max-tenants",
+        REGISTRY_LIMITS.max_tenants,
+        _positive_int,
+        "domain/project pairs the embedded registry holds (only writes create one)",
+        "N",
+    ),
+    Setting(
+        "registry-max-services",
+        REGISTRY_LIMITS.max_services,
+        _positive_int,
+        "services per project in the embedded registry",
+        "N",
+    ),
+    Setting(
+        "registry-max-instances",
+        REGISTRY_LIMITS.max_instances,
+        _positive_int,
+        "instances per service in the embedded registry",
+        "N",
+    ),
+    Setting(
+        "registry-max-ttl",
+        REGISTRY_LIMITS.max_ttl,
+        _positive_int,
+        "longest instance lease the embedded registry accepts: healthCheck interval x "
+        "(times + 1), seconds",
+        "SECONDS",
+    ),
+    Setting(
         "registry-kind",
         "servicecomb",
         _name,
@@ -481,6 +520,11 @@ class DaemonConfig:
     registry_url: tuple[str, ...]
     registry_addr: HostPort
     registry_kind: str
+    registry_rbac_file: Path | None
+    registry_max_tenants: int
+    registry_max_services: int
+    registry_max_instances: int
+    registry_max_ttl: int
     store_url: StoreURL
     data_dir: Path
     encrypt: str | None
@@ -580,6 +624,16 @@ class DaemonConfig:
             data_dir=self.data_dir,
         )
 
+    def service_center(self) -> ServiceCenterSettings:
+        """The embedded registry's limits and RBAC file."""
+        return ServiceCenterSettings(
+            max_tenants=self.registry_max_tenants,
+            max_services=self.registry_max_services,
+            max_instances=self.registry_max_instances,
+            max_ttl=self.registry_max_ttl,
+            rbac_file=self.registry_rbac_file,
+        )
+
     def sync(self) -> SyncSettings:
         """The sync engine's settings."""
         return SyncSettings(
@@ -590,6 +644,7 @@ class DaemonConfig:
                 kind=self.registry_kind,
                 embedded_addr=self.registry_addr,
                 adapter_settings=self.adapter_settings,
+                service_center=self.service_center(),
             ),
             store=self.store_url,
             data_dir=self.data_dir,
@@ -685,6 +740,7 @@ def load_config(
     if values["encrypt_file"] is not None:
         _read_key_file(values["encrypt_file"])  # a bad file fails here, with its name
     admin_auth = _admin_auth(values)
+    _check_registry_limits(values)
     try:
         filters = filters_from_config(
             from_file.get("export"),
@@ -706,6 +762,20 @@ def load_config(
     )
     _check_exposure(config)
     return config
+
+
+def _check_registry_limits(values: Mapping[str, Any]) -> None:
+    """The embedded registry's limits hold together and its RBAC file reads (when used)."""
+    from pysyncer.servicecenter.rbac import load_rbac  # noqa: PLC0415 - only when given
+
+    try:
+        limits = ServiceCenterSettings(
+            max_ttl=values["registry_max_ttl"], rbac_file=values["registry_rbac_file"]
+        )
+    except ValueError as exc:
+        raise ConfigError(f"config key 'registry-max-ttl': {exc}") from None
+    if limits.rbac_file is not None and not values["registry_url"]:
+        load_rbac(limits.rbac_file)  # a bad file fails here: ConfigError naming it
 
 
 def _check_tls_files(values: Mapping[str, Any]) -> None:

@@ -107,7 +107,9 @@ class SyncEngine:
         config = self.settings
         if config.registry.embedded and self.registry_server is None:
             listen = config.registry.embedded_addr
-            self.registry_server = RegistryServer(host=listen.host, port=listen.port)
+            self.registry_server = RegistryServer(
+                host=listen.host, port=listen.port, settings=config.registry.service_center
+            )
             await self.registry_server.start()
         if self.rpc is None:
             starting = _NotExporting(config.dc, config.node)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pysyncer.hostport import HostPort
+from pysyncer.servicecenter.settings import DEFAULT_SETTINGS, ServiceCenterSettings
 from pysyncer.sync.filters import Filters
 
 if TYPE_CHECKING:  # the store package loads its backends (gRPC): only when a store opens
@@ -33,6 +34,7 @@ class RegistrySettings:
     kind: str  # adapter name: servicecomb, consul, zookeeper, ...
     embedded_addr: HostPort
     adapter_settings: Mapping[str, Any]
+    service_center: ServiceCenterSettings = DEFAULT_SETTINGS  # the embedded one's limits
 
     @property
     def embedded(self) -> bool:
