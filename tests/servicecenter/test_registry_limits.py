@@ -406,3 +406,22 @@ def test_reading_the_settings_does_not_load_aiohttp() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True
     )
     assert done.stdout.strip() == "False"
+
+
+def test_daemon_settings_reach_the_embedded_registry(tmp_path: Path) -> None:
+    from pysyncer.config import load_config
+    from pysyncer.errors import ConfigError
+
+    config = load_config(
+        {"registry-max-tenants": "7", "registry-max-ttl": "300", "data-dir": str(tmp_path)},
+        environ={"PYSYNCER_REGISTRY_MAX_INSTANCES": "9"},
+    )
+    limits = config.sync().registry.service_center
+    assert (limits.max_tenants, limits.max_instances, limits.max_ttl) == (7, 9, 300)
+    assert limits.max_services == ServiceCenterSettings().max_services
+    bad = tmp_path / "rbac.toml"
+    bad.write_text("accounts = 1\n")
+    with pytest.raises(ConfigError, match=r"rbac\.toml"):
+        load_config({"registry-rbac-file": str(bad), "data-dir": str(tmp_path)}, environ={})
+    with pytest.raises(ConfigError, match="registry-max-ttl"):
+        load_config({"registry-max-ttl": str(2**31), "data-dir": str(tmp_path)}, environ={})
