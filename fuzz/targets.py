@@ -103,7 +103,9 @@ def _decode_message(message: bytes) -> None:
             return
         decode = _MESSAGE_CLASSES.get(message[0])
         if decode is not None:
-            decode(message)
+            decoded = decode(message)
+            if isinstance(decoded, m.PushPull) and decoded.user_state:
+                m.SerfPushPull.from_bytes(decoded.user_state)  # what the Serf layer merges
     except MalformedDataError:
         pass
 
