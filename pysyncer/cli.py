@@ -194,8 +194,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if args.full_sync:
         started = client.full_sync()
         print(f"full sync started with: {', '.join(started['remote']) or 'no peer yet'}")
+    if args.watch:
+        return _watch_status(client, args.format == "json" or args.json, args.interval)
     status = client.sync_status()
-    if args.json:
+    if args.json or args.format == "json":
         print(json.dumps(status, indent=2))
         return EXIT_OK
     print(
@@ -218,6 +220,57 @@ def _cmd_status(args: argparse.Namespace) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+    return EXIT_OK
+
+
+def _watch_status(client: AdminClient, as_json: bool, interval: float) -> int:
+    """``status --watch``: the status again every ``interval`` s until interrupted; a
+    terminal's screen is redrawn in place, JSON is one object per line per update."""
+    import time  # noqa: PLC0415
+
+    from pysyncer.admin.terminal import REDRAW, status_lines  # noqa: PLC0415
+
+    in_place = sys.stdout.isatty() and not as_json
+    try:
+        while True:
+            status = client.sync_status()
+            if as_json:
+                print(json.dumps(status, separators=(",", ":")), flush=True)
+            else:
+                screen = "\n".join(status_lines(status))
+                frame = REDRAW + screen if in_place else screen + "\n"
+                print(frame, flush=True)
+            time.sleep(interval)
+    except KeyboardInterrupt:  # the way to stop watching
+        return EXIT_OK
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    from urllib.parse import urlencode  # noqa: PLC0415
+
+    from pysyncer.admin.terminal import EXPECTED_KINDS, diff_lines  # noqa: PLC0415
+
+    query = urlencode({"service": args.service or "", "limit": args.limit})
+    answer = _client(args).get(f"/v1/sync/diff?{query}")
+    if args.format == "json":
+        print(json.dumps(answer, indent=2))
+    else:
+        print("\n".join(diff_lines(answer)))
+    problems = [d for d in answer["discrepancies"] if d["kind"] not in EXPECTED_KINDS]
+    return EXIT_ERROR if problems else EXIT_OK
+
+
+def _cmd_filters(args: argparse.Namespace) -> int:
+    from pysyncer.admin.terminal import dry_run_lines  # noqa: PLC0415
+
+    if not args.dry_run:
+        print("pysyncer filters: give --dry-run (nothing else is implemented)", file=sys.stderr)
+        return EXIT_USAGE
+    answer = _client(args).get("/v1/sync/filters/dry-run")
+    if args.format == "json":
+        print(json.dumps(answer, indent=2))
+    else:
+        print("\n".join(dry_run_lines(answer)))
     return EXIT_OK
 
 
@@ -520,7 +573,33 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument(
         "--full-sync", action="store_true", help="first start a digest repair with every peer"
     )
+    status.add_argument(
+        "--watch", action="store_true",
+        help="refresh in place (links, lag, progress bars) until interrupted",
+    )  # fmt: skip
+    status.add_argument("--interval", type=float, default=1.0, help="--watch: seconds (1)")
+    status.add_argument(
+        "--format", choices=("text", "json"), default="text",
+        help="json: the status (with --watch: one object per line per update)",
+    )  # fmt: skip
     status.set_defaults(run=_cmd_status)
+
+    diff = _admin_parser(
+        commands, "diff", "compare every data center's registry (originals and copies)"
+    )
+    diff.add_argument("--service", help="one service name (default: the whole pool, bounded)")
+    diff.add_argument("--limit", type=int, default=2000, help="instances per registry (2000)")
+    diff.add_argument("--format", choices=("text", "json"), default="text")
+    diff.set_defaults(run=_cmd_diff)
+
+    filters = _admin_parser(
+        commands, "filters", "what the current export/import rules let through, and why"
+    )
+    filters.add_argument(
+        "--dry-run", action="store_true", help="judge every service seen; change nothing"
+    )
+    filters.add_argument("--format", choices=("text", "json"), default="text")
+    filters.set_defaults(run=_cmd_filters)
 
     event = _admin_parser(commands, "event", "send a user event to the pool")
     event.add_argument("name")

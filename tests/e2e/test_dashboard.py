@@ -13,6 +13,7 @@ update latency, bytes per update) are written there as ``measurements.json``.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -79,7 +80,8 @@ class Pool:
             self.daemons[dc] = daemon
             first = first or daemon
         for daemon in self.daemons.values():
-            eventually(lambda d=daemon: streaming(d, 2), 90, f"{daemon.name} linked", daemon)
+            linked = functools.partial(streaming, daemon, 2)
+            eventually(linked, 90, f"{daemon.name} linked", daemon)
         self.registries = {dc: RegistryClient(d.registry) for dc, d in self.daemons.items()}
 
     def close(self) -> None:
@@ -230,7 +232,7 @@ def test_the_diff_view_shows_a_deleted_copy_until_the_repair(
                 return copy
         return None
 
-    eventually(copy_in_b, 30, "the copy in dc-b")
+    eventually(lambda: copy_in_b() is not None, 30, "the copy in dc-b")
     open_page(browser, pool.daemons["dc-c"])
     browser.find_element(By.ID, "diff-service").send_keys("diffsvc")
     missing = '#diff-discrepancies li[data-kind="copy_missing"]'
@@ -247,7 +249,7 @@ def test_the_diff_view_shows_a_deleted_copy_until_the_repair(
     assert browser.find_elements(By.CSS_SELECTOR, 'td.missing[data-registry="dc-b"]')
     shot(browser, "05-diff-copy-missing")
     api(pool.daemons["dc-b"], "/v1/sync/full", {})
-    eventually(copy_in_b, 30, "the copy back in dc-b")
+    eventually(lambda: copy_in_b() is not None, 30, "the copy back in dc-b")
 
     def resolved(driver: WebDriver) -> bool:
         driver.find_element(By.CSS_SELECTOR, "#diff-form button").click()
