@@ -95,6 +95,9 @@ class SyncClient:
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_timeout_ms", 10_000),
             ("grpc.keepalive_permit_without_calls", 1),
+            # a connection of its own: the server allows 16 calls at once per connection,
+            # which clients in one process would otherwise share
+            ("grpc.use_local_subchannel_pool", 1),
         ]
         if tls is None:
             self._channel = aio.insecure_channel(target, options=options)
