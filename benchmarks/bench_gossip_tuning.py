@@ -198,7 +198,8 @@ def plot(report: dict[str, Any], directory: Path) -> list[Path]:
     for name, marker in markers.items():
         ax.plot([], [], marker, color="grey", label=name)
     ax.set_xlabel("crash detection p50, N=100 (s, simulated)")
-    ax.set_ylabel("false failure declarations per 10 min")
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_ylabel("false failure declarations per 10 min (symlog)")
     ax.set_title("Detection time vs false failures (4 CPU-starved members)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -239,9 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--big-seeds", type=int, default=0, help="N=1000 detection runs")
     parser.add_argument("--plot", type=Path, help="directory for the PNG plots")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--from-json", type=Path, help="plot/print a saved --json report")
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)  # the TCP-fallback warnings of lossy runs
-    report = measure(args)
+    report = json.loads(args.from_json.read_text()) if args.from_json else measure(args)
     if args.plot:
         for path in plot(report, args.plot):
             print(f"wrote {path}", file=sys.stderr)

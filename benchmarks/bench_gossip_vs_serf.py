@@ -53,11 +53,17 @@ MEMBER_KINDS = "member-join,member-failed,member-leave,user"
 
 
 def free_port() -> int:
-    with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        tcp.bind((HOST, 0))
-        port = int(tcp.getsockname()[1])
-        udp.bind((HOST, port))  # gossip needs the same port free for UDP too
-        return port
+    """A loopback port free for both TCP and UDP (gossip binds both)."""
+    for _ in range(100):
+        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            tcp.bind((HOST, 0))
+            port = int(tcp.getsockname()[1])
+            try:
+                udp.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    raise OSError("no loopback port free for both TCP and UDP")
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -568,6 +574,9 @@ async def measure(args: argparse.Namespace, serf: str) -> dict[str, Any]:
             for trial in range(args.trials):
                 started = time.monotonic()
                 runs.append(await run_pool(kind, size, args, serf))
+                if args.runs_file:
+                    with args.runs_file.open("a") as out:
+                        out.write(json.dumps(runs[-1]) + "\n")
                 print(
                     f"  {kind} N={size} trial {trial + 1}: "
                     + ", ".join(f"{k} {v:.3g}" for k, v in runs[-1].items()
@@ -586,6 +595,9 @@ async def measure(args: argparse.Namespace, serf: str) -> dict[str, Any]:
         row = {}
         for kind in ("serf", "pysyncer"):
             runs = [await run_pool(kind, args.event_size, args, serf, faults=False)]
+            if args.runs_file:
+                with args.runs_file.open("a") as out:
+                    out.write(json.dumps(runs[-1]) + "\n")
             row[kind] = {"summary": summarize(runs), "runs": runs}
             print(f"  events N={args.event_size} {kind}: {row[kind]['summary']}", file=sys.stderr)
         report["events"] = {str(args.event_size): row}
@@ -643,6 +655,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--py-profile", default="pysyncer", help="pysyncer's gossip profile")
     parser.add_argument("--plot", type=Path, help="directory for the PNG CDFs")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--runs-file", type=Path, help="append each run's JSON line here")
     args = parser.parse_args(argv)
     args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     serf = shutil.which("serf")
