@@ -28,7 +28,6 @@ import base64
 import binascii
 import functools
 import hashlib
-import json
 import time
 import typing
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -68,6 +67,7 @@ from pysyncer.admin.payloads import (
     SyncStatus,
 )
 from pysyncer.gossip.keymanager import EncryptionDisabledError, KeyOperationError
+from pysyncer.httpbody import read_json_object
 
 __all__ = [
     "KEY_OPERATIONS",
@@ -141,41 +141,10 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response(ErrorAnswer(error=message), status=status)
 
 
-def _too_deep(raw: bytes) -> bool:
-    """Whether brackets nest deeper than :data:`MAX_JSON_DEPTH` (strings skipped), checked
-    before parsing so a deep body costs no recursion."""
-    depth = 0
-    in_string = escaped = False
-    for byte in raw:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif byte == 0x5C:  # backslash
-                escaped = True
-            elif byte == 0x22:  # quote
-                in_string = False
-        elif byte == 0x22:
-            in_string = True
-        elif byte in (0x5B, 0x7B):  # [ {
-            depth += 1
-            if depth > MAX_JSON_DEPTH:
-                return True
-        elif byte in (0x5D, 0x7D):
-            depth -= 1
-    return False
-
-
 async def _json_body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()  # the whole body, however slowly it comes; 413 over the limit
-    if _too_deep(raw):
-        raise ValueError(f"body is nested deeper than {MAX_JSON_DEPTH} levels")
-    try:
-        body = json.loads(raw or b"{}")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"body is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise ValueError("body must be a JSON object")
-    return body
+    """The whole body (413 over the limit) as a JSON object nested at most
+    :data:`MAX_JSON_DEPTH` deep; :class:`~pysyncer.httpbody.BodyError` (a ValueError)."""
+    return await read_json_object(request, max_depth=MAX_JSON_DEPTH)
 
 
 def _text_field(body: Mapping[str, Any], key: str, *, required: bool) -> str:
