@@ -48,6 +48,7 @@ from pysyncer.model import Instance, Record, ServiceKey
 from pysyncer.rpc import codec
 from pysyncer.rpc import sync_pb2 as pb
 from pysyncer.rpc.errors import PayloadError
+from pysyncer.rpc.listing import listing_message, read_listing
 from pysyncer.servicecenter.errors import RegistryError
 from pysyncer.servicecenter.validation import validate_instance, validate_service
 
@@ -327,25 +328,30 @@ def _records() -> list[Record]:
 
 
 def rpc_codec(data: bytes) -> None:
-    """Record batches from a peer: the msgpack payload, and whole protobuf messages.
+    """What a peer answers: record batches (the msgpack payload, whole PeerBatch and
+    SlotBatch messages), digest tables and service listings.
 
     Documented errors: PayloadError (a ValueError); protobuf's DecodeError for bytes
-    that are no message at all (grpc refuses those before our code runs). What decodes
-    must encode back to the same records.
+    that are no message at all (grpc refuses those before our code runs). Records that
+    decode must encode back to the same records.
     """
     flags, body = _flags(data)
     try:
-        if flags % 4 == 0:
-            records = codec.decode_records(DC, body, flags >> 2, tombstones=True)
+        kind = flags % 5
+        if kind == 0:  # the next byte: the record count the batch announces
+            count, payload = (body[0], body[1:]) if body else (0, b"")
+            records = codec.decode_records(DC, payload, count, tombstones=True)
             again = codec.encode_records(DC, records)
             if codec.decode_records(DC, again, len(records)) != records:
                 raise AssertionError("records changed on a round trip")
-        elif flags % 4 == 1:
+        elif kind == 1:
             codec.read_peer_batch(pb.PeerBatch.FromString(body))
-        elif flags % 4 == 2:
+        elif kind == 2:
             codec.read_slot_batch(pb.SlotBatch.FromString(body), None)
-        else:
+        elif kind == 3:
             codec.read_digest_table(pb.DigestTable.FromString(body))
+        else:
+            read_listing(pb.ServiceListing.FromString(body))
     except (PayloadError, DecodeError):
         return
 
@@ -353,11 +359,14 @@ def rpc_codec(data: bytes) -> None:
 def _rpc_seeds() -> Iterable[bytes]:
     records = _records()
     payload = codec.encode_records(DC, records)
-    yield bytes((len(records) << 2,)) + payload
+    yield bytes((0, len(records))) + payload
     yield b"\x01" + codec.peer_batch(DC, "e1", 6, records).SerializeToString()
     live = records[:1]
     yield b"\x02" + codec.slot_batch(DC, live[0].slot, live, last=True).SerializeToString()
     yield b"\x03" + pb.DigestTable(dc=DC, table=bytes(codec.TABLE_BYTES)).SerializeToString()
+    instances = [r.instance for r in records if r.instance is not None]
+    listing = listing_message(DC, "n1", instances, "", 0, "")
+    yield b"\x04" + listing.SerializeToString()
 
 
 # -- the embedded registry's JSON bodies --------------------------------------------------

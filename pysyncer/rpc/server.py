@@ -7,9 +7,10 @@ the store, the registry or gossip: everything it knows comes from the source.
 
 Bounds: messages past ``codec.MAX_MESSAGE_BYTES`` both ways; at most
 :data:`MAX_STREAMS_PER_CONNECTION` calls open on one connection (HTTP/2
-``max_concurrent_streams``: a client queues the others) and :data:`MAX_CONCURRENT_RPCS`
-in all; at most :data:`MAX_OPEN_STREAMS` Watch and PullSlots streams at once, all clients
-together: one more is refused with ``RESOURCE_EXHAUSTED`` and counted in
+``max_concurrent_streams``: a client queues the others) and ``max_open_streams`` +
+:data:`UNARY_CALLS` in all; at most :data:`MAX_OPEN_STREAMS` Watch and PullSlots streams
+at once, all clients together: one more is refused with ``RESOURCE_EXHAUSTED`` and
+counted in
 ``stats.errors["streams_exhausted"]``. A slot's records are sent as they are read, at
 most :data:`SLOT_BATCH` of them held at a time, and a slot past
 ``codec.MAX_SLOT_RECORDS`` ends the call (``RESOURCE_EXHAUSTED``, ``slot_too_large``).
@@ -54,7 +55,7 @@ MAX_SLOTS_PER_CALL = codec.SLOT_COUNT
 SLOT_BATCH = 1000  # records per SlotBatch message
 MAX_OPEN_STREAMS = 128  # Watch + PullSlots streams at once: one per following peer, and repairs
 MAX_STREAMS_PER_CONNECTION = 16  # calls open at once on one HTTP/2 connection
-MAX_CONCURRENT_RPCS = MAX_OPEN_STREAMS + 64  # every call at once; past it gRPC refuses
+UNARY_CALLS = 64  # calls at once besides the streams; past both, gRPC refuses the call
 
 
 class SyncSource(Protocol):
@@ -216,7 +217,9 @@ class SyncServer:
             ("grpc.keepalive_permit_without_calls", 1),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ]
-        server = aio.server(options=options, maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS)
+        server = aio.server(
+            options=options, maximum_concurrent_rpcs=self.max_open_streams + UNARY_CALLS
+        )
         pb_grpc.add_SyncServicer_to_server(_Servicer(self), server)  # type: ignore[no-untyped-call]
         bind = f"{self.host}:{self.port}"
         try:
