@@ -64,6 +64,7 @@ REVISION_EVENT = "pysyncer-rev"  # gossip user event: payload = the data center 
 _MEMBERSHIP_SIGNALS = frozenset(
     {EventType.MEMBER_JOIN, EventType.MEMBER_FAILED, EventType.MEMBER_LEAVE}
 )
+_REMOTE_SIGNALS = frozenset({EventType.MEMBER_JOIN, EventType.MEMBER_UPDATE})
 ANNOUNCE_INTERVAL = 1.0  # at most one revision event per second per syncer
 # The cyclic GC's youngest-generation threshold while the engine runs. The default (700)
 # re-scans the young objects of every registry write; with 100,000 copies that was a
@@ -412,6 +413,15 @@ class SyncEngine:
             # Gossip is the fast signal that a syncer of this data center came or went;
             # the store's leases decide: re-read them now rather than at the next tick.
             self.ownership.nudge()
+        elif (
+            isinstance(event, MemberEvent)
+            and event.type in _REMOTE_SIGNALS
+            and event.member.tags.get(sync_tags.DC) not in (None, self.settings.dc)
+            and self.peers is not None
+        ):
+            # a syncer of another data center appeared or started exporting (export=1 once
+            # its engine runs): follow it now, not at the next scan
+            self.peers.nudge()
 
     # -- inspection: the diff view and the filter dry run -----------------------------------
 

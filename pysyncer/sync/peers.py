@@ -400,6 +400,7 @@ class Peers:
         self._live: set[str] = set()
         self.trust = TrustBook(forget_after=origin_grace)
         self._task: Supervised | None = None
+        self._rescan = asyncio.Event()
 
     def start(self) -> None:
         self._task = spawn("peers", self._scan_loop)
@@ -426,15 +427,21 @@ class Peers:
             link.request_repair()
         return sorted(self.links)
 
+    def nudge(self) -> None:
+        """Scan now rather than at the next tick (gossip says a syncer came or changed)."""
+        self._rescan.set()
+
     async def _scan_loop(self) -> None:
         while True:
+            self._rescan.clear()
             try:
                 await self.scan()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("peer scan failed")
-            await asyncio.sleep(self._scan_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._rescan.wait(), self._scan_interval)
 
     async def scan(self) -> None:
         now = time.monotonic()
