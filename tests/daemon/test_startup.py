@@ -23,7 +23,14 @@ from typing import Any
 
 import pytest
 
-from pysyncer.procs import DaemonProcess, RegistryProcess, eventually, free_port
+from pysyncer.procs import (
+    DaemonProcess,
+    EtcdServer,
+    RegistryProcess,
+    eventually,
+    find_etcd,
+    free_port,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -89,6 +96,29 @@ def test_a_daemon_started_before_its_registry_becomes_ready_by_itself(tmp_path: 
         if registry is not None:
             registry.stop()
     assert "Unclosed" not in daemon.log()
+
+
+def test_a_daemon_started_before_its_etcd_store_becomes_ready_by_itself(tmp_path: Path) -> None:
+    binary = find_etcd()
+    if binary is None:
+        pytest.skip("etcd is not installed here")
+    etcd = EtcdServer(binary, tmp_path / "etcd")  # its ports chosen, not started yet
+    store = f"{etcd.url}?open_timeout=1"
+    daemon = DaemonProcess("early-store", "127.0.0.1", tmp_path, "dc-store", "--store", store)
+    try:
+        eventually(lambda: ready_answer(daemon)[0] == 503, 30, "not ready", daemon)
+        eventually(
+            lambda: "waiting to start" in ready_answer(daemon)[1]["reasons"][0], 30, "why", daemon
+        )
+        time.sleep(3)  # a few attempts fail
+        etcd.start()
+        eventually(lambda: ready_answer(daemon)[0] == 200, 60, "ready by itself", daemon, etcd)
+        log = daemon.log()
+        assert log.count("sync engine cannot start yet") == 1, log
+        assert "Traceback" not in log
+    finally:
+        daemon.stop()
+        etcd.close()
 
 
 def test_a_port_in_use_is_one_line_naming_the_setting(tmp_path: Path, listening: int) -> None:
