@@ -27,9 +27,11 @@ import asyncio
 import dataclasses
 import errno
 import logging
+import os
 import signal
 import socket
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -63,6 +65,7 @@ log = logging.getLogger("pysyncer.daemon")
 
 START_RETRY_MIN = 1.0  # seconds before the sync engine's second start attempt
 START_RETRY_MAX = 30.0  # the backoff doubles up to this
+_BIND_ERRORS = frozenset({errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES, None})
 
 
 def _listeners(config: DaemonConfig, with_sync: bool) -> list[tuple[str, HostPort, int]]:
@@ -116,9 +119,25 @@ def check_config(config: DaemonConfig, *, with_sync: bool = True, ports: bool = 
                 )
             load_adapter(registry.kind, list(registry.urls), registry.adapter_settings)
         create_store(config.store_url, config.data_dir, dc=config.dc, node=config.node)
+    _check_data_dir(config.data_dir)
     if ports:
         for key, address, kind in _listeners(config, with_sync):
             _check_port(key, address, kind)
+
+
+def _check_data_dir(path: Path) -> None:
+    """ConfigError naming ``data-dir`` unless it is (or can be created as) a writable
+    directory; nothing is created here."""
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        problem = "is not a directory" if existing == path else f"{existing} is not a directory"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = "is not writable" if existing == path else f"{existing} is not writable"
+    else:
+        return
+    raise ConfigError(f"config key 'data-dir': {path}: {problem}")
 
 
 async def _bound(key: str, address: HostPort, start: Callable[[], Any]) -> None:
@@ -126,6 +145,8 @@ async def _bound(key: str, address: HostPort, start: Callable[[], Any]) -> None:
     try:
         await start()
     except OSError as exc:
+        if exc.errno not in _BIND_ERRORS:
+            raise
         raise ConfigError(
             f"config key {key!r}: cannot listen on "
             f"{format_host_port(address.host, address.port)}: {exc.strerror or exc}"

@@ -141,8 +141,9 @@ def test_a_port_in_use_is_one_line_naming_the_setting(tmp_path: Path, listening:
         (("--admin-token-file", "/nonexistent/token"), {}, "admin-token-file"),
         (("--log-level", "loud"), {}, "'log-level'"),
         (("--log-format", "xml"), {}, "'log-format'"),
+        (("--data-dir", f"{__file__}/data"), {}, "'data-dir'"),
     ],
-    ids=["adapter-key", "adapter-plugin", "unreadable-file", "log-level", "log-format"],
+    ids=["adapter-key", "adapter-plugin", "unreadable-file", "log-level", "log-format", "data-dir"],
 )  # fmt: skip
 def test_start_up_errors_are_one_line_naming_the_setting(
     tmp_path: Path, args: tuple[str, ...], env: dict[str, str], named: str
