@@ -6,12 +6,9 @@ answers and error codes. Records are the Service-Center v4 JSON shapes (``MicroS
 ``MicroServiceInstance``); a stored record is never mutated in place (an update replaces
 it), and every record handed out is a copy. It composes the other jobs, each in its own
 module: request checks (``validation``), instance leases and their expiry (``leases``),
-revisions with the long-poll change feed (``feed``) and the governance views
-(``governance``).
-
-Tenants (domain/project) are created by writes only (creating a service), within the
-tenant quota; a read of an unknown tenant answers as an empty one and leaves nothing
-behind. Quotas and lease bounds come from
+revisions with the long-poll change feed (``feed``), the governance views
+(``governance``) and the tenants (``tenants``: created by writes only, within the tenant
+quota). Quotas and lease bounds come from
 :class:`~pysyncer.servicecenter.settings.ServiceCenterSettings`.
 
 Everything runs on one asyncio event loop: operations are synchronous inside their
@@ -22,12 +19,10 @@ sync engine.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pysyncer.servicecenter.errors import (
@@ -44,13 +39,13 @@ from pysyncer.servicecenter.feed import (
     DEFAULT_CHANGE_LOG_SIZE,
     MAX_CHANGES_PER_BATCH,
     Action,
-    ChangeLog,
     FeedBatch,
     check_feed_request,
 )
 from pysyncer.servicecenter.governance import service_detail, sibling_versions, statistics
 from pysyncer.servicecenter.leases import Lease, LeaseQueue
 from pysyncer.servicecenter.settings import DEFAULT_SETTINGS, ServiceCenterSettings
+from pysyncer.servicecenter.tenants import Tenant, Tenants
 from pysyncer.servicecenter.validation import (
     DEFAULT_APP,
     INSTANCE_STATUSES,
@@ -59,7 +54,6 @@ from pysyncer.servicecenter.validation import (
     string_map,
     validate_instance,
     validate_service,
-    validate_tenant,
     version_key,
     version_matcher,
 )
@@ -68,16 +62,6 @@ __all__ = ["DEFAULT_DOMAIN", "DEFAULT_PROJECT", "EmbeddedRegistry"]
 
 DEFAULT_DOMAIN: Final = "default"
 DEFAULT_PROJECT: Final = "default"
-
-
-@dataclass(slots=True)
-class _Tenant:
-    domain: str
-    project: str
-    feed: ChangeLog
-    services: dict[str, JSON] = field(default_factory=dict)
-    keys: dict[tuple[str, str, str, str], str] = field(default_factory=dict)
-    instances: dict[str, dict[str, Lease]] = field(default_factory=dict)
 
 
 _clock_text: list[tuple[int, str]] = [(0, "0")]
@@ -123,51 +107,20 @@ class EmbeddedRegistry:
         if change_log_size < 1:
             raise ValueError("change_log_size must be at least 1")
         self.settings = settings
-        self._start_revision = (
-            initial_revision if initial_revision is not None else time.time_ns() // 1000
-        )
-        self._log_size = change_log_size
-        self._tenants: dict[tuple[str, str], _Tenant] = {}
+        start = initial_revision if initial_revision is not None else time.time_ns() // 1000
+        self._tenants = Tenants(start, change_log_size, settings.max_tenants)
         self._leases = LeaseQueue(clock, ttl_override)
         self._closed = False
-        self._tenant_created: asyncio.Event | None = None  # made by the first feed waiter
 
     # ------------------------------------------------------------------ internals
 
-    def _tenant(self, domain: str, project: str) -> _Tenant:
-        """The stored tenant, or (unknown) an empty one that is not stored."""
-        tenant = self._tenants.get((domain, project))
-        if tenant is None:
-            validate_tenant(domain, project)
-            tenant = _Tenant(domain, project, ChangeLog(self._start_revision, 1))
-        return tenant
-
-    def _stored_tenant(self, domain: str, project: str) -> _Tenant:
-        """The tenant a write goes to, created (within the tenant quota) when unknown."""
-        self.expire()
-        tenant = self._tenants.get((domain, project))
-        if tenant is not None:
-            return tenant
-        validate_tenant(domain, project)
-        if len(self._tenants) >= self.settings.max_tenants:
-            raise no_quota(
-                f"the registry holds {len(self._tenants)} domain/project pairs, "
-                f"the most allowed; {domain}/{project} cannot be created"
-            )
-        tenant = _Tenant(domain, project, ChangeLog(self._start_revision, self._log_size))
-        self._tenants[(domain, project)] = tenant
-        if self._tenant_created is not None:
-            self._tenant_created.set()
-            self._tenant_created = None
-        return tenant
-
-    def _service(self, tenant: _Tenant, service_id: str) -> JSON:
+    def _service(self, tenant: Tenant, service_id: str) -> JSON:
         service = tenant.services.get(service_id)
         if service is None:
             raise RegistryError(ERR_SERVICE_NOT_EXISTS, f"service {service_id!r} does not exist")
         return service
 
-    def _lease(self, tenant: _Tenant, service_id: str, instance_id: str) -> Lease:
+    def _lease(self, tenant: Tenant, service_id: str, instance_id: str) -> Lease:
         self._service(tenant, service_id)
         lease = tenant.instances.get(service_id, {}).get(instance_id)
         if lease is None:
@@ -177,7 +130,7 @@ class EmbeddedRegistry:
             )
         return lease
 
-    def _remove_instance(self, tenant: _Tenant, service_id: str, instance_id: str) -> None:
+    def _remove_instance(self, tenant: Tenant, service_id: str, instance_id: str) -> None:
         leases = tenant.instances.get(service_id, {})
         lease = leases.pop(instance_id, None)
         if lease is None:
@@ -201,9 +154,10 @@ class EmbeddedRegistry:
         held = tenant.instances.get(lease.service_id, {}).get(lease.instance["instanceId"])
         return held is lease
 
-    def _get(self, domain: str, project: str) -> _Tenant:
+    def _get(self, domain: str, project: str) -> Tenant:
+        """The tenant to read (an unknown one reads empty and is not kept)."""
         self.expire()
-        return self._tenant(domain, project)
+        return self._tenants.read(domain, project)
 
     # ------------------------------------------------------------------ microservices
 
@@ -222,7 +176,8 @@ class EmbeddedRegistry:
         ``settings.max_services`` services in the project: 400100.
         """
         record = validate_service(service, self.settings)
-        tenant = self._stored_tenant(domain, project)
+        self.expire()
+        tenant = self._tenants.write(domain, project)
         key = (record["environment"], record["appId"], record["serviceName"], record["version"])
         requested = record["serviceId"]
         existing = tenant.keys.get(key)
@@ -351,7 +306,7 @@ class EmbeddedRegistry:
         return schema_id
 
     def _match_services(
-        self, tenant: _Tenant, app_id: str, service_name: str, version: str, environment: str
+        self, tenant: Tenant, app_id: str, service_name: str, version: str, environment: str
     ) -> list[JSON]:
         matcher = version_matcher(version)
         candidates = [
@@ -530,7 +485,7 @@ class EmbeddedRegistry:
         lease.instance = {**lease.instance, **fields, "modTimestamp": _now_text()}
         tenant.feed.record("UPDATE", tenant.services[service_id], lease.instance)
 
-    def _check_consumer(self, tenant: _Tenant, consumer_id: str) -> JSON | None:
+    def _check_consumer(self, tenant: Tenant, consumer_id: str) -> JSON | None:
         if not consumer_id:
             return None
         consumer = tenant.services.get(consumer_id)
@@ -610,7 +565,7 @@ class EmbeddedRegistry:
         return detail
 
     @staticmethod
-    def _leases_of(tenant: _Tenant, service_id: str) -> Iterable[Lease]:
+    def _leases_of(tenant: Tenant, service_id: str) -> Iterable[Lease]:
         return tenant.instances.get(service_id, {}).values()
 
     # ------------------------------------------------------------------ revisions, feed
@@ -618,7 +573,7 @@ class EmbeddedRegistry:
     def revision(self, *, domain: str = DEFAULT_DOMAIN, project: str = DEFAULT_PROJECT) -> int:
         """The tenant's current revision (bumped by every change, not by heartbeats)."""
         self.expire()
-        return self._tenant(domain, project).feed.revision
+        return self._tenants.read(domain, project).feed.revision
 
     async def changes(
         self,
@@ -646,26 +601,16 @@ class EmbeddedRegistry:
             if remaining <= 0 or self._closed:
                 return tenant.feed.idle()
             if (domain, project) not in self._tenants:  # an unknown tenant: wait for any
-                await self._wait_for_tenant(remaining)
+                await self._tenants.wait_for_new(remaining)
                 continue
             await tenant.feed.wait(min(remaining, self._leases.wake_period()))
-
-    async def _wait_for_tenant(self, timeout: float) -> None:
-        """Sleep until a tenant is created (or :meth:`close`), at most ``timeout`` s."""
-        event = self._tenant_created
-        if event is None:
-            event = self._tenant_created = asyncio.Event()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
 
     def close(self) -> None:
         """Wake every long-poll waiter so it answers now (used at shutdown)."""
         self._closed = True
         for tenant in self._tenants.values():
             tenant.feed.wake()
-        if self._tenant_created is not None:
-            self._tenant_created.set()
-            self._tenant_created = None
+        self._tenants.wake()
 
     async def run_eviction(self, interval: float = 1.0) -> None:
         """Remove expired instances every ``interval`` seconds until cancelled."""
@@ -683,5 +628,5 @@ class EmbeddedRegistry:
     def instance_count(
         self, *, domain: str = DEFAULT_DOMAIN, project: str = DEFAULT_PROJECT
     ) -> int:
-        tenant = self._tenants.get((domain, project))
-        return 0 if tenant is None else sum(len(v) for v in tenant.instances.values())
+        tenant = self._tenants.read(domain, project)
+        return sum(len(v) for v in tenant.instances.values())

@@ -35,7 +35,7 @@ _EXCEPTION_GROUPS: tuple[type[BaseException], ...] = tuple(
 pytestmark = pytest.mark.timeout(120)
 
 EXAMPLES_PER_RUN = 6
-TIME_BUDGET = 45.0  # seconds for every operation together
+TIME_BUDGET = 30.0  # seconds for the generated runs (the aimed run of each operation is whole)
 SERVICE = {"appId": "shop", "serviceName": "orders", "version": "1.0.0", "serviceId": "svc-1"}
 INSTANCE = {"instanceId": "inst-1", "hostName": "h1", "endpoints": ["rest://10.0.0.1:8080"]}
 # Positive requests aimed at the seeded records (the rest of each request is generated).
@@ -115,8 +115,10 @@ def test_contract_operations_conform(server: ServerThread) -> None:
         ("positive", GenerationMode.POSITIVE, {}),
         ("negative", GenerationMode.NEGATIVE, {}),
     ]
-    run = Run(base_url, time.monotonic() + TIME_BUDGET)
+    run = Run(base_url, float("inf"))  # the aimed runs are not cut
     for name, mode, wanted in runs:  # every operation aimed first: the budget cuts the rest
+        if name != "aimed" and run.deadline == float("inf"):
+            run.deadline = time.monotonic() + TIME_BUDGET
         for template, method in sorted(IMPLEMENTED):
             declared = {
                 (p["in"], p["name"]) for p in spec["paths"][template][method].get("parameters", [])
@@ -134,7 +136,7 @@ def test_contract_operations_conform(server: ServerThread) -> None:
             run.operation(f"{method.upper()} {template} ({name})", strategy, (template, method))
 
     assert not run.failures, "\n\n".join(run.failures[:5])
-    assert set(run.answered) == IMPLEMENTED, "the time budget ran out before every operation"
+    assert set(run.answered) == IMPLEMENTED
     succeeded = {op for op, statuses in run.answered.items() if any(s < 300 for s in statuses)}
     assert succeeded == IMPLEMENTED, sorted(IMPLEMENTED - succeeded)
 
