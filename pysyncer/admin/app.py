@@ -436,7 +436,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/ui/dashboard.css", _Handlers.ui_asset, "open",
           "the dashboard's style sheet"),
     Route("GET", "/metrics", _Handlers.metrics, "metrics",
-          "Prometheus text: `pysyncer_gossip_*`, `_sync_*`, `_ownership_*`, `_store_*`"),
+          "Prometheus text: `pysyncer_gossip_*`, `_sync_*`, `_ownership_*`, `_store_*`, "
+          "`_task_*` (supervised tasks), `pysyncer_build_info`, `process_*`"),
 )  # fmt: skip
 
 

@@ -84,6 +84,44 @@ async def test_ready_once_the_engine_runs_and_live_all_along(
         await daemon.stop()
 
 
+async def test_a_failing_task_shows_in_readiness_and_metrics_of_a_running_daemon(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    daemon = Daemon(daemon_config(tmp_path))
+    daemon.supervisor.backoff_min = daemon.supervisor.backoff_max = 1.0
+    failures = 0
+
+    async def injected() -> None:
+        nonlocal failures
+        failures += 1
+        if failures <= 2:
+            raise RuntimeError("injected failure")
+        await asyncio.Event().wait()
+
+    try:
+        await daemon.start()
+        async with asyncio.timeout(20):
+            while (await probe(session, daemon, "ready"))[0] != 200:
+                await asyncio.sleep(0.05)
+        task = daemon.supervisor.spawn("injected", injected)
+        while not daemon.supervisor.down():
+            await asyncio.sleep(0.01)
+        status, answer = await probe(session, daemon, "ready")
+        reason = "task injected: restarting after RuntimeError: injected failure"
+        assert (status, answer["reasons"]) == (503, [reason])
+        async with asyncio.timeout(20):  # restarted twice, then it runs: ready again
+            while (await probe(session, daemon, "ready"))[0] != 200:
+                await asyncio.sleep(0.05)
+        host, port = daemon.admin_address
+        async with session.get(f"http://{host}:{port}/metrics") as response:
+            text = await response.text()
+        assert 'pysyncer_task_restarts_total{task="injected"} 2.0' in text
+        assert 'pysyncer_task_up{task="injected"} 1.0' in text
+        await task.stop()
+    finally:
+        await daemon.stop()
+
+
 async def test_not_ready_with_the_reason_while_the_registry_does_not_answer(
     tmp_path: Path, session: aiohttp.ClientSession
 ) -> None:
