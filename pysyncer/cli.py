@@ -650,7 +650,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except KeyboardInterrupt:
         return EXIT_ERROR
-    except (PysyncerError, OSError) as exc:
+    except (PysyncerError, OSError, ValueError) as exc:  # ValueError: a bad address, a value
         print(f"pysyncer {args.command}: {redact(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as exc:  # a bug: one line, the traceback on demand
