@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from http.client import HTTPException
 from typing import TYPE_CHECKING, Any, cast
 
 from pysyncer._version import __version__
@@ -650,7 +651,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     except KeyboardInterrupt:
         return EXIT_ERROR
-    except (PysyncerError, OSError, ValueError) as exc:  # ValueError: a bad address, a value
+    except (PysyncerError, OSError, ValueError, HTTPException) as exc:  # a bad address or value
         print(f"pysyncer {args.command}: {redact(str(exc))}", file=sys.stderr)
         return EXIT_ERROR
     except Exception as exc:  # a bug: one line, the traceback on demand
