@@ -75,10 +75,11 @@ class Supervised:
         self.task.cancel()
 
     async def stop(self) -> None:
-        """Cancel the task and wait until it has ended."""
+        """Cancel the task and wait until it has ended. A cancellation of the caller
+        itself still propagates (``asyncio.wait`` does not swallow it, where suppressing
+        CancelledError around ``await self.task`` would)."""
         self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+        await asyncio.wait([self.task])
 
 
 class Supervisor:

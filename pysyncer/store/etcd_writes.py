@@ -84,7 +84,11 @@ class _Attempt:
     first: int
     count: int
     mutations: list[Mutation]
-    renumber: bool
+    new_meta: bytes | None  # the meta value of a new log epoch (a renumbering try)
+
+    @property
+    def renumber(self) -> bool:
+        return self.new_meta is not None
 
 
 @dataclass(eq=False)
@@ -564,16 +568,17 @@ class WriteQueue:
             renumbered = bool(write.provisional_first) and (
                 first != write.provisional_first + write.progress
             )
-            attempt = _Attempt(first, count, mutations, renumbered)
+            # Revisions already handed out for these records now belong to other records:
+            # a new log epoch makes every peer repair by digests.
+            new_meta = encode_meta(uuid.uuid4().hex) if renumbered else None
+            attempt = _Attempt(first, count, mutations, new_meta)
             success = [
                 Op("put", key, value) if value is not None else Op("delete", key)
                 for key, value, _ in mutations
             ]
             success.append(Op("put", layout.counter, encode_counter(first + count - 1, "")))
-            if renumbered:
-                # Revisions already handed out for these records now belong to other
-                # records: a new log epoch makes every peer repair by digests.
-                success.append(Op("put", layout.meta, encode_meta(uuid.uuid4().hex)))
+            if new_meta is not None:
+                success.append(Op("put", layout.meta, new_meta))
             expected = mirror.counter_mod
             compares = [Compare(layout.counter, "mod", "==", expected)]
             compares += self.fence_compares(write.fence, write.lease)
@@ -599,6 +604,9 @@ class WriteQueue:
         last = attempt.first + attempt.count - 1
         if revision > mirror.counter_mod:
             mirror.counter_last, mirror.counter_mod = last, revision
+        if attempt.new_meta is not None and not mirror.is_stale(self._layout.meta, revision):
+            # the new epoch holds from now on: no read may pair it with the old one
+            mirror.put(self._layout.meta, attempt.new_meta, revision)
         if attempt.renumber:
             write.renumbered = True
         elif write.provisional:

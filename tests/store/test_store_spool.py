@@ -274,7 +274,13 @@ def thaw(server: EtcdServer) -> None:
 
 @pytest.mark.needs_server("etcd")
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("end", ["kill-9", "clean-close"])
+async def _append_elsewhere(server: EtcdServer, prefix: str) -> None:
+    """Another member appends (etcd back, the writer gone): it takes the next revisions."""
+    async with EtcdStore(server.endpoint, prefix=prefix, member="other") as other:
+        await other.append_changes([upsert(instance(900 + n)) for n in range(4)])
+
+
+@pytest.mark.parametrize("end", ["kill-9", "clean-close", "clean-close-then-another-appends"])
 def test_acknowledged_writes_survive_the_writer_during_an_outage(
     etcd_server: EtcdServer, tmp_path: Path, end: str
 ) -> None:
@@ -295,6 +301,8 @@ def test_acknowledged_writes_survive_the_writer_during_an_outage(
             writer.kill()
         spooled = spool_path(tmp_path, prefix)
         assert spooled.stat().st_size > 0
+        if end == "clean-close-then-another-appends":
+            asyncio.run(_append_elsewhere(server, prefix))
         revisions, ids, cursor, epoch = acknowledged(writer.lines)
         assert len(revisions) == 3 + 5 * BATCHES and len(ids) == 4 * BATCHES
 
@@ -309,6 +317,9 @@ def test_acknowledged_writes_survive_the_writer_during_an_outage(
         if end == "kill-9":
             # revisions shown ahead of etcd may have been seen: a new epoch tells peers
             assert state["epoch"] != epoch
+        elif end == "clean-close-then-another-appends":
+            # the replayed appends were renumbered after the other member's: a new epoch
+            assert reused and state["epoch"] != epoch
         else:
             # a clean end spooled every one of them: the same epoch, each on its record
             assert state["epoch"] == epoch and not reused, sorted(reused)
