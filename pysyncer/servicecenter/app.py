@@ -51,6 +51,7 @@ CHANGE_FEED_HEADER: Final = "X-Pysyncer-Change-Feed"
 DOMAIN_HEADER: Final = "x-domain-name"
 CONSUMER_HEADER: Final = "X-ConsumerId"
 DEFAULT_FEED_TIMEOUT: Final = 30.0
+MAX_CONCURRENT_LOGINS: Final = 2
 API_VERSION: Final = "4.0.0"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -143,6 +144,8 @@ def build_app(registry: EmbeddedRegistry, *, rbac: Rbac | None = None) -> web.Ap
     settings = registry.settings
     if rbac is None and settings.rbac_file is not None:
         rbac = load_rbac(settings.rbac_file, token_ttl=settings.token_ttl)
+    # Each login costs a password hash: a few at a time, so logins cannot take every core.
+    logins = asyncio.Semaphore(MAX_CONCURRENT_LOGINS)
 
     async def _json_body(request: web.Request) -> dict[str, Any]:
         return await _read_body(request, settings.max_json_depth)
@@ -359,7 +362,8 @@ def build_app(registry: EmbeddedRegistry, *, rbac: Rbac | None = None) -> web.Ap
     async def token(request: web.Request) -> web.Response:
         body = await _json_body(request)
         assert rbac is not None  # the route exists only with RBAC on
-        issued = await asyncio.to_thread(rbac.login, body.get("name"), body.get("password"))
+        async with logins:
+            issued = await asyncio.to_thread(rbac.login, body.get("name"), body.get("password"))
         return web.json_response({"token": issued})
 
     @web.middleware

@@ -68,6 +68,7 @@ _SCRYPT: Final = "scrypt"
 _PBKDF2: Final = "pbkdf2-sha256"
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 _HASH_BYTES: Final = 32
+_SCRYPT_MAXMEM: Final = 2**27
 _JWT_HEADER: Final = {"alg": "HS256", "typ": "JWT"}
 
 
@@ -136,6 +137,10 @@ def _check_hash_format(text: str) -> None:
         raise ValueError(f"a password hash must be {_SCRYPT}$N$r$p$salt$hash or {_PBKDF2}$...")
     if not all(n.isdigit() and int(n) > 0 for n in numbers):
         raise ValueError("the hash parameters must be positive integers")
+    if parts[0] == _SCRYPT:
+        n, r, p = (int(x) for x in numbers)
+        if n < 2 or n & (n - 1) or 128 * n * r * p > _SCRYPT_MAXMEM // 2:
+            raise ValueError("scrypt N must be a power of 2 and N*r*p within 64 MiB of memory")
     for item in encoded:
         base64.b64decode(item, validate=True)
 
@@ -148,7 +153,7 @@ def verify_password(password: str, stored: str) -> bool:
         n, r, p = (int(x) for x in parts[1:4])
         salt, expected = base64.b64decode(parts[4]), base64.b64decode(parts[5])
         got = hashlib.scrypt(
-            password_bytes, salt=salt, n=n, r=r, p=p, dklen=len(expected), maxmem=2**27
+            password_bytes, salt=salt, n=n, r=r, p=p, dklen=len(expected), maxmem=_SCRYPT_MAXMEM
         )
     else:
         iterations = int(parts[1])

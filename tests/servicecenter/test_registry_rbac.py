@@ -249,6 +249,10 @@ def test_toml_file_and_password_hashes(tmp_path: Path) -> None:
         ({"accounts": [{"name": "a", "password_hash": "plain", "roles": ["admin"]}]}, "hash"),
         ({"accounts": [{"name": "a", "password": "x", "roles": ["admin"]}]}, "password_hash"),
         ({"accounts": []}, "accounts"),
+        (
+            {"accounts": [{"name": "a", "password_hash": "scrypt$3$8$1$AA==$AA==", "roles": []}]},
+            "power of 2",
+        ),
         ({"accounts": [{"name": "a", "password_hash": "H", "roles": ["boss"]}]}, "boss"),
         (
             {
