@@ -220,6 +220,8 @@ class PeerLink:
                 except Exception as exc:  # the link goes on with a new client
                     self.status.error("close")
                     log.info("link to %s: closing the client failed: %s", self.dc, exc)
+            if self.status.state == "streaming":  # it had been up: a fresh failure, so
+                delay = BACKOFF_MIN  # the backoff starts over (it never did: 10 s for good)
             self.status.state = "backoff"
             await self._sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX)

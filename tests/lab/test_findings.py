@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from pysyncer.errors import PysyncerError
-from pysyncer.sync.peers import Peers, RemoteSyncer
+from pysyncer.sync.peers import BACKOFF_MIN, PeerLink, Peers, RemoteSyncer
 from pysyncer.sync.renewals import Renewals
 
 
@@ -88,3 +89,43 @@ async def test_a_failed_renewal_round_is_retried_before_the_next_period() -> Non
         await renewals.close()
     assert renewals.rounds >= 2
     assert renewals.stats.errors == ["PysyncerError"]  # type: ignore[attr-defined]
+
+
+class FlakyLink(PeerLink):
+    """A link whose streams break at once: ``connects`` says whether each got as far as
+    streaming. Records the backoff it sleeps; stops after the last attempt."""
+
+    def __init__(self, connects: list[bool]) -> None:
+        importer: Any = NoCopies()
+        syncer = RemoteSyncer("b1", "dc-b", "10.0.0.2:30191")
+        factory: Any = lambda _syncer: Closable()  # noqa: E731
+        super().__init__(
+            "dc-b", lambda: [syncer], importer, store=None, client_factory=factory,  # type: ignore[arg-type]
+            anti_entropy_interval=60,
+        )  # fmt: skip
+        self.connects = connects
+        self.slept: list[float] = []
+
+    async def _follow(self, client: Any, syncer: Any) -> None:
+        if not self.connects:
+            raise asyncio.CancelledError
+        self.status.state = "streaming" if self.connects.pop(0) else "connecting"
+        raise PysyncerError("stream removed")
+
+    async def _sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+
+class Closable:
+    async def close(self) -> None:
+        return None
+
+
+async def test_a_link_that_had_been_streaming_reconnects_without_the_old_backoff() -> None:
+    """Finding 9: the reconnect backoff doubled on every break for the life of a link and
+    was never reset, so late in a run every break waited the full 10 s."""
+    link = FlakyLink([False, False, False, True, True, False])
+    with contextlib.suppress(asyncio.CancelledError):
+        await link._run()
+    assert link.slept == [BACKOFF_MIN, 2 * BACKOFF_MIN, 4 * BACKOFF_MIN, BACKOFF_MIN,
+                          BACKOFF_MIN, 2 * BACKOFF_MIN]  # fmt: skip
