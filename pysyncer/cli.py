@@ -476,11 +476,11 @@ def _add_settings(daemon: argparse.ArgumentParser) -> None:
         if isinstance(setting.default, bool):  # a switch: --insecure, not --insecure true
             daemon.add_argument(
                 setting.flag, dest=setting.attr, action="store_const", const=True,
-                help=setting.help,
+                help=setting.meaning,
             )  # fmt: skip
             continue
         daemon.add_argument(
-            setting.flag, dest=setting.attr, metavar=setting.metavar, help=setting.help
+            setting.flag, dest=setting.attr, metavar=setting.metavar, help=setting.meaning
         )
         for alias in setting.aliases:
             daemon.add_argument(

@@ -224,6 +224,11 @@ class Setting:
     live: bool = False  # a running daemon applies a new value on SIGHUP (else: restart)
 
     @property
+    def meaning(self) -> str:
+        """The help text, and whether SIGHUP applies it live (for --help and the docs)."""
+        return self.help + (" (changes live on SIGHUP)" if self.live else "")
+
+    @property
     def flag(self) -> str:
         return _flag(self.key)
 
@@ -480,7 +485,7 @@ SETTINGS: tuple[Setting, ...] = (
         "log-level",
         "info",
         _log_level,
-        "debug, info, warning or error (changes live on SIGHUP)",
+        "debug, info, warning or error",
         "LEVEL",
         live=True,
     ),

@@ -57,7 +57,7 @@ def render_markdown() -> str:
             _with_aliases(setting, f"{setting.flag} {setting.metavar}", lambda s: s.flag),
             _with_aliases(setting, setting.env, lambda s: s.env),
             _default(setting.default),
-            setting.help,
+            setting.meaning,
         )
         lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
     return "\n".join(lines)
@@ -89,10 +89,8 @@ def render_toml() -> str:
     for setting in SETTINGS:
         lines.append("")
         unset = setting.default is None and "default" not in setting.help
-        meaning = setting.help + (" (unset by default)" if unset else "")
+        meaning = setting.meaning + (" (unset by default)" if unset else "")
         lines += textwrap.wrap(meaning, 88, initial_indent="# ", subsequent_indent="# ")
-        if setting.live:
-            lines.append("# Changes live: edit, then send SIGHUP.")
         lines.append(f"# {setting.key} = {_toml_value(setting)}")
     lines += [
         "",
