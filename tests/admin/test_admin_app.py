@@ -10,7 +10,14 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
 from pysyncer.admin.app import MAX_BODY_BYTES, ROUTES, build_app
-from pysyncer.admin.payloads import CoordinatesAnswer, Event, Health, Member, QueryAnswer
+from pysyncer.admin.payloads import (
+    Coordinate,
+    CoordinatesAnswer,
+    Event,
+    Health,
+    Member,
+    QueryAnswer,
+)
 
 JSON = {"Content-Type": "application/json"}
 
@@ -43,7 +50,7 @@ class InMemoryBackend:
         return self.events
 
     def coordinates(self) -> CoordinatesAnswer:
-        origin = {"vec": [0.0] * 8, "error": 1.5, "adjustment": 0.0, "height": 1e-05}
+        origin: Coordinate = {"vec": [0.0] * 8, "error": 1.5, "adjustment": 0.0, "height": 1e-05}
         return {"node": "n1", "coordinates": {"n1": origin}}
 
     async def query(self, name: str, payload: bytes, timeout_ms: int | None) -> QueryAnswer:
