@@ -7,8 +7,10 @@ killed with SIGKILL (or closed cleanly), etcd thawed, a new store on the same da
 replays the spool. Checked: every acknowledged record is in the log and every
 acknowledged mapping and cursor in the store; no revision is reused under the epoch
 peers saw (an unclean end writes a new epoch; a clean one keeps each acknowledged
-revision on its record); the spool is empty afterwards. Every process is started here
-and stopped by pid.
+revision on its record, unless another member appended meanwhile: then a new epoch);
+the spool is empty afterwards. A replayed fenced write compares the lease it was
+queued under: written while that lease lives, fenced off and counted once it expired.
+Every process is started here and stopped by pid.
 """
 
 from __future__ import annotations
@@ -21,13 +23,14 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from pysyncer.store import EtcdStore, Fence, StoreLockedError
+from pysyncer.store import SLOT_COUNT, EtcdStore, Fence, StoreLockedError
 from pysyncer.store.etcd_spool import SpooledWrite, WriteSpool, recover, spool_path
 from pysyncer.store.spool import Spool
 from tests.store.test_store import entry, instance, upsert
@@ -159,8 +162,12 @@ async def _writer(mode: str, endpoint: str, prefix: str, data_dir: Path) -> None
             mappings=[e.origin_instance_id for e in mappings],
             cursor=None if cursor is None else cursor.revision,
             spool_bytes=store._spool.file.size if store._spool else -1,
+            dropped=store.health().dropped,
         )  # fmt: skip
         await store.close()
+        return
+    if mode.startswith("fenced-"):
+        await _fenced_writer(store, ttl=float(mode.removeprefix("fenced-")))
         return
     written = await store.append_changes([upsert(instance(n)) for n in range(3)])
     _say(kind="append", epoch=(await store.log_info()).epoch,
@@ -180,6 +187,22 @@ async def _writer(mode: str, endpoint: str, prefix: str, data_dir: Path) -> None
         await store.close()
         _say(kind="closed")
         return
+    await asyncio.sleep(3600)  # until killed
+
+
+async def _fenced_writer(store: EtcdStore, ttl: float) -> None:
+    """Join with a lease of ``ttl`` s, own every slot, then apply a fenced batch while etcd
+    is frozen; wait to be killed."""
+    await store.join(MEMBER, {}, ttl=ttl)
+    table = await store.read_slot_table()
+    owned = await store.write_slot_table([MEMBER] * SLOT_COUNT, table.revision)
+    assert owned is not None
+    _say(kind="healthy")
+    await asyncio.to_thread(sys.stdin.readline)  # etcd is frozen now
+    entries = [entry(500 + n) for n in range(4)]
+    await store.apply_batch("dc-f", entries, [], 5, fence=Fence(MEMBER, owned.epoch))
+    _say(kind="apply", ids=[e.origin_instance_id for e in entries], cursor=5)
+    _say(kind="outage", health=store.health().status)
     await asyncio.sleep(3600)  # until killed
 
 
@@ -326,3 +349,34 @@ def test_acknowledged_writes_survive_the_writer_during_an_outage(
         again = replay(server, prefix, tmp_path)  # nothing left to replay: a quiet open
         assert again["replayed"] == 0 and again["epoch"] == state["epoch"]
         assert again["log"] == state["log"]
+
+
+@pytest.mark.needs_server("etcd")
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("lease", ["alive", "expired"])
+def test_a_replayed_fenced_write_compares_the_lease_it_was_queued_under(
+    etcd_server: EtcdServer, tmp_path: Path, lease: str
+) -> None:
+    """The restarted store holds no lease yet: the spooled write's own lease decides. Still
+    alive (nobody took the slots over): written. Expired: fenced off and counted."""
+    ttl = 60 if lease == "alive" else 2
+    with EtcdServer(etcd_server.binary) as server:
+        prefix = unique_prefix()
+        writer = run_writer(f"fenced-{ttl}", server, prefix, tmp_path)
+        try:
+            freeze(server)
+            writer.tell("go")
+            assert writer.read_until("outage")["health"] == "degraded"
+            writer.kill()
+        finally:
+            thaw(server)
+            writer.kill()
+        (ids,) = [line["ids"] for line in writer.lines if line["kind"] == "apply"]
+        if lease == "expired":
+            time.sleep(ttl + 3)  # etcd expires the dead writer's lease
+        state = replay(server, prefix, tmp_path)
+        assert state["replayed"] == 1 and state["spool_bytes"] == 0
+        if lease == "alive":
+            assert set(ids) <= set(state["mappings"]) and state["dropped"] == 0
+        else:
+            assert not set(ids) & set(state["mappings"]) and state["dropped"] == 1
