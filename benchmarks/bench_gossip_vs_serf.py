@@ -473,6 +473,7 @@ async def run_pool(
         if not await pool.wait(lambda: pool.converged(t0) is not None, 120):
             raise RuntimeError(f"{kind} N={size}: the pool did not converge in 120 s")
         result["join_convergence_s"] = pool.converged(t0)
+        phases = {"converged": time.time() - t0}
         await asyncio.sleep(2.0)
         result["bytes_per_member_s"] = await pool.bytes_per_member_second(args.idle)
         delays: list[float] = []
@@ -487,6 +488,7 @@ async def run_pool(
             await pool.wait(lambda: len(delivered()) >= size - 1, 15)
             delays += [t - sent for t in delivered().values()]
             await asyncio.sleep(0.3)
+        phases["events_done"] = time.time() - t0
         result["event_p50_s"] = pct(delays, 0.5)
         result["event_p99_s"] = pct(delays, 0.99)
         result["event_deliveries"] = len(delays)
@@ -495,6 +497,12 @@ async def run_pool(
             result.update(await _faults(pool, names, victims, stopped, args))
         gone = set(victims) | ({stopped} if stopped else set())
         flaps = [(o, s) for _, o, k, s in seen.events if k == "member-failed" and s not in gone]
+        result["phases_s"] = phases
+        result["false_failure_events"] = [
+            (round(t - t0, 2), o, s)
+            for t, o, k, s in seen.events
+            if k == "member-failed" and s not in gone
+        ][:40]
         result["false_failures"] = len(flaps)
         result["false_failures_about_serf"] = sum(
             1 for _, s in flaps if isinstance(pool.members.get(s), SerfMember)

@@ -144,6 +144,7 @@ class GossipNode:
         self._tasks: set[asyncio.Task[None]] = set()
         self._running = False
         self._stopped = False
+        self._last_gossip_round = float("-inf")
         self._leave_finished: Callable[[], None] | None = None
         host, port = config.advertise
         local = NodeState(
@@ -406,14 +407,18 @@ class GossipNode:
         """News was queued: with ``gossip_on_news``, gossip it now, not at the next tick.
 
         One extra gossip round, run once the current callback returns, so news queued
-        together leaves in one packet per target. Each send counts against the
-        broadcast's transmit limit as a tick's would: the news leaves earlier, not more
-        often (a pysyncer extension; the packets are ordinary gossip).
+        together leaves in one packet per target; rounds are at least a quarter gossip
+        interval apart, so a storm of news (a pool joining at once) costs at most four
+        times the ticks' rounds. Each send counts against the broadcast's transmit limit
+        as a tick's would: the news leaves earlier, not more often (a pysyncer
+        extension; the packets are ordinary gossip).
         """
         if not (self._running and self.profile.gossip_on_news):
             return
         if self.clock.deadline_of(_GOSSIP_NEWS_KEY) is None:
-            self.clock.call_later(_GOSSIP_NEWS_KEY, 0.0, self._gossip_round)
+            spacing = self.profile.gossip_interval / 4
+            delay = max(0.0, self._last_gossip_round + spacing - self.clock.now())
+            self.clock.call_later(_GOSSIP_NEWS_KEY, delay, self._gossip_round)
 
     def _gossip_tick(self, _: Hashable) -> None:
         if not self._running:
@@ -424,6 +429,7 @@ class GossipNode:
     def _gossip_round(self, _: Hashable) -> None:
         if not self._running:
             return
+        self._last_gossip_round = self.clock.now()
         room = self._packet_room() - COMPOUND_OVERHEAD
         for target in self.membership.gossip_targets():
             parts = self._pending_broadcasts(COMPOUND_PART_OVERHEAD, room)

@@ -176,17 +176,17 @@ class Prober:
                 node.membership.awareness.apply_delta(-1)
                 node.clock.cancel(("probe-indirect", probe.seq))
                 node.clock.cancel(("probe-end", probe.seq))
-                if node.clock.now() < probe.start + timeout and not probe.indirect:
-                    # a direct ack in time: its round trip feeds network coordinates
+                if not probe.indirect:
+                    # a direct ack within the probe timeout: its round trip feeds coordinates
                     rtt = node.clock.now() - probe.start
                     node.delegate.notify_ping_complete(target, rtt, payload)
 
         def on_nack() -> None:
             probe.nacks += 1
 
-        timeout = min(node.profile.probe_timeout, period)
         self._ack_handlers[probe.seq] = _AckHandler(on_ack, on_nack)
         node.send_messages(node.address_of(target), parts, target)
+        timeout = min(node.profile.probe_timeout, period)
         node.clock.call_later(
             ("probe-indirect", probe.seq), timeout, lambda _: self._probe_indirect(probe)
         )
