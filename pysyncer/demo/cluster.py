@@ -60,6 +60,11 @@ class DataCenter:
         return f"http://{self.host}:{self.admin_port}"
 
     @property
+    def dashboard(self) -> str:
+        """The live dashboard this data center's syncer serves."""
+        return f"{self.admin}/ui/"
+
+    @property
     def registry(self) -> str:
         return f"http://{self.host}:{self.registry_port}"
 

@@ -161,6 +161,8 @@ async def start_syncers(run: Scenario) -> None:
     run.say(
         f"   all {n} syncers healthy, each sees {n} members, every link streaming ({took:.1f} s)"
     )
+    for dc in dcs:
+        run.say(f"   dashboard of {dc.name:<10} {dc.dashboard}")
     run.run_in_background(run.observer.run())
 
 

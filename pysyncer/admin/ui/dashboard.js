@@ -26,6 +26,7 @@
   const stats = (window.pysyncerStats = {
     startedAt: performance.now(),
     firstRenderMs: null,
+    firstRenderAt: null,
     updates: 0,
     bytes: 0,
     frameBytes: [],
@@ -181,7 +182,10 @@
     requestAnimationFrame(() => {
       state.renderQueued = false;
       render();
-      if (stats.firstRenderMs === null) stats.firstRenderMs = performance.now() - stats.startedAt;
+      if (stats.firstRenderMs === null) {
+        stats.firstRenderMs = performance.now() - stats.startedAt; // script start to first render
+        stats.firstRenderAt = performance.now(); // navigation start to first render
+      }
     });
   }
 
