@@ -21,7 +21,7 @@ propagation phase plaintext and then secure, reports the overhead of p50/p99, an
 fresh connections (TCP, TLS handshake, one Health call) both ways.
 
     python -m benchmarks.bench_sync [--small] [--full 100000] [--breakdown 20000] [--json]
-    python -m benchmarks.bench_sync --phases propagation --secure both
+    python -m benchmarks.bench_sync --phases propagation --secure both [--rounds 3]
     python -m benchmarks.bench_sync --phases full --full 100000 --secure on
 """
 
@@ -409,17 +409,36 @@ async def time_connections(node: Node, secrets: PoolSecrets | None) -> dict[str,
     return {"count": row["count"], "p50_ms": row["p50_ms"], "p99_ms": row["p99_ms"]}
 
 
-def secure_overhead(plain: dict[str, Any], secure: dict[str, Any]) -> dict[str, Any]:
-    """Secure vs plaintext, per propagation run: p50/p99 ratios - 1, and connection cost."""
-    out: dict[str, Any] = {}
-    for label, run in secure["runs"].items():
-        base = plain["runs"].get(label)
-        if base is None or not run["visible"].get("count") or not base["visible"].get("count"):
-            continue
-        out[label] = {
-            q: run["visible"][q] / max(1e-9, base["visible"][q]) - 1.0 for q in ("p50_ms", "p99_ms")
-        }
-    out["connect_extra_ms"] = secure["connect"]["p50_ms"] - plain["connect"]["p50_ms"]
+def secure_overhead(plain: list[dict[str, Any]], secure: list[dict[str, Any]]) -> dict[str, Any]:
+    """Secure vs plaintext over the rounds: per propagation run, the median over rounds of
+    each mode's p50 and p99 (copies visible), the ratio - 1; and the median connection
+    cost of each mode."""
+
+    def median(phases: list[dict[str, Any]], label: str, q: str) -> float | None:
+        values = [p["runs"][label]["visible"].get(q) for p in phases if label in p["runs"]]
+        found = [v for v in values if v is not None]
+        return statistics.median(found) if found else None
+
+    out: dict[str, Any] = {"rounds": min(len(plain), len(secure))}
+    for label in secure[0]["runs"]:
+        row: dict[str, float] = {}
+        for q in ("p50_ms", "p99_ms"):
+            base, with_tls = median(plain, label, q), median(secure, label, q)
+            if base is None or with_tls is None:
+                continue
+            row[f"plain_{q}"], row[f"secure_{q}"] = base, with_tls
+            row[f"overhead_{q}"] = with_tls / max(1e-9, base) - 1.0
+        out[label] = row
+    connect = {
+        mode: statistics.median(p["connect"]["p50_ms"] for p in phases)
+        for mode, phases in (("plain", plain), ("secure", secure))
+    }
+    out["connect_ms"] = connect
+    out["daemon_cpu_s"] = {  # the three daemons' CPU over a phase: less noisy than latency
+        mode: statistics.median(sum(p["daemon_cpu_s"].values()) for p in phases)
+        for mode, phases in (("plain", plain), ("secure", secure))
+    }
+    out["connect_extra_ms"] = connect["secure"] - connect["plain"]
     return out
 
 
@@ -697,19 +716,30 @@ def print_report(report: dict[str, Any]) -> None:
             print_propagation(report[key])
     overhead = report.get("secure_overhead")
     if overhead:
-        for label, row in overhead.items():
-            if label == "connect_extra_ms":
-                continue
-            p50 = row["p50_ms"]
-            print(
-                f"mutual TLS + gossip encryption ({label}): p50 {p50:+.1%} "
-                f"({verdict(p50, TARGET_SECURE_P50_OVERHEAD)} <= "
-                f"+{TARGET_SECURE_P50_OVERHEAD:.0%}), p99 {row['p99_ms']:+.1%}"
-            )
         print(
-            f"fresh connection + Health: {report['propagation']['connect']['p50_ms']:.1f} ms "
-            f"plain, {report['propagation_secure']['connect']['p50_ms']:.1f} ms mutual TLS "
-            f"({overhead['connect_extra_ms']:+.1f} ms per handshake)"
+            f"mutual TLS + gossip encryption vs plaintext, medians of {overhead['rounds']} rounds"
+        )
+        for label in report["propagation_secure"]["runs"]:
+            row = overhead.get(label, {})
+            if "overhead_p50_ms" not in row:
+                continue
+            p50 = row["overhead_p50_ms"]
+            print(
+                f"  {label:<8} p50 {row['plain_p50_ms']:.1f} -> {row['secure_p50_ms']:.1f} ms "
+                f"{p50:+.1%} ({verdict(p50, TARGET_SECURE_P50_OVERHEAD)} <= "
+                f"+{TARGET_SECURE_P50_OVERHEAD:.0%}); p99 {row['plain_p99_ms']:.1f} -> "
+                f"{row['secure_p99_ms']:.1f} ms {row['overhead_p99_ms']:+.1%}"
+            )
+        cpu = overhead["daemon_cpu_s"]
+        print(
+            f"  daemons' CPU over the phase: {cpu['plain']:.1f} s plain, {cpu['secure']:.1f} s "
+            f"secure ({cpu['secure'] / max(1e-9, cpu['plain']) - 1:+.1%})"
+        )
+        connect = overhead["connect_ms"]
+        print(
+            f"  fresh connection + Health: {connect['plain']:.1f} ms plain, "
+            f"{connect['secure']:.1f} ms mutual TLS ({overhead['connect_extra_ms']:+.1f} ms "
+            "for the handshake)"
         )
     print_full_sync(report)
 
@@ -847,6 +877,12 @@ def main(argv: list[str] | None = None) -> int:
         default="off",
         help="gossip encryption and mutual TLS: off, on, or both (propagation compared)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="propagation rounds per mode, alternating (--secure both compares medians)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)
     if args.small:
@@ -856,14 +892,20 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-sync-") as tmp:
         workdir = Path(tmp)
         if "propagation" in phases:
-            if args.secure != "on":
-                report["propagation"] = phase_propagation(args, workdir)
-            if args.secure != "off":
-                report["propagation_secure"] = phase_propagation(args, workdir, secure=True)
+            modes = {"off": (False,), "on": (True,), "both": (False, True)}[args.secure]
+            done: dict[bool, list[dict[str, Any]]] = {False: [], True: []}
+            for n in range(args.rounds):  # the modes alternate: load drifts hit both
+                for secure in modes:
+                    where = workdir / f"round{n}"
+                    where.mkdir(exist_ok=True)
+                    done[secure].append(phase_propagation(args, where, secure=secure))
+            if done[False]:
+                report["propagation"] = done[False][0]
+            if done[True]:
+                report["propagation_secure"] = done[True][0]
             if args.secure == "both":
-                report["secure_overhead"] = secure_overhead(
-                    report["propagation"], report["propagation_secure"]
-                )
+                report["propagation_rounds"] = {"plain": done[False], "secure": done[True]}
+                report["secure_overhead"] = secure_overhead(done[False], done[True])
         if "full" in phases and args.full > 0:
             report["full_sync"] = phase_full_sync(args, workdir, secure=args.secure != "off")
     if "breakdown" in phases and args.breakdown > 0:
