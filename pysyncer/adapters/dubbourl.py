@@ -132,13 +132,17 @@ def parse_url(url: str) -> tuple[str, str, int, str, dict[str, str]]:
     return scheme, host, port, unquote(path), params
 
 
-def instance_from_url(url: str) -> Instance:
+def instance_from_url(url: str, interface: str = "") -> Instance:
     """The instance a provider URL describes; ValueError when it is not a URL.
 
+    The service name is, first found: the ``interface`` parameter, the URL's path, its
+    ``service`` parameter (Apache Dubbo's Python SDK writes only that, e.g.
+    ``tri://10.0.0.1:50051?service=org.example.Echo``), else ``interface``: the znode
+    path's interface segment the node was found under. ``service`` stays a parameter.
     Its id is the carried ``pysyncer.id`` (a copy) or else the URL itself.
     """
     scheme, host, port, path, params = parse_url(url)
-    name = params.pop("interface", "") or path
+    name = params.pop("interface", "") or path or params.get("service", "") or interface
     if not name:
         raise ValueError(f"{url[:80]!r} names no interface")
     app = params.pop("application", "")

@@ -186,6 +186,7 @@ class ZookeeperAdapter:
         self._started_once = False
         self.recreated = 0  # copies created again after session expiries (a metric)
         self.skipped_nodes = 0  # provider nodes whose name is not a URL
+        self._warned: set[str] = set()  # the skipped nodes already logged (once each)
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -261,9 +262,13 @@ class ZookeeperAdapter:
 
     def _parse_node(self, interface: str, node: str) -> tuple[Instance, LocalRef] | None:
         try:
-            instance = instance_from_url(decode_node_name(node))
-        except ValueError:
+            instance = instance_from_url(decode_node_name(node), interface)
+        except ValueError as exc:
             self.skipped_nodes += 1
+            path = f"{self._providers_dir(interface)}/{node}"
+            if path not in self._warned:
+                self._warned.add(path)
+                log.warning("zookeeper: skipping provider node %s: %s", path, exc)
             return None
         return instance, LocalRef(interface, instance.instance_id)
 
