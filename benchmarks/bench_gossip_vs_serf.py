@@ -17,8 +17,10 @@ the pysyncer runner's JSON lines, both stamped with the wall clock on arrival):
   failed, then resumed (SIGCONT); the delay until every member sees it alive again;
 * false failures: every ``member-failed`` about a member that was not killed or stopped.
 
-pysyncer members run several to a process (``python -m pysyncer.gossip.poolrunner``,
-10 per process); members that are killed or stopped run alone in their own process.
+pysyncer members run one to a process by default, as syncers do
+(``python -m pysyncer.gossip.poolrunner``; ``--per-process K`` packs K in one process,
+which halves start-up on a small machine but lets one starved process take K members
+down at once); members that are killed or stopped always run alone.
 ``--mixed`` also runs a pool of half Serf agents, half pysyncer members and counts the
 failures any member declares about a Serf agent that was never stopped (flaps).
 
@@ -47,7 +49,6 @@ from typing import Any
 
 import msgpack
 
-PER_PROCESS = 10
 HOST = "127.0.0.1"
 MEMBER_KINDS = "member-join,member-failed,member-leave,user"
 
@@ -346,11 +347,13 @@ class Pool:
                     await asyncio.sleep(0.1)
             self.members[name] = SerfMember(name, f"{HOST}:{port}", process.pid, process, client)
 
-    async def add_py(self, names: list[str], profile: str, alone: Iterable[str] = ()) -> None:
+    async def add_py(
+        self, names: list[str], profile: str, per_process: int, alone: Iterable[str] = ()
+    ) -> None:
         alone = set(alone)
         groups = [[n] for n in names if n in alone]
         rest = [n for n in names if n not in alone]
-        groups += [rest[i : i + PER_PROCESS] for i in range(0, len(rest), PER_PROCESS)]
+        groups += [rest[i : i + per_process] for i in range(0, len(rest), per_process)]
         runners = [PyRunner(g, self.workdir / "py", profile, self.seen) for g in groups]
         for runner in runners:
             await runner.start()
@@ -465,10 +468,10 @@ async def run_pool(
         if kind == "serf":
             await pool.add_serf(serf, names)
         elif kind == "pysyncer":
-            await pool.add_py(names, args.py_profile, alone)
+            await pool.add_py(names, args.py_profile, args.per_process, alone)
         else:  # mixed: even indexes Serf, odd pysyncer; victims one of each
             await pool.add_serf(serf, names[0::2])
-            await pool.add_py(names[1::2], args.py_profile, alone)
+            await pool.add_py(names[1::2], args.py_profile, args.per_process, alone)
         t0 = await pool.join_all()
         if not await pool.wait(lambda: pool.converged(t0) is not None, 120):
             raise RuntimeError(f"{kind} N={size}: the pool did not converge in 120 s")
@@ -577,7 +580,7 @@ async def measure(args: argparse.Namespace, serf: str) -> dict[str, Any]:
     report: dict[str, Any] = {"py_profile": args.py_profile, "sizes": {}}
     for size in args.sizes:
         row: dict[str, Any] = {}
-        for kind in ("serf", "pysyncer", *(("mixed",) if args.mixed else ())):
+        for kind in (*args.kinds, *(("mixed",) if args.mixed else ())):
             runs = []
             for trial in range(args.trials):
                 started = time.monotonic()
@@ -592,6 +595,9 @@ async def measure(args: argparse.Namespace, serf: str) -> dict[str, Any]:
                     file=sys.stderr,
                 )  # fmt: skip
             row[kind] = {"summary": summarize(runs), "runs": runs}
+        if "serf" not in row or "pysyncer" not in row:
+            report["sizes"][str(size)] = row
+            continue
         s, p = row["serf"]["summary"], row["pysyncer"]["summary"]
         row["ratios"] = {
             k: (p[k] / s[k]) if p.get(k) and s.get(k) else None
@@ -601,7 +607,7 @@ async def measure(args: argparse.Namespace, serf: str) -> dict[str, Any]:
         report["sizes"][str(size)] = row
     if args.event_size:
         row = {}
-        for kind in ("serf", "pysyncer"):
+        for kind in args.kinds:
             runs = [await run_pool(kind, args.event_size, args, serf, faults=False)]
             if args.runs_file:
                 with args.runs_file.open("a") as out:
@@ -617,6 +623,7 @@ def plot(report: dict[str, Any], directory: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -635,8 +642,12 @@ def plot(report: dict[str, Any], directory: Path) -> list[Path]:
                     continue
                 ys = [(i + 1) / len(values) for i in range(len(values))]
                 ax.step(values, ys, style, where="post", label=f"{kind} N={size}")
-        ax.set_xscale("log")
-        ax.set_xlabel("seconds (log scale)")
+        if metric == "event_delays_s":
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+            ax.set_xlabel("seconds (log scale)")
+        else:
+            ax.set_xlabel("seconds")
         ax.set_ylabel("fraction")
         ax.set_title(f"{title}: pysyncer vs Serf agents, loopback")
         ax.grid(alpha=0.3)
@@ -658,6 +669,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=5, help="user events per run (5)")
     parser.add_argument("--idle", type=float, default=10.0, help="bytes window, s (10)")
     parser.add_argument("--return-wait", type=float, default=60.0, help="limit, s (60)")
+    parser.add_argument("--per-process", type=int, default=1, help="pysyncer members a process")
+    parser.add_argument("--kinds", default="serf,pysyncer", help="pools to run (serf,pysyncer)")
     parser.add_argument("--mixed", action="store_true", help="also half Serf, half pysyncer")
     parser.add_argument("--event-size", type=int, default=0, help="events-only pool size")
     parser.add_argument("--py-profile", default="pysyncer", help="pysyncer's gossip profile")
@@ -666,6 +679,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-file", type=Path, help="append each run's JSON line here")
     args = parser.parse_args(argv)
     args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    args.kinds = [k for k in args.kinds.split(",") if k in ("serf", "pysyncer")]
     serf = shutil.which("serf")
     if serf is None:
         parser.error("the serf binary is not installed (apt-get install serf)")
@@ -682,10 +696,10 @@ def main(argv: list[str] | None = None) -> int:
             if kind in row:
                 summary = row[kind]["summary"]
                 print(f"  {kind:>8}: " + ", ".join(f"{k} {v}" for k, v in summary.items()))
-        ratios = [f"{k} {v:.2f}" for k, v in row["ratios"].items() if v]
+        ratios = [f"{k} {v:.2f}" for k, v in row.get("ratios", {}).items() if v]
         print("  pysyncer / serf: " + ", ".join(ratios))
     for size, row in report.get("events", {}).items():
-        for kind in ("serf", "pysyncer"):
+        for kind in row:
             print(f"events N={size} {kind}: {row[kind]['summary']}")
     return 0
 
