@@ -17,6 +17,8 @@ import functools
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -268,6 +270,38 @@ def test_the_filter_dry_run_lists_the_services(pool: Pool, browser: WebDriver) -
     wait_for(browser, lambda d: "cart" in text(d, "#dryrun"), 20, "the dry run")
     assert "no export rules: everything passes" in text(browser, "#dryrun")
     shot(browser, "07-filter-dry-run")
+
+
+def cli(daemon: DaemonProcess, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    token_file = daemon.workdir / "admin.token"
+    command = [sys.executable, "-m", "pysyncer", *args, "--admin-addr", daemon.admin,
+               "--admin-token-file", str(token_file)]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def test_the_command_line_diff_dry_run_and_watch(pool: Pool) -> None:
+    a = pool.daemons["dc-a"]
+    done = cli(a, "diff", "--service", "cart", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert sorted(answer["registries"]) == ["dc-a", "dc-b", "dc-c"]
+    assert {i["registry"] for i in answer["instances"]} == {"dc-a", "dc-b", "dc-c"}
+    text = cli(a, "diff", "--service", "cart")
+    assert text.returncode == 0 and "no discrepancy" in text.stdout, text.stdout
+    run = cli(a, "filters", "--dry-run")
+    assert run.returncode == 0 and "no export rules: everything passes" in run.stdout
+    command = [sys.executable, "-m", "pysyncer", "status", "--watch", "--format", "json",
+               "--interval", "0.2", "--admin-addr", a.admin,
+               "--admin-token-file", str(a.workdir / "admin.token")]  # fmt: skip
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as watch:
+        try:
+            assert watch.stdout is not None
+            updates = [json.loads(watch.stdout.readline()) for _ in range(3)]
+        finally:
+            watch.terminate()
+            watch.wait(10)
+    assert all(u["dc"] == "dc-a" and set(u["remote"]) == {"dc-b", "dc-c"} for u in updates)
+    assert updates[0]["remote"]["dc-b"]["progress"]["kind"] == "initial"
 
 
 def test_a_stopped_syncer_shows_failed(pool: Pool, browser: WebDriver) -> None:

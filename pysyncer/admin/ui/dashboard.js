@@ -18,6 +18,7 @@
     snap: null,
     lag: {}, // dc -> [revisions behind, ...]
     slotsKey: "",
+    poolKey: "",
     renderQueued: false,
     diff: null,
     dryRun: null,
@@ -385,6 +386,10 @@
   function renderPool(snap) {
     const members = Object.values(snap.members || {});
     const filter = $("pool-filter").value.trim().toLowerCase();
+    // a few hundred rows: rebuilt only when a member, the filter or this node's score moved
+    const key = filter + "\u0000" + (snap.health || {}).health_score + JSON.stringify(snap.members);
+    if (key === state.poolKey) return;
+    state.poolKey = key;
     const byDc = {};
     for (const m of members) {
       if (filter && !(m.name + " " + (m.tags.dc || "") + " " + m.status).toLowerCase().includes(filter)) continue;
