@@ -664,6 +664,7 @@ def origin_helper(count: int, flags: list[str]) -> int:
             loop.add_signal_handler(signum, stop.set)
         await daemon.start()
         try:
+            await daemon.wait_synced(120)  # the engine starts in the background
             engine = daemon.engine
             assert engine is not None and engine.registry_server is not None
             assert engine.exporter is not None
