@@ -14,6 +14,12 @@ for being *absent* (no delete before a full view).
 With an import filter, the copies it holds at start (or adopts) are swept: those of
 services the filter refuses are removed at once, those its metadata rules decide are
 pulled from their origin again and so pass through the filter.
+At start (and for adopted slots) it also checks the registry's copies against the
+mapping table: a copy carrying the origin marker that no mapping records (a crash
+between the registry write and the store commit) is an orphan. Anti-entropy compares
+the mapping with the origin and cannot see it, and a replayed delete would not find it,
+so it is removed at once; the replay (the cursor never passed its record) or the repair
+registers it again if its origin still has it.
 
 Memory: the store's mapping table is the full record of every copy; in memory the
 importer keeps one small entry per copy (see :class:`CopyIndex`), not the copy itself.
@@ -22,6 +28,7 @@ importer keeps one small entry per copy (see :class:`CopyIndex`), not the copy i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -37,6 +44,7 @@ from pysyncer.model import (
     Instance,
     Record,
     ServiceKey,
+    is_copy,
     record_key_hash,
 )
 from pysyncer.store.base import (
@@ -67,6 +75,7 @@ class ImporterStats:
     filtered: int = 0  # records refused by the import filter (applied as deletes), and
     # copies removed at start (or adoption) because their service is no longer imported
     not_owned: int = 0  # records of slots another syncer of this data center owns
+    orphans: int = 0  # copies in the registry that no mapping recorded: removed at start
     errors: dict[str, int] = field(default_factory=dict)
 
     def error(self, kind: str) -> None:
@@ -143,8 +152,8 @@ class Importer:
                     self._hold(entry)
                     if sweep is not None:
                         self._screen(entry, sweep)
-        if len(self.index):
-            await self.renewals.learn_ttls()
+            async with self._lock:
+                await self._check_registry(None)
         self.renewals.start(renew_interval)
         if sweep is not None:
             await self._sweep(sweep)
@@ -171,12 +180,51 @@ class Importer:
                 self._hold(entry)
                 if sweep is not None:
                     self._screen(entry, sweep)
-        if entries:
-            await self.renewals.learn_ttls()
+            await self._check_registry(slots)
         await self.renew_all()
         if sweep is not None:
             await self._sweep(sweep)
         return len(entries)
+
+    async def _check_registry(self, slots: Collection[int] | None) -> None:
+        """One registry listing, right after copies were loaded (of ``slots``, or of all
+        when None), with the lock held (no apply between its registry write and commit):
+        pace renewals by the copies' TTLs and remove the orphans among them (copies of a
+        remote origin, in these slots, that the mapping table does not record)."""
+        try:
+            listing = await self.adapter.list_instances()
+        except PysyncerError as exc:
+            log.warning("importer: cannot list the registry to check copies: %s", exc)
+            return
+        copies = [instance for instance in listing if is_copy(instance)]
+        self.renewals.learn_ttls(copies)
+        orphans: list[LocalRef] = []
+        for copy in copies:
+            origin_dc = copy.properties[ORIGIN_DC_PROPERTY]
+            origin_id = copy.properties.get(ORIGIN_ID_PROPERTY)
+            if origin_dc == self.local_dc or not origin_id:
+                continue  # not a copy this importer made
+            if slots is not None and copy.service.slot not in slots:
+                continue  # another syncer of this data center owns it
+            if record_key_hash(origin_dc, origin_id) not in self.index:
+                orphans.append(listing.ref(copy.instance_id))
+        if not orphans:
+            return
+        await self._check_fence()
+        try:
+            for ref in orphans:
+                with contextlib.suppress(NotFoundError):  # its lease ran out meanwhile
+                    await self._unregister(ref)
+                self.stats.orphans += 1
+        except PysyncerError as exc:  # the rest lapse by their TTL (nothing renews them)
+            self.stats.error(type(exc).__name__)
+            log.warning("importer: removing copies no mapping recorded failed: %s", exc)
+            return
+        log.info(
+            "importer: removed %d copies no mapping recorded (written before a crash); "
+            "their origins' replay or repair registers the live ones again",
+            len(orphans),
+        )
 
     def _screen(self, entry: MappingEntry, sweep: _Sweep) -> None:
         """Judge a copy just held by the import filter, at the service level (the mapping

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Sequence
 from typing import Protocol, TypeVar
 
 from pysyncer.adapters.base import Adapter, LocalRef
 from pysyncer.errors import PysyncerError
-from pysyncer.model import is_copy
+from pysyncer.model import Instance
 from pysyncer.supervisor import Supervised, spawn
 from pysyncer.sync.copyindex import CopyIndex
 
@@ -88,16 +88,12 @@ class Renewals:
         """A copy of unknown TTL is held (loaded from the store): assume the default."""
         self.note_ttl(DEFAULT_TTL)
 
-    async def learn_ttls(self) -> None:
-        """Read the copies' leases from the registry: the mapping table has no TTL, and
-        renewing copies loaded or adopted from it at the default pace would let
-        short-lived ones lapse. One listing; on failure the default stays."""
-        try:
-            listing = await self.adapter.list_instances()
-        except PysyncerError as exc:
-            log.warning("importer: cannot list the registry for copy TTLs: %s", exc)
-            return
-        ttls = [instance.ttl for instance in listing if is_copy(instance)]
+    def learn_ttls(self, copies: Iterable[Instance]) -> None:
+        """Pace by the leases of the copies in a registry listing (the importer lists the
+        registry once after loading copies): the mapping table has no TTL, and renewing
+        copies loaded or adopted from it at the default pace would let short-lived ones
+        lapse."""
+        ttls = [copy.ttl for copy in copies]
         if ttls:
             self.note_ttl(min(ttls))
 

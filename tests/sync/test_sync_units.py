@@ -294,6 +294,44 @@ async def test_renew_after_restart_marks_lost_copies_for_repair(side: Side) -> N
         await restarted.close()
 
 
+async def test_copies_written_before_a_crash_but_never_recorded_are_removed_at_start(
+    side: Side, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 between the registry write and the store commit leaves copies no mapping
+    records. The replay merges a register and a delete of one of them into the delete,
+    which finds nothing held: only the check at start removes that copy before its TTL."""
+    kept = remote_record("dc2", "kept", "k", 1)
+    await side.importer.apply("dc2", [kept], 1, "e")
+    born = [remote_record("dc2", "gone", "g", 2), remote_record("dc2", "live", "l", 3)]
+
+    async def killed(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("killed before the commit")
+
+    monkeypatch.setattr(side.store, "apply_batch", killed)
+    with pytest.raises(RuntimeError):
+        await side.importer.apply("dc2", born, 3, "e")
+    monkeypatch.undo()
+    await side.importer.close()
+    assert {c.properties[ORIGIN_ID_PROPERTY] for c in await side.copies()} == {
+        "kept", "gone", "live"
+    }  # fmt: skip
+    restarted = Importer("dc1", side.adapter, side.store)
+    await restarted.start(3600)
+    try:
+        assert await held(side) == {("dc2", "kept")}
+        assert restarted.stats.orphans == 2
+        # The replay from the cursor (1): "gone" was deleted meanwhile, "live" is back.
+        gone = Record("dc2", born[0].service, "gone", 4, None)
+        await restarted.apply("dc2", [born[1], gone], 4, "e")
+        assert await held(side) == {("dc2", "kept"), ("dc2", "live")}
+        want = core_digest.SlotDigestTable()
+        for record in (kept, born[1]):
+            want.add(record.slot, record.digest)
+        assert restarted.digest_table("dc2") == want
+    finally:
+        await restarted.close()
+
+
 def tagged_record(origin: str, iid: str, revision: int, **properties: str) -> Record:
     service = ServiceKey("shop", "pay", "1.0.0")
     instance = Instance(service, iid, iid, (f"rest://{iid}:1",), properties=properties)
@@ -514,13 +552,21 @@ async def test_peer_link_repairs_and_streams_between_two_engines(tmp_path: Path)
         await origin.registry.unregister_instance(sid, ids[0])
         new = await origin.register(sid, "h-new")
         await until(lambda: copies_are({*ids[1:], new}))
-        assert local.importer.digest_table("dc2").to_bytes() == origin.exporter.digest_table()[1]
+
+        async def digests_match() -> bool:
+            # The registry is written before the mapping and the index (the digests): wait
+            # for the batch to be committed, not only for the copies to show.
+            local_table = local.importer.digest_table("dc2").to_bytes()
+            return local_table == origin.exporter.digest_table()[1]
+
+        await until(digests_match)
         # A copy the registry lost is registered again from the origin.
         (lost,) = [c for c in await local.copies() if c.properties[ORIGIN_ID_PROPERTY] == new]
         await local.adapter.unregister((await local.adapter.list_instances()).ref(lost.instance_id))
         await local.importer.renew_all()  # finds it lost: its slot is pulled again
         assert local.importer.needs_repair == {"dc2"}
         await until(lambda: copies_are({*ids[1:], new}))
+        await until(digests_match)  # the re-registered copy is recorded again
         assert local.importer.stats.reregistered == 1
 
         async def streaming() -> bool:
