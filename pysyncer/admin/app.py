@@ -499,6 +499,7 @@ def build_app(
 
     handlers = _Handlers(backend, registry, keys, sync, probes, inspector)
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY_BYTES)
+    app.on_shutdown.append(handlers.dashboard.close)  # open event streams end at once
     for route in ROUTES:
         handler = functools.partial(_guarded, route, handlers, policy)
         app.router.add_route(route.method, route.path, handler)

@@ -5,9 +5,10 @@ by name, supervised tasks, the sync status and the slot table as runs), the JSON
 patch (RFC 7386) between two snapshots, and the server-sent-events answer of
 ``GET /v1/sync/stream``: an ``event: snapshot`` first, then an ``event: delta`` with the
 merge patch every :data:`STREAM_INTERVAL` seconds when something changed (a comment
-line keeps an idle stream open). A snapshot is built at most once per interval however
-many dashboards watch (:class:`SnapshotCache`), and at most :data:`MAX_STREAMS`
-streams are open at once (one more is refused with 503).
+line keeps an idle stream open); every stream ends when the server shuts down. A
+snapshot is built at most once per interval however many dashboards watch
+(:class:`SnapshotCache`), and at most :data:`MAX_STREAMS` streams are open at once
+(one more is refused with 503).
 
 Reads the daemon only through the callables it is given; must not import gossip or sync.
 """
@@ -73,6 +74,19 @@ class SnapshotCache:
         self._value: DashboardSnapshot | None = None
         self._taken = 0.0
         self.streams = 0  # open streams
+        self._closing: asyncio.Event | None = None
+
+    @property
+    def closing(self) -> asyncio.Event:
+        """Set when the server shuts down: every stream ends (created in the loop)."""
+        if self._closing is None:
+            self._closing = asyncio.Event()
+        return self._closing
+
+    async def close(self, app: object = None) -> None:
+        """End every stream (an ``on_shutdown`` hook: the server then stops at once
+        instead of waiting for open dashboards)."""
+        self.closing.set()
 
     def get(self) -> DashboardSnapshot:
         now = time.monotonic()
@@ -106,8 +120,13 @@ async def serve_stream(request: web.Request, cache: SnapshotCache) -> web.Stream
         previous = cache.get()
         await response.write(_event("snapshot", previous))
         quiet_since = time.monotonic()
-        while True:
-            await asyncio.sleep(cache.interval)
+        closing = cache.closing
+        while not closing.is_set():
+            try:
+                await asyncio.wait_for(closing.wait(), cache.interval)
+                break  # the server shuts down
+            except TimeoutError:
+                pass
             current = cache.get()
             patch = merge_patch(previous, current)
             patch.pop("at", None)

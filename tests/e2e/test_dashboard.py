@@ -13,22 +13,31 @@ update latency, bytes per update) are written there as ``measurements.json``.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry
 
+from pysyncer.admin.app import build_app
+from pysyncer.admin.payloads import Member, SyncStatus
 from pysyncer.procs import DaemonProcess, RegistryClient, eventually
+from pysyncer.sync.peers import PeerStatus
+from pysyncer.sync.status import remote_links
+from tests.admin.test_admin_app import InMemoryBackend
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import WebDriverException  # noqa: E402
@@ -302,6 +311,63 @@ def test_the_command_line_diff_dry_run_and_watch(pool: Pool) -> None:
             watch.wait(10)
     assert all(u["dc"] == "dc-a" and set(u["remote"]) == {"dc-b", "dc-c"} for u in updates)
     assert updates[0]["remote"]["dc-b"]["progress"]["kind"] == "initial"
+
+
+class LargePool(InMemoryBackend):
+    """A pool of 300 members in 12 data centers, one member of which the test fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = ""
+
+    def members(self) -> Sequence[Member]:
+        return [
+            {
+                "name": f"n{i:03d}", "addr": f"10.0.{i // 250}.{i % 250}", "port": 7946,
+                "status": "failed" if f"n{i:03d}" == self.failed else "alive",
+                "tags": {"role": "pysyncer", "dc": f"dc-{i % 12:02d}", "version": "0.1.0"},
+            }
+            for i in range(300)
+        ]  # fmt: skip
+
+    def sync_status(self) -> SyncStatus:
+        links = {f"dc-{d:02d}": PeerStatus(f"dc-{d:02d}", state="streaming") for d in range(1, 12)}
+        copies = {dc: 1000 * n for n, dc in enumerate(links, 1)}
+        return cast(
+            SyncStatus, {"dc": "dc-00", "node": "n000", "remote": remote_links(links, copies)}
+        )
+
+    def full_sync(self) -> list[str]:
+        return []
+
+
+def test_a_pool_of_300_members_and_12_data_centers(browser: WebDriver) -> None:
+    backend = LargePool()
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(build_app(backend, CollectorRegistry(), sync=backend))
+    loop.run_until_complete(runner.setup())
+    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", 0).start())
+    port = runner.addresses[0][1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        browser.get(f"http://127.0.0.1:{port}/ui/")
+        rows = "#pool tr[data-member]"
+        wait_for(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, rows)) == 300, 20, "300")
+        assert len(browser.find_elements(By.CSS_SELECTOR, "#links tr[data-dc]")) == 11
+        stats = browser.execute_script("return window.pysyncerStats")
+        (ARTEFACTS / "large-pool.json").write_text(json.dumps(stats, indent=2))
+        backend.failed = "n123"
+        failed = '#pool tr[data-member="n123"][data-status="failed"]'
+        wait_for(browser, lambda d: d.find_elements(By.CSS_SELECTOR, failed), 10, "n123 failed")
+        shot(browser, "09-large-pool")
+    finally:
+        began = time.monotonic()  # the page still streams: the server ends its stream
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(30)
+        assert time.monotonic() - began < 5
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
 
 
 def test_a_stopped_syncer_shows_failed(pool: Pool, browser: WebDriver) -> None:
