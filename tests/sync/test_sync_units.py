@@ -548,7 +548,11 @@ async def test_peer_link_repairs_and_streams_between_two_engines(tmp_path: Path)
             return got == want
 
         await until(lambda: copies_are(set(ids)))
-        assert link.status.repairs >= 1
+
+        async def repaired() -> bool:  # the copies show before the repair has finished
+            return link.status.repairs >= 1
+
+        await until(repaired)
         await origin.registry.unregister_instance(sid, ids[0])
         new = await origin.register(sid, "h-new")
         await until(lambda: copies_are({*ids[1:], new}))
