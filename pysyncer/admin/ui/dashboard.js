@@ -438,7 +438,7 @@
     add("registry", sync.registry || "-");
     add("export revision", fmt(sync.revision) + (sync.epoch ? " (epoch " + sync.epoch.slice(0, 8) + ")" : ""));
     add("instances exported", fmt(sync.exported));
-    add("slot table", "epoch " + own.epoch + ", leader " + (own.leader || "-"));
+    add("slot table", "epoch " + (own.epoch ?? "-") + ", leader " + (own.leader || "-"));
     add("slots owned here", fmt(own.slots_owned));
     add("pending playbacks", fmt(own.slots_pending) + " slots (" + fmt(own.playbacks) + " playbacks done)");
     add("store", pill(store.status || "ok", "state-" + (store.status || "ok")));
