@@ -14,15 +14,19 @@ from types import MappingProxyType
 import pytest
 
 from pysyncer.admin.payloads import DiffAnswer
+from pysyncer.errors import PysyncerError
 from pysyncer.model import ORIGIN_DC_PROPERTY, ORIGIN_ID_PROPERTY, Instance, ServiceKey
 from pysyncer.rpc import sync_pb2 as pb
+from pysyncer.rpc.client import SyncClient
 from pysyncer.rpc.errors import PayloadError
 from pysyncer.rpc.listing import MAX_LISTED, Listing, listed_limit, listing_message, read_listing
+from pysyncer.rpc.server import SyncServer
 from pysyncer.sync.diff import compare, filters_from_json, gather_listings
 from pysyncer.sync.dryrun import dry_run
 from pysyncer.sync.filters import filters_from_config
 from pysyncer.sync.peers import SyncProgress
 from pysyncer.sync.status import progress_status
+from tests.rpc.test_rpc import MemorySource
 
 CART = ServiceKey("shop", "cart", "1.0")
 PAY = ServiceKey("shop", "pay", "1.0")
@@ -202,3 +206,37 @@ def test_progress_reports_rate_and_time_left() -> None:
     progress.end()
     done = progress_status(progress)
     assert not done["running"] and done["eta_seconds"] == 0 and done["finished_at"] > 0
+
+
+class Registry:
+    """The inspector side of ListService: a fixed registry and rules."""
+
+    def __init__(self, instances: list[Instance]) -> None:
+        self.instances = instances
+
+    async def registry_instances(self) -> list[Instance]:
+        return self.instances
+
+    def filter_rules(self) -> str:
+        return NO_RULES
+
+
+async def test_list_service_over_the_rpc() -> None:
+    source = MemorySource(dc="a", node="n-a")
+    server = SyncServer(source, "127.0.0.1", 0)
+    await server.start()
+    try:
+        async with SyncClient(f"127.0.0.1:{server.port}", dc="a") as client:
+            with pytest.raises(PysyncerError, match="no registry to list"):
+                await client.list_service("cart")
+            server.inspector = Registry([original("a1"), copy_of(original("b1"), "b")])
+            found = await client.list_service("cart", limit=1)
+            assert (found.dc, found.node, found.truncated) == ("a", "n-a", True)
+            assert [i.instance_id for i in found.instances] == ["a1"]
+            everything = await client.list_service("")
+            assert len(everything.instances) == 2 and everything.filters == NO_RULES
+        async with SyncClient(f"127.0.0.1:{server.port}", dc="other") as wrong:
+            with pytest.raises(PysyncerError):
+                await wrong.list_service("cart")  # it exports another data center
+    finally:
+        await server.stop()
