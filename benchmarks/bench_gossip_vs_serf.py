@@ -320,29 +320,34 @@ class Pool:
         self._transport = transport
         self._statsd_port = transport.get_extra_info("sockname")[1]
 
+    async def _spawn_serf(self, serf: str, name: str) -> tuple[int, int, Any]:
+        port, rpc = free_port(), free_port()
+        config = self.workdir / f"{name}.json"
+        config.write_text(json.dumps({"statsd_addr": f"{HOST}:{self._statsd_port}"}))
+        process = await asyncio.create_subprocess_exec(
+            serf, "agent", f"-node={name}", f"-bind={HOST}:{port}",
+            f"-rpc-addr={HOST}:{rpc}", "-profile=lan", "-log-level=err",
+            f"-config-file={config}", "-tag", "role=bench",
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        return port, rpc, process
+
     async def add_serf(self, serf: str, names: Iterable[str]) -> None:
-        started = []
-        for name in names:
-            port, rpc = free_port(), free_port()
-            config = self.workdir / f"{name}.json"
-            config.write_text(json.dumps({"statsd_addr": f"{HOST}:{self._statsd_port}"}))
-            process = await asyncio.create_subprocess_exec(
-                serf, "agent", f"-node={name}", f"-bind={HOST}:{port}",
-                f"-rpc-addr={HOST}:{rpc}", "-profile=lan", "-log-level=err",
-                f"-config-file={config}", "-tag", "role=bench",
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
-            )  # fmt: skip
-            started.append((name, port, rpc, process))
+        """Start the agents; one that exits at start (a port taken meanwhile) is retried."""
+        started = [(name, *await self._spawn_serf(serf, name)) for name in names]
         for name, port, rpc, process in started:
             client = SerfRPC(name, self.seen)
-            deadline = time.monotonic() + 60
+            deadline, attempts = time.monotonic() + 60, 1
             while True:
                 try:
                     await client.connect(f"{HOST}:{rpc}")
                     break
                 except OSError:
-                    if time.monotonic() > deadline or process.returncode is not None:
+                    if process.returncode is not None and attempts < 3:
+                        attempts += 1
+                        port, rpc, process = await self._spawn_serf(serf, name)
+                    elif time.monotonic() > deadline or process.returncode is not None:
                         raise RuntimeError(f"serf agent {name} did not start") from None
                     await asyncio.sleep(0.1)
             self.members[name] = SerfMember(name, f"{HOST}:{port}", process.pid, process, client)
@@ -576,6 +581,31 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+RATIO_KEYS = (
+    "join_convergence_s", "kill_detect_p50_s", "event_p99_s", "bytes_per_member_s",
+    "return_p99_s",
+)  # fmt: skip
+
+
+def report_from_runs(paths: list[Path]) -> dict[str, Any]:
+    """The report of saved ``--runs-file`` lines (runs of several invocations merged)."""
+    report: dict[str, Any] = {"sizes": {}, "events": {}}
+    grouped: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
+    for path in paths:
+        for line in path.read_text().splitlines():
+            run = json.loads(line)
+            section = "sizes" if "kill_detect_s" in run else "events"
+            grouped.setdefault((section, run["kind"], run["size"]), []).append(run)
+    for (section, kind, size), runs in sorted(grouped.items()):
+        row = report[section].setdefault(str(size), {})
+        row[kind] = {"summary": summarize(runs), "runs": runs}
+    for row in report["sizes"].values():
+        if "serf" in row and "pysyncer" in row:
+            s, p = row["serf"]["summary"], row["pysyncer"]["summary"]
+            row["ratios"] = {k: p[k] / s[k] if p.get(k) and s.get(k) else None for k in RATIO_KEYS}
+    return report
+
+
 async def measure(args: argparse.Namespace, serf: str) -> dict[str, Any]:
     report: dict[str, Any] = {"py_profile": args.py_profile, "sizes": {}}
     for size in args.sizes:
@@ -599,11 +629,7 @@ async def measure(args: argparse.Namespace, serf: str) -> dict[str, Any]:
             report["sizes"][str(size)] = row
             continue
         s, p = row["serf"]["summary"], row["pysyncer"]["summary"]
-        row["ratios"] = {
-            k: (p[k] / s[k]) if p.get(k) and s.get(k) else None
-            for k in ("join_convergence_s", "kill_detect_p50_s", "event_p99_s",
-                      "bytes_per_member_s", "return_p99_s")
-        }  # fmt: skip
+        row["ratios"] = {k: p[k] / s[k] if p.get(k) and s.get(k) else None for k in RATIO_KEYS}
         report["sizes"][str(size)] = row
     if args.event_size:
         row = {}
@@ -677,13 +703,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, help="directory for the PNG CDFs")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--runs-file", type=Path, help="append each run's JSON line here")
+    parser.add_argument(
+        "--from-runs", type=Path, nargs="+", help="report (and plot) saved --runs-file lines"
+    )
     args = parser.parse_args(argv)
     args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     args.kinds = [k for k in args.kinds.split(",") if k in ("serf", "pysyncer")]
     serf = shutil.which("serf")
     if serf is None:
         parser.error("the serf binary is not installed (apt-get install serf)")
-    report = asyncio.run(measure(args, serf))
+    report = (
+        report_from_runs(args.from_runs) if args.from_runs else asyncio.run(measure(args, serf))
+    )
     if args.plot:
         for path in plot(report, args.plot):
             print(f"wrote {path}", file=sys.stderr)
