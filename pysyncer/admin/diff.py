@@ -1,7 +1,8 @@
 """The admin routes that inspect the pool: the diff across data centers and the filter dry run.
 
 Owns reading their query parameters (``service``: one service name, or none for the
-whole pool; ``limit``: instances per registry, 1..:data:`MAX_LIMIT`) and the
+whole pool; ``limit``: instances per registry, 1..:data:`MAX_LIMIT`), how many run at
+once (:data:`MAX_RUNNING`: each lists every registry; one more answers 503) and the
 :class:`InspectBackend` protocol the daemon's presenter implements. The comparison
 itself is :mod:`pysyncer.sync.diff`'s, the verdicts :mod:`pysyncer.sync.dryrun`'s; this
 module must not import either, nor gossip or sync internals.
@@ -9,7 +10,8 @@ module must not import either, nor gossip or sync internals.
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from collections.abc import Coroutine
+from typing import Any, Protocol, runtime_checkable
 
 from aiohttp import web
 
@@ -21,7 +23,9 @@ __all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "MAX_SERVICE_NAME", "InspectBackend", "
 DEFAULT_LIMIT = 2_000  # instances per registry when the request names no limit
 MAX_LIMIT = 10_000  # what a listing of the sync RPC holds at most (rpc/listing.MAX_LISTED)
 MAX_SERVICE_NAME = 256
+MAX_RUNNING = 2  # diffs and dry runs under way at once (each lists every registry)
 NOT_RUNNING = "the sync engine is not running"
+_running = 0  # under way now, in this process
 
 
 @runtime_checkable
@@ -59,6 +63,24 @@ def _limit(request: web.Request) -> int:
     return int(raw)
 
 
+async def _answer(work: Coroutine[Any, Any, DiffAnswer | DryRunAnswer | None]) -> web.Response:
+    """``work``'s answer, unless :data:`MAX_RUNNING` already run (503)."""
+    global _running
+    if _running >= MAX_RUNNING:
+        work.close()
+        return _error(503, f"{MAX_RUNNING} diffs or dry runs already under way: try again")
+    _running += 1
+    try:
+        answer = await work
+    except PysyncerError as exc:  # this data center's registry cannot be listed yet
+        return _error(503, str(exc))
+    finally:
+        _running -= 1
+    if answer is None:
+        return _error(503, NOT_RUNNING)
+    return web.json_response(answer)
+
+
 async def diff(request: web.Request, backend: InspectBackend | None) -> web.Response:
     if backend is None:
         return _error(503, NOT_RUNNING)
@@ -66,22 +88,10 @@ async def diff(request: web.Request, backend: InspectBackend | None) -> web.Resp
         service, limit = _service(request), _limit(request)
     except ValueError as exc:
         return _error(400, str(exc))
-    try:
-        answer = await backend.diff(service, limit)
-    except PysyncerError as exc:  # this data center's registry cannot be listed yet
-        return _error(503, str(exc))
-    if answer is None:
-        return _error(503, NOT_RUNNING)
-    return web.json_response(answer)
+    return await _answer(backend.diff(service, limit))
 
 
 async def dry_run(request: web.Request, backend: InspectBackend | None) -> web.Response:
     if backend is None:
         return _error(503, NOT_RUNNING)
-    try:
-        answer = await backend.dry_run()
-    except PysyncerError as exc:
-        return _error(503, str(exc))
-    if answer is None:
-        return _error(503, NOT_RUNNING)
-    return web.json_response(answer)
+    return await _answer(backend.dry_run())

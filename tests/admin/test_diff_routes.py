@@ -183,3 +183,30 @@ def test_the_terminal_views() -> None:
     )  # fmt: skip
     text = "\n".join(dry_run_lines(run))
     assert "1/2" in text and "partly" in text and "unused rule: r" in text
+
+
+async def test_diffs_under_way_are_bounded(served: tuple[str, FakeEngine]) -> None:
+    base, engine = served
+    release = asyncio.Event()
+    original = engine.diff
+
+    async def slow(service: str, limit: int) -> DiffAnswer:
+        await release.wait()
+        return await original(service, limit)
+
+    engine.diff = slow  # type: ignore[method-assign]
+    async with aiohttp.ClientSession(headers=AUTH) as session:
+        running = [
+            asyncio.ensure_future(session.get(f"{base}/v1/sync/diff?service=s{i}"))
+            for i in range(2)
+        ]
+        await asyncio.sleep(0.3)
+        async with session.get(f"{base}/v1/sync/filters/dry-run") as refused:
+            assert refused.status == 503
+            assert "already under way" in (await refused.json())["error"]
+        release.set()
+        for response in await asyncio.gather(*running):
+            assert response.status == 200
+            response.release()
+        async with session.get(f"{base}/v1/sync/filters/dry-run") as again:
+            assert again.status == 200
