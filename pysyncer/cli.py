@@ -1,7 +1,13 @@
 """The ``pysyncer`` command line: parses arguments and dispatches to one command.
 
 Every command of the design contract is listed in ``--help``. Commands that talk to a
-running daemon use its admin API (``--admin-addr``).
+running daemon use its admin API (``--admin-addr``). Every command takes ``--format
+text|json`` (:data:`FORMATS`): ``json`` prints one JSON document (NDJSON for the
+streaming ones: ``monitor``, ``status --watch``), and for the long-running ``daemon``
+and ``registry`` it is their log format. The pool commands Serf and Consul operators
+know (members, info, monitor, leave, force-leave, reachability) are
+:mod:`pysyncer.cliops`; completion and ``docs/cli.md`` are generated from
+:func:`build_parser` by :mod:`pysyncer.clidoc`.
 """
 
 from __future__ import annotations
@@ -11,7 +17,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -33,6 +38,7 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2  # argparse's status for bad arguments
 
 SERF_KEY_BYTES = 32  # AES-256, the size `serf keygen` produces
+FORMATS = ("text", "json")
 DEFAULT_ADMIN_ADDR = f"127.0.0.1:{ADMIN_PORT}"
 
 Runner = Callable[[argparse.Namespace], int]
@@ -70,6 +76,11 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
     config = _daemon_config(args)
     check_config(config, ports=False)
+    if args.output_format == "json":
+        config_file = str(config.config_file) if config.config_file else None
+        _print_json({"valid": True, "config_file": config_file, "node": config.node,
+                     "dc": config.dc})  # fmt: skip
+        return EXIT_OK
     where = f"config file {config.config_file}" if config.config_file else "no config file"
     print(f"configuration valid ({where}; node {config.node}, dc {config.dc})")
     return EXIT_OK
@@ -91,26 +102,20 @@ def _client(args: argparse.Namespace) -> AdminClient:
     return AdminClient(args.admin_addr, token=token_from_file(args.admin_token_file))
 
 
-def _cmd_members(args: argparse.Namespace) -> int:
-    members = _client(args).members()["members"]
-    if args.json:
-        print(json.dumps(members, indent=2))
-        return EXIT_OK
-    if args.status:
-        members = [m for m in members if m["status"] == args.status]
-    rows = [
-        (
-            m["name"],
-            f"{m['addr']}:{m['port']}",
-            m["status"],
-            ",".join(f"{k}={v}" for k, v in sorted(m["tags"].items())),
-        )
-        for m in members
-    ]
-    widths = [max([len(r[i]) for r in rows], default=0) for i in range(3)]
-    for row in rows:
-        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
-    return EXIT_OK
+def _operator(name: str) -> Runner:
+    """The :mod:`pysyncer.cliops` command ``name``, called with this daemon's client."""
+
+    def run(args: argparse.Namespace) -> int:
+        from pysyncer import cliops  # noqa: PLC0415
+
+        command: Callable[[AdminClient, argparse.Namespace], int] = getattr(cliops, name)
+        return command(_client(args), args)
+
+    return run
+
+
+def _print_json(document: Any) -> None:
+    print(json.dumps(document, indent=2))
 
 
 def _cmd_rtt(args: argparse.Namespace) -> int:
@@ -126,14 +131,20 @@ def _cmd_rtt(args: argparse.Namespace) -> int:
             return EXIT_ERROR
         found.append(Coordinate(tuple(raw["vec"]), raw["error"], raw["adjustment"], raw["height"]))
     rtt_ms = found[0].distance(found[1]) * 1000.0
+    if args.format == "json":
+        _print_json({"nodes": nodes, "rtt_ms": rtt_ms})
+        return EXIT_OK
     print(f"Estimated {nodes[0]} <-> {nodes[1]} rtt: {rtt_ms:.3f} ms")
     return EXIT_OK
 
 
 def _cmd_event(args: argparse.Namespace) -> int:
-    _client(args).send_event(
+    sent = _client(args).send_event(
         {"name": args.name, "payload": args.payload, "coalesce": args.coalesce}
     )
+    if args.format == "json":
+        _print_json({**sent, "coalesce": args.coalesce})
+        return EXIT_OK
     print(f"Event '{args.name}' dispatched! Coalescing enabled: {args.coalesce}")
     return EXIT_OK
 
@@ -143,7 +154,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
     if args.timeout_ms is not None:
         query["timeout_ms"] = args.timeout_ms
     result = _client(args).query(query)
-    if args.json:
+    if args.format == "json":
         print(json.dumps(result, indent=2))
         return EXIT_OK
     for node in result["acks"]:
@@ -161,11 +172,9 @@ def _cmd_registry(args: argparse.Namespace) -> int:
     from pysyncer.servicecenter import ServiceCenterSettings, load_rbac, run_registry  # noqa: PLC0415
 
     listen = parse_host_port(args.listen, REGISTRY_PORT)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from pysyncer import logs  # noqa: PLC0415
+
+    logs.configure(args.log_level, args.format)
     try:
         settings = ServiceCenterSettings(
             max_tenants=args.max_tenants,
@@ -187,18 +196,26 @@ def _cmd_registry(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from pysyncer.demo import run_demo  # noqa: PLC0415
 
-    return run_demo(args.dcs, args.services, args.instances, args.workdir, quick=args.quick)
+    if args.format == "text":
+        return run_demo(args.dcs, args.services, args.instances, args.workdir, quick=args.quick)
+    with contextlib.redirect_stdout(sys.stderr):  # the progress; stdout gets the outcome
+        status = run_demo(args.dcs, args.services, args.instances, args.workdir, quick=args.quick)
+    _print_json({"ok": status == EXIT_OK, "exit_status": status})
+    return status
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
     client = _client(args)
     if args.full_sync:
         started = client.full_sync()
-        print(f"full sync started with: {', '.join(started['remote']) or 'no peer yet'}")
+        print(
+            f"full sync started with: {', '.join(started['remote']) or 'no peer yet'}",
+            file=sys.stderr if args.format == "json" else sys.stdout,  # stdout: one document
+        )
     if args.watch:
-        return _watch_status(client, args.format == "json" or args.json, args.interval)
+        return _watch_status(client, args.format == "json", args.interval)
     status = client.sync_status()
-    if args.json or args.format == "json":
+    if args.format == "json":
         print(json.dumps(status, indent=2))
         return EXIT_OK
     print(
@@ -276,7 +293,11 @@ def _cmd_filters(args: argparse.Namespace) -> int:
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
-    print(base64.b64encode(os.urandom(SERF_KEY_BYTES)).decode("ascii"))
+    key = base64.b64encode(os.urandom(SERF_KEY_BYTES)).decode("ascii")
+    if args.format == "json":
+        _print_json({"key": key})
+        return EXIT_OK
+    print(key)
     return EXIT_OK
 
 
@@ -321,7 +342,8 @@ def _cmd_keys(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     op, key = chosen[0]
     banner, success, failure = _KEY_OPS[op]
-    if not args.json:
+    as_json = args.format == "json"
+    if not as_json:
         print(f"==> {banner}")
     from pysyncer.admin.client import KeysRefusedError  # noqa: PLC0415
 
@@ -332,7 +354,7 @@ def _cmd_keys(args: argparse.Namespace) -> int:
         answer = _client(args).keys(request)
     except KeysRefusedError as exc:
         refused = exc.answer
-        if args.json:
+        if as_json:
             print(json.dumps(refused, indent=2))
             return EXIT_ERROR
         rows: list[tuple[str, str, str]] = []
@@ -344,7 +366,7 @@ def _cmd_keys(args: argparse.Namespace) -> int:
         print("", file=sys.stderr)
         print(f"{failure}: {refused['error']}", file=sys.stderr)
         return EXIT_ERROR
-    if args.json:
+    if as_json:
         print(json.dumps(answer, indent=2))
         return EXIT_OK
     for node, text in sorted(answer["messages"].items()):
@@ -371,6 +393,9 @@ def _cmd_tls_ca_create(args: argparse.Namespace) -> int:
     from pysyncer.tlsgen import create_ca  # noqa: PLC0415
 
     made = create_ca(Path(args.dir), days=args.days)
+    if args.format == "json":
+        _print_json({"cert": str(made.cert), "key": str(made.key)})
+        return EXIT_OK
     print(f"==> CA certificate {made.cert}")
     print(f"==> CA key {made.key} (mode 0600: keep it off the syncers)")
     return EXIT_OK
@@ -394,6 +419,10 @@ def _cmd_tls_cert_create(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"pysyncer tls cert create: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    if args.format == "json":
+        identity = [spiffe_uri(args.dc, args.node), dns_name(args.dc, args.node)]
+        _print_json({"cert": str(made.cert), "key": str(made.key), "identity": identity})
+        return EXIT_OK
     print(f"==> certificate {made.cert}")
     print(f"==> key {made.key} (mode 0600)")
     print(f"    identity {spiffe_uri(args.dc, args.node)}, {dns_name(args.dc, args.node)}")
@@ -412,6 +441,7 @@ def _add_tls(commands: Any) -> None:
     ca_create = ca_ops.add_parser("create", help="write ca.pem and ca-key.pem")
     ca_create.add_argument("--dir", default=".", help="where to write them (default .)")
     ca_create.add_argument("--days", type=int, default=CA_DAYS, help=f"validity ({CA_DAYS})")
+    _add_format(ca_create)
     ca_create.set_defaults(run=_cmd_tls_ca_create)
     cert = kinds.add_parser("cert", help="a syncer's certificate")
     cert_ops = cert.add_subparsers(dest="tls_op", metavar="create", required=True)
@@ -429,14 +459,29 @@ def _add_tls(commands: Any) -> None:
     cert_create.add_argument(
         "--san", action="append", metavar="NAME|IP", help="one more DNS name or IP (repeat)"
     )
+    _add_format(cert_create)
     cert_create.set_defaults(run=_cmd_tls_cert_create)
 
 
 def _cmd_slot(args: argparse.Namespace) -> int:
     from pysyncer._core import slots  # noqa: PLC0415
 
+    if args.format == "json":
+        _print_json({"slots": [{"key": key, "slot": slots.key_slot(key)} for key in args.keys]})
+        return EXIT_OK
     for key in args.keys:
         print(f"{slots.key_slot(key)}\t{key}")
+    return EXIT_OK
+
+
+def _cmd_completion(args: argparse.Namespace) -> int:
+    from pysyncer.clidoc import completion_script  # noqa: PLC0415
+
+    script = completion_script(build_parser(), args.shell)
+    if args.format == "json":
+        _print_json({"shell": args.shell, "script": script})
+        return EXIT_OK
+    sys.stdout.write(script)
     return EXIT_OK
 
 
@@ -459,6 +504,9 @@ def _add_daemon(commands: Any) -> None:
         description="Run a syncer. Settings: defaults < --config file < PYSYNCER_* env < flags.",
     )
     _add_settings(daemon)
+    daemon.add_argument(
+        "--format", dest="log_format", choices=FORMATS, help="the log format (--log-format)"
+    )
     daemon.set_defaults(run=_cmd_daemon)
     validate = commands.add_parser(
         "validate",
@@ -466,6 +514,7 @@ def _add_daemon(commands: Any) -> None:
         description="Check what 'pysyncer daemon' with the same arguments would run with.",
     )
     _add_settings(validate)
+    _add_format(validate, dest="output_format")
     validate.set_defaults(run=_cmd_validate)
 
 
@@ -492,8 +541,31 @@ def _add_settings(daemon: argparse.ArgumentParser) -> None:
     daemon.add_argument("--config", metavar="FILE", help="TOML config file (or PYSYNCER_CONFIG)")
 
 
-def _admin_parser(commands: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+def _add_format(
+    parser: argparse.ArgumentParser,
+    help_text: str = "json: one JSON document",
+    *,
+    json_alias: bool = False,
+    dest: str = "format",
+) -> None:
+    """``--format text|json`` (``json_alias``: and ``--json``, as the command had before)."""
+    parser.add_argument("--format", dest=dest, choices=FORMATS, default="text", help=help_text)
+    if json_alias:
+        parser.add_argument(
+            "--json", dest=dest, action="store_const", const="json", help="alias of --format json"
+        )
+
+
+def _admin_parser(
+    commands: Any,
+    name: str,
+    help_text: str,
+    *,
+    format_help: str = "json: one JSON document",
+    json_alias: bool = False,
+) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text)
+    _add_format(parser, format_help, json_alias=json_alias)
     parser.add_argument(
         "--admin-addr",
         default=os.environ.get("PYSYNCER_ADMIN_ADDR", DEFAULT_ADMIN_ADDR),
@@ -523,6 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     listen = f"127.0.0.1:{REGISTRY_PORT}"
     registry.add_argument("--listen", default=listen, metavar="HOST:PORT", help=f"({listen})")
     registry.add_argument("--log-level", default="info", type=str.lower, choices=LOG_LEVELS)
+    _add_format(registry, "the log format (one JSON object per line)")
     from pysyncer.servicecenter.settings import DEFAULT_SETTINGS as SC  # noqa: PLC0415 - no aiohttp
 
     registry.add_argument(
@@ -555,12 +628,59 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="a smaller run without the restart step (smoke test)"
     )
     demo.add_argument("--workdir", help="keep logs and data here (default: a temp dir)")
+    _add_format(demo, "json: the progress on stderr, the outcome as one JSON document")
     demo.set_defaults(run=_cmd_demo)
 
-    members = _admin_parser(commands, "members", "list the gossip pool members")
+    members = _admin_parser(
+        commands, "members", "list the gossip pool members (like `serf members`)",
+        format_help="json: the members, tags included", json_alias=True,
+    )  # fmt: skip
+    members.add_argument(
+        "--detailed", action="store_true", help="text: every tag of each member too"
+    )
     members.add_argument("--status", help="only members with this status (alive, failed...)")
-    members.add_argument("--json", action="store_true", help="print JSON")
-    members.set_defaults(run=_cmd_members)
+    members.add_argument(
+        "--tag", action="append", metavar="KEY=REGEX",
+        help="only members whose tag KEY matches REGEX in full (repeat: all must match)",
+    )  # fmt: skip
+    members.add_argument("--dc", help="only the syncers of this data center (their dc tag)")
+    members.set_defaults(run=_operator("members"))
+
+    info = _admin_parser(
+        commands, "info", "the daemon's version, core, gossip and sync figures (like `serf info`)"
+    )
+    info.set_defaults(run=_operator("info"))
+
+    monitor = _admin_parser(
+        commands, "monitor", "stream the daemon's logs until it stops or Ctrl-C",
+        format_help="json: one JSON log line per record (NDJSON)",
+    )  # fmt: skip
+    monitor.add_argument(
+        "--log-level", default="info", type=str.lower, choices=LOG_LEVELS,
+        help="the lowest level shown (the daemon's own --log-level still applies)",
+    )  # fmt: skip
+    monitor.set_defaults(run=_operator("monitor"))
+
+    leave = _admin_parser(
+        commands, "leave", "make the daemon leave the pool gracefully and stop (like SIGTERM)"
+    )
+    leave.set_defaults(run=_operator("leave"))
+
+    force_leave = _admin_parser(
+        commands, "force-leave", "mark a failed member left pool-wide (like `serf force-leave`)"
+    )
+    force_leave.add_argument("node", help="the member's name")
+    force_leave.add_argument(
+        "--prune", action="store_true", help="forget it at once instead of keeping a tombstone"
+    )
+    force_leave.set_defaults(run=_operator("force_leave"))
+
+    reach = _admin_parser(
+        commands, "reachability",
+        "ask every member to ack a query; list live ones that did not (exit 1 if any)",
+    )  # fmt: skip
+    reach.add_argument("--timeout-ms", type=int, help="default: Serf's, scaled by pool size")
+    reach.set_defaults(run=_operator("reachability"))
 
     rtt = _admin_parser(
         commands, "rtt", "estimate the round trip between two members (like `serf rtt`)"
@@ -569,8 +689,11 @@ def build_parser() -> argparse.ArgumentParser:
     rtt.add_argument("other", nargs="?", help="the second member (default: the daemon's own)")
     rtt.set_defaults(run=_cmd_rtt)
 
-    status = _admin_parser(commands, "status", "show the sync status per remote data center")
-    status.add_argument("--json", action="store_true", help="print JSON")
+    status = _admin_parser(
+        commands, "status", "show the sync status per remote data center",
+        format_help="json: the status (with --watch: one object per line per update)",
+        json_alias=True,
+    )  # fmt: skip
     status.add_argument(
         "--full-sync", action="store_true", help="first start a digest repair with every peer"
     )
@@ -579,10 +702,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="refresh in place (links, lag, progress bars) until interrupted",
     )  # fmt: skip
     status.add_argument("--interval", type=float, default=1.0, help="--watch: seconds (1)")
-    status.add_argument(
-        "--format", choices=("text", "json"), default="text",
-        help="json: the status (with --watch: one object per line per update)",
-    )  # fmt: skip
     status.set_defaults(run=_cmd_status)
 
     diff = _admin_parser(
@@ -590,7 +709,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     diff.add_argument("--service", help="one service name (default: the whole pool, bounded)")
     diff.add_argument("--limit", type=int, default=2000, help="instances per registry (2000)")
-    diff.add_argument("--format", choices=("text", "json"), default="text")
     diff.set_defaults(run=_cmd_diff)
 
     filters = _admin_parser(
@@ -599,7 +717,6 @@ def build_parser() -> argparse.ArgumentParser:
     filters.add_argument(
         "--dry-run", action="store_true", help="judge every service seen; change nothing"
     )
-    filters.add_argument("--format", choices=("text", "json"), default="text")
     filters.set_defaults(run=_cmd_filters)
 
     event = _admin_parser(commands, "event", "send a user event to the pool")
@@ -608,33 +725,62 @@ def build_parser() -> argparse.ArgumentParser:
     event.add_argument("--coalesce", action="store_true", help="let receivers coalesce it")
     event.set_defaults(run=_cmd_event)
 
-    query = _admin_parser(commands, "query", "send a query and print acks and responses")
+    query = _admin_parser(
+        commands, "query", "send a query and print acks and responses", json_alias=True
+    )
     query.add_argument("name")
     query.add_argument("payload", nargs="?", default="")
     query.add_argument("--timeout-ms", type=int, help="default: Serf's, scaled by pool size")
-    query.add_argument("--json", action="store_true", help="print JSON")
     query.set_defaults(run=_cmd_query)
 
     keygen = commands.add_parser("keygen", help="print a new Serf-compatible encryption key")
+    _add_format(keygen)
     keygen.set_defaults(run=_cmd_keygen)
 
     keys = _admin_parser(
-        commands, "keys", "install, use, remove or list gossip encryption keys across the pool"
-    )
+        commands, "keys", "install, use, remove or list gossip encryption keys across the pool",
+        format_help="json: the admin API's answer", json_alias=True,
+    )  # fmt: skip
     key_ops = keys.add_mutually_exclusive_group(required=True)
     key_ops.add_argument("--install", metavar="KEY", help="install a key on every member")
     key_ops.add_argument("--use", metavar="KEY", help="make an installed key the primary one")
     key_ops.add_argument("--remove", metavar="KEY", help="remove a (non-primary) key")
     key_ops.add_argument("--list", action="store_true", help="list the keys of every member")
-    keys.add_argument("--json", action="store_true", help="print the admin API's JSON answer")
     keys.set_defaults(run=_cmd_keys)
 
     _add_tls(commands)
 
     slot = commands.add_parser("slot", help="print the hash slot (0-16383) of service keys")
     slot.add_argument("keys", nargs="+", metavar="KEY")
+    _add_format(slot)
     slot.set_defaults(run=_cmd_slot)
+
+    from pysyncer.clidoc import SHELLS  # noqa: PLC0415 - a constant, no import cost
+
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script generated from this parser",
+        description="bash: source <(pysyncer completion bash); zsh: put the output in a "
+        "file named _pysyncer on $fpath (it uses zsh's bash completion support).",
+    )
+    completion.add_argument("shell", choices=SHELLS)
+    _add_format(completion, "json: the script inside a JSON document")
+    completion.set_defaults(run=_cmd_completion)
     return parser
+
+
+def render_reference() -> str:
+    """Every command as Markdown, the reference ``docs/cli.md`` carries."""
+    from pysyncer.clidoc import render_markdown  # noqa: PLC0415
+    from pysyncer.config import SETTINGS  # noqa: PLC0415
+
+    link = "every setting of [the configuration](configuration.md) as a flag (`--FLAG VALUE`)"
+    flags = {f"--{name}" for setting in SETTINGS for name in setting.names}
+    flags |= {f"--{alias}" for setting in SETTINGS for alias in setting.aliases}
+    documented = dict.fromkeys(flags, link)
+    return render_markdown(
+        build_parser(), elsewhere={("daemon",): documented, ("validate",): documented}
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

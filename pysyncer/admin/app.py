@@ -41,6 +41,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pysyncer.admin import diff as inspect
 from pysyncer.admin import stream, ui
 from pysyncer.admin.auth import ACCESS_LEVELS, Access, AdminAuth
+from pysyncer.admin.monitor import MAX_MONITORS, LogMonitor, serve_monitor
 from pysyncer.admin.payloads import (
     MEMBER_STATUSES,
     CoordinatesAnswer,
@@ -52,12 +53,15 @@ from pysyncer.admin.payloads import (
     EventRequest,
     EventsAnswer,
     EventSent,
+    ForceLeaveAnswer,
+    ForceLeaveRequest,
     FullSyncAnswer,
     Health,
     KeyAnswer,
     KeyFailure,
     KeyOperation,
     KeyRequest,
+    LeaveAnswer,
     Liveness,
     Member,
     MembersAnswer,
@@ -76,6 +80,7 @@ __all__ = [
     "ROUTES",
     "AdminBackend",
     "KeyBackend",
+    "LifecycleBackend",
     "ProbeBackend",
     "Route",
     "SyncBackend",
@@ -124,6 +129,18 @@ class SyncBackend(Protocol):
 
     def full_sync(self) -> Sequence[str] | None:
         """Start a digest repair with every remote data center: the ones asked (None: 503)."""
+
+
+@typing.runtime_checkable
+class LifecycleBackend(Protocol):
+    """What ``/v1/leave`` and ``/v1/force-leave`` need (optional: the admin backend may
+    implement it; without it they answer 501)."""
+
+    def leave(self) -> LeaveAnswer:
+        """Start a graceful leave; the daemon then stops as on SIGTERM."""
+
+    def force_leave(self, node: str, prune: bool) -> None:
+        """Mark ``node`` left pool-wide; ValueError when it is this node or unknown."""
 
 
 class ProbeBackend(Protocol):
@@ -186,6 +203,13 @@ def _query_request(body: Mapping[str, Any]) -> QueryRequest:
     return request
 
 
+def _force_leave_request(body: Mapping[str, Any]) -> ForceLeaveRequest:
+    prune = body.get("prune", False)
+    if not isinstance(prune, bool):
+        raise ValueError("'prune' must be true or false")
+    return ForceLeaveRequest(node=_text_field(body, "node", required=True), prune=prune)
+
+
 def _key_request(body: Mapping[str, Any]) -> KeyRequest:
     op = _text_field(body, "op", required=True)
     if op not in KEY_OPERATIONS:
@@ -229,6 +253,7 @@ class _Handlers:
         self.probes = probes
         self.inspector = inspector
         self.dashboard = stream.SnapshotCache(self._snapshot)
+        self.monitor = LogMonitor()
 
     def _snapshot(self) -> DashboardSnapshot:
         """Everything the dashboard shows, for its event stream."""
@@ -263,6 +288,31 @@ class _Handlers:
 
     async def dry_run(self, request: web.Request) -> web.StreamResponse:
         return await inspect.dry_run(request, self.inspector)
+
+    async def log_monitor(self, request: web.Request) -> web.StreamResponse:
+        return await serve_monitor(request, self.monitor)
+
+    def _lifecycle(self) -> LifecycleBackend | None:
+        offered: object = self.backend
+        return offered if isinstance(offered, LifecycleBackend) else None
+
+    async def leave(self, request: web.Request) -> web.Response:
+        lifecycle = self._lifecycle()
+        if lifecycle is None:
+            return _error(501, "this server cannot leave the pool")
+        return web.json_response(lifecycle.leave())
+
+    async def force_leave(self, request: web.Request) -> web.Response:
+        lifecycle = self._lifecycle()
+        if lifecycle is None:
+            return _error(501, "this server cannot force members out")
+        try:
+            wanted = _force_leave_request(await _json_body(request))
+            prune = wanted.get("prune", False)
+            lifecycle.force_leave(wanted["node"], prune)
+        except ValueError as exc:
+            return _error(400, str(exc))
+        return web.json_response(ForceLeaveAnswer(node=wanted["node"], prune=prune))
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response(self.backend.health())
@@ -387,6 +437,17 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v1/members", _Handlers.members, "read",
           f"the gossip pool's members by name, status {_one_of(MEMBER_STATUSES)}",
           answer=MembersAnswer),
+    Route("POST", "/v1/leave", _Handlers.leave, "token",
+          "leaves the pool gracefully (peers see `left`), then the daemon stops as on SIGTERM",
+          answer=LeaveAnswer),
+    Route("POST", "/v1/force-leave", _Handlers.force_leave, "token",
+          "marks a failed member `left` pool-wide (`prune`: forget it at once), like "
+          "`serf force-leave`",
+          request=ForceLeaveRequest, answer=ForceLeaveAnswer),
+    Route("GET", "/v1/monitor", _Handlers.log_monitor, "token",
+          "streams this daemon's log records at or above `?level=` (default info) as NDJSON, "
+          "one JSON log line each, until the client goes away; a slow reader loses lines "
+          f"(told by a `dropped` line); at most {MAX_MONITORS} at once"),
     Route("GET", "/v1/coordinates", _Handlers.coordinates, "read",
           "this member's Vivaldi network coordinate and the last one of each member it "
           "probed (what `pysyncer rtt` reads; see [gossip](gossip.md#network-coordinates))",
@@ -500,6 +561,11 @@ def build_app(
     handlers = _Handlers(backend, registry, keys, sync, probes, inspector)
     app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY_BYTES)
     app.on_shutdown.append(handlers.dashboard.close)  # open event streams end at once
+
+    async def end_monitors(_: web.Application) -> None:
+        handlers.monitor.close_streams()
+
+    app.on_shutdown.append(end_monitors)
     for route in ROUTES:
         handler = functools.partial(_guarded, route, handlers, policy)
         app.router.add_route(route.method, route.path, handler)

@@ -1,6 +1,7 @@
 """A small blocking client of the admin API, for the command line.
 
-Owns request/response handling between ``pysyncer members|event|query|keys|status`` and a
+Owns request/response handling between the operator commands (``pysyncer members``,
+``info``, ``monitor``, ``leave``, ``event``, ``query``, ``keys``, ``status``...) and a
 running daemon: URLs, JSON bodies, the bearer token, timeouts, and errors turned into one
 clear line. One typed method per route answers with the payload types of
 :mod:`pysyncer.admin.payloads` (the daemon is trusted to send what they describe: they
@@ -10,13 +11,15 @@ are not re-validated). The token comes from the file the daemon reads too
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import urlencode
 
 from pysyncer.admin.auth import TOKEN_FILE_ENV, read_token_file
 from pysyncer.admin.payloads import (
@@ -25,11 +28,14 @@ from pysyncer.admin.payloads import (
     EventRequest,
     EventsAnswer,
     EventSent,
+    ForceLeaveAnswer,
+    ForceLeaveRequest,
     FullSyncAnswer,
     Health,
     KeyAnswer,
     KeyFailure,
     KeyRequest,
+    LeaveAnswer,
     MembersAnswer,
     QueryAnswer,
     QueryRequest,
@@ -112,6 +118,31 @@ class AdminClient:
             raise KeysRefusedError(method, status, answer)
         return cast(KeyAnswer, answer)
 
+    def leave(self) -> LeaveAnswer:
+        return cast(LeaveAnswer, self.post("/v1/leave", {}))
+
+    def force_leave(self, request: ForceLeaveRequest) -> ForceLeaveAnswer:
+        return cast(ForceLeaveAnswer, self.post("/v1/force-leave", request))
+
+    def monitor(self, level: str) -> Iterator[str]:
+        """``GET /v1/monitor``: the daemon's log lines (NDJSON, one per item) as they come,
+        until the daemon ends the stream. Waits for lines without a timeout."""
+        request = self._request("GET", f"/v1/monitor?{urlencode({'level': level})}", None)
+        try:
+            response = urllib.request.urlopen(request, timeout=self.timeout)
+        except urllib.error.HTTPError as exc:
+            answer = self._refused(exc, "GET", "/v1/monitor")
+            raise AdminUnavailableError(f"GET /v1/monitor: {exc.code} {answer['error']}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise self._unreachable(exc) from None
+        with response:
+            with contextlib.suppress(AttributeError):  # no socket object: keep its timeout
+                response.fp.raw._sock.settimeout(None)  # a quiet daemon is not a dead one
+            for raw in response:
+                line = raw.decode(errors="replace").strip()
+                if line:
+                    yield line
+
     def sync_status(self) -> SyncStatus:
         return cast(SyncStatus, self.get("/v1/sync/status"))
 
@@ -141,32 +172,44 @@ class AdminClient:
     ) -> tuple[int, Any]:
         """``(HTTP status, JSON body)``; an error status with a JSON ``error`` body is returned,
         any other failure raises :class:`AdminUnavailableError`."""
-        data = None if body is None else json.dumps(body).encode()
-        headers = {"Content-Type": "application/json"} if data is not None else {}
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
-        request = urllib.request.Request(
-            self.base + path, data=data, method=method, headers=headers
-        )
+        request = self._request(method, path, body)
         try:
             with urllib.request.urlopen(request, timeout=timeout or self.timeout) as response:
                 return int(response.status), json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
-            try:
-                answer = json.loads(exc.read())
-            except ValueError:
-                answer = None
-            if not isinstance(answer, dict) or "error" not in answer:
-                raise AdminUnavailableError(f"{method} {path}: {exc.code} {exc.reason}") from None
-            if exc.code == 401:
-                hint = "give --admin-token-file or " + TOKEN_FILE_ENV
-                raise AdminUnavailableError(
-                    f"{method} {path}: 401 {answer['error']} ({hint})"
-                ) from None
-            return int(exc.code), answer
+            return int(exc.code), self._refused(exc, method, path)
         except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
+            raise self._unreachable(exc) from None
+
+    def _request(
+        self, method: str, path: str, body: Mapping[str, Any] | None
+    ) -> urllib.request.Request:
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        return urllib.request.Request(self.base + path, data=data, method=method, headers=headers)
+
+    @staticmethod
+    def _refused(exc: urllib.error.HTTPError, method: str, path: str) -> Any:
+        """The JSON error body of ``exc``; AdminUnavailableError when it has none or is a
+        401 (with the hint how to give the token)."""
+        try:
+            answer = json.loads(exc.read())
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict) or "error" not in answer:
+            raise AdminUnavailableError(f"{method} {path}: {exc.code} {exc.reason}") from None
+        if exc.code == 401:
+            hint = "give --admin-token-file or " + TOKEN_FILE_ENV
             raise AdminUnavailableError(
-                f"cannot reach the pysyncer admin API at {self.base}: {reason} "
-                "(is the daemon running? see --admin-addr)"
+                f"{method} {path}: 401 {answer['error']} ({hint})"
             ) from None
+        return answer
+
+    def _unreachable(self, exc: OSError) -> AdminUnavailableError:
+        reason = getattr(exc, "reason", exc)
+        return AdminUnavailableError(
+            f"cannot reach the pysyncer admin API at {self.base}: {reason} "
+            "(is the daemon running? see --admin-addr)"
+        )

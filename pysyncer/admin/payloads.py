@@ -41,6 +41,8 @@ __all__ = [
     "ExporterStatus",
     "FilterRules",
     "FiltersStatus",
+    "ForceLeaveAnswer",
+    "ForceLeaveRequest",
     "FullSyncAnswer",
     "Health",
     "Histogram",
@@ -50,11 +52,13 @@ __all__ = [
     "KeyFailure",
     "KeyOperation",
     "KeyRequest",
+    "LeaveAnswer",
     "LinkState",
     "Liveness",
     "Member",
     "MemberStatusName",
     "MembersAnswer",
+    "MonitorLine",
     "OwnershipStatus",
     "QueryAnswer",
     "QueryRequest",
@@ -124,6 +128,41 @@ class MembersAnswer(TypedDict):
     """``GET /v1/members``, sorted by name."""
 
     members: list[Member]
+
+
+class LeaveAnswer(TypedDict):
+    """``POST /v1/leave``: this member is leaving the pool; the daemon then stops."""
+
+    leaving: bool
+    node: str
+
+
+class _ForceLeaveRequired(TypedDict):
+    node: str
+
+
+class ForceLeaveRequest(_ForceLeaveRequired, total=False):
+    """``POST /v1/force-leave``: mark a failed member ``left`` (``prune``: forget it)."""
+
+    prune: bool
+
+
+class ForceLeaveAnswer(TypedDict):
+    """The answer to ``POST /v1/force-leave``."""
+
+    node: str
+    prune: bool
+
+
+class MonitorLine(TypedDict, total=False):
+    """One line of ``GET /v1/monitor`` (NDJSON): a log record as the daemon's JSON log
+    format writes it, plus every structured field of the record."""
+
+    time: str
+    level: str
+    logger: str
+    message: str
+    exception: str
 
 
 class _EventRequired(TypedDict):

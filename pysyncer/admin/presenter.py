@@ -9,6 +9,10 @@ small :class:`SyncSource` protocol. Must not import the daemon or the configurat
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import signal
 from collections.abc import Callable, Sequence
 from typing import Protocol, cast
 
@@ -20,6 +24,7 @@ from pysyncer.admin.payloads import (
     Event,
     Health,
     KeyAnswer,
+    LeaveAnswer,
     Member,
     MemberStatusName,
     QueryAnswer,
@@ -30,7 +35,11 @@ from pysyncer.gossip.keymanager import KeyResponse
 from pysyncer.gossip.serf import MemberStatus
 from pysyncer.gossip.stack import GossipStack
 
-__all__ = ["DaemonPresenter", "SyncSource"]
+__all__ = ["LEAVE_DELAY", "DaemonPresenter", "SyncSource"]
+
+log = logging.getLogger(__name__)
+
+LEAVE_DELAY = 0.2  # seconds between answering POST /v1/leave and starting to leave
 
 # The admin contract's statuses: alive, suspect, failed, left ("leaving" reads as alive).
 _STATUS_NAMES: dict[MemberStatus, MemberStatusName] = {
@@ -55,8 +64,17 @@ class SyncSource(Protocol):
     def slot_runs(self) -> list[SlotRun]: ...
 
 
+def _terminate_self() -> None:
+    """Stop this process the way a service manager does: SIGTERM (a graceful leave)."""
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 class DaemonPresenter:
-    """Implements the admin, key and sync backends for one syncer."""
+    """Implements the admin, key, sync and lifecycle backends for one syncer.
+
+    ``shutdown``: what ``POST /v1/leave`` calls once answered (default: SIGTERM to this
+    process, which the daemon handles by leaving the pool and stopping).
+    """
 
     def __init__(
         self,
@@ -66,8 +84,11 @@ class DaemonPresenter:
         dc: str,
         engine: Callable[[], SyncSource | None],
         insecure: bool = False,
+        shutdown: Callable[[], None] = _terminate_self,
     ) -> None:
         self.gossip = gossip
+        self._shutdown = shutdown
+        self._leaving = False
         self.insecure = insecure
         self.node = node
         self.dc = dc
@@ -137,6 +158,16 @@ class DaemonPresenter:
                 for name, c in sorted(self.gossip.coordinates().items())
             },
         }
+
+    def leave(self) -> LeaveAnswer:
+        if not self._leaving:
+            self._leaving = True
+            log.info("leave requested over the admin API: leaving the pool, then stopping")
+            asyncio.get_running_loop().call_later(LEAVE_DELAY, self._shutdown)
+        return {"leaving": True, "node": self.node}
+
+    def force_leave(self, node: str, prune: bool) -> None:
+        self.gossip.force_leave(node, prune)
 
     async def send_event(self, name: str, payload: bytes, coalesce: bool) -> None:
         self.gossip.serf.user_event(name, payload, coalesce)

@@ -321,6 +321,16 @@ class GossipStack:
             self._snapshot.leave()
         await self._serf.stop()
 
+    def force_leave(self, node: str, prune: bool = False) -> None:
+        """Serf's force-leave: mark a (failed) member ``left`` pool-wide, ``prune`` erases
+        it at once. ValueError when ``node`` is this member or not one the pool knows."""
+        if node == self.settings.node:
+            raise ValueError(f"{node!r} is this member: use leave")
+        if self.serf.member(node) is None:
+            raise ValueError(f"no member named {node!r}")
+        self.serf.force_leave(node, prune)
+        log.info("force-leave of %s%s", node, " (pruned)" if prune else "")
+
     async def _stop_joining(self) -> None:
         if self._join_task is not None:
             await self._join_task.stop()

@@ -157,6 +157,7 @@ async def test_every_declared_route_is_served(
     optional = {"/v1/keys": 501, "/v1/sync/status": 503, "/v1/sync/full": 503}
     optional.update({"/v1/health/live": 501, "/v1/health/ready": 501})  # no probe backend
     optional.update({"/v1/sync/diff": 503, "/v1/sync/filters/dry-run": 503})  # no engine
+    optional.update({"/v1/leave": 501, "/v1/force-leave": 501})  # no lifecycle backend
     for route in ROUTES:
         body = {"name": "x"} if route.path in ("/v1/events", "/v1/queries") else None
         if route.method == "POST" and body is None:

@@ -27,7 +27,14 @@ from prometheus_client import CollectorRegistry
 from pysyncer.admin.app import MAX_BODY_BYTES, MAX_JSON_DEPTH, ROUTES, Route, build_app
 from pysyncer.admin.auth import TOKEN_FILE_ENV, AdminAuth, read_token_file
 from pysyncer.admin.client import AdminClient, AdminUnavailableError, token_from_file
-from pysyncer.admin.payloads import DiffAnswer, DryRunAnswer, KeyAnswer, SlotRun, SyncStatus
+from pysyncer.admin.payloads import (
+    DiffAnswer,
+    DryRunAnswer,
+    KeyAnswer,
+    LeaveAnswer,
+    SlotRun,
+    SyncStatus,
+)
 from pysyncer.config import SETTINGS, load_config
 from pysyncer.errors import ConfigError
 from pysyncer.procs import DaemonProcess, eventually, free_port
@@ -65,6 +72,16 @@ class FakeSync:
         return [(0, 16384, "node1", False)]
 
 
+class LifecycleBackend(InMemoryBackend):
+    """Also leaves and forces members out (the lifecycle routes answer 200)."""
+
+    def leave(self) -> LeaveAnswer:
+        return {"leaving": True, "node": "n1"}
+
+    def force_leave(self, node: str, prune: bool) -> None:
+        return None
+
+
 def body_of(route: Route) -> dict[str, Any] | None:
     """A valid body for ``route`` (None for a GET)."""
     if route.method != "POST":
@@ -73,6 +90,8 @@ def body_of(route: Route) -> dict[str, Any] | None:
         return {"op": "install", "key": KEY}
     if route.path in ("/v1/events", "/v1/queries"):
         return {"name": "x"}
+    if route.path == "/v1/force-leave":
+        return {"node": "n2"}
     return {}
 
 
@@ -82,7 +101,7 @@ Served = tuple[aiohttp.ClientSession, str, InMemoryBackend]
 async def serve(auth: AdminAuth) -> tuple[web.AppRunner, str]:
     runner = web.AppRunner(
         build_app(
-            InMemoryBackend(),
+            LifecycleBackend(),
             CollectorRegistry(),
             FakeKeys(),
             FakeSync(),

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from pysyncer import configdoc
+from pysyncer import cli, configdoc
 from pysyncer.admin import app
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -23,6 +23,7 @@ COMMAND = "python -m tests.support.docblocks"
 BLOCKS: dict[str, tuple[Path, Callable[[], str]]] = {
     "admin-routes": (DOCS / "admin.md", app.render_markdown),
     "settings": (DOCS / "configuration.md", configdoc.render_markdown),
+    "cli": (DOCS / "cli.md", cli.render_reference),
 }
 
 
