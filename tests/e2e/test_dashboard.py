@@ -274,9 +274,11 @@ def test_the_diff_view_shows_a_deleted_copy_until_the_repair(
 
 
 def test_the_filter_dry_run_lists_the_services(pool: Pool, browser: WebDriver) -> None:
+    registry = pool.registries["dc-a"]
+    registry.register(registry.create_service("shop", "drysvc"), "dry-1", ["rest://10.0.0.5:80"])
     open_page(browser, pool.daemons["dc-a"])
     browser.find_element(By.CSS_SELECTOR, "#dryrun-form button").click()
-    wait_for(browser, lambda d: "cart" in text(d, "#dryrun"), 20, "the dry run")
+    wait_for(browser, lambda d: "drysvc" in text(d, "#dryrun"), 20, "the dry run")
     assert "no export rules: everything passes" in text(browser, "#dryrun")
     shot(browser, "07-filter-dry-run")
 
@@ -288,17 +290,27 @@ def cli(daemon: DaemonProcess, *args: str, timeout: float = 60) -> subprocess.Co
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def copies_of_service(registry: RegistryClient, name: str) -> bool:
+    return any(copy["_service"].split("/")[1] == name for copy in registry.copies())
+
+
 def test_the_command_line_diff_dry_run_and_watch(pool: Pool) -> None:
     a = pool.daemons["dc-a"]
-    done = cli(a, "diff", "--service", "cart", "--format", "json")
+    registry = pool.registries["dc-a"]
+    registry.register(registry.create_service("shop", "clisvc"), "cli-1", ["rest://10.0.0.4:80"])
+    for dc in ("dc-b", "dc-c"):
+        held = functools.partial(copies_of_service, pool.registries[dc], "clisvc")
+        eventually(held, 30, f"the copy in {dc}")
+    done = cli(a, "diff", "--service", "clisvc", "--format", "json")
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
     assert sorted(answer["registries"]) == ["dc-a", "dc-b", "dc-c"]
     assert {i["registry"] for i in answer["instances"]} == {"dc-a", "dc-b", "dc-c"}
-    text = cli(a, "diff", "--service", "cart")
+    text = cli(a, "diff", "--service", "clisvc")
     assert text.returncode == 0 and "no discrepancy" in text.stdout, text.stdout
     run = cli(a, "filters", "--dry-run")
     assert run.returncode == 0 and "no export rules: everything passes" in run.stdout
+    assert "shop/clisvc" in run.stdout
     command = [sys.executable, "-m", "pysyncer", "status", "--watch", "--format", "json",
                "--interval", "0.2", "--admin-addr", a.admin,
                "--admin-token-file", str(a.workdir / "admin.token")]  # fmt: skip
