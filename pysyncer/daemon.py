@@ -311,7 +311,9 @@ class Daemon:
         log.info("admin API on http://%s", format_host_port(*self.admin_address))
 
     def reload(self, fresh: DaemonConfig) -> None:
-        """Apply the settings of ``fresh`` that change live; log the ones that cannot."""
+        """Apply the settings of ``fresh`` that change live; log the ones that cannot.
+        The TLS files are looked at now too (not only at the next poll)."""
+        self.security.check()
         old = self.config
         changed = [s for s in SETTINGS if getattr(old, s.attr) != getattr(fresh, s.attr)]
         cannot = [s.key for s in changed if not s.live]

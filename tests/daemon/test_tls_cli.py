@@ -187,3 +187,19 @@ def test_the_watch_warns_hourly_when_insecure_and_daily_near_expiry(
         now[0] = expires + 1
         watch.check()
         assert "the certificate expired at" in caplog.text
+
+
+def test_sighup_looks_at_the_tls_files_at_once(pki: Path) -> None:
+    from pysyncer.daemon import Daemon
+
+    config = load_config({"node": "n1", "dc": "dc-a", "data-dir": str(pki / "data"), **_tls(pki)},
+                         environ={})  # fmt: skip
+    daemon = Daemon(config)  # built, not started
+    assert daemon.tls is not None and daemon.tls.reloads == 0
+    staging = pki / "staging"
+    made = create_cert("dc-a", "n1", ca_dir=pki, out_dir=staging)
+    os.replace(made.key, pki / "dc-a-n1-key.pem")
+    os.replace(made.cert, pki / "dc-a-n1.pem")
+    daemon.reload(config)  # what SIGHUP does with the configuration read again
+    assert daemon.tls.reloads == 1
+    assert daemon.tls.current().cert == (pki / "dc-a-n1.pem").read_bytes()
