@@ -37,6 +37,7 @@ StateKey = tuple[str, str]  # (service text, instance id)
 RESYNC_BACKOFF_MAX = 5.0  # a registry back from a restart is followed again within 5 s
 COMMIT_TIMES_KEPT = 4096
 STARTUP_GRACE_MAX = 120.0
+SLOTS_PER_READ = 256  # slots read from the store at once for a PullSlots answer
 TAIL_SIZE = 20_000  # recent changes kept in memory for the watch streams (at most the log's)
 
 
@@ -350,13 +351,17 @@ class Exporter:
         return self._revision, self._table.to_bytes()
 
     async def slot_records(self, slots: Sequence[int]) -> AsyncIterator[tuple[int, list[Record]]]:
-        """The full current state of each slot asked for (empty slots included)."""
+        """The full current state of each slot asked for (empty slots included), read
+        :data:`SLOTS_PER_READ` slots at a time: the first slot goes out at once and at most
+        one read's records are held, however many the data center exports."""
         wanted = sorted(set(slots))
-        by_slot: dict[int, list[Record]] = {slot: [] for slot in wanted}
-        for record in await self.store.exported_records(wanted):
-            by_slot[record.slot].append(record)
-        for slot in wanted:
-            yield slot, by_slot[slot]
+        for start in range(0, len(wanted), SLOTS_PER_READ):
+            part = wanted[start : start + SLOTS_PER_READ]
+            by_slot: dict[int, list[Record]] = {slot: [] for slot in part}
+            for record in await self.store.exported_records(part):
+                by_slot[record.slot].append(record)
+            for slot in part:
+                yield slot, by_slot.pop(slot)
 
 
 def _is_mapped(ref: LocalRef | None, copies: Collection[str]) -> bool:

@@ -23,12 +23,15 @@ registers it again if its origin still has it.
 
 Memory: the store's mapping table is the full record of every copy; in memory the
 importer keeps one small entry per copy (see :class:`CopyIndex`), not the copy itself.
+The copies written are frozen out of the garbage collector's reach now and then
+(:meth:`Importer._settle`): the event loop must not stall on full collections.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
@@ -62,6 +65,9 @@ from pysyncer.sync.renewals import RENEW_BATCH, LostCopies, Renewals, chunks
 __all__ = ["Importer", "ImporterStats", "copy_instance_id"]
 
 log = logging.getLogger(__name__)
+
+WRITES_PER_TURN = 200  # registry writes between two yields to the event loop
+FREEZE_EVERY = 10_000  # copies written between two garbage-collector freezes
 
 
 @dataclass
@@ -132,6 +138,7 @@ class Importer:
         self.expired_origins: set[str] = set()  # origins gone past origin-grace: not renewed
         self.needs_repair: set[str] = set()  # origins with lost copies to pull again
         self._lost: set[int] = set()  # key hashes of lost copies not registered again yet
+        self._unfrozen = 0  # copies written since the last garbage-collector freeze
         self.renewals = Renewals(
             adapter, self.index, self.stats, self.expired_origins, self._forget_lost
         )
@@ -382,6 +389,7 @@ class Importer:
             self.index.add(p.key_hash, p.origin_dc, p.service, p.slot, p.digest, p.ref)
         for key_hash, _ in deletes:
             self.index.remove(key_hash)
+        self._settle(len(pending))
 
     async def reconcile_slot(
         self, origin_dc: str, slot: int, records: Sequence[Record], cursor: int, epoch: str
@@ -419,13 +427,27 @@ class Importer:
             await self._apply_locked(origin_dc, latest.values(), cursor, epoch)
         self.stats.applied += len(latest)
 
+    def _settle(self, written: int) -> None:
+        """Every :data:`FREEZE_EVERY` copies written: collect the young generations and
+        freeze what survives (the copies are long-lived), so the garbage collector's full
+        collections never rescan the copies held: at a million copies one full collection
+        stalled the event loop for seconds. Frozen objects are still freed by reference
+        counting; only a cycle among them would wait for an unfreeze."""
+        self._unfrozen += written
+        if self._unfrozen >= FREEZE_EVERY:
+            self._unfrozen = 0
+            gc.collect(1)
+            gc.freeze()
+
     async def _write_registry(
         self, records: Iterable[Record]
     ) -> tuple[list[tuple[str, _Pending]], list[tuple[int, MappingKey]]]:
         pending: list[tuple[str, _Pending]] = []
         deletes: list[tuple[int, MappingKey]] = []
         index = self.index
-        for record in records:
+        for done, record in enumerate(records, 1):
+            if done % WRITES_PER_TURN == 0:  # a long batch lets the event loop run
+                await asyncio.sleep(0)
             key_hash = record.key_hash
             instance = record.instance
             if instance is None:
