@@ -104,8 +104,9 @@ def _check_port(key: str, address: HostPort, kind: int) -> None:
 def check_config(config: DaemonConfig, *, with_sync: bool = True, ports: bool = True) -> None:
     """Everything about ``config`` that can be checked without binding or connecting:
     the registry adapter (plugin and ``adapter.*`` settings), the store's settings and
-    files, and (``ports``) that every listening address is free. ConfigError, one line
-    naming the setting."""
+    files, the TLS files (read and checked together, naming this syncer) and (``ports``)
+    that every listening address is free. ConfigError, one line naming the setting."""
+    config.tls_files()
     if with_sync:
         from pysyncer.adapters import available_adapters, load_adapter  # noqa: PLC0415
         from pysyncer.store import create_store  # noqa: PLC0415
