@@ -22,6 +22,7 @@ from tests.conftest import IN_CI
 from tests.support.zk import ZkServer, zookeeper_available
 
 pytest.importorskip("dubbo", reason="apache-dubbo is not installed (pip install apache-dubbo)")
+kazoo_client = pytest.importorskip("kazoo.client")
 
 pytestmark = [
     pytest.mark.slow,
@@ -85,9 +86,7 @@ def zookeepers() -> Iterator[tuple[ZkServer, ZkServer]]:
 
 
 def zk_children(server: ZkServer, path: str) -> list[str]:
-    from kazoo.client import KazooClient  # noqa: PLC0415
-
-    client = KazooClient(hosts=server.address, timeout=10.0)
+    client = kazoo_client.KazooClient(hosts=server.address, timeout=10.0)
     client.start(timeout=15)
     try:
         return list(client.get_children(path)) if client.exists(path) else []
