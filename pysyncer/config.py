@@ -6,8 +6,9 @@ options from that table, and :func:`load_config` merges the four sources into on
 :class:`DaemonConfig`, which hands each layer its own typed settings
 (:class:`~pysyncer.gossip.settings.GossipSettings`,
 :class:`~pysyncer.sync.settings.SyncSettings`). This is the top layer: it may import the
-layers' settings and parsers; no layer imports it. The config file is TOML
-with the same keys as the flags (``registry-url = ["http://127.0.0.1:30100"]``), plus tables:
+layers' settings and the value parsers of :mod:`pysyncer.configvalues`; no layer imports
+it. The config file is TOML with the same keys as the flags
+(``registry-url = ["http://127.0.0.1:30100"]``), plus tables:
 ``[adapter]`` for the adapter's settings and ``[[export.include]]``, ``[[export.exclude]]``,
 ``[[import.include]]``, ``[[import.exclude]]`` for the filter rules
 (:mod:`pysyncer.sync.filters`). Every bad value raises
@@ -20,12 +21,13 @@ Secure by default: a daemon whose gossip (``bind``) or sync (``rpc-addr``) addre
 loopback must have gossip encryption (``encrypt``, ``encrypt-file`` or a keyring file in its
 data directory) and mutual TLS (``tls-ca``, ``tls-cert``, ``tls-key``), unless ``insecure``
 is set; :meth:`DaemonConfig.insecure_reasons` says what such a daemon runs without.
+
+Imports: admin, configvalues, errors, gossip, hostport, rpc, servicecenter, sync.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import ipaddress
 import os
@@ -36,10 +38,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from pysyncer.admin.auth import AUTH_MODES, AdminAuth, AuthMode, is_loopback, read_token_file
+from pysyncer import configvalues as parsers
+from pysyncer.admin.auth import AdminAuth, AuthMode, is_loopback, read_token_file
 from pysyncer.errors import ConfigError
 from pysyncer.gossip.settings import GossipSettings
-from pysyncer.gossip.timing import profile_named
 from pysyncer.hostport import (
     ADMIN_PORT,
     GOSSIP_PORT,
@@ -48,10 +50,9 @@ from pysyncer.hostport import (
     HostPort,
     parse_host_port,
 )
-from pysyncer.logs import LOG_FORMATS
 from pysyncer.servicecenter.settings import DEFAULT_SETTINGS as REGISTRY_LIMITS
 from pysyncer.servicecenter.settings import ServiceCenterSettings
-from pysyncer.sync.filters import DIRECTIONS, FilterConfigError, Filters, filters_from_config
+from pysyncer.sync.filters import FilterConfigError, Filters, filters_from_config
 from pysyncer.sync.settings import OriginPolicy, RegistrySettings, SyncSettings
 
 if TYPE_CHECKING:
@@ -66,149 +67,9 @@ else:  # pragma: no cover - exercised on Python 3.10 only
 __all__ = ["SETTINGS", "DaemonConfig", "Setting", "default_dc", "load_config"]
 
 ENV_PREFIX = "PYSYNCER_"
-ENCRYPTION_KEY_SIZES = (16, 24, 32)  # AES-128/192/256, as Serf accepts
 # config-file tables beside the flat keys: [adapter] for --plugin; export and import hold
 # the filter rules as arrays of tables ([[export.include]], [[import.exclude]], ...)
 _TABLES = ("adapter", "export", "import")
-
-
-def _host_port(default_port: int) -> Callable[[Any], HostPort]:
-    def parse(value: Any) -> HostPort:
-        return parse_host_port(str(value), default_port)
-
-    return parse
-
-
-def _name(value: Any) -> str:
-    text = str(value).strip()
-    if not text or len(text) > 128 or any(c.isspace() for c in text):
-        raise ValueError(f"{text!r} must be 1-128 characters without spaces")
-    return text
-
-
-def _address_list(value: Any) -> tuple[str, ...]:
-    items = value if isinstance(value, list | tuple) else str(value).split(",")
-    return tuple(str(item).strip() for item in items if str(item).strip())
-
-
-def _join_list(value: Any) -> tuple[str, ...]:
-    addresses = _address_list(value)
-    for address in addresses:
-        parse_host_port(address, default_port=GOSSIP_PORT)
-    return addresses
-
-
-def _encryption_key(value: Any) -> str | None:
-    if value is None or str(value).strip() == "":
-        return None
-    text = str(value).strip()
-    try:
-        raw = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("is not valid base64 (use 'pysyncer keygen')") from None
-    if len(raw) not in ENCRYPTION_KEY_SIZES:
-        raise ValueError(f"decodes to {len(raw)} bytes; a key must be 16, 24 or 32 bytes")
-    return text
-
-
-def _switch(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"{value!r} must be true or false")
-
-
-def _store(value: Any) -> StoreURL:
-    from pysyncer.store.url import parse_store_url  # noqa: PLC0415 - the store loads on use
-
-    return parse_store_url(str(value))
-
-
-def _optional_host_port(default_port: int) -> Callable[[Any], HostPort | None]:
-    def parse(value: Any) -> HostPort | None:
-        if value is None or str(value).strip() == "":
-            return None
-        return parse_host_port(str(value), default_port)
-
-    return parse
-
-
-def _protocol_version(value: Any) -> int:
-    text = str(value).strip()
-    if not text.isdigit() or not 2 <= int(text) <= 5:
-        raise ValueError(f"{text!r} must be a memberlist protocol version from 2 to 5")
-    return int(text)
-
-
-def _gossip_profile(value: Any) -> str:
-    return profile_named(str(value).strip().lower()).name
-
-
-def _label(value: Any) -> str:
-    text = str(value)
-    if len(text.encode()) > 255:
-        raise ValueError("a gossip label has at most 255 bytes")
-    return text
-
-
-def _seconds(value: Any) -> float:
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{value!r} is not a number of seconds") from None
-    if not 0 < seconds < 10**9:
-        raise ValueError(f"{value!r} must be a positive number of seconds")
-    return seconds
-
-
-def _positive_int(value: Any) -> int:
-    text = str(value).strip()
-    if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"{value!r} must be a positive whole number")
-    return int(text)
-
-
-def _origin_policy(value: Any) -> str:
-    text = str(value).strip().lower()
-    if text not in ("expire", "remove"):
-        raise ValueError(f"{value!r} must be 'expire' or 'remove'")
-    return text
-
-
-def _path(value: Any) -> Path:
-    return Path(str(value)).expanduser()
-
-
-def _direction(value: Any) -> str:
-    text = str(value).strip().lower()
-    if text not in DIRECTIONS:
-        raise ValueError(f"{value!r} must be one of {', '.join(DIRECTIONS)}")
-    return text
-
-
-def _auth_mode(value: Any) -> str:
-    text = str(value).strip().lower()
-    if text not in AUTH_MODES:
-        raise ValueError(f"{value!r} must be one of {', '.join(AUTH_MODES)}")
-    return text
-
-
-def _log_level(value: Any) -> str:
-    level = str(value).strip().upper()
-    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        raise ValueError(f"{value!r} must be one of debug, info, warning, error")
-    return level
-
-
-def _log_format(value: Any) -> str:
-    text = str(value).strip().lower()
-    if text not in LOG_FORMATS:
-        raise ValueError(f"{value!r} must be one of {', '.join(LOG_FORMATS)}")
-    return text
 
 
 @dataclass(frozen=True)
@@ -259,12 +120,14 @@ def _attr(key: str) -> str:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("node", None, _name, "node name in the gossip pool (default: hostname)", "NAME"),
-    Setting("dc", None, _name, "data center name (default: derived from --registry-url)", "NAME"),
+    Setting("node", None, parsers.name, "node name in the gossip pool (default: hostname)", "NAME"),
+    Setting(
+        "dc", None, parsers.name, "data center name (default: derived from --registry-url)", "NAME"
+    ),
     Setting(
         "bind",
         f"127.0.0.1:{GOSSIP_PORT}",
-        _host_port(GOSSIP_PORT),
+        parsers.host_port(GOSSIP_PORT),
         "gossip address, UDP+TCP; an address other than loopback needs gossip encryption "
         "and TLS (or --insecure)",
         "HOST:PORT",
@@ -272,14 +135,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "advertise",
         None,
-        _optional_host_port(GOSSIP_PORT),
+        parsers.optional_host_port(GOSSIP_PORT),
         "gossip address others use",
         "HOST:PORT",
     ),
     Setting(
         "rpc-addr",
         f"127.0.0.1:{SYNC_PORT}",
-        _host_port(SYNC_PORT),
+        parsers.host_port(SYNC_PORT),
         "gRPC sync address; an address other than loopback needs gossip encryption and TLS "
         "(or --insecure)",
         "HOST:PORT",
@@ -287,14 +150,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "admin-addr",
         f"127.0.0.1:{ADMIN_PORT}",
-        _host_port(ADMIN_PORT),
+        parsers.host_port(ADMIN_PORT),
         "HTTP admin API; an address other than loopback needs --admin-token-file",
         "HOST:PORT",
     ),
     Setting(
         "admin-token-file",
         None,
-        _path,
+        parsers.path,
         "file holding the admin API token (Authorization: Bearer), required by every "
         "mutating route and key management; chmod 600",
         "FILE",
@@ -302,7 +165,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "admin-read-auth",
         "token",
-        _auth_mode,
+        parsers.auth_mode,
         "token (the read-only admin routes need the token, when one is set) or open; "
         "/v1/health is always open",
         "MODE",
@@ -310,15 +173,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "metrics-auth",
         "open",
-        _auth_mode,
+        parsers.auth_mode,
         "open (Prometheus scrapes /metrics without the token) or token",
         "MODE",
     ),
-    Setting("join", (), _join_list, "pool members to join", "ADDR[,ADDR]"),
+    Setting("join", (), parsers.join_list, "pool members to join", "ADDR[,ADDR]"),
     Setting(
         "registry-url",
         (),
-        _address_list,
+        parsers.address_list,
         "local registry address(es), for any --registry-kind; omitted: an embedded "
         "registry on --registry-addr (alias: --sc-addr)",
         "URL[,URL]",
@@ -327,14 +190,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "registry-addr",
         f"127.0.0.1:{REGISTRY_PORT}",
-        _host_port(REGISTRY_PORT),
+        parsers.host_port(REGISTRY_PORT),
         "where the embedded registry listens when --registry-url is omitted",
         "HOST:PORT",
     ),
     Setting(
         "registry-rbac-file",
         None,
-        _path,
+        parsers.path,
         "accounts and roles (JSON or TOML) of the embedded registry: its v4 API then needs "
         "a token from POST /v4/token (docs/registry.md)",
         "FILE",
@@ -342,28 +205,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "registry-max-tenants",
         REGISTRY_LIMITS.max_tenants,
-        _positive_int,
+        parsers.positive_int,
         "domain/project pairs the embedded registry holds (only writes create one)",
         "N",
     ),
     Setting(
         "registry-max-services",
         REGISTRY_LIMITS.max_services,
-        _positive_int,
+        parsers.positive_int,
         "services per project in the embedded registry",
         "N",
     ),
     Setting(
         "registry-max-instances",
         REGISTRY_LIMITS.max_instances,
-        _positive_int,
+        parsers.positive_int,
         "instances per service in the embedded registry",
         "N",
     ),
     Setting(
         "registry-max-ttl",
         REGISTRY_LIMITS.max_ttl,
-        _positive_int,
+        parsers.positive_int,
         "longest instance lease the embedded registry accepts: healthCheck interval x "
         "(times + 1), seconds",
         "SECONDS",
@@ -371,7 +234,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "registry-kind",
         "servicecomb",
-        _name,
+        parsers.name,
         "registry adapter: servicecomb, consul, zookeeper, ... (alias: --plugin)",
         "NAME",
         aliases=("plugin",),
@@ -379,29 +242,31 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "store",
         "embedded",
-        _store,
+        parsers.store,
         "embedded or etcd://HOST:PORT[,HOST:PORT][?prefix=/p/&...]",
         "STORE",
     ),
-    Setting("data-dir", None, _path, "state directory (default ./pysyncer-data/NODE)", "DIR"),
+    Setting(
+        "data-dir", None, parsers.path, "state directory (default ./pysyncer-data/NODE)", "DIR"
+    ),
     Setting(
         "encrypt",
         None,
-        _encryption_key,
+        parsers.encryption_key,
         "Serf-compatible gossip key (base64); prefer --encrypt-file, which ps does not show",
         "KEY",
     ),
     Setting(
         "encrypt-file",
         None,
-        _path,
+        parsers.path,
         "file holding the gossip key (base64, as 'pysyncer keygen' prints it); chmod 600",
         "FILE",
     ),
     Setting(
         "tls-ca",
         None,
-        _path,
+        parsers.path,
         "CA certificate(s) (PEM) that sign the pool's syncers; with --tls-cert and --tls-key "
         "every sync connection is mutual TLS (re-read when the files change)",
         "FILE",
@@ -409,15 +274,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "tls-cert",
         None,
-        _path,
+        parsers.path,
         "this syncer's certificate (PEM), naming its --dc and --node ('pysyncer tls cert create')",
         "FILE",
     ),
-    Setting("tls-key", None, _path, "the key of --tls-cert (PEM); chmod 600", "FILE"),
+    Setting("tls-key", None, parsers.path, "the key of --tls-cert (PEM); chmod 600", "FILE"),
     Setting(
         "insecure",
         False,
-        _switch,
+        parsers.switch,
         "allow a non-loopback --bind or --rpc-addr without gossip encryption and TLS "
         "(a WARNING at start and every hour; /v1/health says insecure)",
         "BOOL",
@@ -425,15 +290,17 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "gossip-protocol",
         2,
-        _protocol_version,
+        parsers.protocol_version,
         "memberlist protocol version to speak, 2-5 (all of 1-5 are understood)",
         "N",
     ),
-    Setting("gossip-label", "", _label, "label that isolates this gossip pool (<= 255 B)", "TEXT"),
+    Setting(
+        "gossip-label", "", parsers.label, "label that isolates this gossip pool (<= 255 B)", "TEXT"
+    ),
     Setting(
         "gossip-profile",
         "pysyncer",
-        _gossip_profile,
+        parsers.gossip_profile,
         "failure detector timings: pysyncer (tuned, the default), lan (Serf's), wan, local "
         "(see docs/gossip.md)",
         "NAME",
@@ -441,21 +308,21 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "origin-grace",
         3600.0,
-        _seconds,
+        parsers.seconds,
         "seconds a data center may be gone before --origin-policy applies to its copies",
         "SECONDS",
     ),
     Setting(
         "origin-policy",
         "expire",
-        _origin_policy,
+        parsers.origin_policy,
         "expire (stop renewing: copies end by TTL) or remove (unregister them)",
         "POLICY",
     ),
     Setting(
         "member-ttl",
         10.0,
-        _seconds,
+        parsers.seconds,
         "lease of this syncer in a shared (etcd) store: after it lapses, the other syncers "
         "of the data center take over its slots",
         "SECONDS",
@@ -463,28 +330,28 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "anti-entropy-interval",
         60.0,
-        _seconds,
+        parsers.seconds,
         "seconds between slot-digest comparisons with each remote data center",
         "SECONDS",
     ),
     Setting(
         "change-log-size",
         100_000,
-        _positive_int,
+        parsers.positive_int,
         "changes kept in the export log; a peer further behind repairs by digests",
         "N",
     ),
     Setting(
         "direction",
         "both",
-        _direction,
+        parsers.direction,
         "both, send (export only, never import) or receive (import only, export nothing)",
         "DIRECTION",
     ),
     Setting(
         "log-level",
         "info",
-        _log_level,
+        parsers.log_level,
         "debug, info, warning or error",
         "LEVEL",
         live=True,
@@ -492,7 +359,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "log-format",
         "text",
-        _log_format,
+        parsers.log_format,
         "text (one line per record) or json (one JSON object per line)",
         "FORMAT",
         live=True,
@@ -733,7 +600,7 @@ def load_config(
         values[setting.attr] = _setting_value(setting, flags, environ, from_file, file_path)
 
     if values["node"] is None:
-        values["node"] = _name(socket.gethostname() or "pysyncer")
+        values["node"] = parsers.name(socket.gethostname() or "pysyncer")
     if values["dc"] is None:
         values["dc"] = default_dc(values["registry_url"])
     if values["data_dir"] is None:
@@ -820,7 +687,7 @@ def _read_key_file(path: Path) -> str:
             f"config key 'encrypt-file': {path} cannot be read: {exc.strerror or exc}"
         ) from None
     try:
-        key = _encryption_key(text)
+        key = parsers.encryption_key(text)
     except ValueError as exc:
         raise ConfigError(f"config key 'encrypt-file': the key in {path} {exc}") from None
     if key is None:
