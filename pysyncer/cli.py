@@ -8,6 +8,9 @@ and ``registry`` it is their log format. The pool commands Serf and Consul opera
 know (members, info, monitor, leave, force-leave, reachability) are
 :mod:`pysyncer.cliops`; completion and ``docs/cli.md`` are generated from
 :func:`build_parser` by :mod:`pysyncer.clidoc`.
+
+Imports: _core, admin, clidoc, cliops, config, daemon, demo, errors, gossip, hostport, logs,
+redact, rpc, servicecenter, tlsgen.
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ create``, with its options and positional arguments), the bash and zsh completio
 (``pysyncer completion bash|zsh``) and the Markdown reference of every command. The
 parser itself is :func:`pysyncer.cli.build_parser`'s: nothing here knows a command by
 name, so a new command or option shows up in both without an edit here.
+
+Imports: -.
 """
 
 from __future__ import annotations

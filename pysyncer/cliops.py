@@ -6,6 +6,8 @@ Owns what each prints (``--format text``: aligned columns and Serf-like lines;
 (``reachability``: 1 when some live member did not answer). Talks to the daemon only
 through :class:`pysyncer.admin.client.AdminClient`; the parser and the dispatch are
 :mod:`pysyncer.cli`'s. Must not import gossip, sync or the admin server.
+
+Imports: _core, admin.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ above it. Every fact in them comes from :class:`~pysyncer.config.Setting`, so ne
 drift from the command line (``tests/daemon/test_settings_doc.py`` and
 ``tests/daemon/test_readiness.py`` check them). Imports only the configuration; nothing
 imports this module but the docs tooling.
+
+Imports: config.
 """
 
 from __future__ import annotations

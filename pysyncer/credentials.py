@@ -5,6 +5,8 @@ without its trailing newline) or, when no file is named, an environment variable
 a command-line value. Reading a file that cannot be read is a one-line ConfigError naming
 the setting. Showing credentials is :mod:`pysyncer.redact`'s job; this module must not
 log a secret or put it into an error message.
+
+Imports: errors.
 """
 
 from __future__ import annotations

@@ -19,6 +19,9 @@ has synced. Every long-lived task runs under the daemon's
 :class:`~pysyncer.supervisor.Supervisor`. SIGHUP re-reads the configuration for the
 settings that change live; SIGTERM/SIGINT shut down gracefully: leave the pool (peers see
 ``left``, not ``failed``), stop the engine, close the rest.
+
+Imports: _core, adapters, admin, config, errors, gossip, hostport, logs, readiness, redact,
+sdnotify, security, store, supervisor, sync.
 """
 
 from __future__ import annotations

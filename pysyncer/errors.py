@@ -2,6 +2,8 @@
 
 Every error subclasses :class:`PysyncerError` and the matching builtin, so callers
 can catch either ``pysyncer.errors.PysyncerError`` or the builtin they already expect.
+
+Imports: -.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ is unavailable, try the next one". A login refused by etcd surfaces as an
 check. Request logic, error types and failover policy stay with each user: the store
 (:mod:`pysyncer.store.etcd_client`) and the registry adapter
 (:mod:`pysyncer.adapters.etcd_conn`) must not depend on each other.
+
+Imports: errors, hostport.
 """
 
 from __future__ import annotations

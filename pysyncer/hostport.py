@@ -3,6 +3,8 @@
 Owns the one address syntax every layer uses (flags, gossip tags, the snapshot file, etcd
 endpoints, URLs) and the well-known ports of pysyncer and its neighbours. A leaf module:
 it imports nothing from pysyncer, so any layer may import it.
+
+Imports: -.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ JSON object raises :class:`BodyError`. Each server maps that error to its own er
 
 It must not import the servers that use it (nor anything above this module) and knows
 no error codes.
+
+Imports: errors.
 """
 
 from __future__ import annotations

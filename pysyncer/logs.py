@@ -7,6 +7,8 @@ structured field a call passes with ``extra=`` (``dc``, ``peer``, ``slot``, ``ta
 Credentials are redacted from both (:mod:`pysyncer.redact`). :func:`configure` installs
 the one stderr handler; :func:`set_level` changes the level of a running daemon (SIGHUP).
 It must not import any other part of pysyncer but :mod:`pysyncer.redact`.
+
+Imports: redact.
 """
 
 from __future__ import annotations

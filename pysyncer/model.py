@@ -5,6 +5,8 @@ service it belongs to (:class:`ServiceKey`), its fields (:class:`Instance`), the
 marker that copies carry in their properties, and the :class:`Record` that moves between
 data centers with its origin, revision, hash slot and digest. Adapters translate
 registry shapes to and from these; the sync engine only ever sees these.
+
+Imports: _core.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ of docs/registry.md, with urllib: what a client sees) and an ``eventually`` poll
 Shared by ``pysyncer demo``, pysyncer's tests and its benchmarks. Standard library and
 :mod:`pysyncer.model` only: it must not import the tests, pytest or the daemon's
 packages, and nothing here runs in a daemon.
+
+Imports: errors, model.
 """
 
 from __future__ import annotations

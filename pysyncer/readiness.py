@@ -7,6 +7,8 @@ sync engine not started yet (and why: the registry or store it waits for), what 
 engine reports (registry not answering, store degraded, a data center's first sync not
 done) and every critical supervised task waiting for its restart. It reads its sources
 through callables: it must not import the daemon, the engine or the admin server.
+
+Imports: admin, supervisor.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ query parameter (``password``, ``token``, ``accessToken``, ...) becomes ``***``.
 :class:`RedactingFilter` applies it to every log record a handler emits, so a secret
 that reaches a log message by any path (an exception's text, a library's message) is
 still not written. It reads no secret and must not import anything of pysyncer's.
+
+Imports: -.
 """
 
 from __future__ import annotations

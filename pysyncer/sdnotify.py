@@ -7,6 +7,8 @@ watchdog period from ``$WATCHDOG_USEC`` (for this process when ``$WATCHDOG_PID``
 every half period while its event loop is healthy, so a stalled daemon is restarted.
 Without ``$NOTIFY_SOCKET`` every call does nothing. Standard library only; no
 dependency on libsystemd. It decides nothing about readiness itself.
+
+Imports: -.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ repeats a WARNING every :data:`INSECURE_WARNING_INTERVAL` while the daemon runs
 ``pysyncer_tls_reload_failures_total``, ``pysyncer_identity_conflicts_total`` and
 ``pysyncer_insecure``. Must not import the daemon, the configuration or the sync layer: it
 is handed the files, the reasons and a counter to read.
+
+Imports: rpc.
 """
 
 from __future__ import annotations

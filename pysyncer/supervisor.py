@@ -13,6 +13,8 @@ the current context (:meth:`Supervisor.bound` while the daemon starts; tasks cre
 from then on inherit it), or a process-wide default when none is bound (a part built
 alone, in a unit test). Standard library only: it must not import any other part of
 pysyncer.
+
+Imports: -.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ writes ``ca.pem`` and ``ca-key.pem``; :func:`create_cert` writes ``<dc>-<node>.p
 alternative names are the syncer's identity (:mod:`pysyncer.rpc.identity`) plus any extra
 DNS names or IP addresses. Keys are ECDSA P-256, written with mode 0600; nothing is ever
 overwritten. Uses ``cryptography`` only; must not import gRPC, the daemon or the sync layer.
+
+Imports: errors, rpc.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ start. The compiled modules are imported by their full names: ``from pysyncer._c
 _x_c`` inside this package's own import would report a missing module as "most likely due
 to a circular import", which it never is here.
 Type checkers always see the twins, which type the compiled API.
+
+Imports: errors.
 """
 
 from __future__ import annotations

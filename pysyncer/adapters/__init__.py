@@ -11,6 +11,9 @@ known directly, so an editable checkout works before the package is reinstalled.
 The larger adapters keep their other jobs in modules beside them, named after the kind:
 settings and encoding in ``<kind>_codec``, change detection in ``<kind>_watch`` (and the
 etcd gRPC requests in ``etcd_conn``); the entry point always names ``<kind>:create``.
+
+Imports: credentials, errors, etcdchannels, hostport, model, redact, servicecenter,
+supervisor.
 """
 
 from __future__ import annotations

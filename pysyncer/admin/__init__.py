@@ -8,4 +8,6 @@ the Prometheus collectors (:mod:`~pysyncer.admin.metrics`) and the command line'
 (:mod:`~pysyncer.admin.client`). The server talks to the daemon only through the backend
 protocols of :mod:`~pysyncer.admin.app`; the presenter reads gossip through the
 ``GossipStack`` API and sync through ``SyncEngine.status()``, never their internals.
+
+Imports: _core, errors, gossip, httpbody, logs, redact.
 """

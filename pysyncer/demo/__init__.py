@@ -21,6 +21,8 @@ function per step) and :mod:`~pysyncer.demo.main` (:func:`run_demo`). It owns on
 processes: each is stopped by pid on exit, on an error and on Ctrl-C (and, on Linux, also
 when the demo itself dies). Every wait is bounded; the whole run ends by itself in well
 under two minutes, the quick one in well under one. Nothing in a daemon imports it.
+
+Imports: errors, model, procs, tlsgen.
 """
 
 from __future__ import annotations

@@ -18,4 +18,6 @@ Packet encoding and the timer structure are compiled hot paths in :mod:`pysyncer
 Must not import registries, the store, the sync engine, the admin API or the daemon:
 nothing here knows about them (``tests/gossip/test_gossip_imports.py`` checks this and
 the import rules each module's docstring states).
+
+Imports: _core, errors, hostport, supervisor.
 """

@@ -6,6 +6,8 @@ server (over a :class:`~pysyncer.rpc.server.SyncSource` the exporter provides) a
 client the peers module uses. It must not touch the store, registries or gossip, and it
 holds no sync state: revisions, cursors and apply belong to :mod:`pysyncer.sync`.
 See docs/rpc.md.
+
+Imports: _core, errors, hostport, model.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ the ServiceComb adapter talks to it over HTTP like to any Service-Center.
 - :class:`ServiceCenterSettings` (``settings``): quotas, limits, lease bounds, RBAC file.
 - :class:`Rbac`, :func:`load_rbac`, :func:`hash_password` (``rbac``): optional RBAC
   after Service-Center's (``POST /v4/token``, bearer tokens, admin/developer roles).
+
+Imports: errors, hostport, httpbody.
 """
 
 from __future__ import annotations

@@ -7,6 +7,8 @@ store (:mod:`pysyncer.store.sqlite`, ``--store embedded``) and the etcd store
 (:mod:`pysyncer.store.etcd`, ``--store etcd://HOST:PORT[,HOST:PORT]``). It must not
 touch registries or the sync logic: callers decide what to write, the store makes each
 call atomic and durable.
+
+Imports: credentials, errors, etcdchannels, hostport, model, supervisor.
 """
 
 from __future__ import annotations

@@ -5,4 +5,7 @@ instances are exported, never copies), revisioned change logs, idempotent at-lea
 apply, no delete before a full view, renewal of copies, slot-digest anti-entropy. It
 talks to the registry only through an adapter, persists only through a store, reaches
 peers only through the RPC client, and learns of peers only from gossip.
+
+Imports: _core, adapters, admin, errors, gossip, hostport, model, redact, rpc,
+servicecenter, store, supervisor.
 """

@@ -6,6 +6,8 @@ pytest contract suite every adapter passes (:mod:`pysyncer.testing.contract`, im
 lazily so this package does not need pytest). Nothing else: pysyncer's own harnesses,
 fakes and fixtures live under ``tests/``, the processes it starts in
 :mod:`pysyncer.procs`. Nothing here runs in a daemon.
+
+Imports: adapters, errors, model.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pysyncer import cli, configdoc
 from pysyncer.admin import app
+from tests.support import layers
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 COMMAND = "python -m tests.support.docblocks"
@@ -23,6 +24,7 @@ COMMAND = "python -m tests.support.docblocks"
 BLOCKS: dict[str, tuple[Path, Callable[[], str]]] = {
     "admin-routes": (DOCS / "admin.md", app.render_markdown),
     "settings": (DOCS / "configuration.md", configdoc.render_markdown),
+    "layers": (DOCS / "architecture.md", lambda: layers.render_markdown(DOCS.parent / "pysyncer")),
     "cli": (DOCS / "cli.md", cli.render_reference),
 }
 
