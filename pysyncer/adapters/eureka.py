@@ -13,30 +13,27 @@ Change detection is Eureka's own client protocol: a full ``GET /apps``, then
 view and the view's status-count hashcode (``DOWN_1_UP_3_``) is compared with the
 server's ``apps__hashcode``; on a mismatch (changes older than the delta queue's 3
 minutes, a restarted server) the adapter fetches everything again and yields the diff
-with ``resync=True``. It must not touch gossip, the store or the sync engine.
+with ``resync=True``. The settings, address parsing, field readers, hashcode and view diff
+live in ``eureka_codec``. It must not touch gossip, the store or the sync engine.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Final
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import quote
 
 import aiohttp
 
 from pysyncer.adapters._http import HttpAdapter, HttpClient, Response, TlsOptions
-from pysyncer.adapters._settings import settings_from_mapping
 from pysyncer.adapters.base import (
     AdapterError,
     BadResponseError,
     ChangeBatch,
-    ChangeEvent,
     ConflictError,
     LocalRef,
     NotFoundError,
@@ -44,16 +41,28 @@ from pysyncer.adapters.base import (
     Snapshot,
     UnavailableError,
 )
+from pysyncer.adapters.eureka_codec import (
+    EurekaAddress,
+    EurekaSettings,
+    ViewEntry,
+    address_of,
+    basic_auth,
+    diff_views,
+    endpoints_of,
+    parse_address,
+    read_list,
+    read_number,
+    read_text,
+    reconcile_hashcode,
+)
 from pysyncer.adapters.fieldmap import (
     STATUS_FROM_KIND,
     STATUS_TO_KIND,
     Carried,
     carry,
     restore,
-    split_endpoint,
 )
 from pysyncer.errors import ConfigError
-from pysyncer.hostport import bracket_host
 from pysyncer.model import Instance, ServiceKey
 
 __all__ = ["EurekaAdapter", "EurekaSettings", "create", "reconcile_hashcode"]
@@ -69,206 +78,13 @@ _FROM_EUREKA: Final = STATUS_FROM_KIND["eureka"]
 _NATIVE_STATUSES: Final = frozenset(s for s, e in _TO_EUREKA.items() if _FROM_EUREKA.get(e) == s)
 
 
-@dataclass(frozen=True, slots=True)
-class EurekaSettings:
-    """Settings of the Eureka adapter (config keys: the names with ``-`` for ``_``)."""
-
-    path: str = ""  # API base path: "/eureka" or "/eureka/v2"; empty: from the address, or probed
-    poll_interval: float = 5.0  # seconds between delta fetches
-    timeout: float = 10.0  # per request, seconds
-    connect_timeout: float = 3.0
-    max_body: int = 64 * 1024 * 1024  # largest response body accepted, bytes
-    retry_max: float = 5.0  # largest backoff between change-detection retries
-    username: str = ""
-    password: str = field(default="", repr=False)
-    tls_ca: str = ""
-    tls_cert: str = ""
-    tls_key: str = ""
-    tls_verify: bool = True
-    app: str = "default"  # model app (SC appId) of native Eureka applications
-    version: str = "0.0.1"  # model version of native Eureka applications
-    environment: str = ""  # model environment of native Eureka applications
-    lowercase: bool = True  # read app names lower-cased ("ORDERS" -> "orders")
-    renew_concurrency: int = 16
-    data_center: str = "MyOwn"  # dataCenterInfo.name of registered copies
-
-    @classmethod
-    def from_mapping(cls, settings: Mapping[str, Any]) -> EurekaSettings:
-        """Build from the ``[adapter]`` table; errors name ``adapter.KEY``."""
-        result = settings_from_mapping(
-            cls,
-            "eureka",
-            settings,
-            unknown_error=_unknown_setting,
-            bad_value_error=lambda key, raw, kind: f"adapter.{key}: expected a {kind}, got {raw!r}",
-        )
-        for name in ("poll_interval", "timeout", "connect_timeout", "max_body", "retry_max"):
-            if getattr(result, name) <= 0:
-                raise ConfigError(f"adapter.{name.replace('_', '-')}: must be > 0")
-        if result.renew_concurrency < 1:
-            raise ConfigError("adapter.renew-concurrency: must be >= 1")
-        if result.path and not result.path.startswith("/"):
-            raise ConfigError(f"adapter.path: must start with '/', got {result.path!r}")
-        if bool(result.tls_key) and not result.tls_cert:
-            raise ConfigError("adapter.tls-key: needs adapter.tls-cert")
-        return result
-
-
-def _unknown_setting(keys: list[Any], known: set[str]) -> str:
-    names = ", ".join(sorted(n.replace("_", "-") for n in known))
-    return f"adapter.{keys[0]}: unknown setting of the eureka adapter ({names})"
-
-
-@dataclass(frozen=True, slots=True)
-class _Address:
-    origin: str  # scheme://host:port
-    path: str  # base path from the address ("" when none was given)
-    auth: str  # Authorization header value ("" when the address has no user)
-
-
-def _parse_address(address: str) -> _Address:
-    text = address.strip()
-    if "://" not in text:
-        text = "http://" + text
-    parts = urlsplit(text)
-    if parts.scheme not in {"http", "https"}:
-        raise ConfigError(f"eureka adapter: unsupported address scheme {address!r}")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ConfigError(f"eureka adapter: bad port in address {address!r}") from None
-    if not parts.hostname:
-        raise ConfigError(f"eureka adapter: address without a host: {address!r}")
-    host = bracket_host(parts.hostname)
-    origin = f"{parts.scheme}://{host}" + (f":{port}" if port else "")
-    path = parts.path.rstrip("/")
-    if path.endswith("/apps"):
-        path = path[: -len("/apps")]
-    auth = ""
-    if parts.username is not None:
-        auth = _basic_auth(unquote(parts.username), unquote(parts.password or ""))
-    return _Address(origin, path, auth)
-
-
-def _basic_auth(username: str, password: str) -> str:
-    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
-    return f"Basic {token}"
-
-
-def reconcile_hashcode(statuses: Iterable[str]) -> str:
-    """Eureka's ``apps__hashcode``: status counts sorted by status, e.g. ``DOWN_1_UP_3_``."""
-    counts: dict[str, int] = {}
-    for status in statuses:
-        counts[status] = counts.get(status, 0) + 1
-    return "".join(f"{status}_{counts[status]}_" for status in sorted(counts))
-
-
 # -- JSON shapes ---------------------------------------------------------------------------
-
-
-def _as_list(value: Any, what: str) -> list[Any]:
-    """Eureka's lists, also when rendered as one object (the single-element quirk)."""
-    if value is None or value == "":
-        return []
-    if isinstance(value, list):
-        return value
-    if isinstance(value, dict):
-        return [value]
-    raise BadResponseError(f"{what}: expected a list or an object, got {type(value).__name__}")
-
-
-def _text(value: Any, what: str, default: str | None = None) -> str:
-    if value is None and default is not None:
-        return default
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return str(value)
-    raise BadResponseError(f"{what}: expected a string, got {type(value).__name__}")
-
-
-def _number(value: Any, what: str, default: int) -> int:
-    if value is None or value == "":
-        return default
-    if isinstance(value, dict):  # {"$": 8080} without @enabled
-        value = value.get("$")
-    if isinstance(value, bool):
-        raise BadResponseError(f"{what}: expected an integer")
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise BadResponseError(f"{what}: expected an integer, got {value!r}") from None
-
-
-def _flag(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    return str(value).strip().lower() == "true"
-
-
-def _port(value: Any, what: str, *, enabled_default: bool) -> tuple[int, bool]:
-    """``{"$": 8080, "@enabled": "true"}`` (also ``"8080"``, a bare number) -> (port, on)."""
-    if value is None:
-        return 0, False
-    if isinstance(value, dict):
-        port = _number(value.get("$"), what, 0)
-        enabled = _flag(value["@enabled"]) if "@enabled" in value else enabled_default
-        return port, enabled and 0 < port < 65536
-    port = _number(value, what, 0)
-    return port, enabled_default and 0 < port < 65536
-
-
-def _host_text(host: str) -> str:
-    return bracket_host(host)
-
-
-def _endpoints_of(raw: Mapping[str, Any], ip: str) -> tuple[str, ...]:
-    port, port_on = _port(raw.get("port"), "instance.port", enabled_default=True)
-    sport, sport_on = _port(raw.get("securePort"), "instance.securePort", enabled_default=False)
-    endpoints: list[str] = []
-    if ip and port_on:
-        endpoints.append(f"http://{_host_text(ip)}:{port}")
-    if ip and sport_on:
-        endpoints.append(f"https://{_host_text(ip)}:{sport}")
-    return tuple(endpoints)
-
-
-def _address_of(endpoints: Sequence[str]) -> tuple[str, int, int]:
-    """(ipAddr, port, securePort) for Eureka from the first endpoint (0: disabled).
-
-    An ``https`` endpoint is the secure port; any other scheme (``http``, SC's ``rest``)
-    the plain one. A second, ``https`` endpoint on the same host fills the secure port.
-    """
-    parsed: list[tuple[str, str, int]] = []
-    for endpoint in endpoints[:2]:
-        try:
-            parsed.append(split_endpoint(endpoint))
-        except ValueError:
-            break
-    if not parsed:
-        return "", 0, 0
-    scheme, ip, number = parsed[0]
-    if scheme == "https":
-        return ip, 0, number
-    secure = 0
-    if len(parsed) == 2 and parsed[1][0] == "https" and parsed[1][1] == ip:
-        secure = parsed[1][2]
-    return ip, number, secure
-
-
-@dataclass(frozen=True, slots=True)
-class _Entry:
-    """One instance of the adapter's view: the model value, its ref and Eureka status."""
-
-    instance: Instance
-    ref: LocalRef
-    status: str  # Eureka's own status (what the hashcode counts)
 
 
 class _EurekaHttp(HttpClient):
     """The shared client, each address with its own base path and credentials."""
 
-    def __init__(self, adapter: EurekaAdapter, addresses: Sequence[_Address]) -> None:
+    def __init__(self, adapter: EurekaAdapter, addresses: Sequence[EurekaAddress]) -> None:
         s = adapter.settings
         super().__init__(
             "eureka",
@@ -285,7 +101,7 @@ class _EurekaHttp(HttpClient):
         )
         self._adapter = adapter
         self._parsed = list(addresses)
-        self._default_auth = _basic_auth(s.username, s.password) if s.username else ""
+        self._default_auth = basic_auth(s.username, s.password) if s.username else ""
 
     def target(self, index: int, path: str) -> tuple[str, Mapping[str, str]]:
         address = self._parsed[index]
@@ -303,11 +119,11 @@ class EurekaAdapter(HttpAdapter):
         if not addresses:
             raise ConfigError("eureka adapter: at least one address is required")
         self.settings = settings or EurekaSettings()
-        self._addresses = [_parse_address(a) for a in addresses]
+        self._addresses = [parse_address(a) for a in addresses]
         self._path = self.settings.path.rstrip("/")
         self.http = _EurekaHttp(self, self._addresses)
         self._closed = asyncio.Event()
-        self._view: dict[str, _Entry] | None = None  # key "APP/ID"
+        self._view: dict[str, ViewEntry] | None = None  # key "APP/ID"
         self._dirty: dict[LocalRef, str] = {}  # lastDirtyTimestamp of our registrations
         self._seq = 0
         self.stats = {"full_fetches": 0, "delta_fetches": 0, "hash_mismatches": 0}
@@ -405,44 +221,44 @@ class EurekaAdapter(HttpAdapter):
         s = self.settings
         return ServiceKey(s.app, name, s.version, s.environment)
 
-    def _entry(self, raw: Any, app_hint: str = "") -> _Entry:
+    def _entry(self, raw: Any, app_hint: str = "") -> ViewEntry:
         """A Eureka instance object -> view entry (model instance, ref, Eureka status)."""
         if not isinstance(raw, dict):
             raise BadResponseError("instance: expected an object")
-        app = _text(raw.get("app"), "instance.app", app_hint).upper()
-        host_name = _text(raw.get("hostName"), "instance.hostName", "")
-        instance_id = _text(raw.get("instanceId"), "instance.instanceId", "") or host_name
+        app = read_text(raw.get("app"), "instance.app", app_hint).upper()
+        host_name = read_text(raw.get("hostName"), "instance.hostName", "")
+        instance_id = read_text(raw.get("instanceId"), "instance.instanceId", "") or host_name
         if not app or not instance_id:
             raise BadResponseError("instance: no app or instanceId/hostName")
-        ip = _text(raw.get("ipAddr"), "instance.ipAddr", "")
-        status = _text(raw.get("status"), "instance.status", "UNKNOWN")
+        ip = read_text(raw.get("ipAddr"), "instance.ipAddr", "")
+        status = read_text(raw.get("status"), "instance.status", "UNKNOWN")
         metadata = raw.get("metadata") or {}
         if not isinstance(metadata, dict):
             raise BadResponseError("instance.metadata: expected an object")
         properties = {
-            str(k): _text(v, f"instance.metadata.{k}", "")
+            str(k): read_text(v, f"instance.metadata.{k}", "")
             for k, v in metadata.items()
             if k != "@class"
         }
         lease = raw.get("leaseInfo") or {}
         if not isinstance(lease, dict):
             raise BadResponseError("instance.leaseInfo: expected an object")
-        interval = _number(lease.get("renewalIntervalInSecs"), "leaseInfo.renewal", 30)
-        duration = _number(lease.get("durationInSecs"), "leaseInfo.duration", 90)
+        interval = read_number(lease.get("renewalIntervalInSecs"), "leaseInfo.renewal", 30)
+        duration = read_number(lease.get("durationInSecs"), "leaseInfo.duration", 90)
         interval = max(interval, 1)
         times = max(0, -(-duration // interval) - 1)
         carried = Carried(
             service=self._native_service(self._read_name(app)),
             instance_id=instance_id,
             host_name=host_name,
-            endpoints=_endpoints_of(raw, ip),
+            endpoints=endpoints_of(raw, ip),
             status=_FROM_EUREKA.get(status, "DOWN"),
             properties=properties,
             health_interval=interval,
             health_times=times,
         )
         instance = restore(carried)
-        return _Entry(instance, LocalRef(app, instance_id), status)
+        return ViewEntry(instance, LocalRef(app, instance_id), status)
 
     def _to_eureka(self, instance: Instance, dirty: str) -> tuple[str, dict[str, Any]]:
         """The app name and the ``instance`` object registering a copy."""
@@ -466,12 +282,12 @@ class EurekaAdapter(HttpAdapter):
             native.add("status")
         if instance.health_interval >= 1 and instance.health_times >= 0:
             native.add("health")
-        ip, port, secure = _address_of(instance.endpoints)
+        ip, port, secure = address_of(instance.endpoints)
         ports = {
             "port": {"$": port, "@enabled": port > 0},
             "securePort": {"$": secure, "@enabled": secure > 0},
         }
-        if _endpoints_of(ports, ip) == tuple(instance.endpoints):
+        if endpoints_of(ports, ip) == tuple(instance.endpoints):
             native.add("endpoints")
         ip = ip or "0.0.0.0"
         host_name = instance.host_name or ip
@@ -499,23 +315,23 @@ class EurekaAdapter(HttpAdapter):
         }
         return app, body
 
-    def _applications(self, value: Mapping[str, Any], path: str) -> tuple[list[_Entry], str]:
+    def _applications(self, value: Mapping[str, Any], path: str) -> tuple[list[ViewEntry], str]:
         """Entries of an ``applications`` document and its ``apps__hashcode``."""
         apps = value.get("applications", value)
         if not isinstance(apps, dict):
             raise BadResponseError(f"GET {path}: 'applications' is not an object")
-        entries: list[_Entry] = []
-        for app in _as_list(apps.get("application"), "applications.application"):
+        entries: list[ViewEntry] = []
+        for app in read_list(apps.get("application"), "applications.application"):
             if not isinstance(app, dict):
                 raise BadResponseError("applications.application[]: expected an object")
-            name = _text(app.get("name"), "application.name", "")
-            for raw in _as_list(app.get("instance"), "application.instance"):
+            name = read_text(app.get("name"), "application.name", "")
+            for raw in read_list(app.get("instance"), "application.instance"):
                 entry = self._entry(raw, name)
                 action = raw.get("actionType") if isinstance(raw, dict) else None
                 if action == "DELETED":
-                    entry = _Entry(entry.instance, entry.ref, "")
+                    entry = ViewEntry(entry.instance, entry.ref, "")
                 entries.append(entry)
-        hashcode = _text(apps.get("apps__hashcode"), "apps__hashcode", "")
+        hashcode = read_text(apps.get("apps__hashcode"), "apps__hashcode", "")
         return entries, hashcode
 
     # -- services and copies -----------------------------------------------------------
@@ -570,7 +386,7 @@ class EurekaAdapter(HttpAdapter):
 
     # -- listing and change detection ----------------------------------------------------
 
-    async def _full_fetch(self) -> dict[str, _Entry]:
+    async def _full_fetch(self) -> dict[str, ViewEntry]:
         self.stats["full_fetches"] += 1
         value = await self._get_json("/apps")
         entries, _ = self._applications(value, "/apps")
@@ -625,22 +441,10 @@ class EurekaAdapter(HttpAdapter):
             view = await self._full_fetch()
             resync = True
         self._view = view
-        events = _diff(old, view)
+        events = diff_views(old, view)
         if events or resync:
             return ChangeBatch(events, resync=resync)
         return None
-
-
-def _diff(old: Mapping[str, _Entry], new: Mapping[str, _Entry]) -> list[ChangeEvent]:
-    events: list[ChangeEvent] = []
-    for key, entry in new.items():
-        before = old.get(key)
-        if before is None or before.instance != entry.instance:
-            events.append(ChangeEvent("upsert", entry.instance, entry.ref))
-    for key, entry in old.items():
-        if key not in new:
-            events.append(ChangeEvent("delete", entry.instance, entry.ref))
-    return events
 
 
 def create(addresses: Sequence[str], settings: Mapping[str, Any]) -> EurekaAdapter:
