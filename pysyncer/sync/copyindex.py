@@ -6,6 +6,11 @@ origin data center the count, the copies per slot and the 16384-slot digest tabl
 does not touch the registry or the store; the store's mapping table stays the full
 record of every copy.
 
+The digest table also counts the records the import filter refused (their digest and
+slot only, one int each, never kept in the store): the origin's table has them, so
+without them every slot holding one would differ from the origin's forever and be
+repaired at every link heartbeat.
+
 Layout, measured at 100,000 copies: a dict from the copy's 64-bit key hash (the one its
 local id ``px<16 hex>`` is made of) to one int packing the origin record's digest (low
 64 bits) and a *group* number (above): a group is one (origin data center, service)
@@ -50,6 +55,7 @@ class _Origin:
     per_slot: array[int] = field(default_factory=lambda: array("I", bytes(4 * _SLOTS)))
     table: core_digest.SlotDigestTable = field(default_factory=core_digest.SlotDigestTable)
     stale: set[int] = field(default_factory=set)  # slots with copies forgotten in memory
+    refused: dict[int, int] = field(default_factory=dict)  # key hash -> digest | slot << 64
 
 
 class _LocalIds(Collection[str]):
@@ -149,8 +155,11 @@ class CopyIndex:
         return group
 
     def drop_slots(self, slots: Collection[int]) -> int:
-        """Forget every copy in ``slots`` (slots handed to another syncer); how many."""
+        """Forget every copy (and refused record) in ``slots`` (slots handed to another
+        syncer); how many copies."""
         wanted = set(slots)
+        for origin_dc in self._origins:
+            self.forget_refused(origin_dc, wanted)
         dropped = [
             key_hash
             for key_hash, packed in self._entries.items()
@@ -213,6 +222,35 @@ class CopyIndex:
             self._origins[group.origin].table.replace(group.slot, digest, 0)
         return group.origin
 
+    def refuse(self, key_hash: int, origin_dc: str, slot: int, digest: int) -> None:
+        """A record of ``origin_dc`` the import filter refused: no copy, but its digest
+        counts in its slot's digest as at the origin (replacing an older one of it)."""
+        self.admit(key_hash, origin_dc)
+        state = self._origins.get(origin_dc)
+        if state is None:
+            state = self._origins[origin_dc] = _Origin()
+        state.refused[key_hash] = digest | (slot << 64)
+        state.table.add(slot, digest)
+
+    def admit(self, key_hash: int, origin_dc: str) -> None:
+        """The record is no longer refused (admitted, or deleted at its origin)."""
+        state = self._origins.get(origin_dc)
+        packed = None if state is None else state.refused.pop(key_hash, None)
+        if state is not None and packed is not None:
+            state.table.remove(packed >> 64, packed & _MASK)
+
+    def forget_refused(self, origin_dc: str, slots: Collection[int]) -> None:
+        """Drop the refused records of these slots (a full view of them follows, or they
+        went to another syncer)."""
+        state = self._origins.get(origin_dc)
+        if state is None or not state.refused:
+            return
+        wanted = slots if isinstance(slots, (set, frozenset)) else set(slots)
+        for key_hash, packed in list(state.refused.items()):
+            if packed >> 64 in wanted:
+                del state.refused[key_hash]
+                state.table.remove(packed >> 64, packed & _MASK)
+
     def may_hold(self, origin_dc: str, slot: int) -> bool:
         """Whether the store may hold copies of ``origin_dc`` in ``slot``."""
         state = self._origins.get(origin_dc)
@@ -229,6 +267,7 @@ class CopyIndex:
         return {dc: state.count for dc, state in self._origins.items() if state.count}
 
     def digest_table(self, origin_dc: str) -> core_digest.SlotDigestTable:
-        """A copy of the digest table of what is held of ``origin_dc``."""
+        """A copy of the digest table of what is held of ``origin_dc``, refused records
+        included."""
         state = self._origins.get(origin_dc)
         return state.table.copy() if state is not None else core_digest.SlotDigestTable()

@@ -13,7 +13,9 @@ reconciles whole slots against an origin's full state: the only place a copy is 
 for being *absent* (no delete before a full view).
 With an import filter, the copies it holds at start (or adopts) are swept: those of
 services the filter refuses are removed at once, those its metadata rules decide are
-pulled from their origin again and so pass through the filter.
+pulled from their origin again and so pass through the filter. The digests of the records
+the filter refuses count in the index's slot digests as they do at the origin, so a
+filtered slot does not differ (and is not repaired) forever.
 At start (and for adopted slots) it also checks the registry's copies against the
 mapping table: a copy carrying the origin marker that no mapping records (a crash
 between the registry write and the store commit) is an orphan. Anti-entropy compares
@@ -347,12 +349,17 @@ class Importer:
         self, origin_dc: str, records: Sequence[Record], cursor: int, epoch: str | None = None
     ) -> None:
         """Apply one batch of an origin's changes, then advance its cursor atomically."""
-        latest = self._latest(origin_dc, records)
+        refused: dict[int, Record] = {}
+        latest = self._latest(origin_dc, records, refused)
         async with self._lock:
-            await self._apply_locked(origin_dc, latest.values(), cursor, epoch)
+            await self._apply_locked(origin_dc, list(latest.values()), cursor, epoch, refused)
         self.stats.applied += len(latest)
 
-    def _latest(self, origin_dc: str, records: Iterable[Record]) -> dict[MappingKey, Record]:
+    def _latest(
+        self, origin_dc: str, records: Iterable[Record], refused: dict[int, Record]
+    ) -> dict[MappingKey, Record]:
+        """The last record of each instance, owned slots only; the ones the import filter
+        refuses become deletes, and are kept by key hash in ``refused``."""
         latest: dict[MappingKey, Record] = {}
         for record in records:
             if record.origin_dc != origin_dc or origin_dc == self.local_dc:
@@ -366,15 +373,31 @@ class Importer:
                 continue
             instance = record.instance
             imports = self._imports
-            if instance is not None and imports is not None and not imports(origin_dc, instance):
-                self.stats.filtered += 1
-                record = Record(origin_dc, record.service, record.instance_id, 0, None)
+            if imports is not None:
+                if instance is not None and not imports(origin_dc, instance):
+                    self.stats.filtered += 1
+                    refused[record.key_hash] = record
+                    record = Record(origin_dc, record.service, record.instance_id, 0, None)
+                else:
+                    refused.pop(record.key_hash, None)
             latest[(origin_dc, record.instance_id)] = record
         return latest
 
     async def _apply_locked(
-        self, origin_dc: str, records: Iterable[Record], cursor: int, epoch: str | None
+        self,
+        origin_dc: str,
+        records: Sequence[Record],
+        cursor: int,
+        epoch: str | None,
+        refused: Mapping[int, Record],
+        full_slots: Collection[int] = (),
     ) -> None:
+        """Write the registry, then commit the mapping and the cursor, then the index.
+
+        With an import filter, the index also counts the digests of ``refused`` records
+        (and stops counting those admitted or deleted since, and, for ``full_slots``
+        pulled in full, those the origin no longer has): see :class:`CopyIndex`.
+        """
         await self._check_fence()  # a stale owner must not touch the registry either
         pending, deletes = await self._write_registry(records)
         upserts = [self._entry(p, origin_id) for origin_id, p in pending]
@@ -390,6 +413,17 @@ class Importer:
         for key_hash, _ in deletes:
             self.index.remove(key_hash)
         self._settle(len(pending))
+        if self._imports is not None:
+            index = self.index
+            if full_slots:
+                index.forget_refused(origin_dc, full_slots)
+            for record in records:
+                key_hash = record.key_hash
+                was = refused.get(key_hash)
+                if was is None:
+                    index.admit(key_hash, origin_dc)
+                else:
+                    index.refuse(key_hash, origin_dc, was.slot, was.digest)
 
     async def reconcile_slot(
         self, origin_dc: str, slot: int, records: Sequence[Record], cursor: int, epoch: str
@@ -411,7 +445,8 @@ class Importer:
         own = self._ownership
         if len(owned) < len(slots) and own is not None and any(map(own.pending, slots)):
             self.needs_repair.add(origin_dc)
-        latest = self._latest(origin_dc, (r for slot in owned for r in slots[slot]))
+        refused: dict[int, Record] = {}
+        latest = self._latest(origin_dc, (r for slot in owned for r in slots[slot]), refused)
         async with self._lock:
             # Copies of these slots that the origin no longer has, read from the store (the
             # authority: it also holds copies forgotten in memory after the registry lost
@@ -424,7 +459,9 @@ class Importer:
                         service = ServiceKey.parse(entry.service_text)
                         latest[key] = Record(origin_dc, service, key[1], 0, None)
                 self.index.checked(origin_dc, held)
-            await self._apply_locked(origin_dc, latest.values(), cursor, epoch)
+            await self._apply_locked(
+                origin_dc, list(latest.values()), cursor, epoch, refused, owned
+            )
         self.stats.applied += len(latest)
 
     def _settle(self, written: int) -> None:

@@ -425,9 +425,8 @@ async def test_restart_with_a_metadata_import_rule_pulls_copies_again(side: Side
         await restarted.reconcile_slot("dc2", cached.slot, [cached, plain], 3, "e")
         assert await held(side) == {("dc2", "p1"), ("dc2", "o1")}
         assert restarted.stats.filtered == 1
-        remote = core_digest.SlotDigestTable()
-        for record in (plain, other):
-            remote.add(record.slot, record.digest)
+        # The slot now compares equal to the origin's (the refused record's digest counts):
+        # it is not pulled again at every repair.
         assert restarted.digest_table("dc2").to_bytes() == remote.to_bytes()
         assert copy_instance_id("dc2", "p1") in restarted.copy_ids()  # still a copy, renewed
     finally:
@@ -513,6 +512,51 @@ async def test_a_failed_sweep_leaves_the_copies_to_the_next_repair(
         assert await held(side) == set()
     finally:
         await restarted.close()
+
+
+async def test_records_the_import_filter_refuses_count_in_the_slot_digests(side: Side) -> None:
+    """lab FINDINGS 3: the slots of refused records must compare equal to the origin's,
+    or the link repairs them at every heartbeat, forever."""
+    filters = filters_from_config(import_={"exclude": [{"dc": "dc2", "name": "pay"}]}, dc="dc1")
+    importer = filtered_importer(side, filters)
+    await importer.start(3600)
+    at_origin: dict[str, Record] = {}
+
+    def origin_table() -> core_digest.SlotDigestTable:
+        table = core_digest.SlotDigestTable()
+        for record in at_origin.values():
+            table.add(record.slot, record.digest)
+        return table
+
+    async def changed(*records: Record) -> None:
+        for record in records:
+            if record.instance is None:
+                at_origin.pop(record.instance_id)
+            else:
+                at_origin[record.instance_id] = record
+        await importer.apply("dc2", records, max(r.revision for r in records), "e")
+        assert importer.digest_table("dc2") == origin_table()
+
+    try:
+        kept = remote_record("dc2", "o1", "b", 1, name="orders")
+        await changed(remote_record("dc2", "p1", "a", 2), kept)
+        assert await held(side) == {("dc2", "o1")}
+        await changed(remote_record("dc2", "p1", "a-moved", 3))  # a refused record changes
+        await changed(remote_record("dc2", "p2", "c", 4))
+        await changed(Record("dc2", kept.service, "o1", 5, None))
+        await changed(Record("dc2", ServiceKey("shop", "pay", "1.0.0"), "p1", 6, None))
+        # A full pull of the slot after the origin dropped p2 unseen (a trimmed change log).
+        slot = at_origin.pop("p2").slot
+        assert importer.digest_table("dc2") != origin_table()
+        await importer.reconcile_slot("dc2", slot, [], 7, "e")
+        assert importer.digest_table("dc2") == origin_table()
+        assert await held(side) == set() and importer.stats.filtered == 3
+        # Slots handed to another syncer take their refused digests with them.
+        await changed(remote_record("dc2", "p3", "d", 8))
+        await importer.release({slot})
+        assert importer.digest_table("dc2") == core_digest.SlotDigestTable()
+    finally:
+        await importer.close()
 
 
 # -- peers over real gRPC ------------------------------------------------------------
