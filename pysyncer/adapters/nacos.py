@@ -16,6 +16,9 @@ re-creating the instance) or a v3 ``heartBeat=true`` register (21003 when gone).
 
 Change detection: Nacos has no HTTP watch; the service list and every instance list are
 polled every ``poll_interval`` and diffed.
+
+The settings, answer codes, ``preserved.*`` keys and field readers live in ``nacos_codec``.
+Like every adapter it must not touch gossip, the store, RPC or the sync engine.
 """
 
 from __future__ import annotations
@@ -27,11 +30,9 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
 from pysyncer.adapters._http import HttpAdapter, HttpClient, Response
-from pysyncer.adapters._settings import settings_from_mapping
 from pysyncer.adapters.base import (
     AdapterError,
     BadResponseError,
@@ -51,8 +52,23 @@ from pysyncer.adapters.fieldmap import (
     restore,
     split_endpoint,
 )
-from pysyncer.errors import ConfigError
-from pysyncer.hostport import bracket_host
+from pysyncer.adapters.nacos_codec import (
+    DEFAULT_BEAT_MS,
+    DEFAULT_TIMEOUT_MS,
+    NACOS_CODE_INSTANCE_NOT_FOUND,
+    NACOS_CODE_OK,
+    NACOS_CODE_RESOURCE_NOT_FOUND,
+    NATIVE_PROJECT,
+    ORIGINALS_KEY,
+    PRESERVED_DELETE,
+    PRESERVED_INTERVAL,
+    PRESERVED_TIMEOUT,
+    NacosSettings,
+    NacosWhere,
+    native_endpoint,
+    read_bool,
+    read_ms,
+)
 from pysyncer.model import Instance, ServiceKey
 
 __all__ = [
@@ -67,86 +83,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-NACOS_CODE_OK: Final = 10200  # v1 beat
-NACOS_CODE_RESOURCE_NOT_FOUND: Final = 20404  # v1 beat: instance unknown
-NACOS_CODE_INSTANCE_NOT_FOUND: Final = 21003  # v2/v3: instance unknown
-NATIVE_PROJECT: Final = "default/default"  # what a native Nacos service's project reads as
-NATIVE_SCHEME: Final = "rest"  # the scheme of a native instance's one endpoint
-
-PRESERVED_INTERVAL: Final = "preserved.heart.beat.interval"
-PRESERVED_TIMEOUT: Final = "preserved.heart.beat.timeout"
-PRESERVED_DELETE: Final = "preserved.ip.delete.timeout"
-ORIGINALS_KEY: Final = "pysyncer.nacos.orig"  # the preserved.* values a copy's own metadata had
-DEFAULT_BEAT_MS: Final = 5000
-DEFAULT_TIMEOUT_MS: Final = 15000
-
-
-@dataclass(frozen=True, slots=True)
-class NacosSettings:
-    """Settings of the Nacos adapter (``[adapter]`` table; all have defaults)."""
-
-    namespace: str = "public"
-    group: str = "DEFAULT_GROUP"
-    cluster: str = "DEFAULT"
-    api: str = "v1"
-    username: str = ""
-    password: str = field(default="", repr=False)
-    poll_interval: float = 5.0
-    ephemeral: bool = True
-    page_size: int = 100
-    concurrency: int = 16
-    timeout: float = 10.0
-    connect_timeout: float = 3.0
-    max_body: int = 16 * 1024 * 1024
-    retry_max: float = 5.0
-    token_refresh: float = 0.8  # re-login after this fraction of the token's TTL
-    tls_ca: str = ""
-    tls_cert: str = ""
-    tls_key: str = ""
-    tls_verify: bool = True
-
-    @classmethod
-    def from_mapping(cls, settings: Mapping[str, Any]) -> NacosSettings:
-        result = settings_from_mapping(cls, "nacos", settings)
-        if result.api not in {"v1", "v3"}:
-            raise ConfigError(f"nacos adapter: adapter.api must be v1 or v3, not {result.api!r}")
-        if result.poll_interval <= 0:
-            raise ConfigError("nacos adapter: adapter.poll-interval must be > 0")
-        if not 1 <= result.page_size <= 1000 or result.concurrency < 1:
-            raise ConfigError("nacos adapter: adapter.page-size 1..1000, adapter.concurrency >= 1")
-        if not 0 < result.token_refresh < 1:
-            raise ConfigError("nacos adapter: adapter.token-refresh must be in (0, 1)")
-        if not result.group or "@@" in result.group:
-            raise ConfigError(f"nacos adapter: bad adapter.group {result.group!r}")
-        if not result.cluster or not all(c.isalnum() or c == "-" for c in result.cluster):
-            raise ConfigError(f"nacos adapter: adapter.cluster {result.cluster!r}: 0-9a-zA-Z-")
-        if bool(result.username) != bool(result.password):
-            raise ConfigError("nacos adapter: adapter.username and adapter.password go together")
-        return result
-
-
-@dataclass(frozen=True, slots=True)
-class _Where:
-    """Where an instance sits in Nacos: the identity parameters of its requests."""
-
-    ip: str
-    port: int
-    cluster: str
-
-
-def native_endpoint(ip: str, port: int) -> str:
-    """The one endpoint a native Nacos instance reads as."""
-    host = bracket_host(ip)
-    return f"{NATIVE_SCHEME}://{host}:{port}"
-
-
-def _bool(value: Any, default: bool) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.lower() in {"true", "false"}:
-        return value.lower() == "true"
-    return default
 
 
 class NacosAdapter(HttpAdapter):
@@ -168,7 +104,7 @@ class NacosAdapter(HttpAdapter):
         self._login_lock = asyncio.Lock()
         self.logins = 0
         # service id -> canonical id -> (where, instance) as last seen or written
-        self._seen: dict[str, dict[str, tuple[_Where, Instance]]] = {}
+        self._seen: dict[str, dict[str, tuple[NacosWhere, Instance]]] = {}
         self._last_listing: dict[str, tuple[Instance, LocalRef]] | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -324,7 +260,7 @@ class NacosAdapter(HttpAdapter):
     def _service_id(self, name: str) -> str:
         return f"{self.settings.group}@@{name}"
 
-    def _from_host(self, name: str, host: Mapping[str, Any]) -> tuple[Instance, _Where]:
+    def _from_host(self, name: str, host: Mapping[str, Any]) -> tuple[Instance, NacosWhere]:
         """A listed Nacos instance as a model instance (copies restored exactly)."""
         ip, port = host.get("ip"), host.get("port")
         cluster = host.get("clusterName") or "DEFAULT"
@@ -346,9 +282,11 @@ class NacosAdapter(HttpAdapter):
                         props[str(key)] = str(value)
         sid = self._service_id(name)
         nacos_id = host.get("instanceId") or f"{ip}#{port}#{cluster}#{sid}"
-        state = f"{_bool(host.get('healthy'), True)},{_bool(host.get('enabled'), True)}".lower()
-        interval_ms = _ms(meta.get(PRESERVED_INTERVAL), DEFAULT_BEAT_MS)
-        timeout_ms = _ms(meta.get(PRESERVED_TIMEOUT), DEFAULT_TIMEOUT_MS)
+        state = (
+            f"{read_bool(host.get('healthy'), True)},{read_bool(host.get('enabled'), True)}".lower()
+        )
+        interval_ms = read_ms(meta.get(PRESERVED_INTERVAL), DEFAULT_BEAT_MS)
+        timeout_ms = read_ms(meta.get(PRESERVED_TIMEOUT), DEFAULT_TIMEOUT_MS)
         interval = max(1, round(interval_ms / 1000))
         times = max(0, round(timeout_ms / max(interval_ms, 1)) - 1)
         native = Carried(
@@ -361,11 +299,11 @@ class NacosAdapter(HttpAdapter):
             health_interval=interval,
             health_times=times,
         )
-        return restore(native), _Where(ip, port, cluster)
+        return restore(native), NacosWhere(ip, port, cluster)
 
-    async def _load(self, name: str) -> dict[str, tuple[_Where, Instance]]:
+    async def _load(self, name: str) -> dict[str, tuple[NacosWhere, Instance]]:
         """One service's instances by canonical id (also refreshes the location cache)."""
-        found: dict[str, tuple[_Where, Instance]] = {}
+        found: dict[str, tuple[NacosWhere, Instance]] = {}
         for host in await self._hosts(name):
             instance, where = self._from_host(name, host)
             if instance.instance_id in found:
@@ -381,7 +319,7 @@ class NacosAdapter(HttpAdapter):
         names = await self._service_names()
         semaphore = asyncio.Semaphore(self.settings.concurrency)
 
-        async def one(name: str) -> dict[str, tuple[_Where, Instance]]:
+        async def one(name: str) -> dict[str, tuple[NacosWhere, Instance]]:
             async with semaphore:
                 return await self._load(name)
 
@@ -407,7 +345,7 @@ class NacosAdapter(HttpAdapter):
 
     async def _locate(
         self, ref: LocalRef, *, fresh: bool = False
-    ) -> tuple[_Where, Instance] | None:
+    ) -> tuple[NacosWhere, Instance] | None:
         name = self._name_of(ref.service_id)
         known = self._seen.get(ref.service_id)
         if fresh or known is None or ref.instance_id not in known:
@@ -452,19 +390,19 @@ class NacosAdapter(HttpAdapter):
         meta.update(preserved)
         return meta
 
-    def _where_for(self, sid: str, instance: Instance, ip: str, port: int) -> _Where:
+    def _where_for(self, sid: str, instance: Instance, ip: str, port: int) -> NacosWhere:
         known = self._seen.get(sid, {})
         old = known.get(instance.instance_id)
         if old is not None and (old[0].ip, old[0].port) == (ip, port):
             return old[0]  # keep its place (and its ref's location) when nothing moved
-        base = _Where(ip, port, self.settings.cluster)
+        base = NacosWhere(ip, port, self.settings.cluster)
         taken = any(w == base and iid != instance.instance_id for iid, (w, _) in known.items())
         if not taken:
             return base
         digest = hashlib.blake2b(instance.instance_id.encode(), digest_size=4).hexdigest()
-        return _Where(ip, port, f"{self.settings.cluster}-{digest}")
+        return NacosWhere(ip, port, f"{self.settings.cluster}-{digest}")
 
-    def _identity(self, sid: str, where: _Where) -> dict[str, str]:
+    def _identity(self, sid: str, where: NacosWhere) -> dict[str, str]:
         return {
             "serviceName": self._name_of(sid),
             "groupName": self.settings.group,
@@ -512,7 +450,7 @@ class NacosAdapter(HttpAdapter):
                 await self._deregister(sid, old[0])  # the endpoint moved
         return LocalRef(sid, instance.instance_id)
 
-    async def _deregister(self, sid: str, where: _Where) -> None:
+    async def _deregister(self, sid: str, where: NacosWhere) -> None:
         params = self._identity(sid, where)
         what = f"deregister {where.ip}:{where.port} from {sid}"
         if self.settings.api == "v1":
@@ -569,7 +507,7 @@ class NacosAdapter(HttpAdapter):
 
         return list(await asyncio.gather(*(one(r) for r in refs)))
 
-    async def _beat(self, ref: LocalRef, where: _Where) -> RenewResult:
+    async def _beat(self, ref: LocalRef, where: NacosWhere) -> RenewResult:
         params = self._identity(ref.service_id, where)
         if self.settings.api == "v1":
             # A light beat: without a "beat" body Nacos answers 20404 for an unknown
@@ -622,14 +560,6 @@ class NacosAdapter(HttpAdapter):
             self._last_listing = current
             if events:
                 yield ChangeBatch(events)
-
-
-def _ms(value: Any, default: int) -> int:
-    try:
-        number = int(str(value))
-    except (TypeError, ValueError):
-        return default
-    return number if number > 0 else default
 
 
 def create(addresses: Sequence[str], settings: Mapping[str, Any]) -> NacosAdapter:
