@@ -17,6 +17,10 @@ With RBAC on the server, ``username`` and a password (``password-file``, else
 (``POST /v4/token`` with ``{"name", "password"}`` -> ``{"token"}``); every request then
 carries ``Authorization: Bearer <token>``, and a 401 (the token expired) logs in again
 once and repeats the request. The password and the token are never logged.
+
+The settings, protocol constants, address forms and answer readers live in
+``servicecomb_codec``. Like every adapter it must not touch gossip, the store, RPC or the
+sync engine.
 """
 
 from __future__ import annotations
@@ -27,14 +31,11 @@ import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
 import aiohttp
 
-from pysyncer.adapters import _http
 from pysyncer.adapters._http import HttpAdapter, HttpClient, Response
-from pysyncer.adapters._settings import as_bool, settings_from_mapping
 from pysyncer.adapters.base import (
     AdapterError,
     BadResponseError,
@@ -58,7 +59,20 @@ from pysyncer.adapters.scshape import (
     service_from_sc,
     service_to_sc,
 )
-from pysyncer.credentials import read_secret
+from pysyncer.adapters.servicecomb_codec import (
+    FEED_HEADER,
+    HEARTBEAT_BATCH,
+    LOGIN_SETTINGS,
+    REVISION_HEADER,
+    SELF_SERVICE,
+    TOKEN_PATH,
+    ServiceCombSettings,
+    int_field,
+    json_object,
+    looks_not_found,
+    normalize_address,
+    str_field,
+)
 from pysyncer.errors import ConfigError
 from pysyncer.model import Instance, ServiceKey
 
@@ -73,95 +87,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FEED_HEADER = "X-Pysyncer-Change-Feed"
-REVISION_HEADER = "X-Resource-Revision"
-HEARTBEAT_BATCH = 500
-SELF_SERVICE = ("default", "SERVICECENTER")
-TOKEN_PATH: Final = "/v4/token"
-LOGIN_SETTINGS: Final = "adapter.username and adapter.password-file (or PYSYNCER_ADAPTER_PASSWORD)"
-
 
 class ServiceCombAuthError(AdapterError, PermissionError):
     """Service-Center refused the login (user name or password) of the adapter."""
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceCombSettings:
-    """Settings of the Service-Center adapter (all have defaults)."""
-
-    domain: str = "default"
-    project: str = "default"
-    timeout: float = 10.0  # per request, seconds
-    connect_timeout: float = 3.0
-    poll_interval: float = 5.0  # governance-listing poll period when there is no feed
-    feed: bool | None = None  # None: probe; False: never use the change feed
-    feed_wait: float = 20.0  # long-poll wait asked of the change feed, seconds
-    max_body: int = 16 * 1024 * 1024  # largest response body accepted, bytes
-    retry_max: float = 5.0  # largest backoff between change-detection retries
-    tls_ca: str = ""
-    tls_cert: str = ""
-    tls_key: str = ""
-    tls_verify: bool = True
-    include_self: bool = False  # list SC's own SERVICECENTER service too
-    username: str = ""  # RBAC account: log in with POST /v4/token
-    password_file: str = ""  # file holding the account's password
-    password: str = field(default="", repr=False)  # e.g. from PYSYNCER_ADAPTER_PASSWORD
-
-    @classmethod
-    def from_mapping(cls, settings: Mapping[str, Any]) -> ServiceCombSettings:
-        """Build from a plain mapping (config file section); unknown keys are an error."""
-        result = settings_from_mapping(
-            cls,
-            "servicecomb",
-            settings,
-            converters={"feed": lambda raw: None if raw is None else as_bool(raw)},
-            unknown_error=lambda keys, _known: (
-                f"servicecomb adapter: unknown setting(s) {', '.join(keys)}"
-            ),
-            bad_value_error=lambda key, raw, _kind: (
-                f"servicecomb adapter: bad value for {key}: {raw!r}"
-            ),
-            unknown_first=True,
-        )
-        if result.poll_interval <= 0 or result.timeout <= 0 or result.max_body <= 0:
-            raise ConfigError("servicecomb adapter: poll_interval, timeout, max_body must be > 0")
-        if (result.password or result.password_file) and not result.username:
-            raise ConfigError(
-                f"servicecomb adapter: a password without a user: set {LOGIN_SETTINGS}"
-            )
-        return result
-
-    def login_password(self) -> str:
-        """The password from ``password_file`` when set, else ``password``."""
-        from_file = read_secret(
-            self.password_file, "", "servicecomb adapter: adapter.password-file"
-        )
-        return from_file or self.password
-
-
-def normalize_address(address: str) -> str:
-    """``host:port`` -> ``http://host:port``; SC's ``rest://`` forms are accepted too."""
-    address = address.strip().rstrip("/")
-    if "://" not in address:
-        address = "http://" + address
-    scheme, _, rest = address.partition("://")
-    if scheme == "rest":
-        scheme = "https" if "sslEnabled=true" in rest else "http"
-        rest = rest.split("?", 1)[0]
-    if scheme not in {"http", "https"}:
-        raise ConfigError(f"servicecomb adapter: unsupported address scheme {address!r}")
-    try:
-        return _http.normalize_address("servicecomb", f"{scheme}://{rest}")
-    except ConfigError:
-        raise ConfigError(f"servicecomb adapter: address without a host: {address!r}") from None
-
-
-def _obj(resp: Response) -> dict[str, Any]:
-    """The JSON object of an answer (an empty body reads as ``{}``)."""
-    value = resp.json() if resp.body else {}
-    if not isinstance(value, dict):
-        raise BadResponseError(f"expected a JSON object, got {type(value).__name__}")
-    return value
 
 
 class ServiceCombAdapter(HttpAdapter):
@@ -286,7 +214,7 @@ class ServiceCombAdapter(HttpAdapter):
                     f"check {LOGIN_SETTINGS}",
                     code=error.code,
                 )
-            self._token = _str_field(_obj(response), "token")
+            self._token = str_field(json_object(response), "token")
             self.logins += 1
 
     @staticmethod
@@ -330,7 +258,7 @@ class ServiceCombAdapter(HttpAdapter):
                     },
                     headers=headers,
                 )
-                service_id = _str_field(_obj(resp), "serviceId")
+                service_id = str_field(json_object(resp), "serviceId")
             except NotFoundError:
                 try:
                     resp = await self._request(
@@ -339,7 +267,7 @@ class ServiceCombAdapter(HttpAdapter):
                         body={"service": service_to_sc(service)},
                         headers=headers,
                     )
-                    service_id = _str_field(_obj(resp), "serviceId")
+                    service_id = str_field(json_object(resp), "serviceId")
                 except ConflictError:
                     continue  # created concurrently: look it up again
             self._remember_service(service_id, service)
@@ -373,7 +301,7 @@ class ServiceCombAdapter(HttpAdapter):
                     self._forget_service(instance.service)  # deleted behind our back
                     continue
                 raise
-            instance_id = _obj(resp).get("instanceId") or instance.instance_id
+            instance_id = json_object(resp).get("instanceId") or instance.instance_id
             return LocalRef(service_id, str(instance_id))
         raise NotFoundError(f"service {instance.service.text()} vanished while registering")
 
@@ -387,9 +315,9 @@ class ServiceCombAdapter(HttpAdapter):
             svc = await self._request(
                 "GET", f"/v4/{{project}}/registry/microservices/{ref.service_id}"
             )
-            key = service_from_sc(_obj(svc).get("service"), self.domain_project)
+            key = service_from_sc(json_object(svc).get("service"), self.domain_project)
             self._remember_service(ref.service_id, key)
-        return instance_from_sc(_obj(resp).get("instance"), key)
+        return instance_from_sc(json_object(resp).get("instance"), key)
 
     async def unregister(self, ref: LocalRef) -> None:
         with contextlib.suppress(NotFoundError):
@@ -425,7 +353,7 @@ class ServiceCombAdapter(HttpAdapter):
             self._batch_heartbeat = False
             log.info("batch heartbeats unavailable (%s): renewing one by one", exc)
             return None
-        value = _obj(resp)
+        value = json_object(resp)
         items = value.get("instances")
         if resp.status == 400 and not isinstance(items, list):
             # A plain SC error, not the per-instance result shape.
@@ -444,7 +372,7 @@ class ServiceCombAdapter(HttpAdapter):
             message = failed.get((ref.service_id, ref.instance_id))
             if message is None:
                 results.append(RenewResult(ref, "ok"))
-            elif _looks_not_found(message):
+            elif looks_not_found(message):
                 results.append(RenewResult(ref, "not_found", message))
             else:
                 results.append(RenewResult(ref, "error", message))
@@ -500,7 +428,7 @@ class ServiceCombAdapter(HttpAdapter):
         digest = hashlib.blake2b(resp.body, digest_size=16).digest()
         if digest == self._list_digest and not force:
             return None
-        value = _obj(resp)
+        value = json_object(resp)
         details = value.get("allServicesDetail", value.get("AllServicesDetail")) or []
         if not isinstance(details, list):
             raise BadResponseError("allServicesDetail: expected a list")
@@ -552,7 +480,7 @@ class ServiceCombAdapter(HttpAdapter):
             self._feed = False
             return None
         self._feed = True
-        return _int_field(_obj(resp), "revision")
+        return int_field(json_object(resp), "revision")
 
     async def changes(self) -> AsyncIterator[ChangeBatch]:
         backoff = 0.2
@@ -599,8 +527,8 @@ class ServiceCombAdapter(HttpAdapter):
                 self._feed_cursor = None
                 yield ChangeBatch([], resync=True)
                 return
-            value = _obj(resp)
-            revision = _int_field(value, "revision")
+            value = json_object(resp)
+            revision = int_field(value, "revision")
             if value.get("reset") or revision < self._feed_cursor:
                 self._feed_cursor = revision
                 yield ChangeBatch([], resync=True)
@@ -642,28 +570,6 @@ class ServiceCombAdapter(HttpAdapter):
             self._last_listing = current
             if events:
                 yield ChangeBatch(events)
-
-
-def _looks_not_found(message: str) -> bool:
-    text = message.lower()
-    return ERR_INSTANCE_NOT_EXISTS in text or "not exist" in text or "not found" in text
-
-
-def _str_field(value: Mapping[str, Any], name: str) -> str:
-    field = value.get(name)
-    if not isinstance(field, str) or not field:
-        raise BadResponseError(f"response field {name!r}: expected a non-empty string")
-    return field
-
-
-def _int_field(value: Mapping[str, Any], name: str) -> int:
-    field = value.get(name)
-    if isinstance(field, bool) or not isinstance(field, (int, str)):
-        raise BadResponseError(f"response field {name!r}: expected an integer")
-    try:
-        return int(field)
-    except ValueError:
-        raise BadResponseError(f"response field {name!r}: expected an integer") from None
 
 
 def create(addresses: Sequence[str], settings: Mapping[str, Any]) -> ServiceCombAdapter:
