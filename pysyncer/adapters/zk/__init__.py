@@ -1,8 +1,9 @@
 """An asyncio ZooKeeper client written from the jute protocol (no third-party client).
 
-Owns the wire format (:mod:`.proto`), the typed errors (:mod:`.errors`) and the
-session/connection machinery (:mod:`.client`). It knows nothing of Dubbo or of the
-sync engine; :mod:`pysyncer.adapters.zookeeper` builds the adapter on it.
+Owns the wire format (:mod:`.proto`), the typed errors (:mod:`.errors`), the
+session/connection machinery (:mod:`.session`) and the request API on it (:mod:`.client`).
+It knows nothing of Dubbo or of the sync engine; :mod:`pysyncer.adapters.zookeeper`
+builds the adapter on it.
 """
 
 from __future__ import annotations
