@@ -6,9 +6,9 @@ options from that table, and :func:`load_config` merges the four sources into on
 :class:`DaemonConfig`, which hands each layer its own typed settings
 (:class:`~pysyncer.gossip.settings.GossipSettings`,
 :class:`~pysyncer.sync.settings.SyncSettings`). This is the top layer: it may import the
-layers' settings and the value parsers of :mod:`pysyncer.configvalues`; no layer imports
-it. The config file is TOML with the same keys as the flags
-(``registry-url = ["http://127.0.0.1:30100"]``), plus tables:
+layers' settings, the value parsers of :mod:`pysyncer.configvalues` and the checks of
+:mod:`pysyncer.configchecks`; no layer imports it. The config file is TOML with the same
+keys as the flags (``registry-url = ["http://127.0.0.1:30100"]``), plus tables:
 ``[adapter]`` for the adapter's settings and ``[[export.include]]``, ``[[export.exclude]]``,
 ``[[import.include]]``, ``[[import.exclude]]`` for the filter rules
 (:mod:`pysyncer.sync.filters`). Every bad value raises
@@ -22,24 +22,30 @@ loopback must have gossip encryption (``encrypt``, ``encrypt-file`` or a keyring
 data directory) and mutual TLS (``tls-ca``, ``tls-cert``, ``tls-key``), unless ``insecure``
 is set; :meth:`DaemonConfig.insecure_reasons` says what such a daemon runs without.
 
-Imports: admin, configvalues, errors, gossip, hostport, rpc, servicecenter, sync.
+Imports: admin, configchecks, configvalues, errors, gossip, hostport, rpc, servicecenter, sync.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import os
 import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from pysyncer import configvalues as parsers
-from pysyncer.admin.auth import AdminAuth, AuthMode, is_loopback, read_token_file
+from pysyncer.admin.auth import AdminAuth, is_loopback
+from pysyncer.configchecks import (
+    check_bind_host,
+    check_exposure,
+    check_registry_limits,
+    read_admin_auth,
+    read_key_file,
+)
 from pysyncer.errors import ConfigError
 from pysyncer.gossip.settings import GossipSettings
 from pysyncer.hostport import (
@@ -446,7 +452,7 @@ class DaemonConfig:
         if self.encrypt is not None:
             return base64.b64decode(self.encrypt)
         if self.encrypt_file is not None:
-            return base64.b64decode(_read_key_file(self.encrypt_file))
+            return base64.b64decode(read_key_file(self.encrypt_file))
         return None
 
     @property
@@ -605,14 +611,14 @@ def load_config(
         values["dc"] = default_dc(values["registry_url"])
     if values["data_dir"] is None:
         values["data_dir"] = Path("pysyncer-data") / values["node"]
-    _check_bind_host(values["bind"], "bind")
+    check_bind_host(values["bind"], "bind")
     _check_tls_files(values)
     if values["encrypt"] is not None and values["encrypt_file"] is not None:
         raise ConfigError("config keys 'encrypt' and 'encrypt-file' are both set: give one")
     if values["encrypt_file"] is not None:
-        _read_key_file(values["encrypt_file"])  # a bad file fails here, with its name
-    admin_auth = _admin_auth(values)
-    _check_registry_limits(values)
+        read_key_file(values["encrypt_file"])  # a bad file fails here, with its name
+    admin_auth = read_admin_auth(values)
+    check_registry_limits(values)
     try:
         filters = filters_from_config(
             from_file.get("export"),
@@ -632,22 +638,8 @@ def load_config(
         filters=filters,
         admin_auth=admin_auth,
     )
-    _check_exposure(config)
+    check_exposure(config)
     return config
-
-
-def _check_registry_limits(values: Mapping[str, Any]) -> None:
-    """The embedded registry's limits hold together and its RBAC file reads (when used)."""
-    from pysyncer.servicecenter.rbac import load_rbac  # noqa: PLC0415 - only when given
-
-    try:
-        limits = ServiceCenterSettings(
-            max_ttl=values["registry_max_ttl"], rbac_file=values["registry_rbac_file"]
-        )
-    except ValueError as exc:
-        raise ConfigError(f"config key 'registry-max-ttl': {exc}") from None
-    if limits.rbac_file is not None and not values["registry_url"]:
-        load_rbac(limits.rbac_file)  # a bad file fails here: ConfigError naming it
 
 
 def _check_tls_files(values: Mapping[str, Any]) -> None:
@@ -656,64 +648,6 @@ def _check_tls_files(values: Mapping[str, Any]) -> None:
         raise ConfigError(
             f"config key {given[0]!r}: 'tls-ca', 'tls-cert' and 'tls-key' go together"
         )
-
-
-def _check_exposure(config: DaemonConfig) -> None:
-    """A non-loopback gossip or sync address needs gossip encryption and TLS, or
-    ``insecure``: ConfigError naming what is missing."""
-    exposed = [(k, a) for k, a in (("bind", config.bind), ("rpc-addr", config.rpc_addr))
-               if not is_loopback(a.host)]  # fmt: skip
-    if not exposed or config.insecure:
-        return
-    missing = []
-    if not config.gossip_encrypted():
-        missing.append("'encrypt-file' (or 'encrypt')")
-    if not config.tls:
-        missing.append("'tls-ca', 'tls-cert' and 'tls-key'")
-    if missing:
-        key, address = exposed[0]
-        raise ConfigError(
-            f"config key {key!r}: {address} is not a loopback address; set "
-            f"{' and '.join(missing)}, or 'insecure' to run unprotected"
-        )
-
-
-def _read_key_file(path: Path) -> str:
-    """The gossip key in ``path``; ConfigError naming the file when it holds none."""
-    try:
-        text = path.read_text().strip()
-    except OSError as exc:
-        raise ConfigError(
-            f"config key 'encrypt-file': {path} cannot be read: {exc.strerror or exc}"
-        ) from None
-    try:
-        key = parsers.encryption_key(text)
-    except ValueError as exc:
-        raise ConfigError(f"config key 'encrypt-file': the key in {path} {exc}") from None
-    if key is None:
-        raise ConfigError(f"config key 'encrypt-file': {path} is empty")
-    return key
-
-
-def _admin_auth(values: Mapping[str, Any]) -> AdminAuth:
-    """The admin API's access policy; reads the token file. A non-loopback admin address
-    without a token, or ``metrics-auth token`` without one, is a ConfigError."""
-    token_file: Path | None = values["admin_token_file"]
-    address: HostPort = values["admin_addr"]
-    token = read_token_file(token_file) if token_file is not None else None
-    if token is None and not is_loopback(address.host):
-        raise ConfigError(
-            f"config key 'admin-addr': {address} is not a loopback address; "
-            "set 'admin-token-file' (the admin API would be open to the network)"
-        )
-    if token is None and values["metrics_auth"] == "token":
-        raise ConfigError("config key 'metrics-auth': 'token' needs 'admin-token-file'")
-    return AdminAuth(
-        token=token,
-        read_auth=cast("AuthMode", values["admin_read_auth"]),
-        metrics_auth=cast("AuthMode", values["metrics_auth"]),
-        listen_host=address.host,
-    )
 
 
 def _setting_value(
@@ -757,13 +691,3 @@ def _parse(setting: Setting, name: str, raw: Any, source: str) -> Any:
         return setting.parse(raw)
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"config key {name!r} ({source}): {exc}") from None
-
-
-def _check_bind_host(address: HostPort, key: str) -> None:
-    try:
-        ipaddress.ip_address(address.host)
-    except ValueError:
-        if address.host != "localhost":
-            raise ConfigError(
-                f"config key {key!r}: {address.host!r} must be an IP address to bind"
-            ) from None
