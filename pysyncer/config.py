@@ -6,9 +6,10 @@ options from that table, and :func:`load_config` merges the four sources into on
 :class:`DaemonConfig`, which hands each layer its own typed settings
 (:class:`~pysyncer.gossip.settings.GossipSettings`,
 :class:`~pysyncer.sync.settings.SyncSettings`). This is the top layer: it may import the
-layers' settings, the value parsers of :mod:`pysyncer.configvalues` and the checks of
-:mod:`pysyncer.configchecks`; no layer imports it. The config file is TOML with the same
-keys as the flags (``registry-url = ["http://127.0.0.1:30100"]``), plus tables:
+layers' settings, the value parsers of :mod:`pysyncer.configvalues`, the sources of
+:mod:`pysyncer.configsources` and the checks of :mod:`pysyncer.configchecks`; no layer
+imports it. The config file is TOML with the same keys as the flags
+(``registry-url = ["http://127.0.0.1:30100"]``), plus tables:
 ``[adapter]`` for the adapter's settings and ``[[export.include]]``, ``[[export.exclude]]``,
 ``[[import.include]]``, ``[[import.exclude]]`` for the filter rules
 (:mod:`pysyncer.sync.filters`). Every bad value raises
@@ -22,7 +23,8 @@ loopback must have gossip encryption (``encrypt``, ``encrypt-file`` or a keyring
 data directory) and mutual TLS (``tls-ca``, ``tls-cert``, ``tls-key``), unless ``insecure``
 is set; :meth:`DaemonConfig.insecure_reasons` says what such a daemon runs without.
 
-Imports: admin, configchecks, configvalues, errors, gossip, hostport, rpc, servicecenter, sync.
+Imports: admin, configchecks, configsources, configvalues, errors, gossip, hostport, rpc,
+servicecenter, sync.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import base64
 import hashlib
 import os
 import socket
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +46,15 @@ from pysyncer.configchecks import (
     check_registry_limits,
     read_admin_auth,
     read_key_file,
+)
+from pysyncer.configsources import (
+    ENV_PREFIX,
+    adapter_settings,
+    attr_name,
+    env_name,
+    flag_name,
+    read_file,
+    setting_value,
 )
 from pysyncer.errors import ConfigError
 from pysyncer.gossip.settings import GossipSettings
@@ -65,17 +75,7 @@ if TYPE_CHECKING:
     from pysyncer.rpc.tls import TlsFiles
     from pysyncer.store.url import StoreURL
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
-
 __all__ = ["SETTINGS", "DaemonConfig", "Setting", "default_dc", "load_config"]
-
-ENV_PREFIX = "PYSYNCER_"
-# config-file tables beside the flat keys: [adapter] for --plugin; export and import hold
-# the filter rules as arrays of tables ([[export.include]], [[import.exclude]], ...)
-_TABLES = ("adapter", "export", "import")
 
 
 @dataclass(frozen=True)
@@ -97,32 +97,20 @@ class Setting:
 
     @property
     def flag(self) -> str:
-        return _flag(self.key)
+        return flag_name(self.key)
 
     @property
     def env(self) -> str:
-        return _env(self.key)
+        return env_name(self.key)
 
     @property
     def attr(self) -> str:
-        return _attr(self.key)
+        return attr_name(self.key)
 
     @property
     def names(self) -> tuple[str, ...]:
         """The key, then its aliases."""
         return (self.key, *self.aliases)
-
-
-def _flag(key: str) -> str:
-    return f"--{key}"
-
-
-def _env(key: str) -> str:
-    return ENV_PREFIX + key.upper().replace("-", "_")
-
-
-def _attr(key: str) -> str:
-    return key.replace("-", "_")
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -546,41 +534,6 @@ def default_dc(registry_urls: Sequence[str]) -> str:
     return "dc-" + hashlib.md5(",".join(addresses).encode(), usedforsecurity=False).hexdigest()[:12]
 
 
-def _read_file(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise ConfigError(f"config file {path}: not found") from None
-    except OSError as exc:
-        raise ConfigError(f"config file {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path}: not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - set(_BY_KEY) - set(_ALIASES) - set(_TABLES))
-    if unknown:
-        raise ConfigError(f"config file {path}: unknown key {unknown[0]!r}")
-    for table in _TABLES:
-        if table in data and not isinstance(data[table], dict):
-            raise ConfigError(f"config file {path}: {table!r} must be a table ([{table}])")
-    return data
-
-
-def _adapter_settings(from_file: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """``[adapter]`` of the config file, overridden by ``PYSYNCER_ADAPTER_<KEY>`` env vars.
-
-    Keys are normalised to lower case with dashes (``PYSYNCER_ADAPTER_POLL_INTERVAL`` ->
-    ``poll-interval``); the adapter validates the values and names ``adapter.KEY``.
-    """
-    settings = {
-        str(k).lower().replace("_", "-"): v for k, v in from_file.get("adapter", {}).items()
-    }
-    prefix = ENV_PREFIX + "ADAPTER_"
-    for name, value in environ.items():
-        if name.startswith(prefix) and len(name) > len(prefix):
-            settings[name[len(prefix) :].lower().replace("_", "-")] = value
-    return settings
-
-
 def load_config(
     flags: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
@@ -599,11 +552,11 @@ def load_config(
         raise ConfigError(f"unknown setting {unknown[0]!r}")
     file_name = config_file if config_file is not None else environ.get(ENV_PREFIX + "CONFIG")
     file_path = Path(file_name).expanduser() if file_name else None
-    from_file = _read_file(file_path) if file_path else {}
+    from_file = read_file(file_path, (*_BY_KEY, *_ALIASES)) if file_path else {}
 
     values: dict[str, Any] = {}
     for setting in SETTINGS:
-        values[setting.attr] = _setting_value(setting, flags, environ, from_file, file_path)
+        values[setting.attr] = setting_value(setting, flags, environ, from_file, file_path)
 
     if values["node"] is None:
         values["node"] = parsers.name(socket.gethostname() or "pysyncer")
@@ -633,7 +586,7 @@ def load_config(
     values["store_url"] = values.pop("store")
     config = DaemonConfig(
         **values,
-        adapter_settings=_adapter_settings(from_file, environ),
+        adapter_settings=adapter_settings(from_file, environ),
         config_file=file_path,
         filters=filters,
         admin_auth=admin_auth,
@@ -643,51 +596,8 @@ def load_config(
 
 
 def _check_tls_files(values: Mapping[str, Any]) -> None:
-    given = [key for key in ("tls-ca", "tls-cert", "tls-key") if values[_attr(key)] is not None]
+    given = [key for key in ("tls-ca", "tls-cert", "tls-key") if values[attr_name(key)] is not None]
     if given and len(given) != 3:
         raise ConfigError(
             f"config key {given[0]!r}: 'tls-ca', 'tls-cert' and 'tls-key' go together"
         )
-
-
-def _setting_value(
-    setting: Setting,
-    flags: Mapping[str, Any],
-    environ: Mapping[str, str],
-    from_file: Mapping[str, Any],
-    file_path: Path | None,
-) -> Any:
-    """The parsed value of ``setting`` from the first source that gives it (flag, env,
-    file), else its default; within a source, its key and aliases must agree."""
-    sources: list[tuple[Callable[[str], tuple[bool, Any]], Callable[[str], str]]] = [
-        (lambda k: (k in flags, flags.get(k)), lambda k: f"flag {_flag(k)}"),
-        (lambda k: (_env(k) in environ, environ.get(_env(k))), lambda k: f"env {_env(k)}"),
-        (lambda k: (k in from_file, from_file.get(k)), lambda k: f"config file {file_path}"),
-    ]
-    for lookup, describe in sources:
-        given = []
-        for name in setting.names:
-            present, raw = lookup(name)
-            if present:
-                given.append((name, _parse(setting, name, raw, describe(name))))
-        if given:
-            name, value = given[0]
-            for other, other_value in given[1:]:
-                if other_value != value:
-                    raise ConfigError(
-                        f"config key {name!r} ({describe(name)}) and its alias {other!r} "
-                        f"({describe(other)}) differ: give one of them"
-                    )
-            return value
-    if setting.default is None:
-        return None
-    return _parse(setting, setting.key, setting.default, "default")
-
-
-def _parse(setting: Setting, name: str, raw: Any, source: str) -> Any:
-    if raw is None:
-        return None
-    try:
-        return setting.parse(raw)
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"config key {name!r} ({source}): {exc}") from None
