@@ -91,7 +91,7 @@ def test_build_without_compiler_fails_in_one_line(tmp_path: Path) -> None:
 
 
 # Directories shipped whole in the sdist (MANIFEST.in), and files at the top of the tree.
-# Any other top-level package the tests import must ship whole too (tests_import_from).
+# Any other top-level package the tests import must ship whole too (_packages_tests_import).
 SHIPPED_TREES = ("tests", "docs", "benchmarks", "ci")
 SHIPPED_FILES = ("LICENSE", "CHANGELOG.md", "README.md", "pyproject.toml", "setup.py")
 BUILD_PRODUCTS = (".c", ".html", ".so")
@@ -114,7 +114,7 @@ def build_sdist(tree: Path, outdir: Path) -> Path:
     return outdir / out.stdout.strip().splitlines()[-1]
 
 
-def tests_import_from(tree: Path) -> set[str]:
+def _packages_tests_import(tree: Path) -> set[str]:
     """Top-level packages of the tree, other than pysyncer, that some test imports."""
     packages = {p.parent.name for p in tree.glob("*/__init__.py")} - {"pysyncer", "tests"}
     imported = set()
@@ -158,7 +158,7 @@ def test_sdist_ships_sources_license_and_the_whole_test_suite(sdist: tuple[Path,
     assert pyx <= members
     for name in (*SHIPPED_FILES, "tests/conftest.py", "tests/support/__init__.py"):
         assert name in members, name
-    imported = tests_import_from(tree)
+    imported = _packages_tests_import(tree)
     assert "lab" in imported  # the detection works on today's tree
     for top in (*SHIPPED_TREES, *sorted(imported)):
         missing = sorted(source_files(tree, top) - members)
