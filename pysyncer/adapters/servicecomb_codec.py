@@ -25,6 +25,7 @@ from pysyncer.adapters.base import BadResponseError
 from pysyncer.adapters.scshape import ERR_INSTANCE_NOT_EXISTS
 from pysyncer.credentials import read_secret
 from pysyncer.errors import ConfigError
+from pysyncer.servicecenter.app import CHANGE_FEED_HEADER, REVISION_HEADER, TOKEN_PATH
 
 __all__ = [
     "FEED_HEADER",
@@ -41,11 +42,10 @@ __all__ = [
     "str_field",
 ]
 
-FEED_HEADER = "X-Pysyncer-Change-Feed"
-REVISION_HEADER = "X-Resource-Revision"
+# the change-feed extension and the token route are the embedded service center's facts
+FEED_HEADER: Final = CHANGE_FEED_HEADER
 HEARTBEAT_BATCH = 500
 SELF_SERVICE = ("default", "SERVICECENTER")
-TOKEN_PATH: Final = "/v4/token"
 LOGIN_SETTINGS: Final = "adapter.username and adapter.password-file (or PYSYNCER_ADAPTER_PASSWORD)"
 
 
