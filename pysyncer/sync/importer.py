@@ -83,7 +83,6 @@ class ImporterStats:
     filtered: int = 0  # records refused by the import filter (applied as deletes), and
     # copies removed at start (or adoption) because their service is no longer imported
     not_owned: int = 0  # records of slots another syncer of this data center owns
-    orphans: int = 0  # copies in the registry that no mapping recorded: removed at start
     errors: dict[str, int] = field(default_factory=dict)
 
     def error(self, kind: str) -> None:
@@ -224,7 +223,6 @@ class Importer:
             for ref in orphans:
                 with contextlib.suppress(NotFoundError):  # its lease ran out meanwhile
                     await self._unregister(ref)
-                self.stats.orphans += 1
         except PysyncerError as exc:  # the rest lapse by their TTL (nothing renews them)
             self.stats.error(type(exc).__name__)
             log.warning("importer: removing copies no mapping recorded failed: %s", exc)
