@@ -7,7 +7,7 @@ Owns what each prints (``--format text``: aligned columns and Serf-like lines;
 through :class:`pysyncer.admin.client.AdminClient`; the parser and the dispatch are
 :mod:`pysyncer.cli`'s. Must not import gossip, sync or the admin server.
 
-Imports: _core, admin.
+Imports: _core, admin, sync.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ from typing import TYPE_CHECKING, Any
 from pysyncer._version import __version__
 from pysyncer.admin.client import AdminUnavailableError
 from pysyncer.admin.payloads import MEMBER_STATUSES
+from pysyncer.sync.tags import DC
 
 if TYPE_CHECKING:
     from pysyncer.admin.client import AdminClient
     from pysyncer.admin.payloads import Member, QueryRequest
 
 __all__ = [
-    "DC_TAG",
     "REACHABILITY_QUERY",
     "filter_members",
     "force_leave",
@@ -43,7 +43,6 @@ __all__ = [
 
 EXIT_OK = 0
 EXIT_ERROR = 1
-DC_TAG = "dc"  # the tag a syncer advertises its data center in (pysyncer.sync.tags.DC)
 REACHABILITY_QUERY = "pysyncer-reachability"  # a query nobody answers: only acks count
 LIVE = ("alive", "suspect")
 
@@ -87,7 +86,7 @@ def filter_members(
     for m in members:
         if status and m["status"] != status:
             continue
-        if dc and m["tags"].get(DC_TAG) != dc:
+        if dc and m["tags"].get(DC) != dc:
             continue
         if any(
             key not in m["tags"] or not pattern.fullmatch(m["tags"][key])
@@ -108,14 +107,16 @@ def members(client: AdminClient, args: argparse.Namespace) -> int:
     if args.format == "json":
         print_json(found)
         return EXIT_OK
+    # as `serf members`: name, address, status, tags; --detailed puts one tag per line
     rows = []
     for m in found:
-        row = [m["name"], f"{m['addr']}:{m['port']}", m["status"], m["tags"].get(DC_TAG, "-")]
-        if args.detailed:
-            row.append(",".join(f"{k}={v}" for k, v in sorted(m["tags"].items())))
-        rows.append(row)
-    for line in columns(rows):
+        tags = [f"{k}={v}" for k, v in sorted(m["tags"].items())]
+        rows.append([m["name"], f"{m['addr']}:{m['port']}", m["status"], ",".join(tags)])
+    for line, m in zip(columns(rows), found, strict=True):
         print(line)
+        if args.detailed:
+            for key, value in sorted(m["tags"].items()):
+                print(f"    {key}: {value}")
     return EXIT_OK
 
 
@@ -145,7 +146,7 @@ def info(client: AdminClient, args: argparse.Namespace) -> int:
             "members": len(pool),
             **{status: statuses.get(status, 0) for status in MEMBER_STATUSES},
             "health_score": health["health_score"],
-            "data_centers": sorted({m["tags"][DC_TAG] for m in pool if DC_TAG in m["tags"]}),
+            "data_centers": sorted({m["tags"][DC] for m in pool if DC in m["tags"]}),
         },
         "sync": None
         if sync is None

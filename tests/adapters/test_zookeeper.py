@@ -42,7 +42,7 @@ from pysyncer.adapters.zk import (
     parse_hosts,
     proto,
 )
-from pysyncer.adapters.zk.client import Watcher
+from pysyncer.adapters.zk.session import Watcher
 from pysyncer.adapters.zookeeper import ZookeeperAdapter
 from pysyncer.errors import ConfigError
 from pysyncer.hostport import bracket_host
