@@ -2,31 +2,34 @@
 
 Every command of the design contract is listed in ``--help``. Commands that talk to a
 running daemon use its admin API (``--admin-addr``). Every command takes ``--format
-text|json`` (:data:`FORMATS`): ``json`` prints one JSON document (NDJSON for the
+text|json`` (:data:`pysyncer.cliops.FORMATS`): ``json`` prints one JSON document (NDJSON for the
 streaming ones: ``monitor``, ``status --watch``), and for the long-running ``daemon``
 and ``registry`` it is their log format. The pool commands Serf and Consul operators
 know (members, info, monitor, leave, force-leave, reachability) are
-:mod:`pysyncer.cliops`; completion and ``docs/cli.md`` are generated from
-:func:`build_parser` by :mod:`pysyncer.clidoc`.
+:mod:`pysyncer.cliops` (which also holds the output helpers and the admin client every
+command shares), the commands for keys and TLS material :mod:`pysyncer.clikeys`;
+completion and ``docs/cli.md`` are generated from :func:`build_parser` by
+:mod:`pysyncer.clidoc`.
 
-Imports: _core, admin, clidoc, cliops, config, daemon, demo, errors, gossip, hostport, logs,
-redact, rpc, servicecenter, tlsgen.
+Imports: _core, admin, clidoc, clikeys, cliops, config, daemon, demo, errors, gossip, hostport,
+logs, redact, rpc, servicecenter, tlsgen.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import json
 import os
 import sys
 from collections.abc import Callable, Sequence
 from http.client import HTTPException
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
+from pysyncer import clikeys
 from pysyncer._version import __version__
+from pysyncer.cliops import EXIT_ERROR, EXIT_OK, FORMATS, add_format, admin_client, print_json
 from pysyncer.errors import PysyncerError
 from pysyncer.hostport import ADMIN_PORT, REGISTRY_PORT, parse_host_port
 from pysyncer.logs import LOG_LEVELS
@@ -34,14 +37,10 @@ from pysyncer.redact import redact
 
 if TYPE_CHECKING:
     from pysyncer.admin.client import AdminClient
-    from pysyncer.admin.payloads import KeyOperation, KeyRequest, QueryRequest
+    from pysyncer.admin.payloads import QueryRequest
 
-EXIT_OK = 0
-EXIT_ERROR = 1
 EXIT_USAGE = 2  # argparse's status for bad arguments
 
-SERF_KEY_BYTES = 32  # AES-256, the size `serf keygen` produces
-FORMATS = ("text", "json")
 DEFAULT_ADMIN_ADDR = f"127.0.0.1:{ADMIN_PORT}"
 
 Runner = Callable[[argparse.Namespace], int]
@@ -81,7 +80,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     check_config(config, ports=False)
     if args.output_format == "json":
         config_file = str(config.config_file) if config.config_file else None
-        _print_json({"valid": True, "config_file": config_file, "node": config.node,
+        print_json({"valid": True, "config_file": config_file, "node": config.node,
                      "dc": config.dc})  # fmt: skip
         return EXIT_OK
     where = f"config file {config.config_file}" if config.config_file else "no config file"
@@ -99,12 +98,6 @@ def _run(coroutine: Any) -> None:
         uvloop.run(coroutine)
 
 
-def _client(args: argparse.Namespace) -> AdminClient:
-    from pysyncer.admin.client import AdminClient, token_from_file  # noqa: PLC0415
-
-    return AdminClient(args.admin_addr, token=token_from_file(args.admin_token_file))
-
-
 def _operator(name: str) -> Runner:
     """The :mod:`pysyncer.cliops` command ``name``, called with this daemon's client."""
 
@@ -112,19 +105,15 @@ def _operator(name: str) -> Runner:
         from pysyncer import cliops  # noqa: PLC0415
 
         command: Callable[[AdminClient, argparse.Namespace], int] = getattr(cliops, name)
-        return command(_client(args), args)
+        return command(admin_client(args), args)
 
     return run
-
-
-def _print_json(document: Any) -> None:
-    print(json.dumps(document, indent=2))
 
 
 def _cmd_rtt(args: argparse.Namespace) -> int:
     from pysyncer.gossip.vivaldi import Coordinate  # noqa: PLC0415
 
-    answer = _client(args).coordinates()
+    answer = admin_client(args).coordinates()
     nodes = [args.node, args.other or answer["node"]]
     found = []
     for name in nodes:
@@ -135,18 +124,18 @@ def _cmd_rtt(args: argparse.Namespace) -> int:
         found.append(Coordinate(tuple(raw["vec"]), raw["error"], raw["adjustment"], raw["height"]))
     rtt_ms = found[0].distance(found[1]) * 1000.0
     if args.format == "json":
-        _print_json({"nodes": nodes, "rtt_ms": rtt_ms})
+        print_json({"nodes": nodes, "rtt_ms": rtt_ms})
         return EXIT_OK
     print(f"Estimated {nodes[0]} <-> {nodes[1]} rtt: {rtt_ms:.3f} ms")
     return EXIT_OK
 
 
 def _cmd_event(args: argparse.Namespace) -> int:
-    sent = _client(args).send_event(
+    sent = admin_client(args).send_event(
         {"name": args.name, "payload": args.payload, "coalesce": args.coalesce}
     )
     if args.format == "json":
-        _print_json({**sent, "coalesce": args.coalesce})
+        print_json({**sent, "coalesce": args.coalesce})
         return EXIT_OK
     print(f"Event '{args.name}' dispatched! Coalescing enabled: {args.coalesce}")
     return EXIT_OK
@@ -156,7 +145,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
     query: QueryRequest = {"name": args.name, "payload": args.payload}
     if args.timeout_ms is not None:
         query["timeout_ms"] = args.timeout_ms
-    result = _client(args).query(query)
+    result = admin_client(args).query(query)
     if args.format == "json":
         print(json.dumps(result, indent=2))
         return EXIT_OK
@@ -203,12 +192,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         return run_demo(args.dcs, args.services, args.instances, args.workdir, quick=args.quick)
     with contextlib.redirect_stdout(sys.stderr):  # the progress; stdout gets the outcome
         status = run_demo(args.dcs, args.services, args.instances, args.workdir, quick=args.quick)
-    _print_json({"ok": status == EXIT_OK, "exit_status": status})
+    print_json({"ok": status == EXIT_OK, "exit_status": status})
     return status
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    client = _client(args)
+    client = admin_client(args)
     if args.full_sync:
         started = client.full_sync()
         print(
@@ -272,7 +261,7 @@ def _cmd_diff(args: argparse.Namespace) -> int:
     from pysyncer.admin.terminal import EXPECTED_KINDS, diff_lines  # noqa: PLC0415
 
     query = urlencode({"service": args.service or "", "limit": args.limit})
-    answer = _client(args).get(f"/v1/sync/diff?{query}")
+    answer = admin_client(args).get(f"/v1/sync/diff?{query}")
     if args.format == "json":
         print(json.dumps(answer, indent=2))
     else:
@@ -287,7 +276,7 @@ def _cmd_filters(args: argparse.Namespace) -> int:
     if not args.dry_run:
         print("pysyncer filters: give --dry-run (nothing else is implemented)", file=sys.stderr)
         return EXIT_USAGE
-    answer = _client(args).get("/v1/sync/filters/dry-run")
+    answer = admin_client(args).get("/v1/sync/filters/dry-run")
     if args.format == "json":
         print(json.dumps(answer, indent=2))
     else:
@@ -295,182 +284,11 @@ def _cmd_filters(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_keygen(args: argparse.Namespace) -> int:
-    key = base64.b64encode(os.urandom(SERF_KEY_BYTES)).decode("ascii")
-    if args.format == "json":
-        _print_json({"key": key})
-        return EXIT_OK
-    print(key)
-    return EXIT_OK
-
-
-def _columns(rows: Sequence[Sequence[str]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))] if rows else []
-    return ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
-
-
-# operation -> (banner, success line, failure text), as `serf keys` prints them
-_KEY_OPS = {
-    "install": (
-        "Installing key on all members...",
-        "Successfully installed key!",
-        "Error installing key",
-    ),
-    "use": (
-        "Changing primary key on all members...",
-        "Successfully changed primary key!",
-        "Error changing primary key",
-    ),
-    "remove": (
-        "Removing key on all members...",
-        "Successfully removed key!",
-        "Error removing key",
-    ),
-    "list": (
-        "Asking all members for installed keys...",
-        "Keys gathered, listing cluster keys...",
-        "Failed to gather member keys",
-    ),
-}
-
-
-def _cmd_keys(args: argparse.Namespace) -> int:
-    chosen = [(op, getattr(args, op)) for op in ("install", "use", "remove") if getattr(args, op)]
-    if args.list:
-        chosen.append(("list", None))
-    if len(chosen) != 1:
-        print(
-            "pysyncer keys: give exactly one of --install, --use, --remove, --list", file=sys.stderr
-        )
-        return EXIT_ERROR
-    op, key = chosen[0]
-    banner, success, failure = _KEY_OPS[op]
-    as_json = args.format == "json"
-    if not as_json:
-        print(f"==> {banner}")
-    from pysyncer.admin.client import KeysRefusedError  # noqa: PLC0415
-
-    request: KeyRequest | None = (
-        None if key is None else {"op": cast("KeyOperation", op), "key": key}
-    )
-    try:
-        answer = _client(args).keys(request)
-    except KeysRefusedError as exc:
-        refused = exc.answer
-        if as_json:
-            print(json.dumps(refused, indent=2))
-            return EXIT_ERROR
-        rows: list[tuple[str, str, str]] = []
-        if "messages" in refused:  # members failed or did not answer
-            rows += [("failed:", node, text) for node, text in sorted(refused["messages"].items())]
-            rows += [("no response:", node, "") for node in refused["no_response"]]
-        for line in _columns(rows):
-            print(line, file=sys.stderr)
-        print("", file=sys.stderr)
-        print(f"{failure}: {refused['error']}", file=sys.stderr)
-        return EXIT_ERROR
-    if as_json:
-        print(json.dumps(answer, indent=2))
-        return EXIT_OK
-    for node, text in sorted(answer["messages"].items()):
-        print(f"warning: {node}: {text}")
-    if op != "list":
-        print(f"==> {success}")
-        return EXIT_OK
-    print(f"==> {success}")
-    print("")
-    total = answer["num_nodes"]
-    primaries = answer["primary_keys"]
-    listing = [
-        (name, f"[{count}/{total}]", f"primary on {primaries[name]}" if name in primaries else "")
-        for name, count in sorted(answer["keys"].items())
-    ]
-    for line in _columns(listing):
-        print(line)
-    return EXIT_OK
-
-
-def _cmd_tls_ca_create(args: argparse.Namespace) -> int:
-    from pathlib import Path  # noqa: PLC0415
-
-    from pysyncer.tlsgen import create_ca  # noqa: PLC0415
-
-    made = create_ca(Path(args.dir), days=args.days)
-    if args.format == "json":
-        _print_json({"cert": str(made.cert), "key": str(made.key)})
-        return EXIT_OK
-    print(f"==> CA certificate {made.cert}")
-    print(f"==> CA key {made.key} (mode 0600: keep it off the syncers)")
-    return EXIT_OK
-
-
-def _cmd_tls_cert_create(args: argparse.Namespace) -> int:
-    from pathlib import Path  # noqa: PLC0415
-
-    from pysyncer.rpc.identity import dns_name, spiffe_uri  # noqa: PLC0415
-    from pysyncer.tlsgen import create_cert  # noqa: PLC0415
-
-    try:
-        made = create_cert(
-            args.dc,
-            args.node,
-            ca_dir=Path(args.ca_dir),
-            out_dir=Path(args.out_dir),
-            days=args.days,
-            extra_sans=args.san or (),
-        )
-    except ValueError as exc:
-        print(f"pysyncer tls cert create: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    if args.format == "json":
-        identity = [spiffe_uri(args.dc, args.node), dns_name(args.dc, args.node)]
-        _print_json({"cert": str(made.cert), "key": str(made.key), "identity": identity})
-        return EXIT_OK
-    print(f"==> certificate {made.cert}")
-    print(f"==> key {made.key} (mode 0600)")
-    print(f"    identity {spiffe_uri(args.dc, args.node)}, {dns_name(args.dc, args.node)}")
-    return EXIT_OK
-
-
-def _add_tls(commands: Any) -> None:
-    from pysyncer.tlsgen import CA_DAYS, CERT_DAYS  # noqa: PLC0415 - constants only
-
-    tls = commands.add_parser(
-        "tls", help="make a CA and syncer certificates for the sync plane's mutual TLS"
-    )
-    kinds = tls.add_subparsers(dest="tls_kind", metavar="ca|cert", required=True)
-    ca = kinds.add_parser("ca", help="the pool's certificate authority")
-    ca_ops = ca.add_subparsers(dest="tls_op", metavar="create", required=True)
-    ca_create = ca_ops.add_parser("create", help="write ca.pem and ca-key.pem")
-    ca_create.add_argument("--dir", default=".", help="where to write them (default .)")
-    ca_create.add_argument("--days", type=int, default=CA_DAYS, help=f"validity ({CA_DAYS})")
-    _add_format(ca_create)
-    ca_create.set_defaults(run=_cmd_tls_ca_create)
-    cert = kinds.add_parser("cert", help="a syncer's certificate")
-    cert_ops = cert.add_subparsers(dest="tls_op", metavar="create", required=True)
-    cert_create = cert_ops.add_parser(
-        "create",
-        help="write DC-NODE.pem and DC-NODE-key.pem naming the syncer",
-        description="A certificate for server and client use whose subject alternative "
-        "names are spiffe://pysyncer/dc/DC/node/NODE and NODE.DC.pysyncer.",
-    )
-    cert_create.add_argument("--dc", required=True, help="the syncer's data center")
-    cert_create.add_argument("--node", required=True, help="the syncer's node name")
-    cert_create.add_argument("--ca-dir", default=".", help="where ca.pem and ca-key.pem are")
-    cert_create.add_argument("--out-dir", default=".", help="where to write (default .)")
-    cert_create.add_argument("--days", type=int, default=CERT_DAYS, help=f"validity ({CERT_DAYS})")
-    cert_create.add_argument(
-        "--san", action="append", metavar="NAME|IP", help="one more DNS name or IP (repeat)"
-    )
-    _add_format(cert_create)
-    cert_create.set_defaults(run=_cmd_tls_cert_create)
-
-
 def _cmd_slot(args: argparse.Namespace) -> int:
     from pysyncer._core import slots  # noqa: PLC0415
 
     if args.format == "json":
-        _print_json({"slots": [{"key": key, "slot": slots.key_slot(key)} for key in args.keys]})
+        print_json({"slots": [{"key": key, "slot": slots.key_slot(key)} for key in args.keys]})
         return EXIT_OK
     for key in args.keys:
         print(f"{slots.key_slot(key)}\t{key}")
@@ -482,7 +300,7 @@ def _cmd_completion(args: argparse.Namespace) -> int:
 
     script = completion_script(build_parser(), args.shell)
     if args.format == "json":
-        _print_json({"shell": args.shell, "script": script})
+        print_json({"shell": args.shell, "script": script})
         return EXIT_OK
     sys.stdout.write(script)
     return EXIT_OK
@@ -517,7 +335,7 @@ def _add_daemon(commands: Any) -> None:
         description="Check what 'pysyncer daemon' with the same arguments would run with.",
     )
     _add_settings(validate)
-    _add_format(validate, dest="output_format")
+    add_format(validate, dest="output_format")
     validate.set_defaults(run=_cmd_validate)
 
 
@@ -544,21 +362,6 @@ def _add_settings(daemon: argparse.ArgumentParser) -> None:
     daemon.add_argument("--config", metavar="FILE", help="TOML config file (or PYSYNCER_CONFIG)")
 
 
-def _add_format(
-    parser: argparse.ArgumentParser,
-    help_text: str = "json: one JSON document",
-    *,
-    json_alias: bool = False,
-    dest: str = "format",
-) -> None:
-    """``--format text|json`` (``json_alias``: and ``--json``, as the command had before)."""
-    parser.add_argument("--format", dest=dest, choices=FORMATS, default="text", help=help_text)
-    if json_alias:
-        parser.add_argument(
-            "--json", dest=dest, action="store_const", const="json", help="alias of --format json"
-        )
-
-
 def _admin_parser(
     commands: Any,
     name: str,
@@ -568,7 +371,7 @@ def _admin_parser(
     json_alias: bool = False,
 ) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text)
-    _add_format(parser, format_help, json_alias=json_alias)
+    add_format(parser, format_help, json_alias=json_alias)
     parser.add_argument(
         "--admin-addr",
         default=os.environ.get("PYSYNCER_ADMIN_ADDR", DEFAULT_ADMIN_ADDR),
@@ -598,7 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     listen = f"127.0.0.1:{REGISTRY_PORT}"
     registry.add_argument("--listen", default=listen, metavar="HOST:PORT", help=f"({listen})")
     registry.add_argument("--log-level", default="info", type=str.lower, choices=LOG_LEVELS)
-    _add_format(registry, "the log format (one JSON object per line)")
+    add_format(registry, "the log format (one JSON object per line)")
     from pysyncer.servicecenter.settings import DEFAULT_SETTINGS as SC  # noqa: PLC0415 - no aiohttp
 
     registry.add_argument(
@@ -631,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="a smaller run without the restart step (smoke test)"
     )
     demo.add_argument("--workdir", help="keep logs and data here (default: a temp dir)")
-    _add_format(demo, "json: the progress on stderr, the outcome as one JSON document")
+    add_format(demo, "json: the progress on stderr, the outcome as one JSON document")
     demo.set_defaults(run=_cmd_demo)
 
     members = _admin_parser(
@@ -737,8 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
     query.set_defaults(run=_cmd_query)
 
     keygen = commands.add_parser("keygen", help="print a new Serf-compatible encryption key")
-    _add_format(keygen)
-    keygen.set_defaults(run=_cmd_keygen)
+    add_format(keygen)
+    keygen.set_defaults(run=clikeys.keygen)
 
     keys = _admin_parser(
         commands, "keys", "install, use, remove or list gossip encryption keys across the pool",
@@ -749,13 +552,13 @@ def build_parser() -> argparse.ArgumentParser:
     key_ops.add_argument("--use", metavar="KEY", help="make an installed key the primary one")
     key_ops.add_argument("--remove", metavar="KEY", help="remove a (non-primary) key")
     key_ops.add_argument("--list", action="store_true", help="list the keys of every member")
-    keys.set_defaults(run=_cmd_keys)
+    keys.set_defaults(run=clikeys.keys)
 
-    _add_tls(commands)
+    clikeys.add_tls(commands)
 
     slot = commands.add_parser("slot", help="print the hash slot (0-16383) of service keys")
     slot.add_argument("keys", nargs="+", metavar="KEY")
-    _add_format(slot)
+    add_format(slot)
     slot.set_defaults(run=_cmd_slot)
 
     from pysyncer.clidoc import SHELLS  # noqa: PLC0415 - a constant, no import cost
@@ -767,7 +570,7 @@ def build_parser() -> argparse.ArgumentParser:
         "file named _pysyncer on $fpath (it uses zsh's bash completion support).",
     )
     completion.add_argument("shell", choices=SHELLS)
-    _add_format(completion, "json: the script inside a JSON document")
+    add_format(completion, "json: the script inside a JSON document")
     completion.set_defaults(run=_cmd_completion)
     return parser
 

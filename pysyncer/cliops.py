@@ -30,7 +30,13 @@ if TYPE_CHECKING:
     from pysyncer.admin.payloads import Member, QueryRequest
 
 __all__ = [
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "FORMATS",
     "REACHABILITY_QUERY",
+    "add_format",
+    "admin_client",
+    "columns",
     "filter_members",
     "force_leave",
     "info",
@@ -38,6 +44,7 @@ __all__ = [
     "members",
     "monitor",
     "parse_tag_filters",
+    "print_json",
     "reachability",
 ]
 
@@ -45,6 +52,29 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 REACHABILITY_QUERY = "pysyncer-reachability"  # a query nobody answers: only acks count
 LIVE = ("alive", "suspect")
+FORMATS = ("text", "json")  # every printing command takes --format text|json
+
+
+def add_format(
+    parser: argparse.ArgumentParser,
+    help_text: str = "json: one JSON document",
+    *,
+    json_alias: bool = False,
+    dest: str = "format",
+) -> None:
+    """``--format text|json`` (``json_alias``: and ``--json``, as the command had before)."""
+    parser.add_argument("--format", dest=dest, choices=FORMATS, default="text", help=help_text)
+    if json_alias:
+        parser.add_argument(
+            "--json", dest=dest, action="store_const", const="json", help="alias of --format json"
+        )
+
+
+def admin_client(args: argparse.Namespace) -> AdminClient:
+    """The admin API client of a command's ``--admin-addr`` and token file."""
+    from pysyncer.admin.client import AdminClient, token_from_file  # noqa: PLC0415
+
+    return AdminClient(args.admin_addr, token=token_from_file(args.admin_token_file))
 
 
 def print_json(document: Any) -> None:
