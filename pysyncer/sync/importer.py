@@ -202,6 +202,7 @@ class Importer:
         try:
             listing = await self.adapter.list_instances()
         except PysyncerError as exc:
+            self.stats.error(type(exc).__name__)
             log.warning("importer: cannot list the registry to check copies: %s", exc)
             return
         copies = [instance for instance in listing if is_copy(instance)]

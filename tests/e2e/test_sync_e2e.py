@@ -397,8 +397,12 @@ def test_garbage_registry_answers_are_counted_and_survived(cluster: Cluster) -> 
         a = cluster.daemon("ga", "127.0.0.91", "--sc-addr", fake.url)
         eventually(lambda: a.get("/v1/sync/status")["exported"] == 1, 30, "export", a)
         status = a.status()
-        errors = status["exporter"]["errors"]
-        assert errors.get("BadResponseError", 0) >= 3, status
+        # the importer's check of held copies at start lists the registry first, then the
+        # exporter: between them, every garbage answer is counted
+        counted = sum(
+            status[part]["errors"].get("BadResponseError", 0) for part in ("importer", "exporter")
+        )
+        assert counted >= 3, status
         assert a.process.poll() is None
         assert fake.listings >= 4
     finally:
