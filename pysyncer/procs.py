@@ -16,7 +16,6 @@ Imports: errors, model.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import shutil
@@ -121,24 +120,19 @@ def eventually(
     raise error(f"timed out after {timeout} s waiting for {what} ({last_error!r})\n{details}")
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
-    """On Linux, a pre-exec hook so a child gets SIGTERM when its parent dies (even by
-    SIGKILL); None elsewhere."""
+def _parent_death_prefix() -> list[str]:
+    """On Linux, a command prefix so a child gets SIGTERM when its parent dies (even by
+    SIGKILL): util-linux's ``setpriv --pdeathsig``, which sets it and execs the command
+    (same pid). A prefix rather than a ``preexec_fn``: with one, CPython forks instead of
+    vforking, and the fork handlers of a gRPC client in this process can hang the child
+    before it execs. Empty where ``setpriv`` is missing."""
     if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
-
-    def hook() -> None:
-        prctl(pr_set_pdeathsig, sigterm, 0, 0, 0)
-
-    return hook
+        return []
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
 
 
-_PRE_EXEC = _parent_death_signal()  # one prctl call in the child, looked up in advance
+_DIE_WITH_PARENT = _parent_death_prefix()
 
 
 def spawn(
@@ -154,13 +148,12 @@ def spawn(
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(
-            list(command),
+            [*_DIE_WITH_PARENT, *command],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if pipe_stdout else log,
             stderr=subprocess.STDOUT,
             cwd=cwd,
             env=None if env is None else dict(env),
-            preexec_fn=_PRE_EXEC,
         )
 
 
