@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import zlib
 from pathlib import Path
 from typing import Any
@@ -353,6 +354,20 @@ def test_acknowledged_writes_survive_the_writer_during_an_outage(
 
 @pytest.mark.needs_server("etcd")
 @pytest.mark.timeout(120)
+def wait_for_no_leases(server: EtcdServer, timeout: float = 60.0) -> None:
+    """Until etcd holds no lease (its JSON gateway's LeaseLeases): a loaded etcd revokes an
+    expired lease some time after its TTL, and the replay must see it gone."""
+    url = f"http://{server.endpoint}/v3/lease/leases"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        request = urllib.request.Request(url, data=b"{}", method="POST")
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            if not json.loads(answer.read() or b"{}").get("leases"):
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"etcd still holds leases after {timeout} s")
+
+
 @pytest.mark.parametrize("lease", ["alive", "expired"])
 def test_a_replayed_fenced_write_compares_the_lease_it_was_queued_under(
     etcd_server: EtcdServer, tmp_path: Path, lease: str
@@ -373,10 +388,16 @@ def test_a_replayed_fenced_write_compares_the_lease_it_was_queued_under(
             writer.kill()
         (ids,) = [line["ids"] for line in writer.lines if line["kind"] == "apply"]
         if lease == "expired":
-            time.sleep(ttl + 3)  # etcd expires the dead writer's lease
+            time.sleep(ttl)
+            wait_for_no_leases(server)  # etcd expires the dead writer's lease
         state = replay(server, prefix, tmp_path)
         assert state["replayed"] == 1 and state["spool_bytes"] == 0
         if lease == "alive":
             assert set(ids) <= set(state["mappings"]) and state["dropped"] == 0
         else:
-            assert not set(ids) & set(state["mappings"]) and state["dropped"] == 1
+            # the spooled write is fenced off: the lease it was queued under is gone. Its one
+            # in-flight try may still have sat in the frozen etcd's socket buffer and landed
+            # when etcd was thawed, while that lease lived: then it is there whole, once.
+            assert state["dropped"] == 1
+            landed = set(ids) & set(state["mappings"])
+            assert not landed or landed == set(ids)
