@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,11 +22,10 @@ from pysyncer.gossip.serf_conflict import (
     encode_conflict_answer,
 )
 from pysyncer.gossip.serf_model import Member, MemberRecord, MemberStatus, MemberTable
-from pysyncer.gossip.settings import GossipSettings
 from pysyncer.gossip.stack import GossipStack
-from pysyncer.hostport import HostPort
 from tests.conftest import require_program
 from tests.support.gossip import SerfAgent, serf_agents, wait_for
+from tests.support.gossip import gossip_stack as stack
 
 
 def test_answer_round_trip_nil_and_mapped_addresses() -> None:
@@ -41,29 +38,6 @@ def test_answer_round_trip_nil_and_mapped_addresses() -> None:
     assert not _same_address(("10.1.2.3", 7947), ("10.1.2.3", 7946))
     with pytest.raises(ValueError):
         decode_conflict_answer(b"\x05\xc0")
-
-
-@contextlib.asynccontextmanager
-async def stack(name: str, workdir: Path) -> AsyncIterator[GossipStack]:
-    settings = GossipSettings(
-        node=name,
-        bind=HostPort("127.0.0.1", 0),
-        advertise=None,
-        join=(),
-        label="",
-        protocol_version=2,
-        profile="pysyncer",
-        encryption_key=None,
-        data_dir=workdir / f"{name}-{random.getrandbits(32):08x}",
-    )
-    gossip = GossipStack(settings, {"role": "python"})
-    await gossip.start()
-    try:
-        yield gossip
-    finally:
-        with contextlib.suppress(Exception):
-            await gossip.leave()
-        await gossip.stop()
 
 
 def alive_names(gossip: GossipStack) -> set[str]:

@@ -11,20 +11,17 @@ refute), and memberlist's LAN preset keeps memberlist's behaviour.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import os
 import random
 import signal
 import statistics
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from pysyncer.gossip.membership import NodeStatus
 from pysyncer.gossip.serf import MemberStatus
-from pysyncer.gossip.settings import GossipSettings
 from pysyncer.gossip.simulator import Simulation
 from pysyncer.gossip.stack import GossipStack
 from pysyncer.gossip.timing import (
@@ -36,9 +33,9 @@ from pysyncer.gossip.timing import (
     WAN,
     profile_named,
 )
-from pysyncer.hostport import HostPort
 from tests.conftest import require_program
 from tests.support.gossip import SerfAgent, wait_for
+from tests.support.gossip import gossip_stack as stack
 
 
 def test_profiles() -> None:
@@ -137,29 +134,6 @@ async def test_lan_preset_neither_probes_the_dead_nor_tells_them() -> None:
 
 
 # -- a real Serf agent --------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def stack(name: str, workdir: Path) -> AsyncIterator[GossipStack]:
-    settings = GossipSettings(
-        node=name,
-        bind=HostPort("127.0.0.1", 0),
-        advertise=None,
-        join=(),
-        label="",
-        protocol_version=2,
-        profile="pysyncer",
-        encryption_key=None,
-        data_dir=workdir / name,
-    )
-    gossip = GossipStack(settings, {"role": "python"})
-    await gossip.start()
-    try:
-        yield gossip
-    finally:
-        with contextlib.suppress(Exception):
-            await gossip.leave()
-        await gossip.stop()
 
 
 @pytest.mark.needs_server("serf")

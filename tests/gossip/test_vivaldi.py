@@ -25,7 +25,6 @@ from pysyncer.admin.presenter import DaemonPresenter
 from pysyncer.errors import MalformedDataError
 from pysyncer.gossip.clock import Clock
 from pysyncer.gossip.serf import DEFAULT_COORDINATE_PAYLOAD, Serf
-from pysyncer.gossip.settings import GossipSettings
 from pysyncer.gossip.simulator import Simulation
 from pysyncer.gossip.stack import GossipStack
 from pysyncer.gossip.timing import GossipProfile
@@ -35,9 +34,9 @@ from pysyncer.gossip.vivaldi import (
     decode_ack_payload,
     encode_ack_payload,
 )
-from pysyncer.hostport import HostPort
 from tests.conftest import require_program
 from tests.support.gossip import SerfAgent, wait_for
+from tests.support.gossip import gossip_stack as stack
 
 
 def test_a_fresh_coordinate_is_serfs_default_payload() -> None:
@@ -106,29 +105,6 @@ async def test_simulated_serfs_exchange_coordinates_in_acks() -> None:
 
 
 # -- against a real Serf agent -----------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def stack(name: str, tmp_path: Path) -> AsyncIterator[GossipStack]:
-    settings = GossipSettings(
-        node=name,
-        bind=HostPort("127.0.0.1", 0),
-        advertise=None,
-        join=(),
-        label="",
-        protocol_version=2,
-        profile="pysyncer",
-        encryption_key=None,
-        data_dir=tmp_path / name,
-    )
-    gossip = GossipStack(settings, {"role": "python"})
-    await gossip.start()
-    try:
-        yield gossip
-    finally:
-        with contextlib.suppress(Exception):
-            await gossip.leave()
-        await gossip.stop()
 
 
 @contextlib.asynccontextmanager

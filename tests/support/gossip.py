@@ -6,14 +6,18 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
+from pysyncer.gossip.settings import GossipSettings
+from pysyncer.gossip.stack import GossipStack
 from pysyncer.gossip.timing import LOCAL
+from pysyncer.hostport import HostPort
 from pysyncer.procs import free_port as free_port  # re-exported to the tests
 
 # Loopback-fast timings: failures are noticed within a couple of seconds.
@@ -136,3 +140,28 @@ def serf_agents(
     finally:
         for agent in agents:
             agent.stop()
+
+
+@contextlib.asynccontextmanager
+async def gossip_stack(name: str, workdir: Path) -> AsyncIterator[GossipStack]:
+    """A running GossipStack on a free loopback port (its own data dir under ``workdir``,
+    so one name can run twice); left and stopped on exit."""
+    settings = GossipSettings(
+        node=name,
+        bind=HostPort("127.0.0.1", 0),
+        advertise=None,
+        join=(),
+        label="",
+        protocol_version=2,
+        profile="pysyncer",
+        encryption_key=None,
+        data_dir=workdir / f"{name}-{random.getrandbits(32):08x}",
+    )
+    gossip = GossipStack(settings, {"role": "python"})
+    await gossip.start()
+    try:
+        yield gossip
+    finally:
+        with contextlib.suppress(Exception):
+            await gossip.leave()
+        await gossip.stop()
