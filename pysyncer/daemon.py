@@ -4,8 +4,9 @@ A daemon is a member of the gossip pool (:class:`~pysyncer.gossip.stack.GossipSt
 memberlist + Serf compatible, keyring and snapshot files), runs the sync engine
 (:class:`~pysyncer.sync.engine.SyncEngine`: registry adapter, store, exporter, importer,
 gRPC server and peers) and serves the admin API through the presenter of
-:mod:`pysyncer.admin.presenter`. Each part gets its own settings from the
-:class:`~pysyncer.config.DaemonConfig`.
+:mod:`pysyncer.admin.presenter`. Given no registry URL, it runs the embedded service
+center (:class:`~pysyncer.embeddedregistry.EmbeddedServiceCenter`) and hands it to the
+engine. Each part gets its own settings from the :class:`~pysyncer.config.DaemonConfig`.
 
 Start order does not matter. Everything that can be wrong in the configuration
 (settings, adapter settings and plugin, files, ports already in use) is checked first,
@@ -20,8 +21,8 @@ has synced. Every long-lived task runs under the daemon's
 settings that change live; SIGTERM/SIGINT shut down gracefully: leave the pool (peers see
 ``left``, not ``failed``), stop the engine, close the rest.
 
-Imports: _core, adapters, admin, config, errors, gossip, hostport, logs, readiness, redact,
-sdnotify, security, store, supervisor, sync.
+Imports: _core, adapters, admin, config, embeddedregistry, errors, gossip, hostport, logs,
+readiness, redact, sdnotify, security, store, supervisor, sync.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from pysyncer.admin.metrics import (
 )
 from pysyncer.admin.presenter import DaemonPresenter
 from pysyncer.config import SETTINGS, DaemonConfig
+from pysyncer.embeddedregistry import EmbeddedServiceCenter
 from pysyncer.errors import ConfigError, PysyncerError
 from pysyncer.gossip.stack import GossipStack
 from pysyncer.hostport import HostPort, format_host_port
@@ -171,6 +173,11 @@ class Daemon:
         if with_sync:  # nothing to follow here until the engine's exporter runs
             tags[sync_tags.EXPORT] = sync_tags.export_tag(False)
         self.gossip = GossipStack(config.gossip(), tags)
+        self.embedded_registry: EmbeddedServiceCenter | None = None
+        if with_sync and config.embedded_registry:
+            self.embedded_registry = EmbeddedServiceCenter(
+                config.registry_addr, config.service_center()
+            )
         self.engine: SyncEngine | None = None
         self.presenter = DaemonPresenter(
             self.gossip,
@@ -185,7 +192,9 @@ class Daemon:
         self.metrics_registry = CollectorRegistry()
         self.metrics_registry.register(GossipCollector(self.gossip.current_node))
         self.metrics_registry.register(SyncCollector(self.presenter.sync_status))
-        self.metrics_registry.register(TaskCollector(self.supervisor.states))
+        self.metrics_registry.register(
+            TaskCollector(self.supervisor.states, self.supervisor.swallowed)
+        )
         self.metrics_registry.register(BuildInfoCollector(__version__, _core.IMPLEMENTATION))
         ProcessCollector(registry=self.metrics_registry)
         self.metrics_registry.register(SecurityCollector(self.security, self._identity_conflicts))
@@ -242,8 +251,15 @@ class Daemon:
         with self.supervisor.bound():  # every task created from here on is supervised here
             self.monitor.start(self.supervisor)
             await _bound("bind", config.bind, self.gossip.start)
+            if self.embedded_registry is not None:
+                await _bound("registry-addr", config.registry_addr, self.embedded_registry.start)
             if self.with_sync:
-                self.engine = SyncEngine(config.sync(), self.gossip.serf, tls=self.tls)
+                self.engine = SyncEngine(
+                    config.sync(),
+                    self.gossip.serf,
+                    tls=self.tls,
+                    local_registry=self.embedded_registry,
+                )
                 await _bound("rpc-addr", config.rpc_addr, self.engine.listen)
             await _bound("admin-addr", config.admin_addr, self._start_admin)
             self.gossip.join()
@@ -348,6 +364,8 @@ class Daemon:
         await self.gossip.leave()
         if self.engine is not None:
             await self.engine.stop()  # after the leave: peers have stopped streaming from us
+        if self.embedded_registry is not None:
+            await self.embedded_registry.close()  # after the engine: it followed the registry
         await self.gossip.stop()
         if self._runner is not None:
             await self._runner.cleanup()
