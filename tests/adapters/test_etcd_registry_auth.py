@@ -18,45 +18,30 @@ import pytest
 from pysyncer.adapters import AdapterError, load_adapter
 from pysyncer.adapters.etcd import EtcdAdapter
 from pysyncer.model import Instance, ServiceKey
-from tests.conftest import require_program
-from tests.support.secure import Pki, SecureEtcd, make_pki
+from tests.support.etcd import TEST_PREFIX
+from tests.support.secure import Pki, SecureEtcd, pki, running_secure_etcd, secret_file
+
+__all__ = ["pki"]  # the fixture
 
 pytestmark = pytest.mark.needs_server("etcd")
-
-PREFIX = "/pysyncer-test/"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")
 def etcd(pki: Pki) -> Iterator[SecureEtcd]:
-    server = SecureEtcd(require_program("etcd", "etcd-server"), pki, auth=True, prefix=PREFIX)
-    try:
-        server.start()
+    with running_secure_etcd(pki, auth=True) as server:
         yield server
-    finally:
-        server.close()
 
 
-def settings(pki: Pki, password_file: Path) -> dict[str, str | float]:
+def settings(pki: Pki, password_file: str) -> dict[str, str | float]:
     return {
-        "prefix": PREFIX + "microservices/",
+        "prefix": TEST_PREFIX + "microservices/",
         "request-timeout": 2,
         "tls-ca": str(pki.ca),
         "tls-cert": str(pki.client_cert),
         "tls-key": str(pki.client_key),
         "user": "pysyncer",
-        "password-file": str(password_file),
+        "password-file": password_file,
     }
-
-
-def secret_file(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "password"
-    path.write_text(text + "\n")
-    return path
 
 
 async def test_copies_through_tls_and_login(etcd: SecureEtcd, pki: Pki, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from pysyncer.errors import ConfigError
 from pysyncer.model import Instance, ServiceKey
 from pysyncer.servicecenter import EmbeddedRegistry
 from pysyncer.servicecenter.app import build_app
+from tests.support.secure import secret_file
 
 ACCOUNT = ("sync-user", "Sync-Passw0rd!")
 
@@ -96,12 +97,6 @@ async def front() -> AsyncIterator[RbacFront]:
         await server.close()
 
 
-def password_file(tmp_path: Path, text: str) -> str:
-    path = tmp_path / "sc-password"
-    path.write_text(text + "\n")
-    return str(path)
-
-
 def instance(name: str = "orders") -> Instance:
     return Instance(
         service=ServiceKey("shop", name, "1.0.0"),
@@ -116,7 +111,7 @@ async def test_login_token_on_every_request_and_login_again(
 ) -> None:
     settings = {
         "username": ACCOUNT[0],
-        "password-file": password_file(tmp_path, ACCOUNT[1]),
+        "password-file": secret_file(tmp_path, ACCOUNT[1]),
         "feed": "false",
     }
     adapter = load_adapter("servicecomb", [front.url], settings)
@@ -158,7 +153,7 @@ async def test_wrong_password_is_one_line_naming_the_settings(
     adapter = load_adapter(
         "servicecomb",
         [front.url],
-        {"username": ACCOUNT[0], "password-file": password_file(tmp_path, wrong)},
+        {"username": ACCOUNT[0], "password-file": secret_file(tmp_path, wrong)},
     )
     with pytest.raises(ServiceCombAuthError) as caught:
         await adapter.start()

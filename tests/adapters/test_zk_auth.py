@@ -27,7 +27,7 @@ from pysyncer.adapters.zookeeper import ZookeeperAdapter
 from pysyncer.errors import ConfigError
 from pysyncer.model import Instance, ServiceKey
 from tests.conftest import IN_CI
-from tests.support.secure import Pki, make_pki
+from tests.support.secure import Pki, make_pki, secret_file
 from tests.support.zk import ZkServer, free_port, zk_server, zookeeper_available
 
 __all__ = ["zk_server"]
@@ -67,17 +67,11 @@ def kazoo(server: str, **options: Any) -> Any:
     return client
 
 
-def secret_file(tmp_path: Path) -> str:
-    path = tmp_path / "zk-password"
-    path.write_text(PASSWORD + "\n")
-    return str(path)
-
-
 async def test_copies_are_world_readable_but_only_the_creator_changes_them(
     zk_server: ZkServer, tmp_path: Path
 ) -> None:
     root = "/dubbo-acl"
-    settings = {"root": root, "username": USER, "password-file": secret_file(tmp_path)}
+    settings = {"root": root, "username": USER, "password-file": secret_file(tmp_path, PASSWORD)}
     adapter = load_adapter("zookeeper", [zk_server.address], settings)
     assert isinstance(adapter, ZookeeperAdapter)
     await adapter.start()
@@ -132,7 +126,7 @@ async def test_the_same_credentials_in_another_client_may_delete(
     """The ACL names the credentials (not one session): a second syncer of the data
     center with the same user takes a copy over; kazoo with them may delete it."""
     root = "/dubbo-acl-shared"
-    settings = {"root": root, "username": USER, "password-file": secret_file(tmp_path)}
+    settings = {"root": root, "username": USER, "password-file": secret_file(tmp_path, PASSWORD)}
     adapter = load_adapter("zookeeper", [zk_server.address], settings)
     await adapter.start()
     friend = await asyncio.to_thread(

@@ -24,38 +24,24 @@ from pysyncer.etcdchannels import EtcdSecurity
 from pysyncer.store import StoreError, create_store, parse_store_url
 from pysyncer.store.etcd import EtcdStore
 from pysyncer.store.etcd_client import EtcdAuthError, EtcdClient, Op
-from tests.conftest import require_program
 from tests.support.etcd import unique_prefix
-from tests.support.secure import Pki, SecureEtcd, make_pki
+from tests.support.secure import Pki, SecureEtcd, pki, running_secure_etcd, secret_file
+
+__all__ = ["pki"]  # the fixture
 
 pytestmark = pytest.mark.needs_server("etcd")
-
-PREFIX = "/pysyncer-test/"
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 @pytest.fixture(scope="module")
 def tls_etcd(pki: Pki) -> Iterator[SecureEtcd]:
-    server = SecureEtcd(require_program("etcd", "etcd-server"), pki, auth=False, prefix=PREFIX)
-    try:
-        server.start()
+    with running_secure_etcd(pki, auth=False) as server:
         yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture(scope="module")
 def auth_etcd() -> Iterator[SecureEtcd]:
-    server = SecureEtcd(require_program("etcd", "etcd-server"), None, auth=True, prefix=PREFIX)
-    try:
-        server.start()
+    with running_secure_etcd(None, auth=True) as server:
         yield server
-    finally:
-        server.close()
 
 
 def store_url(endpoint: str, **options: str | float) -> str:
@@ -81,13 +67,6 @@ async def round_trip(url: str) -> None:
         cursor = await reader.get_cursor("dc-b")
     assert cursor is not None
     assert (cursor.revision, cursor.epoch) == (42, "epoch-1")
-
-
-def password_file(tmp_path: Path, text: str) -> str:
-    path = tmp_path / "etcd-password"
-    path.write_text(text + "\n")
-    path.chmod(0o600)
-    return str(path)
 
 
 # -- TLS ---------------------------------------------------------------------------------
@@ -149,7 +128,7 @@ def test_unreadable_tls_file_is_a_config_error(tmp_path: Path) -> None:
 
 
 async def test_auth_with_password_file(auth_etcd: SecureEtcd, tmp_path: Path) -> None:
-    secret = password_file(tmp_path, auth_etcd.PASSWORD)
+    secret = secret_file(tmp_path, auth_etcd.PASSWORD)
     url = store_url(
         auth_etcd.endpoint, prefix=unique_prefix(), user="pysyncer", password_file=secret
     )
@@ -177,7 +156,7 @@ async def test_wrong_password_is_one_line_naming_the_setting(
         auth_etcd.endpoint,
         prefix=unique_prefix(),
         user="pysyncer",
-        password_file=password_file(tmp_path, wrong),
+        password_file=secret_file(tmp_path, wrong),
     )
     with pytest.raises(EtcdAuthError) as caught:
         async with opened(url):

@@ -16,12 +16,14 @@ import pytest
 from pysyncer.procs import EtcdServer, find_etcd
 from tests.conftest import require_program
 
-__all__ = ["EtcdServer", "etcd_server", "find_etcd", "unique_prefix"]
+__all__ = ["TEST_PREFIX", "EtcdServer", "etcd_server", "find_etcd", "unique_prefix"]
+
+TEST_PREFIX = "/pysyncer-test/"  # every test key lives below it (the secure etcd's role covers it)
 
 
 def unique_prefix() -> str:
-    """A key prefix no other test uses."""
-    return f"/pysyncer-test/{uuid.uuid4().hex[:12]}/"
+    """A key prefix below :data:`TEST_PREFIX` that no other test uses."""
+    return f"{TEST_PREFIX}{uuid.uuid4().hex[:12]}/"
 
 
 @pytest.fixture(scope="session")

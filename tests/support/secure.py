@@ -1,28 +1,37 @@
 # mypy: disable-error-code="import-untyped"
-"""Throwaway TLS material and a real etcd with TLS and/or auth, for the credential tests.
+"""Throwaway TLS material, password files and a real etcd with TLS and/or auth.
 
 :func:`make_pki` writes a CA, a server certificate for 127.0.0.1/localhost and a client
-certificate (plus a second, unrelated CA) as PEM files, made with ``cryptography``.
-:class:`SecureEtcd` runs the Debian etcd binary on loopback with client-certificate
-TLS (``--client-cert-auth``) and/or auth enabled (a root user and a ``pysyncer`` user
-whose role may read and write one key prefix), stopped by the pid it started.
+certificate (plus a second, unrelated CA) as PEM files, made with ``cryptography``; the
+module-scoped fixture :func:`pki` gives one set per test module. :class:`SecureEtcd` runs
+the Debian etcd binary on loopback with client-certificate TLS (``--client-cert-auth``)
+and/or auth enabled (a root user and a ``pysyncer`` user whose role may read and write
+:data:`tests.support.etcd.TEST_PREFIX`), stopped by the pid it started;
+:func:`running_secure_etcd` starts one and closes it. :func:`secret_file` writes a
+password file as an operator would. Used by the store, adapter and daemon credential tests.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import ipaddress
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pysyncer.procs import free_port, log_tail, spawn, stop_process
+import pytest
 
-__all__ = ["Pki", "SecureEtcd", "make_pki"]
+from pysyncer.procs import free_port, log_tail, spawn, stop_process
+from tests.conftest import require_program
+from tests.support.etcd import TEST_PREFIX
+
+__all__ = ["Pki", "SecureEtcd", "make_pki", "pki", "running_secure_etcd", "secret_file"]
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,20 @@ def make_pki(directory: Path) -> Pki:
     return Pki(directory / "ca.crt", *server, *client, directory / "other-ca.crt", *other)
 
 
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """One set of TLS material (:func:`make_pki`) per test module."""
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def secret_file(directory: Path, text: str) -> str:
+    """Path of a password file (owner-only, one line) holding ``text``."""
+    path = directory / "password"
+    path.write_text(text + "\n")
+    path.chmod(0o600)
+    return str(path)
+
+
 class SecureEtcd:
     """One etcd member on loopback with TLS (client certificates required) and/or auth.
 
@@ -137,7 +160,7 @@ class SecureEtcd:
     START_TIMEOUT = 20.0
 
     def __init__(
-        self, binary: str, pki: Pki | None, *, auth: bool, prefix: str = "/pysyncer-test/"
+        self, binary: str, pki: Pki | None, *, auth: bool, prefix: str = TEST_PREFIX
     ) -> None:
         self.binary = binary
         self.pki = pki
@@ -240,3 +263,17 @@ class SecureEtcd:
 
     def log_tail(self) -> str:
         return log_tail(self.log_path)
+
+
+@contextlib.contextmanager
+def running_secure_etcd(pki: Pki | None, *, auth: bool) -> Iterator[SecureEtcd]:
+    """A started :class:`SecureEtcd` (TLS when ``pki`` is given), closed on the way out.
+
+    Skips (or fails under CI=true) where the etcd binary is missing.
+    """
+    server = SecureEtcd(require_program("etcd", "etcd-server"), pki, auth=auth)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
