@@ -329,6 +329,21 @@ SETTINGS: tuple[Setting, ...] = (
         "SECONDS",
     ),
     Setting(
+        "import-rate-bootstrap",
+        2000.0,
+        parsers.writes_per_second,
+        "registry writes per second the importer may make while a data center is caught up "
+        "(first sync, or a backlog after a heal); 0 = unlimited",
+        "N",
+    ),
+    Setting(
+        "import-rate-steady",
+        500.0,
+        parsers.writes_per_second,
+        "registry writes per second the importer may make otherwise; 0 = unlimited",
+        "N",
+    ),
+    Setting(
         "change-log-size",
         100_000,
         parsers.positive_int,
@@ -406,6 +421,8 @@ class DaemonConfig:
     origin_policy: OriginPolicy
     member_ttl: float
     anti_entropy_interval: float
+    import_rate_bootstrap: float
+    import_rate_steady: float
     change_log_size: int
     direction: str
     log_level: str
@@ -517,6 +534,8 @@ class DaemonConfig:
             rpc_addr=self.rpc_addr,
             member_ttl=self.member_ttl,
             anti_entropy_interval=self.anti_entropy_interval,
+            import_rate_bootstrap=self.import_rate_bootstrap,
+            import_rate_steady=self.import_rate_steady,
             change_log_size=self.change_log_size,
             origin_grace=self.origin_grace,
             origin_policy=self.origin_policy,

@@ -146,6 +146,17 @@ def seconds(value: Any) -> float:
     return seconds
 
 
+def writes_per_second(value: Any) -> float:
+    """A write rate: a number of writes per second, 0 for unlimited."""
+    try:
+        rate = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{value!r} is not a number of writes per second") from None
+    if not 0 <= rate < 10**9:
+        raise ValueError(f"{value!r} must be 0 (unlimited) or a positive number of writes/s")
+    return rate
+
+
 def positive_int(value: Any) -> int:
     text = str(value).strip()
     if not text.isdigit() or int(text) < 1:

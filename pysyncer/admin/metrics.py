@@ -128,8 +128,19 @@ class SyncCollector(Collector):
             ("renewals", "copy heartbeats sent", importer["renewals"]),
             ("reregistered", "copies re-registered after the registry lost them",
              importer["reregistered"]),
+            ("writes_delayed", "registry writes that waited for the importer's write budget",
+             importer["budget"]["delayed"]),
         ):  # fmt: skip
             yield CounterMetricFamily(f"pysyncer_sync_{name}", help_text, value=value)
+        budget = importer["budget"]
+        for name, help_text, level in (
+            ("write_rate", "registry writes/s the importer's budget allows now (0: unlimited)",
+             budget["rate"]),
+            ("write_tokens", "registry writes the importer may make at once", budget["tokens"]),
+            ("write_bootstrap", "1 while a data center is caught up at the bootstrap rate",
+             int(budget["mode"] == "bootstrap")),
+        ):  # fmt: skip
+            yield GaugeMetricFamily(f"pysyncer_sync_{name}", help_text, value=level)
         errors = CounterMetricFamily(
             "pysyncer_sync_errors", "errors by part and kind", labels=["part", "kind"]
         )

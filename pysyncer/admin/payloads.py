@@ -23,6 +23,7 @@ __all__ = [
     "DISCREPANCY_KINDS",
     "LINK_STATES",
     "MEMBER_STATUSES",
+    "BudgetMode",
     "Coordinate",
     "CoordinatesAnswer",
     "DashboardSnapshot",
@@ -69,6 +70,7 @@ __all__ = [
     "SyncProgress",
     "SyncStatus",
     "TaskStatus",
+    "WriteBudgetStatus",
 ]
 
 # -- common ----------------------------------------------------------------------------
@@ -334,6 +336,21 @@ class ExporterStatus(TypedDict):
     errors: dict[str, int]
 
 
+BudgetMode = Literal["bootstrap", "steady"]  # the write rate in force (see the importer)
+
+
+class WriteBudgetStatus(TypedDict):
+    """The pace of the importer's registry writes (heartbeats are not counted)."""
+
+    mode: BudgetMode  # bootstrap: some data center is being caught up
+    rate: float  # writes per second in force (0: unlimited)
+    bootstrap_rate: float
+    steady_rate: float
+    tokens: float  # writes that may go at once
+    delayed: int  # writes that waited for the budget
+    waited_seconds: float  # how long they waited, in all
+
+
 class ImporterStatus(TypedDict):
     """The counters of this syncer's importer."""
 
@@ -346,6 +363,7 @@ class ImporterStatus(TypedDict):
     filtered: int  # records the import filter refused
     not_owned: int  # records of slots another syncer of this data center owns
     errors: dict[str, int]
+    budget: WriteBudgetStatus
 
 
 class OwnershipStatus(TypedDict):

@@ -55,6 +55,7 @@ from pysyncer.sync.status import (
     remote_links,
     store_status,
 )
+from pysyncer.sync.writebudget import WriteBudget, catching_up
 
 __all__ = ["REVISION_EVENT", "SyncEngine"]
 
@@ -159,6 +160,11 @@ class SyncEngine:
             imports=filters.imports if filtering else None,
             imports_service=filters.imports_service if filtering else None,
             ownership=self.ownership if coordinator is not None else None,
+            budget=WriteBudget(
+                config.import_rate_bootstrap,
+                config.import_rate_steady,
+                catching_up=self._catching_up,
+            ),
         )
         await self.importer.start()
         self.exporter = self._new_exporter()
@@ -484,6 +490,12 @@ class SyncEngine:
         if not isinstance(local, Listing):
             raise NotExportingError(f"cannot list this data center's registry: {local}")
         return dry_run(self.settings.filters, local, listings, self.unused_rules)
+
+    def _catching_up(self) -> bool:
+        """Whether some remote data center is being caught up (the importer's bootstrap
+        write rate applies): see :func:`~pysyncer.sync.writebudget.catching_up`."""
+        links = self.peers.links.values() if self.peers else ()
+        return any(catching_up(link.synced, link.status.state, link.status.lag) for link in links)
 
     def slot_runs(self) -> list[tuple[int, int, str, bool]]:
         """The slot table as runs (see :meth:`SlotOwnership.slot_runs`)."""

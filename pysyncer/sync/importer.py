@@ -23,6 +23,12 @@ the mapping with the origin and cannot see it, and a replayed delete would not f
 so it is removed at once; the replay (the cursor never passed its record) or the repair
 registers it again if its origin still has it.
 
+Every registry write it makes (a registration, an update, an unregistration) first takes
+a token of its write budget (:mod:`pysyncer.sync.writebudget`), so a new data center or a
+heal fills the registry at the configured pace; heartbeats do not, and a batch waiting for
+tokens (with the lock held) never delays the renew loop. Judging held copies by the
+import filter is :mod:`pysyncer.sync.sweep`'s.
+
 Memory: the store's mapping table is the full record of every copy; in memory the
 importer keeps one small entry per copy (see :class:`CopyIndex`), not the copy itself.
 The copies written are frozen out of the garbage collector's reach now and then
@@ -63,6 +69,8 @@ from pysyncer.store.base import (
 from pysyncer.sync.copyindex import CopyIndex, copy_instance_id
 from pysyncer.sync.ownership import SlotOwnership
 from pysyncer.sync.renewals import RENEW_BATCH, LostCopies, Renewals, chunks
+from pysyncer.sync.sweep import ServiceVerdict, Sweep
+from pysyncer.sync.writebudget import WriteBudget
 
 __all__ = ["Importer", "ImporterStats", "copy_instance_id"]
 
@@ -84,6 +92,7 @@ class ImporterStats:
     # copies removed at start (or adoption) because their service is no longer imported
     not_owned: int = 0  # records of slots another syncer of this data center owns
     errors: dict[str, int] = field(default_factory=dict)
+    budget: WriteBudget = field(default_factory=WriteBudget.unlimited_budget)  # its pace
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -102,15 +111,6 @@ class _Pending:
     ref: LocalRef
 
 
-@dataclass(slots=True)
-class _Sweep:
-    """Held copies the import filter no longer admits, found as they are loaded."""
-
-    verdicts: dict[tuple[str, str], bool | None] = field(default_factory=dict)
-    doomed: list[tuple[int, MappingKey, LocalRef]] = field(default_factory=list)
-    rechecked: int = 0  # copies whose verdict depends on metadata: pulled again
-
-
 class Importer:
     """Copies of remote instances in the local registry, for every remote data center."""
 
@@ -121,8 +121,9 @@ class Importer:
         store: Store,
         *,
         imports: Callable[[str, Instance], bool] | None = None,
-        imports_service: Callable[[str, ServiceKey], bool | None] | None = None,
+        imports_service: ServiceVerdict | None = None,
         ownership: SlotOwnership | None = None,
+        budget: WriteBudget | None = None,
     ) -> None:
         self.local_dc = local_dc
         self._ownership = ownership  # None: this syncer owns every slot
@@ -132,7 +133,9 @@ class Importer:
         self._imports_service = imports_service
         self.adapter = adapter
         self.store = store
-        self.stats = ImporterStats()
+        # Registry writes are paced by it (unlimited when not given); renewals are not.
+        self.budget = budget if budget is not None else WriteBudget.unlimited_budget()
+        self.stats = ImporterStats(budget=self.budget)
         self.index = CopyIndex()
         self._service_ids: dict[ServiceKey, str] = {}
         self._lock = asyncio.Lock()
@@ -153,18 +156,22 @@ class Importer:
         the slots are gained (:meth:`adopt`). With an import filter, the copies loaded are
         swept (:meth:`_sweep`): the filter may have changed since they were made.
         """
-        sweep = _Sweep() if self._imports is not None else None
+        sweep = self._new_sweep()
         if self._ownership is None:
             for origin_dc in await self.store.mapping_counts():
                 async for entry in iter_mappings(self.store, origin_dc):
                     self._hold(entry)
                     if sweep is not None:
-                        self._screen(entry, sweep)
+                        sweep.screen(entry, self.index, self.needs_repair)
             async with self._lock:
                 await self._check_registry(None)
         self.renewals.start(renew_interval)
         if sweep is not None:
             await self._sweep(sweep)
+
+    def _new_sweep(self) -> Sweep | None:
+        """A sweep of the copies about to be loaded, when an import filter is set."""
+        return Sweep(self._imports_service) if self._imports is not None else None
 
     def _hold(self, entry: MappingEntry) -> None:
         self.index.add(
@@ -182,12 +189,12 @@ class Importer:
         """Take over the copies of gained slots from the store (the previous owner's
         mapping), then renew everything held so none of them lapses; how many."""
         entries = await self.store.mappings_in_slots(slots)
-        sweep = _Sweep() if self._imports is not None else None
+        sweep = self._new_sweep()
         async with self._lock:
             for entry in entries:
                 self._hold(entry)
                 if sweep is not None:
-                    self._screen(entry, sweep)
+                    sweep.screen(entry, self.index, self.needs_repair)
             await self._check_registry(slots)
         await self.renew_all()
         if sweep is not None:
@@ -234,29 +241,7 @@ class Importer:
             len(orphans),
         )
 
-    def _screen(self, entry: MappingEntry, sweep: _Sweep) -> None:
-        """Judge a copy just held by the import filter, at the service level (the mapping
-        has no metadata): kept, doomed (removed by :meth:`_sweep`), or, when its metadata
-        decides, invalidated so the next repair pulls it again through the filter."""
-        group = (entry.origin_dc, entry.service_text)
-        if group in sweep.verdicts:
-            verdict = sweep.verdicts[group]
-        else:
-            decide = self._imports_service
-            service = ServiceKey.parse(entry.service_text)
-            verdict = None if decide is None else decide(entry.origin_dc, service)
-            sweep.verdicts[group] = verdict
-        if verdict is True:
-            return
-        key_hash = record_key_hash(entry.origin_dc, entry.origin_instance_id)
-        if verdict is False:
-            ref = LocalRef(entry.local_service_id, entry.local_instance_id)
-            sweep.doomed.append((key_hash, entry.key, ref))
-        elif self.index.invalidate(key_hash) is not None:
-            self.needs_repair.add(entry.origin_dc)
-            sweep.rechecked += 1
-
-    async def _sweep(self, sweep: _Sweep) -> int:
+    async def _sweep(self, sweep: Sweep) -> int:
         """Remove the doomed copies of a sweep (unregistered, mappings deleted in batches);
         how many. Copies a failure leaves are invalidated instead: the next repair of their
         origin removes them (their records arrive and fail the filter)."""
@@ -550,6 +535,7 @@ class Importer:
     async def _register(self, copy: Instance) -> LocalRef:
         if copy.service not in self._service_ids:
             self._service_ids[copy.service] = await self.adapter.ensure_service(copy.service)
+        await self.budget.spend()
         try:
             ref = await self.adapter.register(copy)
         except NotFoundError:  # the service vanished (deleted by an operator): recreate it
@@ -559,6 +545,7 @@ class Importer:
         return ref
 
     async def _unregister(self, ref: LocalRef) -> None:
+        await self.budget.spend()
         await self.adapter.unregister(ref)
         self.stats.unregistered += 1
 

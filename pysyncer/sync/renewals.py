@@ -8,13 +8,17 @@ renewal rounds themselves: every held copy, in batches of :data:`RENEW_BATCH`, t
 the adapter, skipping the origins gone past origin-grace.
 
 A copy the registry no longer knows is handed to the importer's ``on_lost`` callback:
-forgetting it and having it repaired is the importer's job. This module must not write
+forgetting it and having it repaired is the importer's job. The loop hands them over in
+the background: ``on_lost`` waits for the importer's lock, which a batch paced by the
+write budget may hold for seconds, and the next round must not wait with it (copies
+would lapse). Renewals are never charged to the write budget. This module must not write
 the store or the registry (beyond heartbeats), and must not import the importer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Sequence
 from typing import Protocol, TypeVar
@@ -77,6 +81,8 @@ class Renewals:
         self._on_lost = on_lost
         self._min_ttl = float("inf")
         self._task: Supervised | None = None
+        self._lost: LostCopies = []  # found by the loop, not handed to on_lost yet
+        self._handing: asyncio.Task[None] | None = None
 
     # -- pace --------------------------------------------------------------------------
 
@@ -113,6 +119,10 @@ class Renewals:
     async def close(self) -> None:
         if self._task is not None:
             await self._task.stop()
+        if self._handing is not None:
+            self._handing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._handing
 
     async def _loop(self, interval: float | None) -> None:
         """Renew every ``interval`` (or :meth:`period`, re-read each second).
@@ -133,7 +143,7 @@ class Renewals:
             first = False
             last = now
             try:
-                await self.renew_all()
+                await self.renew_all(wait=False)
             except asyncio.CancelledError:
                 raise
             except PysyncerError as exc:
@@ -145,10 +155,11 @@ class Renewals:
                 log.exception("renewing copies failed")
                 last = float("-inf")
 
-    async def renew_all(self) -> int:
+    async def renew_all(self, *, wait: bool = True) -> int:
         """Heartbeat every copy (except expired origins'); how many were renewed.
 
-        The copies the registry says it does not know go to ``on_lost`` after the round.
+        The copies the registry says it does not know go to ``on_lost`` after the round
+        (``wait``: before this returns; else in the background, as the loop does).
         """
         renewed = 0
         lost: LostCopies = []
@@ -171,9 +182,28 @@ class Renewals:
             self.stats.renewals += len(results)
             renewed += len(refs)
             await asyncio.sleep(0)  # an in-process registry never suspends: let others run
-        if lost:
+        if lost and wait:
             await self._on_lost(lost)
+        elif lost:
+            self._hand_off(lost)
         return renewed
+
+    def _hand_off(self, lost: LostCopies) -> None:
+        """Give ``lost`` to ``on_lost`` in a background task (one at a time, in order)."""
+        self._lost.extend(lost)
+        if self._handing is None or self._handing.done():
+            self._handing = asyncio.get_running_loop().create_task(
+                self._hand_over(), name="importer-lost"
+            )
+
+    async def _hand_over(self) -> None:
+        while self._lost:
+            lost, self._lost = self._lost, []
+            try:
+                await self._on_lost(lost)
+            except Exception:  # in-memory bookkeeping: a bug, never a registry error
+                self.stats.error("internal")
+                log.exception("forgetting lost copies failed")
 
 
 def chunks(values: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:

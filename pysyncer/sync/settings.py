@@ -54,6 +54,8 @@ class SyncSettings:
     rpc_addr: HostPort
     member_ttl: float  # lease in a shared store before other syncers take the slots over
     anti_entropy_interval: float  # seconds between digest comparisons per remote dc
+    import_rate_bootstrap: float  # registry writes/s while a dc is caught up (0: unlimited)
+    import_rate_steady: float  # registry writes/s otherwise (0: unlimited)
     change_log_size: int  # changes kept in the export log
     origin_grace: float  # seconds a dc may be gone before origin_policy applies
     origin_policy: OriginPolicy

@@ -25,6 +25,7 @@ from pysyncer.admin.payloads import (
     RemoteLink,
     StoreStatus,
     SyncProgress,
+    WriteBudgetStatus,
 )
 from pysyncer.rpc.server import ServerStats
 from pysyncer.store.base import StoreHealth
@@ -34,6 +35,7 @@ from pysyncer.sync.importer import ImporterStats
 from pysyncer.sync.ownership import OwnershipStats
 from pysyncer.sync.peers import LAG_BUCKETS, PeerStatus
 from pysyncer.sync.peers import SyncProgress as Progress
+from pysyncer.sync.writebudget import WriteBudget
 
 __all__ = [
     "exporter_status",
@@ -43,6 +45,7 @@ __all__ = [
     "progress_status",
     "remote_links",
     "store_status",
+    "write_budget_status",
 ]
 
 
@@ -73,6 +76,20 @@ def importer_status(stats: ImporterStats) -> ImporterStatus:
         "filtered": stats.filtered,
         "not_owned": stats.not_owned,
         "errors": dict(stats.errors),
+        "budget": write_budget_status(stats.budget),
+    }
+
+
+def write_budget_status(budget: WriteBudget) -> WriteBudgetStatus:
+    """The importer's write budget now (tokens as of this call)."""
+    return {
+        "mode": budget.mode,
+        "rate": budget.rate,
+        "bootstrap_rate": budget.bootstrap,
+        "steady_rate": budget.steady,
+        "tokens": round(budget.tokens(), 1),
+        "delayed": budget.delayed,
+        "waited_seconds": round(budget.waited, 3),
     }
 
 

@@ -88,6 +88,8 @@ def _settings(dc: str, data_dir: Path) -> SyncSettings:
         rpc_addr=HostPort(LOOPBACK, 0),
         member_ttl=10.0,
         anti_entropy_interval=60.0,
+        import_rate_bootstrap=0.0,  # unlimited: the budget's own test sets one
+        import_rate_steady=0.0,
         change_log_size=1_000,
         origin_grace=3600.0,
         origin_policy="expire",
