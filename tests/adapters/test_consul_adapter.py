@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from pysyncer.adapters import (
     AdapterError,
-    BadResponseError,
     ChangeBatch,
     ConflictError,
     UnavailableError,
@@ -31,23 +30,25 @@ from pysyncer.adapters.consul_watch import next_index
 from pysyncer.errors import ConfigError
 from pysyncer.model import Instance
 from pysyncer.testing.contract import COPY_SERVICE, copy_instance
-from tests.support.adapters import free_tcp_port, started
+from tests.support.adapters import expect_bad_answers, free_tcp_port, started
 from tests.support.fakes.consul import FakeConsul, validate_meta
 
 pytestmark = pytest.mark.timeout(30)
 
+TOKEN = "tok"  # the fake's ACL token
+
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeConsul]:
-    server = FakeConsul(token="tok")
-    await server.start()
-    yield server
-    await server.stop()
+    async with FakeConsul(token=TOKEN) as server:
+        yield server
 
 
-def adapter_for(fake: FakeConsul, **settings: Any) -> ConsulAdapter:
-    base = {"token": "tok", "wait": "2", "min-query-interval": "0.05"}
-    return ConsulAdapter([fake.address], ConsulSettings.from_mapping({**base, **settings}))
+def adapter_for(fake: FakeConsul, *before: str, **settings: Any) -> ConsulAdapter:
+    """The adapter on ``fake`` (after the addresses ``before``), with the fake's token."""
+    base = {"token": TOKEN, "wait": "2", "min-query-interval": "0.05"}
+    chosen = ConsulSettings.from_mapping({**base, **settings})
+    return ConsulAdapter([*before, fake.address], chosen)
 
 
 # -- Meta encoding -----------------------------------------------------------------------
@@ -180,18 +181,14 @@ async def test_ttl_copies_go_critical_and_are_reaped(fake: FakeConsul) -> None:
 
 
 async def test_unknown_check_as_legacy_500_is_not_found() -> None:
-    fake = FakeConsul(legacy_errors=True)
-    await fake.start()
-    adapter = ConsulAdapter([fake.address])
-    await adapter.start()
-    try:
+    async with (
+        FakeConsul(legacy_errors=True) as fake,
+        started(ConsulAdapter([fake.address])) as adapter,
+    ):
         ref = await adapter.register(copy_instance("l-1"))
         fake.forget("l-1")
         assert [r.status for r in await adapter.renew([ref])] == ["not_found"]
         await adapter.unregister(ref)  # 500 "unknown service" is not an error either
-    finally:
-        await adapter.close()
-        await fake.stop()
 
 
 async def test_catalog_mode_batches_concurrent_writes_in_txns(fake: FakeConsul) -> None:
@@ -328,19 +325,11 @@ async def test_token_datacenter_and_failover(fake: FakeConsul) -> None:
     with pytest.raises(UnavailableError, match="500"):
         await other_dc.start()
     await other_dc.close()
-    adapter = ConsulAdapter(
-        [f"127.0.0.1:{free_tcp_port()}", fake.address],
-        ConsulSettings.from_mapping({"token": "tok", "max-body": "100000"}),
-    )
+    adapter = adapter_for(fake, f"127.0.0.1:{free_tcp_port()}", **{"max-body": "100000"})
     await adapter.start()
     try:
         assert adapter.http.current_address.endswith(str(fake.port))
-        fake.garbage_next = 1
-        with pytest.raises(BadResponseError):
-            await adapter.list_instances()
-        fake.oversize_next = 1
-        with pytest.raises(BadResponseError, match="over 100000 bytes"):
-            await adapter.list_instances()
+        await expect_bad_answers(adapter, fake, 100000)
     finally:
         await adapter.close()
 

@@ -15,7 +15,6 @@ from typing import Any, cast
 import pytest
 
 from pysyncer.adapters import (
-    BadResponseError,
     ChangeBatch,
     ConflictError,
     UnavailableError,
@@ -24,23 +23,25 @@ from pysyncer.adapters import (
 from pysyncer.adapters.nacos import NacosAdapter, NacosSettings
 from pysyncer.errors import ConfigError
 from pysyncer.testing.contract import copy_instance
-from tests.support.adapters import free_tcp_port, started
+from tests.support.adapters import expect_bad_answers, free_tcp_port, started
 from tests.support.fakes.nacos import FakeNacos, NacosHarness
 
 pytestmark = pytest.mark.timeout(30)
 
+USER, PASSWORD = "nacos", "pw"  # the fake's one account
+
 
 @pytest.fixture
 async def fake() -> AsyncIterator[FakeNacos]:
-    server = FakeNacos(users={"nacos": "pw"}, token_ttl=18000)
-    await server.start()
-    yield server
-    await server.stop()
+    async with FakeNacos(users={USER: PASSWORD}, token_ttl=18000) as server:
+        yield server
 
 
-def adapter_for(fake: FakeNacos, **settings: Any) -> NacosAdapter:
-    base = {"username": "nacos", "password": "pw", "poll-interval": "0.1"}
-    return NacosAdapter([fake.address], NacosSettings.from_mapping({**base, **settings}))
+def adapter_for(fake: FakeNacos, *before: str, **settings: Any) -> NacosAdapter:
+    """The adapter on ``fake`` (after the addresses ``before``), logged in as its user."""
+    base = {"username": USER, "password": PASSWORD, "poll-interval": "0.1"}
+    chosen = NacosSettings.from_mapping({**base, **settings})
+    return NacosAdapter([*before, fake.address], chosen)
 
 
 @pytest.mark.filterwarnings("ignore:ssl.:DeprecationWarning")
@@ -50,7 +51,7 @@ async def test_sdk_client_accepts_the_fake(fake: FakeNacos) -> None:
 
     def run() -> dict[str, Any]:
         client = nacos.NacosClient(
-            fake.address, namespace="public", username="nacos", password="pw"
+            fake.address, namespace="public", username=USER, password=PASSWORD
         )
         assert client.add_naming_instance(
             "orders", "10.2.0.1", 8080, cluster_name="DEFAULT", metadata={"zone": "a"}
@@ -226,11 +227,7 @@ async def test_changes_are_polled(fake: FakeNacos) -> None:
 
 
 async def test_failover_and_bad_bodies(fake: FakeNacos) -> None:
-    dead = f"127.0.0.1:{free_tcp_port()}"
-    adapter = NacosAdapter(
-        [dead, fake.address],
-        NacosSettings.from_mapping({"username": "nacos", "password": "pw", "max-body": "100000"}),
-    )
+    adapter = adapter_for(fake, f"127.0.0.1:{free_tcp_port()}", **{"max-body": "100000"})
     await adapter.start()
     try:
         assert adapter.http.current_address.endswith(str(fake.port))
@@ -238,12 +235,7 @@ async def test_failover_and_bad_bodies(fake: FakeNacos) -> None:
         with pytest.raises(UnavailableError, match=r"HTTP 503.*Cannot connect"):
             await adapter.list_instances()
         assert list(await adapter.list_instances()) == []
-        fake.garbage_next = 1
-        with pytest.raises(BadResponseError):
-            await adapter.list_instances()
-        fake.oversize_next = 1
-        with pytest.raises(BadResponseError, match="over 100000 bytes"):
-            await adapter.list_instances()
+        await expect_bad_answers(adapter, fake, 100000)
     finally:
         await adapter.close()
     await fake.stop()

@@ -1,6 +1,6 @@
 """Helpers for the adapter tests: a clock to move forward, a dead address, a server with
 one fixed answer, and the checks every HTTP adapter repeats (garbage, oversized bodies,
-nothing answering)."""
+nothing answering; the same from a registry fake told to answer badly)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,13 @@ import pytest
 from aiohttp import web
 
 from pysyncer.adapters import BadResponseError, UnavailableError
+from tests.support.fakes.server import FakeServer
 
 __all__ = [
     "FakeClock",
     "StaticServer",
     "dead_url",
+    "expect_bad_answers",
     "expect_bad_list",
     "expect_oversized",
     "expect_unavailable",
@@ -98,6 +100,17 @@ async def expect_bad_list(adapter: _Adapter) -> None:
             await adapter.list_instances()
     finally:
         await adapter.close()
+
+
+async def expect_bad_answers(adapter: _Adapter, fake: FakeServer, max_body: int) -> None:
+    """A started adapter on ``fake``: listing through a non-JSON answer, then through one
+    over ``max_body`` bytes, is each a BadResponseError (the adapter stays open)."""
+    fake.garbage_next = 1
+    with pytest.raises(BadResponseError):
+        await adapter.list_instances()
+    fake.oversize_next = 1
+    with pytest.raises(BadResponseError, match=f"over {max_body} bytes"):
+        await adapter.list_instances()
 
 
 async def expect_oversized(adapter: _Adapter, limit: int = 65536) -> None:

@@ -1,7 +1,8 @@
 """A small base for the in-process registry fakes: an aiohttp app on a loopback port.
 
-Owns starting and stopping the server, counting requests per path, and failure
-injection (the next N answers as an HTTP status, an oversized or malformed body).
+Owns starting and stopping the server (``async with`` does both), counting requests per
+path, and failure injection (the next N answers as an HTTP status, an oversized or
+malformed body).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -27,6 +29,7 @@ class Clock:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+FakeT = TypeVar("FakeT", bound="FakeServer")
 
 
 class FakeServer:
@@ -74,3 +77,10 @@ class FakeServer:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+
+    async def __aenter__(self: FakeT) -> FakeT:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
