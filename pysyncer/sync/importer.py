@@ -26,8 +26,10 @@ registers it again if its origin still has it.
 Every registry write it makes (a registration, an update, an unregistration) first takes
 a token of its write budget (:mod:`pysyncer.sync.writebudget`), so a new data center or a
 heal fills the registry at the configured pace; heartbeats do not, and a batch waiting for
-tokens (with the lock held) never delays the renew loop. Judging held copies by the
-import filter is :mod:`pysyncer.sync.sweep`'s.
+tokens (with the lock held) never delays the renew loop; such a batch heartbeats the
+copies it wrote so far itself (they are not in the index until it commits). Judging held
+copies by the import filter is :mod:`pysyncer.sync.sweep`'s; what a copy and its mapping
+entry look like is :mod:`pysyncer.sync.copies`'.
 
 Memory: the store's mapping table is the full record of every copy; in memory the
 importer keeps one small entry per copy (see :class:`CopyIndex`), not the copy itself.
@@ -41,10 +43,8 @@ import asyncio
 import contextlib
 import gc
 import logging
-import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
 from pysyncer._core import digest as core_digest
 from pysyncer.adapters.base import Adapter, LocalRef, NotFoundError
@@ -66,6 +66,7 @@ from pysyncer.store.base import (
     Store,
     iter_mappings,
 )
+from pysyncer.sync.copies import PendingCopy, copy_of
 from pysyncer.sync.copyindex import CopyIndex, copy_instance_id
 from pysyncer.sync.ownership import SlotOwnership
 from pysyncer.sync.renewals import RENEW_BATCH, LostCopies, Renewals, chunks
@@ -96,19 +97,6 @@ class ImporterStats:
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
-
-
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    """A copy written to the registry whose mapping is not committed yet."""
-
-    key_hash: int
-    origin_dc: str
-    service: ServiceKey
-    slot: int
-    digest: int
-    revision: int
-    ref: LocalRef
 
 
 class Importer:
@@ -384,7 +372,7 @@ class Importer:
         """
         await self._check_fence()  # a stale owner must not touch the registry either
         pending, deletes = await self._write_registry(records)
-        upserts = [self._entry(p, origin_id) for origin_id, p in pending]
+        upserts = [p.entry(origin_id) for origin_id, p in pending]
         try:
             await self.store.apply_batch(
                 origin_dc, upserts, [k for _, k in deletes], cursor, epoch, fence=self._fence()
@@ -462,13 +450,18 @@ class Importer:
 
     async def _write_registry(
         self, records: Iterable[Record]
-    ) -> tuple[list[tuple[str, _Pending]], list[tuple[int, MappingKey]]]:
-        pending: list[tuple[str, _Pending]] = []
+    ) -> tuple[list[tuple[str, PendingCopy]], list[tuple[int, MappingKey]]]:
+        pending: list[tuple[str, PendingCopy]] = []
         deletes: list[tuple[int, MappingKey]] = []
         index = self.index
+        clock = asyncio.get_running_loop().time
+        renew_at = clock() + self.renewals.period()
         for done, record in enumerate(records, 1):
             if done % WRITES_PER_TURN == 0:  # a long batch lets the event loop run
                 await asyncio.sleep(0)
+            if pending and clock() >= renew_at:
+                await self._renew_pending(pending)
+                renew_at = clock() + self.renewals.period()
             key_hash = record.key_hash
             instance = record.instance
             if instance is None:
@@ -481,7 +474,7 @@ class Importer:
             digest = record.digest
             if index.digest(key_hash) == digest:
                 continue  # already applied (a replay)
-            ref = await self._register(self._copy_of(record, instance))
+            ref = await self._register(copy_of(record, instance))
             self.renewals.note_ttl(instance.ttl)
             if key_hash in self._lost:
                 self._lost.discard(key_hash)
@@ -489,7 +482,7 @@ class Importer:
             pending.append(
                 (
                     record.instance_id,
-                    _Pending(
+                    PendingCopy(
                         key_hash,
                         record.origin_dc,
                         record.service,
@@ -502,35 +495,16 @@ class Importer:
             )
         return pending, deletes
 
-    def _entry(self, pending: _Pending, origin_id: str) -> MappingEntry:
-        now = time.time()
-        return MappingEntry(
-            origin_dc=pending.origin_dc,
-            origin_instance_id=origin_id,
-            service_text=pending.service.text(),
-            slot=pending.slot,
-            digest=pending.digest,
-            origin_revision=pending.revision,
-            local_service_id=pending.ref.service_id,
-            local_instance_id=pending.ref.instance_id,
-            registered_at=now,
-            renewed_at=now,
-        )
-
-    def _copy_of(self, record: Record, origin: Instance) -> Instance:
-        properties = dict(origin.properties)
-        properties[ORIGIN_DC_PROPERTY] = record.origin_dc
-        properties[ORIGIN_ID_PROPERTY] = record.instance_id
-        return Instance(
-            service=origin.service,
-            instance_id=copy_instance_id(record.origin_dc, record.instance_id),
-            host_name=origin.host_name,
-            endpoints=origin.endpoints,
-            status=origin.status,
-            properties=MappingProxyType(properties),
-            health_interval=origin.health_interval,
-            health_times=origin.health_times,
-        )
+    async def _renew_pending(self, pending: Sequence[tuple[str, PendingCopy]]) -> None:
+        """Heartbeat the copies a batch wrote so far: the renew loop knows them only once
+        the batch commits, and a batch paced by the write budget may outlast their TTL."""
+        try:
+            for chunk in chunks(pending, RENEW_BATCH):
+                results = await self.adapter.renew([p.ref for _, p in chunk])
+                self.stats.renewals += len(results)
+        except PysyncerError as exc:  # the batch goes on; the renew loop takes over after
+            self.stats.error(type(exc).__name__)
+            log.warning("importer: renewing the copies of a long batch failed: %s", exc)
 
     async def _register(self, copy: Instance) -> LocalRef:
         if copy.service not in self._service_ids:

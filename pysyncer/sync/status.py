@@ -82,9 +82,10 @@ def importer_status(stats: ImporterStats) -> ImporterStatus:
 
 def write_budget_status(budget: WriteBudget) -> WriteBudgetStatus:
     """The importer's write budget now (tokens as of this call)."""
+    mode = budget.mode()
     return {
-        "mode": budget.mode,
-        "rate": budget.rate,
+        "mode": mode,
+        "rate": budget.rate_of(mode),
         "bootstrap_rate": budget.bootstrap,
         "steady_rate": budget.steady,
         "tokens": round(budget.tokens(), 1),

@@ -108,8 +108,9 @@ class WriteBudget:
     ``bootstrap`` while ``caught_up()`` says some data center is catching up, else
     ``steady`` (writes per second; 0 = unlimited).
 
-    :meth:`spend` before each write; it sleeps until a token is there. ``delayed`` counts
-    the writes that had to wait and ``waited`` the seconds they waited in all.
+    :meth:`spend` before each write; it sleeps until a token is there, and looks at most
+    every :data:`MODE_CHECK` seconds whether the mode changed (:meth:`mode` reads it now).
+    ``delayed`` counts the writes that had to wait and ``waited`` the seconds they waited.
     """
 
     def __init__(
@@ -129,7 +130,7 @@ class WriteBudget:
         self._clock = clock
         self._sleep = sleep
         self.unlimited = bootstrap == 0 and steady == 0
-        self.mode: BudgetMode = "steady"
+        self._mode: BudgetMode = "steady"  # the mode the bucket's rate is set for
         self._checked = float("-inf")  # the first write looks at once
         self.bucket = TokenBucket(self.steady, clock())
         self.delayed = 0  # writes that waited for a token
@@ -140,10 +141,13 @@ class WriteBudget:
         """No limit: every write goes at once (the default of a bare importer)."""
         return cls(0.0, 0.0)
 
-    @property
-    def rate(self) -> float:
-        """The rate in force (writes per second; 0 = unlimited)."""
-        return self.bucket.rate
+    def mode(self) -> BudgetMode:
+        """``bootstrap`` while some data center is being caught up now, else ``steady``."""
+        return "bootstrap" if self._catching_up() else "steady"
+
+    def rate_of(self, mode: BudgetMode) -> float:
+        """The rate of ``mode`` (writes per second; 0 = unlimited)."""
+        return self.bootstrap if mode == "bootstrap" else self.steady
 
     def tokens(self) -> float:
         """The tokens held now (writes that may go at once)."""
@@ -153,10 +157,10 @@ class WriteBudget:
         """Look at whether a data center is catching up now; switch rates if that changed."""
         now = self._clock()
         self._checked = now
-        mode: BudgetMode = "bootstrap" if self._catching_up() else "steady"
-        if mode != self.mode:
-            self.mode = mode
-            self.bucket.set_rate(self.bootstrap if mode == "bootstrap" else self.steady, now)
+        mode = self.mode()
+        if mode != self._mode:
+            self._mode = mode
+            self.bucket.set_rate(self.rate_of(mode), now)
         return mode
 
     async def spend(self) -> None:

@@ -1,0 +1,66 @@
+"""A remote record's copy: the instance the importer registers for it, and its mapping.
+
+Owns the shape of a copy (the origin's instance under a deterministic local id, with
+the origin marker in its properties) and of the mapping entry a written copy is
+committed as. Pure values: no registry, store or index access; must not import the
+importer.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from types import MappingProxyType
+
+from pysyncer.adapters.base import LocalRef
+from pysyncer.model import ORIGIN_DC_PROPERTY, ORIGIN_ID_PROPERTY, Instance, Record, ServiceKey
+from pysyncer.store.base import MappingEntry
+from pysyncer.sync.copyindex import copy_instance_id
+
+__all__ = ["PendingCopy", "copy_of"]
+
+
+@dataclass(frozen=True, slots=True)
+class PendingCopy:
+    """A copy written to the registry whose mapping is not committed yet."""
+
+    key_hash: int
+    origin_dc: str
+    service: ServiceKey
+    slot: int
+    digest: int
+    revision: int
+    ref: LocalRef
+
+    def entry(self, origin_id: str) -> MappingEntry:
+        """Its mapping entry, registered and renewed now."""
+        now = time.time()
+        return MappingEntry(
+            origin_dc=self.origin_dc,
+            origin_instance_id=origin_id,
+            service_text=self.service.text(),
+            slot=self.slot,
+            digest=self.digest,
+            origin_revision=self.revision,
+            local_service_id=self.ref.service_id,
+            local_instance_id=self.ref.instance_id,
+            registered_at=now,
+            renewed_at=now,
+        )
+
+
+def copy_of(record: Record, origin: Instance) -> Instance:
+    """The copy of ``origin`` (the instance of ``record``) to register in this registry."""
+    properties = dict(origin.properties)
+    properties[ORIGIN_DC_PROPERTY] = record.origin_dc
+    properties[ORIGIN_ID_PROPERTY] = record.instance_id
+    return Instance(
+        service=origin.service,
+        instance_id=copy_instance_id(record.origin_dc, record.instance_id),
+        host_name=origin.host_name,
+        endpoints=origin.endpoints,
+        status=origin.status,
+        properties=MappingProxyType(properties),
+        health_interval=origin.health_interval,
+        health_times=origin.health_times,
+    )
