@@ -13,13 +13,12 @@ check. Request logic, error types and failover policy stay with each user: the s
 (:mod:`pysyncer.store.etcd_client`) and the registry adapter
 (:mod:`pysyncer.adapters.etcd_conn`) must not depend on each other.
 
-Imports: errors, hostport.
+Imports: errors, hostport, supervisor.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ from aetcd import rpc
 
 from pysyncer.errors import ConfigError
 from pysyncer.hostport import format_host_port
+from pysyncer.supervisor import tolerate
 
 __all__ = ["UNAVAILABLE_CODES", "EtcdChannels", "EtcdEndpoint", "EtcdSecurity"]
 
@@ -314,9 +314,11 @@ class EtcdChannels:
         return EtcdEndpoint(channel, login)
 
     async def close(self) -> None:
-        """Close every open channel; closing never fails."""
+        """Close every open channel; closing never fails (a failure is logged and counted)."""
         clients, self._clients = self._clients, [None] * len(self.endpoints)
         for client in clients:
             if client is not None:
-                with contextlib.suppress(Exception):
+                try:
                     await client.close()
+                except Exception as exc:
+                    tolerate("etcd-channel-close", exc)

@@ -8,6 +8,13 @@ seconds resets the backoff. A task that returns is done (not restarted). While a
 *critical* task waits to be restarted it is listed by :meth:`Supervisor.down`, which
 readiness reports.
 
+Errors a task survives on purpose (a callback that raised, a close that failed) go through
+:func:`tolerate`: a log line at the level the site chooses, at most one per site every
+:data:`LOG_EVERY` seconds (with the number left out since), and a count per site and
+error type (``pysyncer_swallowed_errors_total{site,reason}``). No part swallows an
+unexpected error any other way; errors that are expected (closing a closed socket) are
+caught by their own type instead.
+
 Parts do not take a supervisor as an argument: :func:`spawn` uses the supervisor bound to
 the current context (:meth:`Supervisor.bound` while the daemon starts; tasks created
 from then on inherit it), or a process-wide default when none is bound (a part built
@@ -23,6 +30,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +44,7 @@ __all__ = [
     "TaskState",
     "current",
     "spawn",
+    "tolerate",
 ]
 
 log = logging.getLogger(__name__)
@@ -43,6 +52,7 @@ log = logging.getLogger(__name__)
 BACKOFF_MIN = 0.5  # seconds before the first restart
 BACKOFF_MAX = 30.0  # the backoff doubles up to this
 STABLE_AFTER = 60.0  # a run this long resets the backoff
+LOG_EVERY = 60.0  # a site that keeps failing logs one line per this many seconds
 
 Factory = Callable[[], Coroutine[Any, Any, None]]
 
@@ -99,6 +109,8 @@ class Supervisor:
         self.stable_after = stable_after
         self._states: dict[str, TaskState] = {}
         self._live: dict[str, int] = {}  # name -> handles running under it
+        self._swallowed: dict[tuple[str, str], int] = {}  # (site, error type) -> count
+        self._quiet: dict[str, tuple[float, int]] = {}  # site -> (last logged, left out)
 
     # -- running -------------------------------------------------------------------------
 
@@ -156,11 +168,41 @@ class Supervisor:
         finally:
             _CURRENT.reset(token)
 
+    def tolerate(
+        self, site: str, exc: BaseException, *, level: int = logging.WARNING, trace: bool = False
+    ) -> None:
+        """Count an error the caller survives at ``site`` and log it (rate-limited per
+        site); ``trace`` adds the traceback (for errors that are bugs, not weather)."""
+        reason = type(exc).__name__
+        key = (site, reason)
+        self._swallowed[key] = self._swallowed.get(key, 0) + 1
+        now = time.monotonic()
+        last, left_out = self._quiet.get(site, (float("-inf"), 0))
+        if now - last < LOG_EVERY:
+            self._quiet[site] = (last, left_out + 1)
+            return
+        self._quiet[site] = (now, 0)
+        since = f" ({left_out} more since the last line)" if left_out else ""
+        log.log(
+            level,
+            "%s: %s: %s%s",
+            site,
+            reason,
+            exc,
+            since,
+            exc_info=exc if trace else None,
+            extra={"site": site},
+        )
+
     # -- reporting -----------------------------------------------------------------------
 
     def states(self) -> list[TaskState]:
         """Every task ever supervised here, by name (restart counters never go back)."""
         return [self._states[name] for name in sorted(self._states)]
+
+    def swallowed(self) -> dict[tuple[str, str], int]:
+        """``(site, error type) -> count`` of the errors tolerated here (never go back)."""
+        return dict(sorted(self._swallowed.items()))
 
     def down(self) -> list[TaskState]:
         """Critical tasks that failed and wait for their restart."""
@@ -185,3 +227,10 @@ def current() -> Supervisor:
 def spawn(name: str, factory: Factory, *, critical: bool = True) -> Supervised:
     """:meth:`Supervisor.spawn` on the :func:`current` supervisor."""
     return current().spawn(name, factory, critical=critical)
+
+
+def tolerate(
+    site: str, exc: BaseException, *, level: int = logging.WARNING, trace: bool = False
+) -> None:
+    """:meth:`Supervisor.tolerate` on the :func:`current` supervisor."""
+    current().tolerate(site, exc, level=level, trace=trace)

@@ -51,6 +51,7 @@ from pysyncer.adapters.consul_codec import (
 from pysyncer.adapters.consul_watch import ConsulWatch
 from pysyncer.adapters.fieldmap import STATUS_TO_KIND, carry, split_endpoint
 from pysyncer.model import Instance, ServiceKey
+from pysyncer.supervisor import tolerate
 
 __all__ = ["MAX_TXN_OPS", "ConsulAdapter", "create"]
 
@@ -115,7 +116,7 @@ class ConsulAdapter(HttpAdapter):
             except asyncio.CancelledError:
                 pass
             except Exception as exc:  # closing anyway: its callers got their errors
-                log.warning("consul: the last catalog transaction failed at close: %s", exc)
+                tolerate("consul-close-flush", exc)
             self._flush = None
         await super().close()
 

@@ -11,7 +11,6 @@ the layouts (``etcd``, ``etcd_codec``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -63,8 +62,9 @@ async def watch_prefix(
             await asyncio.wait({read, closing}, return_when=asyncio.FIRST_COMPLETED)
             if closed.is_set() or not read.done():
                 read.cancel()
-                with contextlib.suppress(BaseException):
-                    await read
+                await asyncio.wait({read})  # (a cancellation of this task still propagates)
+                if not read.cancelled():  # it ended first: closing makes its outcome moot
+                    read.exception()  # (retrieved, so never reported as unretrieved)
                 return
             if read.cancelled():  # the channel went away under us
                 raise UnavailableError(f"etcd {conn.text(index)}: watch cancelled")

@@ -5,12 +5,13 @@ collectors turn them into ``pysyncer_gossip_*``, ``pysyncer_sync_*``,
 ``pysyncer_ownership_*`` (slot ownership among the syncers of a data center) and
 ``pysyncer_store_*`` (a shared store's health) families when ``/metrics`` is scraped,
 so the hot paths never touch a metrics library. Beside them: ``pysyncer_task_*`` (the
-supervised background tasks: restarts, up) and ``pysyncer_build_info``.
+supervised background tasks: restarts, up), ``pysyncer_swallowed_errors_total`` (errors
+a task survived, by site and error type) and ``pysyncer_build_info``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Protocol
 
 from prometheus_client.core import (
@@ -255,10 +256,17 @@ class TaskState(Protocol):
 
 
 class TaskCollector(Collector):
-    """``pysyncer_task_restarts_total{task}`` and ``pysyncer_task_up{task}``."""
+    """``pysyncer_task_restarts_total{task}``, ``pysyncer_task_up{task}`` and
+    ``pysyncer_swallowed_errors_total{site,reason}`` (``swallowed``: (site, error type) ->
+    count, :meth:`pysyncer.supervisor.Supervisor.swallowed`)."""
 
-    def __init__(self, tasks: Callable[[], Sequence[TaskState]]) -> None:
+    def __init__(
+        self,
+        tasks: Callable[[], Sequence[TaskState]],
+        swallowed: Callable[[], Mapping[tuple[str, str], int]] = dict,
+    ) -> None:
         self._tasks = tasks
+        self._swallowed = swallowed
 
     def collect(self) -> Iterator[Metric]:
         restarts = CounterMetricFamily(
@@ -274,6 +282,14 @@ class TaskCollector(Collector):
             up.add_metric([task.name], 1 if task.running else 0)
         yield restarts
         yield up
+        swallowed = CounterMetricFamily(
+            "pysyncer_swallowed_errors",
+            "errors a task survived (logged, rate-limited), by site and error type",
+            labels=["site", "reason"],
+        )
+        for (site, reason), count in self._swallowed().items():
+            swallowed.add_metric([site, reason], count)
+        yield swallowed
 
 
 class BuildInfoCollector(Collector):

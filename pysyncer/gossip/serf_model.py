@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from pysyncer.errors import PysyncerError
 from pysyncer.gossip.lamport import UserEvent
+from pysyncer.supervisor import tolerate
 
 __all__ = [
     "EventType",
@@ -197,6 +198,6 @@ class MemberTable:
         for observer in list(self._observers):
             try:
                 observer(event)
-            except Exception:
+            except Exception as exc:
                 self._stats["observer_errors"] += 1
-                log.exception("serf %s: event observer failed", self.owner)
+                tolerate("serf-event-observer", exc, level=logging.ERROR, trace=True)

@@ -39,6 +39,7 @@ from pysyncer.gossip.serf_model import (
     QueryTooLargeError,
 )
 from pysyncer.gossip.timing import default_query_timeout
+from pysyncer.supervisor import tolerate
 
 if TYPE_CHECKING:
     from pysyncer.gossip.serf import Serf
@@ -309,8 +310,8 @@ class SerfQueries:
         if serf.responder is not None:
             try:
                 answer = serf.responder(query.name, payload)
-            except Exception:
-                log.exception("serf %s: query responder failed on %s", serf.name, query.name)
+            except Exception as exc:
+                tolerate("serf-query-responder", exc, level=logging.ERROR, trace=True)
                 serf.stats["responder_errors"] += 1
         if answer is not None:
             response = m.SerfQueryResponse(query.ltime, query.id, serf.name, 0, answer)
@@ -371,8 +372,8 @@ class SerfQueries:
         if handler is not None:
             try:
                 answer = handler(query)
-            except Exception:
-                log.exception("serf %s: internal query %s failed", serf.name, query.name)
+            except Exception as exc:
+                tolerate("serf-internal-query", exc, level=logging.ERROR, trace=True)
                 serf.stats["responder_errors"] += 1
                 return
             if answer is not None:

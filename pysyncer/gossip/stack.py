@@ -33,7 +33,7 @@ from pysyncer.gossip.snapshot import SerfSnapshot, Snapshotter
 from pysyncer.gossip.timing import GossipProfile, profile_named
 from pysyncer.gossip.vivaldi import Coordinate
 from pysyncer.hostport import HostPort, format_host_port
-from pysyncer.supervisor import Supervised, spawn
+from pysyncer.supervisor import Supervised, spawn, tolerate
 
 __all__ = ["KEYRING_FILE", "SNAPSHOT_FILE", "GossipStack", "ensure_data_dir", "load_keyring"]
 
@@ -316,7 +316,7 @@ class GossipStack:
         try:
             await self._serf.leave()
         except Exception as exc:  # a failed leave must not block the shutdown
-            log.warning("leave did not complete: %s", exc)
+            tolerate("gossip-leave", exc)
         if self._snapshot is not None:
             self._snapshot.leave()
         await self._serf.stop()

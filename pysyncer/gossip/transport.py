@@ -31,6 +31,8 @@ import weakref
 from collections.abc import Awaitable, Callable
 from functools import lru_cache
 
+from pysyncer.supervisor import tolerate
+
 __all__ = [
     "DEFAULT_CLOSE_GRACE",
     "MAX_INBOUND_STREAMS",
@@ -253,8 +255,8 @@ class NetTransport:
         for writer in list(self._inbound):
             writer.transport.abort()
         if self._server is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+            with contextlib.suppress(TimeoutError):  # a handler still unwinding: its
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)  # socket is aborted
         await asyncio.sleep(0)  # let the closed transports run connection_lost
 
     async def __aenter__(self) -> NetTransport:
@@ -274,9 +276,9 @@ class NetTransport:
             return
         try:
             handler(data, (str(addr[0]), int(addr[1])), now)
-        except Exception:
+        except Exception as exc:
             self.stats["handler_errors"] += 1
-            _log.exception("packet handler failed for a packet from %s", addr[:2])
+            tolerate("gossip-packet-handler", exc, level=logging.ERROR, trace=True)
 
     def send_packet(self, addr: tuple[str, int], data: bytes) -> bool:
         """Send one datagram to ``(ip, port)``; False (and ``send_errors`` + 1) if it failed.
@@ -356,7 +358,7 @@ class NetTransport:
             if isinstance(exc, (OSError, TimeoutError)):
                 _log.debug("stream from %s failed: %s", peer, exc)
             else:
-                _log.exception("stream handler failed for a stream from %s", peer)
+                tolerate("gossip-stream-handler", exc, level=logging.ERROR, trace=True)
         finally:
             self._handlers.discard(task)
             self._inbound.discard(writer)

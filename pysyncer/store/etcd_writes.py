@@ -68,7 +68,7 @@ from pysyncer.store.etcd_layout import (
 )
 from pysyncer.store.etcd_mirror import Mirror, Mutation
 from pysyncer.store.etcd_spool import SpooledWrite, WriteSpool
-from pysyncer.supervisor import Supervised, spawn
+from pysyncer.supervisor import Supervised, spawn, tolerate
 
 __all__ = ["Write", "WriteQueue", "renumber"]
 
@@ -417,7 +417,7 @@ class WriteQueue:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug must not stop the flusher
-                log.exception("etcd store: unexpected error while writing")
+                tolerate("etcd-store-write", exc, level=logging.ERROR, trace=True)
                 self._finish(write)
                 if write.future is not None and not write.future.done():
                     write.future.set_exception(StoreError(f"etcd store: {exc!r}"))

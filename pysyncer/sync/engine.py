@@ -38,6 +38,7 @@ from pysyncer.rpc.tls import TlsFiles
 from pysyncer.servicecenter.app import RegistryServer
 from pysyncer.store import create_store
 from pysyncer.store.base import Coordinator, Store, StoreHealth
+from pysyncer.supervisor import tolerate
 from pysyncer.sync import diff as sync_diff
 from pysyncer.sync import tags as sync_tags
 from pysyncer.sync.dryrun import dry_run
@@ -578,8 +579,8 @@ async def _step(close: Callable[[], Any]) -> None:
     """One step of a shutdown: its failure is logged, the next steps still run."""
     try:
         await close()
-    except Exception:
-        log.exception("error while stopping the sync engine")
+    except Exception as exc:
+        tolerate("sync-engine-stop", exc, level=logging.ERROR, trace=True)
 
 
 class NotExportingError(PysyncerError, RuntimeError):

@@ -30,7 +30,7 @@ from pysyncer._core import digest as core_digest
 from pysyncer.admin.payloads import LinkState
 from pysyncer.errors import PysyncerError
 from pysyncer.store.base import Store
-from pysyncer.supervisor import Supervised, spawn
+from pysyncer.supervisor import Supervised, spawn, tolerate
 from pysyncer.sync.importer import Importer
 from pysyncer.sync.trust import TrustBook
 
@@ -440,8 +440,8 @@ class Peers:
                 await self.scan()
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("peer scan failed")
+            except Exception as exc:
+                tolerate("peer-scan", exc, level=logging.ERROR, trace=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._rescan.wait(), self._scan_interval)
 

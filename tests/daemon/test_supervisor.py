@@ -18,7 +18,7 @@ from pysyncer.adapters.base import NotFoundError
 from pysyncer.admin.metrics import TaskCollector
 from pysyncer.readiness import LoopMonitor, Probes
 from pysyncer.store.base import SLOT_COUNT, Fence, SlotTable
-from pysyncer.supervisor import Supervisor, TaskState, spawn
+from pysyncer.supervisor import Supervisor, TaskState, spawn, tolerate
 from pysyncer.sync.ownership import SlotOwnership
 
 
@@ -30,7 +30,7 @@ async def eventually(check: Callable[[], bool], what: str, timeout: float = 10.0
 
 def metric_text(supervisor: Supervisor) -> str:
     registry = CollectorRegistry()
-    registry.register(TaskCollector(supervisor.states))
+    registry.register(TaskCollector(supervisor.states, supervisor.swallowed))
     return generate_latest(registry).decode()
 
 
@@ -191,3 +191,33 @@ async def test_the_slot_ownership_loop_survives_a_failure_it_does_not_expect(
     await eventually(lambda: ownership.stats.slots_owned == SLOT_COUNT // 2, "rebalanced")
     assert 'pysyncer_task_restarts_total{task="slot-ownership-a"} 1.0' in metric_text(supervisor)
     await ownership.close()
+
+
+async def test_a_tolerated_error_is_counted_in_the_metrics_and_logged_once_per_period(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    supervisor = Supervisor()
+    with caplog.at_level(logging.WARNING, logger="pysyncer.supervisor"):
+        for _ in range(3):
+            supervisor.tolerate("widget-close", OSError("injected"))
+        supervisor.tolerate("widget-close", ValueError("injected"), level=logging.ERROR)
+        supervisor.tolerate("gadget", KeyError("x"), trace=True)
+    assert supervisor.swallowed() == {
+        ("gadget", "KeyError"): 1,
+        ("widget-close", "OSError"): 3,
+        ("widget-close", "ValueError"): 1,
+    }
+    text = metric_text(supervisor)
+    assert 'pysyncer_swallowed_errors_total{reason="OSError",site="widget-close"} 3.0' in text
+    assert 'pysyncer_swallowed_errors_total{reason="KeyError",site="gadget"} 1.0' in text
+    lines = [r for r in caplog.records if r.name == "pysyncer.supervisor"]
+    assert [r.getMessage().split(":")[0] for r in lines] == ["widget-close", "gadget"]
+    assert lines[0].levelno == logging.WARNING and lines[0].exc_info is None
+    assert lines[1].exc_info is not None  # trace=True: the traceback is in the line
+
+
+async def test_tolerate_counts_on_the_supervisor_bound_to_the_context() -> None:
+    mine = Supervisor()
+    with mine.bound():
+        tolerate("somewhere", RuntimeError("injected"))
+    assert mine.swallowed() == {("somewhere", "RuntimeError"): 1}

@@ -35,6 +35,7 @@ from pysyncer.gossip.messages import (
 )
 from pysyncer.gossip.stream import frame_stream_message, read_stream_message
 from pysyncer.gossip.transport import NetTransport
+from pysyncer.supervisor import Supervisor
 from tests.conftest import require_program
 from tests.support.gossip import free_port
 
@@ -107,6 +108,30 @@ async def test_packet_handler_errors_do_not_stop_the_transport(
     a.send_packet(b.address, b"fine")
     assert await asyncio.wait_for(got.get(), 5) == b"fine"
     assert b.stats["handler_errors"] == 1
+
+
+async def test_a_packet_handler_error_is_counted_by_the_supervisor_of_the_transport() -> None:
+    supervisor = Supervisor()
+    sender, receiver = NetTransport(close_grace=0.2), NetTransport(close_grace=0.2)
+    await sender.start(HOST, 0)
+    with supervisor.bound():  # as the daemon starts its gossip stack
+        await receiver.start(HOST, 0)
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def handler(data: bytes, addr: tuple[str, int], ts: float) -> None:
+        if data == b"boom":
+            raise RuntimeError("handler bug")
+        got.put_nowait(data)
+
+    receiver.on_packet = handler
+    try:
+        for packet in (b"boom", b"boom", b"fine"):
+            sender.send_packet(receiver.address, packet)
+        assert await asyncio.wait_for(got.get(), 5) == b"fine"
+    finally:
+        await sender.close()
+        await receiver.close()
+    assert supervisor.swallowed() == {("gossip-packet-handler", "RuntimeError"): 2}
 
 
 # ---------------------------------------------------------------------- streams
