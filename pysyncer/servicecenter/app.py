@@ -13,7 +13,6 @@ for RBAC (:data:`ROUTE_RESOURCES`), and running the app on a socket
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import platform
 import socket
@@ -30,6 +29,7 @@ from pysyncer.servicecenter.errors import ERR_INTERNAL, ERR_INVALID_PARAMS, Regi
 from pysyncer.servicecenter.feed import MAX_CHANGES_PER_BATCH
 from pysyncer.servicecenter.rbac import Rbac, load_rbac
 from pysyncer.servicecenter.settings import DEFAULT_SETTINGS, ServiceCenterSettings
+from pysyncer.supervisor import Supervised, spawn, tolerate
 
 __all__ = [
     "CHANGE_FEED_HEADER",
@@ -52,6 +52,7 @@ DOMAIN_HEADER: Final = "x-domain-name"
 CONSUMER_HEADER: Final = "X-ConsumerId"
 DEFAULT_FEED_TIMEOUT: Final = 30.0
 MAX_CONCURRENT_LOGINS: Final = 2
+EVICTION_TASK: Final = "registry-eviction"  # the supervised task's name (a metric label)
 API_VERSION: Final = "4.0.0"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -392,7 +393,7 @@ def build_app(registry: EmbeddedRegistry, *, rbac: Rbac | None = None) -> web.Ap
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            log.exception("registry request %s %s failed", request.method, request.path)
+            tolerate("registry-request", exc, level=logging.ERROR, trace=True)
             error = RegistryError(ERR_INTERNAL, type(exc).__name__)
             return web.json_response(error.to_json(), status=500)
 
@@ -438,7 +439,9 @@ def build_app(registry: EmbeddedRegistry, *, rbac: Rbac | None = None) -> web.Ap
 
 
 class RegistryServer:
-    """An :class:`EmbeddedRegistry` served on ``host:port`` with its eviction task.
+    """An :class:`EmbeddedRegistry` served on ``host:port`` with its eviction task (run
+    under the current :mod:`supervisor <pysyncer.supervisor>`: a failure is logged,
+    counted and restarted with backoff).
 
     ``port=0`` picks a free port; :attr:`url` is the base URL once :meth:`start` returned.
     Use as ``async with RegistryServer(...) as server:`` or call start/close. Without
@@ -463,7 +466,7 @@ class RegistryServer:
         self.port = port
         self._eviction_interval = eviction_interval
         self._runner: web.AppRunner | None = None
-        self._eviction: asyncio.Task[None] | None = None
+        self._eviction: Supervised | None = None
 
     @property
     def url(self) -> str:
@@ -484,8 +487,8 @@ class RegistryServer:
             raise
         self._runner = runner
         self.port = int(runner.addresses[0][1])
-        self._eviction = asyncio.create_task(
-            self.registry.run_eviction(self._eviction_interval), name="registry-eviction"
+        self._eviction = spawn(
+            EVICTION_TASK, lambda: self.registry.run_eviction(self._eviction_interval)
         )
         log.info("embedded registry listening on %s", self.url)
         return self
@@ -494,9 +497,7 @@ class RegistryServer:
         """Stop serving: wake long-polls, stop eviction, close the socket. Idempotent."""
         self.registry.close()
         if self._eviction is not None:
-            self._eviction.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._eviction
+            await self._eviction.stop()
             self._eviction = None
         if self._runner is not None:
             runner, self._runner = self._runner, None

@@ -50,12 +50,14 @@ from pysyncer.adapters.zk.proto import (
     Writer,
 )
 from pysyncer.errors import ConfigError
+from pysyncer.supervisor import Supervised, spawn, tolerate
 
 __all__ = ["SessionEvent", "State", "WatchEvent", "Watcher", "ZkSession", "parse_hosts"]
 
 log = logging.getLogger(__name__)
 
 State = Literal["connected", "suspended", "expired", "closed"]
+SESSION_TASK = "zookeeper-session"  # the supervised connection loop's name (a metric label)
 Decoder = Callable[[Reader], Any]
 
 
@@ -158,7 +160,7 @@ class ZkSession:
         self._pending: deque[_Pending] = deque()
         self._connected = asyncio.Event()
         self._closing = False
-        self._run_task: asyncio.Task[None] | None = None
+        self._run_task: Supervised | None = None
         self._first: asyncio.Future[None] | None = None
         self._data_watches: dict[str, set[Watcher]] = {}
         self._exist_watches: dict[str, set[Watcher]] = {}
@@ -183,7 +185,7 @@ class ZkSession:
         self._closing = False
         loop = asyncio.get_running_loop()
         self._first = loop.create_future()
-        self._run_task = loop.create_task(self._run(), name="zk-client")
+        self._run_task = spawn(SESSION_TASK, self._run_supervised)
         try:
             await self._first
         except BaseException:
@@ -199,9 +201,7 @@ class ZkSession:
                 await asyncio.wait_for(self._call(Op.CLOSE_SESSION, b"", ""), 2.0)
         task, self._run_task = self._run_task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await task.stop()
         self._teardown(ConnectionLossError("client closed"))
         self._set_state("closed")
 
@@ -224,10 +224,22 @@ class ZkSession:
         if self.on_state is not None:
             try:
                 self.on_state(SessionEvent(state, self.session_id, new_session, self.address))
-            except Exception:  # a listener bug must not break the connection loop
-                log.exception("zookeeper state listener failed")
+            except Exception as exc:  # a listener bug must not break the connection loop
+                tolerate("zookeeper-state-listener", exc, level=logging.ERROR, trace=True)
 
     # -- connection loop ---------------------------------------------------------------
+
+    async def _run_supervised(self) -> None:
+        """The connection loop as the supervisor runs it: an unexpected error fails
+        :meth:`start` while it waits for the first connection; later, it goes to the
+        supervisor (an ERROR with the traceback, a counted restart after a backoff)."""
+        try:
+            await self._run()
+        except Exception as exc:
+            if self._first is not None and not self._first.done():
+                self._first.set_exception(exc)
+                return
+            raise
 
     async def _run(self) -> None:
         failures = 0
@@ -333,7 +345,7 @@ class ZkSession:
             was_connected = self._connected.is_set()
             self._teardown(ConnectionLossError(f"connection to {host}:{port} lost"))
             writer.close()
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(OSError):  # the connection broke: nothing to flush
                 await writer.wait_closed()
             if was_connected and not self._closing:
                 self._set_state("suspended")
@@ -392,8 +404,7 @@ class ZkSession:
                     return
         finally:
             dog.cancel()
-            with contextlib.suppress(BaseException):
-                await dog
+            await asyncio.wait({dog})  # (a cancellation of this task still propagates)
 
     def _dispatch(self, data: bytes) -> bool:
         """Handle one reply frame; True when the session was closed by our request."""
@@ -455,8 +466,8 @@ class ZkSession:
         for watcher in fired:
             try:
                 watcher(watch_event)
-            except Exception:
-                log.exception("zookeeper watcher failed")
+            except Exception as exc:
+                tolerate("zookeeper-watcher", exc, level=logging.ERROR, trace=True)
 
     def _send_set_watches(self, writer: asyncio.StreamWriter) -> None:
         """Re-arm this session's watches on a new connection (fires any missed ones)."""
