@@ -7,6 +7,9 @@ configured ``host:port`` addresses with the same session (re-arming watches with
 timeout, the client reports ``expired`` (every ephemeral node and watch of the old
 session is gone), opens a new session at once and reports ``connected`` with
 ``new_session=True``. Callers learn about both through the ``on_state`` callback.
+The connection loop runs under the current :mod:`supervisor <pysyncer.supervisor>`
+(``SESSION_TASK``): an unexpected error in it is logged with its traceback, counted and
+the loop restarted with backoff, keeping the session.
 
 Also the connection's security: TLS (an :class:`ssl.SSLContext`, for a server's
 ``secureClientPort``), the ``auth`` credentials sent (``addauth``, e.g. ``digest
