@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import datetime
 import os
 import subprocess
@@ -33,17 +34,18 @@ from pysyncer.rpc import SyncClient, UnavailableError
 from pysyncer.rpc.identity import dns_name
 from pysyncer.rpc.tls import TlsConfig
 from pysyncer.tlsgen import create_ca, create_cert
-from tests.support.sync import RegistryProcess, SyncDaemon, eventually
+from tests.support.sync import Cluster, SyncDaemon, eventually
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 OBSERVE = threading.Event()  # never set: a bounded wait while an attack has its chance
 
 
-class Pool:
-    """The secrets of one pool (a gossip key, a CA) and the daemons a test started."""
+class Pool(Cluster):
+    """A :class:`Cluster` with the secrets of one pool: a gossip key and a CA (plus an
+    unrelated one); its daemons run with both unless a test says otherwise."""
 
     def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
+        super().__init__(workdir)
         self.secrets = workdir / "secrets"
         self.key_file = self.secrets / "gossip.key"
         self.secrets.mkdir(mode=0o700)
@@ -51,8 +53,6 @@ class Pool:
         self.key_file.chmod(0o600)
         create_ca(self.secrets / "ca")
         create_ca(self.secrets / "evil-ca")
-        self.daemons: list[SyncDaemon] = []
-        self.registries: list[RegistryProcess] = []
 
     def cert(
         self, dc: str, node: str, *, ca: str = "ca", now: datetime.datetime | None = None
@@ -72,10 +72,9 @@ class Pool:
         ]  # fmt: skip
 
     def daemon(self, name: str, host: str, *args: str, secure: bool = True) -> SyncDaemon:
+        """With ``secure``, the pool's key and a certificate of dc-``name`` come first."""
         flags = self.flags(f"dc-{name}", name) if secure else []
-        daemon = SyncDaemon(name, host, self.workdir, *flags, *args)
-        self.daemons.append(daemon)
-        return daemon
+        return super().daemon(name, host, *flags, *args)
 
     def client_tls(self, dc: str, node: str, server: SyncDaemon, *, ca: str = "ca") -> TlsConfig:
         """A client certificate of ``ca`` that verifies ``server`` against the pool's CA."""
@@ -87,30 +86,11 @@ class Pool:
             server_name=dns_name(server.dc, server.name),
         )
 
-    def registry(self, name: str) -> RegistryProcess:
-        """A registry process of its own: it keeps its state while a syncer restarts."""
-        registry = RegistryProcess(self.workdir, name)
-        self.registries.append(registry)
-        eventually(registry.ready, 20, f"registry {name} up", registry)
-        return registry
-
-    def close(self) -> None:
-        for daemon in self.daemons:
-            try:
-                daemon.stop()
-            except Exception:  # keep stopping the others
-                daemon.kill()
-        for registry in self.registries:
-            registry.kill()
-
 
 @pytest.fixture
 def pool(tmp_path: Path) -> Iterator[Pool]:
-    made = Pool(tmp_path)
-    try:
+    with contextlib.closing(Pool(tmp_path)) as made:
         yield made
-    finally:
-        made.close()
 
 
 def health(daemon: SyncDaemon, tls: TlsConfig | None, server_name: str | None = None) -> str:
@@ -227,18 +207,11 @@ def test_a_spoofing_syncer_changes_no_copy_and_raises_the_alarm(pool: Pool) -> N
     eventually(lambda: synced(a, b), 60, "a and b in sync", a, b)
     want_a, want_b = copies(a), copies(b)
 
-    evil = SyncDaemon(
-        "evil",
-        "127.0.0.75",
-        pool.workdir,
-        "--dc",
-        "dc-b",
-        "--join",
-        a.bind,
-        "--encrypt-file",
-        str(pool.key_file),
-    )  # fmt: skip  (SyncDaemon's own --dc comes first; the last one given wins)
-    pool.daemons.append(evil)
+    # SyncDaemon's own --dc comes first; the last one given wins
+    evil = pool.daemon(
+        "evil", "127.0.0.75", "--dc", "dc-b", "--join", a.bind,
+        "--encrypt-file", str(pool.key_file), secure=False,
+    )  # fmt: skip
     eventually(evil.ready, 30, "the spoofer up", evil)
     sid = evil.client.create_service("shop", "orders")
     evil.client.register(sid, "evil-h", ["rest://6.6.6.6:80"])
@@ -258,8 +231,7 @@ def test_a_spoofing_syncer_changes_no_copy_and_raises_the_alarm(pool: Pool) -> N
     OBSERVE.wait(6.0)  # the spoofer's window: a's link looks for a syncer of dc-b meanwhile
     assert copies(a) == want_a  # nothing removed, nothing of the spoofer's applied
 
-    b = SyncDaemon(b.name, b.host, pool.workdir, *b.args, like=b)  # restarted, same data
-    pool.daemons.append(b)
+    b = pool.restart(b)  # same data, ports and flags
     eventually(b.ready, 30, "b back", b)
     b.client.register(b.client.create_service("shop", "orders"), "b-new", ["rest://10.0.1.1:80"])
     eventually(lambda: copies(a) == originals(b), 60, "a mirrors the real b", a, b)
@@ -298,10 +270,8 @@ def test_rotation_to_a_new_ca_under_live_traffic_loses_nothing(pool: Pool) -> No
             "--encrypt-file", str(pool.key_file), "--tls-ca", str(files[name]["ca"]),
             "--tls-cert", str(files[name]["cert"]), "--tls-key", str(files[name]["key"]),
         ]  # fmt: skip
-    a = SyncDaemon("a", "127.0.0.76", pool.workdir, *args["a"])
-    pool.daemons.append(a)
-    b = SyncDaemon("b", "127.0.0.77", pool.workdir, *args["b"], "--join", a.bind)
-    pool.daemons.append(b)
+    a = pool.daemon("a", "127.0.0.76", *args["a"], secure=False)
+    b = pool.daemon("b", "127.0.0.77", *args["b"], "--join", a.bind, secure=False)
     up(a, b)
 
     stop = threading.Event()

@@ -14,6 +14,7 @@ update latency, bytes per update) are written there as ``measurements.json``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -38,6 +39,7 @@ from pysyncer.procs import DaemonProcess, RegistryClient, eventually
 from pysyncer.sync.peers import PeerStatus
 from pysyncer.sync.status import remote_links
 from tests.admin.test_admin_app import InMemoryBackend
+from tests.support.sync import stop_daemons
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.common.exceptions import WebDriverException  # noqa: E402
@@ -96,20 +98,13 @@ class Pool:
         self.registries = {dc: RegistryClient(d.registry) for dc, d in self.daemons.items()}
 
     def close(self) -> None:
-        for daemon in self.daemons.values():
-            try:
-                daemon.stop()
-            except Exception:  # keep stopping the others
-                daemon.kill()
+        stop_daemons(self.daemons.values())
 
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pool]:
-    made = Pool(tmp_path_factory.mktemp("dashboard"))
-    try:
+    with contextlib.closing(Pool(tmp_path_factory.mktemp("dashboard"))) as made:
         yield made
-    finally:
-        made.close()
 
 
 @pytest.fixture(scope="module")

@@ -22,9 +22,15 @@ import pytest
 
 from pysyncer.procs import ownership, split_evenly
 from tests.conftest import require_program
-from tests.e2e.test_sync_e2e import Cluster, cluster
 from tests.support.etcd import EtcdServer, etcd_server
-from tests.support.sync import RegistryClient, RegistryProcess, SyncDaemon, eventually
+from tests.support.sync import (
+    Cluster,
+    RegistryClient,
+    RegistryProcess,
+    SyncDaemon,
+    cluster,
+    eventually,
+)
 
 __all__ = ["cluster", "etcd_server"]
 

@@ -11,7 +11,6 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,61 +26,19 @@ from tests.support.gossip import SerfAgent, free_port
 from tests.support.sync import (
     ORIGIN_DC,
     ORIGIN_ID,
+    Cluster,
     RegistryClient,
-    RegistryProcess,
     SyncDaemon,
+    cluster,
     eventually,
     view,
 )
 
+__all__ = ["cluster"]  # the fixture
+
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 Expected = dict[str, dict[str, tuple[Any, ...]]]  # dc -> origin instance id -> view
-
-
-class Cluster:
-    """Daemons (and external registries) started by one test; all stopped at the end."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.daemons: list[SyncDaemon] = []
-        self.registries: list[RegistryProcess] = []
-
-    def daemon(self, name: str, host: str, *args: str) -> SyncDaemon:
-        daemon = SyncDaemon(name, host, self.workdir, *args)
-        self.daemons.append(daemon)
-        return daemon
-
-    def restart(self, daemon: SyncDaemon) -> SyncDaemon:
-        """The same node, data dir, ports and flags, as a new process."""
-        daemon.kill()
-        fresh = SyncDaemon(daemon.name, daemon.host, self.workdir, *daemon.args, like=daemon)
-        self.daemons.append(fresh)
-        return fresh
-
-    def registry(self, name: str, port: int | None = None) -> RegistryProcess:
-        registry = RegistryProcess(self.workdir, name, port)
-        self.registries.append(registry)
-        eventually(registry.ready, 20, f"registry {name} up", registry)
-        return registry
-
-    def close(self) -> None:
-        for daemon in self.daemons:
-            try:
-                daemon.stop()
-            except Exception:  # keep stopping the others
-                daemon.kill()
-        for registry in self.registries:
-            registry.kill()
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    made = Cluster(tmp_path)
-    try:
-        yield made
-    finally:
-        made.close()
 
 
 def copies_by_origin(client: RegistryClient) -> dict[str, dict[str, tuple[Any, ...]]]:

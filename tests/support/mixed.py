@@ -38,7 +38,14 @@ from pysyncer.adapters.zk import ZkClient
 from pysyncer.adapters.zk.errors import NoNodeError
 from tests.support.fakes.consul import FakeConsul
 from tests.support.fakes.eureka import EurekaFake
-from tests.support.sync import ORIGIN_DC, ORIGIN_ID, RegistryClient, SyncDaemon, eventually
+from tests.support.sync import (
+    ORIGIN_DC,
+    ORIGIN_ID,
+    RegistryClient,
+    SyncDaemon,
+    eventually,
+    stop_daemons,
+)
 from tests.support.zk import ZkServer
 
 __all__ = [
@@ -605,11 +612,7 @@ class MixedPool:
         return f"t{next(self._tags)}"
 
     def close(self) -> None:
-        for daemon in self.daemons:
-            try:
-                daemon.stop()
-            except Exception:  # keep stopping the others
-                daemon.kill()
+        stop_daemons(self.daemons)
         for closer in reversed(self._closers):
             with contextlib.suppress(Exception):
                 closer()

@@ -3,15 +3,22 @@
 The processes, the REST client and ``eventually`` are :mod:`pysyncer.procs`'s
 (shared with the benchmarks): every process is a subprocess stopped by its pid, every
 wait is bounded, registries are driven through the documented Service-Center REST API.
+:class:`Cluster` (and its fixture :func:`cluster`) holds the daemons and registry
+processes one test starts and stops them all at the end; :func:`stop_daemons` is how
+every pool of daemons here is stopped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import urllib.error
 import urllib.request
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from pysyncer.procs import (
     DaemonProcess,
@@ -23,10 +30,13 @@ from pysyncer.procs import (
 __all__ = [
     "ORIGIN_DC",
     "ORIGIN_ID",
+    "Cluster",
     "RegistryClient",
     "RegistryProcess",
     "SyncDaemon",
+    "cluster",
     "eventually",
+    "stop_daemons",
     "view",
 ]
 
@@ -86,3 +96,51 @@ class SyncDaemon(DaemonProcess):
 
 def http_error_body(exc: urllib.error.HTTPError) -> Any:
     return json.loads(exc.read() or b"null")
+
+
+def stop_daemons(daemons: Iterable[DaemonProcess]) -> None:
+    """Stop every daemon by its pid; one that fails to stop is killed, the rest still stop."""
+    for daemon in daemons:
+        try:
+            daemon.stop()
+        except Exception:  # keep stopping the others
+            daemon.kill()
+
+
+class Cluster:
+    """Daemons (and external registries) started by one test; all stopped at the end."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.daemons: list[SyncDaemon] = []
+        self.registries: list[RegistryProcess] = []
+
+    def daemon(self, name: str, host: str, *args: str) -> SyncDaemon:
+        daemon = SyncDaemon(name, host, self.workdir, *args)
+        self.daemons.append(daemon)
+        return daemon
+
+    def restart(self, daemon: SyncDaemon) -> SyncDaemon:
+        """The same node, data dir, ports and flags, as a new process."""
+        daemon.kill()
+        fresh = SyncDaemon(daemon.name, daemon.host, self.workdir, *daemon.args, like=daemon)
+        self.daemons.append(fresh)
+        return fresh
+
+    def registry(self, name: str, port: int | None = None) -> RegistryProcess:
+        """A registry process of its own: it keeps its state while a syncer restarts."""
+        registry = RegistryProcess(self.workdir, name, port)
+        self.registries.append(registry)
+        eventually(registry.ready, 20, f"registry {name} up", registry)
+        return registry
+
+    def close(self) -> None:
+        stop_daemons(self.daemons)
+        for registry in self.registries:
+            registry.kill()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    with contextlib.closing(Cluster(tmp_path)) as made:
+        yield made
