@@ -259,8 +259,15 @@ class PeerLink:
         try:
             carry: Any = None
             while True:
-                batch = carry if carry is not None else await queue.get()
+                if carry is None and self._repair_due(next_anti_entropy):
+                    await self.repair(client, epoch)
+                    self.status.state = "streaming"
+                    next_anti_entropy = time.monotonic() + self._anti_entropy_interval
+                    continue
+                batch = carry if carry is not None else await self._next(queue, next_anti_entropy)
                 carry = None
+                if batch is None:  # a repair was asked for, or anti-entropy is due
+                    continue
                 if batch is _END:
                     return
                 if isinstance(batch, BaseException):
@@ -296,15 +303,40 @@ class PeerLink:
                             self._record_lag(now - committed_at)
                 revision = int(batch.revision)
                 self.status.applied_revision = revision
-                due = time.monotonic() >= next_anti_entropy
-                if due or self._repair_now.is_set() or self.dc in self._importer.needs_repair:
-                    await self.repair(client, epoch)
-                    self.status.state = "streaming"
-                    next_anti_entropy = time.monotonic() + self._anti_entropy_interval
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+
+    def _repair_due(self, next_anti_entropy: float) -> bool:
+        """Anti-entropy's time has come, or a repair was asked for (here or by the importer)."""
+        return (
+            time.monotonic() >= next_anti_entropy
+            or self._repair_now.is_set()
+            or self.dc in self._importer.needs_repair
+        )
+
+    async def _next(self, queue: asyncio.Queue[Any], next_anti_entropy: float) -> Any:
+        """The next batch of the stream, or None as soon as a repair is due.
+
+        A quiet stream brings only a heartbeat now and then: a repair asked for (copies
+        lost, an origin back) or anti-entropy's time must not wait for one.
+        """
+        if not queue.empty():
+            return queue.get_nowait()
+        getter = asyncio.ensure_future(queue.get())
+        asked = asyncio.ensure_future(self._repair_now.wait())
+        try:
+            await asyncio.wait(
+                (getter, asked),
+                timeout=max(0.0, next_anti_entropy - time.monotonic()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            asked.cancel()
+            if not getter.done():
+                getter.cancel()
+        return getter.result() if getter.done() and not getter.cancelled() else None
 
     def _record_lag(self, seconds: float) -> None:
         seconds = max(0.0, seconds)  # clocks of two hosts may disagree a little
@@ -403,6 +435,7 @@ class Peers:
         self.trust = TrustBook(forget_after=origin_grace)
         self._task: Supervised | None = None
         self._rescan = asyncio.Event()
+        self._restoring: dict[str, asyncio.Task[None]] = {}  # renew, then repair: a dc back
 
     def start(self) -> None:
         self._task = spawn("peers", self._scan_loop)
@@ -410,6 +443,10 @@ class Peers:
     async def close(self) -> None:
         if self._task is not None:
             await self._task.stop()
+        for restoring in self._restoring.values():
+            restoring.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await restoring
         for link in self.links.values():
             await link.close()
 
@@ -454,7 +491,8 @@ class Peers:
         for dc in live:
             self._last_seen[dc] = now
             self.syncers_of(dc)  # a new claimant raises the alarm now, not at a reconnect
-            if dc in self._importer.expired_origins:
+            returned = dc in self._importer.expired_origins
+            if returned:
                 log.info("data center %s is back: renewing its copies again", dc)
                 self._importer.expired_origins.discard(dc)
             if dc not in self.links:
@@ -469,6 +507,11 @@ class Peers:
                 )
                 self.links[dc] = link
                 link.start()
+            if returned:
+                self._restore(dc)
+        for dc in self._importer.needs_repair & set(self.links):  # copies the registry lost:
+            if self.links[dc].status.state == "streaming":  # pulled again now, not at the
+                self.links[dc].request_repair()  # next anti-entropy (a link coming up repairs)
         for dc in set(self._importer.copies_by_origin()) | set(self._last_seen):
             if dc in live or dc == self.local_dc:
                 continue
@@ -484,6 +527,34 @@ class Peers:
             else:
                 log.warning("data center %s gone for %.0f s: its copies now expire", dc, now - seen)
             self._importer.expired_origins.add(dc)
+
+    def _restore(self, dc: str) -> None:
+        """Bring back the copies of ``dc``, which is back after origin-grace, at once.
+
+        Under ``remove`` they are gone from the index, so the link's digests differ; under
+        ``expire`` the index still holds them while the registry let them lapse, so a
+        renewal round first finds them lost. Either way the link repairs the slots that
+        differ now rather than at its next anti-entropy round.
+        """
+        link = self.links[dc]
+        if self._origin_policy == "remove":
+            link.request_repair()
+            return
+
+        async def renew_then_repair() -> None:
+            try:
+                await self._importer.renew_all()  # lost copies: forgotten, their origin marked
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the renew loop retries; the repair runs regardless
+                log.info("renewing the copies of %s after its return failed: %s", dc, exc)
+            link.request_repair()
+
+        running = self._restoring.get(dc)
+        if running is None or running.done():
+            self._restoring[dc] = asyncio.get_running_loop().create_task(
+                renew_then_repair(), name=f"restore-{dc}"
+            )
 
 
 async def _read_stream(stream: Any, queue: asyncio.Queue[Any], status: PeerStatus) -> None:

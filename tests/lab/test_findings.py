@@ -22,6 +22,7 @@ class CountingLink:
 class NoCopies:
     def __init__(self) -> None:
         self.expired_origins: set[str] = set()
+        self.needs_repair: set[str] = set()
 
     def copies_by_origin(self) -> dict[str, int]:
         return {}
@@ -57,7 +58,7 @@ class FailingOnce(Renewals):
         super().__init__(None, None, stats, set(), on_lost=None)  # type: ignore[arg-type]
         self.rounds = 0
 
-    async def renew_all(self) -> int:
+    async def renew_all(self, *, wait: bool = True) -> int:
         self.rounds += 1
         if self.rounds == 1:
             raise PysyncerError("PUT /v4/default/registry/heartbeats: HTTP 503")
@@ -129,3 +130,87 @@ async def test_a_link_that_had_been_streaming_reconnects_without_the_old_backoff
         await link._run()
     assert link.slept == [BACKOFF_MIN, 2 * BACKOFF_MIN, 4 * BACKOFF_MIN, BACKOFF_MIN,
                           BACKOFF_MIN, 2 * BACKOFF_MIN]  # fmt: skip
+
+
+class QuietClient:
+    """A syncer whose watch stream stays open and silent (no batch, no heartbeat)."""
+
+    async def health(self) -> Any:
+        return Health()
+
+    async def watch_forever(self) -> Any:
+        await asyncio.Event().wait()
+        yield None  # never reached
+
+    def watch(self, since: int, epoch: str) -> Any:
+        return self.watch_forever()
+
+    async def close(self) -> None:
+        return None
+
+
+class Health:
+    epoch = "e1"
+    revision = 7
+    exported = 0
+
+
+class Cursor:
+    epoch = "e1"
+    revision = 7
+
+
+class CursorStore:
+    async def get_cursor(self, dc: str) -> Cursor:
+        return Cursor()
+
+
+class CountingRepairs(PeerLink):
+    def __init__(self, anti_entropy_interval: float) -> None:
+        importer: Any = NoCopies()
+        syncer = RemoteSyncer("b1", "dc-b", "10.0.0.2:30191")
+        factory: Any = lambda _syncer: QuietClient()  # noqa: E731
+        store: Any = CursorStore()
+        super().__init__(
+            "dc-b", lambda: [syncer], importer, store, factory,
+            anti_entropy_interval=anti_entropy_interval,
+        )  # fmt: skip
+        self.repairs = 0
+
+    async def repair(self, client: Any, epoch: str) -> int:
+        self._repair_now.clear()
+        self.repairs += 1
+        return 7
+
+
+async def _until(check: Any, seconds: float = 10.0) -> bool:
+    for _ in range(int(seconds / 0.05)):  # bounded
+        if check():
+            return True
+        await asyncio.sleep(0.05)
+    return check()
+
+
+async def test_a_repair_asked_for_on_a_quiet_stream_runs_without_waiting_for_a_batch() -> None:
+    """Finding 10: the streaming loop looked at repair requests (lost copies, an origin
+    back after origin-grace, a manual full resync) and at anti-entropy's schedule only
+    after a batch arrived, so on a quiet stream they waited for the next heartbeat."""
+    link = CountingRepairs(anti_entropy_interval=3600)
+    link.start()
+    try:
+        assert await _until(lambda: link.status.state == "streaming")
+        link.request_repair()
+        assert await _until(lambda: link.repairs == 1)
+        assert link.status.state == "streaming"
+    finally:
+        await link.close()
+
+
+async def test_anti_entropy_runs_on_a_quiet_stream() -> None:
+    """Finding 10: anti-entropy too ran only once a batch arrived after its due time."""
+    link = CountingRepairs(anti_entropy_interval=0.1)
+    link.start()
+    try:
+        assert await _until(lambda: link.repairs >= 3)
+    finally:
+        await link.close()

@@ -1,12 +1,14 @@
 """Two whole sync engines in one event loop: embedded registries, SQLite stores, real gRPC.
 
 The gossip pool is a tiny in-memory implementation of the engine's membership protocol
-(:class:`pysyncer.sync.membership.Membership`); no daemon, no subprocess.
+(:class:`pysyncer.sync.membership.Membership`); each engine follows an embedded service
+center started here, as the daemon does; no daemon, no subprocess.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from pysyncer.embeddedregistry import EmbeddedServiceCenter
 from pysyncer.gossip.lamport import UserEvent
 from pysyncer.gossip.serf import EventType, Member, MemberEvent, MemberStatus, SerfEvent
 from pysyncer.hostport import HostPort
@@ -76,13 +79,11 @@ class PoolView:
         return self.pool.ltime
 
 
-def _settings(dc: str, data_dir: Path) -> SyncSettings:
-    return SyncSettings(
+def _settings(dc: str, data_dir: Path, **overrides: object) -> SyncSettings:
+    settings = SyncSettings(
         dc=dc,
         node=f"node-{dc}",
-        registry=RegistrySettings(
-            urls=(), kind="servicecomb", embedded_addr=HostPort(LOOPBACK, 0), adapter_settings={}
-        ),
+        registry=RegistrySettings(urls=(), kind="servicecomb", adapter_settings={}),
         store=parse_store_url("embedded"),
         data_dir=data_dir,
         rpc_addr=HostPort(LOOPBACK, 0),
@@ -95,18 +96,30 @@ def _settings(dc: str, data_dir: Path) -> SyncSettings:
         origin_policy="expire",
         filters=Filters(),
     )
+    return dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
 
 
-async def _start(pool: Pool, dc: str, data_dir: Path) -> SyncEngine:
-    """An engine whose pool member advertises the gRPC address it really bound."""
+async def _start(pool: Pool, dc: str, data_dir: Path, **overrides: object) -> SyncEngine:
+    """An engine following its own embedded service center, whose pool member advertises
+    the gRPC address it really bound (``overrides``: settings other than the defaults)."""
     data_dir.mkdir(parents=True)
-    settings = _settings(dc, data_dir)
+    settings = _settings(dc, data_dir, **overrides)
     membership = _LateView(pool, settings)
-    engine = SyncEngine(settings, membership)  # type-checks the view against the protocol
+    registry = EmbeddedServiceCenter(HostPort(LOOPBACK, 0))
+    await registry.start()
+    # type-checks the view and the registry against the engine's protocols
+    engine = SyncEngine(settings, membership, local_registry=registry)
     await engine.start()
     assert engine.rpc is not None
     membership.join(engine.rpc.address)
     return engine
+
+
+async def _stop(engine: SyncEngine) -> None:
+    """Stop the engine, then the registry it followed (as the daemon does)."""
+    await engine.stop()
+    assert isinstance(engine.local_registry, EmbeddedServiceCenter)
+    await engine.local_registry.close()
 
 
 class _LateView(PoolView):
@@ -142,8 +155,8 @@ async def engines(tmp_path: Path) -> AsyncIterator[tuple[SyncEngine, SyncEngine]
     try:
         yield a, b
     finally:
-        await b.stop()
-        await a.stop()
+        await _stop(b)
+        await _stop(a)
 
 
 async def _copies(engine: SyncEngine) -> list[Instance]:
@@ -163,8 +176,8 @@ async def test_an_instance_and_its_delete_cross_between_two_engines(
     engines: tuple[SyncEngine, SyncEngine],
 ) -> None:
     a, b = engines
-    assert a.registry_server is not None
-    registry = a.registry_server.registry
+    assert isinstance(a.local_registry, EmbeddedServiceCenter)
+    registry = a.local_registry.registry
     sid = await registry.create_service(
         {"appId": "shop", "serviceName": "orders", "version": "1.0.0"}
     )
@@ -210,4 +223,54 @@ async def test_a_syncer_of_another_sync_protocol_is_not_followed(
         assert any("syncer new" in w and "'2'" in w for w in warnings)
         assert any("syncer old" in w and "none advertised" in w for w in warnings)
     finally:
-        await engine.stop()
+        await _stop(engine)
+
+
+@pytest.mark.parametrize("policy", ["expire", "remove"])
+async def test_copies_gone_under_origin_grace_come_back_as_soon_as_their_origin_does(
+    tmp_path: Path, policy: str
+) -> None:
+    """lab/FINDINGS.md 8: when a data center came back after origin-grace, its copies that
+    had lapsed (``expire``: still in the importer's index, so the digests matched) waited
+    for a renewal round to find them lost, then for a watch batch to carry the link to a
+    repair; under ``remove`` the link resumed its watch and waited for anti-entropy. Now
+    the return itself renews, then repairs the slots that differ, on a quiet stream too
+    (anti-entropy here is a minute away, renewals a quarter of the copy's TTL)."""
+    pool = Pool()
+    a = await _start(pool, "dc-a", tmp_path / "a")
+    b = await _start(pool, "dc-b", tmp_path / "b", origin_grace=0.5, origin_policy=policy)
+    try:
+        assert isinstance(a.local_registry, EmbeddedServiceCenter)
+        registry = a.local_registry.registry
+        sid = await registry.create_service(
+            {"appId": "shop", "serviceName": "orders", "version": "1.0.0"}
+        )
+        await registry.register_instance(
+            sid, {"hostName": "orders-1", "endpoints": ["rest://10.0.0.1:8080"]}
+        )
+
+        async def copied() -> bool:
+            return any(c.service.name == "orders" for c in await _copies(b))
+
+        await _eventually(copied)
+        assert b.importer is not None and b.peers is not None
+        origin = pool.members["node-dc-a"]  # dc-a drops out of gossip (cut off)
+        pool.members["node-dc-a"] = dataclasses.replace(origin, status=MemberStatus.FAILED)
+        pool.publish(MemberEvent(EventType.MEMBER_FAILED, pool.members["node-dc-a"]))
+
+        async def past_grace() -> bool:
+            return "dc-a" in b.importer.expired_origins  # type: ignore[union-attr]
+
+        await _eventually(past_grace)
+        assert b.adapter is not None
+        listing = await b.adapter.list_instances()
+        for copy in [i for i in listing if is_copy(i)]:  # expire: their leases ran out
+            await b.adapter.unregister(listing.ref(copy.instance_id))
+        assert not await _copies(b)
+        pool.members["node-dc-a"] = origin  # back
+        pool.publish(MemberEvent(EventType.MEMBER_JOIN, origin))
+        await _eventually(copied, timeout=10.0)
+        assert b.peers.links["dc-a"].status.slots_pulled >= 1  # pulled, not fully resynced
+    finally:
+        await _stop(b)
+        await _stop(a)
