@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from pysyncer.errors import PysyncerError
@@ -183,7 +184,7 @@ class CountingRepairs(PeerLink):
         return 7
 
 
-async def _until(check: Any, seconds: float = 10.0) -> bool:
+async def _until(check: Callable[[], bool], seconds: float = 10.0) -> bool:
     for _ in range(int(seconds / 0.05)):  # bounded
         if check():
             return True
