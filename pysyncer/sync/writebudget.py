@@ -44,6 +44,7 @@ BURST_SECONDS = 1.0  # the bucket holds one second of writes at the current rate
 MIN_WAIT = 0.005  # shortest sleep: at high rates a wake-up takes several tokens at once
 MODE_CHECK = 0.25  # seconds between two looks at whether a data center is caught up
 CATCH_UP_LAG = 1_000  # revisions behind an origin beyond which its link is catching up
+_EPSILON = 1e-9
 _WRITING_STATES: frozenset[LinkState] = frozenset({"repairing", "streaming"})
 
 
@@ -91,8 +92,8 @@ class TokenBucket:
         if self.rate == 0:
             return 0.0
         self.refill(now)
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        if self.tokens >= 1.0 - _EPSILON:  # a token accrued in float steps may read 0.99...
+            self.tokens = max(0.0, self.tokens - 1.0)
             return 0.0
         return (1.0 - self.tokens) / self.rate
 
