@@ -112,7 +112,7 @@ def test_no_window_ever_holds_more_than_burst_plus_rate(seed: int) -> None:
     rng = random.Random(seed)
     rate = rng.choice([5.0, 37.0, 200.0])
     bucket = TokenBucket(rate, now=0.0)
-    now, taken = 0.0, []
+    now, taken = 0.0, list[float]()
     while len(taken) < 400:
         now += rng.choice([0.0, 0.0, rng.random() / rate, rng.random() * 3 / rate])
         wait = bucket.take(now)
