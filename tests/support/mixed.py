@@ -25,7 +25,6 @@ import contextlib
 import itertools
 import json
 import threading
-import time
 import urllib.request
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from pysyncer.adapters.consul_codec import decode_meta
 from pysyncer.adapters.zk import ZkClient
 from pysyncer.adapters.zk.errors import NoNodeError
 from tests.support.fakes.consul import FakeConsul
-from tests.support.fakes.eureka import EurekaFake
+from tests.support.fakes.eureka import EurekaFake, app_registration
 from tests.support.sync import (
     ORIGIN_DC,
     ORIGIN_ID,
@@ -264,25 +263,7 @@ class EurekaSide(Side):
     def register(self, tag: str, ip: str, port: int, props: Mapping[str, str]) -> Native:
         app, host = f"PAYMENTS-{tag.upper()}", f"eureka-host-{tag}"
         iid = f"{host}:{app.lower()}:{port}"
-        body = {
-            "instance": {
-                "instanceId": iid,
-                "hostName": host,
-                "app": app,
-                "ipAddr": ip,
-                "vipAddress": app.lower(),
-                "status": "UP",
-                "port": {"$": port, "@enabled": "true"},
-                "securePort": {"$": 443, "@enabled": "false"},
-                "dataCenterInfo": {
-                    "@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo",
-                    "name": "MyOwn",
-                },
-                "leaseInfo": {"renewalIntervalInSecs": 30, "durationInSecs": 90},
-                "metadata": dict(props),
-                "lastDirtyTimestamp": str(int(time.time() * 1000)),
-            }
-        }
+        body = app_registration(iid, app, host, ip, port, vip=app.lower(), metadata=props)
         _http("POST", f"{self.base}/apps/{app}", body)
         # the model: app lower-cased, app/version from the adapter's defaults, http endpoint
         return Native(

@@ -19,6 +19,7 @@ every ``eviction_interval`` s, or called by a test); the clock is injectable.
 Not modelled: peer replication, self-preservation, the 30 s read-only response cache
 (answers are always current), regions and vips. ``quirks=True`` renders lists of one
 element as a bare object and ports as ``{"$": "8080"}`` strings, like old XStream JSON.
+:func:`app_registration` is the body an application's own Eureka client registers with.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ from pysyncer.adapters.eureka import reconcile_hashcode
 from pysyncer.model import ServiceKey
 from pysyncer.testing.harness import AppInstance
 
-__all__ = ["EurekaFake", "EurekaHarness"]
+__all__ = ["EurekaFake", "EurekaHarness", "app_registration"]
 
 JSON = dict[str, Any]
 STATUSES = ("UP", "DOWN", "STARTING", "OUT_OF_SERVICE", "UNKNOWN")
@@ -75,6 +76,39 @@ class _Counters:
 
     def hit(self, name: str) -> None:
         self.requests[name] = self.requests.get(name, 0) + 1
+
+
+def app_registration(
+    instance_id: str,
+    app: str,
+    host_name: str,
+    ip: str,
+    port: int,
+    *,
+    vip: str,
+    metadata: Mapping[str, str],
+) -> JSON:
+    """The body an application's Eureka client (Spring-Cloud-like, JSON) POSTs to
+    ``/apps/{app}`` to register itself: UP, plain port only, the default lease."""
+    return {
+        "instance": {
+            "instanceId": instance_id,
+            "hostName": host_name,
+            "app": app,
+            "ipAddr": ip,
+            "vipAddress": vip,
+            "status": "UP",
+            "port": {"$": port, "@enabled": "true"},
+            "securePort": {"$": 443, "@enabled": "false"},
+            "dataCenterInfo": {
+                "@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo",
+                "name": "MyOwn",
+            },
+            "leaseInfo": {"renewalIntervalInSecs": 30, "durationInSecs": DEFAULT_DURATION},
+            "metadata": dict(metadata),
+            "lastDirtyTimestamp": str(int(time.time() * 1000)),
+        }
+    }
 
 
 class EurekaFake:
@@ -467,25 +501,9 @@ class EurekaHarness:
     ) -> AppInstance:
         app = service.name.upper()
         instance_id = f"{host}:{service.name}:{port}"
-        body = {
-            "instance": {
-                "instanceId": instance_id,
-                "hostName": host,
-                "app": app,
-                "ipAddr": host,
-                "vipAddress": service.name,
-                "status": "UP",
-                "port": {"$": port, "@enabled": "true"},
-                "securePort": {"$": 443, "@enabled": "false"},
-                "dataCenterInfo": {
-                    "@class": "com.netflix.appinfo.InstanceInfo$DefaultDataCenterInfo",
-                    "name": "MyOwn",
-                },
-                "leaseInfo": {"renewalIntervalInSecs": 30, "durationInSecs": 90},
-                "metadata": dict(properties or {}),
-                "lastDirtyTimestamp": str(int(time.time() * 1000)),
-            }
-        }
+        body = app_registration(
+            instance_id, app, host, host, port, vip=service.name, metadata=properties or {}
+        )
         await self._call("POST", f"/apps/{app}", json=body)
         return AppInstance(service, instance_id, host, port, dict(properties or {}))
 
