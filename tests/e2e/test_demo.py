@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -49,17 +50,40 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_demo_two_data_centers(tmp_path: Path) -> None:
-    demo = _demo(tmp_path)
+def _finished(workdir: Path, *args: str, timeout: float) -> tuple[int, str]:
+    """Runs the demo to its end: (exit status, output)."""
+    demo = _demo(workdir, *args)
     try:
-        output, _ = demo.communicate(timeout=90)
+        output, _ = demo.communicate(timeout=timeout)
     finally:
         demo.kill()
-    assert demo.returncode == 0, output
+    return demo.returncode, output
+
+
+def _lines_until(demo: subprocess.Popen[str], wanted: Callable[[str], bool]) -> list[str]:
+    """The demo's output lines up to the first ``wanted`` one (or any line after 30 s)."""
+    assert demo.stdout is not None
+    seen: list[str] = []
+    deadline = time.monotonic() + 30
+    for line in demo.stdout:
+        seen.append(line)
+        if wanted(line) or time.monotonic() > deadline:
+            break
+    return seen
+
+
+def _assert_two_dcs_in_sync(output: str) -> None:
+    """The verdict every successful run of two data centers prints."""
     assert "OK: 2 data centers, 3 instances, every registry holds all 3" in output, output
     assert re.search(r"dc-east\s+1 originals, 2 copies \(expected 2\), 0 duplicates: ok", output)
-    assert re.search(r"dc-west\s+2 originals, 1 copies \(expected 1\), 0 duplicates: ok", output)
     assert re.search(r"propagation\s+p50 \d+ ms, p99 \d+ ms, max \d+ ms over 4 copies", output)
+
+
+def test_demo_two_data_centers(tmp_path: Path) -> None:
+    returncode, output = _finished(tmp_path, timeout=90)
+    assert returncode == 0, output
+    _assert_two_dcs_in_sync(output)
+    assert re.search(r"dc-west\s+2 originals, 1 copies \(expected 1\), 0 duplicates: ok", output)
     assert "delete              gone everywhere after" in output
     pids = _pids(output)
     assert len(pids) == 3  # two daemons and the restarted one
@@ -68,15 +92,9 @@ def test_demo_two_data_centers(tmp_path: Path) -> None:
 
 
 def test_quick_run_has_the_same_verdict_without_the_restart(tmp_path: Path) -> None:
-    demo = _demo(tmp_path, "--quick")
-    try:
-        output, _ = demo.communicate(timeout=60)
-    finally:
-        demo.kill()
-    assert demo.returncode == 0, output
-    assert "OK: 2 data centers, 3 instances, every registry holds all 3" in output, output
-    assert re.search(r"dc-east\s+1 originals, 2 copies \(expected 2\), 0 duplicates: ok", output)
-    assert re.search(r"propagation\s+p50 \d+ ms, p99 \d+ ms, max \d+ ms over 4 copies", output)
+    returncode, output = _finished(tmp_path, "--quick", timeout=60)
+    assert returncode == 0, output
+    _assert_two_dcs_in_sync(output)
     assert "Stopping the" not in output and "restart " not in output, output
     pids = _pids(output)
     assert len(pids) == 2  # no restart: each daemon started once
@@ -85,15 +103,10 @@ def test_quick_run_has_the_same_verdict_without_the_restart(tmp_path: Path) -> N
 
 def test_quick_run_fails_when_a_syncer_dies(tmp_path: Path) -> None:
     demo = _demo(tmp_path, "--quick")
-    assert demo.stdout is not None
-    seen: list[str] = []
+    west_pid = re.compile(r"^\s+dc-west\s+pid (\d+)")
     try:
-        deadline = time.monotonic() + 30
-        for line in demo.stdout:
-            seen.append(line)
-            found = re.match(r"^\s+dc-west\s+pid (\d+)", line)
-            if found or time.monotonic() > deadline:
-                break
+        seen = _lines_until(demo, lambda line: west_pid.match(line) is not None)
+        found = west_pid.match(seen[-1]) if seen else None
         assert found, "".join(seen)
         os.kill(int(found.group(1)), signal.SIGKILL)
         rest, _ = demo.communicate(timeout=60)
@@ -107,14 +120,8 @@ def test_quick_run_fails_when_a_syncer_dies(tmp_path: Path) -> None:
 
 def test_ctrl_c_stops_every_syncer(tmp_path: Path) -> None:
     demo = _demo(tmp_path)
-    assert demo.stdout is not None
-    seen: list[str] = []
     try:
-        deadline = time.monotonic() + 30
-        for line in demo.stdout:
-            seen.append(line)
-            if "all 2 syncers healthy" in line or time.monotonic() > deadline:
-                break
+        seen = _lines_until(demo, lambda line: "all 2 syncers healthy" in line)
         demo.send_signal(signal.SIGINT)
         rest, _ = demo.communicate(timeout=30)
     finally:
