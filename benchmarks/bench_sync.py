@@ -714,10 +714,10 @@ def origin_helper(count: int, flags: list[str]) -> int:
         await daemon.start()
         try:
             await daemon.wait_synced(120)  # the engine starts in the background
-            engine = daemon.engine
-            assert engine is not None and engine.registry_server is not None
+            engine, embedded = daemon.engine, daemon.embedded_registry
+            assert engine is not None and embedded is not None
             assert engine.exporter is not None
-            registry = engine.registry_server.registry
+            registry = embedded.registry
             started = time.monotonic()
             refs: list[tuple[str, str]] = []
             for s in range(count // 10):

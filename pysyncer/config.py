@@ -525,9 +525,7 @@ class DaemonConfig:
             registry=RegistrySettings(
                 urls=self.registry_url,
                 kind=self.registry_kind,
-                embedded_addr=self.registry_addr,
                 adapter_settings=self.adapter_settings,
-                service_center=self.service_center(),
             ),
             store=self.store_url,
             data_dir=self.data_dir,

@@ -3,9 +3,10 @@
 Owns building these pieces in order from :class:`~pysyncer.sync.settings.SyncSettings`,
 wiring them to the pool through the small :class:`~pysyncer.sync.membership.Membership`
 protocol (remote syncers from member tags, "new revision" user events), reporting their
-status, and stopping them in reverse order. With no registry URL it also runs the
-embedded service center on ``--registry-addr``, followed in-process through its native
-change feed. Must not import the configuration, the daemon or the Serf class.
+status, and stopping them in reverse order. With no registry URL it follows the
+registry the daemon runs in process (a :class:`LocalRegistry`: the embedded service
+center, which the daemon starts and stops). Must not import the configuration, the
+daemon, the Serf class or the service center.
 """
 
 from __future__ import annotations
@@ -18,13 +19,12 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from pysyncer.adapters import load_adapter
 from pysyncer.adapters.base import Adapter
-from pysyncer.adapters.embedded import EmbeddedAdapter
 from pysyncer.admin.payloads import DiffAnswer, DryRunAnswer, SyncStatus
-from pysyncer.errors import PysyncerError
+from pysyncer.errors import ConfigError, PysyncerError
 from pysyncer.gossip.lamport import UserEvent
 from pysyncer.gossip.serf import EventType, MemberEvent, MemberStatus, SerfEvent
 from pysyncer.hostport import format_host_port, parse_host_port
@@ -35,7 +35,6 @@ from pysyncer.rpc.identity import IdentityError, check_names, dns_name
 from pysyncer.rpc.listing import Listing, listed_limit
 from pysyncer.rpc.server import SyncServer
 from pysyncer.rpc.tls import TlsFiles
-from pysyncer.servicecenter.app import RegistryServer
 from pysyncer.store import create_store
 from pysyncer.store.base import Coordinator, Store, StoreHealth
 from pysyncer.supervisor import tolerate
@@ -58,7 +57,7 @@ from pysyncer.sync.status import (
 )
 from pysyncer.sync.writebudget import WriteBudget, catching_up
 
-__all__ = ["REVISION_EVENT", "SyncEngine"]
+__all__ = ["REVISION_EVENT", "LocalRegistry", "SyncEngine"]
 
 log = logging.getLogger(__name__)
 
@@ -74,16 +73,38 @@ ANNOUNCE_INTERVAL = 1.0  # at most one revision event per second per syncer
 GC_THRESHOLD0 = 10_000
 
 
+class LocalRegistry(Protocol):
+    """A registry running in this process (the daemon's embedded service center)."""
+
+    @property
+    def url(self) -> str:
+        """Where it serves, for the status and the logs."""
+        ...
+
+    def adapter(self) -> Adapter:
+        """A new adapter over it, started and closed by the engine."""
+        ...
+
+
 class SyncEngine:
     """Everything that moves instances for one daemon."""
 
     def __init__(
-        self, settings: SyncSettings, membership: Membership, *, tls: TlsFiles | None = None
+        self,
+        settings: SyncSettings,
+        membership: Membership,
+        *,
+        tls: TlsFiles | None = None,
+        local_registry: LocalRegistry | None = None,
     ) -> None:
+        if settings.registry.embedded and local_registry is None:
+            raise ConfigError("sync engine: no registry URL and no registry in process")
+        if not settings.registry.embedded and local_registry is not None:
+            raise ConfigError("sync engine: both a registry URL and a registry in process")
         self.settings = settings
         self.tls = tls  # mutual TLS of the sync RPC, both ways (None: plaintext)
         self.membership = membership
-        self.registry_server: RegistryServer | None = None
+        self.local_registry = local_registry  # started and closed by the daemon
         self.adapter: Adapter | None = None
         self.store: Store | None = None
         self.exporter: Exporter | None = None
@@ -101,19 +122,13 @@ class SyncEngine:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def listen(self) -> None:
-        """Bind the sync RPC listener (and the embedded registry, when there is one).
+        """Bind the sync RPC listener.
 
-        They come up before anything the engine depends on answers: until :meth:`start`
+        It comes up before anything the engine depends on answers: until :meth:`start`
         has built the exporter, every sync call fails (:class:`_NotExporting`) and the
         ``export`` tag tells remote syncers not to follow this one yet.
         """
         config = self.settings
-        if config.registry.embedded and self.registry_server is None:
-            listen = config.registry.embedded_addr
-            self.registry_server = RegistryServer(
-                host=listen.host, port=listen.port, settings=config.registry.service_center
-            )
-            await self.registry_server.start()
         if self.rpc is None:
             starting = _NotExporting(config.dc, config.node)
             self.rpc = SyncServer(
@@ -193,7 +208,7 @@ class SyncEngine:
             "sync engine up: dc %s, registry %s (%s), store %s, RPC on %s",
             config.dc,
             self._registry_url(),
-            "embedded" if config.registry.embedded else config.registry.kind,
+            "embedded" if self.local_registry is not None else config.registry.kind,
             redact(str(config.store)),
             self.rpc.address,
         )
@@ -262,8 +277,8 @@ class SyncEngine:
 
     async def _start_adapter(self) -> Adapter:
         registry = self.settings.registry
-        if self.registry_server is not None:
-            adapter: Adapter = EmbeddedAdapter(self.registry_server.registry)
+        if self.local_registry is not None:
+            adapter = self.local_registry.adapter()
         else:
             adapter = load_adapter(registry.kind, list(registry.urls), registry.adapter_settings)
         try:
@@ -289,10 +304,10 @@ class SyncEngine:
 
     def _registry_url(self) -> str:
         """The local registry's address(es), credentials redacted: the given URLs, or the
-        embedded one's."""
-        if self.settings.registry.urls:
-            return redact(", ".join(self.settings.registry.urls))
-        return self.registry_server.url if self.registry_server is not None else ""
+        one's in process."""
+        if self.local_registry is not None:
+            return self.local_registry.url
+        return redact(", ".join(self.settings.registry.urls))
 
     async def stop(self) -> None:
         """Stop in reverse order; the store is flushed and closed last."""
@@ -302,8 +317,6 @@ class SyncEngine:
         if self.rpc is not None:
             await _step(self.rpc.stop)
         await self._close_parts()
-        if self.registry_server is not None:
-            await _step(self.registry_server.close)
         self.started = False
 
     async def _close_parts(self) -> None:

@@ -1,10 +1,11 @@
 """Typed settings of the sync engine, built by :mod:`pysyncer.config` from its one table.
 
 Owns the shape of what the engine is told: its data center and node, where the local
-registry is (a URL list and adapter kind, or an embedded one to run), the store, the gRPC
-address, the anti-entropy and origin-loss policy and the filters. Holds no defaults: every
-default lives in :data:`pysyncer.config.SETTINGS`. Must not import the configuration or the
-daemon.
+registry is (a URL list and adapter kind, or none: then the daemon runs the embedded one
+and hands it to the engine), the store, the gRPC address, the anti-entropy and
+origin-loss policy and the filters. Holds no defaults: every default lives in
+:data:`pysyncer.config.SETTINGS`. Must not import the configuration, the daemon or the
+service center (the embedded one's address and limits are the daemon's).
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pysyncer.hostport import HostPort
-from pysyncer.servicecenter.settings import DEFAULT_SETTINGS, ServiceCenterSettings
 from pysyncer.sync.filters import Filters
 
 if TYPE_CHECKING:  # the store package loads its backends (gRPC): only when a store opens
@@ -28,17 +28,15 @@ OriginPolicy = Literal["expire", "remove"]
 
 @dataclass(frozen=True)
 class RegistrySettings:
-    """The local registry: given by URL(s) and kind, or embedded (no URL) on ``embedded_addr``."""
+    """The local registry: given by URL(s) and kind, or embedded (no URL, run by the daemon)."""
 
     urls: tuple[str, ...]
     kind: str  # adapter name: servicecomb, consul, zookeeper, ...
-    embedded_addr: HostPort
     adapter_settings: Mapping[str, Any]
-    service_center: ServiceCenterSettings = DEFAULT_SETTINGS  # the embedded one's limits
 
     @property
     def embedded(self) -> bool:
-        """True when no registry URL was given: the engine runs its own."""
+        """True when no registry URL was given: the engine follows one the daemon runs."""
         return not self.urls
 
 

@@ -190,4 +190,4 @@ def test_layer_settings_come_from_the_one_table() -> None:
     assert sync.store.kind == "etcd" and sync.store.endpoints == (HostPort("::1", 2379),)
     assert config.store == "etcd://[::1]:2379?prefix=/p/"
     assert (sync.origin_grace, sync.anti_entropy_interval) == (3600.0, 60.0)
-    assert sync.registry.embedded and sync.registry.embedded_addr == config.registry_addr
+    assert sync.registry.embedded and config.embedded_registry

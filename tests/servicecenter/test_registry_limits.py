@@ -410,13 +410,16 @@ def test_reading_the_settings_does_not_load_aiohttp() -> None:
 
 def test_daemon_settings_reach_the_embedded_registry(tmp_path: Path) -> None:
     from pysyncer.config import load_config
+    from pysyncer.daemon import Daemon
     from pysyncer.errors import ConfigError
 
     config = load_config(
         {"registry-max-tenants": "7", "registry-max-ttl": "300", "data-dir": str(tmp_path)},
         environ={"PYSYNCER_REGISTRY_MAX_INSTANCES": "9"},
     )
-    limits = config.sync().registry.service_center
+    embedded = Daemon(config).embedded_registry  # built, not started: nothing is bound
+    assert embedded is not None
+    limits = embedded.registry.settings
     assert (limits.max_tenants, limits.max_instances, limits.max_ttl) == (7, 9, 300)
     assert limits.max_services == ServiceCenterSettings().max_services
     bad = tmp_path / "rbac.toml"
