@@ -125,6 +125,9 @@ class Node:
             flags += secrets.flags(self.dc, name)
         if join:
             flags += ["--join", join]
+        # Unlimited import writes: these figures are the syncer's own, not its write budget's
+        # (benchmarks/bench_budget.py measures that); ``extra`` may set a budget again.
+        flags += ["--import-rate-bootstrap", "0", "--import-rate-steady", "0"]
         flags += list(extra)
         if helper_count:
             helper = [sys.executable, "-m", __spec__.name, "--origin-helper", str(helper_count)]
