@@ -7,7 +7,10 @@ One origin data center A (a daemon filled in-process with ``--instances`` instan
 count is a registration the registry acknowledged) gives the registry's observed write
 rate, its peak over any 1 s window and its mean over the whole sync;
 convergence is from B's first registry write until B holds every copy, shown beside the
-theoretical ``(N - burst) / rate`` (the bucket starts full: ``burst`` writes go at once).
+theoretical ``(N - burst) / rate``. B's steady rate is unlimited (bench_sync's nodes set
+both rates to 0; only the bootstrap rate is set here), so its bucket starts with one token
+and the whole sync runs at the bootstrap rate: no 1 s window may hold more than
+``rate + 1`` writes.
 B's CPU time (utime + stime) and the load average are printed with each row.
 
     python -m benchmarks.bench_budget [--instances 20000] [--budgets 500,2000,0] [--json]
@@ -27,12 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.bench_sync import Node, proc_cpu, registry_quota, wait_until
-from pysyncer.config import SETTINGS
-from pysyncer.sync.writebudget import BURST_SECONDS
 
 SAMPLE_EVERY = 0.05  # seconds between two status samples of B
 WINDOW = 1.0  # seconds: the write rate is measured over windows this long
-STEADY_DEFAULT = next(s.default for s in SETTINGS if s.key == "import-rate-steady")
 
 
 def window_rates(samples: list[tuple[float, int]]) -> list[float]:
@@ -55,6 +55,7 @@ def run_budget(
     origin: Node, workdir: Path, count: int, rate: float, bound: float, index: int
 ) -> dict[str, Any]:
     """A new data center B importing ``count`` copies at bootstrap ``rate``."""
+    # bench_sync's nodes run unlimited (steady 0 too); only the bootstrap rate is set here
     flags = [*registry_quota(count), "--import-rate-bootstrap", str(rate)]
     load_before = os.getloadavg()[0]
     target = Node(f"b{index}", "127.0.0.62", workdir, join=origin.bind, extra=flags)
@@ -82,9 +83,9 @@ def run_budget(
     idle = [(t, c) for t, c in samples if c == 0][-1:]  # the last sample before any write
     started = (idle or writing)[0][0]  # the first write came after it (<= 50 ms late)
     rates = window_rates(idle + writing)
-    # the bucket starts full at the steady rate and keeps those tokens when the bootstrap
-    # rate takes over (at most one second of the bootstrap rate)
-    burst = min(rate, STEADY_DEFAULT) * BURST_SECONDS if rate else 0.0
+    # the bucket starts full at the steady rate (unlimited here: one token) and keeps
+    # those tokens when the bootstrap rate takes over
+    burst = 1.0 if rate else 0.0
     budget = status["importer"]["budget"]
     return {
         "budget_per_s": rate,
