@@ -36,6 +36,7 @@ from tests.support.adapters import (
     expect_bad_list,
     expect_oversized,
     expect_unavailable,
+    started,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -123,12 +124,8 @@ def make_adapter(kind: str, server: RegistryServer, **settings: Any) -> Adapter:
 
 @pytest.fixture(params=["servicecomb", "embedded"])
 async def adapter(request: pytest.FixtureRequest, server: RegistryServer) -> AsyncIterator[Adapter]:
-    adp = make_adapter(request.param, server)
-    await adp.start()
-    try:
+    async with started(make_adapter(request.param, server)) as adp:
         yield adp
-    finally:
-        await adp.close()
 
 
 # -- services and instances ---------------------------------------------------------------
