@@ -22,7 +22,7 @@ import pytest
 
 from pysyncer.procs import ownership, split_evenly
 from tests.conftest import require_program
-from tests.support.etcd import EtcdServer, etcd_server
+from tests.support.etcd import EtcdServer, etcd_server, unique_prefix
 from tests.support.sync import (
     Cluster,
     RegistryClient,
@@ -71,7 +71,7 @@ def two_data_centers(
 def test_three_syncers_share_a_data_center_and_survive_a_kill(
     cluster: Cluster, etcd_server: EtcdServer
 ) -> None:
-    store = f"etcd://{etcd_server.endpoint}?prefix=/pysyncer-test/{uuid.uuid4().hex[:8]}/"
+    store = f"etcd://{etcd_server.endpoint}?prefix={unique_prefix()}"
     registry_b, a, b = two_data_centers(cluster, "s", "registry-b", 7, store, 3)
 
     services = [a.client.create_service("shop", f"svc-{k}") for k in range(SERVICES)]
