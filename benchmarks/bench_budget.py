@@ -66,10 +66,13 @@ def run_budget(
 
         def converged() -> bool:
             nonlocal held
+            asked = time.monotonic()
             status = target.status()
             if not status:
                 return False
-            now = time.monotonic()
+            # read somewhere between the request and the answer: the midpoint (a loaded
+            # machine's late answers would otherwise squeeze the windows)
+            now = (asked + time.monotonic()) / 2
             samples.append((now, int(status["importer"]["registered"])))
             held = sum(int(link["copies"]) for link in status["remote"].values())
             return held >= count
