@@ -2,7 +2,8 @@
 
 Owns building these pieces in order from :class:`~pysyncer.sync.settings.SyncSettings`,
 wiring them to the pool through the small :class:`~pysyncer.sync.membership.Membership`
-protocol (remote syncers from member tags, "new revision" user events), reporting their
+protocol (remote syncers found by :mod:`pysyncer.sync.discovery`, "new revision" user
+events, the ``export`` tag), reporting their
 status, and stopping them in reverse order. With no registry URL it follows the
 registry the daemon runs in process (a :class:`LocalRegistry`: the embedded service
 center, which the daemon starts and stops). Must not import the configuration, the
@@ -12,9 +13,7 @@ daemon, the Serf class or the service center.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
-import ipaddress
 import json
 import logging
 import time
@@ -26,12 +25,9 @@ from pysyncer.adapters.base import Adapter
 from pysyncer.admin.payloads import DiffAnswer, DryRunAnswer, SyncStatus
 from pysyncer.errors import ConfigError, PysyncerError
 from pysyncer.gossip.lamport import UserEvent
-from pysyncer.gossip.serf import EventType, MemberEvent, MemberStatus, SerfEvent
-from pysyncer.hostport import format_host_port, parse_host_port
+from pysyncer.gossip.serf import EventType, MemberEvent, SerfEvent
 from pysyncer.model import Instance, Record, is_copy
 from pysyncer.redact import redact
-from pysyncer.rpc.client import SyncClient
-from pysyncer.rpc.identity import IdentityError, check_names, dns_name
 from pysyncer.rpc.listing import Listing, listed_limit
 from pysyncer.rpc.server import SyncServer
 from pysyncer.rpc.tls import TlsFiles
@@ -40,10 +36,11 @@ from pysyncer.store.base import Coordinator, Store, StoreHealth
 from pysyncer.supervisor import tolerate
 from pysyncer.sync import diff as sync_diff
 from pysyncer.sync import tags as sync_tags
+from pysyncer.sync.discovery import SyncerDiscovery
 from pysyncer.sync.dryrun import dry_run
 from pysyncer.sync.exporter import Exporter, ExporterStats
 from pysyncer.sync.importer import Importer, ImporterStats
-from pysyncer.sync.membership import Membership, PoolMember
+from pysyncer.sync.membership import Membership
 from pysyncer.sync.ownership import OwnershipStats, SlotOwnership
 from pysyncer.sync.peers import Peers, RemoteSyncer
 from pysyncer.sync.settings import SyncSettings
@@ -104,6 +101,7 @@ class SyncEngine:
         self.settings = settings
         self.tls = tls  # mutual TLS of the sync RPC, both ways (None: plaintext)
         self.membership = membership
+        self.discovery = SyncerDiscovery(settings.dc, membership, tls)  # whom to follow
         self.local_registry = local_registry  # started and closed by the daemon
         self.adapter: Adapter | None = None
         self.store: Store | None = None
@@ -115,7 +113,6 @@ class SyncEngine:
         self._last_announce = 0.0
         self._unsubscribe: Callable[[], None] | None = None
         self.unused_rules: list[str] = []
-        self._incompatible: set[tuple[str, str]] = set()  # (member, sync_proto) warned about
         self.started = False  # start() completed: registry adapter and store are up
         self._background: set[asyncio.Task[None]] = set()  # full syncs under way
 
@@ -192,10 +189,10 @@ class SyncEngine:
         self.rpc.source = self.exporter
         self.peers = Peers(
             config.dc,
-            self.remote_syncers,
+            self.discovery.remote_syncers,
             self.importer,
             self.store,
-            self._client,
+            self.discovery.client,
             anti_entropy_interval=config.anti_entropy_interval,
             origin_grace=config.origin_grace,
             origin_policy=config.origin_policy,
@@ -334,80 +331,6 @@ class SyncEngine:
 
     # -- gossip wiring -------------------------------------------------------------------
 
-    def remote_syncers(self) -> list[RemoteSyncer]:
-        """Live, exporting syncers of other data centers that speak our sync protocol."""
-        found = []
-        for member in self.membership.members():
-            tags = member.tags
-            if member.status != MemberStatus.ALIVE or not sync_tags.is_syncer(tags):
-                continue
-            dc = tags.get(sync_tags.DC, "")
-            if not dc or dc == self.settings.dc or sync_tags.RPC_ADDR not in tags:
-                continue
-            if not sync_tags.is_exporting(tags):  # a follower of a scaled-out data center
-                continue
-            if not self._speaks_our_protocol(member):
-                continue
-            try:
-                rpc = parse_host_port(tags[sync_tags.RPC_ADDR])
-            except ValueError:
-                continue
-            host = rpc.host
-            with contextlib.suppress(ValueError):
-                if ipaddress.ip_address(host).is_unspecified:
-                    host = member.addr  # bound to a wildcard: reach it where it gossips
-            if self.tls is not None and not self._nameable(member.name, dc):
-                continue
-            found.append(
-                RemoteSyncer(
-                    member.name,
-                    dc,
-                    format_host_port(host, rpc.port),
-                    tags.get(sync_tags.GROUP, ""),
-                )
-            )
-        return found
-
-    def _client(self, syncer: RemoteSyncer) -> SyncClient:
-        """A client of ``syncer``; with TLS the handshake must find its data center and
-        node in its certificate (``<node>.<dc>.pysyncer``)."""
-        if self.tls is None:
-            return SyncClient(syncer.rpc_target, dc=syncer.dc)
-        return SyncClient(
-            syncer.rpc_target,
-            tls=self.tls,
-            dc=syncer.dc,
-            server_name=dns_name(syncer.dc, syncer.node),
-        )
-
-    def _nameable(self, node: str, dc: str) -> bool:
-        """False (warned about once) for a syncer no certificate can name."""
-        try:
-            check_names(dc, node)
-        except IdentityError as exc:
-            if (node, dc) not in self._incompatible:
-                self._incompatible.add((node, dc))
-                log.warning("not following syncer %s of data center %s: %s", node, dc, exc)
-            return False
-        return True
-
-    def _speaks_our_protocol(self, member: PoolMember) -> bool:
-        """False for a syncer of another sync protocol version: warned about once."""
-        if sync_tags.speaks_sync_protocol(member.tags):
-            return True
-        version = member.tags.get(sync_tags.SYNC_PROTO, "")
-        if (member.name, version) not in self._incompatible:
-            self._incompatible.add((member.name, version))
-            log.warning(
-                "not following syncer %s of data center %s: it speaks sync protocol %s, "
-                "this syncer speaks %d",
-                member.name,
-                member.tags.get(sync_tags.DC, "?"),
-                repr(version) if version else "(none advertised)",
-                sync_tags.SYNC_PROTOCOL_VERSION,
-            )
-        return False
-
     def _announce(self, revision: int) -> None:
         now = time.monotonic()
         if now - self._last_announce < ANNOUNCE_INTERVAL:
@@ -459,7 +382,7 @@ class SyncEngine:
         sync RPC), each cut at ``limit`` instances and bounded in time."""
         config = self.settings
         chosen: dict[str, RemoteSyncer] = {}
-        for syncer in self.remote_syncers():
+        for syncer in self.discovery.remote_syncers():
             followed = self.peers.links.get(syncer.dc) if self.peers else None
             if syncer.dc not in chosen or (followed and followed.status.syncer == syncer.node):
                 chosen[syncer.dc] = syncer
@@ -472,7 +395,7 @@ class SyncEngine:
 
         def remote(syncer: RemoteSyncer) -> Any:
             async def call() -> Listing:
-                client = self._client(syncer)
+                client = self.discovery.client(syncer)
                 try:
                     return await client.list_service(
                         name, limit=limit, timeout=sync_diff.DIFF_TIMEOUT

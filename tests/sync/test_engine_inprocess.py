@@ -214,9 +214,9 @@ async def test_a_syncer_of_another_sync_protocol_is_not_followed(
         pool.put("new", future, EventType.MEMBER_JOIN)
         pool.put("old", {**absent, sync_tags.DC: "dc-old"}, EventType.MEMBER_JOIN)
         pool.put("same", {**current, sync_tags.DC: "dc-same"}, EventType.MEMBER_JOIN)
-        with caplog.at_level(logging.WARNING, logger="pysyncer.sync.engine"):
-            followed = {s.dc for s in engine.remote_syncers()}
-            engine.remote_syncers()  # asked again: no second warning
+        with caplog.at_level(logging.WARNING, logger="pysyncer.sync.discovery"):
+            followed = {s.dc for s in engine.discovery.remote_syncers()}
+            engine.discovery.remote_syncers()  # asked again: no second warning
         assert followed == {"dc-same"}
         warnings = [r.getMessage() for r in caplog.records if "not following" in r.getMessage()]
         assert len(warnings) == 2
