@@ -341,6 +341,17 @@ class Store(Protocol):
         """Forget a remote data center's cursor (its mapping entries are kept)."""
         ...
 
+    # -- trust of remote data centers ----------------------------------------------------
+
+    async def trusted_groups(self) -> dict[str, str]:
+        """The ownership group followed for each remote data center (``peer dc -> group``,
+        see :mod:`pysyncer.sync.trust`), as recorded by :meth:`set_trusted_group`."""
+        ...
+
+    async def set_trusted_group(self, peer_dc: str, group: str | None) -> None:
+        """Record the group followed for ``peer_dc``; None forgets it."""
+        ...
+
     async def apply_batch(
         self,
         peer_dc: str,

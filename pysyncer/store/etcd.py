@@ -71,6 +71,7 @@ from pysyncer.store.etcd_layout import (
     encode_cursor,
     encode_mapping,
     encode_meta,
+    encode_trust,
 )
 from pysyncer.store.etcd_mirror import Mirror, Mutation
 from pysyncer.store.etcd_spool import Recovery, WriteSpool, spool_path
@@ -450,6 +451,17 @@ class EtcdStore:
         final.pop(cursor_key, None)
         mutations = [*final.values(), (cursor_key, encode_cursor(cursor, epoch), None)]
         await self._submit(Write(fence, len(mutations), mutations))
+
+    # -- trust of remote data centers ----------------------------------------------------
+
+    async def trusted_groups(self) -> dict[str, str]:
+        self._check_open()
+        return dict(self._mirror.trusted)
+
+    async def set_trusted_group(self, peer_dc: str, group: str | None) -> None:
+        key = self._layout.trust(peer_dc)
+        value = None if group is None else encode_trust(group)
+        await self._submit(Write(None, 1, [(key, value, None)]))
 
     # -- change log and exported state ---------------------------------------------------
 

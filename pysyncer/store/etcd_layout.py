@@ -52,6 +52,7 @@ __all__ = [
     "decode_member",
     "decode_meta",
     "decode_slot_table",
+    "decode_trust",
     "encode_counter",
     "encode_cursor",
     "encode_epoch",
@@ -61,6 +62,7 @@ __all__ = [
     "encode_member",
     "encode_meta",
     "encode_slot_table",
+    "encode_trust",
     "prefix_end",
     "render_markdown",
 ]
@@ -80,6 +82,7 @@ class Kind(enum.Enum):
     EXPORTED = "exported"
     MAPPING = "mapping"
     CURSOR = "cursor"
+    TRUST = "trust"
     MEMBER = "member"
     SLOT_TABLE = "slot_table"
     SLOT_EPOCH = "slot_epoch"
@@ -110,6 +113,7 @@ _NAMED_KEYS: dict[Kind, tuple[str, tuple[str, ...]]] = {
     Kind.EXPORTED: ("exp/", ("service text", "instance id")),
     Kind.MAPPING: ("map/", ("origin dc", "origin instance id")),
     Kind.CURSOR: ("cur/", ("member", "peer dc")),
+    Kind.TRUST: ("trust/", ("peer dc",)),
     Kind.MEMBER: ("members/", ("node",)),
 }
 """Key families: the head under the prefix and the escaped names after it."""
@@ -164,6 +168,11 @@ KEY_TABLE: tuple[KeyRow, ...] = (
         Kind.CURSOR,
         "`[revision, epoch]`",
         "`apply_batch`, `set_cursor`, `delete_cursor` of that member",
+    ),
+    KeyRow(
+        Kind.TRUST,
+        "`[ownership group]` followed for that data center (shared by the members)",
+        "`set_trusted_group` when a link establishes or forgets a group",
     ),
     KeyRow(
         Kind.MEMBER,
@@ -225,6 +234,7 @@ class Layout:
         self.exported_prefix = heads[Kind.EXPORTED]
         self.mapping_prefix = heads[Kind.MAPPING]
         self.cursor_prefix = heads[Kind.CURSOR]
+        self.trust_prefix = heads[Kind.TRUST]
         self.member_prefix = heads[Kind.MEMBER]
 
     def log(self, revision: int) -> bytes:
@@ -238,6 +248,9 @@ class Layout:
 
     def cursor(self, member: str, peer_dc: str) -> bytes:
         return self.cursor_prefix + f"{_q(member)}/{_q(peer_dc)}".encode()
+
+    def trust(self, peer_dc: str) -> bytes:
+        return self.trust_prefix + _q(peer_dc).encode()
 
     def member(self, node: str) -> bytes:
         return self.member_prefix + _q(node).encode()
@@ -363,6 +376,15 @@ def encode_cursor(revision: int, epoch: str) -> bytes:
 def decode_cursor(peer_dc: str, value: bytes) -> PeerCursor:
     revision, epoch = _unpack(value, f"cursor of {peer_dc}", 2)
     return PeerCursor(peer_dc, int(revision), str(epoch))
+
+
+def encode_trust(group: str) -> bytes:
+    return _pack(group)
+
+
+def decode_trust(peer_dc: str, value: bytes) -> str:
+    (group,) = _unpack(value, f"trusted group of {peer_dc}", 1)
+    return str(group)
 
 
 def encode_member(info: dict[str, str]) -> bytes:

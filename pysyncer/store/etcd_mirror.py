@@ -2,7 +2,8 @@
 
 Owns :class:`Mirror`, from which every read of the etcd store's Store protocol is
 answered without a round trip: the change log, the exported state and the mapping table
-(with their per-slot indexes), this member's peer cursors, the log epoch and counter,
+(with their per-slot indexes), this member's peer cursors, the groups trusted for remote
+data centers, the log epoch and counter,
 and per key the ``mod_revision`` it was last seen at, so a late watch event never undoes
 a newer write. :meth:`Mirror.load` fills it page by page at one etcd revision; the watch
 (:mod:`pysyncer.store.etcd_watch`) and the write queue (:mod:`pysyncer.store.etcd_writes`)
@@ -24,6 +25,7 @@ from pysyncer.store.etcd_layout import (
     decode_log,
     decode_mapping,
     decode_meta,
+    decode_trust,
     prefix_end,
 )
 
@@ -62,6 +64,7 @@ class Mirror:
         self.mappings_by_slot: dict[int, dict[MappingKey, MappingEntry]] = {}
         self._sorted_ids: dict[str, list[str]] = {}
         self.cursors: dict[str, PeerCursor] = {}
+        self.trusted: dict[str, str] = {}  # peer dc -> ownership group followed
         self.revs: dict[bytes, int] = {}
         self.tombs: dict[bytes, int] = {}
         self.pending: dict[bytes, int] = {}
@@ -193,6 +196,12 @@ class Mirror:
                 self.cursors.pop(peer_dc, None)
             else:
                 self.cursors[peer_dc] = decode_cursor(peer_dc, value)
+        elif kind is Kind.TRUST:
+            (peer_dc,) = parsed.parts
+            if value is None:
+                self.trusted.pop(peer_dc, None)
+            else:
+                self.trusted[peer_dc] = decode_trust(peer_dc, value)
         elif kind is Kind.COUNTER:
             if value is not None:
                 self.log_last = max(self.log_last, decode_counter(value)[0])

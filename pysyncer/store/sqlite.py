@@ -397,6 +397,29 @@ class SqliteStore:
         with transaction(self._db) as conn:
             conn.execute("DELETE FROM cursors WHERE peer_dc = ?", (peer_dc,))
 
+    # -- trust of remote data centers ----------------------------------------------------
+
+    async def trusted_groups(self) -> dict[str, str]:
+        return await self._call(self._trusted_groups)
+
+    def _trusted_groups(self) -> dict[str, str]:
+        rows = self._db.execute("SELECT peer_dc, ownership_group FROM trusted_groups")
+        return {str(dc): str(group) for dc, group in rows}
+
+    async def set_trusted_group(self, peer_dc: str, group: str | None) -> None:
+        await self._call(self._set_trusted_group, peer_dc, group)
+
+    def _set_trusted_group(self, peer_dc: str, group: str | None) -> None:
+        with transaction(self._db) as conn:
+            if group is None:
+                conn.execute("DELETE FROM trusted_groups WHERE peer_dc = ?", (peer_dc,))
+            else:
+                conn.execute(
+                    "INSERT OR REPLACE INTO trusted_groups (peer_dc, ownership_group) "
+                    "VALUES (?, ?)",
+                    (peer_dc, group),
+                )
+
     async def apply_batch(
         self,
         peer_dc: str,

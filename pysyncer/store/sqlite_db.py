@@ -36,7 +36,7 @@ __all__ = [
     "unlock_file",
 ]
 
-SCHEMA_VERSION: int = 1
+SCHEMA_VERSION: int = 2
 """Version of the schema this code writes; :func:`open_database` migrates older ones."""
 
 _SCHEMA_V1 = """
@@ -84,7 +84,14 @@ CREATE TABLE log_state (
 """
 
 # Migrations: _MIGRATIONS[v] turns schema v into v + 1 (inside the open transaction).
-_MIGRATIONS: dict[int, str] = {}
+_MIGRATIONS: dict[int, str] = {
+    1: """
+CREATE TABLE trusted_groups (
+    peer_dc TEXT PRIMARY KEY,
+    ownership_group TEXT NOT NULL
+) WITHOUT ROWID
+""",
+}
 
 # SQLite primary result codes (extended code & 0xff).
 _SQLITE_BUSY = 5

@@ -433,6 +433,7 @@ class Peers:
         self._last_seen: dict[str, float] = {}
         self._live: set[str] = set()
         self.trust = TrustBook(forget_after=origin_grace)
+        self._recorded_trust: dict[str, str] | None = None  # as the store has it; None: unread
         self._task: Supervised | None = None
         self._rescan = asyncio.Event()
         self._restoring: dict[str, asyncio.Task[None]] = {}  # renew, then repair: a dc back
@@ -471,16 +472,35 @@ class Peers:
         self._rescan.set()
 
     async def _scan_loop(self) -> None:
+        if self._recorded_trust is None:  # before any link: trust what was trusted before
+            self._recorded_trust = await self._store.trusted_groups()
+            self.trust.restore(self._recorded_trust)
         while True:
             self._rescan.clear()
             try:
                 await self.scan()
+                await self._record_trust(self._recorded_trust)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 tolerate("peer-scan", exc, level=logging.ERROR, trace=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._rescan.wait(), self._scan_interval)
+
+    def _followed(self, syncer: RemoteSyncer) -> None:
+        self.trust.followed(syncer)
+        self.nudge()  # a group just established goes to the store now
+
+    async def _record_trust(self, recorded: dict[str, str]) -> None:
+        """Write the groups established or forgotten since the last time to the store."""
+        groups = self.trust.groups()
+        for dc in sorted(recorded.keys() - groups.keys()):
+            await self._store.set_trusted_group(dc, None)
+            del recorded[dc]
+        for dc, group in sorted(groups.items()):
+            if recorded.get(dc) != group:
+                await self._store.set_trusted_group(dc, group)
+                recorded[dc] = group
 
     async def scan(self) -> None:
         now = time.monotonic()
@@ -503,7 +523,7 @@ class Peers:
                     self._store,
                     self._client_factory,
                     anti_entropy_interval=self._anti_entropy_interval,
-                    on_followed=self.trust.followed,
+                    on_followed=self._followed,
                 )
                 self.links[dc] = link
                 link.start()

@@ -17,6 +17,12 @@ for ``<node>.<dc>.pysyncer``) becomes the *established* group. From then on:
   origin grace), the group is forgotten with a WARNING and the next syncer followed
   establishes a new one: a data center really moved to new syncers.
 
+The established groups outlive a restart: :class:`~pysyncer.sync.peers.Peers` records
+them in the store (:meth:`~pysyncer.store.base.Store.set_trusted_group`) and gives them
+back with :meth:`TrustBook.restore` before its first link, so a restarted syncer does not
+trust whichever claimant it hears first (a restored group's ``forget_after`` counts from
+the restart).
+
 Pure bookkeeping over :class:`~pysyncer.sync.peers.RemoteSyncer`-like values; no network,
 no store. Must not import gossip or the RPC layer.
 """
@@ -26,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from pysyncer.admin.payloads import IdentityStatus
@@ -77,6 +83,17 @@ class TrustBook:
 
     def established(self, dc: str) -> str | None:
         return self._established.get(dc)
+
+    def groups(self) -> dict[str, str]:
+        """The established group of every remote data center (``dc -> group``)."""
+        return dict(self._established)
+
+    def restore(self, groups: Mapping[str, str]) -> None:
+        """Take back groups established before a restart (as :meth:`groups` gave them)."""
+        now = self._clock()
+        for dc, group in groups.items():
+            self._established[dc] = group
+            self._established_seen[dc] = now
 
     def followable(self, dc: str, claims: Sequence[Claim]) -> list[Claim]:
         """The syncers of ``claims`` (all claiming ``dc``) a link may follow; raises the

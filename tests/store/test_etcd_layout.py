@@ -40,6 +40,7 @@ def test_table_lists_every_kind_once_and_its_keys_parse_back() -> None:
         Kind.EXPORTED: layout.exported("app/svc", "id"),
         Kind.MAPPING: layout.mapping("dc", "id"),
         Kind.CURSOR: layout.cursor("node", "dc"),
+        Kind.TRUST: layout.trust("dc/b"),
         Kind.MEMBER: layout.member("node"),
         Kind.SLOT_TABLE: layout.slot_table,
         Kind.SLOT_EPOCH: layout.slot_epoch,

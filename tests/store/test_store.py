@@ -172,6 +172,33 @@ async def test_cursors(store: Store) -> None:
         await store.apply_batch("dc-a", [], [], -1)
 
 
+async def test_trusted_groups(store: Store) -> None:
+    assert await store.trusted_groups() == {}
+    await store.set_trusted_group("dc-b", "node:b1")
+    await store.set_trusted_group("dc-c", "etcd:0123456789abcdef")
+    await store.set_trusted_group("dc-b", "node:b2")  # a data center that moved
+    await store.set_trusted_group("dc-c", None)
+    await store.set_trusted_group("dc-d", None)  # nothing to forget: no error
+    assert await store.trusted_groups() == {"dc-b": "node:b2"}
+
+
+@pytest.mark.parametrize("backend", ["embedded", "etcd"])
+async def test_trusted_groups_survive_a_restart(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    def opened(member: str) -> Store:
+        if backend == "embedded":
+            return SqliteStore(tmp_path / "store.db", durable=False)
+        server: EtcdServer = request.getfixturevalue("etcd_server")
+        return EtcdStore(server.endpoint, prefix=prefix, member=member)
+
+    prefix = unique_prefix()
+    async with opened("node-1") as first:
+        await first.set_trusted_group("dc-b", "node:b1")
+    async with opened("node-2") as second:  # (etcd: shared by the data center's members)
+        assert await second.trusted_groups() == {"dc-b": "node:b1"}
+
+
 async def test_list_count_delete_by_origin(store: Store) -> None:
     await store.put_mappings([entry(i, "dc-x") for i in range(30)])
     await store.put_mappings([entry(i, "dc-y") for i in range(12)])
@@ -431,6 +458,24 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(StoreError, match="newer"):
         await SqliteStore(path).open()
+
+
+async def test_a_version_1_schema_is_migrated_and_keeps_its_data(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    async with SqliteStore(path) as db:
+        await db.set_cursor("dc-b", 7, "eb")
+    with sqlite3.connect(path) as conn:  # as a pysyncer before trusted groups left it
+        conn.execute("DROP TABLE trusted_groups")
+        conn.execute("UPDATE schema_version SET version = 1")
+    conn.close()
+    async with SqliteStore(path) as db:
+        assert await db.get_cursor("dc-b") == PeerCursor("dc-b", 7, "eb")
+        await db.set_trusted_group("dc-b", "node:b1")
+        assert await db.trusted_groups() == {"dc-b": "node:b1"}
+        version = await db.run_in_worker(
+            lambda c: c.execute("SELECT version FROM schema_version").fetchone()[0]
+        )
+        assert version == SCHEMA_VERSION == 2
 
 
 async def test_undecodable_row_is_reported_corrupt(tmp_path: Path) -> None:
