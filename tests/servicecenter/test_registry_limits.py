@@ -21,6 +21,9 @@ import aiohttp
 import pytest
 
 from pysyncer.servicecenter import EmbeddedRegistry, RegistryServer, ServiceCenterSettings
+from tests.support.servicecenter import request_json, session
+
+__all__ = ["session"]  # the fixture
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -47,12 +50,6 @@ async def server() -> AsyncIterator[RegistryServer]:
         yield running
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
 async def call(
     session: aiohttp.ClientSession,
     url: str,
@@ -62,10 +59,7 @@ async def call(
     *,
     domain: str = "default",
 ) -> tuple[int, Any]:
-    headers = {"x-domain-name": domain}
-    async with session.request(method, url + path, json=body, headers=headers) as response:
-        raw = await response.read()
-        return response.status, (json.loads(raw) if raw else None)
+    return await request_json(session, method, url + path, body, {"x-domain-name": domain})
 
 
 def error_code(status: int, body: Any) -> tuple[int, str]:

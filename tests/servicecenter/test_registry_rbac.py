@@ -31,6 +31,9 @@ from pysyncer.servicecenter import (
     load_rbac,
 )
 from pysyncer.servicecenter.rbac import Account, verify_password
+from tests.support.servicecenter import request_json, session
+
+__all__ = ["session"]  # the fixture
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -86,12 +89,6 @@ async def server(rbac_path: Path) -> AsyncIterator[RegistryServer]:
         yield running
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client:
-        yield client
-
-
 async def call(
     session: aiohttp.ClientSession,
     url: str,
@@ -107,9 +104,7 @@ async def call(
         headers["Authorization"] = f"Bearer {token}"
     if authorization is not None:
         headers["Authorization"] = authorization
-    async with session.request(method, url + path, json=body, headers=headers) as response:
-        raw = await response.read()
-        return response.status, (json.loads(raw) if raw else None)
+    return await request_json(session, method, url + path, body, headers)
 
 
 async def login(session: aiohttp.ClientSession, url: str, name: str) -> str:
