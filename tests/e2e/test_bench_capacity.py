@@ -1,0 +1,86 @@
+"""Smoke runs of the capacity benchmarks at tiny sizes, so they do not rot.
+
+``benchmarks.bench_cost`` (one importing syncer, K remote data centers, churn) and
+``benchmarks.bench_mesh`` (a full mesh, propagation, anti-entropy rounds) run as
+``python -m`` does, with ``--json``; the checks are about what the runs did (copies
+arrived, changes applied, slots pulled), never about how fast. Every process the
+benchmarks start is stopped by them; each run is bounded by a subprocess timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_benchmark(name: str, *args: str, timeout: float = 240) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{name}", *args, "--json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    report: dict[str, Any] = json.loads(out.stdout)
+    assert all(isinstance(v, (int, float, str)) for v in report.values()), "not flat"
+    return report
+
+
+def test_bench_cost_measures_each_pool_and_fits_a_line() -> None:
+    if shutil.which("ss") is None:
+        pytest.skip("ss (iproute2) is not installed: the wire bytes are read with it")
+    report = run_benchmark(
+        "bench_cost", "--remotes", "1,2", "--instances", "100", "--window", "3",
+        "--churn-per-min", "600",
+    )  # fmt: skip
+    for k in (1, 2):
+        assert report[f"k{k}_steady_changes"] == 0
+        assert report[f"k{k}_churn_changes"] > 0
+        assert report[f"k{k}_churn_errors"] == 0
+        # every change made at a remote reached the local syncer as one or two records
+        assert report[f"k{k}_churn_applied"] >= report[f"k{k}_churn_changes"] - 2 * k
+        assert report[f"k{k}_churn_wire_bytes_per_s"] > report[f"k{k}_steady_wire_bytes_per_s"]
+        assert report[f"k{k}_churn_wire_connections"] >= k  # a gRPC link per remote at least
+        assert report[f"k{k}_steady_registry_rss_mib"] > 0  # the separate registry process
+    for key in ("cpu_share_per_remote", "rss_mib_per_remote", "wire_bytes_per_s_per_remote"):
+        assert isinstance(report[f"churn_{key}"], float)
+
+
+def test_bench_mesh_propagates_everywhere_and_pulls_only_changed_slots() -> None:
+    if shutil.which("ss") is None:
+        pytest.skip("ss (iproute2) is not installed: the wire bytes are read with it")
+    report = run_benchmark(
+        "bench_mesh", "--dcs", "3", "--instances", "200", "--changes", "20", "--rate", "50",
+        "--ae-slots", "0,5", "--ae-repeats", "1",
+    )  # fmt: skip
+    expected = 20 * 3 * 2
+    assert report["n3_copies_expected"] == expected
+    assert report["n3_visible_count"] == expected
+    assert report["n3_gone_count"] == expected
+    assert report["n3_ae0_slots_pulled"] == 0
+    assert report["n3_ae5_slots_pulled"] == 5
+    assert report["n3_ae5_records_pulled"] >= 5
+    assert report["n3_ae0_wire_bytes"] > 0  # the digest table still crosses the wire
+
+
+def test_bench_mesh_refuses_a_size_that_cannot_fit() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_mesh", "--dcs", "8", "--instances", "100000000"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2
+    assert "refused" in out.stderr
