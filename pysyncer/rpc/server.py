@@ -42,15 +42,16 @@ from pysyncer.model import Instance, Record
 from pysyncer.rpc import codec
 from pysyncer.rpc import sync_pb2 as pb
 from pysyncer.rpc import sync_pb2_grpc as pb_grpc
-from pysyncer.rpc.errors import PayloadError
+from pysyncer.rpc.errors import REFUSAL_METADATA, PayloadError
 from pysyncer.rpc.listing import listing_message
 from pysyncer.rpc.tls import TlsConfig, TlsFiles, peer_identity, server_credentials
 
-__all__ = ["ServerStats", "ServiceInspector", "SyncServer", "SyncSource"]
+__all__ = ["HEARTBEAT_INTERVAL", "ServerStats", "ServiceInspector", "SyncServer", "SyncSource"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BATCH = 1000  # records per Watch / PullRange batch when the client does not say
+HEARTBEAT_INTERVAL = 5.0  # seconds between the heartbeat batches of an idle Watch stream
 MAX_SLOTS_PER_CALL = codec.SLOT_COUNT
 SLOT_BATCH = 1000  # records per SlotBatch message
 MAX_OPEN_STREAMS = 128  # Watch + PullSlots streams at once: one per following peer, and repairs
@@ -187,7 +188,7 @@ class SyncServer:
         port: int = SYNC_PORT,
         *,
         tls: TlsConfig | TlsFiles | None = None,
-        heartbeat_interval: float = 5.0,
+        heartbeat_interval: float = HEARTBEAT_INTERVAL,
         max_message_bytes: int = codec.MAX_MESSAGE_BYTES,
         max_open_streams: int = MAX_OPEN_STREAMS,
     ) -> None:
@@ -257,9 +258,10 @@ class SyncServer:
     # -- handlers ------------------------------------------------------------------------
 
     async def _abort(self, context: Any, kind: str, code: grpc.StatusCode, message: str) -> None:
-        """Count the error by kind and end the call with ``code`` (raises)."""
+        """Count the error by kind and end the call with ``code`` (raises); the kind goes
+        to the client as trailing metadata (``errors.REFUSAL_METADATA``)."""
         self.stats.error(kind)
-        await context.abort(code, message)
+        await context.abort(code, message, trailing_metadata=((REFUSAL_METADATA, kind),))
 
     async def _authorize(self, context: Any) -> None:
         """With :class:`TlsFiles`: the client names a syncer, and this server's certificate

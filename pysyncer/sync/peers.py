@@ -29,6 +29,8 @@ from typing import Any, Protocol
 from pysyncer._core import digest as core_digest
 from pysyncer.admin.payloads import LinkState
 from pysyncer.errors import PysyncerError
+from pysyncer.rpc.errors import CallRefusedError, DeadlineExceededError
+from pysyncer.rpc.server import HEARTBEAT_INTERVAL
 from pysyncer.store.base import Store
 from pysyncer.supervisor import Supervised, spawn, tolerate
 from pysyncer.sync.importer import Importer
@@ -50,7 +52,14 @@ BACKOFF_MIN = 0.2
 REPAIR_BATCH = 2000  # records (plus one per slot) reconciled per store transaction
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, float("inf"))
 BACKOFF_MAX = 10.0
+# A peer that refused the call (CallRefusedError: it serves as many streams as it allows)
+# is asked again after at least this long, with jitter, whatever gossip says meanwhile.
+REFUSED_BACKOFF = 5.0
 READ_AHEAD = 64  # watch batches received ahead of the importer (the stream's own buffer)
+# An idle watch stream carries a heartbeat every HEARTBEAT_INTERVAL: silence for longer
+# means its connection is stalled (a partition; after the heal TCP's retransmission backoff
+# would hold it for seconds more, then the kernel's user timeout ends it): dial afresh.
+STREAM_SILENCE_MAX = 1.5 * HEARTBEAT_INTERVAL
 APPLY_MAX_RECORDS = 5000  # queued watch batches merged into one importer call, at most
 _END = object()  # the watch stream ended
 
@@ -160,6 +169,7 @@ class PeerLink:
         self._repair_now = asyncio.Event()
         self._task: Supervised | None = None
         self.synced = False  # the first sync from this data center (resume or repair) is done
+        self._heard_at = 0.0  # when the watch stream last delivered a batch (monotonic)
         self._remote_exported = 0  # what the followed syncer exports (its Health answer)
 
     def start(self) -> None:
@@ -192,10 +202,22 @@ class PeerLink:
             last = syncer.rpc_target
             self.status.syncer = syncer.node
             client = self._client_factory(syncer)
+            refused = False
             try:
                 await self._follow(client, syncer)
             except asyncio.CancelledError:
                 raise
+            except CallRefusedError as exc:  # it serves all it allows: wait, and longer
+                refused = True
+                self.status.error(type(exc).__name__)
+                log.warning(
+                    "link to %s (%s) refused, the peer is at its limit: %s (retrying in %.0f s)",
+                    self.dc,
+                    syncer.node,
+                    exc,
+                    max(delay, REFUSED_BACKOFF),
+                    extra={"dc": self.dc, "peer": syncer.node},
+                )
             except PysyncerError as exc:
                 self.status.error(type(exc).__name__)
                 log.info(
@@ -220,10 +242,14 @@ class PeerLink:
                 except Exception as exc:  # the link goes on with a new client
                     self.status.error("close")
                     log.info("link to %s: closing the client failed: %s", self.dc, exc)
-            if self.status.state == "streaming":  # it had been up: a fresh failure, so
-                delay = BACKOFF_MIN  # the backoff starts over (it never did: 10 s for good)
+            if self.status.state == "streaming" and not refused:  # it had been up: a fresh
+                delay = BACKOFF_MIN  # failure, so the backoff starts over
             self.status.state = "backoff"
-            await self._sleep(delay)
+            if refused:  # not cut short by signs of life: they say nothing of its load
+                delay = max(delay, REFUSED_BACKOFF)
+                await asyncio.sleep(self._rng.uniform(delay, 1.5 * delay))
+            else:
+                await self._sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX)
 
     async def _sleep(self, seconds: float) -> None:
@@ -252,8 +278,9 @@ class PeerLink:
         # transaction): the importer's fixed cost per call would otherwise bound the
         # rate of a link, and a burst of small batches would queue behind one another.
         queue: asyncio.Queue[Any] = asyncio.Queue(READ_AHEAD)
+        self._heard_at = time.monotonic()
         reader = asyncio.get_running_loop().create_task(
-            _read_stream(client.watch(revision, epoch), queue, self.status),
+            _read_stream(client.watch(revision, epoch), queue, self.status, self._heard),
             name=f"peer-{self.dc}-watch",
         )
         try:
@@ -316,27 +343,41 @@ class PeerLink:
             or self.dc in self._importer.needs_repair
         )
 
+    def _heard(self) -> None:
+        self._heard_at = time.monotonic()
+
     async def _next(self, queue: asyncio.Queue[Any], next_anti_entropy: float) -> Any:
         """The next batch of the stream, or None as soon as a repair is due.
 
         A quiet stream brings only a heartbeat now and then: a repair asked for (copies
-        lost, an origin back) or anti-entropy's time must not wait for one.
+        lost, an origin back) or anti-entropy's time must not wait for one. A stream
+        silent for longer than :data:`STREAM_SILENCE_MAX` raises DeadlineExceededError.
         """
         if not queue.empty():
             return queue.get_nowait()
+        silent_until = self._heard_at + STREAM_SILENCE_MAX
         getter = asyncio.ensure_future(queue.get())
         asked = asyncio.ensure_future(self._repair_now.wait())
         try:
             await asyncio.wait(
                 (getter, asked),
-                timeout=max(0.0, next_anti_entropy - time.monotonic()),
+                timeout=max(0.0, min(next_anti_entropy, silent_until) - time.monotonic()),
                 return_when=asyncio.FIRST_COMPLETED,
             )
         finally:
             asked.cancel()
             if not getter.done():
                 getter.cancel()
-        return getter.result() if getter.done() and not getter.cancelled() else None
+        if getter.done() and not getter.cancelled():
+            return getter.result()
+        silence = time.monotonic() - self._heard_at
+        if silence >= STREAM_SILENCE_MAX:  # a repair asked for runs once dialled again
+            raise DeadlineExceededError(
+                f"watch of {self.dc} silent for {silence:.1f} s (a heartbeat is due every "
+                f"{HEARTBEAT_INTERVAL:.0f} s): dialling afresh",
+                "DEADLINE_EXCEEDED",
+            )
+        return None
 
     def _record_lag(self, seconds: float) -> None:
         seconds = max(0.0, seconds)  # clocks of two hosts may disagree a little
@@ -577,10 +618,14 @@ class Peers:
             )
 
 
-async def _read_stream(stream: Any, queue: asyncio.Queue[Any], status: PeerStatus) -> None:
-    """Move a watch stream's batches into ``queue``, then ``_END`` or the error raised."""
+async def _read_stream(
+    stream: Any, queue: asyncio.Queue[Any], status: PeerStatus, heard: Callable[[], None]
+) -> None:
+    """Move a watch stream's batches into ``queue`` (``heard`` at each), then ``_END`` or
+    the error raised."""
     try:
         async for batch in stream:
+            heard()
             await queue.put(batch)
     except asyncio.CancelledError:
         raise

@@ -7,7 +7,10 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from pysyncer.errors import PysyncerError
+from pysyncer.sync import peers
 from pysyncer.sync.peers import BACKOFF_MIN, PeerLink, Peers, RemoteSyncer
 from pysyncer.sync.renewals import Renewals
 
@@ -136,7 +139,10 @@ async def test_a_link_that_had_been_streaming_reconnects_without_the_old_backoff
 class QuietClient:
     """A syncer whose watch stream stays open and silent (no batch, no heartbeat)."""
 
+    dialled = 0
+
     async def health(self) -> Any:
+        QuietClient.dialled += 1
         return Health()
 
     async def watch_forever(self) -> Any:
@@ -213,5 +219,21 @@ async def test_anti_entropy_runs_on_a_quiet_stream() -> None:
     link.start()
     try:
         assert await _until(lambda: link.repairs >= 3)
+    finally:
+        await link.close()
+
+
+async def test_a_silent_watch_stream_is_dialled_afresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Finding 11: after a partition the watch stream's connection stayed stalled in TCP's
+    retransmission backoff until the kernel's user timeout (10 s after the first unacked
+    segment) ended it; an idle stream carries a heartbeat every few seconds, so a stream
+    silent for longer is dropped and the link dials a new connection."""
+    monkeypatch.setattr(peers, "STREAM_SILENCE_MAX", 0.2)
+    QuietClient.dialled = 0
+    link = CountingRepairs(anti_entropy_interval=3600)
+    link.start()
+    try:
+        assert await _until(lambda: QuietClient.dialled >= 3)
+        assert link.status.errors.get("DeadlineExceededError", 0) >= 2
     finally:
         await link.close()
