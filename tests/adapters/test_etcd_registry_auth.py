@@ -19,7 +19,14 @@ from pysyncer.adapters import AdapterError, load_adapter
 from pysyncer.adapters.etcd import EtcdAdapter
 from pysyncer.model import Instance, ServiceKey
 from tests.support.etcd import TEST_PREFIX
-from tests.support.secure import Pki, SecureEtcd, pki, running_secure_etcd, secret_file
+from tests.support.secure import (
+    Pki,
+    SecureEtcd,
+    assert_login_refusal,
+    pki,
+    running_secure_etcd,
+    secret_file,
+)
 
 __all__ = ["pki"]  # the fixture
 
@@ -76,6 +83,4 @@ async def test_wrong_password_is_one_line(etcd: SecureEtcd, pki: Pki, tmp_path: 
     with pytest.raises(AdapterError) as caught:
         await adapter.start()
     await adapter.close()
-    message = str(caught.value)
-    assert "\n" not in message and wrong not in message
-    assert "adapter.password-file" in message and "UNAUTHENTICATED" in message
+    assert_login_refusal(caught.value, wrong, "adapter.password-file", "UNAUTHENTICATED")

@@ -23,7 +23,7 @@ from pysyncer.errors import ConfigError
 from pysyncer.model import Instance, ServiceKey
 from pysyncer.servicecenter import EmbeddedRegistry
 from pysyncer.servicecenter.app import build_app
-from tests.support.secure import secret_file
+from tests.support.secure import assert_login_refusal, secret_file
 
 ACCOUNT = ("sync-user", "Sync-Passw0rd!")
 
@@ -158,9 +158,7 @@ async def test_wrong_password_is_one_line_naming_the_settings(
     with pytest.raises(ServiceCombAuthError) as caught:
         await adapter.start()
     await adapter.close()
-    message = str(caught.value)
-    assert "\n" not in message and wrong not in message
-    assert "adapter.password-file" in message and "401202" in message
+    assert_login_refusal(caught.value, wrong, "adapter.password-file", "401202")
 
 
 async def test_without_login_the_server_refuses(front: RbacFront) -> None:

@@ -25,7 +25,14 @@ from pysyncer.store import StoreError, create_store, parse_store_url
 from pysyncer.store.etcd import EtcdStore
 from pysyncer.store.etcd_client import EtcdAuthError, EtcdClient, Op
 from tests.support.etcd import unique_prefix
-from tests.support.secure import Pki, SecureEtcd, pki, running_secure_etcd, secret_file
+from tests.support.secure import (
+    Pki,
+    SecureEtcd,
+    assert_login_refusal,
+    pki,
+    running_secure_etcd,
+    secret_file,
+)
 
 __all__ = ["pki"]  # the fixture
 
@@ -161,11 +168,9 @@ async def test_wrong_password_is_one_line_naming_the_setting(
     with pytest.raises(EtcdAuthError) as caught:
         async with opened(url):
             pass
-    message = str(caught.value)
-    assert "\n" not in message
-    assert "password_file" in message and "PYSYNCER_STORE_PASSWORD" in message
-    assert "'pysyncer'" in message
-    assert wrong not in message
+    assert_login_refusal(
+        caught.value, wrong, "password_file", "PYSYNCER_STORE_PASSWORD", "'pysyncer'"
+    )
 
 
 def test_user_without_password_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,8 @@ the Debian etcd binary on loopback with client-certificate TLS (``--client-cert-
 and/or auth enabled (a root user and a ``pysyncer`` user whose role may read and write
 :data:`tests.support.etcd.TEST_PREFIX`), stopped by the pid it started;
 :func:`running_secure_etcd` starts one and closes it. :func:`secret_file` writes a
-password file as an operator would. Used by the store, adapter and daemon credential tests.
+password file as an operator would; :func:`assert_login_refusal` checks the error a wrong
+one gives. Used by the store, adapter and daemon credential tests.
 """
 
 from __future__ import annotations
@@ -31,7 +32,15 @@ from pysyncer.procs import free_port, log_tail, spawn, stop_process
 from tests.conftest import require_program
 from tests.support.etcd import TEST_PREFIX
 
-__all__ = ["Pki", "SecureEtcd", "make_pki", "pki", "running_secure_etcd", "secret_file"]
+__all__ = [
+    "Pki",
+    "SecureEtcd",
+    "assert_login_refusal",
+    "make_pki",
+    "pki",
+    "running_secure_etcd",
+    "secret_file",
+]
 
 
 @dataclass(frozen=True)
@@ -146,6 +155,15 @@ def secret_file(directory: Path, text: str) -> str:
     path.write_text(text + "\n")
     path.chmod(0o600)
     return str(path)
+
+
+def assert_login_refusal(error: BaseException, password: str, *named: str) -> None:
+    """A refused login is told in one line that names each of ``named`` (the settings to
+    fix, the server's answer) and never the password that was tried."""
+    message = str(error)
+    assert "\n" not in message and password not in message, message
+    for part in named:
+        assert part in message, (part, message)
 
 
 class SecureEtcd:
