@@ -3,14 +3,16 @@
 Owns :data:`ROUTES` (method, path, handler, access level, request and answer payloads,
 one line of meaning), from which both the aiohttp application and the route table in
 ``docs/admin.md`` (:func:`render_markdown`) are built. Payload shapes live in
-:mod:`pysyncer.admin.payloads`, the access policy (token, Host and Origin checks) in
+:mod:`pysyncer.admin.payloads`, reading and checking request bodies in
+:mod:`pysyncer.admin.bodies`, the access policy (token, Host and Origin checks) in
 :mod:`pysyncer.admin.auth`. Every error is a JSON body ``{"error": "..."}`` with a
 4xx/5xx status; a bad request never raises out of a handler.
 
 Every request passes, in this order: ``Host`` names this server (else 421), ``Origin``
 absent or this server (else 403), the token when the route's level needs it (else 401),
 and a POST body typed ``application/json`` (else 415), read whole up to
-:data:`MAX_BODY_BYTES` (else 413) and nested at most :data:`MAX_JSON_DEPTH` deep.
+:data:`~pysyncer.admin.bodies.MAX_BODY_BYTES` (else 413) and nested at most
+:data:`~pysyncer.admin.bodies.MAX_JSON_DEPTH` deep.
 
 Keys (Serf's key rotation across the pool): ``GET /v1/keys`` lists the keys of every
 member by fingerprint (:func:`key_fingerprint`), never the keys; ``POST /v1/keys``
@@ -30,17 +32,18 @@ import functools
 import hashlib
 import time
 import typing
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, cast
+from typing import Literal, Protocol, cast
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from pysyncer.admin import bodies, stream, ui
 from pysyncer.admin import diff as inspect
-from pysyncer.admin import stream, ui
 from pysyncer.admin.auth import ACCESS_LEVELS, Access, AdminAuth
+from pysyncer.admin.bodies import KEY_OPERATIONS, MAX_BODY_BYTES
 from pysyncer.admin.monitor import MAX_MONITORS, LogMonitor, serve_monitor
 from pysyncer.admin.payloads import (
     MEMBER_STATUSES,
@@ -59,7 +62,6 @@ from pysyncer.admin.payloads import (
     Health,
     KeyAnswer,
     KeyFailure,
-    KeyOperation,
     KeyRequest,
     LeaveAnswer,
     Liveness,
@@ -71,12 +73,8 @@ from pysyncer.admin.payloads import (
     SyncStatus,
 )
 from pysyncer.gossip.keymanager import EncryptionDisabledError, KeyOperationError
-from pysyncer.httpbody import read_json_object
 
 __all__ = [
-    "KEY_OPERATIONS",
-    "MAX_BODY_BYTES",
-    "MAX_JSON_DEPTH",
     "ROUTES",
     "AdminBackend",
     "KeyBackend",
@@ -89,11 +87,7 @@ __all__ = [
     "render_markdown",
 ]
 
-MAX_BODY_BYTES = 64 * 1024
-MAX_JSON_DEPTH = 32  # every admin body is a flat object: deeper nesting is refused
 JSON_TYPE = "application/json"
-MAX_QUERY_TIMEOUT_MS = 5 * 60 * 1000
-KEY_OPERATIONS: tuple[KeyOperation, ...] = ("install", "use", "remove")
 
 
 class AdminBackend(Protocol):
@@ -151,70 +145,15 @@ class ProbeBackend(Protocol):
     def readiness(self) -> Readiness: ...
 
 
-NOT_RUNNING = "the sync engine is not running"
-
-
 def _error(status: int, message: str) -> web.Response:
     return web.json_response(ErrorAnswer(error=message), status=status)
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    """The whole body (413 over the limit) as a JSON object nested at most
-    :data:`MAX_JSON_DEPTH` deep; :class:`~pysyncer.httpbody.BodyError` (a ValueError)."""
-    return await read_json_object(request, max_depth=MAX_JSON_DEPTH)
-
-
-def _text_field(body: Mapping[str, Any], key: str, *, required: bool) -> str:
-    value = body.get(key)
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str) or (required and not value):
-        raise ValueError(
-            f"'{key}' must be a non-empty string" if required else f"'{key}' must be a string"
-        )
-    return value
-
-
-def _event_request(body: Mapping[str, Any]) -> EventRequest:
-    coalesce = body.get("coalesce", False)
-    if not isinstance(coalesce, bool):
-        raise ValueError("'coalesce' must be true or false")
-    return EventRequest(
-        name=_text_field(body, "name", required=True),
-        payload=_text_field(body, "payload", required=False),
-        coalesce=coalesce,
-    )
-
-
-def _query_request(body: Mapping[str, Any]) -> QueryRequest:
-    request = QueryRequest(
-        name=_text_field(body, "name", required=True),
-        payload=_text_field(body, "payload", required=False),
-    )
-    timeout_ms = body.get("timeout_ms")
-    if timeout_ms is not None:
-        if (
-            not isinstance(timeout_ms, int)
-            or isinstance(timeout_ms, bool)
-            or not 0 < timeout_ms <= MAX_QUERY_TIMEOUT_MS
-        ):
-            raise ValueError(f"'timeout_ms' must be an integer in 1..{MAX_QUERY_TIMEOUT_MS}")
-        request["timeout_ms"] = timeout_ms
-    return request
-
-
-def _force_leave_request(body: Mapping[str, Any]) -> ForceLeaveRequest:
-    prune = body.get("prune", False)
-    if not isinstance(prune, bool):
-        raise ValueError("'prune' must be true or false")
-    return ForceLeaveRequest(node=_text_field(body, "node", required=True), prune=prune)
-
-
-def _key_request(body: Mapping[str, Any]) -> KeyRequest:
-    op = _text_field(body, "op", required=True)
-    if op not in KEY_OPERATIONS:
-        raise ValueError(f"'op' must be one of {', '.join(KEY_OPERATIONS)}")
-    return KeyRequest(op=op, key=_text_field(body, "key", required=True))
+def _engine_answer(answer: SyncStatus | FullSyncAnswer | None) -> web.Response:
+    """A sync route's answer; None (no sync engine runs) is 503."""
+    if answer is None:
+        return _error(503, inspect.NOT_RUNNING)
+    return web.json_response(answer)
 
 
 def key_fingerprint(key: str) -> str:
@@ -307,7 +246,7 @@ class _Handlers:
         if lifecycle is None:
             return _error(501, "this server cannot force members out")
         try:
-            wanted = _force_leave_request(await _json_body(request))
+            wanted = bodies.force_leave_request(await bodies.json_body(request))
             prune = wanted.get("prune", False)
             lifecycle.force_leave(wanted["node"], prune)
         except ValueError as exc:
@@ -317,24 +256,26 @@ class _Handlers:
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response(self.backend.health())
 
-    async def live(self, request: web.Request) -> web.Response:
+    def _probe(self, name: Literal["liveness", "readiness"], passing: str) -> web.Response:
+        """A probe's answer: 200 when its status is ``passing``, else 503; 501 without
+        probes."""
         if self.probes is None:
-            return _error(501, "no liveness probe on this server")
-        answer = self.probes.liveness()
-        return web.json_response(answer, status=200 if answer["status"] == "live" else 503)
+            return _error(501, f"no {name} probe on this server")
+        answer = self.probes.liveness() if name == "liveness" else self.probes.readiness()
+        return web.json_response(answer, status=200 if answer["status"] == passing else 503)
+
+    async def live(self, request: web.Request) -> web.Response:
+        return self._probe("liveness", "live")
 
     async def ready(self, request: web.Request) -> web.Response:
-        if self.probes is None:
-            return _error(501, "no readiness probe on this server")
-        answer = self.probes.readiness()
-        return web.json_response(answer, status=200 if answer["status"] == "ready" else 503)
+        return self._probe("readiness", "ready")
 
     async def members(self, request: web.Request) -> web.Response:
         return web.json_response(MembersAnswer(members=list(self.backend.members())))
 
     async def post_event(self, request: web.Request) -> web.Response:
         try:
-            event = _event_request(await _json_body(request))
+            event = bodies.event_request(await bodies.json_body(request))
             payload = event.get("payload", "").encode()
             await self.backend.send_event(event["name"], payload, event.get("coalesce", False))
         except ValueError as exc:
@@ -352,7 +293,7 @@ class _Handlers:
 
     async def post_query(self, request: web.Request) -> web.Response:
         try:
-            query = _query_request(await _json_body(request))
+            query = bodies.query_request(await bodies.json_body(request))
             result = await self.backend.query(
                 query["name"], query.get("payload", "").encode(), query.get("timeout_ms")
             )
@@ -380,22 +321,19 @@ class _Handlers:
 
     async def post_keys(self, request: web.Request) -> web.Response:
         try:
-            key_request = _key_request(await _json_body(request))
+            key_request = bodies.key_request(await bodies.json_body(request))
         except ValueError as exc:
             return _error(400, str(exc))
         return await self._key_operation(key_request["op"], key_request["key"])
 
     async def sync_status(self, request: web.Request) -> web.Response:
-        status = self.sync.sync_status() if self.sync is not None else None
-        if status is None:
-            return _error(503, NOT_RUNNING)
-        return web.json_response(status)
+        return _engine_answer(self.sync.sync_status() if self.sync is not None else None)
 
     async def full_sync(self, request: web.Request) -> web.Response:
         remote = self.sync.full_sync() if self.sync is not None else None
-        if remote is None:
-            return _error(503, NOT_RUNNING)
-        return web.json_response(FullSyncAnswer(started=True, remote=list(remote)))
+        return _engine_answer(
+            FullSyncAnswer(started=True, remote=list(remote)) if remote is not None else None
+        )
 
     async def metrics(self, request: web.Request) -> web.Response:
         response = web.Response(body=generate_latest(self.registry))
@@ -460,7 +398,7 @@ ROUTES: tuple[Route, ...] = (
           answer=EventsAnswer),
     Route("POST", "/v1/queries", _Handlers.post_query, "token",
           "sends a query and waits for acks and responses "
-          f"(`timeout_ms` up to {MAX_QUERY_TIMEOUT_MS // 60_000} minutes)",
+          f"(`timeout_ms` up to {bodies.MAX_QUERY_TIMEOUT_MS // 60_000} minutes)",
           request=QueryRequest, answer=QueryAnswer),
     Route("GET", "/v1/keys", _Handlers.get_keys, "token",
           "the fingerprints of every member's gossip keys, never the keys "

@@ -9,7 +9,8 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter
 
-from pysyncer.admin.app import MAX_BODY_BYTES, ROUTES, build_app
+from pysyncer.admin.app import ROUTES, build_app
+from pysyncer.admin.bodies import MAX_BODY_BYTES
 from pysyncer.admin.payloads import (
     Coordinate,
     CoordinatesAnswer,

@@ -24,8 +24,9 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from pysyncer.admin.app import MAX_BODY_BYTES, MAX_JSON_DEPTH, ROUTES, Route, build_app
+from pysyncer.admin.app import ROUTES, Route, build_app
 from pysyncer.admin.auth import TOKEN_FILE_ENV, AdminAuth, read_token_file
+from pysyncer.admin.bodies import MAX_BODY_BYTES, MAX_JSON_DEPTH
 from pysyncer.admin.client import AdminClient, AdminUnavailableError, token_from_file
 from pysyncer.admin.payloads import (
     DiffAnswer,
