@@ -15,6 +15,7 @@ from __future__ import annotations
 from pysyncer.rpc.client import Health, SyncClient
 from pysyncer.rpc.codec import Digests, PeerBatch, SlotRecords
 from pysyncer.rpc.errors import (
+    CallRefusedError,
     DeadlineExceededError,
     OversizedPayloadError,
     PayloadError,
@@ -28,6 +29,7 @@ from pysyncer.rpc.server import ServerStats, SyncServer, SyncSource
 from pysyncer.rpc.tls import TlsConfig
 
 __all__ = [
+    "CallRefusedError",
     "DeadlineExceededError",
     "Digests",
     "Health",

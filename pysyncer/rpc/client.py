@@ -25,6 +25,7 @@ from pysyncer.rpc import sync_pb2 as pb
 from pysyncer.rpc import sync_pb2_grpc as pb_grpc
 from pysyncer.rpc.codec import Digests, PeerBatch, SlotRecords
 from pysyncer.rpc.errors import (
+    REFUSAL_METADATA,
     OversizedPayloadError,
     PayloadError,
     RequestRejectedError,
@@ -125,7 +126,10 @@ class SyncClient:
 
     def _error(self, exc: grpc.RpcError) -> Exception:
         code = exc.code()
-        return from_status(code.name if code is not None else "UNKNOWN", exc.details(), self.target)
+        trailing = exc.trailing_metadata() if isinstance(exc, aio.AioRpcError) else None
+        refusal = next((str(v) for k, v in trailing or () if k == REFUSAL_METADATA), "")
+        name = code.name if code is not None else "UNKNOWN"
+        return from_status(name, exc.details(), self.target, refusal)
 
     async def _unary(
         self, call: Callable[..., Awaitable[Any]], request: Any, timeout: float | None

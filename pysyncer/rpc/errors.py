@@ -4,6 +4,13 @@ Status codes of gRPC are mapped here, in one place (:func:`from_status`), so tha
 sync engine never sees a ``grpc`` exception: a peer that is down or unreachable raises
 :class:`UnavailableError` (a ``ConnectionError``), a deadline :class:`DeadlineExceededError`
 (a ``TimeoutError``), bad bytes :class:`PayloadError` (a ``ValueError``).
+
+``RESOURCE_EXHAUSTED`` means two things in gRPC: a message or slot past a size limit
+(:class:`OversizedPayloadError`: the same request fails again) and a peer that serves
+as many streams or calls as it allows (:class:`CallRefusedError`, a
+``ConnectionRefusedError``: try again after a backoff). A size refusal is told by gRPC's
+own words for it (:data:`SIZE_LIMIT_DETAIL`) or by the refusal kind a pysyncer server
+sends in the trailing metadata :data:`REFUSAL_METADATA` (:data:`SIZE_REFUSALS`).
 """
 
 from __future__ import annotations
@@ -11,6 +18,10 @@ from __future__ import annotations
 from pysyncer.errors import MalformedDataError, PysyncerError
 
 __all__ = [
+    "REFUSAL_METADATA",
+    "SIZE_LIMIT_DETAIL",
+    "SIZE_REFUSALS",
+    "CallRefusedError",
     "DeadlineExceededError",
     "OversizedPayloadError",
     "PayloadError",
@@ -21,6 +32,11 @@ __all__ = [
     "UnavailableError",
     "from_status",
 ]
+
+
+REFUSAL_METADATA = "pysyncer-refusal"  # trailing metadata: why a pysyncer server refused
+SIZE_REFUSALS = frozenset({"slot_too_large"})  # refusal kinds that are about size
+SIZE_LIMIT_DETAIL = "larger than max"  # gRPC's details for a message past a size limit
 
 
 class RpcError(PysyncerError):
@@ -41,6 +57,10 @@ class OversizedPayloadError(PayloadError):
 
 class UnavailableError(RpcError, ConnectionError):
     """The peer cannot be reached, refused the TLS handshake, or is shutting down."""
+
+
+class CallRefusedError(RpcError, ConnectionRefusedError):
+    """The peer refused the call for now: it serves as many streams or calls as it allows."""
 
 
 class DeadlineExceededError(RpcError, TimeoutError):
@@ -72,9 +92,12 @@ _BY_CODE: dict[str, type[RpcError]] = {
 }
 
 
-def from_status(code: str, details: str, target: str) -> PysyncerError:
-    """The pysyncer error for a gRPC status (by name) returned by ``target``."""
+def from_status(code: str, details: str, target: str, refusal: str = "") -> PysyncerError:
+    """The pysyncer error for a gRPC status (by name) returned by ``target``; ``refusal``
+    is the :data:`REFUSAL_METADATA` the call ended with, if any."""
     message = f"{target}: {code}: {details or 'no details'}"
     if code == "RESOURCE_EXHAUSTED":
-        return OversizedPayloadError(message)
+        if refusal in SIZE_REFUSALS or SIZE_LIMIT_DETAIL in (details or ""):
+            return OversizedPayloadError(message)
+        return CallRefusedError(message, code)
     return _BY_CODE.get(code, RemoteError)(message, code)

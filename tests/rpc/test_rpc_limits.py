@@ -30,7 +30,12 @@ from pysyncer.rpc import SyncClient, SyncServer, codec
 from pysyncer.rpc import server as rpc_server
 from pysyncer.rpc import sync_pb2 as pb
 from pysyncer.rpc import sync_pb2_grpc as pb_grpc
-from pysyncer.rpc.errors import OversizedPayloadError, PayloadError
+from pysyncer.rpc.errors import (
+    CallRefusedError,
+    OversizedPayloadError,
+    PayloadError,
+    from_status,
+)
 from pysyncer.sync.exporter import ExporterStats
 from pysyncer.sync.status import exporter_status
 from tests.support.gossip import wait_for
@@ -251,6 +256,50 @@ async def test_a_slot_past_the_cap_is_refused_by_the_server(
     assert server.stats.streams_open == 0
     # counted where /metrics reads it: pysyncer_sync_errors{part="exporter"}
     assert exporter_status(ExporterStats(), server.stats)["errors"]["rpc_slot_too_large"] == 1
+
+
+async def test_a_refused_stream_is_a_call_refused_error_and_a_large_slot_an_oversized_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slots = {SERVICE.slot: _records(SERVICE, 2500)}
+    async with (
+        SyncServer(IdleSource(slots), "127.0.0.1", 0, max_open_streams=1) as srv,
+        SyncClient(srv.address, dc=DC) as first,
+        SyncClient(srv.address, dc=DC) as second,
+    ):
+        served = first.watch()
+        waiting = asyncio.ensure_future(anext(served))
+        await wait_for(lambda: srv.stats.streams_open == 1, WAIT, "the first stream")
+        with pytest.raises(CallRefusedError, match="at most 1") as refused:
+            await anext(second.watch())
+        assert isinstance(refused.value, ConnectionRefusedError)
+        assert not isinstance(refused.value, PayloadError)  # the same call works later
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        await served.aclose()  # type: ignore[attr-defined]  # an async generator
+        await wait_for(lambda: srv.stats.streams_open == 0, WAIT, "the place freed")
+        monkeypatch.setattr(codec, "MAX_SLOT_RECORDS", 2000)
+        with pytest.raises(OversizedPayloadError):  # the server's size refusal
+            async for _ in second.pull_slots([SERVICE.slot], timeout=WAIT):
+                pass
+
+
+@pytest.mark.parametrize(
+    ("details", "refusal", "expected"),
+    [
+        ("Received message larger than max (9 vs. 4)", "", OversizedPayloadError),
+        ("Sent message larger than max (9 vs. 4)", "", OversizedPayloadError),
+        ("slot 3 holds more than 10 records", "slot_too_large", OversizedPayloadError),
+        ("Concurrent RPC limit exceeded!", "", CallRefusedError),  # gRPC's call limit
+        ("Watch refused: ...", "streams_exhausted", CallRefusedError),
+    ],
+)
+def test_resource_exhausted_is_told_apart_by_what_it_is_about(
+    details: str, refusal: str, expected: type[Exception]
+) -> None:
+    error = from_status("RESOURCE_EXHAUSTED", details, "127.0.0.1:1", refusal)
+    assert type(error) is expected
 
 
 class _HostilePeer(pb_grpc.SyncServicer):

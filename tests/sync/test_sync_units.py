@@ -16,11 +16,13 @@ from pysyncer.adapters.base import AdapterError, LocalRef
 from pysyncer.adapters.embedded import EmbeddedAdapter
 from pysyncer.model import ORIGIN_DC_PROPERTY, ORIGIN_ID_PROPERTY, Instance, Record, ServiceKey
 from pysyncer.rpc.client import SyncClient
+from pysyncer.rpc.errors import CallRefusedError, UnavailableError
 from pysyncer.rpc.server import SyncServer
 from pysyncer.servicecenter.core import EmbeddedRegistry
 from pysyncer.store.base import Fence
 from pysyncer.store.sqlite import SqliteStore
 from pysyncer.sync import exporter as exporter_module
+from pysyncer.sync import peers as peers_module
 from pysyncer.sync.exporter import Exporter
 from pysyncer.sync.filters import Filters, filters_from_config
 from pysyncer.sync.importer import Importer, copy_instance_id
@@ -789,3 +791,57 @@ async def test_a_restarted_importer_renews_at_the_copies_own_pace(side: Side) ->
         assert again.renewals.period() == 2.0  # TTL 2 s x (3 + 1) = 8 s, renewed every 2 s
     finally:
         await again.close()
+
+
+class _Refusing:
+    """A client of a peer that refuses every call (``refusal``), counting the attempts."""
+
+    def __init__(self, attempts: list[str], refusal: Exception) -> None:
+        attempts.append("dialled")
+        self.refusal = refusal
+
+    async def health(self) -> None:
+        raise self.refusal
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("refused", [True, False])
+async def test_a_peer_at_its_limit_is_asked_again_only_after_the_refusal_backoff(
+    side: Side, monkeypatch: pytest.MonkeyPatch, refused: bool
+) -> None:
+    """A CallRefusedError (RESOURCE_EXHAUSTED: the peer serves all the streams it allows)
+    is not retried at the next sign of life from the peer, as a broken link is."""
+    monkeypatch.setattr(peers_module, "REFUSED_BACKOFF", 600.0)
+    refusal = (
+        CallRefusedError("127.0.0.1:1: RESOURCE_EXHAUSTED: Watch refused", "RESOURCE_EXHAUSTED")
+        if refused
+        else UnavailableError("127.0.0.1:1: UNAVAILABLE: gone", "UNAVAILABLE")
+    )
+    attempts: list[str] = []
+    link = PeerLink(
+        "dc2",
+        lambda: [RemoteSyncer("node-dc2", "dc2", "x")],
+        side.importer,
+        side.store,
+        lambda _syncer: _Refusing(attempts, refusal),
+        anti_entropy_interval=ANTI_ENTROPY_INTERVAL,
+    )
+    link.start()
+    try:
+
+        async def backing_off() -> bool:
+            return link.status.state == "backoff"
+
+        await until(backing_off)
+        for _ in range(20):  # gossip keeps announcing the peer's revisions
+            link.wake()
+            await asyncio.sleep(0.02)
+        if refused:
+            assert attempts == ["dialled"]
+            assert link.status.errors == {"CallRefusedError": 1}
+        else:
+            assert len(attempts) > 1  # a broken link redials at a sign of life
+    finally:
+        await link.close()
