@@ -9,9 +9,10 @@ syncer can go.
 
 Caught up, precisely (:func:`catching_up`): a link to a remote data center that is
 pulling or streaming (state ``repairing`` or ``streaming``) and either has not finished
-its first sync (the link's ``synced``: resumed from its cursor or digest-repaired once) or
-is more than :data:`CATCH_UP_LAG` revisions behind the origin (a heal that resumes a
-long backlog, a digest repair after the origin's log moved past the cursor).
+its first sync since the daemon started (the link's ``synced``: resumed from a valid
+cursor, at once, or digest-repaired once) or is more than :data:`CATCH_UP_LAG` revisions
+behind the origin (a heal that resumes a long backlog, a digest repair after the origin's
+log moved past the cursor).
 
 Not charged: heartbeats (renewals) and a service's creation. A renewal keeps a copy
 alive; throttling it behind a backlog of registrations would let copies lapse, and a
