@@ -21,6 +21,7 @@ from pysyncer.sync.status import (
     ownership_status,
     remote_links,
 )
+from pysyncer.sync.writebudget import WriteBudget
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -148,3 +149,15 @@ def test_embedded_store_reports_ok_without_queue_figures() -> None:
 
 def test_no_sync_engine_no_sync_families() -> None:
     assert not any(name.startswith("pysyncer_") for name in scrape(None))
+
+
+def test_the_importer_write_budget_families() -> None:
+    budget = WriteBudget(200.0, 50.0, catching_up=lambda: True, clock=lambda: 0.0)
+    budget.delayed = 7
+    answer = status("b1", "b1")
+    answer["importer"] = importer_status(ImporterStats(budget=budget))
+    samples = scrape(answer)
+    assert samples["pysyncer_sync_writes_delayed_total"][()] == 7
+    assert samples["pysyncer_sync_write_rate"][()] == 200.0  # catching up: the bootstrap rate
+    assert samples["pysyncer_sync_write_bootstrap"][()] == 1
+    assert samples["pysyncer_sync_write_tokens"][()] == 50.0  # switched at the next write
