@@ -34,6 +34,7 @@ from pysyncer.adapters.zk import proto as zk
 from pysyncer.errors import MalformedDataError
 from pysyncer.gossip import lzw
 from pysyncer.gossip import messages as m
+from pysyncer.gossip import serf_messages as sm
 from pysyncer.gossip.keyring import Keyring, encrypt_packet
 from pysyncer.gossip.packet import PacketError, decode_packet, encode_packet
 from pysyncer.gossip.simulator import Simulation
@@ -98,15 +99,15 @@ def _decode_message(message: bytes) -> None:
     try:
         if message[0] == wire.USER_MSG:
             payload = message[1:]
-            if payload[:1] == bytes((m.SerfMessageType.RELAY,)):
-                _, payload = m.decode_relay(payload)
-            m.decode_serf(payload)
+            if payload[:1] == bytes((sm.SerfMessageType.RELAY,)):
+                _, payload = sm.decode_relay(payload)
+            sm.decode_serf(payload)
             return
         decode = _MESSAGE_CLASSES.get(message[0])
         if decode is not None:
             decoded = decode(message)
             if isinstance(decoded, m.PushPull) and decoded.user_state:
-                m.SerfPushPull.from_bytes(decoded.user_state)  # what the Serf layer merges
+                sm.SerfPushPull.from_bytes(decoded.user_state)  # what the Serf layer merges
     except MalformedDataError:
         pass
 

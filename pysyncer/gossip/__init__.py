@@ -3,8 +3,9 @@
 Owns everything a pysyncer node needs to be a member of a pool that real ``serf agent``
 processes can join, one job per module, from the bytes up:
 
-* wire: ``messages`` (every memberlist/Serf message shape), ``packet`` and ``stream``
-  (UDP packet and TCP stream framing), ``keyring`` (AES-GCM), ``lzw``;
+* wire: ``messages`` and ``serf_messages`` (every memberlist and Serf message shape),
+  ``packet`` and ``stream`` (UDP packet and TCP stream framing), ``keyring`` (AES-GCM),
+  ``lzw``;
 * memberlist: ``timing`` (every timeout formula and the default profiles),
   ``membership`` (the member state machine), ``probe`` (the SWIM probe cycle),
   ``broadcast`` (transmit-limited queues), ``node`` (one node's protocol behaviour),

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from pysyncer.errors import ConfigError, MalformedDataError
-from pysyncer.gossip import messages as m
+from pysyncer.gossip import serf_messages as sm
 from pysyncer.gossip.keyring import Keyring, decode_key, encode_key
 from pysyncer.gossip.membership import NodeStatus
 from pysyncer.gossip.serf import INTERNAL_QUERY_PREFIX, Serf, SerfError
@@ -155,12 +155,12 @@ def aggregate_key_responses(
     primaries: Counter[str] = Counter()
     for node, payload in responses.items():
         result.num_resp += 1
-        if not payload or payload[0] != m.SerfMessageType.KEY_RESPONSE:
+        if not payload or payload[0] != sm.SerfMessageType.KEY_RESPONSE:
             result.messages[node] = f"Invalid key query response type: {payload!r}"
             result.num_err += 1
             continue
         try:
-            answer = m.NodeKeyResponse.from_bytes(payload)
+            answer = sm.NodeKeyResponse.from_bytes(payload)
         except MalformedDataError as exc:
             result.messages[node] = f"Failed to decode key query response: {exc}"
             result.num_err += 1
@@ -213,7 +213,7 @@ class KeyManager:
         if self._keyring() is None:
             raise EncryptionDisabledError()
         raw = None if key is None else decode_key(key)  # ConfigError on a bad key
-        payload = m.KeyRequest(raw).to_bytes()
+        payload = sm.KeyRequest(raw).to_bytes()
         async with self._lock:
             pending = self.serf.start_query(query, payload, timeout=self.timeout)
             num_nodes = self._num_members()
@@ -261,23 +261,23 @@ class KeyQueryResponder:
         for name in KEY_QUERIES:
             self.serf.internal_handlers[name] = self.handle
 
-    def handle(self, query: m.SerfQuery) -> bytes:
+    def handle(self, query: sm.SerfQuery) -> bytes:
         """The raw ``nodeKeyResponse`` answering ``query``."""
         if query.name == LIST_KEYS_QUERY:
             return self._list_keys(query)
         return self._modify(query).to_bytes()
 
-    def _modify(self, query: m.SerfQuery) -> m.NodeKeyResponse:
+    def _modify(self, query: sm.SerfQuery) -> sm.NodeKeyResponse:
         operation = query.name[len(INTERNAL_QUERY_PREFIX) :]
         try:
-            request = m.KeyRequest.from_bytes(query.payload or b"")
+            request = sm.KeyRequest.from_bytes(query.payload or b"")
         except MalformedDataError as exc:
             log.error("serf %s: failed to decode key request: %s", self.serf.name, exc)
-            return m.NodeKeyResponse(False, "")  # Serf answers with no message here
+            return sm.NodeKeyResponse(False, "")  # Serf answers with no message here
         keyring = self._keyring()
         if keyring is None:
             log.error("serf %s: %s", self.serf.name, NO_KEYRING_MESSAGE)
-            return m.NodeKeyResponse(False, NO_KEYRING_MESSAGE)
+            return sm.NodeKeyResponse(False, NO_KEYRING_MESSAGE)
         log.info("serf %s: received %s query", self.serf.name, operation)
         try:
             key = request.key or b""
@@ -289,20 +289,20 @@ class KeyQueryResponder:
                 keyring.remove(key)
         except ConfigError as exc:
             log.error("serf %s: %s failed: %s", self.serf.name, operation, exc)
-            return m.NodeKeyResponse(False, str(exc))
+            return sm.NodeKeyResponse(False, str(exc))
         if self.keyring_file is not None:
             try:
                 keyring.save(self.keyring_file)
             except ConfigError as exc:
                 log.error("serf %s: %s", self.serf.name, exc)
-                return m.NodeKeyResponse(False, str(exc))
-        return m.NodeKeyResponse(True, "")
+                return sm.NodeKeyResponse(False, str(exc))
+        return sm.NodeKeyResponse(True, "")
 
-    def _list_keys(self, query: m.SerfQuery) -> bytes:
+    def _list_keys(self, query: sm.SerfQuery) -> bytes:
         keyring = self._keyring()
         if keyring is None:
             log.error("serf %s: %s", self.serf.name, EMPTY_KEYRING_MESSAGE)
-            return m.NodeKeyResponse(False, EMPTY_KEYRING_MESSAGE).to_bytes()
+            return sm.NodeKeyResponse(False, EMPTY_KEYRING_MESSAGE).to_bytes()
         keys = [encode_key(key) for key in keyring.keys]
         primary = encode_key(keyring.primary)
         limit = self.serf.profile.query_response_size_limit
@@ -311,8 +311,8 @@ class KeyQueryResponder:
         if count < len(keys):
             message = f"truncated key list response, showing first {count} of {len(keys)} keys"
         while True:
-            answer = m.NodeKeyResponse(True, message, tuple(keys[:count]), primary).to_bytes()
-            envelope = m.SerfQueryResponse(query.ltime, query.id, self.serf.name, 0, answer)
+            answer = sm.NodeKeyResponse(True, message, tuple(keys[:count]), primary).to_bytes()
+            envelope = sm.SerfQueryResponse(query.ltime, query.id, self.serf.name, 0, answer)
             if len(envelope.to_bytes()) <= limit or count == 0:
                 break
             count -= 1

@@ -57,7 +57,7 @@ from dataclasses import replace
 
 from pysyncer._core import wire
 from pysyncer.errors import MalformedDataError
-from pysyncer.gossip import messages as m
+from pysyncer.gossip import serf_messages as sm
 from pysyncer.gossip.broadcast import Broadcast, TransmitLimitedQueue
 from pysyncer.gossip.clock import Clock
 from pysyncer.gossip.lamport import EventBuffer, LamportClock, UserEvent
@@ -232,7 +232,7 @@ class Serf:
         if self.state != SerfState.ALIVE:
             raise SerfStateError(f"leave while {self.state.value}")
         self.state = SerfState.LEAVING
-        message = m.SerfLeave(self.member_clock.time, self.name)
+        message = sm.SerfLeave(self.member_clock.time, self.name)
         self.member_clock.increment()
         self._intents.handle_leave(message)
         if self._table.has_alive_others():
@@ -249,7 +249,7 @@ class Serf:
 
     def force_leave(self, node: str, prune: bool = False) -> None:
         """Mark a failed member left (``prune``: erase it at once) cluster-wide."""
-        message = m.SerfLeave(self.member_clock.time, node, prune)
+        message = sm.SerfLeave(self.member_clock.time, node, prune)
         self.member_clock.increment()
         self._intents.handle_leave(message)
         if self._table.has_alive_others():
@@ -329,7 +329,7 @@ class Serf:
             raise UserEventTooLargeError(
                 f"user event exceeds sane limit of {USER_EVENT_SIZE_LIMIT_MAX} bytes"
             )
-        message = m.SerfUserEvent(self.event_clock.time, name, payload, coalesce)
+        message = sm.SerfUserEvent(self.event_clock.time, name, payload, coalesce)
         raw = message.to_bytes()
         if len(raw) > limit:
             raise UserEventTooLargeError(
@@ -345,7 +345,7 @@ class Serf:
         self.news_queued()
         return message.ltime
 
-    def handle_user_event(self, message: m.SerfUserEvent) -> bool:
+    def handle_user_event(self, message: sm.SerfUserEvent) -> bool:
         """A user event heard (or sent by us): deliver it if new; whether to rebroadcast."""
         event = UserEvent(message.ltime, message.name, message.payload or b"", message.cc)
         if not self._events.accept(self.event_clock, event):

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 from pysyncer._core import wire
 from pysyncer.errors import MalformedDataError
 from pysyncer.gossip import messages as m
+from pysyncer.gossip import serf_messages as sm
 from pysyncer.gossip.membership import NodeState
 from pysyncer.gossip.serf_model import MemberStatus, MemberTable
 
@@ -64,12 +65,12 @@ def encode_conflict_answer(table: MemberTable, name: str) -> bytes:
             "DelegateMax": member.delegate_max,
             "DelegateCur": member.delegate_cur,
         }
-    return bytes((m.SerfMessageType.CONFLICT_RESPONSE,)) + wire.pack(body)
+    return bytes((sm.SerfMessageType.CONFLICT_RESPONSE,)) + wire.pack(body)
 
 
 def decode_conflict_answer(payload: bytes) -> tuple[str, int] | None:
     """The address and port one answer gives (None for nil); MalformedDataError if bad."""
-    if not payload or payload[0] != m.SerfMessageType.CONFLICT_RESPONSE:
+    if not payload or payload[0] != sm.SerfMessageType.CONFLICT_RESPONSE:
         raise MalformedDataError("not a conflict response")
     body = wire.unpack(payload[1:])
     if body is None:
@@ -110,7 +111,7 @@ class SerfConflicts:
     def register(self) -> None:
         self._serf.internal_handlers[CONFLICT_QUERY] = self.answer
 
-    def answer(self, query: m.SerfQuery) -> bytes | None:
+    def answer(self, query: sm.SerfQuery) -> bytes | None:
         """``handleConflict``: where we believe the named node is; silent about ourselves."""
         try:
             name = (query.payload or b"").decode()

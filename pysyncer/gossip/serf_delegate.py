@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from pysyncer.errors import MalformedDataError
 from pysyncer.gossip import messages as m
+from pysyncer.gossip import serf_messages as sm
 from pysyncer.gossip.broadcast import Broadcast
 from pysyncer.gossip.lamport import EventBuffer
 from pysyncer.gossip.membership import NodeState, NodeStatus
@@ -85,24 +86,24 @@ class SerfDelegate:
             return
         kind = payload[0]
         try:
-            if kind == m.SerfMessageType.RELAY:
+            if kind == sm.SerfMessageType.RELAY:
                 self._queries.forward_relay(payload)
                 return
-            message = m.decode_serf(payload)
+            message = sm.decode_serf(payload)
         except MalformedDataError as exc:
             serf.stats["messages_dropped"] += 1
             log.debug("serf %s: dropped message type %d: %s", serf.name, kind, exc)
             return
         rebroadcast, queue, name = False, serf.intents, None
-        if isinstance(message, m.SerfLeave):
+        if isinstance(message, sm.SerfLeave):
             rebroadcast, name = self._intents.handle_leave(message), f"intent:{message.node}"
-        elif isinstance(message, m.SerfJoin):
+        elif isinstance(message, sm.SerfJoin):
             rebroadcast, name = self._intents.handle_join(message), f"intent:{message.node}"
-        elif isinstance(message, m.SerfUserEvent):
+        elif isinstance(message, sm.SerfUserEvent):
             rebroadcast, queue = serf.handle_user_event(message), serf.event_queue
-        elif isinstance(message, m.SerfQuery):
+        elif isinstance(message, sm.SerfQuery):
             rebroadcast, queue = self._queries.handle_query(message), serf.query_queue
-        elif isinstance(message, m.SerfQueryResponse):
+        elif isinstance(message, sm.SerfQueryResponse):
             self._queries.handle_response(message)
         else:
             serf.stats["messages_unexpected"] += 1
@@ -129,16 +130,16 @@ class SerfDelegate:
         """Serf's push/pull state: Lamport clocks, member status times, the event ring."""
         serf = self._serf
         size = self._events.size
-        slots: list[m.PushPullUserEvents | None] = [None] * size
-        grouped: dict[int, list[m.PushPullUserEvent]] = {}
+        slots: list[sm.PushPullUserEvents | None] = [None] * size
+        grouped: dict[int, list[sm.PushPullUserEvent]] = {}
         for event in self._events.recent():
             grouped.setdefault(event.ltime, []).append(
-                m.PushPullUserEvent(event.name, event.payload)
+                sm.PushPullUserEvent(event.name, event.payload)
             )
         for ltime, events in grouped.items():
-            slots[ltime % size] = m.PushPullUserEvents(ltime, tuple(events))
+            slots[ltime % size] = sm.PushPullUserEvents(ltime, tuple(events))
         records = self._table.records
-        state = m.SerfPushPull(
+        state = sm.SerfPushPull(
             ltime=serf.member_clock.time,
             status_ltimes={name: r.status_ltime for name, r in records.items()},
             left_members=tuple(
@@ -154,7 +155,7 @@ class SerfDelegate:
         """Witness a peer's clocks, replay its intents and the user events we missed."""
         serf = self._serf
         try:
-            remote = m.SerfPushPull.from_bytes(state)
+            remote = sm.SerfPushPull.from_bytes(state)
         except MalformedDataError as exc:
             serf.stats["push_pull_dropped"] += 1
             log.warning("serf %s: bad remote state: %s", serf.name, exc)
@@ -168,17 +169,17 @@ class SerfDelegate:
         left = set(remote.left_members)
         for name in remote.left_members:
             # The leave came after the join that put it on the list: one past its time.
-            self._intents.handle_leave(m.SerfLeave(remote.status_ltimes.get(name, 0) + 1, name))
+            self._intents.handle_leave(sm.SerfLeave(remote.status_ltimes.get(name, 0) + 1, name))
         for name, ltime in remote.status_ltimes.items():
             if name not in left:
-                self._intents.handle_join(m.SerfJoin(ltime, name))
+                self._intents.handle_join(sm.SerfJoin(ltime, name))
         if join and self.ignore_old_events:
             self._events.min_time = max(self._events.min_time, remote.event_ltime)
         for slot in remote.events:
             if slot is None:
                 continue
             for event in slot.events:
-                serf.handle_user_event(m.SerfUserEvent(slot.ltime, event.name, event.payload))
+                serf.handle_user_event(sm.SerfUserEvent(slot.ltime, event.name, event.payload))
 
     # -- event_delegate.go -------------------------------------------------------------
 
@@ -191,7 +192,7 @@ class SerfDelegate:
             intent = self._intents.recent(state.name)
             if intent is not None:
                 status_ltime = intent.ltime
-                if intent.kind == m.SerfMessageType.LEAVE:
+                if intent.kind == sm.SerfMessageType.LEAVE:
                     status = MemberStatus.LEAVING
             member = Member(state.name, m.ip_text(state.addr), state.port, tags, status, *versions)
             record = self._table.records[state.name] = MemberRecord(member, status_ltime)

@@ -9,7 +9,7 @@ memberlist join that follows takes its status and time; a leave intent about
 ourselves while we are alive is refuted with a fresh join intent.
 
 Sending intents means queueing them on the Serf's intent broadcast queue; the wire
-shapes are :class:`~pysyncer.gossip.messages.SerfJoin` and ``SerfLeave``. Must not
+shapes are :class:`~pysyncer.gossip.serf_messages.SerfJoin` and ``SerfLeave``. Must not
 import :mod:`pysyncer.gossip.serf` at run time (the Serf composes this part) nor the
 other Serf parts.
 """
@@ -20,7 +20,7 @@ import logging
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from pysyncer.gossip import messages as m
+from pysyncer.gossip import serf_messages as sm
 from pysyncer.gossip.broadcast import Broadcast
 from pysyncer.gossip.serf_model import (
     EventType,
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 class Intent:
     """A join or leave intent heard before memberlist's news of the node."""
 
-    kind: m.SerfMessageType
+    kind: sm.SerfMessageType
     ltime: int
     seen: float
 
@@ -69,17 +69,17 @@ class SerfIntents:
     def broadcast_join(self, ltime: int) -> None:
         """Apply and gossip our own join intent at ``ltime``."""
         serf = self._serf
-        message = m.SerfJoin(ltime, serf.name)
+        message = sm.SerfJoin(ltime, serf.name)
         serf.member_clock.witness(ltime)
         self.handle_join(message)
         serf.intents.queue(Broadcast(message.to_bytes(), name=f"intent:{serf.name}"))
 
-    def handle_join(self, message: m.SerfJoin) -> bool:
+    def handle_join(self, message: sm.SerfJoin) -> bool:
         """Apply a join intent; whether it was news (and so is worth rebroadcasting)."""
         self._serf.member_clock.witness(message.ltime)
         record = self._table.get(message.node)
         if record is None:
-            return self._upsert(message.node, m.SerfMessageType.JOIN, message.ltime)
+            return self._upsert(message.node, sm.SerfMessageType.JOIN, message.ltime)
         if message.ltime <= record.status_ltime:
             return False
         record.status_ltime = message.ltime
@@ -87,13 +87,13 @@ class SerfIntents:
             record.member = replace(record.member, status=MemberStatus.ALIVE)
         return True
 
-    def handle_leave(self, message: m.SerfLeave) -> bool:
+    def handle_leave(self, message: sm.SerfLeave) -> bool:
         """Apply a leave intent; whether it was news (and so is worth rebroadcasting)."""
         serf = self._serf
         serf.member_clock.witness(message.ltime)
         record = self._table.get(message.node)
         if record is None:
-            return self._upsert(message.node, m.SerfMessageType.LEAVE, message.ltime)
+            return self._upsert(message.node, sm.SerfMessageType.LEAVE, message.ltime)
         if message.ltime <= record.status_ltime:
             return False
         if message.node == serf.name and serf.state == SerfState.ALIVE:
@@ -113,7 +113,7 @@ class SerfIntents:
             self._prune(record)
         return True
 
-    def _upsert(self, node: str, kind: m.SerfMessageType, ltime: int) -> bool:
+    def _upsert(self, node: str, kind: sm.SerfMessageType, ltime: int) -> bool:
         known = self._recent.get(node)
         if known is None or ltime > known.ltime:
             self._recent[node] = Intent(kind, ltime, self._serf.clock.now())

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from pysyncer._core import wire
 from pysyncer.errors import MalformedDataError
 from pysyncer.gossip import messages as m
+from pysyncer.gossip import serf_messages as sm
 from pysyncer.gossip.broadcast import Broadcast
 from pysyncer.gossip.lamport import QueryBuffer
 from pysyncer.gossip.serf_model import (
@@ -68,7 +69,7 @@ _NS = 1_000_000_000
 Responder = Callable[[str, bytes], bytes | None]
 """Answers one user query (name, payload) with a response payload, or None for no answer."""
 
-InternalHandler = Callable[[m.SerfQuery], bytes | None]
+InternalHandler = Callable[[sm.SerfQuery], bytes | None]
 """Answers one internal (``_serf_*``) query with a raw response payload, or None."""
 
 
@@ -225,14 +226,14 @@ class SerfQueries:
         filters += [encode_tag_filter(tag, expr) for tag, expr in filter_tags.items()]
         local = serf.node.membership.local
         ltime = serf.query_clock.time
-        query = m.SerfQuery(
+        query = sm.SerfQuery(
             ltime=ltime,
             id=serf.rng.getrandbits(31),
             addr=local.addr,
             port=local.port,
             source_node=serf.name,
             filters=tuple(filters) or None,
-            flags=int(m.QueryFlag.ACK) if request_ack else 0,
+            flags=int(sm.QueryFlag.ACK) if request_ack else 0,
             relay_factor=relay_factor,
             timeout=round(timeout * _NS),
             name=name,
@@ -289,17 +290,19 @@ class SerfQueries:
 
     # -- receiving -------------------------------------------------------------------
 
-    def handle_query(self, query: m.SerfQuery) -> bool:
+    def handle_query(self, query: sm.SerfQuery) -> bool:
         """A query heard (or sent by us); whether to rebroadcast it."""
         serf = self._serf
         if not self._seen.accept(serf.query_clock, query.ltime, query.id):
             return False
         serf.stats["queries"] += 1
-        rebroadcast = not query.flags & m.QueryFlag.NO_BROADCAST
+        rebroadcast = not query.flags & sm.QueryFlag.NO_BROADCAST
         if not self._should_process(query.filters or ()):
             return rebroadcast
-        if query.flags & m.QueryFlag.ACK:
-            ack = m.SerfQueryResponse(query.ltime, query.id, serf.name, int(m.QueryFlag.ACK), None)
+        if query.flags & sm.QueryFlag.ACK:
+            ack = sm.SerfQueryResponse(
+                query.ltime, query.id, serf.name, int(sm.QueryFlag.ACK), None
+            )
             self._send_response(query, ack)
         payload = query.payload or b""
         if query.name.startswith(INTERNAL_QUERY_PREFIX):
@@ -314,7 +317,7 @@ class SerfQueries:
                 tolerate("serf-query-responder", exc, level=logging.ERROR, trace=True)
                 serf.stats["responder_errors"] += 1
         if answer is not None:
-            response = m.SerfQueryResponse(query.ltime, query.id, serf.name, 0, answer)
+            response = sm.SerfQueryResponse(query.ltime, query.id, serf.name, 0, answer)
             if len(response.to_bytes()) > serf.profile.query_response_size_limit:
                 serf.stats["responses_too_large"] += 1
                 log.warning(
@@ -332,7 +335,7 @@ class SerfQueries:
                 pending.expected.discard(serf.name)  # we know we will not answer
         return rebroadcast
 
-    def handle_response(self, response: m.SerfQueryResponse) -> None:
+    def handle_response(self, response: sm.SerfQueryResponse) -> None:
         """An ack or a response to one of our queries (serf handleQueryResponse)."""
         stats = self._serf.stats
         query = self._pending.get(response.ltime)
@@ -341,7 +344,7 @@ class SerfQueries:
             return
         if query.finished:
             return
-        if response.flags & m.QueryFlag.ACK:
+        if response.flags & sm.QueryFlag.ACK:
             if response.from_node in query.acks:
                 stats["query_duplicate_acks"] += 1
                 return
@@ -356,7 +359,7 @@ class SerfQueries:
     def forward_relay(self, payload: bytes) -> None:
         """Pass on a relay envelope (type 9) to the query origin it names."""
         serf = self._serf
-        header, inner = m.decode_relay(payload)
+        header, inner = sm.decode_relay(payload)
         if len(header.dest_ip) not in (4, 16):
             raise MalformedDataError("relay destination is not an IP address")
         target = serf.node.membership.node_map.get(header.dest_name)
@@ -364,7 +367,7 @@ class SerfQueries:
         serf.node.send_packet(address, m.serf_user_msg(inner), target)
         serf.stats["relays_forwarded"] += 1
 
-    def _handle_internal(self, query: m.SerfQuery) -> None:
+    def _handle_internal(self, query: sm.SerfQuery) -> None:
         serf = self._serf
         if query.name == _PING_QUERY:
             return  # the ack (when requested) is the answer
@@ -377,7 +380,7 @@ class SerfQueries:
                 serf.stats["responder_errors"] += 1
                 return
             if answer is not None:
-                response = m.SerfQueryResponse(query.ltime, query.id, serf.name, 0, answer)
+                response = sm.SerfQueryResponse(query.ltime, query.id, serf.name, 0, answer)
                 if len(response.to_bytes()) > serf.profile.query_response_size_limit:
                     serf.stats["responses_too_large"] += 1
                     log.error("serf %s: answer to %s is too large", serf.name, query.name)
@@ -402,7 +405,7 @@ class SerfQueries:
                 return False
         return True
 
-    def _send_response(self, query: m.SerfQuery, response: m.SerfQueryResponse) -> None:
+    def _send_response(self, query: sm.SerfQuery, response: sm.SerfQueryResponse) -> None:
         serf = self._serf
         if query.source_node == serf.name:
             self.handle_response(response)
@@ -417,13 +420,13 @@ class SerfQueries:
         if query.relay_factor:
             self._relay(query, raw)
 
-    def _relay(self, query: m.SerfQuery, raw: bytes) -> None:
+    def _relay(self, query: sm.SerfQuery, raw: bytes) -> None:
         """Also send the response through ``relay_factor`` random members (relayResponse)."""
         serf = self._serf
         if len(self._table) < query.relay_factor + 1:
             return
-        header = m.RelayHeader(query.addr, query.port, "", query.source_node)
-        relayed = m.encode_relay(header, raw)
+        header = sm.RelayHeader(query.addr, query.port, "", query.source_node)
+        relayed = sm.encode_relay(header, raw)
         if len(relayed) > serf.profile.query_response_size_limit:
             serf.stats["relays_too_large"] += 1
             return

@@ -24,6 +24,7 @@ _ALL = {path.stem for path in GOSSIP.glob("*.py")}
 
 FORBIDDEN: dict[str, set[str]] = {
     "messages": _ALL - {"messages"},
+    "serf_messages": _ALL - {"serf_messages", "messages"},
     "lamport": _ALL - {"lamport"},
     "timing": _ALL - {"timing"},
     "clock": _ALL - {"clock"},

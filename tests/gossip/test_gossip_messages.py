@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pysyncer._core import wire
 from pysyncer.errors import MalformedDataError
 from pysyncer.gossip import messages as m
+from pysyncer.gossip import serf_messages as sm
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "gossip"
 
@@ -38,11 +39,11 @@ def test_real_agent_ping_and_ack() -> None:
 
 def test_real_agent_gossip_query_and_user_event() -> None:
     parts, _ = wire.split_compound(_golden("serf_gossip_compound.bin"))
-    query = m.decode_serf(parts[2][1:])
-    event = m.decode_serf(parts[3][1:])
-    assert isinstance(query, m.SerfQuery) and isinstance(event, m.SerfUserEvent)
+    query = sm.decode_serf(parts[2][1:])
+    event = sm.decode_serf(parts[3][1:])
+    assert isinstance(query, sm.SerfQuery) and isinstance(event, sm.SerfUserEvent)
     assert query.filters is None and query.timeout == 1_000_000_000
-    assert (query.name, query.payload, query.flags) == ("uptime", b"now", m.QueryFlag.ACK)
+    assert (query.name, query.payload, query.flags) == ("uptime", b"now", sm.QueryFlag.ACK)
     assert (event.name, event.payload, event.cc) == ("deploy", b"v1.2.3", True)
     assert m.serf_user_msg(query.to_bytes()) == parts[2]
     assert m.serf_user_msg(event.to_bytes()) == parts[3]
@@ -53,7 +54,7 @@ def test_real_agent_push_pull_reply() -> None:
     reply = m.decode_push_pull(data)
     assert reply.join and [n.name for n in reply.nodes] == ["g1"]
     assert reply.nodes[0].state == m.NodeStatus.ALIVE
-    serf = m.SerfPushPull.from_bytes(reply.user_state)
+    serf = sm.SerfPushPull.from_bytes(reply.user_state)
     assert serf.status_ltimes == {"g1": 0}  # before our join intent reached it
     assert len(serf.events) == 512 and serf.left_members == ()
     rebuilt = m.PushPull(reply.join, reply.nodes, serf.to_bytes())
@@ -70,12 +71,12 @@ def test_real_agent_push_pull_reply() -> None:
         ("layout_nack.bin", m.NackResp),
         ("layout_err.bin", m.ErrResp),
         ("layout_indirect_ping.bin", m.IndirectPingReq),
-        ("layout_serf_join.bin", m.SerfJoin),
-        ("layout_serf_leave.bin", m.SerfLeave),
-        ("layout_serf_user_event.bin", m.SerfUserEvent),
-        ("layout_serf_query_response.bin", m.SerfQueryResponse),
-        ("layout_serf_key_request.bin", m.KeyRequest),
-        ("layout_serf_key_response.bin", m.NodeKeyResponse),
+        ("layout_serf_join.bin", sm.SerfJoin),
+        ("layout_serf_leave.bin", sm.SerfLeave),
+        ("layout_serf_user_event.bin", sm.SerfUserEvent),
+        ("layout_serf_query_response.bin", sm.SerfQueryResponse),
+        ("layout_serf_key_request.bin", sm.KeyRequest),
+        ("layout_serf_key_response.bin", sm.NodeKeyResponse),
     ],
 )
 def test_layout_messages_round_trip(name: str, cls: type[m.Ping]) -> None:
@@ -86,16 +87,16 @@ def test_layout_messages_round_trip(name: str, cls: type[m.Ping]) -> None:
 
 def test_layout_values() -> None:
     assert m.Dead.from_bytes(_golden("layout_dead.bin")) == m.Dead(4, "n2", "n2")
-    assert m.SerfJoin.from_bytes(_golden("layout_serf_join.bin")).ltime == 2**40
+    assert sm.SerfJoin.from_bytes(_golden("layout_serf_join.bin")).ltime == 2**40
     req = m.IndirectPingReq.from_bytes(_golden("layout_indirect_ping.bin"))
     assert req.nack and req.seq_no == 70000 and req.source_port == 7947
-    keys = m.NodeKeyResponse.from_bytes(_golden("layout_serf_key_response.bin"))
+    keys = sm.NodeKeyResponse.from_bytes(_golden("layout_serf_key_response.bin"))
     assert keys.keys == ("a2V5MQ==", "a2V5Mg==")
-    header, inner = m.decode_relay(_golden("layout_serf_relay.bin"))
+    header, inner = sm.decode_relay(_golden("layout_serf_relay.bin"))
     assert (header.dest_port, header.dest_name) == (7946, "n3")
-    assert m.encode_relay(header, inner) == _golden("layout_serf_relay.bin")
-    response = m.decode_serf(inner)
-    assert isinstance(response, m.SerfQueryResponse) and response.payload is None
+    assert sm.encode_relay(header, inner) == _golden("layout_serf_relay.bin")
+    response = sm.decode_serf(inner)
+    assert isinstance(response, sm.SerfQueryResponse) and response.payload is None
 
 
 def test_omitempty_and_declared_order() -> None:
@@ -126,12 +127,12 @@ def test_wrong_type_byte() -> None:
     with pytest.raises(MalformedDataError):
         m.Suspect.from_bytes(_golden("layout_dead.bin"))
     with pytest.raises(MalformedDataError):
-        m.decode_serf(b"\x06\x80")
+        sm.decode_serf(b"\x06\x80")
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=120))
 def test_hostile_bytes_never_escape_as_other_errors(data: bytes) -> None:
-    for decode in (m.decode_serf, m.decode_push_pull, m.Alive.from_bytes, m.Ping.from_bytes):
+    for decode in (sm.decode_serf, m.decode_push_pull, m.Alive.from_bytes, m.Ping.from_bytes):
         with contextlib.suppress(MalformedDataError):
             decode(data)

@@ -21,7 +21,7 @@ from prometheus_client import CollectorRegistry
 from pysyncer.admin.app import build_app, key_fingerprint
 from pysyncer.admin.payloads import Event, Health, KeyAnswer, Member, QueryAnswer
 from pysyncer.errors import ConfigError, PysyncerError
-from pysyncer.gossip import messages as m
+from pysyncer.gossip import serf_messages as sm
 from pysyncer.gossip.clock import Clock
 from pysyncer.gossip.keymanager import (
     EMPTY_KEYRING_MESSAGE,
@@ -49,7 +49,7 @@ B1, B2, B3 = (encode_key(k) for k in (K1, K2, K3))
 
 
 def answer(result: bool, message: str = "", keys: tuple[str, ...] = (), primary: str = "") -> bytes:
-    return m.NodeKeyResponse(result, message, keys or None, primary).to_bytes()
+    return sm.NodeKeyResponse(result, message, keys or None, primary).to_bytes()
 
 
 # -- aggregation -------------------------------------------------------------------
@@ -61,7 +61,7 @@ def test_aggregate_counts_keys_primaries_and_errors() -> None:
         "b": answer(True, "truncated key list response", keys=(B1,), primary=B1),
         "c": answer(False, "Removing the primary key is not allowed"),
         "d": b"\x05garbage",
-        "e": bytes([m.SerfMessageType.KEY_RESPONSE]) + b"\xc1",
+        "e": bytes([sm.SerfMessageType.KEY_RESPONSE]) + b"\xc1",
     }
     result = aggregate_key_responses("list-keys", responses, num_nodes=6)
     assert (result.num_nodes, result.num_resp, result.num_err) == (6, 5, 3)
@@ -86,16 +86,16 @@ def test_success_needs_every_member() -> None:
 # -- answering side ----------------------------------------------------------------
 
 
-def key_query(name: str, key: bytes | None, ltime: int = 1) -> m.SerfQuery:
-    return m.SerfQuery(
+def key_query(name: str, key: bytes | None, ltime: int = 1) -> sm.SerfQuery:
+    return sm.SerfQuery(
         ltime=ltime, id=7, addr=bytes([10, 0, 0, 2]), port=7946, source_node="other",
         filters=None, flags=0, relay_factor=0, timeout=1_000_000_000,
-        name=name, payload=m.KeyRequest(key).to_bytes(),
+        name=name, payload=sm.KeyRequest(key).to_bytes(),
     )  # fmt: skip
 
 
-def respond(responder: KeyQueryResponder, name: str, key: bytes | None) -> m.NodeKeyResponse:
-    return m.NodeKeyResponse.from_bytes(responder.handle(key_query(name, key)))
+def respond(responder: KeyQueryResponder, name: str, key: bytes | None) -> sm.NodeKeyResponse:
+    return sm.NodeKeyResponse.from_bytes(responder.handle(key_query(name, key)))
 
 
 def test_install_use_remove_apply_and_persist(tmp_path: Path) -> None:
@@ -103,7 +103,7 @@ def test_install_use_remove_apply_and_persist(tmp_path: Path) -> None:
     keyring = Keyring(K1)
     path = tmp_path / "keyring.json"
     responder = KeyQueryResponder(harness.serf, lambda: keyring, path)
-    assert respond(responder, INSTALL_KEY_QUERY, K2) == m.NodeKeyResponse(True, "")
+    assert respond(responder, INSTALL_KEY_QUERY, K2) == sm.NodeKeyResponse(True, "")
     assert list(keyring) == [K1, K2] and json.loads(path.read_text()) == [B1, B2]
     assert respond(responder, USE_KEY_QUERY, K2).result
     assert keyring.primary == K2 and json.loads(path.read_text()) == [B2, B1]
@@ -111,7 +111,7 @@ def test_install_use_remove_apply_and_persist(tmp_path: Path) -> None:
     assert list(keyring) == [K2] and json.loads(path.read_text()) == [B2]
     assert os.stat(path).st_mode & 0o777 == 0o600
     listed = respond(responder, LIST_KEYS_QUERY, None)
-    assert listed == m.NodeKeyResponse(True, "", (B2,), B2)
+    assert listed == sm.NodeKeyResponse(True, "", (B2,), B2)
 
 
 def test_refusals_leave_keyring_and_file_alone(tmp_path: Path) -> None:
@@ -131,8 +131,10 @@ def test_refusals_leave_keyring_and_file_alone(tmp_path: Path) -> None:
 
 def test_without_encryption_answers_like_serf() -> None:
     responder = KeyQueryResponder(Harness("a").serf, lambda: None)
-    assert respond(responder, INSTALL_KEY_QUERY, K2) == m.NodeKeyResponse(False, NO_KEYRING_MESSAGE)
-    assert respond(responder, LIST_KEYS_QUERY, None) == m.NodeKeyResponse(
+    assert respond(responder, INSTALL_KEY_QUERY, K2) == sm.NodeKeyResponse(
+        False, NO_KEYRING_MESSAGE
+    )
+    assert respond(responder, LIST_KEYS_QUERY, None) == sm.NodeKeyResponse(
         False, EMPTY_KEYRING_MESSAGE
     )
 
@@ -150,9 +152,9 @@ def test_list_truncated_to_the_response_limit() -> None:
     responder = KeyQueryResponder(harness.serf, lambda: Keyring(keys))
     query = key_query(LIST_KEYS_QUERY, None)
     raw = responder.handle(query)
-    envelope = m.SerfQueryResponse(query.ltime, query.id, "a", 0, raw).to_bytes()
+    envelope = sm.SerfQueryResponse(query.ltime, query.id, "a", 0, raw).to_bytes()
     assert len(envelope) <= LAN.query_response_size_limit
-    listed = m.NodeKeyResponse.from_bytes(raw)
+    listed = sm.NodeKeyResponse.from_bytes(raw)
     shown = len(listed.keys or ())
     assert 10 < shown < 60 and listed.result
     assert listed.message == f"truncated key list response, showing first {shown} of 60 keys"
@@ -168,7 +170,7 @@ def test_serf_routes_key_queries_and_answers_by_udp() -> None:
     assert len(harness.network.sent) == 1
     address, packet = harness.network.sent[0]
     assert address == ("10.0.0.2", 7946)
-    assert bytes([m.SerfMessageType.KEY_RESPONSE]) in packet
+    assert bytes([sm.SerfMessageType.KEY_RESPONSE]) in packet
 
 
 # -- asking side over a simulated pool ------------------------------------------------

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pysyncer._core import wire
-from pysyncer.gossip import messages as m
+from pysyncer.gossip import serf_messages as sm
 from pysyncer.gossip.clock import Clock, VirtualClock
 from pysyncer.gossip.membership import NodeStatus, RemoteNodeState
 from pysyncer.gossip.messages import ip_bytes
@@ -124,8 +124,8 @@ def test_local_state_has_the_serf_type_byte_and_round_trips() -> None:
     a.serf.force_leave("n1")  # alive -> leaving; it goes on the left list once memberlist agrees
     a.dead("n1", graceful=True)
     raw = a.serf.local_state(join=False)
-    assert raw[0] == m.SerfMessageType.PUSH_PULL
-    state = m.SerfPushPull.from_bytes(raw)
+    assert raw[0] == sm.SerfMessageType.PUSH_PULL
+    state = sm.SerfPushPull.from_bytes(raw)
     assert len(state.events) == LAN.event_buffer
     assert state.left_members == ("n1",)
     assert set(state.status_ltimes) == {"a", "n1"}
@@ -208,7 +208,7 @@ def test_remote_tag_update_and_bad_meta() -> None:
 # -- intents ---------------------------------------------------------------------------
 
 
-def intent(message: m.SerfJoin | m.SerfLeave) -> bytes:
+def intent(message: sm.SerfJoin | sm.SerfLeave) -> bytes:
     return message.to_bytes()
 
 
@@ -216,18 +216,18 @@ def test_join_and_leave_intents_are_ordered_by_lamport_time() -> None:
     h = Harness()
     h.alive("n1")
     assert h.status("n1") == MemberStatus.ALIVE
-    h.serf.notify_msg(intent(m.SerfJoin(10, "n1")))
+    h.serf.notify_msg(intent(sm.SerfJoin(10, "n1")))
     assert h.serf.member_clock.time == 11
     queued = len(h.serf.intents)
-    h.serf.notify_msg(intent(m.SerfLeave(5, "n1")))  # older than the join: ignored
+    h.serf.notify_msg(intent(sm.SerfLeave(5, "n1")))  # older than the join: ignored
     assert h.status("n1") == MemberStatus.ALIVE
     assert len(h.serf.intents) == queued  # and not rebroadcast
-    h.serf.notify_msg(intent(m.SerfLeave(12, "n1")))
+    h.serf.notify_msg(intent(sm.SerfLeave(12, "n1")))
     assert h.status("n1") == MemberStatus.LEAVING
-    h.serf.notify_msg(intent(m.SerfLeave(12, "n1")))  # duplicate: no rebroadcast loop
-    h.serf.notify_msg(intent(m.SerfJoin(13, "n1")))  # a newer join wins over the leave
+    h.serf.notify_msg(intent(sm.SerfLeave(12, "n1")))  # duplicate: no rebroadcast loop
+    h.serf.notify_msg(intent(sm.SerfJoin(13, "n1")))  # a newer join wins over the leave
     assert h.status("n1") == MemberStatus.ALIVE
-    h.serf.notify_msg(intent(m.SerfLeave(14, "n1")))
+    h.serf.notify_msg(intent(sm.SerfLeave(14, "n1")))
     h.dead("n1", graceful=True)
     assert h.status("n1") == MemberStatus.LEFT
     assert h.member_events()[-1] == (EventType.MEMBER_LEAVE, "n1")
@@ -235,17 +235,17 @@ def test_join_and_leave_intents_are_ordered_by_lamport_time() -> None:
 
 def test_intents_before_memberlist_news_are_buffered() -> None:
     h = Harness()
-    h.serf.notify_msg(intent(m.SerfLeave(7, "n1")))
+    h.serf.notify_msg(intent(sm.SerfLeave(7, "n1")))
     assert h.serf.member("n1") is None
     h.alive("n1")
     assert h.status("n1") == MemberStatus.LEAVING
     h.dead("n1")
     assert h.status("n1") == MemberStatus.LEFT
     # a buffered join intent only sets the status time
-    h.serf.notify_msg(intent(m.SerfJoin(20, "n2")))
+    h.serf.notify_msg(intent(sm.SerfJoin(20, "n2")))
     h.alive("n2")
     assert h.status("n2") == MemberStatus.ALIVE
-    h.serf.notify_msg(intent(m.SerfLeave(19, "n2")))
+    h.serf.notify_msg(intent(sm.SerfLeave(19, "n2")))
     assert h.status("n2") == MemberStatus.ALIVE  # older than its join
 
 
@@ -264,12 +264,12 @@ def test_a_stale_leave_intent_about_us_is_refuted() -> None:
     h = Harness()
     h.serf.start()
     before = len(h.serf.intents)
-    h.serf.notify_msg(intent(m.SerfLeave(50, "a")))
+    h.serf.notify_msg(intent(sm.SerfLeave(50, "a")))
     assert h.status("a") == MemberStatus.ALIVE
     assert h.serf.member_clock.time > 50
     assert len(h.serf.intents) == before  # our queued join intent was replaced by a newer one
-    joins = [m.decode_serf(x) for x in h.serf.get_broadcasts(0, 10_000)]
-    assert isinstance(joins[0], m.SerfJoin) and joins[0].ltime > 50
+    joins = [sm.decode_serf(x) for x in h.serf.get_broadcasts(0, 10_000)]
+    assert isinstance(joins[0], sm.SerfJoin) and joins[0].ltime > 50
 
 
 def test_reap_removes_tombstones_and_failed_members() -> None:
@@ -281,7 +281,7 @@ def test_reap_removes_tombstones_and_failed_members() -> None:
     h.serf.force_leave("n1")
     h.dead("n1", graceful=True)
     h.dead("n2")
-    h.serf.notify_msg(intent(m.SerfJoin(3, "ghost")))
+    h.serf.notify_msg(intent(sm.SerfJoin(3, "ghost")))
     h.clock.advance(80)
     assert h.serf.member("n1") is None
     assert h.status("n2") == MemberStatus.FAILED
@@ -296,7 +296,7 @@ def test_prune_erases_a_failed_member_at_once() -> None:
     h = Harness()
     h.alive("n1")
     h.dead("n1")
-    h.serf.notify_msg(intent(m.SerfLeave(30, "n1", prune=True)))
+    h.serf.notify_msg(intent(sm.SerfLeave(30, "n1", prune=True)))
     assert h.serf.member("n1") is None
     assert h.member_events()[-1] == (EventType.MEMBER_REAP, "n1")
 
@@ -322,10 +322,10 @@ def test_user_events_are_delivered_once_and_kept_for_the_admin_api() -> None:
     h = Harness()
     ltime = h.serf.user_event("deploy", b"v1", coalesce=True)
     assert ltime == 0 and h.serf.event_clock.time == 1
-    remote = m.SerfUserEvent(7, "restart", b"web", False).to_bytes()
+    remote = sm.SerfUserEvent(7, "restart", b"web", False).to_bytes()
     h.serf.notify_msg(remote)
     h.serf.notify_msg(remote)  # gossip duplicate
-    h.serf.notify_msg(m.SerfUserEvent(7, "restart", b"db", False).to_bytes())  # same time, new
+    h.serf.notify_msg(sm.SerfUserEvent(7, "restart", b"db", False).to_bytes())  # same time, new
     events = h.user_events()
     assert [(e.ltime, e.name, e.payload) for e in events] == [
         (0, "deploy", b"v1"),
@@ -342,10 +342,14 @@ def test_broadcasts_go_intents_then_queries_then_events() -> None:
     h.alive("n1")
     h.serf.user_event("ev", b"")
     h.serf.start_query("q", b"", timeout=1.0)
-    h.serf.notify_msg(intent(m.SerfJoin(9, "n1")))
+    h.serf.notify_msg(intent(sm.SerfJoin(9, "n1")))
     raw = h.serf.get_broadcasts(2, 1400)  # raw Serf messages: the node frames them
     kinds = [x[0] for x in raw]
-    assert kinds == [m.SerfMessageType.JOIN, m.SerfMessageType.QUERY, m.SerfMessageType.USER_EVENT]
+    assert kinds == [
+        sm.SerfMessageType.JOIN,
+        sm.SerfMessageType.QUERY,
+        sm.SerfMessageType.USER_EVENT,
+    ]
     assert h.serf.get_broadcasts(2, 5) == []  # nothing fits
 
 
@@ -360,16 +364,16 @@ def test_malformed_messages_are_counted() -> None:
 # -- queries ---------------------------------------------------------------------------
 
 
-def responses_sent(h: Harness) -> list[m.SerfQueryResponse]:
+def responses_sent(h: Harness) -> list[sm.SerfQueryResponse]:
     from pysyncer.gossip.packet import decode_packet
 
     out = []
     for _, data in h.network.sent:
         parts, _ = decode_packet(data, keyring=None, label="", verify_incoming=True)
         for part in parts:
-            if part[0] == wire.USER_MSG and part[1] == m.SerfMessageType.QUERY_RESPONSE:
-                message = m.decode_serf(part[1:])
-                assert isinstance(message, m.SerfQueryResponse)
+            if part[0] == wire.USER_MSG and part[1] == sm.SerfMessageType.QUERY_RESPONSE:
+                message = sm.decode_serf(part[1:])
+                assert isinstance(message, sm.SerfQueryResponse)
                 out.append(message)
     return out
 
@@ -377,11 +381,11 @@ def responses_sent(h: Harness) -> list[m.SerfQueryResponse]:
 def remote_query(
     name: str = "who",
     filters: tuple[bytes, ...] | None = None,
-    flags: int = m.QueryFlag.ACK,
+    flags: int = sm.QueryFlag.ACK,
     ltime: int = 3,
     query_id: int = 77,
 ) -> bytes:
-    return m.SerfQuery(
+    return sm.SerfQuery(
         ltime, query_id, ip_bytes("10.0.0.9"), 7946, "origin", filters, flags, 0, 10**9, name, b"?"
     ).to_bytes()
 
@@ -400,7 +404,7 @@ def test_incoming_query_acks_responds_and_rebroadcasts() -> None:
     assert seen == [("who", b"?")]
     sent = responses_sent(h)
     assert [(r.flags, r.payload, r.from_node) for r in sent] == [
-        (m.QueryFlag.ACK, None, "a"),
+        (sm.QueryFlag.ACK, None, "a"),
         (0, b"here", "a"),
     ]
     assert {addr for addr, _ in h.network.sent} == {("10.0.0.9", 7946)}
@@ -432,10 +436,10 @@ def test_query_filters(filters: tuple[bytes, ...], answers: bool) -> None:
 def test_no_broadcast_flag_and_internal_ping() -> None:
     h = Harness()
     h.serf.responder = lambda name, payload: b"never for internal queries"
-    flags = m.QueryFlag.ACK | m.QueryFlag.NO_BROADCAST
+    flags = sm.QueryFlag.ACK | sm.QueryFlag.NO_BROADCAST
     h.serf.notify_msg(remote_query(name="_serf_ping", flags=flags))
     sent = responses_sent(h)
-    assert [r.flags for r in sent] == [m.QueryFlag.ACK]
+    assert [r.flags for r in sent] == [sm.QueryFlag.ACK]
     assert len(h.serf.query_queue) == 0
 
 
@@ -460,13 +464,13 @@ def test_query_completes_early_when_every_expected_node_answered() -> None:
 
     def reply(flags: int, payload: bytes | None, query_id: int = result.id) -> None:
         h.serf.notify_msg(
-            m.SerfQueryResponse(result.ltime, query_id, "n1", flags, payload).to_bytes()
+            sm.SerfQueryResponse(result.ltime, query_id, "n1", flags, payload).to_bytes()
         )
 
     reply(0, b"wrong id", query_id=result.id ^ 1)
     reply(0, b"from n1")
     assert result.finished_at is None  # n1's ack is still missing
-    reply(m.QueryFlag.ACK, None)
+    reply(sm.QueryFlag.ACK, None)
     assert result.completed_early
     assert result.responses == {"a": b"from a", "n1": b"from n1"}
     assert result.finished_at == h.clock.now()
@@ -500,7 +504,7 @@ def test_query_size_limit_and_relay() -> None:
     for i in range(1, 4):
         h.alive(f"n{i}")
     h.serf.responder = lambda name, payload: b"r"
-    query = m.SerfQuery(
+    query = sm.SerfQuery(
         3, 5, ip_bytes("10.0.0.9"), 7946, "origin", None, 0, 2, 10**9, "q", b""
     ).to_bytes()
     h.serf.notify_msg(query)
@@ -511,8 +515,8 @@ def test_query_size_limit_and_relay() -> None:
 
 def test_relayed_message_is_forwarded_to_its_destination() -> None:
     h = Harness()
-    inner = m.SerfQueryResponse(1, 2, "x", 0, b"r").to_bytes()
-    relay = m.encode_relay(m.RelayHeader(ip_bytes("10.1.2.3"), 8000, "", "origin"), inner)
+    inner = sm.SerfQueryResponse(1, 2, "x", 0, b"r").to_bytes()
+    relay = sm.encode_relay(sm.RelayHeader(ip_bytes("10.1.2.3"), 8000, "", "origin"), inner)
     h.serf.notify_msg(relay)
     assert [addr for addr, _ in h.network.sent] == [("10.1.2.3", 8000)]
     assert responses_sent(h)[0].payload == b"r"

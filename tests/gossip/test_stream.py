@@ -26,10 +26,10 @@ from pysyncer.gossip.messages import (
     Ping,
     PushNodeState,
     PushPull,
-    SerfPushPull,
     decode_push_pull,
     encode_push_pull,
 )
+from pysyncer.gossip.serf_messages import SerfPushPull
 from pysyncer.gossip.stream import (
     LabelMismatchError,
     StreamClosedError,

@@ -29,10 +29,10 @@ from pysyncer.gossip.messages import (
     Ping,
     PushNodeState,
     PushPull,
-    SerfPushPull,
     decode_push_pull,
     encode_push_pull,
 )
+from pysyncer.gossip.serf_messages import SerfPushPull
 from pysyncer.gossip.stream import frame_stream_message, read_stream_message
 from pysyncer.gossip.transport import NetTransport
 from pysyncer.supervisor import Supervisor
