@@ -30,7 +30,7 @@ from pysyncer.adapters.consul_watch import next_index
 from pysyncer.errors import ConfigError
 from pysyncer.model import Instance
 from pysyncer.testing.contract import COPY_SERVICE, copy_instance
-from tests.support.adapters import expect_bad_answers, free_tcp_port, started
+from tests.support.adapters import dead_address, expect_bad_answers, started
 from tests.support.fakes.consul import FakeConsul, validate_meta
 
 pytestmark = pytest.mark.timeout(30)
@@ -325,7 +325,7 @@ async def test_token_datacenter_and_failover(fake: FakeConsul) -> None:
     with pytest.raises(UnavailableError, match="500"):
         await other_dc.start()
     await other_dc.close()
-    adapter = adapter_for(fake, f"127.0.0.1:{free_tcp_port()}", **{"max-body": "100000"})
+    adapter = adapter_for(fake, dead_address(), **{"max-body": "100000"})
     await adapter.start()
     try:
         assert adapter.http.current_address.endswith(str(fake.port))

@@ -23,7 +23,7 @@ from pysyncer.adapters import (
 from pysyncer.adapters.nacos import NacosAdapter, NacosSettings
 from pysyncer.errors import ConfigError
 from pysyncer.testing.contract import copy_instance
-from tests.support.adapters import expect_bad_answers, free_tcp_port, started
+from tests.support.adapters import dead_address, expect_bad_answers, started
 from tests.support.fakes.nacos import FakeNacos, NacosHarness
 
 pytestmark = pytest.mark.timeout(30)
@@ -227,7 +227,7 @@ async def test_changes_are_polled(fake: FakeNacos) -> None:
 
 
 async def test_failover_and_bad_bodies(fake: FakeNacos) -> None:
-    adapter = adapter_for(fake, f"127.0.0.1:{free_tcp_port()}", **{"max-body": "100000"})
+    adapter = adapter_for(fake, dead_address(), **{"max-body": "100000"})
     await adapter.start()
     try:
         assert adapter.http.current_address.endswith(str(fake.port))

@@ -26,9 +26,10 @@ from pysyncer.adapters import UnavailableError, load_adapter
 from pysyncer.adapters.zookeeper import ZookeeperAdapter
 from pysyncer.errors import ConfigError
 from pysyncer.model import Instance, ServiceKey
+from pysyncer.procs import free_port
 from tests.conftest import IN_CI
 from tests.support.secure import Pki, make_pki, secret_file
-from tests.support.zk import ZkServer, free_port, zk_server, zookeeper_available
+from tests.support.zk import ZkServer, zk_server, zookeeper_available
 
 __all__ = ["zk_server"]
 

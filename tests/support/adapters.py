@@ -5,7 +5,6 @@ nothing answering; the same from a registry fake told to answer badly)."""
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol, TypeVar
@@ -14,17 +13,18 @@ import pytest
 from aiohttp import web
 
 from pysyncer.adapters import BadResponseError, UnavailableError
+from pysyncer.procs import free_port
 from tests.support.fakes.server import FakeServer
 
 __all__ = [
     "FakeClock",
     "StaticServer",
+    "dead_address",
     "dead_url",
     "expect_bad_answers",
     "expect_bad_list",
     "expect_oversized",
     "expect_unavailable",
-    "free_tcp_port",
     "started",
 ]
 
@@ -44,16 +44,14 @@ class FakeClock:
         self.offset += seconds
 
 
-def free_tcp_port() -> int:
-    """A TCP port nothing listens on (bound once, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def dead_address() -> str:
+    """A loopback ``host:port`` nothing answers on."""
+    return f"127.0.0.1:{free_port()}"
 
 
 def dead_url() -> str:
     """An ``http://`` address nothing answers on."""
-    return f"http://127.0.0.1:{free_tcp_port()}"
+    return f"http://{dead_address()}"
 
 
 class StaticServer:

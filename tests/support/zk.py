@@ -30,6 +30,7 @@ from pysyncer.adapters.dubbourl import decode_node_name, encode_node_name, insta
 from pysyncer.adapters.zk import ZkClient, proto
 from pysyncer.hostport import parse_host_port
 from pysyncer.model import ServiceKey
+from pysyncer.procs import free_port
 from pysyncer.testing.harness import AppInstance
 from tests.conftest import IN_CI
 from tests.support.tcp_proxy import TcpProxy
@@ -61,12 +62,6 @@ def zk_server() -> Iterator[ZkServer]:
         yield server
     finally:
         server.cleanup()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class ZkServer:
