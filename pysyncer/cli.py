@@ -6,13 +6,14 @@ text|json`` (:data:`pysyncer.cliops.FORMATS`): ``json`` prints one JSON document
 streaming ones: ``monitor``, ``status --watch``), and for the long-running ``daemon``
 and ``registry`` it is their log format. The pool commands Serf and Consul operators
 know (members, info, monitor, leave, force-leave, reachability) are
-:mod:`pysyncer.cliops` (which also holds the output helpers and the admin client every
-command shares), the commands for keys and TLS material :mod:`pysyncer.clikeys`;
-completion and ``docs/cli.md`` are generated from :func:`build_parser` by
-:mod:`pysyncer.clidoc`.
+:mod:`pysyncer.cliops` (which also holds the output helpers, the exit statuses and the
+admin client every command shares), the commands for keys and TLS material
+:mod:`pysyncer.clikeys`, the ones that read the sync state (status, diff, filters)
+:mod:`pysyncer.clisync`; completion and ``docs/cli.md`` are generated from
+:func:`build_parser` by :mod:`pysyncer.clidoc`.
 
-Imports: _core, admin, clidoc, clikeys, cliops, config, daemon, demo, errors, gossip, hostport,
-logs, redact, rpc, servicecenter, tlsgen.
+Imports: _core, admin, clidoc, clikeys, cliops, clisync, config, daemon, demo, errors, gossip,
+hostport, logs, redact, rpc, servicecenter, tlsgen.
 """
 
 from __future__ import annotations
@@ -27,9 +28,17 @@ from collections.abc import Callable, Sequence
 from http.client import HTTPException
 from typing import TYPE_CHECKING, Any
 
-from pysyncer import clikeys
+from pysyncer import clikeys, clisync
 from pysyncer._version import __version__
-from pysyncer.cliops import EXIT_ERROR, EXIT_OK, FORMATS, add_format, admin_client, print_json
+from pysyncer.cliops import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_USAGE,
+    FORMATS,
+    add_format,
+    admin_client,
+    print_json,
+)
 from pysyncer.errors import PysyncerError
 from pysyncer.hostport import ADMIN_PORT, REGISTRY_PORT, parse_host_port
 from pysyncer.logs import LOG_LEVELS
@@ -38,8 +47,6 @@ from pysyncer.redact import redact
 if TYPE_CHECKING:
     from pysyncer.admin.client import AdminClient
     from pysyncer.admin.payloads import QueryRequest
-
-EXIT_USAGE = 2  # argparse's status for bad arguments
 
 DEFAULT_ADMIN_ADDR = f"127.0.0.1:{ADMIN_PORT}"
 
@@ -194,94 +201,6 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         status = run_demo(args.dcs, args.services, args.instances, args.workdir, quick=args.quick)
     print_json({"ok": status == EXIT_OK, "exit_status": status})
     return status
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    client = admin_client(args)
-    if args.full_sync:
-        started = client.full_sync()
-        print(
-            f"full sync started with: {', '.join(started['remote']) or 'no peer yet'}",
-            file=sys.stderr if args.format == "json" else sys.stdout,  # stdout: one document
-        )
-    if args.watch:
-        return _watch_status(client, args.format == "json", args.interval)
-    status = client.sync_status()
-    if args.format == "json":
-        print(json.dumps(status, indent=2))
-        return EXIT_OK
-    print(
-        f"data center {status['dc']} (node {status['node']}): revision "
-        f"{status['revision']}, {status['exported']} instance(s) exported"
-    )
-    rows = [("REMOTE DC", "STATE", "SYNCER", "APPLIED", "LAG", "COPIES", "REPAIRS")]
-    for dc, remote in sorted(status["remote"].items()):
-        rows.append(
-            (
-                dc,
-                remote["state"],
-                remote["syncer"],
-                str(remote["applied_revision"]),
-                str(remote["lag"]),
-                str(remote["copies"]),
-                str(remote["repairs"]),
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
-    return EXIT_OK
-
-
-def _watch_status(client: AdminClient, as_json: bool, interval: float) -> int:
-    """``status --watch``: the status again every ``interval`` s until interrupted; a
-    terminal's screen is redrawn in place, JSON is one object per line per update."""
-    import time  # noqa: PLC0415
-
-    from pysyncer.admin.terminal import REDRAW, status_lines  # noqa: PLC0415
-
-    in_place = sys.stdout.isatty() and not as_json
-    try:
-        while True:
-            status = client.sync_status()
-            if as_json:
-                print(json.dumps(status, separators=(",", ":")), flush=True)
-            else:
-                screen = "\n".join(status_lines(status))
-                frame = REDRAW + screen if in_place else screen + "\n"
-                print(frame, flush=True)
-            time.sleep(interval)
-    except KeyboardInterrupt:  # the way to stop watching
-        return EXIT_OK
-
-
-def _cmd_diff(args: argparse.Namespace) -> int:
-    from urllib.parse import urlencode  # noqa: PLC0415
-
-    from pysyncer.admin.terminal import EXPECTED_KINDS, diff_lines  # noqa: PLC0415
-
-    query = urlencode({"service": args.service or "", "limit": args.limit})
-    answer = admin_client(args).get(f"/v1/sync/diff?{query}")
-    if args.format == "json":
-        print(json.dumps(answer, indent=2))
-    else:
-        print("\n".join(diff_lines(answer)))
-    problems = [d for d in answer["discrepancies"] if d["kind"] not in EXPECTED_KINDS]
-    return EXIT_ERROR if problems else EXIT_OK
-
-
-def _cmd_filters(args: argparse.Namespace) -> int:
-    from pysyncer.admin.terminal import dry_run_lines  # noqa: PLC0415
-
-    if not args.dry_run:
-        print("pysyncer filters: give --dry-run (nothing else is implemented)", file=sys.stderr)
-        return EXIT_USAGE
-    answer = admin_client(args).get("/v1/sync/filters/dry-run")
-    if args.format == "json":
-        print(json.dumps(answer, indent=2))
-    else:
-        print("\n".join(dry_run_lines(answer)))
-    return EXIT_OK
 
 
 def _cmd_slot(args: argparse.Namespace) -> int:
@@ -508,14 +427,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="refresh in place (links, lag, progress bars) until interrupted",
     )  # fmt: skip
     status.add_argument("--interval", type=float, default=1.0, help="--watch: seconds (1)")
-    status.set_defaults(run=_cmd_status)
+    status.set_defaults(run=clisync.status)
 
     diff = _admin_parser(
         commands, "diff", "compare every data center's registry (originals and copies)"
     )
     diff.add_argument("--service", help="one service name (default: the whole pool, bounded)")
     diff.add_argument("--limit", type=int, default=2000, help="instances per registry (2000)")
-    diff.set_defaults(run=_cmd_diff)
+    diff.set_defaults(run=clisync.diff)
 
     filters = _admin_parser(
         commands, "filters", "what the current export/import rules let through, and why"
@@ -523,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     filters.add_argument(
         "--dry-run", action="store_true", help="judge every service seen; change nothing"
     )
-    filters.set_defaults(run=_cmd_filters)
+    filters.set_defaults(run=clisync.filters)
 
     event = _admin_parser(commands, "event", "send a user event to the pool")
     event.add_argument("name")

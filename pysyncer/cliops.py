@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "EXIT_ERROR",
     "EXIT_OK",
+    "EXIT_USAGE",
     "FORMATS",
     "REACHABILITY_QUERY",
     "add_format",
@@ -50,6 +51,7 @@ __all__ = [
 
 EXIT_OK = 0
 EXIT_ERROR = 1
+EXIT_USAGE = 2  # argparse's status for bad arguments
 REACHABILITY_QUERY = "pysyncer-reachability"  # a query nobody answers: only acks count
 LIVE = ("alive", "suspect")
 FORMATS = ("text", "json")  # every printing command takes --format text|json
