@@ -38,16 +38,40 @@ from pysyncer.gossip.serf_model import (
     member_versions,
 )
 from pysyncer.gossip.serf_queries import SerfQueries
-from pysyncer.gossip.timing import queue_max_depth
+from pysyncer.gossip.stream import PUSH_PULL_MEMBERS
+from pysyncer.gossip.timing import GossipProfile, queue_max_depth
+from pysyncer.supervisor import tolerate
 
 if TYPE_CHECKING:
     from pysyncer.gossip.serf import Serf
 
-__all__ = ["SerfDelegate"]
+__all__ = ["PUSH_PULL_USER_EVENTS", "SerfDelegate"]
 
 log = logging.getLogger(__name__)
 
 _QUEUE_CHECK_KEY = ("serf-queue-check",)
+
+PUSH_PULL_USER_EVENTS = 4 * GossipProfile.event_buffer
+"""The most user events, and event ring slots, one Serf push/pull may carry (2,048): four
+times Serf's event ring (``EventBuffer``: the last 512 Lamport times, the profile's
+``event_buffer``), room for a peer with a larger ring or several events at one time. Its
+member lists (``StatusLTimes``, ``LeftMembers``) may each name at most
+:data:`~pysyncer.gossip.stream.PUSH_PULL_MEMBERS` members, the pool size the stream
+budget is sized for. A push/pull past either is refused whole and counted as
+``pysyncer_gossip_packets_dropped{reason="push_pull_entries"}``."""
+
+PUSH_PULL_ENTRIES_DROP = "packets_dropped_push_pull_entries"  # the node counter
+
+
+def _entries_past_bounds(statuses: int, left: int, slots: int, events: int) -> str:
+    """What a Serf push/pull carries past its bounds, or "" when it fits."""
+    members = max(statuses, left)
+    if members > PUSH_PULL_MEMBERS:
+        return f"{members} members (at most {PUSH_PULL_MEMBERS})"
+    entries = max(slots, events)
+    if entries > PUSH_PULL_USER_EVENTS:
+        return f"{entries} user events or event slots (at most {PUSH_PULL_USER_EVENTS})"
+    return ""
 
 
 class SerfDelegate:
@@ -159,6 +183,16 @@ class SerfDelegate:
         except MalformedDataError as exc:
             serf.stats["push_pull_dropped"] += 1
             log.warning("serf %s: bad remote state: %s", serf.name, exc)
+            return
+        past = _entries_past_bounds(
+            len(remote.status_ltimes),
+            len(remote.left_members),
+            len(remote.events),
+            sum(len(slot.events) for slot in remote.events if slot is not None),
+        )
+        if past:  # refused whole: nothing of it is merged
+            serf.node.stats.incr(PUSH_PULL_ENTRIES_DROP)
+            tolerate("serf-push-pull", MalformedDataError(f"remote state refused: {past}"))
             return
         if remote.ltime > 0:
             serf.member_clock.witness(remote.ltime - 1)
