@@ -81,6 +81,7 @@ WIRE_COUNTER = "tcp_info bytes_received+bytes_sent of the syncer's gRPC connecti
 WINDOWS = ("steady", "churn")
 SAMPLE_S = 2.0  # RSS sampling period inside a window
 SETTLE_S = 5.0  # after the full sync, before the first window
+POOL_BOUND_S = 120.0  # every member sees every other alive
 HERE = Path(__file__).resolve()
 
 
@@ -252,7 +253,7 @@ def run_pool(k: int, args: argparse.Namespace, workdir: Path) -> dict[str, float
         node = Node("local", loopback_host(0), where, join=remotes[0].bind, extra=extra)
         nodes.append(node)
         local = Local(node, registry)
-        pool_formed(nodes, 60)
+        pool_formed(nodes, POOL_BOUND_S)
         expected = k * args.instances
         sync_s = wait_until(lambda: node.copies() >= expected, args.bound, "full sync", node)
         time.sleep(SETTLE_S)

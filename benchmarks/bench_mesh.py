@@ -39,8 +39,10 @@ drives the load), ``target_cores`` (the cores 8 x 500 changes/s would need at th
 cost per copy), ``ae_initial_s``, ``ae_initial_cpu_s``; per N and changed-slot count S
 (``n<N>_ae<S>_`` prefix): ``slots_compared``, ``slots_pulled``, ``records_pulled``,
 ``cpu_ms`` (this process), ``origin_cpu_ms``, ``wire_bytes``, ``wall_ms``; and
-``target_p50_ms`` (20), ``target_p99_ms`` (100), ``target_dcs`` (8),
-``target_instances`` (100000), ``target_rate_per_dc`` (500).
+the line over N of the CPU per change: ``cpu_per_change_fixed_ms`` (at N - 1 = 0),
+``cpu_per_copy_fit_ms`` (per other data center), ``target_cores_fit`` (cores for 8 x
+500 changes/s at that cost); ``target_p50_ms`` (20), ``target_p99_ms`` (100),
+``target_dcs`` (8), ``target_instances`` (100000), ``target_rate_per_dc`` (500).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ import aiohttp
 
 from benchmarks._harness import (
     MIB,
+    fit_line,
     load_average,
     mem_available,
     port_of,
@@ -95,6 +98,7 @@ MEMORY_SHARE = 0.6  # of MemAvailable the pool may take
 FEED_WARMUP_S = 1.5  # every feed is past its first (reset) answer
 IDLE_RATE_S = 5.0  # seconds of idle CPU measured before the load
 MESH_SERVICES = 20  # services per data center for the measured instances
+POOL_BOUND_S = 120.0  # every member sees every other alive
 
 
 def estimate(dcs: int, instances: int) -> dict[str, float]:
@@ -321,6 +325,21 @@ async def anti_entropy(origin: Node, args: argparse.Namespace, workdir: Path) ->
     return out
 
 
+def cost_model(report: dict[str, Any], counts: list[int]) -> dict[str, float]:
+    """CPU per offered change as a line over the other data centers (N - 1): a fixed part
+    (the origin's REST call, registry write, export) and a part per copy delivered; the
+    cores the target needs at that cost."""
+    line = fit_line(
+        [float(n - 1) for n in counts], [report[f"n{n}_cpu_per_change_ms"] for n in counts]
+    )
+    per_change_ms = line.fixed + line.per_unit * (TARGET_DCS - 1)
+    return {
+        "cpu_per_change_fixed_ms": line.fixed,
+        "cpu_per_copy_fit_ms": line.per_unit,
+        "target_cores_fit": per_change_ms / 1000 * TARGET_RATE * TARGET_DCS,
+    }
+
+
 # -- one mesh ----------------------------------------------------------------------------
 
 
@@ -347,7 +366,7 @@ def run_mesh(dcs: int, args: argparse.Namespace, workdir: Path) -> dict[str, flo
             assert node.process.stdout is not None
             if not node.process.stdout.readline():
                 raise RuntimeError(f"helper {node.name} failed:\n{node.tail()}")
-        pool_formed(nodes, 60)
+        pool_formed(nodes, POOL_BOUND_S)
         copies = (dcs - 1) * args.instances
         began = time.monotonic()
         wait_until(
@@ -443,6 +462,14 @@ def main(argv: list[str] | None = None) -> int:
             report.update({f"n{dcs}_{key}": value for key, value in row.items()})
             if not args.json:
                 print_mesh(dcs, row, args)
+    report.update(cost_model(report, counts))
+    if not args.json and len(counts) > 1:
+        print(
+            f"CPU per change over N = {report['dcs']}: {report['cpu_per_change_fixed_ms']:.3f} ms "
+            f"+ {report['cpu_per_copy_fit_ms']:.3f} ms per other data center; the target "
+            f"({TARGET_DCS} dcs x {TARGET_RATE:.0f} changes/s) needs "
+            f"~{report['target_cores_fit']:.1f} cores"
+        )
     report.update(
         load_avg_end=load_average(),
         target_p50_ms=TARGET_P50_MS,
