@@ -8,26 +8,19 @@ loop restarted, which reconnects with the same session; a watcher that raises is
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable
 
 import pytest
 
 from pysyncer.adapters.zk import ZkClient
 from pysyncer.adapters.zk.session import SESSION_TASK, WatchEvent
 from pysyncer.supervisor import Supervisor
+from tests.support.waits import eventually
 from tests.support.zk import ZkServer, zk_server
 
 __all__ = ["zk_server"]
 
 pytestmark = [pytest.mark.needs_server("zookeeper"), pytest.mark.timeout(60)]
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.02)
 
 
 async def test_a_failing_connection_loop_is_restarted_and_counted(

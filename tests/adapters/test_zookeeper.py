@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from hypothesis import given, settings
@@ -49,6 +49,7 @@ from pysyncer.hostport import bracket_host
 from pysyncer.model import ORIGIN_DC_PROPERTY, Instance, ServiceKey
 from pysyncer.testing.contract import EventCollector, copy_instance
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.waits import eventually
 from tests.support.zk import ZkServer, ZookeeperHarness, expire_session, zk_server
 
 __all__ = ["zk_server"]
@@ -257,14 +258,6 @@ async def harness(zk_server: ZkServer) -> AsyncIterator[ZookeeperHarness]:
     await h.start()
     yield h
     await h.stop()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 pytestmark_server = pytest.mark.needs_server("zookeeper")

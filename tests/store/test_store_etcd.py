@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 from hypothesis import given, settings
@@ -45,20 +45,13 @@ from pysyncer.store.etcd_layout import (
 from tests.store.test_store import _instances, entry, instance, upsert
 from tests.support.etcd import EtcdServer, etcd_server, unique_prefix
 from tests.support.gossip import free_port
+from tests.support.waits import eventually
 
 __all__ = ["etcd_server"]
 
 pytestmark = pytest.mark.needs_server("etcd")
 
 OUTAGE = float(os.environ.get("PYSYNCER_ETCD_OUTAGE", "3"))
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.05)
 
 
 @contextlib.asynccontextmanager

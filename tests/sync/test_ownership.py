@@ -7,10 +7,8 @@ hands its slots to the others, and a write fenced with a stale epoch is refused.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -19,20 +17,13 @@ from pysyncer.store.etcd import EtcdStore
 from pysyncer.sync.ownership import SlotOwnership
 from tests.store.test_store import entry
 from tests.support.etcd import EtcdServer, etcd_server, unique_prefix
+from tests.support.waits import eventually
 
 __all__ = ["etcd_server"]
 
 pytestmark = [pytest.mark.needs_server("etcd"), pytest.mark.timeout(60)]
 
 MEMBER_TTL = 4.0
-
-
-async def eventually(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {what}")
-        await asyncio.sleep(0.05)
 
 
 class Member:
