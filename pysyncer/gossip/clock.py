@@ -22,11 +22,13 @@ Must not import other gossip modules.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Callable, Hashable
 from typing import Generic, Protocol, TypeVar
 
 from pysyncer._core import timers
+from pysyncer.supervisor import tolerate
 
 __all__ = ["Callback", "Clock", "LoopClock", "VirtualClock"]
 
@@ -192,7 +194,8 @@ class LoopClock(_QueueClock[K]):
     handle armed: the wake-up finds nothing and re-arms, cheaper than re-arming on
     every cancel. A timer runs once ``loop.time() >= deadline``: on uvloop, whose
     clock counts whole milliseconds, up to 1 ms after its deadline. A callback's
-    exception goes to the loop's exception handler and the other timers still run.
+    exception is logged with its traceback and counted (site ``gossip-timer``,
+    :func:`pysyncer.supervisor.tolerate`) and the other timers still run.
     Use it from the loop's thread only.
     """
 
@@ -260,14 +263,8 @@ class LoopClock(_QueueClock[K]):
                 except (SystemExit, KeyboardInterrupt):
                     self._requeue(keys[index + 1 :])
                     raise
-                except BaseException as exc:
-                    self._loop.call_exception_handler(
-                        {
-                            "message": f"pysyncer timer callback for {key!r} failed",
-                            "exception": exc,
-                            "callback": callback,
-                        }
-                    )
+                except BaseException as exc:  # a bug: ERROR with its traceback, counted
+                    tolerate("gossip-timer", exc, level=logging.ERROR, trace=True)
         finally:
             self._firing = False
             due = self._queue.next_deadline()
