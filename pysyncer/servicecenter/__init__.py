@@ -8,8 +8,9 @@ the ServiceComb adapter talks to it over HTTP like to any Service-Center.
 
 - :class:`EmbeddedRegistry` (``core``): services and instances, no HTTP; it composes
   request checks (``validation``), instance leases (``leases``), revisions with the
-  change feed (:class:`Change`, :class:`FeedBatch`: ``feed``), the govern views
-  (``governance``) and the tenants (``tenants``).
+  change feed (:class:`Change`, :class:`FeedBatch`: ``feed``), look-ups by key and
+  version rule (``lookup``), the govern views (``governance``) and the tenants
+  (``tenants``).
 - :func:`build_app`, :class:`RegistryServer`, :func:`run_registry` (``app``): HTTP.
 - :class:`RegistryError` (``errors``): Service-Center's error codes.
 - :class:`ServiceCenterSettings` (``settings``): quotas, limits, lease bounds, RBAC file.

@@ -6,9 +6,9 @@ answers and error codes. Records are the Service-Center v4 JSON shapes (``MicroS
 ``MicroServiceInstance``); a stored record is never mutated in place (an update replaces
 it), and every record handed out is a copy. It composes the other jobs, each in its own
 module: request checks (``validation``), instance leases and their expiry (``leases``),
-revisions with the long-poll change feed (``feed``), the governance views
-(``governance``) and the tenants (``tenants``: created by writes only, within the tenant
-quota). Quotas and lease bounds come from
+revisions with the long-poll change feed (``feed``), look-ups by key and version rule
+(``lookup``), the governance views (``governance``) and the tenants (``tenants``: created
+by writes only, within the tenant quota). Quotas and lease bounds come from
 :class:`~pysyncer.servicecenter.settings.ServiceCenterSettings`.
 
 Everything runs on one asyncio event loop: operations are synchronous inside their
@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
+from pysyncer.servicecenter import lookup
 from pysyncer.servicecenter.errors import (
     ERR_DEPLOYED_INSTANCE,
     ERR_INSTANCE_NOT_EXISTS,
@@ -47,15 +48,12 @@ from pysyncer.servicecenter.leases import Lease, LeaseQueue
 from pysyncer.servicecenter.settings import DEFAULT_SETTINGS, ServiceCenterSettings
 from pysyncer.servicecenter.tenants import Tenant, Tenants
 from pysyncer.servicecenter.validation import (
-    DEFAULT_APP,
     INSTANCE_STATUSES,
     JSON,
     check_properties,
     string_map,
     validate_instance,
     validate_service,
-    version_key,
-    version_matcher,
 )
 
 __all__ = ["DEFAULT_DOMAIN", "DEFAULT_PROJECT", "EmbeddedRegistry"]
@@ -280,16 +278,7 @@ class EmbeddedRegistry:
         if not service_name or not version:
             raise invalid("'serviceName' and 'version' are required")
         tenant = self._get(domain, project)
-        exact = tenant.keys.get((environment, app_id or DEFAULT_APP, service_name, version))
-        if exact is not None:
-            return exact
-        matches = self._match_services(tenant, app_id, service_name, version, environment)
-        if not matches:
-            raise RegistryError(
-                ERR_SERVICE_NOT_EXISTS,
-                f"service {environment}/{app_id}/{service_name}/{version} does not exist",
-            )
-        return str(max(matches, key=lambda s: version_key(s["version"]))["serviceId"])
+        return lookup.service_id_by_key(tenant, app_id, service_name, version, environment)
 
     async def exist_schema(
         self,
@@ -304,20 +293,6 @@ class EmbeddedRegistry:
         if schema_id not in service.get("schemas", ()):
             raise RegistryError(ERR_SCHEMA_NOT_EXISTS, f"schema {schema_id!r} does not exist")
         return schema_id
-
-    def _match_services(
-        self, tenant: Tenant, app_id: str, service_name: str, version: str, environment: str
-    ) -> list[JSON]:
-        matcher = version_matcher(version)
-        candidates = [
-            s
-            for s in tenant.services.values()
-            if s["appId"] == (app_id or DEFAULT_APP)
-            and s["serviceName"] == service_name
-            and s["environment"] == environment
-        ]
-        all_versions = [s["version"] for s in candidates]
-        return [s for s in candidates if matcher(s["version"], all_versions)]
 
     # ------------------------------------------------------------------ instances
 
@@ -381,7 +356,7 @@ class EmbeddedRegistry:
     ) -> tuple[list[JSON], int]:
         """The instances of a service and the tenant revision they were read at."""
         tenant = self._get(domain, project)
-        self._check_consumer(tenant, consumer_id)
+        lookup.consumer(tenant, consumer_id)
         self._service(tenant, service_id)
         leases = tenant.instances.get(service_id, {}).values()
         return [copy.deepcopy(lease.instance) for lease in leases], tenant.feed.revision
@@ -396,7 +371,7 @@ class EmbeddedRegistry:
         project: str = DEFAULT_PROJECT,
     ) -> tuple[JSON, int]:
         tenant = self._get(domain, project)
-        self._check_consumer(tenant, consumer_id)
+        lookup.consumer(tenant, consumer_id)
         lease = self._lease(tenant, service_id, instance_id)
         return copy.deepcopy(lease.instance), tenant.feed.revision
 
@@ -485,14 +460,6 @@ class EmbeddedRegistry:
         lease.instance = {**lease.instance, **fields, "modTimestamp": _now_text()}
         tenant.feed.record("UPDATE", tenant.services[service_id], lease.instance)
 
-    def _check_consumer(self, tenant: Tenant, consumer_id: str) -> JSON | None:
-        if not consumer_id:
-            return None
-        consumer = tenant.services.get(consumer_id)
-        if consumer is None:
-            raise RegistryError(ERR_SERVICE_NOT_EXISTS, f"consumer {consumer_id!r} does not exist")
-        return consumer
-
     async def find_instances(
         self,
         app_id: str,
@@ -512,20 +479,10 @@ class EmbeddedRegistry:
         if not service_name:
             raise invalid("'serviceName' is required")
         tenant = self._get(domain, project)
-        consumer = self._check_consumer(tenant, consumer_id)
+        consumer = lookup.consumer(tenant, consumer_id)
         if environment is None:
             environment = "" if consumer is None else str(consumer["environment"])
-        services = self._match_services(tenant, app_id, service_name, version, environment)
-        if not services:
-            raise RegistryError(
-                ERR_SERVICE_NOT_EXISTS,
-                f"provider {environment}/{app_id}/{service_name}/{version} does not exist",
-            )
-        found = [
-            copy.deepcopy(lease.instance)
-            for s in services
-            for lease in tenant.instances.get(s["serviceId"], {}).values()
-        ]
+        found = lookup.instances_by_key(tenant, app_id, service_name, version, environment)
         return found, tenant.feed.revision
 
     # ------------------------------------------------------------------ governance
