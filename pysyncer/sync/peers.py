@@ -170,6 +170,7 @@ class PeerLink:
         self._task: Supervised | None = None
         self.synced = False  # the first sync from this data center (resume or repair) is done
         self._heard_at = 0.0  # when the watch stream last delivered a batch (monotonic)
+        self._stream: asyncio.Queue[Any] | None = None  # the running watch's batches
         self._remote_exported = 0  # what the followed syncer exports (its Health answer)
 
     def start(self) -> None:
@@ -278,7 +279,7 @@ class PeerLink:
         # transaction): the importer's fixed cost per call would otherwise bound the
         # rate of a link, and a burst of small batches would queue behind one another.
         queue: asyncio.Queue[Any] = asyncio.Queue(READ_AHEAD)
-        self._heard_at = time.monotonic()
+        self._heard_at, self._stream = time.monotonic(), queue
         reader = asyncio.get_running_loop().create_task(
             _read_stream(client.watch(revision, epoch), queue, self.status, self._heard),
             name=f"peer-{self.dc}-watch",
@@ -331,6 +332,7 @@ class PeerLink:
                 revision = int(batch.revision)
                 self.status.applied_revision = revision
         finally:
+            self._stream = None
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
@@ -370,14 +372,38 @@ class PeerLink:
                 getter.cancel()
         if getter.done() and not getter.cancelled():
             return getter.result()
-        silence = time.monotonic() - self._heard_at
-        if silence >= STREAM_SILENCE_MAX:  # a repair asked for runs once dialled again
-            raise DeadlineExceededError(
-                f"watch of {self.dc} silent for {silence:.1f} s (a heartbeat is due every "
-                f"{HEARTBEAT_INTERVAL:.0f} s): dialling afresh",
-                "DEADLINE_EXCEEDED",
-            )
+        self._check_heard()  # a repair asked for runs once dialled again
         return None
+
+    def _check_heard(self) -> None:
+        """Raise DeadlineExceededError when the running watch stream has been silent for
+        longer than :data:`STREAM_SILENCE_MAX` (a full queue is our slowness, not silence)."""
+        silence = time.monotonic() - self._heard_at
+        if self._stream is None or self._stream.full() or silence < STREAM_SILENCE_MAX:
+            return
+        raise DeadlineExceededError(
+            f"watch of {self.dc} silent for {silence:.1f} s (a heartbeat is due every "
+            f"{HEARTBEAT_INTERVAL:.0f} s): dialling afresh",
+            "DEADLINE_EXCEEDED",
+        )
+
+    async def _digests(self, client: SyncClientLike) -> Any:
+        """The remote digest table. The call shares the watch stream's connection: while
+        the stream runs, a stall (it falls silent) gives the call up rather than waiting
+        for its deadline."""
+        call = asyncio.ensure_future(client.get_digests())
+        try:
+            while not call.done():
+                if self._stream is None:  # no watch yet (the first repair): its deadline
+                    await asyncio.wait((call,))
+                    break
+                self._check_heard()
+                remaining = self._heard_at + STREAM_SILENCE_MAX - time.monotonic()
+                await asyncio.wait((call,), timeout=max(0.05, remaining))
+        finally:
+            if not call.done():
+                call.cancel()
+        return call.result()
 
     def _record_lag(self, seconds: float) -> None:
         seconds = max(0.0, seconds)  # clocks of two hosts may disagree a little
@@ -393,7 +419,7 @@ class PeerLink:
         self.status.state = "repairing"
         self._repair_now.clear()
         self._importer.needs_repair.discard(self.dc)
-        revision, remote_epoch, raw = await client.get_digests()
+        revision, remote_epoch, raw = await self._digests(client)
         remote = core_digest.SlotDigestTable.from_bytes(raw)
         local = self._importer.digest_table(self.dc)
         wants = self._importer.wants  # slots other syncers of this data center own: not ours

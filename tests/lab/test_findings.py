@@ -237,3 +237,33 @@ async def test_a_silent_watch_stream_is_dialled_afresh(monkeypatch: pytest.Monke
         assert link.status.errors.get("DeadlineExceededError", 0) >= 2
     finally:
         await link.close()
+
+
+class StalledDigests(QuietClient):
+    """A syncer whose connection stalled: the watch is silent, digests never answer."""
+
+    asked = 0
+
+    async def get_digests(self) -> Any:
+        StalledDigests.asked += 1
+        await asyncio.Event().wait()
+
+
+async def test_a_repair_on_a_stalled_connection_gives_up_when_the_stream_falls_silent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Finding 11: a repair's digest call shares the watch stream's connection; on a
+    stalled one it waited for its 10 s deadline. It is given up with the stream."""
+    monkeypatch.setattr(peers, "STREAM_SILENCE_MAX", 0.3)
+    StalledDigests.asked = 0
+    syncer = RemoteSyncer("b1", "dc-b", "10.0.0.2:30191")
+    importer: Any = NoCopies()
+    store: Any = CursorStore()
+    factory: Any = lambda _syncer: StalledDigests()  # noqa: E731
+    link = PeerLink("dc-b", lambda: [syncer], importer, store, factory, anti_entropy_interval=0)
+    link.start()
+    try:
+        assert await _until(lambda: StalledDigests.asked >= 2)  # given up, dialled again
+        assert link.status.errors.get("DeadlineExceededError", 0) >= 1
+    finally:
+        await link.close()
