@@ -18,7 +18,16 @@ For each size N (live timers) and each implementation, on the same keys
 
 Both implementations run in the same process, alternating, after one warm-up each;
 each figure is the median of R runs in operations/s, with min and max (setup is not
-timed). Exits 1 when the compiled module is not built.
+timed). Times are CPU times of this process (``time.process_time``), which other work
+on a shared machine disturbs less than the wall clock.
+
+Floors: the cases that make one call per operation (schedule, reschedule, cancel) pay
+for the call and for finding the key, whatever the queue does with deadlines. Beside
+them the benchmark times two floors through the same driver (see :func:`floors`): the
+call alone, and the same operation on a plain dict of the same keys. ``twin / dict``
+(``ceiling`` in JSON) is the twin's time over the dict floor: a queue would have to
+find its keys faster than CPython's dict does to be more than that many times faster
+than the twin. Exits 1 when the compiled module is not built.
 """
 
 from __future__ import annotations
@@ -36,14 +45,16 @@ from collections.abc import Callable, Hashable, Sequence
 from types import ModuleType
 from typing import Any
 
-Setup = Callable[[ModuleType], Callable[[], object]]  # builds the state, returns the run
+Run = Callable[[], object]
+Setup = Callable[[ModuleType], Run]  # builds the state, returns the run
 
 
 def _timed(module: ModuleType, setup: Setup) -> float:
+    """CPU seconds of one run (its setup untimed)."""
     run = setup(module)
-    start = time.perf_counter()
+    start = time.process_time()
     run()
-    return time.perf_counter() - start
+    return time.process_time() - start
 
 
 def measure(
@@ -67,6 +78,61 @@ def measure(
     return result
 
 
+def floors(size: int) -> dict[str, dict[str, Callable[[], Run]]]:
+    """For each case making one call per operation, two floors timed like the cases
+    (``setup()`` builds the dict, untimed, and returns the timed run):
+
+    * ``call``: ``{}.get`` on an empty dict with the case's arguments, the cost of one
+      call to a C method that hashes the key and does nothing else;
+    * ``dict``: the same calls to a dict holding the case's keys (insert a new key,
+      find a key, remove a key), what any queue keyed by hashable objects must do
+      before it touches its deadlines.
+    """
+    keys: list[Hashable] = [f"node-{i}" for i in range(size)]
+    int_keys: list[Hashable] = list(range(size))
+    deadlines = [float(i) for i in range(size)]
+    empty: dict[Hashable, float] = {}
+
+    def call(arguments: int) -> Callable[[], Run]:
+        if arguments == 1:
+            return lambda: lambda: list(map(empty.get, keys))
+        return lambda: lambda: list(map(empty.get, keys, deadlines))
+
+    def insert(with_keys: list[Hashable]) -> Callable[[], Run]:
+        def setup() -> Run:
+            table: dict[Hashable, float] = {}
+            return lambda: list(map(table.setdefault, with_keys, deadlines))
+
+        return setup
+
+    def find() -> Run:
+        table = dict.fromkeys(keys, 0.0)
+        return lambda: list(map(table.get, keys, deadlines))
+
+    def remove() -> Run:
+        table = dict.fromkeys(keys, 0.0)
+        return lambda: list(map(table.pop, keys))
+
+    return {
+        "schedule": {"call": call(2), "dict": insert(keys)},
+        "reschedule": {"call": call(2), "dict": find},
+        "cancel": {"call": call(1), "dict": remove},
+        "schedule int keys": {"call": call(2), "dict": insert(int_keys)},
+    }
+
+
+def floor_ns(setup: Callable[[], Run], ops: int, repeats: int) -> float:
+    """Median CPU nanoseconds per operation of a floor (after one warm-up)."""
+    setup()()
+    seconds = []
+    for _ in range(repeats):
+        run = setup()
+        start = time.process_time()
+        run()
+        seconds.append(time.process_time() - start)
+    return statistics.median(seconds) / ops * 1e9
+
+
 def cases(size: int, seed: int = 1) -> dict[str, Setup]:
     """The benchmark cases for ``size`` live timers."""
     rng = random.Random(seed)
@@ -82,25 +148,25 @@ def cases(size: int, seed: int = 1) -> dict[str, Setup]:
         return queue
 
     def schedule(with_keys: list[Hashable]) -> Setup:
-        def setup(module: ModuleType) -> Callable[[], object]:
+        def setup(module: ModuleType) -> Run:
             queue = module.TimerQueue()
             return lambda: list(map(queue.schedule, with_keys, deadlines))
 
         return setup
 
-    def reschedule(module: ModuleType) -> Callable[[], object]:
+    def reschedule(module: ModuleType) -> Run:
         queue = filled(module)
         return lambda: list(map(queue.schedule, keys, later))
 
-    def cancel(module: ModuleType) -> Callable[[], object]:
+    def cancel(module: ModuleType) -> Run:
         queue = filled(module)
         return lambda: list(map(queue.cancel, keys))
 
-    def pop_due(module: ModuleType) -> Callable[[], object]:
+    def pop_due(module: ModuleType) -> Run:
         queue = filled(module)
         return lambda: [queue.pop_due(float(now)) for now in range(1, 101)]
 
-    def churn(module: ModuleType) -> Callable[[], object]:
+    def churn(module: ModuleType) -> Run:
         queue = filled(module)
         period = 100.0
 
@@ -151,8 +217,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     results: dict[str, dict[str, Any]] = {}
     for size in sizes:
+        floor_setups = floors(size)
         for name, setup in cases(size).items():
-            results[f"{name} @{size}"] = measure(compiled, twin, setup, size, args.repeats)
+            case = measure(compiled, twin, setup, size, args.repeats)
+            if name in floor_setups:
+                for floor, floor_setup in floor_setups[name].items():
+                    case[f"{floor}_floor_ns"] = floor_ns(floor_setup, size, args.repeats)
+                case["ceiling"] = 1e9 / case["twin"]["median"] / case["dict_floor_ns"]
+            results[f"{name} @{size}"] = case
 
     if args.json:
         report = {
@@ -166,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     print(
         f"Python {platform.python_version()} {platform.machine()}, "
-        f"median of {args.repeats} runs, operations/s (min-max)"
+        f"median of {args.repeats} runs, operations/s of CPU time (min-max)"
     )
     for name, case in results.items():
         line = [f"{name:26s}"]
@@ -177,6 +249,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"({figures['min'] / 1e6:.2f}-{figures['max'] / 1e6:.2f})"
             )
         line.append(f"ratio {case['ratio']:5.1f}x")
+        if "ceiling" in case:
+            line.append(
+                f"floors: call {case['call_floor_ns']:4.1f} ns, "
+                f"dict {case['dict_floor_ns']:5.1f} ns (twin / dict {case['ceiling']:4.1f}x)"
+            )
         print("  ".join(line))
     return 0
 
