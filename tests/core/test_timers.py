@@ -245,7 +245,7 @@ def test_compiled_keeps_no_extra_references() -> None:
     queue = compiled.TimerQueue()
     for deadline in (1.0, 2.0, 0.5):
         queue.schedule(key, deadline)
-    assert sys.getrefcount(key) == base + 1  # the index dict
+    assert sys.getrefcount(key) == base + 1  # the queue's one reference
     assert queue.pop_due(1.0) == [key]
     assert sys.getrefcount(key) == base
     queue.schedule(key, 1.0)
@@ -278,9 +278,122 @@ def test_compiled_refuses_reentry_from_key_methods() -> None:
     assert len(queue) == 0
 
 
+class Collider:
+    """A key whose hash is shared with others (``value % buckets``); equal by value."""
+
+    def __init__(self, value: int, buckets: int = 3) -> None:
+        self.value = value
+        self.buckets = buckets
+
+    def __hash__(self) -> int:
+        return self.value % self.buckets
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Collider) and other.value == self.value
+
+    def __repr__(self) -> str:
+        return f"Collider({self.value})"
+
+
+def test_keys_sharing_a_hash_stay_apart(timers: ModuleType) -> None:
+    queue = timers.TimerQueue()
+    keys = [Collider(i) for i in range(60)]
+    for key in keys:
+        queue.schedule(key, float(key.value % 7))
+    for key in keys[::3]:
+        assert queue.cancel(Collider(key.value))  # an equal object, not the same one
+    for key in keys[1::3]:
+        queue.schedule(Collider(key.value), 10.0)  # re-scheduled through an equal object
+    assert len(queue) == 40
+    popped = queue.pop_due(100.0)
+    assert [k.value for k in popped] == sorted(
+        [k.value for k in keys[2::3]], key=lambda v: v % 7
+    ) + [k.value for k in keys[1::3]]
+    assert all(k is keys[k.value] for k in popped)  # the first key objects come back
+
+
+def test_clustered_hashes(timers: ModuleType) -> None:
+    """Int keys hash to themselves: multiples of a power of two share their low bits."""
+    queue = timers.TimerQueue()
+    keys = [i << 20 for i in range(3000)]
+    for key in keys:
+        queue.schedule(key, 1.0)
+    assert all(key in queue for key in keys)
+    assert (5 << 19) not in queue
+    for key in keys[::2]:
+        assert queue.cancel(key)
+    assert queue.pop_due(1.0) == keys[1::2]
+
+
+def test_many_keys_come_and_go(timers: ModuleType) -> None:
+    """Every key is new and soon gone, as packet timers in the simulator: the queue stays
+    small while far more keys than it holds pass through it."""
+    queue = timers.TimerQueue()
+    out: list[int] = []
+    for key in range(20_000):
+        queue.schedule(key, float(key) + 5.0)
+        if key % 3 == 0:
+            queue.cancel(key - 1)
+        out += queue.pop_due(float(key))
+        assert len(queue) <= 6
+    out += queue.pop_due(math.inf)
+    assert out == [k for k in range(20_000) if k % 3 != 2 or k == 19_999]
+
+
+class Grumpy:
+    """Equal to nothing: its ``__eq__`` raises (the hash is shared with int 1)."""
+
+    def __hash__(self) -> int:
+        return 1
+
+    def __eq__(self, other: object) -> bool:
+        raise ArithmeticError("no comparing")
+
+
+def test_a_raising_eq_leaves_the_queue_unchanged(timers: ModuleType) -> None:
+    queue = timers.TimerQueue()
+    queue.schedule(1, 3.0)
+    queue.schedule("b", 2.0)
+    for call in (
+        lambda: queue.schedule(Grumpy(), 1.0),
+        lambda: queue.cancel(Grumpy()),
+        lambda: queue.deadline_of(Grumpy()),
+        lambda: Grumpy() in queue,
+    ):
+        with pytest.raises(ArithmeticError):
+            call()
+    queue.schedule("c", 2.0)
+    assert queue.pop_due(5.0) == ["b", "c", 1]  # no stamp was spent on the failed schedule
+
+
+def test_compiled_key_del_may_use_the_queue() -> None:
+    """Cancel and clear drop the queue's reference last: a key's ``__del__`` finds the
+    queue consistent and may schedule. (The twin keeps a cancelled key until its stale
+    heap entry surfaces, so when ``__del__`` runs there is unspecified.)"""
+    queue = load_core_module("timers", "c").TimerQueue()
+
+    class Phoenix(Collider):
+        def __del__(self) -> None:
+            queue.schedule(("reborn", self.value), 9.0)
+
+    queue.schedule(Phoenix(1), 1.0)  # the queue holds the only reference
+    queue.schedule(Phoenix(2), 2.0)
+    assert queue.cancel(Collider(1)) is True  # Collider(1) == Phoenix(1)
+    gc.collect()
+    assert ("reborn", 1) in queue and len(queue) == 2
+    queue.clear()
+    gc.collect()
+    assert list(queue.pop_due(10.0)) == [("reborn", 2)]
+
+
 # --- properties: compiled == twin == oracle ------------------------------------------
 
-KEYS = st.integers(0, 40) | st.sampled_from(["a", "b", ("s", 1), ("s", 2), b"x"])
+KEYS = (
+    st.integers(0, 40)
+    | st.sampled_from(["a", "b", ("s", 1), ("s", 2), b"x"])
+    | st.integers(0, 8).map(Collider)  # three hash values among nine keys
+    | st.integers(0, 6).map(lambda i: i << 40)  # hashes that differ in high bits only
+)
 DEADLINES = st.integers(-3, 30).map(float) | st.floats(-5.0, 40.0) | st.just(math.inf)
 OPS = st.lists(
     st.one_of(
