@@ -12,7 +12,9 @@ registry or the sync logic. The jobs behind it live in one module each:
   of the Store protocol is answered from (so reads never wait on etcd and keep working
   while it is unreachable, possibly stale for other members' writes then);
 * :mod:`pysyncer.store.etcd_writes`: the ordered write queue, outages (degraded
-  health, writes applied ahead as pending), transaction limits and fencing;
+  health, writes applied ahead as pending) and fenced-off drops;
+* :mod:`pysyncer.store.etcd_txn`: committing one write in transactions within etcd's
+  limits, appends numbered under the log counter, and fencing;
 * :mod:`pysyncer.store.etcd_spool`: the write-behind spool under the data dir that
   keeps the writes acknowledged during an outage across a crash, and their recovery;
 * :mod:`pysyncer.store.etcd_watch`: the prefix watch that brings other members' writes
@@ -75,8 +77,9 @@ from pysyncer.store.etcd_layout import (
 )
 from pysyncer.store.etcd_mirror import Mirror, Mutation
 from pysyncer.store.etcd_spool import Recovery, WriteSpool, spool_path
+from pysyncer.store.etcd_txn import Write
 from pysyncer.store.etcd_watch import PrefixWatch
-from pysyncer.store.etcd_writes import Write, WriteQueue
+from pysyncer.store.etcd_writes import WriteQueue
 
 __all__ = ["DEFAULT_PREFIX", "EtcdStore"]
 
@@ -265,7 +268,7 @@ class EtcdStore:
         client = EtcdClient(old.endpoints, old.request_timeout, old.security)
         self._client = client
         self._membership.client = client
-        self._writes.client = client
+        self._writes.committer.client = client
         self._watch.client = client
 
     async def __aenter__(self) -> EtcdStore:
@@ -391,7 +394,7 @@ class EtcdStore:
         self, entries: Sequence[MappingEntry], *, fence: Fence | None = None
     ) -> None:
         mutations = list(self._mapping_mutations(entries).values())
-        self._writes.fence_compares(fence)
+        self._writes.committer.fence_compares(fence)
         if mutations:
             await self._submit(Write(fence, len(mutations), mutations))
 
@@ -400,7 +403,7 @@ class EtcdStore:
     ) -> int:
         layout = self._layout
         unique = {layout.mapping(str(dc), str(oid)): None for dc, oid in keys}
-        self._writes.fence_compares(fence)
+        self._writes.committer.fence_compares(fence)
         if not unique:
             return 0
         mutations: list[Mutation] = [(key, None, None) for key in unique]
@@ -442,7 +445,7 @@ class EtcdStore:
             key = layout.mapping(str(dc), str(oid))
             final.pop(key, None)
             final[key] = (key, None, None)
-        self._writes.fence_compares(fence)
+        self._writes.committer.fence_compares(fence)
         self._check_open()
         if epoch is None:
             stored = self._mirror.cursors.get(peer_dc)
@@ -469,7 +472,7 @@ class EtcdStore:
         self, records: Sequence[Record], *, fence: Fence | None = None
     ) -> list[Record]:
         bodies = [record_body(record) for record in records]  # validates before writing
-        self._writes.fence_compares(fence)
+        self._writes.committer.fence_compares(fence)
         if not records:
             self._check_open()
             return []
@@ -567,9 +570,9 @@ class EtcdStore:
     async def check_fence(self, fence: Fence) -> None:
         """Raise FencedError unless ``fence`` would pass now (one etcd round trip)."""
         self._check_open()
-        result = await self._client.txn(self._writes.fence_compares(fence), [])
+        result = await self._client.txn(self._writes.committer.fence_compares(fence), [])
         if not result.succeeded:
-            raise self._writes.fenced(fence)
+            raise self._writes.committer.fenced(fence)
 
     async def watch(self) -> AsyncGenerator[None, None]:
         self._check_open()

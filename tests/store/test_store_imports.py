@@ -15,14 +15,15 @@ import pytest
 
 STORE = Path(__file__).resolve().parents[2] / "pysyncer" / "store"
 
-_ETCD_PARTS = {"etcd", "etcd_mirror", "etcd_writes", "etcd_watch", "etcd_coordinator"}
+_ETCD_PARTS = {"etcd", "etcd_mirror", "etcd_txn", "etcd_writes", "etcd_watch", "etcd_coordinator"}
 
 FORBIDDEN: dict[str, set[str]] = {
     "codec": {"sqlite", "sqlite_db", "etcd_layout", "etcd_client"} | _ETCD_PARTS,
     "etcd_layout": {"etcd_client", "sqlite", "sqlite_db"} | _ETCD_PARTS,
     "etcd_client": {"etcd_layout", "codec", "sqlite", "sqlite_db"} | _ETCD_PARTS,
     "etcd_mirror": _ETCD_PARTS - {"etcd_mirror"},
-    "etcd_writes": _ETCD_PARTS - {"etcd_writes", "etcd_mirror"},
+    "etcd_txn": _ETCD_PARTS - {"etcd_txn", "etcd_mirror"} | {"etcd_spool"},
+    "etcd_writes": _ETCD_PARTS - {"etcd_writes", "etcd_mirror", "etcd_txn"},
     "etcd_watch": _ETCD_PARTS - {"etcd_watch", "etcd_mirror"},
     "etcd_coordinator": _ETCD_PARTS - {"etcd_coordinator"},
     "sqlite_db": {"codec", "sqlite", "etcd_layout", "etcd_client"} | _ETCD_PARTS,
