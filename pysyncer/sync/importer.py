@@ -545,21 +545,31 @@ class Importer:
                     self.needs_repair.add(origin_dc)
 
     async def remove_origin(self, origin_dc: str) -> int:
-        """Unregister every copy of ``origin_dc`` (origin-grace policy ``remove``)."""
-        async with self._lock:
-            entries = [entry async for entry in iter_mappings(self.store, origin_dc)]
-            await self._check_fence()
-            for entry in entries:
-                await self._unregister(LocalRef(entry.local_service_id, entry.local_instance_id))
-            try:
-                await self.store.delete_mappings(
-                    [entry.key for entry in entries], fence=self._fence()
-                )
-            except FencedError:
-                self._fenced()
-                raise
-            for entry in entries:
-                key_hash = record_key_hash(entry.origin_dc, entry.origin_instance_id)
-                self.index.remove(key_hash)
-                self._lost.discard(key_hash)
+        """Unregister every copy of ``origin_dc`` (origin-grace policy ``remove``).
+
+        A chunk of :data:`RENEW_BATCH` at a time, the lock released in between: paced by
+        the write budget, removing a large data center takes minutes, and the other
+        origins' records (and slot handovers) must not wait for all of it. A copy its
+        origin sent again meanwhile may be removed with the rest: the origin's next repair
+        finds its slot differing and registers it again.
+        """
+        entries = [entry async for entry in iter_mappings(self.store, origin_dc)]
+        for chunk in chunks(entries, RENEW_BATCH):
+            async with self._lock:
+                await self._check_fence()
+                for entry in chunk:
+                    await self._unregister(
+                        LocalRef(entry.local_service_id, entry.local_instance_id)
+                    )
+                try:
+                    await self.store.delete_mappings(
+                        [entry.key for entry in chunk], fence=self._fence()
+                    )
+                except FencedError:
+                    self._fenced()
+                    raise
+                for entry in chunk:
+                    key_hash = record_key_hash(entry.origin_dc, entry.origin_instance_id)
+                    self.index.remove(key_hash)
+                    self._lost.discard(key_hash)
         return len(entries)

@@ -14,10 +14,11 @@ import pytest
 from pysyncer.adapters.base import LocalRef, RenewResult
 from pysyncer.adapters.embedded import EmbeddedAdapter
 from pysyncer.admin.payloads import WriteBudgetStatus
-from pysyncer.model import ORIGIN_ID_PROPERTY, Instance, Record, ServiceKey
+from pysyncer.model import ORIGIN_DC_PROPERTY, ORIGIN_ID_PROPERTY, Instance, Record, ServiceKey
 from pysyncer.servicecenter.core import EmbeddedRegistry
 from pysyncer.store.sqlite import SqliteStore
 from pysyncer.sync.importer import Importer, copy_instance_id
+from pysyncer.sync.renewals import RENEW_BATCH
 from pysyncer.sync.status import write_budget_status
 from pysyncer.sync.writebudget import (
     BURST_SECONDS,
@@ -263,6 +264,51 @@ async def test_renewals_go_on_while_the_budget_holds_a_backlog(tmp_path: Path) -
         if backlog is not None:
             backlog.cancel()
             await asyncio.gather(backlog, return_exceptions=True)
+        await importer.close()
+        await adapter.close()
+        await store.close()
+        registry.close()
+
+
+async def test_a_paced_origin_removal_lets_other_origins_in_between_chunks(
+    tmp_path: Path,
+) -> None:
+    """Removing a data center's copies (origin-grace ``remove``) goes a chunk at a time:
+    another origin's record is applied before the whole removal is done."""
+    registry = EmbeddedRegistry()
+    adapter = EmbeddedAdapter(registry)
+    await adapter.start()
+    store = SqliteStore(tmp_path / "store.db")
+    await store.open()
+    paced = [False]  # unlimited while filling; then 1,000 writes/s
+    budget = WriteBudget(1000.0, 0.0, catching_up=lambda: paced[0])
+    importer = Importer("dc1", adapter, store, budget=budget)
+    await importer.start(3600)
+    try:
+        count = RENEW_BATCH + 100
+        await importer.apply("dc2", [_record(n) for n in range(count)], count, "e1")
+        paced[0] = True
+        assert budget.update_mode() == "bootstrap"  # (spend looks every MODE_CHECK s)
+        finished: list[str] = []
+
+        async def remove() -> None:
+            assert await importer.remove_origin("dc2") == count
+            finished.append("removal")
+
+        async def other() -> None:
+            await asyncio.sleep(0.1)  # the removal's first chunk is under way
+            record = _record(0)
+            arriving = Record("dc3", record.service, "x0", 1, record.instance)
+            await importer.apply("dc3", [arriving], 1, "e1")
+            finished.append("other origin")
+
+        await asyncio.gather(remove(), other())
+        assert finished == ["other origin", "removal"]
+        assert budget.delayed > 0
+        assert importer.copies_by_origin() == {"dc3": 1}
+        origins = {i.properties[ORIGIN_DC_PROPERTY] for i in await adapter.list_instances()}
+        assert origins == {"dc3"}
+    finally:
         await importer.close()
         await adapter.close()
         await store.close()
