@@ -481,27 +481,27 @@ SECTIONS: tuple[Callable[[Row, Image], str], ...] = (
 )
 
 
-def _span(text: str, page: Path) -> tuple[int, int]:
-    if text.count(BEGIN) != 1 or text.count(END) != 1:
-        raise BlockMarkersError(f"{page}: needs exactly one {BEGIN!r} and one {END!r}")
-    start, stop = text.index(BEGIN) + len(BEGIN), text.index(END)
-    if stop < start:
-        raise BlockMarkersError(f"{page}: {END!r} comes before {BEGIN!r}")
-    return start, stop
+BLOCK_PATTERN = re.compile(re.escape(BEGIN) + r"\n?(.*?)\n?" + re.escape(END), re.DOTALL)
+
+
+def _block(text: str, page: Path) -> re.Match[str]:
+    """The one generated block of ``page``: its markers once each, in order."""
+    found = BLOCK_PATTERN.search(text)
+    if found is None or text.count(BEGIN) != 1 or text.count(END) != 1:
+        raise BlockMarkersError(f"{page}: needs one {BEGIN!r}, then one {END!r}")
+    return found
 
 
 def read_block(page: Path) -> str:
     """The text between the markers of ``page`` (without the newlines around it)."""
-    text = page.read_text()
-    start, stop = _span(text, page)
-    return text[start:stop].strip("\n")
+    return _block(page.read_text(), page).group(1)
 
 
 def write_block(page: Path, rendered: str) -> bool:
     """Put ``rendered`` between the markers of ``page``; True when the page changed."""
     text = page.read_text()
-    start, stop = _span(text, page)
-    updated = text[:start] + "\n" + rendered + "\n" + text[stop:]
+    found = _block(text, page)
+    updated = f"{text[: found.start()]}{BEGIN}\n{rendered}\n{END}{text[found.end() :]}"
     if updated == text:
         return False
     page.write_text(updated)

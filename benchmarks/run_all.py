@@ -92,7 +92,7 @@ class Sizes:
 
 MODES: dict[str, Sizes] = {
     "smoke": Sizes(
-        full_sync=(1_000, 2_000),
+        full_sync=(1_000,),
         renew_bound_s=1.0,
         sync_bound_s=60.0,
         rates=(100.0,),
