@@ -87,6 +87,7 @@ class Results:
     lapse_log: list[str] = field(default_factory=list)
     repairs: int = 0  # digest repairs run by all links of all syncers (their status)
     slots_pulled: int = 0  # slots those repairs pulled (a resync storm would show here)
+    catch_up_by_kind: dict[str, list[int]] = field(default_factory=dict)  # slots per heal
     duplicates: int = 0
     churn: dict[str, int] = field(default_factory=dict)
     links: dict[str, str] = field(default_factory=dict)
@@ -109,6 +110,19 @@ def percentile(values: list[float], share: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+Counters = dict[tuple[str, str], tuple[int, int]]  # (syncer, remote dc): (repairs, slots)
+
+
+def pulled_since(before: Counters, after: Counters) -> int:
+    """Slots pulled between two readings of the links' counters (a syncer restarted in
+    between counts from 0)."""
+    total = 0
+    for key, (_, slots) in after.items():
+        earlier = before.get(key, (0, 0))[1]
+        total += slots - earlier if slots >= earlier else slots
+    return total
 
 
 class Runner:
@@ -163,18 +177,29 @@ class Runner:
             return None
         return int(statuses[leader]["exported"])
 
-    def count_repairs(self) -> None:
-        """Repairs and slots pulled by every link (counters since each syncer's last
-        start: a restarted syncer's earlier ones are not counted)."""
+    def link_counters(self) -> Counters:
+        """(repairs, slots pulled) of every link of every syncer, by (syncer, remote dc):
+        counters since each syncer's last start."""
+        counters: Counters = {}
         for dc in self.lab.dcs:
             for syncer in dc.syncers:
                 try:
                     remote = syncer.status()["remote"]
                 except (OSError, ValueError, KeyError):
                     continue
-                for link in remote.values():
-                    self.results.repairs += int(link.get("repairs", 0))
-                    self.results.slots_pulled += int(link.get("slots_pulled", 0))
+                for name, link in remote.items():
+                    counters[(syncer.name, name)] = (
+                        int(link.get("repairs", 0)),
+                        int(link.get("slots_pulled", 0)),
+                    )
+        return counters
+
+    def count_repairs(self) -> None:
+        """Repairs and slots pulled by every link (a restarted syncer's earlier ones are
+        not counted)."""
+        for repairs, slots in self.link_counters().values():
+            self.results.repairs += repairs
+            self.results.slots_pulled += slots
 
     def sample_forever(self) -> None:
         while not self.stop.wait(1.0):
@@ -191,9 +216,10 @@ class Runner:
 
     # -- phases ----------------------------------------------------------------------
 
-    def converge(self, deadline: float) -> tuple[float | None, list[Violation]]:
-        """Poll the steady-state check until it passes: (seconds, []) or (None, last)."""
-        start = reported = time.monotonic()
+    def converge(self, deadline: float, since: float) -> tuple[float | None, list[Violation]]:
+        """Poll the steady-state check until it passes: (seconds since ``since``, the
+        heal, []) or (None, last)."""
+        start = reported = since
         found: list[Violation] = []
         while time.monotonic() - start < deadline:
             found = check_converged(self.snapshot(with_exports=True), ADMISSION)
@@ -208,11 +234,13 @@ class Runner:
         return None, found
 
     def quiet(self, fault: Fault | None) -> None:
+        healed = time.monotonic()  # convergence counts from here, the settling included
+        before = self.link_counters()
         for app in self.apps:
             app.paused.set()
         time.sleep(0.5)  # let in-flight operations land
         deadline = 10 + self.timing.anti_entropy + 3 * self.timing.instance_ttl
-        took, found = self.converge(deadline)
+        took, found = self.converge(deadline, healed)
         if took is None:
             for violation in found[:20]:
                 self.say(f"VIOLATION {violation}")
@@ -222,7 +250,9 @@ class Runner:
             kind = fault.kind if fault else "start"
             self.results.convergence.append(took)
             self.results.convergence_by_kind.setdefault(kind, []).append(took)
-            self.say(f"converged {took:.1f} s after heal")
+            pulled = pulled_since(before, self.link_counters())  # the catch-up's slots
+            self.results.catch_up_by_kind.setdefault(kind, []).append(pulled)
+            self.say(f"converged {took:.1f} s after heal, {pulled} slot(s) pulled")
         self.injector.settle()
         for app in self.apps:
             app.paused.clear()
@@ -306,13 +336,18 @@ def table(results: Results) -> str:
         f"seed {results.seed}, duration {results.duration:.0f} s"
         f"{', soak' if results.soak else ''}, origin policy {results.origin_policy}",
         "",
-        f"{'fault':<22}{'count':>6}{'conv p50':>10}{'conv max':>10}",
+        f"{'fault':<22}{'count':>6}{'conv p50':>10}{'conv p99':>10}{'conv max':>10}"
+        f"{'slots/heal p50':>16}{'max':>6}",
     ]
     for kind, count in sorted(results.faults.items()):
         times = results.convergence_by_kind.get(kind, [])
         p50 = f"{percentile(times, 0.5):.1f}s" if times else "-"
+        p99 = f"{percentile(times, 0.99):.1f}s" if times else "-"
         top = f"{max(times):.1f}s" if times else "-"
-        lines.append(f"{kind:<22}{count:>6}{p50:>10}{top:>10}")
+        slots = results.catch_up_by_kind.get(kind, [])
+        slots50 = f"{percentile([float(n) for n in slots], 0.5):.0f}" if slots else "-"
+        slots_top = f"{max(slots)}" if slots else "-"
+        lines.append(f"{kind:<22}{count:>6}{p50:>10}{p99:>10}{top:>10}{slots50:>16}{slots_top:>6}")
     lines += [
         "",
         f"faults injected:              {sum(results.faults.values())}",
