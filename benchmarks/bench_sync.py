@@ -622,12 +622,16 @@ def breakdown(count: int, top: int = 12) -> dict[str, Any]:
     from pysyncer.adapters.embedded import EmbeddedAdapter
     from pysyncer.model import Instance, Record, ServiceKey
     from pysyncer.servicecenter.core import EmbeddedRegistry
+    from pysyncer.servicecenter.settings import ServiceCenterSettings
     from pysyncer.store import create_store
     from pysyncer.sync.importer import Importer
 
     async def run() -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
-            registry = EmbeddedRegistry()
+            # 10 instances per service: past 100,000 copies that is more services than
+            # the registry's default quota allows in one project, so raise it here.
+            quota = ServiceCenterSettings(max_services=max(count // 10, 10_000))
+            registry = EmbeddedRegistry(settings=quota)
             adapter = EmbeddedAdapter(registry)
             store = create_store("embedded", tmp)
             await store.open()
