@@ -330,7 +330,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "import-rate-bootstrap",
-        2000.0,
+        20_000.0,
         parsers.writes_per_second,
         "registry writes per second the importer may make while a data center is caught up "
         "(first sync, or a backlog after a heal); 0 = unlimited",
@@ -338,7 +338,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "import-rate-steady",
-        500.0,
+        5_000.0,
         parsers.writes_per_second,
         "registry writes per second the importer may make otherwise; 0 = unlimited",
         "N",
