@@ -803,6 +803,15 @@ class _Refusing:
     async def health(self) -> None:
         raise self.refusal
 
+    def watch(self, since: int, epoch: str) -> None:
+        raise self.refusal
+
+    async def get_digests(self) -> None:
+        raise self.refusal
+
+    def pull_slots(self, slots: Sequence[int]) -> None:
+        raise self.refusal
+
     async def close(self) -> None:
         pass
 
