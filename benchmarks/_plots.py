@@ -58,13 +58,20 @@ def full_sync_rows(report: Row) -> list[Row]:
     return [r["full_sync"] for r in results(report, "full-sync") if "full_sync" in r]
 
 
-def rate_rows(report: Row) -> list[Row]:
-    """bench_sync's propagation runs: paced ones by offered rate, then the unpaced ones."""
+def rate_rows(report: Row) -> list[tuple[str, Row]]:
+    """bench_sync's propagation runs, labelled, by offered rate: each paced run, then the
+    unpaced run its invocation made on the same pool."""
     runs = [r["propagation"]["runs"] for r in results(report, "propagation-rate")]
-    paced = sorted(
-        (r["paced"] for r in runs if "paced" in r), key=lambda r: r["offered_rate_per_s"]
-    )
-    return paced + [r["unpaced"] for r in runs if "unpaced" in r]
+    labelled = []
+    for run in sorted(runs, key=lambda r: r.get("paced", {}).get("offered_rate_per_s") or 0):
+        rate = run.get("paced", {}).get("offered_rate_per_s")
+        if rate:
+            labelled.append((f"{rate:,.0f}/s", run["paced"]))
+        if "unpaced" in run:
+            labelled.append(
+                (f"unpaced (pool of the {rate:,.0f}/s run)" if rate else "unpaced", run["unpaced"])
+            )
+    return labelled
 
 
 def counts(flat: Row, key: str) -> list[int]:
@@ -198,13 +205,13 @@ def full_sync_section(report: Row, img: Image) -> str:
 def rate_section(report: Row, img: Image) -> str:
     rows = [
         [
-            cell(r["offered_rate_per_s"], ",.0f", "/s") if r["offered_rate_per_s"] else "unpaced",
+            label,
             cell(r["register_rate_per_s"], ",.0f", "/s"),
             f"{r['visible'].get('p50_ms', 0):.0f} / {r['visible'].get('p99_ms', 0):.0f} ms",
             f"{r['gone'].get('p50_ms', 0):.0f} / {r['gone'].get('p99_ms', 0):.0f} ms",
             f"{r['copies_arrived']:,} of {r['copies_expected']:,}",
         ]
-        for r in rate_rows(report)
+        for label, r in rate_rows(report)
     ]
     if not rows:
         return ""
@@ -264,8 +271,8 @@ def mesh_section(report: Row, img: Image) -> str:
     fit = ""
     if "cpu_per_copy_fit_ms" in mesh:
         fit = (
-            f" CPU per offered change: {mesh['cpu_per_change_fixed_ms']:.3f} ms + "
-            f"{mesh['cpu_per_copy_fit_ms']:.3f} ms per other data center; "
+            f" CPU per offered change (a line over N): {mesh['cpu_per_change_fixed_ms']:.3f} ms "
+            f"fixed, {mesh['cpu_per_copy_fit_ms']:.3f} ms per other data center; "
             f"{mesh['target_dcs']} data centers at {mesh['target_rate_per_dc']:.0f} changes/s "
             f"each would need about {mesh['target_cores_fit']:.1f} cores."
         )
@@ -313,8 +320,8 @@ def cost_section(report: Row, img: Image) -> str:
                     cell(cost[p + "rss_mib"], ".0f", " MiB"),
                     cell(cost[p + "registry_rss_mib"], ".0f", " MiB"),
                     cell(cost[p + "wire_bytes_per_s"], ",.0f", " B/s"),
-                    f"{cost[p + 'changes']} ({cost[p + 'errors']} failed)",
-                    str(cost[p + "applied"]),
+                    f"{cost[p + 'changes']:.0f} ({cost[p + 'errors']:.0f} failed)",
+                    cell(cost[p + "applied"], ".0f"),
                 ]
             )
     fitted = [
@@ -567,16 +574,23 @@ def paint_full_sync(report: Row, axes: Any) -> bool:
     )
     right.set(xscale="log", xlabel="instances", ylabel="bytes per copy")
     peak = right.twinx()
-    peak.plot(xs, [r["peak_rss_bytes"] / MIB for r in rows], "s--", color="C1", label="peak RSS")
+    peak.plot(xs, [r["peak_rss_bytes"] / MIB for r in rows], "s--", color="C1")
     peak.set_ylabel("peak RSS, MiB")
-    handles = [h for ax in (right, peak) for h in ax.get_legend_handles_labels()[0]]
-    peak.legend(handles=handles, fontsize=8, loc="upper center")
+    right.set_ylim(bottom=0)
+    peak.set_ylim(bottom=0)
+    (per_copy_line,), (peak_line,) = right.get_lines(), peak.get_lines()
+    right.legend(
+        [per_copy_line, peak_line],
+        [per_copy_line.get_label(), "peak RSS"],
+        fontsize=8,
+        loc="lower right",
+    )
     right.set_title("importing daemon's memory")
     return True
 
 
 def paint_rate(report: Row, axes: Any) -> bool:
-    rows = [r for r in rate_rows(report) if r["offered_rate_per_s"] and r["visible"]["count"]]
+    rows = [r for _, r in rate_rows(report) if r["offered_rate_per_s"] and r["visible"]["count"]]
     if not rows:
         return False
     xs = [r["offered_rate_per_s"] for r in rows]
@@ -633,5 +647,7 @@ def paint_cost(report: Row, axes: Any) -> bool:
     left.set(xlabel="remote data centers", ylabel="% of one core", xticks=ks)
     left.set_title(f"syncer CPU (goal {100 * cost['goal_cpu_share_per_remote']:.1f} % per remote)")
     right.set(xlabel="remote data centers", ylabel="MiB", xticks=ks)
+    for ax in axes:
+        ax.set_ylim(bottom=0)
     right.set_title(f"syncer RSS (goal {cost['goal_rss_mib_per_remote']:.0f} MiB per remote)")
     return True
