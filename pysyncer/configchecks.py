@@ -24,7 +24,7 @@ from pysyncer.hostport import HostPort
 from pysyncer.servicecenter.settings import ServiceCenterSettings
 
 if TYPE_CHECKING:
-    from pysyncer.config import DaemonConfig
+    from pysyncer.daemonconfig import DaemonConfig
 
 __all__ = [
     "check_bind_host",
