@@ -15,19 +15,21 @@ Layout, all C arrays but one list:
 
 * a 4-ary min-heap of ``(deadline, stamp, slot)`` structs (24 bytes, so the four
   children of a node share one or two cache lines);
-* slots: per timer, its heap position and its bucket in the index;
-* the index, an open-addressing hash table of ``(hash, key, slot)`` entries probed as
-  CPython's dict probes (so keys with clustered hashes, such as multiples of a power
-  of two, stay O(1)); a lookup compares the stored hash, then identity, and only
-  then calls ``__eq__``, as a dict does;
+* slots: per timer, its key's hash, its heap position and its bucket in the index;
+* the index, an open-addressing table of 4-byte slot numbers probed as CPython's dict
+  probes (so keys with clustered hashes, such as multiples of a power of two, stay
+  O(1)); a lookup compares the slot's stored hash, then identity, and only then calls
+  ``__eq__``, as a dict does;
 * ``_keys``, a list slot -> key: it owns the one reference the queue holds to each
   key and lets the cycle collector see them.
 
 Why not a dict key -> slot: the dict boxes every slot number in an int object, and
 popping a timer had to hash its key and touch the key object to delete it. Here a pop
 moves the key's reference from ``_keys`` into the returned list and marks its bucket
-free through the slot, never reading the key object; ``schedule``, ``cancel`` and
-``pop_due`` run 1.5-3x faster than with the dict (benchmarks/bench_timers.py).
+free through the slot, never reading the key object, and growing the index rewrites
+4 bytes per timer. Against the dict-based layout, ``pop_due`` runs about 1.5x faster
+at 10,000 timers and 2x at 100,000, ``schedule``, ``reschedule`` and ``cancel``
+1.1-1.6x (benchmarks/bench_timers.py; figures in docs/benchmarks.md).
 
 Why any hashable key rather than int ids: the caller (the membership table) knows
 members by name, so int ids would only move the name -> id map out of the queue.
@@ -40,7 +42,7 @@ consistent again, and may use it. A queue is not locked: use it from one thread.
 cimport cython
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject, PyObject_Hash, PyObject_RichCompareBool, Py_EQ
-from libc.stdint cimport uint64_t
+from libc.stdint cimport INT32_MAX, int32_t, uint64_t
 
 cdef extern from *:
     void _prefetch "__builtin_prefetch" (const void* address)
@@ -73,14 +75,9 @@ cdef struct Node:
 
 
 cdef struct Slot:
+    Py_hash_t hash        # of the key, when used
     Py_ssize_t pos        # heap index when used; next free slot when free (-1 ends)
     Py_ssize_t bucket     # index bucket when used
-
-
-cdef struct Bucket:
-    Py_hash_t hash
-    PyObject* key         # borrowed: _keys holds the reference
-    Py_ssize_t slot       # >= 0 when used, else EMPTY or DUMMY
 
 
 cdef inline int _earlier(const Node* a, const Node* b) noexcept nogil:
@@ -101,7 +98,7 @@ cdef class TimerQueue:
 
     cdef Node* _heap
     cdef Slot* _slots
-    cdef Bucket* _buckets
+    cdef int32_t* _buckets         # the index: a slot, EMPTY or DUMMY per bucket
     cdef Py_ssize_t* _popped       # scratch: slots popped by one pop_due call
     cdef Py_ssize_t _size          # live timers (heap nodes)
     cdef Py_ssize_t _capacity      # slots and heap nodes allocated
@@ -115,7 +112,7 @@ cdef class TimerQueue:
     def __cinit__(self):
         self._keys = []
         self._free = -1
-        self._buckets = <Bucket*>PyMem_Malloc(MIN_BUCKETS * sizeof(Bucket))
+        self._buckets = <int32_t*>PyMem_Malloc(MIN_BUCKETS * sizeof(int32_t))
         if self._buckets == NULL:
             raise MemoryError()
         self._mask = MIN_BUCKETS - 1
@@ -209,7 +206,7 @@ cdef class TimerQueue:
         """Take a timer out of the heap and the index and free its slot; its key stays
         in _keys for the caller to take."""
         cdef Py_ssize_t pos = self._slots[slot].pos
-        self._buckets[self._slots[slot].bucket].slot = DUMMY
+        self._buckets[self._slots[slot].bucket] = DUMMY
         if pos == 0:
             self._pop_root()
         else:
@@ -225,7 +222,7 @@ cdef class TimerQueue:
     cdef inline void _empty_buckets(self) noexcept:
         cdef size_t i
         for i in range(self._mask + 1):
-            self._buckets[i].slot = EMPTY
+            self._buckets[i] = EMPTY
         self._fill = 0
 
     cdef Py_ssize_t _lookup(self, object key, Py_hash_t hash, Py_ssize_t* vacant) except -2:
@@ -233,22 +230,24 @@ cdef class TimerQueue:
         may use. Calls the key's ``__eq__`` on a hash match (the caller holds _busy)."""
         cdef size_t perturb = <size_t>hash
         cdef size_t i = <size_t>hash & self._mask
-        cdef Bucket* bucket
+        cdef int32_t slot
+        cdef PyObject* stored
         cdef int equal
         vacant[0] = -1
         while True:
-            bucket = &self._buckets[i]
-            if bucket.slot == EMPTY:
+            slot = self._buckets[i]
+            if slot == EMPTY:
                 if vacant[0] < 0:
                     vacant[0] = <Py_ssize_t>i
                 return -1
-            if bucket.slot == DUMMY:
+            if slot == DUMMY:
                 if vacant[0] < 0:
                     vacant[0] = <Py_ssize_t>i
-            elif bucket.hash == hash:
-                if bucket.key == <PyObject*>key:
+            elif self._slots[slot].hash == hash:
+                stored = _get_item(self._keys, slot)
+                if stored == <PyObject*>key:
                     return <Py_ssize_t>i
-                equal = PyObject_RichCompareBool(<object>bucket.key, key, Py_EQ)
+                equal = PyObject_RichCompareBool(<object>stored, key, Py_EQ)
                 if equal < 0:
                     return -2
                 if equal:
@@ -258,27 +257,26 @@ cdef class TimerQueue:
 
     cdef int _rebuild_index(self, size_t buckets) except -1:
         """Re-insert every live timer into ``buckets`` buckets (dropping DUMMYs)."""
-        cdef Bucket* old = self._buckets
-        cdef size_t old_mask = self._mask
-        cdef Bucket* fresh = <Bucket*>PyMem_Malloc(buckets * sizeof(Bucket))
-        cdef size_t b, i, perturb
+        cdef int32_t* fresh = <int32_t*>PyMem_Malloc(buckets * sizeof(int32_t))
+        cdef Py_ssize_t pos
+        cdef Slot* slot
+        cdef size_t i, perturb
         if fresh == NULL:
             raise MemoryError()
+        PyMem_Free(self._buckets)
         self._buckets = fresh
         self._mask = buckets - 1
         self._empty_buckets()
-        for b in range(old_mask + 1):
-            if old[b].slot < 0:
-                continue
-            perturb = <size_t>old[b].hash
-            i = <size_t>old[b].hash & self._mask
-            while fresh[i].slot != EMPTY:
+        for pos in range(self._size):
+            slot = &self._slots[self._heap[pos].slot]
+            perturb = <size_t>slot.hash
+            i = <size_t>slot.hash & self._mask
+            while fresh[i] != EMPTY:
                 perturb >>= PERTURB_SHIFT
                 i = (i * 5 + perturb + 1) & self._mask
-            fresh[i] = old[b]
-            self._slots[old[b].slot].bucket = <Py_ssize_t>i
+            fresh[i] = <int32_t>self._heap[pos].slot
+            slot.bucket = <Py_ssize_t>i
         self._fill = self._size
-        PyMem_Free(old)
         return 0
 
     cdef int _reserve(self) except -1:
@@ -294,6 +292,8 @@ cdef class TimerQueue:
         if self._free >= 0:
             return 0
         capacity = max(MIN_CAPACITY, self._capacity * 2)
+        if capacity > INT32_MAX:
+            raise MemoryError("a TimerQueue holds at most 2**31 - 1 timers")
         grown = PyMem_Realloc(self._heap, capacity * sizeof(Node))
         if grown == NULL:
             raise MemoryError()
@@ -350,21 +350,20 @@ cdef class TimerQueue:
             bucket = self._lookup(key, hash, &vacant)
             self._stamp += 1
             if bucket >= 0:
-                pos = self._slots[self._buckets[bucket].slot].pos
+                pos = self._slots[self._buckets[bucket]].pos
                 self._heap[pos].deadline = deadline
                 self._heap[pos].stamp = self._stamp
                 self._restore(pos)
                 return
-            if self._buckets[vacant].slot == EMPTY:
+            if self._buckets[vacant] == EMPTY:
                 self._fill += 1
             slot = self._free
             self._free = self._slots[slot].pos
             _incref(<PyObject*>key)
             _set_item(self._keys, slot, <PyObject*>key)
             _decref(_none)  # the free slot's None, replaced
-            self._buckets[vacant].hash = hash
-            self._buckets[vacant].key = <PyObject*>key
-            self._buckets[vacant].slot = slot
+            self._buckets[vacant] = <int32_t>slot
+            self._slots[slot].hash = hash
             self._slots[slot].bucket = vacant
             self._heap[self._size] = Node(deadline, self._stamp, slot)
             self._size += 1
@@ -381,7 +380,7 @@ cdef class TimerQueue:
             bucket = self._find(key)
             if bucket < 0:
                 return False
-            slot = self._buckets[bucket].slot
+            slot = self._buckets[bucket]
             self._remove(slot)
             dropped = self._take_key(slot)
         finally:
@@ -399,7 +398,7 @@ cdef class TimerQueue:
             self._busy = False
         if bucket < 0:
             return None
-        return self._heap[self._slots[self._buckets[bucket].slot].pos].deadline
+        return self._heap[self._slots[self._buckets[bucket]].pos].deadline
 
     def pop_due(self, double now, limit=None):
         """Remove and return the keys whose deadline is <= ``now``, in order.
