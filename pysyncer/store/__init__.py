@@ -40,8 +40,9 @@ from pysyncer.store.base import (
     StoreLockedError,
     iter_mappings,
 )
-from pysyncer.store.etcd import DEFAULT_PREFIX, EtcdStore
+from pysyncer.store.etcd import EtcdStore
 from pysyncer.store.etcd_client import EtcdUnavailableError
+from pysyncer.store.etcd_layout import DEFAULT_PREFIX
 from pysyncer.store.sqlite import SqliteStore
 from pysyncer.store.url import PASSWORD_ENV, StoreURL, parse_store_url
 

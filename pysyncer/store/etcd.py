@@ -81,20 +81,18 @@ from pysyncer.store.etcd_txn import Write
 from pysyncer.store.etcd_watch import PrefixWatch
 from pysyncer.store.etcd_writes import WriteQueue
 
-__all__ = ["DEFAULT_PREFIX", "EtcdStore"]
+__all__ = ["EtcdStore"]
 
 log = logging.getLogger(__name__)
-
-DEFAULT_PREFIX = "/pysyncer/{dc}/"
-"""Key prefix of a data center's store; ``{dc}`` is replaced by the data center name."""
 
 
 class EtcdStore:
     """The etcd :class:`~pysyncer.store.base.Store` and :class:`Coordinator`.
 
     ``endpoints``: ``"HOST:PORT[,HOST:PORT]"`` or pairs (failover in order).
-    ``prefix``: the data center's key prefix (``/pysyncer/<dc>/`` by default, see
-    :data:`DEFAULT_PREFIX`); every syncer of one data center uses the same one.
+    ``prefix``: the data center's key prefix (by default
+    :data:`~pysyncer.store.etcd_layout.DEFAULT_PREFIX` with the data center's name); every
+    syncer of one data center uses the same one.
     ``member``: this syncer's node name; its peer cursors are kept apart from the
     other members' (each member streams from the peers independently).
     ``open_timeout``: how long :meth:`open` waits for etcd before raising StoreError.

@@ -1,11 +1,11 @@
 """Key layout and value codec of the etcd store backend.
 
-Owns the mapping between the store's data and etcd keys/values under one prefix: which
-key holds what (:data:`KEY_TABLE`, rendered into ``docs/store.md`` by
-:func:`render_markdown` and checked against it by the tests), how names are escaped
-inside keys, and the versioned msgpack encoding of every value. The record body inside
-log and exported-state values is :mod:`pysyncer.store.codec`'s. Pure functions only:
-must not import the etcd client or the store, and does no I/O.
+Owns the mapping between the store's data and etcd keys/values under one prefix (by
+default :data:`DEFAULT_PREFIX`): which key holds what (:data:`KEY_TABLE`, rendered into
+``docs/store.md`` by :func:`render_markdown` and checked against it by the tests), how
+names are escaped inside keys, and the versioned msgpack encoding of every value. The
+record body inside log and exported-state values is :mod:`pysyncer.store.codec`'s. Pure
+functions only: must not import the etcd client or the store, and does no I/O.
 
 Every value is msgpack of a list whose first element is :data:`FORMAT_VERSION`; a
 reader refuses a value with a newer version (a newer pysyncer wrote it) and a later
@@ -37,6 +37,7 @@ from pysyncer.store.base import (
 from pysyncer.store.codec import record_from_body
 
 __all__ = [
+    "DEFAULT_PREFIX",
     "FORMAT_VERSION",
     "KEY_TABLE",
     "KeyRow",
@@ -66,6 +67,9 @@ __all__ = [
     "prefix_end",
     "render_markdown",
 ]
+
+DEFAULT_PREFIX = "/pysyncer/{dc}/"
+"""Key prefix of a data center's store; ``{dc}`` is replaced by the data center name."""
 
 FORMAT_VERSION: int = 1
 """Version written as the first element of every value."""
