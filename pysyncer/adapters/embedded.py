@@ -63,6 +63,7 @@ class EmbeddedAdapter:
         self._cursor: int | None = None  # revision of the last listing
         self._services_by_id: dict[str, ServiceKey] = {}
         self._service_ids: dict[ServiceKey, str] = {}  # what register() needs, cached
+        self._tenants: dict[str, dict[str, str]] = {}  # keyword arguments by project text
 
     async def start(self) -> None:
         self._closed.clear()
@@ -71,8 +72,12 @@ class EmbeddedAdapter:
         self._closed.set()
 
     def _tenant(self, service: ServiceKey) -> dict[str, str]:
-        domain, _, project = service.project.partition("/")
-        return {"domain": domain or self.domain, "project": project or self.project}
+        tenant = self._tenants.get(service.project)
+        if tenant is None:
+            domain, _, project = service.project.partition("/")
+            tenant = {"domain": domain or self.domain, "project": project or self.project}
+            self._tenants[service.project] = tenant
+        return tenant
 
     def _check_open(self) -> None:
         if self._closed.is_set():

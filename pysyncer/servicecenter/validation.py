@@ -56,6 +56,7 @@ _NAME_RE: Final = re.compile(r"^[a-zA-Z0-9]*$|^[a-zA-Z0-9][a-zA-Z0-9_\-.]*[a-zA-
 _ID_RE: Final = re.compile(r"^[a-zA-Z0-9_\-.:]{1,64}$")
 _VERSION_RE: Final = re.compile(r"^[0-9]{1,5}(\.[0-9]{1,5}){0,3}$")
 _HOST_RE: Final = re.compile(r"^\S{1,64}$")
+_STR_ONLY: Final = frozenset((str,))
 _TENANT_RE: Final = re.compile(r"^[a-zA-Z0-9_\-.]{1,64}$")
 
 _SERVICE_TEXT_FIELDS: Final = ("description", "registerBy", "alias")
@@ -119,6 +120,12 @@ def _text(body: Mapping[str, Any], key: str, default: str = "", *, limit: int = 
 def string_map(value: Any, name: str) -> dict[str, str]:
     if value is None:
         return {}
+    if (  # the usual: a dict of plain strings, checked by type in one pass each
+        type(value) is dict
+        and _STR_ONLY.issuperset(map(type, value))
+        and _STR_ONLY.issuperset(map(type, value.values()))
+    ):
+        return dict(value)
     if not isinstance(value, Mapping):
         raise invalid(f"'{name}' must be an object of strings")
     out: dict[str, str] = {}
@@ -131,7 +138,10 @@ def string_map(value: Any, name: str) -> dict[str, str]:
 
 def check_properties(properties: Mapping[str, str], limits: ServiceCenterSettings) -> None:
     """Refuse (400100) a properties map larger than ``limits.max_properties_bytes``."""
-    size = sum(len(k.encode()) + len(v.encode()) for k, v in properties.items())
+    # The UTF-8 length of the names and values joined is the sum of theirs; ASCII text
+    # (the usual) is as many bytes as characters, so nothing is encoded then.
+    joined = "".join(properties) + "".join(properties.values())
+    size = len(joined) if joined.isascii() else len(joined.encode())
     if size > limits.max_properties_bytes:
         raise no_quota(
             f"'properties' hold {size} bytes, more than the {limits.max_properties_bytes} allowed"
@@ -229,7 +239,7 @@ def validate_instance(body: Any, limits: ServiceCenterSettings = DEFAULT_SETTING
     ``limits.max_ttl`` seconds (Service-Center refuses a TTL that overflows its int32
     with "Invalid 'healthCheck' settings"; here the bound is a setting).
     """
-    if not isinstance(body, Mapping):
+    if type(body) is not dict and not isinstance(body, Mapping):
         raise invalid("'instance' must be an object")
     host = _text(body, "hostName", limit=64)
     if not _HOST_RE.match(host):
@@ -248,7 +258,7 @@ def validate_instance(body: Any, limits: ServiceCenterSettings = DEFAULT_SETTING
     check = body.get("healthCheck")
     if check is None:
         check = {}
-    if not isinstance(check, Mapping):
+    if type(check) is not dict and not isinstance(check, Mapping):
         raise invalid("'healthCheck' must be an object")
     mode = _text(check, "mode") or "push"
     if mode not in HEALTH_MODES:

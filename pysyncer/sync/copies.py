@@ -35,17 +35,18 @@ class PendingCopy:
     def entry(self, origin_id: str) -> MappingEntry:
         """Its mapping entry, registered and renewed now."""
         now = time.time()
-        return MappingEntry(
-            origin_dc=self.origin_dc,
-            origin_instance_id=origin_id,
-            service_text=self.service.text(),
-            slot=self.slot,
-            digest=self.digest,
-            origin_revision=self.revision,
-            local_service_id=self.ref.service_id,
-            local_instance_id=self.ref.instance_id,
-            registered_at=now,
-            renewed_at=now,
+        ref = self.ref
+        return MappingEntry(  # positional (a copy's hot path), in MappingEntry's field order
+            self.origin_dc,
+            origin_id,
+            self.service.text(),
+            self.slot,
+            self.digest,
+            self.revision,
+            ref.service_id,
+            ref.instance_id,
+            now,
+            now,
         )
 
 

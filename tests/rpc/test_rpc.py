@@ -332,6 +332,24 @@ def test_codec_round_trip_and_encoding_checks() -> None:
     assert codec.decode_records(DC, parts[1][1], 1) == [two[1]]
 
 
+def test_a_slot_batch_refuses_records_of_another_slot_whichever_service_they_follow() -> None:
+    other = next(
+        ServiceKey("shop", f"s{n}", "1.0.0", "production")
+        for n in range(100)
+        if ServiceKey("shop", f"s{n}", "1.0.0", "production").slot != PAY.slot
+    )
+    good = Record(DC, PAY, "a", 1, Instance(PAY, "a", "h"))
+    stray = Record(DC, other, "b", 2, Instance(other, "b", "h"))
+    for records in ([good, good, stray], [stray, good], [good, stray, good]):
+        payload = codec.encode_records(DC, records, tombstones=False)
+        msg = pb.SlotBatch(dc=DC, slot=PAY.slot, count=len(records), records=payload)
+        with pytest.raises(PayloadError, match=f"'b' is in slot {other.slot}"):
+            codec.read_slot_batch(msg)
+    payload = codec.encode_records(DC, [good, good], tombstones=False)
+    msg = pb.SlotBatch(dc=DC, slot=PAY.slot, count=2, records=payload, last=True)
+    assert codec.read_slot_batch(msg).records == [good, good]
+
+
 async def test_bad_requests_get_clear_errors_and_the_server_keeps_serving(
     server: SyncServer, client: SyncClient, source: MemorySource
 ) -> None:

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import UserDict
 from typing import Any
 
 import pytest
 
 from pysyncer.servicecenter import EmbeddedRegistry, RegistryError
+from pysyncer.servicecenter.settings import ServiceCenterSettings
+from pysyncer.servicecenter.validation import validate_instance
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -206,3 +209,25 @@ async def test_reregistering_with_a_shorter_lease_expires_at_the_shorter_time(
     clock.now += 200
     assert registry.expire() == 0  # the replaced lease's queued entry is skipped
     assert registry.instance_count() == 0
+
+
+def test_instance_properties_are_checked_the_same_on_every_path() -> None:
+    """A dict of plain strings (the fast path) and any other mapping are validated alike:
+    strings only, sizes in UTF-8 bytes, a copy returned."""
+
+    class Text(str):
+        pass
+
+    limits = ServiceCenterSettings(max_properties_bytes=8)
+    props = {"k": "\u00e9\u00e9\u00e9"}  # 1 + 6 bytes: within 8, though 4 characters
+    for given in (props, UserDict(props), {Text("k"): Text("\u00e9\u00e9\u00e9")}):
+        out = validate_instance({**instance(), "properties": given}, limits)
+        assert out["properties"] == props and out["properties"] is not given
+    for big in ({"k": "\u00e9\u00e9\u00e9\u00e9"}, UserDict({"kkk": "\u00e9\u00e9\u00e9"})):
+        with pytest.raises(RegistryError, match="9 bytes, more than the 8"):
+            validate_instance({**instance(), "properties": big}, limits)
+    for bad in ({"k": 1}, {1: "v"}, UserDict({"k": None}), ["k"]):
+        with pytest.raises(RegistryError, match="'properties' must"):
+            validate_instance({**instance(), "properties": bad}, limits)
+    with pytest.raises(UnicodeEncodeError):  # a lone surrogate has no UTF-8 size
+        validate_instance({**instance(), "properties": {"k": "\ud800"}}, limits)
