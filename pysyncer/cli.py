@@ -40,15 +40,13 @@ from pysyncer.cliops import (
     print_json,
 )
 from pysyncer.errors import PysyncerError
-from pysyncer.hostport import ADMIN_PORT, REGISTRY_PORT, parse_host_port
+from pysyncer.hostport import REGISTRY_PORT, parse_host_port
 from pysyncer.logs import LOG_LEVELS
 from pysyncer.redact import redact
 
 if TYPE_CHECKING:
     from pysyncer.admin.client import AdminClient
     from pysyncer.admin.payloads import QueryRequest
-
-DEFAULT_ADMIN_ADDR = f"127.0.0.1:{ADMIN_PORT}"
 
 Runner = Callable[[argparse.Namespace], int]
 
@@ -289,18 +287,21 @@ def _admin_parser(
     format_help: str = "json: one JSON document",
     json_alias: bool = False,
 ) -> argparse.ArgumentParser:
+    from pysyncer.config import setting  # noqa: PLC0415
+
     parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text)
     add_format(parser, format_help, json_alias=json_alias)
+    address, token_file = setting("admin-addr"), setting("admin-token-file")
     parser.add_argument(
-        "--admin-addr",
-        default=os.environ.get("PYSYNCER_ADMIN_ADDR", DEFAULT_ADMIN_ADDR),
-        metavar="HOST:PORT",
-        help=f"the daemon's admin API (default {DEFAULT_ADMIN_ADDR})",
+        address.flag,
+        default=os.environ.get(address.env, address.default),
+        metavar=address.metavar,
+        help=f"the daemon's admin API (default {address.default})",
     )
     parser.add_argument(
-        "--admin-token-file",
-        metavar="FILE",
-        help="file holding the daemon's admin token (default: PYSYNCER_ADMIN_TOKEN_FILE)",
+        token_file.flag,
+        metavar=token_file.metavar,
+        help=f"file holding the daemon's admin token (default: {token_file.env})",
     )
     return parser
 
@@ -317,9 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
     registry = commands.add_parser(
         "registry", help="run the embedded ServiceComb-compatible service center alone"
     )
-    listen = f"127.0.0.1:{REGISTRY_PORT}"
+    from pysyncer.config import setting  # noqa: PLC0415
+
+    listen = setting("registry-addr").default
     registry.add_argument("--listen", default=listen, metavar="HOST:PORT", help=f"({listen})")
-    registry.add_argument("--log-level", default="info", type=str.lower, choices=LOG_LEVELS)
+    registry.add_argument(
+        "--log-level", default=setting("log-level").default, type=str.lower, choices=LOG_LEVELS
+    )
     add_format(registry, "the log format (one JSON object per line)")
     from pysyncer.servicecenter.settings import DEFAULT_SETTINGS as SC  # noqa: PLC0415 - no aiohttp
 

@@ -60,7 +60,7 @@ from pysyncer.hostport import ADMIN_PORT, GOSSIP_PORT, REGISTRY_PORT, SYNC_PORT
 from pysyncer.servicecenter.settings import DEFAULT_SETTINGS as REGISTRY_LIMITS
 from pysyncer.sync.filters import FilterConfigError, filters_from_config
 
-__all__ = ["SETTINGS", "DaemonConfig", "Setting", "default_dc", "load_config"]
+__all__ = ["SETTINGS", "DaemonConfig", "Setting", "default_dc", "load_config", "setting"]
 
 
 @dataclass(frozen=True)
@@ -364,6 +364,11 @@ _BY_KEY = {setting.key: setting for setting in SETTINGS}
 _ALIASES = {alias: setting for setting in SETTINGS for alias in setting.aliases}
 EMBEDDED_REGISTRY_URL = f"http://{_BY_KEY['registry-addr'].default}"
 """Stands for the embedded registry in :func:`default_dc` (a registry URL is not given)."""
+
+
+def setting(key: str) -> Setting:
+    """The setting whose main name is ``key`` (for commands that share its default)."""
+    return _BY_KEY[key]
 
 
 def default_dc(registry_urls: Sequence[str]) -> str:
