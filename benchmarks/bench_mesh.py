@@ -293,7 +293,12 @@ async def anti_entropy(origin: Node, args: argparse.Namespace, workdir: Path) ->
                 deadline = time.monotonic() + args.bound
                 while int((await client.health()).revision) < before + changed:
                     if time.monotonic() > deadline:
-                        raise TimeoutError(f"{origin.name} did not export {changed} changes")
+                        status = origin.status()
+                        raise TimeoutError(
+                            f"{origin.name} did not export {changed} changes after revision "
+                            f"{before}: revision {status.get('revision')}, exporter "
+                            f"{status.get('exporter')}\n{origin.tail()}"
+                        )
                     await asyncio.sleep(0.05)
                 await asyncio.sleep(0.5)  # the mesh peers' streams take them meanwhile
                 pulled0 = link.status.slots_pulled
