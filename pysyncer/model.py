@@ -80,6 +80,16 @@ class Instance:
     def ttl(self) -> int:
         return self.health_interval * (self.health_times + 1)
 
+    def properties_dict(self) -> dict[str, str]:
+        """A new plain dict of the properties (a read-only view is copied through the
+        dict it wraps: ``dict()`` of a view goes key by key, several times slower)."""
+        properties = self.properties
+        if type(properties) is MappingProxyType:
+            copied = properties.copy()
+            if type(copied) is dict:
+                return copied
+        return dict(properties)
+
     def fields(self) -> dict[str, Any]:
         """The canonical record fields (what the digest covers; not the local ids)."""
         return {
@@ -87,7 +97,7 @@ class Instance:
             "host": self.host_name,
             "endpoints": list(self.endpoints),
             "status": self.status,
-            "properties": dict(self.properties),
+            "properties": self.properties_dict(),
             "health": [self.health_interval, self.health_times],
         }
 

@@ -144,7 +144,7 @@ def instance_to_sc(instance: Instance) -> dict[str, Any]:
         "hostName": instance.host_name,
         "endpoints": list(instance.endpoints),
         "status": instance.status,
-        "properties": dict(instance.properties),
+        "properties": instance.properties_dict(),
         "healthCheck": {
             "mode": "push",
             "interval": instance.health_interval,

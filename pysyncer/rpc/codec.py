@@ -154,7 +154,7 @@ def encode_records(dc: str, records: Sequence[Record], *, tombstones: bool = Tru
                     inst.host_name,
                     inst.endpoints,
                     inst.status,
-                    dict(inst.properties),
+                    inst.properties_dict(),
                     inst.health_interval,
                     inst.health_times,
                 ),

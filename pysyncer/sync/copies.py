@@ -52,7 +52,7 @@ class PendingCopy:
 
 def copy_of(record: Record, origin: Instance) -> Instance:
     """The copy of ``origin`` (the instance of ``record``) to register in this registry."""
-    properties = dict(origin.properties)
+    properties = origin.properties_dict()
     properties[ORIGIN_DC_PROPERTY] = record.origin_dc
     properties[ORIGIN_ID_PROPERTY] = record.instance_id
     return Instance(

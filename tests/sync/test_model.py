@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
+from types import MappingProxyType
+
 import pytest
 
 from pysyncer._core import slots
@@ -45,3 +48,14 @@ def test_copies_and_records() -> None:
     assert record.key_hash != record_key_hash("west", "i1")
     assert tombstone.deleted and tombstone.digest == 0
     assert record.slot == CART.slot
+
+
+def test_properties_dict_is_a_new_plain_dict_whatever_mapping_holds_them() -> None:
+    key = ServiceKey("shop", "cart", "1.0.0")
+    given = {"zone": "a", "rack": "7"}
+    for held in (given, MappingProxyType(given), MappingProxyType(OrderedDict(given))):
+        inst = Instance(key, "i1", "h", properties=held)
+        copied = inst.properties_dict()
+        assert type(copied) is dict and copied == given
+        copied["zone"] = "b"  # a copy: the instance's properties stay as they were
+        assert inst.properties["zone"] == "a" and inst.properties_dict() == given
