@@ -28,6 +28,7 @@ from typing import Any, Final
 from urllib.parse import quote
 
 from pysyncer.adapters._http import HttpAdapter, HttpClient, Response
+from pysyncer.adapters._retry import Backoff
 from pysyncer.adapters.base import (
     AdapterError,
     BadResponseError,
@@ -478,16 +479,16 @@ class ConsulAdapter(HttpAdapter):
             self._last_listing.update(current)
 
     async def changes(self) -> AsyncIterator[ChangeBatch]:
-        backoff = 0.2
+        backoff = Backoff(self.settings.retry_max)
         while self._last_listing is None and not self._closed.is_set():
             try:
                 self._last_listing = await self._listing()
             except AdapterError as exc:
                 if self.halted():
                     return
-                log.warning("consul listing: %s (retrying in %.1fs)", exc, backoff)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, self.settings.retry_max)
+                delay = backoff.failed()
+                log.warning("consul listing: %s (retrying in %.1fs)", exc, delay)
+                await self._sleep(delay)
                 continue
             yield ChangeBatch([], resync=True)  # no listing of the caller covers the start
         if self._closed.is_set():

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from pysyncer.adapters._retry import RETRY_MAX
 from pysyncer.adapters._settings import settings_from_mapping
 from pysyncer.adapters.base import BadResponseError, ConflictError, LocalRef
 from pysyncer.adapters.fieldmap import STATUS_FROM_KIND, Carried, restore
@@ -73,7 +74,7 @@ class ConsulSettings:
     timeout: float = 10.0
     connect_timeout: float = 3.0
     max_body: int = 16 * 1024 * 1024
-    retry_max: float = 5.0
+    retry_max: float = RETRY_MAX
     tls_ca: str = ""
     tls_cert: str = ""
     tls_key: str = ""

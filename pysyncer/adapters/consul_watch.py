@@ -20,6 +20,7 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Final, Protocol
 
+from pysyncer.adapters._retry import Backoff
 from pysyncer.adapters.base import AdapterError, ChangeBatch, ChangeEvent, LocalRef
 from pysyncer.adapters.consul_codec import ConsulSettings
 from pysyncer.model import Instance
@@ -148,7 +149,8 @@ class ConsulWatch:
         return loop.time()
 
     async def _services(self, index: int) -> None:
-        catalog, backoff, last = self.catalog, 0.2, 0.0
+        catalog, last = self.catalog, 0.0
+        backoff = Backoff(catalog.settings.retry_max)
         while not catalog.closing.is_set():
             last = await self._paced(last)
             try:
@@ -156,11 +158,11 @@ class ConsulWatch:
             except AdapterError as exc:
                 if catalog.halted():
                     return
-                log.warning("consul services watch: %s (retrying in %.1fs)", exc, backoff)
-                await catalog.pause(backoff)
-                backoff = min(backoff * 2, catalog.settings.retry_max)
+                delay = backoff.failed()
+                log.warning("consul services watch: %s (retrying in %.1fs)", exc, delay)
+                await catalog.pause(delay)
                 continue
-            backoff = 0.2
+            backoff.succeeded()
             if index == 0:
                 last = _UNPACED  # a plain read: its blocking query follows at once
             index = next_index(index, new_index)
@@ -174,7 +176,8 @@ class ConsulWatch:
                     self.queue.put_nowait([ChangeEvent("delete", i, r) for i, r in gone.values()])
 
     async def _service(self, name: str, index: int) -> None:
-        catalog, backoff, last = self.catalog, 0.2, 0.0
+        catalog, last = self.catalog, 0.0
+        backoff = Backoff(catalog.settings.retry_max)
         while not catalog.closing.is_set():
             last = await self._paced(last)
             try:
@@ -182,11 +185,11 @@ class ConsulWatch:
             except AdapterError as exc:
                 if catalog.halted():
                     return
-                log.warning("consul watch of %s: %s (retrying in %.1fs)", name, exc, backoff)
-                await catalog.pause(backoff)
-                backoff = min(backoff * 2, catalog.settings.retry_max)
+                delay = backoff.failed()
+                log.warning("consul watch of %s: %s (retrying in %.1fs)", name, exc, delay)
+                await catalog.pause(delay)
                 continue
-            backoff = 0.2
+            backoff.succeeded()
             if index == 0:
                 last = _UNPACED  # a plain read: its blocking query follows at once
             index = next_index(index, new_index)

@@ -25,6 +25,7 @@ from typing import Any
 
 from aetcd import rpc
 
+from pysyncer.adapters._retry import Backoff
 from pysyncer.adapters.base import (
     AdapterError,
     BadResponseError,
@@ -245,7 +246,7 @@ class EtcdAdapter:
     # -- change detection --------------------------------------------------------------
 
     async def changes(self) -> AsyncIterator[ChangeBatch]:
-        backoff = 0.2
+        backoff = Backoff(self.settings.retry_max)
         while not self._closed.is_set():
             try:
                 if self._revision is None:
@@ -255,7 +256,7 @@ class EtcdAdapter:
                 async for response in watch_prefix(
                     self.conn, self.layout.prefix, self._revision + 1, self._closed
                 ):
-                    backoff = 0.2
+                    backoff.succeeded()
                     if response.compacted:
                         self.compactions += 1
                         log.warning(
@@ -273,9 +274,9 @@ class EtcdAdapter:
             except AdapterError as exc:
                 if self._closed.is_set():
                     return
-                log.warning("etcd change detection: %s (retrying in %.1fs)", exc, backoff)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, self.settings.retry_max)
+                delay = backoff.failed()
+                log.warning("etcd change detection: %s (retrying in %.1fs)", exc, delay)
+                await self._sleep(delay)
 
     def _apply(self, response: WatchResponse) -> list[ChangeEvent]:
         events: list[ChangeEvent] = []

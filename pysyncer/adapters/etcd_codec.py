@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import quote, unquote
 
+from pysyncer.adapters._retry import RETRY_MAX
 from pysyncer.adapters._settings import settings_from_mapping
 from pysyncer.adapters.fieldmap import Carried, carry, restore, split_endpoint
 from pysyncer.errors import ConfigError
@@ -42,7 +43,7 @@ class EtcdRegistrySettings:
     prefix: str = ""  # key prefix; empty: the layout's default (grpc: the whole keyspace)
     scheme: str = "grpc"  # endpoint scheme of grpc/gomicro addresses (they have none)
     request_timeout: float = 5.0  # per request and endpoint, seconds
-    retry_max: float = 5.0  # largest backoff of the change feed's retries
+    retry_max: float = RETRY_MAX  # largest backoff of the change feed's retries
     tls_ca: str = ""  # CA file of the etcd server's certificate (turns TLS on)
     tls_cert: str = ""  # client certificate file (etcd's --client-cert-auth), with tls-key
     tls_key: str = ""

@@ -30,6 +30,7 @@ from urllib.parse import quote
 import aiohttp
 
 from pysyncer.adapters._http import HttpAdapter, HttpClient, Response, TlsOptions
+from pysyncer.adapters._retry import Backoff
 from pysyncer.adapters.base import (
     AdapterError,
     BadResponseError,
@@ -400,7 +401,7 @@ class EurekaAdapter(HttpAdapter):
         return Snapshot(instances, refs, reconcile_hashcode(e.status for e in view.values()))
 
     async def changes(self) -> AsyncIterator[ChangeBatch]:
-        backoff = 0.2
+        backoff = Backoff(self.settings.retry_max)
         while not self._closed.is_set():
             try:
                 if self._view is None:
@@ -411,15 +412,15 @@ class EurekaAdapter(HttpAdapter):
                     if self._closed.is_set():
                         return
                     batch = await self._poll_delta()
-                    backoff = 0.2
+                    backoff.succeeded()
                     if batch is not None:
                         yield batch
             except (AdapterError, aiohttp.ClientError) as exc:
                 if self._closed.is_set() or not self.http.started:
                     return
-                log.warning("eureka change detection: %s (retrying in %.1fs)", exc, backoff)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, self.settings.retry_max)
+                delay = backoff.failed()
+                log.warning("eureka change detection: %s (retrying in %.1fs)", exc, delay)
+                await self._sleep(delay)
 
     async def _poll_delta(self) -> ChangeBatch | None:
         """One delta fetch applied to the view; a full fetch when the hashcode differs."""

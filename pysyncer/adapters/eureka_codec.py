@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from pysyncer.adapters._retry import RETRY_MAX
 from pysyncer.adapters._settings import settings_from_mapping
 from pysyncer.adapters.base import BadResponseError, ChangeEvent, LocalRef
 from pysyncer.adapters.fieldmap import split_endpoint
@@ -55,7 +56,7 @@ class EurekaSettings:
     timeout: float = 10.0  # per request, seconds
     connect_timeout: float = 3.0
     max_body: int = 64 * 1024 * 1024  # largest response body accepted, bytes
-    retry_max: float = 5.0  # largest backoff between change-detection retries
+    retry_max: float = RETRY_MAX  # largest backoff between change-detection retries
     username: str = ""
     password: str = field(default="", repr=False)
     tls_ca: str = ""

@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from pysyncer.adapters._http import HttpAdapter, HttpClient, Response
+from pysyncer.adapters._retry import Backoff
 from pysyncer.adapters.base import (
     AdapterError,
     BadResponseError,
@@ -529,7 +530,7 @@ class NacosAdapter(HttpAdapter):
     # -- change detection -----------------------------------------------------------------
 
     async def changes(self) -> AsyncIterator[ChangeBatch]:
-        backoff = 0.2
+        backoff = Backoff(self.settings.retry_max)
         if self._last_listing is None:
             while self._last_listing is None and not self._closed.is_set():
                 try:
@@ -537,14 +538,14 @@ class NacosAdapter(HttpAdapter):
                 except AdapterError as exc:
                     if self._closed.is_set() or not self.http.started:
                         return
-                    log.warning("nacos listing: %s (retrying in %.1fs)", exc, backoff)
-                    await self._sleep(backoff)
-                    backoff = min(backoff * 2, self.settings.retry_max)
+                    delay = backoff.failed()
+                    log.warning("nacos listing: %s (retrying in %.1fs)", exc, delay)
+                    await self._sleep(delay)
             if self._closed.is_set():
                 return
             yield ChangeBatch([], resync=True)  # no listing of the caller covers the start
         while not self._closed.is_set():
-            await self._sleep(self.settings.poll_interval if backoff <= 0.2 else backoff)
+            await self._sleep(backoff.delay if backoff.backing_off else self.settings.poll_interval)
             if self._closed.is_set() or not self.http.started:
                 return
             try:
@@ -552,10 +553,10 @@ class NacosAdapter(HttpAdapter):
             except AdapterError as exc:
                 if self._closed.is_set() or not self.http.started:
                     return
-                log.warning("nacos poll: %s (retrying in %.1fs)", exc, backoff)
-                backoff = min(backoff * 2, self.settings.retry_max)
+                backoff.failed()  # the next poll waits the longer delay
+                log.warning("nacos poll: %s (retrying in %.1fs)", exc, backoff.delay)
                 continue
-            backoff = 0.2
+            backoff.succeeded()
             events = diff_listings(self._last_listing or {}, current)
             self._last_listing = current
             if events:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from pysyncer.adapters._retry import RETRY_MAX
 from pysyncer.adapters._settings import settings_from_mapping
 from pysyncer.errors import ConfigError
 from pysyncer.hostport import bracket_host
@@ -70,7 +71,7 @@ class NacosSettings:
     timeout: float = 10.0
     connect_timeout: float = 3.0
     max_body: int = 16 * 1024 * 1024
-    retry_max: float = 5.0
+    retry_max: float = RETRY_MAX
     token_refresh: float = 0.8  # re-login after this fraction of the token's TTL
     tls_ca: str = ""
     tls_cert: str = ""

@@ -36,6 +36,7 @@ from typing import Any
 import aiohttp
 
 from pysyncer.adapters._http import HttpAdapter, HttpClient, Response
+from pysyncer.adapters._retry import Backoff
 from pysyncer.adapters.base import (
     AdapterError,
     BadResponseError,
@@ -483,7 +484,7 @@ class ServiceCombAdapter(HttpAdapter):
         return int_field(json_object(resp), "revision")
 
     async def changes(self) -> AsyncIterator[ChangeBatch]:
-        backoff = 0.2
+        backoff = Backoff(self.settings.retry_max)
         while not self._closed.is_set():
             try:
                 if self._feed is None:
@@ -491,16 +492,16 @@ class ServiceCombAdapter(HttpAdapter):
                     await self._probe_feed()
                 batches = self._feed_batches() if self._feed else self._poll_batches()
                 async for batch in batches:
-                    backoff = 0.2
+                    backoff.succeeded()
                     yield batch
                     if self._closed.is_set():
                         return
             except (AdapterError, aiohttp.ClientError) as exc:
                 if self._closed.is_set() or not self.http.started:
                     return
-                log.warning("servicecomb change detection: %s (retrying in %.1fs)", exc, backoff)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, self.settings.retry_max)
+                delay = backoff.failed()
+                log.warning("servicecomb change detection: %s (retrying in %.1fs)", exc, delay)
+                await self._sleep(delay)
 
     async def _feed_batches(self) -> AsyncIterator[ChangeBatch]:
         if self._feed_cursor is None:

@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from pysyncer.adapters import _http
 from pysyncer.adapters._http import Response
+from pysyncer.adapters._retry import RETRY_MAX
 from pysyncer.adapters._settings import as_bool, settings_from_mapping
 from pysyncer.adapters.base import BadResponseError
 from pysyncer.adapters.scshape import ERR_INSTANCE_NOT_EXISTS
@@ -61,7 +62,7 @@ class ServiceCombSettings:
     feed: bool | None = None  # None: probe; False: never use the change feed
     feed_wait: float = 20.0  # long-poll wait asked of the change feed, seconds
     max_body: int = 16 * 1024 * 1024  # largest response body accepted, bytes
-    retry_max: float = 5.0  # largest backoff between change-detection retries
+    retry_max: float = RETRY_MAX  # largest backoff between change-detection retries
     tls_ca: str = ""
     tls_cert: str = ""
     tls_key: str = ""

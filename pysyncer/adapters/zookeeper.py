@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import quote, unquote
 
+from pysyncer.adapters._retry import RETRY_MAX, Backoff
 from pysyncer.adapters._settings import settings_from_mapping
 from pysyncer.adapters._tls import TlsOptions
 from pysyncer.adapters.base import (
@@ -77,7 +78,7 @@ class ZookeeperSettings:
     connect_timeout: float = 3.0
     request_timeout: float = 10.0  # per request, including waiting for a reconnect
     close_session: bool = False  # end the session on close (copies vanish at once)
-    retry_max: float = 5.0  # largest backoff of the change feed's retries
+    retry_max: float = RETRY_MAX  # largest backoff of the change feed's retries
     username: str = ""  # digest auth user; copies and created parents then get ACLs
     password_file: str = ""  # file holding the digest password
     password: str = field(default="", repr=False)  # e.g. from PYSYNCER_ADAPTER_PASSWORD
@@ -223,7 +224,7 @@ class ZookeeperAdapter:
                 )
 
     async def _recreate_copies(self) -> None:
-        backoff = 0.2
+        backoff = Backoff(self.settings.retry_max)
         pending = dict(self._copies)
         while pending and not self._closed.is_set():
             for instance_id, copy in list(pending.items()):
@@ -239,8 +240,7 @@ class ZookeeperAdapter:
                 pending.pop(instance_id)
                 self.recreated += 1
             if pending:
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, self.settings.retry_max)
+                await self._sleep(backoff.failed())
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -444,7 +444,7 @@ class ZookeeperAdapter:
     # -- change detection --------------------------------------------------------------
 
     async def changes(self) -> AsyncIterator[ChangeBatch]:
-        backoff = 0.2
+        backoff = Backoff(self.settings.retry_max)
         while not self._closed.is_set():
             try:
                 if self._known is None:
@@ -462,15 +462,15 @@ class ZookeeperAdapter:
                 except BaseException:
                     self._dirty |= dirty  # read them again after the retry
                     raise
-                backoff = 0.2
+                backoff.succeeded()
                 if events:
                     yield ChangeBatch(events)
             except AdapterError as exc:
                 if self._closed.is_set():
                     return
-                log.warning("zookeeper change detection: %s (retrying in %.1fs)", exc, backoff)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, self.settings.retry_max)
+                delay = backoff.failed()
+                log.warning("zookeeper change detection: %s (retrying in %.1fs)", exc, delay)
+                await self._sleep(delay)
 
     async def _rescan(self, dirty: set[str]) -> list[ChangeEvent]:
         """Re-read what the fired watches in ``dirty`` point at; the events of the diff.
