@@ -22,7 +22,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -396,11 +396,11 @@ class PeerLink:
             "DEADLINE_EXCEEDED",
         )
 
-    async def _digests(self, client: SyncClientLike) -> Any:
-        """The remote digest table. The call shares the watch stream's connection: while
-        the stream runs, a stall (it falls silent) gives the call up rather than waiting
-        for its deadline."""
-        call = asyncio.ensure_future(client.get_digests())
+    async def _unless_silent(self, step: Awaitable[Any]) -> Any:
+        """Await ``step``, a repair's call on the watch stream's connection (its digests,
+        its next pulled batch). While the stream runs, a stall (it falls silent) gives the
+        call up rather than waiting for its deadline (a pull's is minutes)."""
+        call = asyncio.ensure_future(step)
         try:
             while not call.done():
                 if self._stream is None:  # no watch yet (the first repair): its deadline
@@ -428,7 +428,7 @@ class PeerLink:
         self.status.state = "repairing"
         self._repair_now.clear()
         self._importer.needs_repair.discard(self.dc)
-        revision, remote_epoch, raw = await self._digests(client)
+        revision, remote_epoch, raw = await self._unless_silent(client.get_digests())
         remote = core_digest.SlotDigestTable.from_bytes(raw)
         local = self._importer.digest_table(self.dc)
         wants = self._importer.wants  # slots other syncers of this data center own: not ours
@@ -443,7 +443,12 @@ class PeerLink:
             parts: dict[int, list[Any]] = {}
             complete: dict[int, list[Any]] = {}
             buffered = 0
-            async for slot, records, last in client.pull_slots(slots):
+            pulling = aiter(client.pull_slots(slots))
+            while True:
+                try:  # importer writes (below) are never cut short: only the network wait
+                    slot, records, last = await self._unless_silent(anext(pulling))
+                except StopAsyncIteration:
+                    break
                 parts.setdefault(int(slot), []).extend(records)
                 progress.records_done += len(records)
                 if last:

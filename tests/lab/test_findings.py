@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from pysyncer._core import digest as core_digest
 from pysyncer.errors import PysyncerError
 from pysyncer.sync import peers
 from pysyncer.sync.peers import BACKOFF_MIN, PeerLink, Peers, RemoteSyncer
@@ -264,6 +265,54 @@ async def test_a_repair_on_a_stalled_connection_gives_up_when_the_stream_falls_s
     link.start()
     try:
         assert await _until(lambda: StalledDigests.asked >= 2)  # given up, dialled again
+        assert link.status.errors.get("DeadlineExceededError", 0) >= 1
+    finally:
+        await link.close()
+
+
+class StalledPull(QuietClient):
+    """A syncer whose connection stalls during a repair's pull: one slot differs, its
+    records never come, and the watch is silent."""
+
+    pulls = 0
+
+    async def get_digests(self) -> Any:
+        table = core_digest.SlotDigestTable()
+        table.add(5, 1234)
+        return 7, "e1", table.to_bytes()
+
+    async def stalled_pull(self) -> Any:
+        StalledPull.pulls += 1
+        await asyncio.Event().wait()
+        yield None  # never reached
+
+    def pull_slots(self, slots: Any) -> Any:
+        return self.stalled_pull()
+
+
+class EmptyImporter(NoCopies):
+    def digest_table(self, origin_dc: str) -> Any:
+        return core_digest.SlotDigestTable()
+
+    def wants(self, slot: int) -> bool:
+        return True
+
+
+async def test_a_pull_on_a_stalled_connection_gives_up_when_the_stream_falls_silent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Finding 11: a repair's pull shares the watch stream's connection too (its own
+    deadline is minutes); on a stalled one it is given up with the stream."""
+    monkeypatch.setattr(peers, "STREAM_SILENCE_MAX", 0.3)
+    StalledPull.pulls = 0
+    syncer = RemoteSyncer("b1", "dc-b", "10.0.0.2:30191")
+    importer: Any = EmptyImporter()
+    store: Any = CursorStore()
+    factory: Any = lambda _syncer: StalledPull()  # noqa: E731
+    link = PeerLink("dc-b", lambda: [syncer], importer, store, factory, anti_entropy_interval=0)
+    link.start()
+    try:
+        assert await _until(lambda: StalledPull.pulls >= 2)  # given up, dialled again
         assert link.status.errors.get("DeadlineExceededError", 0) >= 1
     finally:
         await link.close()
