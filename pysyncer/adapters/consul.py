@@ -133,6 +133,15 @@ class ConsulAdapter(HttpAdapter):
     ) -> Response:
         return await self.http.request("GET", path, params=self._params(params), timeout=timeout)
 
+    async def _get_blocking(self, path: str, index: int) -> Response:
+        """GET ``path``; with ``index`` > 0, a blocking query that answers once the data
+        passes ``index`` or ``adapter.wait`` ends (Consul adds up to wait/16 of jitter)."""
+        if index <= 0:
+            return await self._get(path)
+        wait = self.settings.wait
+        params = {"index": str(index), "wait": f"{wait:g}s"}
+        return await self._get(path, params, wait + wait / 16 + self.settings.timeout)
+
     @staticmethod
     def _error(what: str, resp: Response) -> AdapterError:
         detail = resp.text()[:300].strip()
@@ -159,26 +168,14 @@ class ConsulAdapter(HttpAdapter):
     async def service_entries(
         self, name: str, index: int = 0
     ) -> tuple[list[tuple[Instance, LocalRef]], int]:
-        params: dict[str, str] = {}
-        timeout = None
-        if index > 0:
-            wait = self.settings.wait
-            params = {"index": str(index), "wait": f"{wait:g}s"}
-            timeout = wait + wait / 16 + self.settings.timeout
-        resp = await self._get(f"/v1/health/service/{quote(name, safe='')}", params, timeout)
+        resp = await self._get_blocking(f"/v1/health/service/{quote(name, safe='')}", index)
         entries = self._json(resp, f"health of {name}")
         if not isinstance(entries, list):
             raise BadResponseError(f"consul health of {name}: expected a list")
         return [self._read_entry(e) for e in entries], consul_index(resp.headers)
 
     async def service_names(self, index: int = 0) -> tuple[list[str], int]:
-        params: dict[str, str] = {}
-        timeout = None
-        if index > 0:
-            wait = self.settings.wait
-            params = {"index": str(index), "wait": f"{wait:g}s"}
-            timeout = wait + wait / 16 + self.settings.timeout
-        resp = await self._get("/v1/catalog/services", params, timeout)
+        resp = await self._get_blocking("/v1/catalog/services", index)
         value = self._json(resp, "catalog services")
         if not isinstance(value, dict):
             raise BadResponseError("consul catalog services: expected an object")
