@@ -141,6 +141,7 @@ class QuietClient:
     """A syncer whose watch stream stays open and silent (no batch, no heartbeat)."""
 
     dialled = 0
+    stalled = 0  # calls that never answered (the stalled subclasses)
 
     async def health(self) -> Any:
         QuietClient.dialled += 1
@@ -243,11 +244,25 @@ async def test_a_silent_watch_stream_is_dialled_afresh(monkeypatch: pytest.Monke
 class StalledDigests(QuietClient):
     """A syncer whose connection stalled: the watch is silent, digests never answer."""
 
-    asked = 0
-
     async def get_digests(self) -> Any:
-        StalledDigests.asked += 1
+        StalledDigests.stalled += 1
         await asyncio.Event().wait()
+
+
+async def _given_up_and_redialled(client: type[QuietClient], importer: Any) -> None:
+    """A link to ``client`` (stalled during a repair) gives the repair up with the silent
+    stream and dials again: ``client.stalled`` counts the stalled calls."""
+    client.stalled = 0
+    syncer = RemoteSyncer("b1", "dc-b", "10.0.0.2:30191")
+    store: Any = CursorStore()
+    factory: Any = lambda _syncer: client()  # noqa: E731
+    link = PeerLink("dc-b", lambda: [syncer], importer, store, factory, anti_entropy_interval=0)
+    link.start()
+    try:
+        assert await _until(lambda: client.stalled >= 2)  # given up, dialled again
+        assert link.status.errors.get("DeadlineExceededError", 0) >= 1
+    finally:
+        await link.close()
 
 
 async def test_a_repair_on_a_stalled_connection_gives_up_when_the_stream_falls_silent(
@@ -256,25 +271,12 @@ async def test_a_repair_on_a_stalled_connection_gives_up_when_the_stream_falls_s
     """Finding 11: a repair's digest call shares the watch stream's connection; on a
     stalled one it waited for its 10 s deadline. It is given up with the stream."""
     monkeypatch.setattr(peers, "STREAM_SILENCE_MAX", 0.3)
-    StalledDigests.asked = 0
-    syncer = RemoteSyncer("b1", "dc-b", "10.0.0.2:30191")
-    importer: Any = NoCopies()
-    store: Any = CursorStore()
-    factory: Any = lambda _syncer: StalledDigests()  # noqa: E731
-    link = PeerLink("dc-b", lambda: [syncer], importer, store, factory, anti_entropy_interval=0)
-    link.start()
-    try:
-        assert await _until(lambda: StalledDigests.asked >= 2)  # given up, dialled again
-        assert link.status.errors.get("DeadlineExceededError", 0) >= 1
-    finally:
-        await link.close()
+    await _given_up_and_redialled(StalledDigests, NoCopies())
 
 
 class StalledPull(QuietClient):
     """A syncer whose connection stalls during a repair's pull: one slot differs, its
     records never come, and the watch is silent."""
-
-    pulls = 0
 
     async def get_digests(self) -> Any:
         table = core_digest.SlotDigestTable()
@@ -282,7 +284,7 @@ class StalledPull(QuietClient):
         return 7, "e1", table.to_bytes()
 
     async def stalled_pull(self) -> Any:
-        StalledPull.pulls += 1
+        StalledPull.stalled += 1
         await asyncio.Event().wait()
         yield None  # never reached
 
@@ -304,15 +306,4 @@ async def test_a_pull_on_a_stalled_connection_gives_up_when_the_stream_falls_sil
     """Finding 11: a repair's pull shares the watch stream's connection too (its own
     deadline is minutes); on a stalled one it is given up with the stream."""
     monkeypatch.setattr(peers, "STREAM_SILENCE_MAX", 0.3)
-    StalledPull.pulls = 0
-    syncer = RemoteSyncer("b1", "dc-b", "10.0.0.2:30191")
-    importer: Any = EmptyImporter()
-    store: Any = CursorStore()
-    factory: Any = lambda _syncer: StalledPull()  # noqa: E731
-    link = PeerLink("dc-b", lambda: [syncer], importer, store, factory, anti_entropy_interval=0)
-    link.start()
-    try:
-        assert await _until(lambda: StalledPull.pulls >= 2)  # given up, dialled again
-        assert link.status.errors.get("DeadlineExceededError", 0) >= 1
-    finally:
-        await link.close()
+    await _given_up_and_redialled(StalledPull, EmptyImporter())
