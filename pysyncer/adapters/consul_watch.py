@@ -16,9 +16,10 @@ must not import the adapter module or do HTTP itself.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import AsyncIterator, Mapping
-from typing import Final, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Final, Protocol, TypeVar
 
 from pysyncer.adapters._retry import Backoff
 from pysyncer.adapters.base import AdapterError, ChangeBatch, ChangeEvent, LocalRef
@@ -29,6 +30,8 @@ from pysyncer.supervisor import Supervised, spawn
 __all__ = ["ConsulWatch", "WatchedCatalog", "next_index"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 SERVICES_TASK: Final = "consul-services-watch"  # supervisor task names (metric labels)
 SERVICE_TASK: Final = "consul-service-watch"  # every per-service watcher counts here
@@ -148,24 +151,33 @@ class ConsulWatch:
             await self.catalog.pause(gap)
         return loop.time()
 
-    async def _services(self, index: int) -> None:
+    async def _answers(
+        self, what: str, read: Callable[[int], Awaitable[tuple[T, int]]], index: int
+    ) -> AsyncIterator[T]:
+        """Each answer of ``read(index)``: a plain read at index 0, then blocking queries
+        from the index each answer carries, paced; a failed read is retried with backoff,
+        and the answers end when the adapter closes or its HTTP client stops."""
         catalog, last = self.catalog, 0.0
         backoff = Backoff(catalog.settings.retry_max)
         while not catalog.closing.is_set():
             last = await self._paced(last)
             try:
-                names, new_index = await catalog.service_names(index)
+                answer, new_index = await read(index)
             except AdapterError as exc:
                 if catalog.halted():
                     return
                 delay = backoff.failed()
-                log.warning("consul services watch: %s (retrying in %.1fs)", exc, delay)
+                log.warning("consul %s: %s (retrying in %.1fs)", what, exc, delay)
                 await catalog.pause(delay)
                 continue
             backoff.succeeded()
             if index == 0:
                 last = _UNPACED  # a plain read: its blocking query follows at once
             index = next_index(index, new_index)
+            yield answer
+
+    async def _services(self, index: int) -> None:
+        async for names in self._answers("services watch", self.catalog.service_names, index):
             for name in names:
                 self._watch(name, 0)
             for name in set(self.tasks) - set(names):
@@ -176,23 +188,9 @@ class ConsulWatch:
                     self.queue.put_nowait([ChangeEvent("delete", i, r) for i, r in gone.values()])
 
     async def _service(self, name: str, index: int) -> None:
-        catalog, last = self.catalog, 0.0
-        backoff = Backoff(catalog.settings.retry_max)
-        while not catalog.closing.is_set():
-            last = await self._paced(last)
-            try:
-                entries, new_index = await catalog.service_entries(name, index)
-            except AdapterError as exc:
-                if catalog.halted():
-                    return
-                delay = backoff.failed()
-                log.warning("consul watch of %s: %s (retrying in %.1fs)", name, exc, delay)
-                await catalog.pause(delay)
-                continue
-            backoff.succeeded()
-            if index == 0:
-                last = _UNPACED  # a plain read: its blocking query follows at once
-            index = next_index(index, new_index)
+        catalog = self.catalog
+        read = functools.partial(catalog.service_entries, name)
+        async for entries in self._answers(f"watch of {name}", read, index):
             current = {i.instance_id: (i, r) for i, r in entries}
             previous = self.state.get(name, {})
             events = [
