@@ -255,7 +255,9 @@ def run_pool(k: int, args: argparse.Namespace, workdir: Path) -> dict[str, float
         local = Local(node, registry)
         pool_formed(nodes, POOL_BOUND_S)
         expected = k * args.instances
-        sync_s = wait_until(lambda: node.copies() >= expected, args.bound, "full sync", node)
+        sync_s = wait_until(
+            lambda: node.copies() >= expected, args.bound, "full sync", node, *remotes
+        )
         time.sleep(SETTLE_S)
         targets = [churn_targets(r) for r in remotes]
         rate = k * args.instances * args.churn_per_min / 100.0 / 60.0
