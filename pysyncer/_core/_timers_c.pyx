@@ -24,23 +24,26 @@ Layout, all C arrays but one list:
   key and lets the cycle collector see them.
 
 Why not a dict key -> slot: the dict boxes every slot number in an int object, and
-popping a timer had to hash its key and touch the key object to delete it. Here a pop
-moves the key's reference from ``_keys`` into the returned list and marks its bucket
-free through the slot, never reading the key object, and growing the index rewrites
-4 bytes per timer. With this layout, a choice among children without branches and
-Floyd's pop, ``pop_due`` runs about 1.5x faster at 10,000 timers and 2x at 100,000
-than the dict-based queue it replaced, ``schedule``, ``reschedule`` and ``cancel``
-1.1-1.6x (benchmarks/bench_timers.py; figures in docs/benchmarks.md).
+popping a timer had to hash its key again to delete it. Here a pop hands the key's
+reference from ``_keys`` to the returned list and marks its bucket free through the
+slot, never reading the key object, and growing the index rewrites 4 bytes per timer.
+With this layout, a choice among children without branches and Floyd's pop,
+``pop_due`` runs 1.6x faster at 10,000 timers and 4x at 100,000 than the dict-based
+queue it replaced, ``schedule``, ``reschedule`` and ``cancel`` 1.1-2.7x
+(benchmarks/bench_timers.py; figures in docs/benchmarks.md).
 
 Why any hashable key rather than int ids: the caller (the membership table) knows
 members by name, so int ids would only move the name -> id map out of the queue.
 
-A key whose ``__hash__``/``__eq__`` calls back into the same queue raises
-RuntimeError instead of corrupting it; a key's ``__del__`` runs after the queue is
-consistent again, and may use it. A queue is not locked: use it from one thread.
+Re-entry: a key's ``__hash__``/``__eq__`` that calls back into the same queue, or a
+finalizer the cycle collector runs while ``schedule`` or ``pop_due`` allocates, gets
+RuntimeError instead of a corrupted queue; a key the queue drops (``cancel``,
+``clear``) is released once the queue is consistent again, so its ``__del__`` may use
+it. A queue is not locked: use it from one thread.
 """
 
 cimport cython
+from cpython.list cimport PyList_New
 from cpython.mem cimport PyMem_Free, PyMem_Malloc, PyMem_Realloc
 from cpython.object cimport PyObject, PyObject_Hash, PyObject_RichCompareBool, Py_EQ
 from libc.stdint cimport INT32_MAX, int32_t, uint64_t
@@ -100,14 +103,14 @@ cdef class TimerQueue:
     cdef Node* _heap
     cdef Slot* _slots
     cdef int32_t* _buckets         # the index: a slot, EMPTY or DUMMY per bucket
-    cdef Py_ssize_t* _popped       # scratch: slots popped by one pop_due call
+    cdef Py_ssize_t* _popped       # scratch: the slots one pop_due call takes out
     cdef Py_ssize_t _size          # live timers (heap nodes)
     cdef Py_ssize_t _capacity      # slots and heap nodes allocated
     cdef Py_ssize_t _free          # first free slot, -1 when none below _capacity
     cdef size_t _mask              # buckets - 1
     cdef Py_ssize_t _fill          # buckets used or DUMMY
     cdef uint64_t _stamp
-    cdef bint _busy                # a key's __hash__/__eq__ is running
+    cdef bint _busy                # a call is running Python code (hash, eq, collector)
     cdef list _keys                # slot -> key (None when free)
 
     def __cinit__(self):
@@ -122,8 +125,8 @@ cdef class TimerQueue:
     def __dealloc__(self):
         PyMem_Free(self._heap)
         PyMem_Free(self._slots)
-        PyMem_Free(self._buckets)
         PyMem_Free(self._popped)
+        PyMem_Free(self._buckets)
 
     # -- heap (C only: no Python code runs inside) --
 
@@ -203,9 +206,8 @@ cdef class TimerQueue:
         else:
             self._sift_down(pos)
 
-    cdef void _remove(self, Py_ssize_t slot) noexcept:
-        """Take a timer out of the heap and the index and free its slot; its key stays
-        in _keys for the caller to take."""
+    cdef void _unlink(self, Py_ssize_t slot) noexcept:
+        """Take a timer out of the heap and the index; its slot and key stay in use."""
         cdef Py_ssize_t pos = self._slots[slot].pos
         self._buckets[self._slots[slot].bucket] = DUMMY
         if pos == 0:
@@ -215,6 +217,9 @@ cdef class TimerQueue:
             if pos != self._size:
                 self._place(pos, self._heap[self._size])
                 self._restore(pos)
+
+    cdef inline void _release(self, Py_ssize_t slot) noexcept:
+        """Put an unlinked timer's slot (its key already taken) back on the free list."""
         self._slots[slot].pos = self._free
         self._free = slot
 
@@ -316,7 +321,10 @@ cdef class TimerQueue:
 
     cdef inline int _refuse_reentry(self) except -1:
         if self._busy:
-            raise RuntimeError("TimerQueue used from a key's __hash__ or __eq__")
+            raise RuntimeError(
+                "TimerQueue re-entered from its own call (a key's __hash__ or __eq__, "
+                "or a finalizer run by the collector)"
+            )
         return 0
 
     cdef inline int _enter(self) except -1:
@@ -382,8 +390,9 @@ cdef class TimerQueue:
             if bucket < 0:
                 return False
             slot = self._buckets[bucket]
-            self._remove(slot)
+            self._unlink(slot)
             dropped = self._take_key(slot)
+            self._release(slot)
         finally:
             self._busy = False
         _decref(dropped)  # last, with the queue consistent: the key's __del__ may use it
@@ -411,16 +420,23 @@ cdef class TimerQueue:
         cdef list due
         if count < -1 or (count == -1 and limit is not None):
             raise ValueError("limit must be None or >= 0")
-        self._refuse_reentry()  # no Python code runs below until the keys are out
-        while self._size > 0 and self._heap[0].deadline <= now and popped != count:
-            slot = self._heap[0].slot
-            self._remove(slot)
-            self._popped[popped] = slot
-            popped += 1
-        due = [None] * popped
-        for i in range(popped):  # move each key's reference from _keys into the list
-            _decref(_none)
-            _set_item(due, i, self._take_key(self._popped[i]))
+        self._enter()
+        try:
+            # The due timers leave the heap and the index; their slots and keys stay
+            # theirs until the list exists (creating it may run the cycle collector,
+            # and any finalizer using the queue meets _busy).
+            while self._size > 0 and self._heap[0].deadline <= now and popped != count:
+                slot = self._heap[0].slot
+                self._unlink(slot)
+                self._popped[popped] = slot
+                popped += 1
+            due = PyList_New(popped)  # NULL items, all set below before anyone sees it
+            for i in range(popped):  # hand each key's reference from _keys to the list
+                slot = self._popped[i]
+                _set_item(due, i, self._take_key(slot))
+                self._release(slot)
+        finally:
+            self._busy = False
         return due
 
     def next_deadline(self):
@@ -430,18 +446,19 @@ cdef class TimerQueue:
     def clear(self):
         """Remove every timer."""
         cdef Py_ssize_t i
-        cdef list dropped = self._keys
-        self._enter()
-        try:
-            for i in range(self._capacity):
-                self._slots[i].pos = i + 1 if i + 1 < self._capacity else -1
-            self._free = 0 if self._capacity > 0 else -1
-            self._size = 0
-            self._empty_buckets()
-            self._keys = [None] * self._capacity
-        finally:
-            self._busy = False
-        del dropped  # last: dropping keys may run their __del__
+        cdef list fresh, dropped
+        self._refuse_reentry()
+        fresh = [None] * self._capacity
+        while len(fresh) != self._capacity:  # the collector ran and some code grew us
+            fresh = [None] * self._capacity
+        for i in range(self._capacity):  # from here on no Python code runs
+            self._slots[i].pos = i + 1 if i + 1 < self._capacity else -1
+        self._free = 0 if self._capacity > 0 else -1
+        self._size = 0
+        self._empty_buckets()
+        dropped = self._keys
+        self._keys = fresh
+        del dropped  # last, with the queue consistent: the keys' __del__ may use it
 
     def __len__(self):
         return self._size

@@ -386,6 +386,43 @@ def test_compiled_key_del_may_use_the_queue() -> None:
     assert list(queue.pop_due(10.0)) == [("reborn", 2)]
 
 
+def test_compiled_pop_due_keeps_popped_keys_from_a_finalizer() -> None:
+    """pop_due creates its list after taking the due timers out: a collection there may
+    run a finalizer that uses the queue. It is refused, and the popped keys stay whole
+    (a slot reused meanwhile would hand out another key, or None)."""
+    queue = load_core_module("timers", "c").TimerQueue()
+    seen: list[str] = []
+
+    class Litter:
+        def __init__(self) -> None:
+            self.me = self  # a cycle: only the collector frees it
+
+        def __del__(self) -> None:
+            try:
+                queue.schedule("from-finalizer", 0.0)
+                seen.append("scheduled")
+            except RuntimeError:
+                seen.append("refused")
+
+    for i in range(100):
+        queue.schedule(i, float(i))
+    threshold = gc.get_threshold()
+    gc.disable()
+    gc.collect()
+    gc.set_threshold(1)  # the next tracked allocation, pop_due's list, collects
+    Litter()
+    gc.enable()
+    try:
+        due = queue.pop_due(49.0)
+    finally:
+        gc.set_threshold(*threshold)
+    assert seen == ["refused"]  # the finalizer ran inside pop_due
+    assert due == list(range(50))
+    assert len(queue) == 50 and queue.pop_due(math.inf) == list(range(50, 100))
+    queue.schedule("after", 1.0)
+    assert queue.pop_due(1.0) == ["after"]
+
+
 # --- properties: compiled == twin == oracle ------------------------------------------
 
 KEYS = (
