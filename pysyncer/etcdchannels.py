@@ -6,11 +6,11 @@ endpoint (plain, or TLS with a CA and an optional client certificate, from
 :class:`EtcdSecurity`) with fast-reconnect options and the stubs ``aetcd`` generates; the
 login of etcd's auth (``Auth/Authenticate`` gives a token sent as ``token`` metadata on
 every call, logged in again when etcd calls it invalid, e.g. after a restart); closing
-them all; the text form of an endpoint; and which gRPC status codes mean "this endpoint
-is unavailable, try the next one". A login refused by etcd surfaces as an
-``UNAUTHENTICATED`` :class:`grpc.aio.AioRpcError` whose details name the settings to
-check. Request logic, error types and failover policy stay with each user: the store
-(:mod:`pysyncer.store.etcd_client`) and the registry adapter
+them all; the text form of an endpoint; which gRPC status codes mean "this endpoint is
+unavailable, try the next one"; and the ``range_end`` that selects a key prefix. A login
+refused by etcd surfaces as an ``UNAUTHENTICATED`` :class:`grpc.aio.AioRpcError` whose
+details name the settings to check. Request logic, error types and failover policy stay
+with each user: the store (:mod:`pysyncer.store.etcd_client`) and the registry adapter
 (:mod:`pysyncer.adapters.etcd_conn`) must not depend on each other.
 
 Imports: errors, hostport, supervisor.
@@ -31,7 +31,13 @@ from pysyncer.errors import ConfigError
 from pysyncer.hostport import format_host_port
 from pysyncer.supervisor import tolerate
 
-__all__ = ["UNAVAILABLE_CODES", "EtcdChannels", "EtcdEndpoint", "EtcdSecurity"]
+__all__ = [
+    "UNAVAILABLE_CODES",
+    "EtcdChannels",
+    "EtcdEndpoint",
+    "EtcdSecurity",
+    "prefix_range_end",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +60,16 @@ _TOKEN_CODES: Final = frozenset(
         grpc.StatusCode.FAILED_PRECONDITION,
     }
 )
+
+
+def prefix_range_end(prefix: bytes) -> bytes:
+    """The ``range_end`` that selects every key starting with ``prefix`` (etcd's rule)."""
+    end = bytearray(prefix)
+    for index in reversed(range(len(end))):
+        if end[index] < 0xFF:
+            end[index] += 1
+            return bytes(end[: index + 1])
+    return b"\0"  # every key
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,9 +19,9 @@ import grpc
 from aetcd import rpc
 
 from pysyncer.adapters.base import AdapterError, NotFoundError, UnavailableError
-from pysyncer.etcdchannels import UNAVAILABLE_CODES, EtcdChannels, EtcdSecurity
+from pysyncer.etcdchannels import UNAVAILABLE_CODES, EtcdChannels, EtcdSecurity, prefix_range_end
 
-__all__ = ["EtcdConnection", "KeyValue", "key_value", "prefix_range_end"]
+__all__ = ["EtcdConnection", "KeyValue", "key_value"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,15 +39,6 @@ def key_value(message: Any) -> KeyValue:
         int(message.lease),
         int(message.mod_revision),
     )
-
-
-def prefix_range_end(prefix: bytes) -> bytes:
-    end = bytearray(prefix)
-    for i in reversed(range(len(end))):
-        if end[i] < 0xFF:
-            end[i] += 1
-            return bytes(end[: i + 1])
-    return b"\x00"  # the whole keyspace
 
 
 class EtcdConnection:

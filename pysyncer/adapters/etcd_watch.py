@@ -18,7 +18,8 @@ import grpc
 from aetcd import rpc
 
 from pysyncer.adapters.base import UnavailableError
-from pysyncer.adapters.etcd_conn import EtcdConnection, KeyValue, key_value, prefix_range_end
+from pysyncer.adapters.etcd_conn import EtcdConnection, KeyValue, key_value
+from pysyncer.etcdchannels import prefix_range_end
 
 __all__ = ["WatchResponse", "watch_prefix"]
 

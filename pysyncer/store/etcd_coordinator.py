@@ -19,6 +19,7 @@ import logging
 import math
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 
+from pysyncer.etcdchannels import prefix_range_end
 from pysyncer.store.base import SLOT_COUNT, SlotTable, StoreError
 from pysyncer.store.etcd_client import Compare, EtcdClient, Op
 from pysyncer.store.etcd_layout import (
@@ -29,7 +30,6 @@ from pysyncer.store.etcd_layout import (
     encode_epoch,
     encode_member,
     encode_slot_table,
-    prefix_end,
 )
 from pysyncer.supervisor import Supervised, spawn
 
@@ -149,7 +149,7 @@ class ChangeSignal:
 
 async def _members(client: EtcdClient, layout: Layout) -> dict[str, tuple[dict[str, str], int]]:
     prefix = layout.member_prefix
-    page = await client.range(prefix, prefix_end(prefix))
+    page = await client.range(prefix, prefix_range_end(prefix))
     found: dict[str, tuple[dict[str, str], int]] = {}
     for kv in page.kvs:
         parsed = layout.parse(kv.key)

@@ -64,7 +64,6 @@ __all__ = [
     "encode_meta",
     "encode_slot_table",
     "encode_trust",
-    "prefix_end",
     "render_markdown",
 ]
 
@@ -208,16 +207,6 @@ def render_markdown() -> str:
 
 def _q(name: str) -> str:
     return quote(name, safe="")
-
-
-def prefix_end(prefix: bytes) -> bytes:
-    """The ``range_end`` that selects every key starting with ``prefix``."""
-    end = bytearray(prefix)
-    for index in reversed(range(len(end))):
-        if end[index] < 0xFF:
-            end[index] += 1
-            return bytes(end[: index + 1])
-    return b"\0"  # every key
 
 
 class Layout:

@@ -13,6 +13,7 @@ coordinator; it issues no etcd request but the range reads of :meth:`Mirror.load
 
 from __future__ import annotations
 
+from pysyncer.etcdchannels import prefix_range_end
 from pysyncer.model import Record
 from pysyncer.store.base import MappingEntry, MappingKey, PeerCursor, StoreCorruptError
 from pysyncer.store.etcd_client import EtcdClient
@@ -26,7 +27,6 @@ from pysyncer.store.etcd_layout import (
     decode_mapping,
     decode_meta,
     decode_trust,
-    prefix_end,
 )
 
 __all__ = ["Mirror", "Mutation"]
@@ -79,7 +79,7 @@ class Mirror:
         """
         layout = self.layout
         fresh = Mirror(layout, self.member)
-        start, end = layout.prefix, prefix_end(layout.prefix)
+        start, end = layout.prefix, prefix_range_end(layout.prefix)
         revision = 0
         counter: tuple[int, int] | None = None
         while True:

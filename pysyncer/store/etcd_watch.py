@@ -16,9 +16,10 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
+from pysyncer.etcdchannels import prefix_range_end
 from pysyncer.store.base import StoreError
 from pysyncer.store.etcd_client import MAX_BACKOFF, EtcdClient
-from pysyncer.store.etcd_layout import decode_counter, prefix_end
+from pysyncer.store.etcd_layout import decode_counter
 from pysyncer.store.etcd_mirror import Mirror
 from pysyncer.supervisor import Supervised, spawn
 
@@ -71,7 +72,7 @@ class PrefixWatch:
         while True:
             try:
                 async for batch in self.client.watch(
-                    layout.prefix, prefix_end(layout.prefix), mirror.revision + 1
+                    layout.prefix, prefix_range_end(layout.prefix), mirror.revision + 1
                 ):
                     if batch.compacted:
                         log.warning(
