@@ -10,9 +10,9 @@ feed: it must not import the other etcd adapter modules.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aetcd
 import grpc
@@ -22,6 +22,8 @@ from pysyncer.adapters.base import AdapterError, NotFoundError, UnavailableError
 from pysyncer.etcdchannels import UNAVAILABLE_CODES, EtcdChannels, EtcdSecurity, prefix_range_end
 
 __all__ = ["EtcdConnection", "KeyValue", "key_value"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,15 +87,24 @@ class EtcdConnection:
     async def call(self, stub: str, method: str, request: Any) -> Any:
         if self.closed:
             raise UnavailableError("etcd adapter is closed")
+
+        async def unary(client: aetcd.Client) -> Any:
+            return await getattr(getattr(client, stub), method)(
+                request, timeout=self.timeout, metadata=client.metadata
+            )
+
+        return await self._failover(unary)
+
+    async def _failover(self, attempt: Callable[[aetcd.Client], Awaitable[T]]) -> T:
+        """``attempt`` on the current endpoint, then on the next ones while each is
+        unavailable (or, for a stream, gives no reply); the one that answered is current."""
         failures: list[str] = []
         start = self.current
         for step in range(len(self.endpoints)):
             index = (start + step) % len(self.endpoints)
             client = await self.client(index)
             try:
-                response = await getattr(getattr(client, stub), method)(
-                    request, timeout=self.timeout, metadata=client.metadata
-                )
+                answer = await attempt(client)
             except grpc.aio.AioRpcError as exc:
                 error = self.error(exc, index)
                 if not isinstance(error, UnavailableError):
@@ -101,8 +112,11 @@ class EtcdConnection:
                     raise error from None
                 failures.append(str(error))
                 continue
+            except UnavailableError as exc:  # a stream that ended before its first reply
+                failures.append(f"etcd {self.text(index)}: {exc}")
+                continue
             self.current = index
-            return response
+            return answer
         raise UnavailableError("no etcd endpoint answered: " + "; ".join(failures))
 
     async def range(self, prefix: str, *, keys_only: bool = False) -> tuple[list[KeyValue], int]:
@@ -130,24 +144,15 @@ class EtcdConnection:
 
     async def keepalive(self, lease_id: int) -> int:
         """Renew a lease once; its TTL after renewal (<= 0: the lease is gone)."""
-        failures: list[str] = []
-        start = self.current
-        for step in range(len(self.endpoints)):
-            index = (start + step) % len(self.endpoints)
-            client = await self.client(index)
-            try:
-                call = client.leasestub.LeaseKeepAlive(
-                    iter([rpc.LeaseKeepAliveRequest(ID=lease_id)]),
-                    timeout=self.timeout,
-                    metadata=client.metadata,
-                )
-                async for reply in call:
-                    self.current = index
-                    return int(reply.TTL)
-                failures.append(f"etcd {self.text(index)}: keep-alive got no reply")
-            except grpc.aio.AioRpcError as exc:
-                error = self.error(exc, index)
-                if not isinstance(error, UnavailableError):
-                    raise error from None
-                failures.append(str(error))
-        raise UnavailableError("no etcd endpoint answered: " + "; ".join(failures))
+
+        async def renew(client: aetcd.Client) -> int:
+            call = client.leasestub.LeaseKeepAlive(
+                iter([rpc.LeaseKeepAliveRequest(ID=lease_id)]),
+                timeout=self.timeout,
+                metadata=client.metadata,
+            )
+            async for reply in call:
+                return int(reply.TTL)
+            raise UnavailableError("keep-alive got no reply")
+
+        return await self._failover(renew)
