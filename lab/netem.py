@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import signal
 import socket
@@ -42,6 +43,7 @@ NLMSG_ERROR = 2
 NF_ACCEPT = 1
 SO_RCVBUFFORCE = 33
 QUEUE_MAXLEN = 16384
+STATS_INTERVAL = 10.0  # seconds between the lines of statistics written to the log
 
 
 class NetlinkError(OSError):
@@ -104,6 +106,9 @@ class Delayer:
         self.seq = 0
         self.held = 0
         self.passed = 0
+        self.overflows = 0  # reads that failed with ENOBUFS: the kernel dropped packets
+        self.late_max = 0.0  # seconds a verdict came after its due time (CPU starvation)
+        self.late_sum = 0.0
 
     def _request(self, queue: int, attributes: bytes) -> None:
         self.seq += 1
@@ -128,7 +133,10 @@ class Delayer:
             attributes = _attribute(NFQA_CFG_PARAMS, params)
             self._request(queue, attributes + _attribute(NFQA_CFG_QUEUE_MAXLEN, maxlen))
 
-    def _verdict(self, queue: int, packet_id: int) -> None:
+    def _verdict(self, queue: int, packet_id: int, due: float) -> None:
+        late = max(0.0, asyncio.get_running_loop().time() - due)
+        self.late_max = max(self.late_max, late)
+        self.late_sum += late
         header = struct.pack(">II", NF_ACCEPT, packet_id)
         message = _message(NFQNL_MSG_VERDICT, queue, _attribute(NFQA_VERDICT_HDR, header), 1, 0)
         try:
@@ -144,6 +152,7 @@ class Delayer:
         except BlockingIOError:
             return
         except OSError:  # ENOBUFS: the kernel dropped packets it could not queue
+            self.overflows += 1
             return
         offset = 0
         while offset + 16 <= len(data):
@@ -157,8 +166,21 @@ class Delayer:
                 if header is not None and link is not None:
                     (packet_id,) = struct.unpack_from(">I", header, 0)
                     self.held += 1
-                    loop.call_later(link.draw(self.rng), self._verdict, queue, packet_id)
+                    hold = link.draw(self.rng)
+                    loop.call_later(hold, self._verdict, queue, packet_id, loop.time() + hold)
             offset += (size + 3) & ~3
+
+    def report(self) -> None:
+        """One line of what happened since the last: packets passed, how late their
+        verdicts came (the delay this process adds when it is starved of CPU), overflows."""
+        mean = self.late_sum / self.passed if self.passed else 0.0
+        print(
+            f"netem: {self.passed} packets passed, {self.held} held, verdicts late by "
+            f"{mean * 1000:.1f} ms mean, {self.late_max * 1000:.0f} ms at most, "
+            f"{self.overflows} overflows",
+            flush=True,
+        )
+        self.passed, self.late_sum, self.late_max, self.overflows = 0, 0.0, 0.0, 0
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -168,7 +190,10 @@ class Delayer:
         self.sock.setblocking(False)
         loop.add_reader(self.sock.fileno(), self._readable, loop)
         print(f"netem: delaying queues {sorted(self.links)}", flush=True)
-        await stop.wait()
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), STATS_INTERVAL)
+            self.report()
         loop.remove_reader(self.sock.fileno())
         self.sock.close()
 
