@@ -56,7 +56,7 @@ from pysyncer.configsources import (
 )
 from pysyncer.daemonconfig import DaemonConfig
 from pysyncer.errors import ConfigError
-from pysyncer.hostport import ADMIN_PORT, GOSSIP_PORT, REGISTRY_PORT, SYNC_PORT
+from pysyncer.hostport import ADMIN_PORT, GOSSIP_PORT, LOOPBACK, REGISTRY_PORT, SYNC_PORT
 from pysyncer.servicecenter.settings import DEFAULT_SETTINGS as REGISTRY_LIMITS
 from pysyncer.sync.filters import FilterConfigError, filters_from_config
 
@@ -105,7 +105,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "bind",
-        f"127.0.0.1:{GOSSIP_PORT}",
+        f"{LOOPBACK}:{GOSSIP_PORT}",
         parsers.host_port(GOSSIP_PORT),
         "gossip address, UDP+TCP; an address other than loopback needs gossip encryption "
         "and TLS (or --insecure)",
@@ -120,7 +120,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "rpc-addr",
-        f"127.0.0.1:{SYNC_PORT}",
+        f"{LOOPBACK}:{SYNC_PORT}",
         parsers.host_port(SYNC_PORT),
         "gRPC sync address; an address other than loopback needs gossip encryption and TLS "
         "(or --insecure)",
@@ -128,7 +128,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "admin-addr",
-        f"127.0.0.1:{ADMIN_PORT}",
+        f"{LOOPBACK}:{ADMIN_PORT}",
         parsers.host_port(ADMIN_PORT),
         "HTTP admin API; an address other than loopback needs --admin-token-file",
         "HOST:PORT",
@@ -168,7 +168,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "registry-addr",
-        f"127.0.0.1:{REGISTRY_PORT}",
+        f"{LOOPBACK}:{REGISTRY_PORT}",
         parsers.host_port(REGISTRY_PORT),
         "where the embedded registry listens when --registry-url is omitted",
         "HOST:PORT",

@@ -15,6 +15,7 @@ __all__ = [
     "ADMIN_PORT",
     "ETCD_PORT",
     "GOSSIP_PORT",
+    "LOOPBACK",
     "REGISTRY_PORT",
     "SYNC_PORT",
     "HostPort",
@@ -23,6 +24,8 @@ __all__ = [
     "parse_host_port",
 ]
 
+LOOPBACK: Final = "127.0.0.1"
+"""Where pysyncer's servers listen unless told otherwise (IPv4 loopback)."""
 REGISTRY_PORT: Final = 30100
 """The ServiceComb service center (and the embedded one) listens here."""
 GOSSIP_PORT: Final = 30190

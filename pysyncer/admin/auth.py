@@ -27,6 +27,7 @@ from typing import Final, Literal
 from urllib.parse import urlsplit
 
 from pysyncer.errors import ConfigError
+from pysyncer.hostport import LOOPBACK
 
 __all__ = [
     "ACCESS_LEVELS",
@@ -53,7 +54,7 @@ AUTH_MODES: tuple[AuthMode, ...] = ("open", "token")
 
 TOKEN_FILE_ENV: Final = "PYSYNCER_ADMIN_TOKEN_FILE"
 """Where the command line (and the daemon, as the setting's env var) finds the token file."""
-LOOPBACK_NAMES: Final = frozenset({"localhost", "127.0.0.1", "::1"})
+LOOPBACK_NAMES: Final = frozenset({"localhost", LOOPBACK, "::1"})
 """Host names a browser may use for this machine whatever address the API listens on."""
 _WILDCARDS: Final = frozenset({"0.0.0.0", "::", ""})  # any address of this machine
 
@@ -119,7 +120,7 @@ class AdminAuth:
     token: str | None = field(default=None, repr=False)
     read_auth: AuthMode = "token"
     metrics_auth: AuthMode = "open"
-    listen_host: str = "127.0.0.1"
+    listen_host: str = LOOPBACK
 
     def needs_token(self, access: Access) -> bool:
         """Whether a route of level ``access`` needs the token under this policy."""

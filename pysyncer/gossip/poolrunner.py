@@ -35,7 +35,7 @@ from pysyncer.gossip.serf import MemberEvent, SerfEvent, UserEvent
 from pysyncer.gossip.settings import GossipSettings
 from pysyncer.gossip.stack import GossipStack
 from pysyncer.gossip.timing import PROFILES
-from pysyncer.hostport import HostPort
+from pysyncer.hostport import LOOPBACK, HostPort
 
 __all__ = ["PoolRunner", "main"]
 
@@ -130,7 +130,7 @@ async def _serve(runner: PoolRunner) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--names", required=True, help="member names, comma separated")
-    parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
+    parser.add_argument("--host", default=LOOPBACK, help="loopback address to bind")
     parser.add_argument("--data-dir", type=Path, required=True, help="one directory per member")
     parser.add_argument("--profile", default="pysyncer", choices=sorted(PROFILES))
     args = parser.parse_args(argv)

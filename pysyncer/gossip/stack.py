@@ -32,7 +32,7 @@ from pysyncer.gossip.settings import GossipSettings
 from pysyncer.gossip.snapshot import SerfSnapshot, Snapshotter
 from pysyncer.gossip.timing import GossipProfile, profile_named
 from pysyncer.gossip.vivaldi import Coordinate
-from pysyncer.hostport import HostPort, format_host_port
+from pysyncer.hostport import LOOPBACK, HostPort, format_host_port
 from pysyncer.supervisor import Supervised, spawn, tolerate
 
 __all__ = ["KEYRING_FILE", "SNAPSHOT_FILE", "GossipStack", "ensure_data_dir", "load_keyring"]
@@ -96,7 +96,7 @@ def _advertise_address(bind: HostPort, advertise: HostPort | None) -> Address | 
     try:
         host = socket.gethostbyname(socket.gethostname())
     except OSError:
-        host = "127.0.0.1"
+        host = LOOPBACK
     log.warning(
         "bound to %s: advertising %s to the pool; set --advertise if peers cannot reach it",
         bind.host,

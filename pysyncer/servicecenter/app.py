@@ -22,7 +22,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from pysyncer._version import __version__
-from pysyncer.hostport import REGISTRY_PORT, bracket_host
+from pysyncer.hostport import LOOPBACK, REGISTRY_PORT, bracket_host
 from pysyncer.httpbody import BodyError, read_json_object
 from pysyncer.servicecenter.core import EmbeddedRegistry
 from pysyncer.servicecenter.errors import ERR_INTERNAL, ERR_INVALID_PARAMS, RegistryError, invalid
@@ -451,7 +451,7 @@ class RegistryServer:
     def __init__(
         self,
         registry: EmbeddedRegistry | None = None,
-        host: str = "127.0.0.1",
+        host: str = LOOPBACK,
         port: int = 0,
         *,
         eviction_interval: float = 1.0,
@@ -511,7 +511,7 @@ class RegistryServer:
 
 
 async def run_registry(
-    host: str = "127.0.0.1",
+    host: str = LOOPBACK,
     port: int = REGISTRY_PORT,
     *,
     eviction_interval: float = 1.0,
