@@ -23,7 +23,7 @@ loopback must have gossip encryption (``encrypt``, ``encrypt-file`` or a keyring
 data directory) and mutual TLS (``tls-ca``, ``tls-cert``, ``tls-key``), unless ``insecure``
 is set; :meth:`DaemonConfig.insecure_reasons` says what such a daemon runs without.
 
-Imports: configchecks, configsources, configvalues, daemonconfig, errors, hostport,
+Imports: admin, configchecks, configsources, configvalues, daemonconfig, errors, hostport,
 servicecenter, sync.
 """
 
@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from pysyncer import configvalues as parsers
+from pysyncer.admin.auth import AdminAuth
 from pysyncer.configchecks import (
     check_bind_host,
     check_exposure,
@@ -61,6 +62,8 @@ from pysyncer.servicecenter.settings import DEFAULT_SETTINGS as REGISTRY_LIMITS
 from pysyncer.sync.filters import FilterConfigError, filters_from_config
 
 __all__ = ["SETTINGS", "DaemonConfig", "Setting", "default_dc", "load_config", "setting"]
+
+_ADMIN_POLICY = AdminAuth()  # its read_auth and metrics_auth defaults are the settings' defaults
 
 
 @dataclass(frozen=True)
@@ -143,7 +146,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "admin-read-auth",
-        "token",
+        _ADMIN_POLICY.read_auth,
         parsers.auth_mode,
         "token (the read-only admin routes need the token, when one is set) or open; "
         "/v1/health is always open",
@@ -151,7 +154,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "metrics-auth",
-        "open",
+        _ADMIN_POLICY.metrics_auth,
         parsers.auth_mode,
         "open (Prometheus scrapes /metrics without the token) or token",
         "MODE",
