@@ -54,8 +54,11 @@ __all__ = [
     "StoreFullError",
     "StoreHealth",
     "StoreLockedError",
+    "check_cursor",
     "check_digest",
+    "check_limit",
     "check_slot",
+    "check_trim",
     "iter_mappings",
 ]
 
@@ -71,6 +74,28 @@ def check_slot(slot: int) -> int:
     if not 0 <= slot < SLOT_COUNT:
         raise ValueError(f"slot {slot} is outside 0..{SLOT_COUNT - 1}")
     return slot
+
+
+def check_limit(limit: int) -> int:
+    """``limit`` (a page size) if it is positive; ValueError otherwise."""
+    if limit <= 0:
+        raise ValueError(f"limit must be positive, not {limit}")
+    return limit
+
+
+def check_cursor(cursor: int) -> int:
+    """``cursor`` (a peer's revision) if it is >= 0; ValueError otherwise."""
+    if cursor < 0:
+        raise ValueError(f"cursor must be >= 0, not {cursor}")
+    return cursor
+
+
+def check_trim(keep_last: int | None, through_revision: int | None) -> None:
+    """The arguments of :meth:`Store.trim_changes`: exactly one given, ``keep_last`` >= 0."""
+    if (keep_last is None) == (through_revision is None):
+        raise ValueError("trim_changes takes exactly one of keep_last, through_revision")
+    if keep_last is not None and keep_last < 0:
+        raise ValueError(f"keep_last must be >= 0, not {keep_last}")
 
 
 def check_digest(digest: int) -> int:

@@ -49,7 +49,10 @@ from pysyncer.store.base import (
     StoreClosedError,
     StoreError,
     StoreHealth,
+    check_cursor,
+    check_limit,
     check_slot,
+    check_trim,
 )
 from pysyncer.store.codec import record_body
 from pysyncer.store.etcd_client import (
@@ -345,8 +348,7 @@ class EtcdStore:
     async def list_mappings(
         self, origin_dc: str, after: str | None = None, limit: int = 1000
     ) -> list[MappingEntry]:
-        if limit <= 0:
-            raise ValueError(f"limit must be positive, not {limit}")
+        check_limit(limit)
         self._check_open()
         ids = self._mirror.sorted_ids(origin_dc)
         start = 0 if after is None else bisect.bisect_right(ids, after)
@@ -435,8 +437,7 @@ class EtcdStore:
         *,
         fence: Fence | None = None,
     ) -> None:
-        if cursor < 0:
-            raise ValueError(f"cursor must be >= 0, not {cursor}")
+        check_cursor(cursor)
         final = self._mapping_mutations(upserts)
         layout = self._layout
         for dc, oid in deletes:
@@ -479,8 +480,7 @@ class EtcdStore:
         return result
 
     async def read_changes(self, since_revision: int, limit: int = 1000) -> list[Record]:
-        if limit <= 0:
-            raise ValueError(f"limit must be positive, not {limit}")
+        check_limit(limit)
         self._check_open()
         mirror = self._mirror
         entries = mirror.log
@@ -510,10 +510,7 @@ class EtcdStore:
     async def trim_changes(
         self, *, keep_last: int | None = None, through_revision: int | None = None
     ) -> int:
-        if (keep_last is None) == (through_revision is None):
-            raise ValueError("trim_changes takes exactly one of keep_last, through_revision")
-        if keep_last is not None and keep_last < 0:
-            raise ValueError(f"keep_last must be >= 0, not {keep_last}")
+        check_trim(keep_last, through_revision)
         self._check_open()
         mirror = self._mirror
         if through_revision is None:

@@ -53,8 +53,11 @@ from pysyncer.store.base import (
     MappingKey,
     PeerCursor,
     StoreClosedError,
+    check_cursor,
     check_digest,
+    check_limit,
     check_slot,
+    check_trim,
 )
 from pysyncer.store.codec import pack_record_body, unpack_record_body
 from pysyncer.store.sqlite_db import (
@@ -293,8 +296,7 @@ class SqliteStore:
     async def list_mappings(
         self, origin_dc: str, after: str | None = None, limit: int = 1000
     ) -> list[MappingEntry]:
-        if limit <= 0:
-            raise ValueError(f"limit must be positive, not {limit}")
+        check_limit(limit)
         return await self._call(self._list_mappings, origin_dc, after, limit)
 
     def _list_mappings(self, origin_dc: str, after: str | None, limit: int) -> list[MappingEntry]:
@@ -440,8 +442,8 @@ class SqliteStore:
         cursor: int,
         epoch: str | None,
     ) -> None:
-        if peer_dc is not None and cursor < 0:
-            raise ValueError(f"cursor must be >= 0, not {cursor}")
+        if peer_dc is not None:
+            check_cursor(cursor)
         rows = [_mapping_row(entry) for entry in upserts]  # validates before writing
         keys = [(str(dc), str(origin_id)) for dc, origin_id in deletes]
         with transaction(self._db) as conn:
@@ -509,8 +511,7 @@ class SqliteStore:
         return assigned
 
     async def read_changes(self, since_revision: int, limit: int = 1000) -> list[Record]:
-        if limit <= 0:
-            raise ValueError(f"limit must be positive, not {limit}")
+        check_limit(limit)
         return await self._call(self._read_changes, since_revision, limit)
 
     def _read_changes(self, since: int, limit: int) -> list[Record]:
@@ -548,10 +549,7 @@ class SqliteStore:
     async def trim_changes(
         self, *, keep_last: int | None = None, through_revision: int | None = None
     ) -> int:
-        if (keep_last is None) == (through_revision is None):
-            raise ValueError("trim_changes takes exactly one of keep_last, through_revision")
-        if keep_last is not None and keep_last < 0:
-            raise ValueError(f"keep_last must be >= 0, not {keep_last}")
+        check_trim(keep_last, through_revision)
         return await self._call(self._trim, keep_last, through_revision)
 
     def _trim(self, keep_last: int | None, through: int | None) -> int:
