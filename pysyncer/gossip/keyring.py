@@ -43,6 +43,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from pysyncer._core import wire
 from pysyncer.errors import ConfigError, MalformedDataError
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "encrypt_packet",
     "encrypt_stream_payload",
     "encrypted_length",
+    "label_bytes",
     "stream_payload_length",
     "validate_key",
 ]
@@ -106,7 +108,7 @@ STREAM_HEADER_SIZE: int = 5
 MAX_STREAM_PAYLOAD: int = 20 * 1024 * 1024
 """memberlist ``maxPushStateBytes``: largest encrypted stream payload accepted."""
 
-LABEL_MAX_SIZE: int = 255
+LABEL_MAX_SIZE: int = wire.LABEL_MAX_SIZE
 """memberlist ``LabelMaxSize``: labels are at most 255 bytes."""
 
 BytesLike = bytes | bytearray | memoryview
@@ -161,7 +163,8 @@ def encrypted_length(version: int, plaintext_length: int) -> int:
     raise ValueError(f"unknown encryption version {version} (known: 0, 1)")
 
 
-def _label_bytes(label: str | bytes) -> bytes:
+def label_bytes(label: str | bytes) -> bytes:
+    """The bytes of a pool label; ConfigError (a ValueError) when it is too long."""
     data = label.encode() if isinstance(label, str) else bytes(label)
     if len(data) > LABEL_MAX_SIZE:
         raise ConfigError(f"label is {len(data)} bytes; at most {LABEL_MAX_SIZE} are allowed")
@@ -358,12 +361,12 @@ def encrypt_packet(
     version: int = DEFAULT_ENCRYPTION_VERSION,
 ) -> bytes:
     """Encrypted UDP packet body of ``data`` (AAD = label bytes); label header not added."""
-    return keyring.encrypt(data, _label_bytes(label), version)
+    return keyring.encrypt(data, label_bytes(label), version)
 
 
 def decrypt_packet(keyring: Keyring, data: BytesLike, label: str | bytes = b"") -> bytes:
     """Plaintext of an encrypted UDP packet body (its label header already removed)."""
-    return keyring.decrypt(data, _label_bytes(label))
+    return keyring.decrypt(data, label_bytes(label))
 
 
 def encrypt_stream_payload(
@@ -378,7 +381,7 @@ def encrypt_stream_payload(
     ``compressMsg``). The length counts the encrypted payload, version byte included.
     """
     header = _STREAM_HEADER.pack(ENCRYPT_MSG_TYPE, encrypted_length(version, len(data)))
-    return header + keyring.encrypt(data, header + _label_bytes(label), version)
+    return header + keyring.encrypt(data, header + label_bytes(label), version)
 
 
 def stream_payload_length(header: BytesLike, max_size: int = MAX_STREAM_PAYLOAD) -> int:
@@ -414,5 +417,5 @@ def decrypt_stream_payload(
             f"encrypted stream frame announces {length} payload bytes "
             f"but carries {len(data) - STREAM_HEADER_SIZE}"
         )
-    aad = bytes(data[:STREAM_HEADER_SIZE]) + _label_bytes(label)
+    aad = bytes(data[:STREAM_HEADER_SIZE]) + label_bytes(label)
     return keyring.decrypt(memoryview(data)[STREAM_HEADER_SIZE:], aad)

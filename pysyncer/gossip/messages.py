@@ -34,6 +34,7 @@ from pysyncer._core import wire
 from pysyncer.errors import MalformedDataError
 
 __all__ = [
+    "LZW_ALGO",
     "AckResp",
     "Alive",
     "Compress",
@@ -366,6 +367,10 @@ class Dead(GoMessage):
     incarnation: int
     node: str
     from_node: str
+
+
+LZW_ALGO = 0
+"""memberlist ``lzwAlgo``: the only algorithm of :class:`Compress`."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ from pysyncer._core import wire
 from pysyncer.errors import MalformedDataError
 from pysyncer.gossip import lzw
 from pysyncer.gossip.keyring import Keyring, decrypt_packet, encrypt_packet
-from pysyncer.gossip.messages import Compress
+from pysyncer.gossip.messages import LZW_ALGO, Compress
 from pysyncer.gossip.transport import UDP_PACKET_BUF_SIZE
 
 __all__ = [
@@ -48,7 +48,6 @@ __all__ = [
 COMPOUND_OVERHEAD = 2  # type byte + part count
 COMPOUND_PART_OVERHEAD = 2  # u16 length per part
 MAX_NESTING = 4  # crc > compress > compound > message is the deepest memberlist sends
-LZW_ALGO = 0
 MAX_PACKET_DECOMPRESSED_BYTES = 4 * UDP_PACKET_BUF_SIZE
 """Bytes one UDP packet may decompress to, all its compound parts together (256 KiB)."""
 

@@ -56,12 +56,12 @@ from pysyncer.gossip.keyring import (
     Keyring,
     decrypt_stream_payload,
     encrypt_stream_payload,
+    label_bytes,
     stream_payload_length,
 )
-from pysyncer.gossip.messages import Compress
+from pysyncer.gossip.messages import LZW_ALGO, Compress
 
 __all__ = [
-    "COMPRESSION_LZW",
     "DEFAULT_MAX_STREAM_BYTES",
     "INBOUND_STREAM_POOL",
     "MAX_BUFFERED_STREAM_BYTES",
@@ -77,8 +77,6 @@ __all__ = [
     "stream_message_end",
 ]
 
-COMPRESSION_LZW = 0
-"""memberlist ``lzwAlgo``: the only compression algorithm."""
 
 PUSH_PULL_MEMBERS = 8192
 """Pool size the stream budget is sized for: the most members one push/pull may list."""
@@ -195,13 +193,6 @@ class StreamClosedError(PysyncerError, ConnectionError):
 # ------------------------------------------------------------------------ sending
 
 
-def _label_bytes(label: str) -> bytes:
-    raw = label.encode()
-    if len(raw) > wire.LABEL_MAX_SIZE:
-        raise ValueError(f"label is {len(raw)} bytes; at most {wire.LABEL_MAX_SIZE} are allowed")
-    return raw
-
-
 def frame_stream_message(
     message: bytes,
     *,
@@ -223,10 +214,10 @@ def frame_stream_message(
         raise TypeError(f"message must be bytes, not {type(message).__name__}")
     if not message:
         raise ValueError("a stream message needs at least its type byte")
-    _label_bytes(label)
+    label_bytes(label)
     body = message
     if compress:
-        body = Compress(algo=COMPRESSION_LZW, buf=lzw.compress(message)).to_bytes()
+        body = Compress(algo=LZW_ALGO, buf=lzw.compress(message)).to_bytes()
     if keyring is not None:
         body = encrypt_stream_payload(keyring, body, label, encryption_version)
     if label and label_header:
@@ -456,7 +447,7 @@ def _decompress(data: bytes, max_size: int) -> bytes:
     except wire.IncompleteDataError as exc:
         raise StreamError(f"truncated compress message: {exc}") from None
     message = Compress.from_bytes(data[:end])
-    if message.algo != COMPRESSION_LZW:
+    if message.algo != LZW_ALGO:
         raise StreamError(f"unknown compression algorithm {message.algo}")
     try:
         inner = lzw.decompress(message.buf, max_size)
@@ -546,7 +537,7 @@ async def read_stream_message(
     (StreamBudgetError); the whole read is bounded by ``timeout`` seconds (TimeoutError).
     Other failures raise StreamError / MalformedDataError, or StreamClosedError on EOF.
     """
-    _label_bytes(label)
+    label_bytes(label)
     if max_size < 1:
         raise ValueError("max_size must be at least 1")
     frame = _Frame(reader, max_size, pool)
