@@ -6,11 +6,11 @@ etcd started as subprocesses (each child gets SIGTERM from the kernel if its par
 dies, on Linux) and stopped by their pid only (SIGTERM, then SIGKILL; every wait
 bounded), a tiny Service-Center v4 REST client (project ``default``, the documented API
 of docs/registry.md, with urllib: what a client sees) and an ``eventually`` poller.
-Shared by ``pysyncer demo``, pysyncer's tests and its benchmarks. Standard library and
-:mod:`pysyncer.model` only: it must not import the tests, pytest or the daemon's
-packages, and nothing here runs in a daemon.
+Shared by ``pysyncer demo``, pysyncer's tests and its benchmarks. Standard library,
+:mod:`pysyncer.model` and the slot count of :mod:`pysyncer._core` only: it must not import
+the tests, pytest or the daemon's packages, and nothing here runs in a daemon.
 
-Imports: errors, model.
+Imports: _core, errors, model.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from pysyncer._core import slots as core_slots
 from pysyncer.errors import PysyncerError
 from pysyncer.model import ORIGIN_DC_PROPERTY, ORIGIN_ID_PROPERTY
 
@@ -55,7 +56,7 @@ __all__ = [
     "terminate",
 ]
 
-SLOTS = 16384
+SLOTS = core_slots.SLOT_COUNT
 
 
 class NoFreePortError(PysyncerError, OSError):

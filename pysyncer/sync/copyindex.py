@@ -31,7 +31,7 @@ from pysyncer.model import ServiceKey, record_key_hash
 __all__ = ["CopyIndex", "copy_instance_id"]
 
 _MASK = (1 << 64) - 1
-_SLOTS = 16384
+_SLOTS = core_digest.SLOT_COUNT
 
 
 def copy_instance_id(origin_dc: str, origin_instance_id: str) -> str:
