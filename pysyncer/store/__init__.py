@@ -8,7 +8,7 @@ store (:mod:`pysyncer.store.sqlite`, ``--store embedded``) and the etcd store
 touch registries or the sync logic: callers decide what to write, the store makes each
 call atomic and durable.
 
-Imports: credentials, errors, etcdchannels, hostport, model, supervisor.
+Imports: _core, credentials, errors, etcdchannels, hostport, model, supervisor.
 """
 
 from __future__ import annotations

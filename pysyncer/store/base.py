@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal, Protocol, runtime_checkable
 
+from pysyncer._core import slots as core_slots
 from pysyncer.errors import PysyncerError
 from pysyncer.model import Record
 
@@ -62,7 +63,7 @@ __all__ = [
     "iter_mappings",
 ]
 
-SLOT_COUNT: int = 16384
+SLOT_COUNT: int = core_slots.SLOT_COUNT
 """Redis Cluster hash slots: a slot is in ``0..SLOT_COUNT-1``."""
 
 DIGEST_MAX: int = 2**64 - 1
