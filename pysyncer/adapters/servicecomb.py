@@ -61,6 +61,7 @@ from pysyncer.adapters.scshape import (
     service_to_sc,
 )
 from pysyncer.adapters.servicecomb_codec import (
+    DOMAIN_HEADER,
     FEED_HEADER,
     HEARTBEAT_BATCH,
     LOGIN_SETTINGS,
@@ -172,7 +173,7 @@ class ServiceCombAdapter(HttpAdapter):
         Returns 2xx/304 (and ``ok_statuses``); raises the typed error for other answers.
         """
         path = path.replace("{project}", self.settings.project)
-        request_headers = {"x-domain-name": self.settings.domain}
+        request_headers = {DOMAIN_HEADER: self.settings.domain}
         if headers:
             request_headers.update(headers)
         for attempt in range(2):
@@ -237,7 +238,7 @@ class ServiceCombAdapter(HttpAdapter):
 
     def _project_path(self, service: ServiceKey) -> tuple[str, dict[str, str]]:
         domain, _, project = service.project.partition("/")
-        return project or self.settings.project, {"x-domain-name": domain or "default"}
+        return project or self.settings.project, {DOMAIN_HEADER: domain or "default"}
 
     async def ensure_service(self, service: ServiceKey) -> str:
         cached = self._service_ids.get(service)
@@ -419,7 +420,7 @@ class ServiceCombAdapter(HttpAdapter):
         params = {"options": "instances"}
         if self._list_revision and not force:
             params["rev"] = self._list_revision
-            headers["x-resource-revision"] = self._list_revision
+            headers[REVISION_HEADER] = self._list_revision
         resp = await self._request(
             "GET", "/v4/{project}/govern/microservices", params=params, headers=headers
         )

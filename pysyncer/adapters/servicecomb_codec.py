@@ -26,9 +26,15 @@ from pysyncer.adapters.base import BadResponseError
 from pysyncer.adapters.scshape import ERR_INSTANCE_NOT_EXISTS
 from pysyncer.credentials import read_secret
 from pysyncer.errors import ConfigError
-from pysyncer.servicecenter.app import CHANGE_FEED_HEADER, REVISION_HEADER, TOKEN_PATH
+from pysyncer.servicecenter.app import (
+    CHANGE_FEED_HEADER,
+    DOMAIN_HEADER,
+    REVISION_HEADER,
+    TOKEN_PATH,
+)
 
 __all__ = [
+    "DOMAIN_HEADER",
     "FEED_HEADER",
     "HEARTBEAT_BATCH",
     "LOGIN_SETTINGS",
