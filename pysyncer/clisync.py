@@ -19,6 +19,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from pysyncer.admin import paths
 from pysyncer.cliops import (
     EXIT_ERROR,
     EXIT_OK,
@@ -98,7 +99,7 @@ def diff(args: argparse.Namespace) -> int:
     from pysyncer.admin.terminal import EXPECTED_KINDS, diff_lines  # noqa: PLC0415
 
     query = urlencode({"service": args.service or "", "limit": args.limit})
-    answer = admin_client(args).get(f"/v1/sync/diff?{query}")
+    answer = admin_client(args).get(f"{paths.SYNC_DIFF}?{query}")
     if args.format == "json":
         print_json(answer)
     else:
@@ -114,7 +115,7 @@ def filters(args: argparse.Namespace) -> int:
     if not args.dry_run:
         print("pysyncer filters: give --dry-run (nothing else is implemented)", file=sys.stderr)
         return EXIT_USAGE
-    answer = admin_client(args).get("/v1/sync/filters/dry-run")
+    answer = admin_client(args).get(paths.SYNC_FILTERS_DRY_RUN)
     if args.format == "json":
         print_json(answer)
     else:

@@ -40,7 +40,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from pysyncer.admin import bodies, stream, ui
+from pysyncer.admin import bodies, paths, stream, ui
 from pysyncer.admin import diff as inspect
 from pysyncer.admin.auth import ACCESS_LEVELS, Access, AdminAuth
 from pysyncer.admin.bodies import KEY_OPERATIONS, MAX_BODY_BYTES
@@ -361,70 +361,70 @@ class Route:
 
 
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/v1/health", _Handlers.health, "open",
+    Route("GET", paths.HEALTH, _Handlers.health, "open",
           "this member's health: `degraded` while its Lifeguard health score is above 0",
           answer=Health),
-    Route("GET", "/v1/health/live", _Handlers.live, "open",
+    Route("GET", paths.HEALTH_LIVE, _Handlers.live, "open",
           "liveness: 200 while the event loop keeps time, 503 `stalled` (for a restart)",
           answer=Liveness),
-    Route("GET", "/v1/health/ready", _Handlers.ready, "open",
+    Route("GET", paths.HEALTH_READY, _Handlers.ready, "open",
           "readiness: 200 once the registry answers, the store is healthy, every known "
           "data center's first sync is done and no critical task is down; else 503 with "
           "`reasons` (see [operations](operations.md#readiness))",
           answer=Readiness),
-    Route("GET", "/v1/members", _Handlers.members, "read",
+    Route("GET", paths.MEMBERS, _Handlers.members, "read",
           f"the gossip pool's members by name, status {_one_of(MEMBER_STATUSES)}",
           answer=MembersAnswer),
-    Route("POST", "/v1/leave", _Handlers.leave, "token",
+    Route("POST", paths.LEAVE, _Handlers.leave, "token",
           "leaves the pool gracefully (peers see `left`), then the daemon stops as on SIGTERM",
           answer=LeaveAnswer),
-    Route("POST", "/v1/force-leave", _Handlers.force_leave, "token",
+    Route("POST", paths.FORCE_LEAVE, _Handlers.force_leave, "token",
           "marks a failed member `left` pool-wide (`prune`: forget it at once), like "
           "`serf force-leave`",
           request=ForceLeaveRequest, answer=ForceLeaveAnswer),
-    Route("GET", "/v1/monitor", _Handlers.log_monitor, "token",
+    Route("GET", paths.MONITOR, _Handlers.log_monitor, "token",
           "streams this daemon's log records at or above `?level=` (default info) as NDJSON, "
           "one JSON log line each, until the client goes away; a slow reader loses lines "
           f"(told by a `dropped` line); at most {MAX_MONITORS} at once"),
-    Route("GET", "/v1/coordinates", _Handlers.coordinates, "read",
+    Route("GET", paths.COORDINATES, _Handlers.coordinates, "read",
           "this member's Vivaldi network coordinate and the last one of each member it "
           "probed (what `pysyncer rtt` reads; see [gossip](gossip.md#network-coordinates))",
           answer=CoordinatesAnswer),
-    Route("POST", "/v1/events", _Handlers.post_event, "token",
+    Route("POST", paths.EVENTS, _Handlers.post_event, "token",
           "sends a user event to the pool (`coalesce` false by default)",
           request=EventRequest, answer=EventSent),
-    Route("GET", "/v1/events", _Handlers.get_events, "read",
+    Route("GET", paths.EVENTS, _Handlers.get_events, "read",
           "the recent user events this member received, oldest first (payload as text)",
           answer=EventsAnswer),
-    Route("POST", "/v1/queries", _Handlers.post_query, "token",
+    Route("POST", paths.QUERIES, _Handlers.post_query, "token",
           "sends a query and waits for acks and responses "
           f"(`timeout_ms` up to {bodies.MAX_QUERY_TIMEOUT_MS // 60_000} minutes)",
           request=QueryRequest, answer=QueryAnswer),
-    Route("GET", "/v1/keys", _Handlers.get_keys, "token",
+    Route("GET", paths.KEYS, _Handlers.get_keys, "token",
           "the fingerprints of every member's gossip keys, never the keys "
           "(see [Key rotation](gossip.md#key-rotation))",
           answer=KeyAnswer),
-    Route("POST", "/v1/keys", _Handlers.post_keys, "token",
+    Route("POST", paths.KEYS, _Handlers.post_keys, "token",
           f"`op` {_one_of(KEY_OPERATIONS)} of a base64 key, on every member",
           request=KeyRequest, answer=KeyAnswer),
-    Route("GET", "/v1/sync/status", _Handlers.sync_status, "read",
+    Route("GET", paths.SYNC_STATUS, _Handlers.sync_status, "read",
           "this data center's export and, per remote data center, its link "
           "(see [sync](sync.md#operating-it)); 503 without a sync engine",
           answer=SyncStatus),
-    Route("POST", "/v1/sync/full", _Handlers.full_sync, "token",
+    Route("POST", paths.SYNC_FULL, _Handlers.full_sync, "token",
           "starts a digest repair with every remote data center; 503 without a sync engine",
           answer=FullSyncAnswer),
-    Route("GET", "/v1/sync/stream", _Handlers.sync_stream, "read",
+    Route("GET", paths.SYNC_STREAM, _Handlers.sync_stream, "read",
           "the dashboard's live feed (server-sent events): `snapshot` then, every "
           f"{stream.STREAM_INTERVAL:g} s, a `delta` (JSON merge patch) of what changed; "
           f"at most {stream.MAX_STREAMS} at once (see [dashboard](dashboard.md))",
           answer=DashboardSnapshot),
-    Route("GET", "/v1/sync/diff", _Handlers.sync_diff, "read",
+    Route("GET", paths.SYNC_DIFF, _Handlers.sync_diff, "read",
           "every data center's registry's instances of `?service=NAME` (none: the pool, "
           f"`?limit=` per registry, {inspect.DEFAULT_LIMIT} by default), asked over the "
           "sync RPC, with each discrepancy explained",
           answer=DiffAnswer),
-    Route("GET", "/v1/sync/filters/dry-run", _Handlers.dry_run, "read",
+    Route("GET", paths.SYNC_FILTERS_DRY_RUN, _Handlers.dry_run, "read",
           "which services the current filter rules export and import, and why",
           answer=DryRunAnswer),
     Route("GET", "/", _Handlers.ui_root, "open", "redirects to the dashboard, `/ui/`"),
@@ -434,7 +434,7 @@ ROUTES: tuple[Route, ...] = (
           "the dashboard's script (plain JavaScript, shipped in the package)"),
     Route("GET", "/ui/dashboard.css", _Handlers.ui_asset, "open",
           "the dashboard's style sheet"),
-    Route("GET", "/metrics", _Handlers.metrics, "metrics",
+    Route("GET", paths.METRICS, _Handlers.metrics, "metrics",
           "Prometheus text: `pysyncer_gossip_*`, `_sync_*`, `_ownership_*`, `_store_*`, "
           "`_task_*` (supervised tasks), `pysyncer_build_info`, `process_*`"),
 )  # fmt: skip

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlencode
 
+from pysyncer.admin import paths
 from pysyncer.admin.auth import TOKEN_FILE_ENV, read_token_file
 from pysyncer.admin.payloads import (
     CoordinatesAnswer,
@@ -59,7 +60,7 @@ class KeysRefusedError(AdminUnavailableError):
     (502, a :class:`KeyFailure`), or the request was refused (an :class:`ErrorAnswer`)."""
 
     def __init__(self, method: str, status: int, answer: KeyFailure | ErrorAnswer) -> None:
-        super().__init__(f"{method} /v1/keys: {status} {answer['error']}")
+        super().__init__(f"{method} {paths.KEYS}: {status} {answer['error']}")
         self.status = status
         self.answer = answer
 
@@ -89,23 +90,23 @@ class AdminClient:
     # -- one method per route -----------------------------------------------------------
 
     def health(self) -> Health:
-        return cast(Health, self.get("/v1/health"))
+        return cast(Health, self.get(paths.HEALTH))
 
     def members(self) -> MembersAnswer:
-        return cast(MembersAnswer, self.get("/v1/members"))
+        return cast(MembersAnswer, self.get(paths.MEMBERS))
 
     def send_event(self, event: EventRequest) -> EventSent:
-        return cast(EventSent, self.post("/v1/events", event))
+        return cast(EventSent, self.post(paths.EVENTS, event))
 
     def coordinates(self) -> CoordinatesAnswer:
-        return cast(CoordinatesAnswer, self.get("/v1/coordinates"))
+        return cast(CoordinatesAnswer, self.get(paths.COORDINATES))
 
     def events(self) -> EventsAnswer:
-        return cast(EventsAnswer, self.get("/v1/events"))
+        return cast(EventsAnswer, self.get(paths.EVENTS))
 
     def query(self, query: QueryRequest) -> QueryAnswer:
         wait = query.get("timeout_ms", DEFAULT_QUERY_TIMEOUT_MS) / 1000 + QUERY_SLACK
-        return cast(QueryAnswer, self.post("/v1/queries", query, timeout=wait))
+        return cast(QueryAnswer, self.post(paths.QUERIES, query, timeout=wait))
 
     def keys(self, request: KeyRequest | None = None) -> KeyAnswer:
         """``GET /v1/keys`` (no request: list) or ``POST`` (install, use, remove).
@@ -113,26 +114,28 @@ class AdminClient:
         Raises :class:`KeysRefusedError` with the daemon's answer for any status but 200.
         """
         method = "GET" if request is None else "POST"
-        status, answer = self.call(method, "/v1/keys", request, KEYS_TIMEOUT)
+        status, answer = self.call(method, paths.KEYS, request, KEYS_TIMEOUT)
         if status != 200:
             raise KeysRefusedError(method, status, answer)
         return cast(KeyAnswer, answer)
 
     def leave(self) -> LeaveAnswer:
-        return cast(LeaveAnswer, self.post("/v1/leave", {}))
+        return cast(LeaveAnswer, self.post(paths.LEAVE, {}))
 
     def force_leave(self, request: ForceLeaveRequest) -> ForceLeaveAnswer:
-        return cast(ForceLeaveAnswer, self.post("/v1/force-leave", request))
+        return cast(ForceLeaveAnswer, self.post(paths.FORCE_LEAVE, request))
 
     def monitor(self, level: str) -> Iterator[str]:
         """``GET /v1/monitor``: the daemon's log lines (NDJSON, one per item) as they come,
         until the daemon ends the stream. Waits for lines without a timeout."""
-        request = self._request("GET", f"/v1/monitor?{urlencode({'level': level})}", None)
+        request = self._request("GET", f"{paths.MONITOR}?{urlencode({'level': level})}", None)
         try:
             response = urllib.request.urlopen(request, timeout=self.timeout)
         except urllib.error.HTTPError as exc:
-            answer = self._refused(exc, "GET", "/v1/monitor")
-            raise AdminUnavailableError(f"GET /v1/monitor: {exc.code} {answer['error']}") from None
+            answer = self._refused(exc, "GET", paths.MONITOR)
+            raise AdminUnavailableError(
+                f"GET {paths.MONITOR}: {exc.code} {answer['error']}"
+            ) from None
         except (urllib.error.URLError, OSError) as exc:
             raise self._unreachable(exc) from None
         with response:
@@ -144,10 +147,10 @@ class AdminClient:
                     yield line
 
     def sync_status(self) -> SyncStatus:
-        return cast(SyncStatus, self.get("/v1/sync/status"))
+        return cast(SyncStatus, self.get(paths.SYNC_STATUS))
 
     def full_sync(self) -> FullSyncAnswer:
-        return cast(FullSyncAnswer, self.post("/v1/sync/full", {}))
+        return cast(FullSyncAnswer, self.post(paths.SYNC_FULL, {}))
 
     # -- transport ----------------------------------------------------------------------
 
