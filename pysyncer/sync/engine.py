@@ -42,7 +42,8 @@ from pysyncer.sync.exporter import Exporter, ExporterStats
 from pysyncer.sync.importer import Importer, ImporterStats
 from pysyncer.sync.membership import Membership
 from pysyncer.sync.ownership import OwnershipStats, SlotOwnership
-from pysyncer.sync.peers import Peers, RemoteSyncer
+from pysyncer.sync.peers import RemoteSyncer
+from pysyncer.sync.peerset import Peers
 from pysyncer.sync.settings import SyncSettings
 from pysyncer.sync.status import (
     exporter_status,

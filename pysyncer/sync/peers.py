@@ -1,18 +1,20 @@
-"""Peers: one link per remote data center, fed by gossip, resumed by revision.
+"""Peer links: keeping this data center in sync with one remote data center each.
 
-Owns the pull side of the sync protocol. The live syncers of every remote data center
-come from gossip (Serf members tagged ``role=pysyncer`` with their ``dc`` and
-``rpc_addr``). For each remote data center a :class:`PeerLink` keeps one gRPC watch
-stream open to one of its syncers, resumes from the persisted cursor, and falls back
-to slot-digest repair when the origin's log no longer holds that cursor (or its epoch
-changed). A link reconnects with backoff to another live syncer of the same data
-center; a "new revision" gossip event wakes a link that is waiting to retry. Periodic
-anti-entropy compares digest tables and pulls only the slots that differ.
+Owns the pull side of the sync protocol for one remote data center. A :class:`PeerLink`
+keeps one gRPC watch stream open to one of that data center's live syncers, resumes from
+the persisted cursor, and falls back to slot-digest repair when the origin's log no longer
+holds that cursor (or its epoch changed). A link reconnects with backoff to another live
+syncer of the same data center; a "new revision" gossip event wakes a link that is waiting
+to retry. Periodic anti-entropy compares digest tables and pulls only the slots that
+differ. Also owns what a link reports (:class:`PeerStatus`, :class:`SyncProgress`) and
+how a remote syncer is described (:class:`RemoteSyncer`, from gossip tags).
 
-Which syncers of a data center a link may follow is :class:`~pysyncer.sync.trust.TrustBook`'s
-rule: those of the ownership group it already follows (a syncer claiming the data center
-from another group is never followed, and raises the alarm). The client factory is given
-the syncer dialled, so a TLS client can ask the handshake for that syncer's identity.
+Which links exist, and what happens to a data center's copies when it leaves gossip or
+comes back, is :class:`~pysyncer.sync.peerset.Peers`'s job; this module must not import
+it, the engine, the configuration or the Serf class. A link is given the syncers it may
+follow (the :class:`~pysyncer.sync.trust.TrustBook` rule, applied by its caller) and a
+client factory, which is given the syncer dialled, so a TLS client can ask the handshake
+for that syncer's identity.
 """
 
 from __future__ import annotations
@@ -32,15 +34,13 @@ from pysyncer.errors import PysyncerError
 from pysyncer.rpc.errors import CallRefusedError, DeadlineExceededError
 from pysyncer.rpc.server import HEARTBEAT_INTERVAL
 from pysyncer.store.base import Store
-from pysyncer.supervisor import Supervised, spawn, tolerate
+from pysyncer.supervisor import Supervised, spawn
 from pysyncer.sync.importer import Importer
-from pysyncer.sync.trust import TrustBook
 
 __all__ = [
     "LAG_BUCKETS",
     "PeerLink",
     "PeerStatus",
-    "Peers",
     "RemoteSyncer",
     "SyncClientLike",
     "SyncProgress",
@@ -481,181 +481,6 @@ class PeerLink:
                 extra={"dc": self.dc, "slots": pulled, "revision": int(revision)},
             )
         return int(revision)
-
-
-class Peers:
-    """All remote data centers: a link each, created and dropped as gossip changes."""
-
-    def __init__(
-        self,
-        local_dc: str,
-        members: Callable[[], list[RemoteSyncer]],
-        importer: Importer,
-        store: Store,
-        client_factory: ClientFactory,
-        *,
-        anti_entropy_interval: float,
-        origin_grace: float,
-        origin_policy: str,
-        scan_interval: float = 1.0,
-    ) -> None:
-        if origin_policy not in ("expire", "remove"):
-            raise ValueError(f"origin policy must be 'expire' or 'remove', not {origin_policy!r}")
-        self.local_dc = local_dc
-        self.links: dict[str, PeerLink] = {}
-        self._members = members
-        self._importer = importer
-        self._store = store
-        self._client_factory = client_factory
-        self._anti_entropy_interval = anti_entropy_interval
-        self._origin_grace = origin_grace
-        self._origin_policy = origin_policy
-        self._scan_interval = scan_interval
-        self._last_seen: dict[str, float] = {}
-        self._live: set[str] = set()
-        self.trust = TrustBook(forget_after=origin_grace)
-        self._recorded_trust: dict[str, str] | None = None  # as the store has it; None: unread
-        self._task: Supervised | None = None
-        self._rescan = asyncio.Event()
-        self._restoring: dict[str, asyncio.Task[None]] = {}  # renew, then repair: a dc back
-
-    def start(self) -> None:
-        self._task = spawn("peers", self._scan_loop)
-
-    async def close(self) -> None:
-        if self._task is not None:
-            await self._task.stop()
-        for restoring in self._restoring.values():
-            restoring.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await restoring
-        for link in self.links.values():
-            await link.close()
-
-    def syncers_of(self, dc: str) -> list[RemoteSyncer]:
-        """The live syncers of ``dc`` a link may follow (see :class:`TrustBook`)."""
-        claims = [m for m in self._members() if m.dc == dc]
-        return [m for m in claims if m in self.trust.followable(dc, claims)]
-
-    def wake(self, dc: str) -> None:
-        link = self.links.get(dc)
-        if link is not None:
-            link.wake()
-
-    def request_full_sync(self) -> list[str]:
-        """Ask every link for a digest repair now; the data centers asked."""
-        for link in self.links.values():
-            link.request_repair()
-        return sorted(self.links)
-
-    def nudge(self) -> None:
-        """Scan now rather than at the next tick (gossip says a syncer came or changed)."""
-        self._rescan.set()
-
-    async def _scan_loop(self) -> None:
-        if self._recorded_trust is None:  # before any link: trust what was trusted before
-            self._recorded_trust = await self._store.trusted_groups()
-            self.trust.restore(self._recorded_trust)
-        while True:
-            self._rescan.clear()
-            try:
-                await self.scan()
-                await self._record_trust(self._recorded_trust)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                tolerate("peer-scan", exc, level=logging.ERROR, trace=True)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._rescan.wait(), self._scan_interval)
-
-    def _followed(self, syncer: RemoteSyncer) -> None:
-        self.trust.followed(syncer)
-        self.nudge()  # a group just established goes to the store now
-
-    async def _record_trust(self, recorded: dict[str, str]) -> None:
-        """Write the groups established or forgotten since the last time to the store."""
-        groups = self.trust.groups()
-        for dc in sorted(recorded.keys() - groups.keys()):
-            await self._store.set_trusted_group(dc, None)
-            del recorded[dc]
-        for dc, group in sorted(groups.items()):
-            if recorded.get(dc) != group:
-                await self._store.set_trusted_group(dc, group)
-                recorded[dc] = group
-
-    async def scan(self) -> None:
-        now = time.monotonic()
-        live = {m.dc for m in self._members() if m.dc != self.local_dc}
-        for dc in live - self._live:  # back in gossip (a partition healed): reconnect now,
-            self.wake(dc)  # not after the link's backoff (up to BACKOFF_MAX)
-        self._live = live
-        for dc in live:
-            self._last_seen[dc] = now
-            self.syncers_of(dc)  # a new claimant raises the alarm now, not at a reconnect
-            returned = dc in self._importer.expired_origins
-            if returned:
-                log.info("data center %s is back: renewing its copies again", dc)
-                self._importer.expired_origins.discard(dc)
-            if dc not in self.links:
-                link = PeerLink(
-                    dc,
-                    lambda dc=dc: self.syncers_of(dc),  # type: ignore[misc]
-                    self._importer,
-                    self._store,
-                    self._client_factory,
-                    anti_entropy_interval=self._anti_entropy_interval,
-                    on_followed=self._followed,
-                )
-                self.links[dc] = link
-                link.start()
-            if returned:
-                self._restore(dc)
-        for dc in self._importer.needs_repair & set(self.links):  # copies the registry lost:
-            if self.links[dc].status.state == "streaming":  # pulled again now, not at the
-                self.links[dc].request_repair()  # next anti-entropy (a link coming up repairs)
-        for dc in set(self._importer.copies_by_origin()) | set(self._last_seen):
-            if dc in live or dc == self.local_dc:
-                continue
-            seen = self._last_seen.setdefault(dc, now)
-            if now - seen < self._origin_grace or dc in self._importer.expired_origins:
-                continue
-            if self._origin_policy == "remove":
-                removed = await self._importer.remove_origin(dc)
-                log.warning(
-                    "data center %s gone for %.0f s: removed %d copies", dc, now - seen, removed
-                )
-                self._last_seen.pop(dc, None)
-            else:
-                log.warning("data center %s gone for %.0f s: its copies now expire", dc, now - seen)
-            self._importer.expired_origins.add(dc)
-
-    def _restore(self, dc: str) -> None:
-        """Bring back the copies of ``dc``, which is back after origin-grace, at once.
-
-        Under ``remove`` they are gone from the index, so the link's digests differ; under
-        ``expire`` the index still holds them while the registry let them lapse, so a
-        renewal round first finds them lost. Either way the link repairs the slots that
-        differ now rather than at its next anti-entropy round.
-        """
-        link = self.links[dc]
-        if self._origin_policy == "remove":
-            link.request_repair()
-            return
-
-        async def renew_then_repair() -> None:
-            try:
-                await self._importer.renew_all()  # lost copies: forgotten, their origin marked
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the renew loop retries; the repair runs regardless
-                log.info("renewing the copies of %s after its return failed: %s", dc, exc)
-            link.request_repair()
-
-        running = self._restoring.get(dc)
-        if running is None or running.done():
-            self._restoring[dc] = asyncio.get_running_loop().create_task(
-                renew_then_repair(), name=f"restore-{dc}"
-            )
 
 
 async def _read_stream(

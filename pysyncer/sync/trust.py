@@ -17,7 +17,7 @@ for ``<node>.<dc>.pysyncer``) becomes the *established* group. From then on:
   origin grace), the group is forgotten with a WARNING and the next syncer followed
   establishes a new one: a data center really moved to new syncers.
 
-The established groups outlive a restart: :class:`~pysyncer.sync.peers.Peers` records
+The established groups outlive a restart: :class:`~pysyncer.sync.peerset.Peers` records
 them in the store (:meth:`~pysyncer.store.base.Store.set_trusted_group`) and gives them
 back with :meth:`TrustBook.restore` before its first link, so a restarted syncer does not
 trust whichever claimant it hears first (a restored group's ``forget_after`` counts from

@@ -12,7 +12,8 @@ import pytest
 from pysyncer._core import digest as core_digest
 from pysyncer.errors import PysyncerError
 from pysyncer.sync import peers
-from pysyncer.sync.peers import BACKOFF_MIN, PeerLink, Peers, RemoteSyncer
+from pysyncer.sync.peers import BACKOFF_MIN, PeerLink, RemoteSyncer
+from pysyncer.sync.peerset import Peers
 from pysyncer.sync.renewals import Renewals
 
 

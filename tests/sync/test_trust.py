@@ -17,7 +17,8 @@ import pytest
 from pysyncer.errors import PysyncerError
 from pysyncer.store import SqliteStore, Store
 from pysyncer.store.url import parse_store_url
-from pysyncer.sync.peers import Peers, RemoteSyncer
+from pysyncer.sync.peers import RemoteSyncer
+from pysyncer.sync.peerset import Peers
 from pysyncer.sync.trust import TrustBook, ownership_group
 
 B1 = RemoteSyncer("b1", "dc-b", "10.0.0.2:1", "node:b1")
