@@ -85,7 +85,10 @@ class Exporter:
         self._state: dict[StateKey, Record] = {}
         self._table = core_digest.SlotDigestTable()
         self._revision = 0
-        self._changed = asyncio.Condition()
+        # Set (and replaced) at every commit: waiters for a revision hold no lock, so a
+        # waiter cancelled mid-wait cannot leave one held (asyncio.Condition under
+        # wait_for could, and the next commit then blocked forever).
+        self._moved = asyncio.Event()
         self._task: Supervised | None = None
         self._lock = asyncio.Lock()
         # Recent commits, oldest first: parallel lists of revision and wall-clock time.
@@ -277,8 +280,8 @@ class Exporter:
             if len(self._commit_revisions) > COMMIT_TIMES_KEPT:
                 del self._commit_revisions[: COMMIT_TIMES_KEPT // 2]
                 del self._commit_clock[: COMMIT_TIMES_KEPT // 2]
-        async with self._changed:
-            self._changed.notify_all()
+        self._moved.set()
+        self._moved = asyncio.Event()
         if self._on_revision is not None:
             self._on_revision(self._revision)
         return self._revision
@@ -338,13 +341,14 @@ class Exporter:
 
     async def wait_for_revision(self, after: int, timeout: float) -> int:
         """Wait until the revision passes ``after`` (or ``timeout``); the revision then."""
-        if self._revision > after:
-            return self._revision
-        async with self._changed:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._revision <= after:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self._revision > after), timeout
-                )
+                await asyncio.wait_for(self._moved.wait(), remaining)
         return self._revision
 
     def digest_table(self) -> tuple[int, bytes]:
