@@ -207,6 +207,12 @@ class EmbeddedAdapter:
         kind: Literal["upsert", "delete"] = "delete" if change.action == "DELETE" else "upsert"
         return ChangeEvent(kind, instance, LocalRef(service_id, instance.instance_id))
 
+    def feed_lag(self) -> int:
+        """Revisions of the registry past what :meth:`changes` has read (its lag)."""
+        if self._cursor is None:
+            return 0
+        return self.registry.revision(domain=self.domain, project=self.project) - self._cursor
+
     async def changes(self) -> AsyncIterator[ChangeBatch]:
         if self._cursor is None:
             self._cursor = self.registry.revision(domain=self.domain, project=self.project)

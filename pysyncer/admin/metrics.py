@@ -119,10 +119,18 @@ class SyncCollector(Collector):
             "pysyncer_sync_exported_instances", "instances this data center exports",
             value=status["exported"],
         )  # fmt: skip
+        if exporter["registry_lag"] is not None:
+            yield GaugeMetricFamily(
+                "pysyncer_sync_export_lag_revisions",
+                "local registry revisions the exporter has not read from its change feed yet",
+                value=exporter["registry_lag"],
+            )
         for name, help_text, value in (
             ("changes_exported", "changes appended to the local change log",
              exporter["changes_exported"]),
             ("resyncs", "full listings of the local registry", exporter["resyncs"]),
+            ("feed_resets", "times the registry's change feed lost the exporter's position",
+             exporter["feed_resets"]),
             ("applied", "remote records applied", importer["applied"]),
             ("registered", "copies registered in the local registry", importer["registered"]),
             ("unregistered", "copies removed from the local registry", importer["unregistered"]),

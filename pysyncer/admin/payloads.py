@@ -329,6 +329,8 @@ class ExporterStatus(TypedDict):
 
     changes_exported: int
     resyncs: int  # full listings of the local registry
+    feed_resets: int  # the registry's change feed lost the exporter's position
+    registry_lag: int | None  # registry revisions not read yet (None: unknown)
     copies_skipped: int
     filtered: int
     deletes_deferred: int

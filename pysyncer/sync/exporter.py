@@ -45,11 +45,15 @@ TAIL_SIZE = 20_000  # recent changes kept in memory for the watch streams (at mo
 class ExporterStats:
     changes_exported: int = 0
     resyncs: int = 0
+    feed_resets: int = 0  # the change feed lost our position: re-listed (a WARNING each)
     copies_skipped: int = 0
     filtered: int = 0
     deletes_deferred: int = 0
     log_entries_trimmed: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    # Registry revisions not read from the change feed yet, as of the last read of
+    # Exporter.stats (None: the adapter cannot say). It grows while the exporter is stuck.
+    registry_lag: int | None = None
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -76,7 +80,7 @@ class Exporter:
         self.adapter = adapter
         self.store = store
         self.epoch = ""
-        self.stats = ExporterStats()
+        self._stats = ExporterStats()
         self.ready = asyncio.Event()  # set after the first full listing is exported
         self.following = False  # the registry answered the last listing or change feed
         self._copy_ids = copy_ids
@@ -151,20 +155,28 @@ class Exporter:
                     log.info("exporter: the registry answers again")
                     shown = ""
                 delay = 0.5
+                first = True  # a resync first says only that no listing covered the start
                 async for batch in self.adapter.changes():
+                    if batch.resync and not first:
+                        self._stats.feed_resets += 1
+                        log.warning(
+                            "exporter: the registry's change feed lost our position (its log "
+                            "no longer holds it, or the registry restarted); re-listing"
+                        )
+                    first = False
                     await self._apply_batch(batch)
             except asyncio.CancelledError:
                 raise
             except PysyncerError as exc:
                 self.following = False
-                self.stats.error(type(exc).__name__)
+                self._stats.error(type(exc).__name__)
                 level = logging.DEBUG if str(exc) == shown else logging.WARNING
                 shown = str(exc)
                 log.log(level, "exporter: %s; re-listing (backoff up to %.0f s)", exc,
                         RESYNC_BACKOFF_MAX)  # fmt: skip
             except Exception as exc:
                 self.following = False
-                self.stats.error("internal")
+                self._stats.error("internal")
                 shown = str(exc) or type(exc).__name__
                 log.exception("exporter failed; re-listing in %.1f s", delay)
             await asyncio.sleep(delay)
@@ -173,7 +185,7 @@ class Exporter:
     async def resync(self) -> int:
         """Export the difference between a full listing and what was exported; the revision."""
         snapshot = await self.adapter.list_instances()
-        self.stats.resyncs += 1
+        self._stats.resyncs += 1
         current = {(i.service.text(), i.instance_id): i for i in self._originals(snapshot)}
         records = [
             Record(self.dc, i.service, i.instance_id, 0, i)
@@ -186,7 +198,7 @@ class Exporter:
             # Just started: a registry that lost its state (an embedded one restarted with
             # us) gets its applications' re-registrations first; a real removal still
             # arrives as a delete event, and anything still missing is removed afterwards.
-            self.stats.deletes_deferred += len(missing)
+            self._stats.deletes_deferred += len(missing)
             self._schedule_resync(wait)
         else:
             records += [Record(self.dc, old.service, old.instance_id, 0, None) for old in missing]
@@ -201,7 +213,7 @@ class Exporter:
             try:
                 await self.resync()
             except PysyncerError as exc:
-                self.stats.error(type(exc).__name__)
+                self._stats.error(type(exc).__name__)
                 log.warning("exporter: the deferred re-listing failed: %s", exc)
 
         self._deferred = spawn("exporter-grace", later, critical=False)
@@ -211,10 +223,10 @@ class Exporter:
         for instance in snapshot:
             ref = snapshot.refs.get(instance.instance_id)
             if is_copy(instance) or (ref is not None and ref.instance_id in copies):
-                self.stats.copies_skipped += 1
+                self._stats.copies_skipped += 1
                 continue
             if self._exports is not None and not self._exports(instance):
-                self.stats.filtered += 1
+                self._stats.filtered += 1
                 continue
             yield instance
 
@@ -228,13 +240,13 @@ class Exporter:
         for event in batch.events:
             instance = event.instance
             if is_copy(instance) or _is_mapped(event.ref, copies):
-                self.stats.copies_skipped += 1
+                self._stats.copies_skipped += 1
                 continue
             key = (instance.service.text(), instance.instance_id)
             latest = seen[key] if key in seen else self._state.get(key)
             kind = event.kind
             if kind == "upsert" and self._exports is not None and not self._exports(instance):
-                self.stats.filtered += 1
+                self._stats.filtered += 1
                 kind = "delete"  # filtered out: exported as absent
             if kind == "delete":
                 if latest is None or latest.deleted:
@@ -266,12 +278,12 @@ class Exporter:
                 if not record.deleted:
                     self._state[key] = record
                     self._table.add(record.slot, record.digest)
-            self.stats.changes_exported += len(stored)
+            self._stats.changes_exported += len(stored)
             self._appended_since_trim += len(stored)
             if self._appended_since_trim >= max(1, self._change_log_size // 10):
                 # Keep the log bounded; a peer whose cursor fell out of it repairs by digests.
                 self._appended_since_trim = 0
-                self.stats.log_entries_trimmed += await self.store.trim_changes(
+                self._stats.log_entries_trimmed += await self.store.trim_changes(
                     keep_last=self._change_log_size
                 )
             self._revision = stored[-1].revision
@@ -311,6 +323,14 @@ class Exporter:
         if start < 0 or start > len(self._tail):
             return None
         return self._tail[start : start + limit]
+
+    @property
+    def stats(self) -> ExporterStats:
+        """The counters, with the registry lag read now (from the adapter, when it can say:
+        it is the one figure that shows an exporter stuck while its task is up)."""
+        feed_lag = getattr(self.adapter, "feed_lag", None)
+        self._stats.registry_lag = feed_lag() if callable(feed_lag) else None
+        return self._stats
 
     # -- SyncSource (served to remote data centers) ------------------------------------
 

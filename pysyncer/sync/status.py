@@ -57,6 +57,8 @@ def exporter_status(stats: ExporterStats, served: ServerStats | None = None) -> 
     return {
         "changes_exported": stats.changes_exported,
         "resyncs": stats.resyncs,
+        "feed_resets": stats.feed_resets,
+        "registry_lag": stats.registry_lag,
         "copies_skipped": stats.copies_skipped,
         "filtered": stats.filtered,
         "deletes_deferred": stats.deletes_deferred,

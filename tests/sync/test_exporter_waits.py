@@ -4,6 +4,8 @@ following of the registry feed: waiters cancelled at any moment never stop it ex
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,24 +16,32 @@ from pysyncer.adapters.embedded import EmbeddedAdapter
 from pysyncer.servicecenter.core import EmbeddedRegistry
 from pysyncer.store.sqlite import SqliteStore
 from pysyncer.sync.exporter import Exporter
+from pysyncer.sync.status import exporter_status
 
 
-@pytest.fixture
-async def exporting(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedRegistry, Exporter]]:
-    registry = EmbeddedRegistry()
+@contextlib.asynccontextmanager
+async def exporter_of(registry: EmbeddedRegistry, tmp_path: Path) -> AsyncIterator[Exporter]:
+    """A started exporter following ``registry``, closed with its adapter and store."""
     adapter = EmbeddedAdapter(registry)
     store = SqliteStore(tmp_path / "store.db", durable=False)
     await adapter.start()
     await store.open()
     exporter = Exporter("dc1", "n1", adapter, store, change_log_size=1000)
     await exporter.start()
-    await asyncio.wait_for(exporter.ready.wait(), 5)
     try:
-        yield registry, exporter
+        await asyncio.wait_for(exporter.ready.wait(), 5)
+        yield exporter
     finally:
         await exporter.close()
         await store.close()
         await adapter.close()
+
+
+@pytest.fixture
+async def exporting(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedRegistry, Exporter]]:
+    registry = EmbeddedRegistry()
+    async with exporter_of(registry, tmp_path) as exporter:
+        yield registry, exporter
 
 
 async def register(registry: EmbeddedRegistry, sid: str, n: int) -> None:
@@ -87,3 +97,35 @@ async def test_waiters_cancelled_mid_wait_never_stop_the_exporter(
         await register(registry, sid, n)
         assert await exporter.wait_for_revision(before, 10) == before + 1
     assert exporter.exported_count() == registered + 3
+
+
+async def until_exported(exporter: Exporter, count: int) -> None:
+    for _ in range(500):
+        if exporter.exported_count() == count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{exporter.exported_count()} exported, {count} expected")
+
+
+async def test_the_lag_behind_the_registry_is_shown_and_a_lost_feed_position_warns(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = EmbeddedRegistry(change_log_size=5)
+    async with exporter_of(registry, tmp_path) as exporter:
+        sid = await registry.create_service({"appId": "a", "serviceName": "s", "version": "1"})
+        await until_exported(exporter, 0)
+        assert exporter.stats.registry_lag in (0, 1)  # the service alone, maybe not read yet
+        for n in range(3):  # the registry's calls do not yield: the exporter has not run
+            await register(registry, sid, n)
+        lag = exporter.stats.registry_lag
+        assert lag is not None and lag >= 3
+        assert exporter_status(exporter.stats)["registry_lag"] == lag
+        await until_exported(exporter, 3)
+        assert exporter.stats.registry_lag == 0 and exporter.stats.feed_resets == 0
+        with caplog.at_level(logging.WARNING, logger="pysyncer.sync.exporter"):
+            for n in range(3, 20):  # past the registry's 5-change log before it reads
+                await register(registry, sid, n)
+            await until_exported(exporter, 20)  # re-listed: nothing lost
+        assert exporter.stats.feed_resets == 1
+        assert "lost our position" in caplog.text
+        assert exporter.stats.registry_lag == 0
