@@ -16,6 +16,13 @@ local id ``px<16 hex>`` is made of) to one int packing the origin record's diges
 64 bits) and a *group* number (above): a group is one (origin data center, service)
 pair with its slot and local service id, shared by every copy of that service. About
 130 bytes per copy (dict slot plus two ints) instead of an Instance and a mapping entry.
+
+Renewal rounds skip the copies written since the previous round began, with no memory
+per copy: a write re-inserts its copy at the end of the dict (ordered by insertion), so
+a *mark* (the newest key when a round begins, see :meth:`CopyIndex.mark`) splits the
+copies into those written before it and after it. A copy whose registry lease was set
+before the current mark (a batch that straddled a round's start, or a copy loaded from
+the store) moves the mark past it: the next round renews it with everything before.
 """
 
 from __future__ import annotations
@@ -99,6 +106,14 @@ class CopyIndex:
         self._odd_ids: dict[int, str] = {}
         self._odd_keys: dict[str, int] = {}
         self.local_ids: Collection[str] = _LocalIds(self)
+        # The renewal mark: the generation (bumped by every mark), the newest key then
+        # (None: the index was empty), its position then, and the copies removed since
+        # (each may have moved it one place towards the front).
+        self.generation = 0
+        self._marked = False
+        self._mark_key: int | None = None
+        self._mark_at = -1
+        self._removed_since_mark = 0
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -110,6 +125,29 @@ class CopyIndex:
         """A snapshot of every key hash held."""
         return list(self._entries)
 
+    def mark(self) -> list[int]:
+        """Begin a renewal round: the key hashes of the copies written before the previous
+        mark (every copy when there was none), and mark the copies held now.
+
+        The copies written since the previous mark had their leases set less than a round
+        ago; the next round renews them. Every copy is thus renewed at least every second
+        round, and those only a round old are skipped.
+        """
+        keys = list(self._entries)
+        if self._marked:
+            if self._mark_key is None:
+                keys = []
+            else:
+                end = self._mark_at + 1
+                start = max(0, end - 1 - self._removed_since_mark)
+                del keys[keys.index(self._mark_key, start, end) + 1 :]
+        self.generation += 1
+        self._marked = True
+        self._mark_key = next(reversed(self._entries), None)
+        self._mark_at = len(self._entries) - 1
+        self._removed_since_mark = 0
+        return keys
+
     def add(
         self,
         key_hash: int,
@@ -118,8 +156,10 @@ class CopyIndex:
         slot: int,
         digest: int,
         ref: LocalRef,
+        generation: int = -1,
     ) -> None:
-        """Hold (or replace) one copy."""
+        """Hold (or replace) one copy, whose registry lease was set (registered or
+        heartbeated) in mark ``generation`` (-1, the default: unknown)."""
         self.remove(key_hash)
         number = self._group_of.get((origin_dc, service))
         if number is None:
@@ -138,12 +178,20 @@ class CopyIndex:
         if ref.instance_id != f"px{key_hash:016x}":
             self._odd_ids[key_hash] = ref.instance_id
             self._odd_keys[ref.instance_id] = key_hash
+        if generation != self.generation and self._marked:
+            # Its lease predates the mark: the next round must renew it (and, the dict
+            # being ordered, every copy written before it).
+            self._mark_key = key_hash
+            self._mark_at = len(self._entries) - 1
 
     def remove(self, key_hash: int) -> _Group | None:
         """Drop one copy; its group, or None when it was not held."""
         packed = self._entries.pop(key_hash, None)
         if packed is None:
             return None
+        self._removed_since_mark += 1
+        if key_hash == self._mark_key:
+            self._marked = False  # the mark is lost: the next round renews every copy
         group = self._groups[packed >> 64]
         state = self._origins[group.origin]
         state.count -= 1

@@ -375,6 +375,7 @@ class Importer:
         pulled in full, those the origin no longer has): see :class:`CopyIndex`.
         """
         await self._check_fence()  # a stale owner must not touch the registry either
+        generation = self.index.generation  # the renewal mark the leases are set in
         pending, deletes = await self._write_registry(records)
         upserts = [p.entry(origin_id) for origin_id, p in pending]
         try:
@@ -385,7 +386,7 @@ class Importer:
             self._fenced()
             raise
         for _, p in pending:
-            self.index.add(p.key_hash, p.origin_dc, p.service, p.slot, p.digest, p.ref)
+            self.index.add(p.key_hash, p.origin_dc, p.service, p.slot, p.digest, p.ref, generation)
         for key_hash, _ in deletes:
             self.index.remove(key_hash)
         self._settle(len(pending))

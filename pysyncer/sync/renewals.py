@@ -5,7 +5,9 @@ shortest TTL held, re-checked each second, with a first round right after start 
 copies known only from the store are checked at once), the TTLs that pace it (read back
 from the registry for copies loaded from the mapping table, which stores none), and the
 renewal rounds themselves: every held copy, in batches of :data:`RENEW_BATCH`, through
-the adapter, skipping the origins gone past origin-grace.
+the adapter, skipping the origins gone past origin-grace. The loop's rounds also skip
+the copies written since the previous round began (their leases are younger than a
+round; see :meth:`CopyIndex.mark`): during a long full sync most copies are.
 
 A copy the registry no longer knows is handed to the importer's ``on_lost`` callback:
 forgetting it and having it repaired is the importer's job. The loop hands them over in
@@ -143,7 +145,7 @@ class Renewals:
             first = False
             last = now
             try:
-                await self.renew_all(wait=False)
+                await self.renew_all(wait=False, keys=self.index.mark())
             except asyncio.CancelledError:
                 raise
             except PysyncerError as exc:
@@ -155,15 +157,16 @@ class Renewals:
                 log.exception("renewing copies failed")
                 last = float("-inf")
 
-    async def renew_all(self, *, wait: bool = True) -> int:
-        """Heartbeat every copy (except expired origins'); how many were renewed.
+    async def renew_all(self, *, wait: bool = True, keys: Sequence[int] | None = None) -> int:
+        """Heartbeat every copy (or those of ``keys``) except expired origins'; how many
+        were renewed.
 
         The copies the registry says it does not know go to ``on_lost`` after the round
         (``wait``: before this returns; else in the background, as the loop does).
         """
         renewed = 0
         lost: LostCopies = []
-        for batch in chunks(self.index.keys(), RENEW_BATCH):
+        for batch in chunks(self.index.keys() if keys is None else keys, RENEW_BATCH):
             refs: list[LocalRef] = []
             entries: list[tuple[int, int]] = []
             for key_hash in batch:
