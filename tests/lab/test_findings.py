@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -61,14 +61,22 @@ class FailingOnce(Renewals):
 
     def __init__(self) -> None:
         stats: Any = Stats()
-        super().__init__(None, None, stats, set(), on_lost=None)  # type: ignore[arg-type]
+        index: Any = NoIndex()
+        super().__init__(None, index, stats, set(), on_lost=None)  # type: ignore[arg-type]
         self.rounds = 0
 
-    async def renew_all(self, *, wait: bool = True) -> int:
+    async def renew_all(self, *, wait: bool = True, keys: Sequence[int] | None = None) -> int:
         self.rounds += 1
         if self.rounds == 1:
             raise PysyncerError("PUT /v4/default/registry/heartbeats: HTTP 503")
         return 0
+
+
+class NoIndex:
+    """A copy index holding nothing (the loop asks it where a round begins)."""
+
+    def mark(self) -> list[int]:
+        return []
 
 
 class Stats:
