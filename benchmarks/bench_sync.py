@@ -470,6 +470,8 @@ def phase_full_sync(args: argparse.Namespace, workdir: Path, secure: bool) -> di
         assert origin.process.stdout is not None
         fill_started = time.monotonic()
         line = origin.process.stdout.readline()  # the helper prints one line when filled
+        while line and not line.startswith(b"{"):  # the daemon's own log lines come first
+            line = origin.process.stdout.readline()
         if not line:
             raise RuntimeError(f"origin helper failed:\n{origin.tail()}")
         fill = json.loads(line)
