@@ -176,7 +176,7 @@ cdef class TimerQueue:
         the last node fills it and climbs back (Floyd's way: the last node is usually a
         late deadline, so it climbs little and no comparison with it is spent going down)."""
         cdef Node node
-        cdef Py_ssize_t pos = 0, child, parent
+        cdef Py_ssize_t pos = 0, child
         self._size -= 1
         if self._size == 0:
             return
@@ -191,13 +191,8 @@ cdef class TimerQueue:
             child = self._least_child(child)
             self._place(pos, self._heap[child])
             pos = child
-        while pos > 0:
-            parent = (pos - 1) // ARITY
-            if not _earlier(&node, &self._heap[parent]):
-                break
-            self._place(pos, self._heap[parent])
-            pos = parent
         self._place(pos, node)
+        self._sift_up(pos)
 
     cdef void _restore(self, Py_ssize_t pos) noexcept:
         """Re-establish heap order around a node whose deadline or stamp changed."""
