@@ -31,6 +31,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import heapq
 import itertools
 import json
 import os
@@ -38,6 +39,7 @@ import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -535,6 +537,7 @@ def phase_full_sync(args: argparse.Namespace, workdir: Path, secure: bool) -> di
             "progress": thin(samples, 40),
         }
         result["renewal"] = phase_renewal(args, target, count, idle_rss)
+        result["loop_with_renewals"] = read_lag(lag_file)  # the stalls until here
         return result
     finally:
         for node in reversed(nodes):
@@ -762,12 +765,16 @@ def origin_helper(count: int, flags: list[str]) -> int:
 
 LAG_TICK = 0.01  # the loop-lag sampler's sleep; a stall is how late it wakes beyond it
 STALL_MS = 100.0  # stalls longer than this are counted
+WATCH_MS = 50.0  # stalls longer than this get the loop thread's stacks sampled (stallwatch)
 
 
 def lag_helper(lag_file: Path, flags: list[str]) -> int:
     """Run ``pysyncer daemon`` (the CLI's own loop: uvloop when installed) in this process
     with a sampler task that sleeps :data:`LAG_TICK` over and over and writes, every half
-    second, the longest stall of the event loop (the oversleep) to ``lag_file`` as JSON."""
+    second, the longest stall of the event loop (the oversleep) to ``lag_file`` as JSON,
+    with the evidence of :class:`~benchmarks.stallwatch.StallWatch` (key ``watch``): the
+    loop thread's stacks during each stall over :data:`WATCH_MS`, and the collections."""
+    from benchmarks.stallwatch import StallWatch
     from pysyncer.cli import _run
     from pysyncer.config import load_config
     from pysyncer.daemon import run_daemon
@@ -775,28 +782,35 @@ def lag_helper(lag_file: Path, flags: list[str]) -> int:
     pairs = dict(zip(flags[0::2], flags[1::2], strict=True))
     config = load_config({k.removeprefix("--"): v for k, v in pairs.items()})
 
-    pauses: list[float] = []  # the garbage collector's, in ms
+    pauses: list[float] = [0, 0.0, 0.0]  # the garbage collector's full ones: count, max, ms
     began: list[float] = [0.0]
 
     def on_gc(phase: str, info: dict[str, int]) -> None:
         if phase == "start":
             began[0] = time.perf_counter()
         elif info.get("generation") == 2:
-            pauses.append(1000 * (time.perf_counter() - began[0]))
+            took = 1000 * (time.perf_counter() - began[0])
+            pauses[0] += 1
+            pauses[1] = max(pauses[1], took)
+            pauses[2] += took
 
     gc.callbacks.append(on_gc)
+    watch = StallWatch(WATCH_MS, LAG_TICK)
+
+    figures: dict[str, Any] = {}  # the sampler's, written out by the writer thread
 
     async def sample() -> None:
         worst = 0.0
         over = 0
         ticks = 0
-        stalls: list[float] = []
-        written = time.monotonic()
+        stalls: list[float] = []  # the 10 longest over STALL_MS, a min-heap
         worst_cpu = 0.0
+        watch.start()
         while True:
             before = time.monotonic()
             cpu_before = time.thread_time()
             await asyncio.sleep(LAG_TICK)
+            watch.tick()
             now = time.monotonic()
             stall = 1000 * (now - before - LAG_TICK)
             # the loop thread's own CPU between two ticks: the stall on an idle core (the
@@ -806,27 +820,44 @@ def lag_helper(lag_file: Path, flags: list[str]) -> int:
             worst = max(worst, stall)
             if stall > STALL_MS:
                 over += 1
-                stalls.append(round(stall, 1))
-            if now - written >= 0.5:
-                written = now
-                report = {
-                    "max_stall_ms": round(worst, 1),
-                    "max_stall_cpu_ms": round(worst_cpu, 1),
-                    "stalls_over_100ms": over,
-                    "worst_stalls_ms": sorted(stalls)[-10:],
-                    "ticks": ticks,
-                    "gc_full_collections": len(pauses),
-                    "gc_full_max_ms": round(max(pauses, default=0.0), 1),
-                    "gc_full_total_ms": round(sum(pauses), 1),
-                }
-                lag_file.write_text(json.dumps(report))
+                if len(stalls) < 10:
+                    heapq.heappush(stalls, round(stall, 1))
+                else:
+                    heapq.heappushpop(stalls, round(stall, 1))
+            figures.update(
+                max_stall_ms=round(worst, 1),
+                max_stall_cpu_ms=round(worst_cpu, 1),
+                stalls_over_100ms=over,
+                worst_stalls_ms=sorted(stalls),
+                ticks=ticks,
+            )
+
+    def write() -> None:
+        """Every half second, off the loop (a slow disk must not stall what it measures)."""
+        partial = lag_file.with_suffix(".partial")
+        while not done.wait(0.5):
+            report = {
+                **figures.copy(),
+                "gc_full_collections": int(pauses[0]),
+                "gc_full_max_ms": round(pauses[1], 1),
+                "gc_full_total_ms": round(pauses[2], 1),
+                "watch": watch.report(),
+            }
+            partial.write_text(json.dumps(report))
+            partial.replace(lag_file)  # a reader never sees half a file
+
+    done = threading.Event()
+    writer = threading.Thread(target=write, name="lag-writer", daemon=True)
 
     async def main() -> None:
         sampler = asyncio.get_running_loop().create_task(sample())
+        writer.start()
         try:
             await run_daemon(config)
         finally:
             sampler.cancel()
+            done.set()
+            watch.stop()
 
     _run(main())
     return 0
@@ -922,6 +953,13 @@ def print_loop(full: dict[str, Any]) -> None:
             f"{loop.get('max_stall_cpu_ms', 0):.0f} ms; "
             f"{loop.get('gc_full_collections', 0)} full GC(s), longest "
             f"{loop.get('gc_full_max_ms', 0):.0f} ms"
+        )
+    for stall in (loop.get("watch") or {}).get("stalls", [])[:3]:
+        top = stall["stacks"][0]["frames"][:3] if stall["stacks"] else []
+        print(
+            f"    stall {stall['stall_ms']:.0f} ms at {stall['at_s']:.1f} s: loop thread CPU "
+            f"{stall['loop_thread_cpu_ms']:.0f} ms, GC {stall['gc_ms']:.0f} ms, "
+            f"{stall['samples']} sample(s); {' < '.join(top) or 'no stack sampled'}"
         )
 
 

@@ -1,0 +1,277 @@
+"""Why an event loop stalled: the loop thread's Python stack during each stall, and the GC.
+
+Owns the evidence behind a benchmark's loop-stall figure. A task on the loop calls
+:meth:`StallWatch.tick` after each short sleep; a watchdog thread wakes every
+:data:`SAMPLE_EVERY` seconds and, while the loop is late by more than ``threshold_ms``,
+samples the loop thread's stack (``sys._current_frames``), its scheduler state and the
+other threads' innermost frames. When the loop ticks again the stall is closed: its
+length, the loop thread's CPU over it and its time queued for a core (Linux schedstat):
+CPU near the wall time, it ran Python or C; queued, the machine was loaded; neither, it
+slept (the GIL held by another thread, a lock, the disk); the garbage
+collections that overlapped it (``gc.callbacks``) and its most frequent stacks. Only the
+:data:`KEEP_STALLS` longest stalls are kept, each with at most :data:`KEEP_STACKS` stacks
+of :data:`STACK_DEPTH` frames; the GC log is a ring of :data:`GC_RING` collections.
+Everything is bounded, whatever the run's length.
+
+A sample needs the GIL: a stall inside one long C call (a full collection, a native
+call that keeps the GIL) shows as few samples and a gap between them
+(``longest_sample_gap_ms``), and the GC record names collections. Standard library only;
+it must not import pysyncer.
+"""
+
+from __future__ import annotations
+
+import collections
+import gc
+import heapq
+import itertools
+import sys
+import threading
+import time
+from typing import Any
+
+__all__ = ["SAMPLE_EVERY", "StallWatch"]
+
+SAMPLE_EVERY = 0.01  # the watchdog's period, seconds
+KEEP_STALLS = 10  # the longest stalls kept
+KEEP_STACKS = 5  # distinct stacks kept per stall (the most sampled)
+STACK_DEPTH = 14  # innermost frames kept per stack
+GC_RING = 512  # collections remembered for matching to stalls
+KEEP_GC = 10  # the longest collections reported
+
+
+def _where(frame: Any) -> str:
+    code = frame.f_code
+    path = code.co_filename
+    cut = path.rfind("pysyncer/")
+    short = path[cut:] if cut >= 0 else path.rsplit("/", 2)[-1]
+    return f"{short}:{frame.f_lineno} {code.co_name}"
+
+
+def _stack(frame: Any) -> tuple[str, ...]:
+    frames: list[str] = []
+    while frame is not None and len(frames) < STACK_DEPTH:
+        frames.append(_where(frame))
+        frame = frame.f_back
+    return tuple(frames)
+
+
+class _Stall:
+    """One stall being sampled."""
+
+    __slots__ = (
+        "began",
+        "cpu_began",
+        "gap",
+        "last_sample",
+        "others",
+        "queued_began",
+        "samples",
+        "stacks",
+        "states",
+    )
+
+    def __init__(self, began: float, cpu_began: float, queued_began: float) -> None:
+        self.began = began
+        self.cpu_began = cpu_began
+        self.queued_began = queued_began
+        self.samples = 0
+        self.stacks: collections.Counter[tuple[str, ...]] = collections.Counter()
+        self.states: collections.Counter[str] = collections.Counter()
+        self.others: collections.Counter[str] = collections.Counter()
+        self.last_sample = time.monotonic()
+        self.gap = 0.0
+
+
+class StallWatch:
+    """A watchdog over the loop running in the thread that creates it."""
+
+    def __init__(self, threshold_ms: float = 50.0, tick: float = 0.01) -> None:
+        self.threshold = threshold_ms / 1000
+        self.tick_period = tick
+        self._loop_thread = threading.get_ident()
+        self._cpu_clock = time.pthread_getcpuclockid(self._loop_thread)
+        task = f"/proc/self/task/{threading.get_native_id()}"
+        self._schedstat = f"{task}/schedstat"
+        self._stat = f"{task}/stat"
+        self._origin = time.monotonic()  # stalls' ``at_s`` count from here
+        self._due = self._origin + tick  # when the loop's next tick is expected
+        self._current: _Stall | None = None
+        self._kept: list[tuple[float, int, dict[str, Any]]] = []  # min-heap by stall ms
+        self._order = itertools.count()
+        self._closed = 0
+        self._lock = threading.Lock()
+        self._gc_ring: collections.deque[tuple[float, float, int, int, bool]] = collections.deque(
+            maxlen=GC_RING
+        )
+        self._gc_longest: list[tuple[float, int, dict[str, Any]]] = []
+        self._gc_totals: dict[int, list[float]] = {}  # generation -> [count, total, max]
+        self._gc_began = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="stall-watch", daemon=True)
+
+    # -- the loop's side ---------------------------------------------------------------
+
+    def start(self) -> None:
+        gc.callbacks.append(self._on_gc)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(1.0)
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+
+    def tick(self) -> None:
+        """The loop ran its timer: a stall in progress ends here."""
+        now = time.monotonic()
+        with self._lock:
+            stall, self._current = self._current, None
+            due, self._due = self._due, now + self.tick_period
+        if stall is not None:
+            self._close(stall, due, now)
+
+    # -- the watchdog thread -----------------------------------------------------------
+
+    def _watch(self) -> None:
+        while not self._stop.wait(SAMPLE_EVERY):
+            now = time.monotonic()
+            with self._lock:
+                due = self._due
+                if now - due <= self.threshold:
+                    continue
+                stall = self._current
+                if stall is None:
+                    stall = self._current = _Stall(due, self._cpu(), self._queued())
+            state = self._state()
+            frames = sys._current_frames()
+            frame = frames.pop(self._loop_thread, None)
+            frames.pop(threading.get_ident(), None)
+            stack = _stack(frame) if frame is not None else ()
+            others = [_where(other) for other in frames.values()]
+            del frame, frames
+            now = time.monotonic()
+            with self._lock:
+                if self._current is stall:
+                    stall.samples += 1
+                    stall.gap = max(stall.gap, now - stall.last_sample)
+                    stall.last_sample = now
+                    stall.stacks[stack] += 1
+                    stall.states[state] += 1
+                    stall.others.update(others)
+
+    def _cpu(self) -> float:
+        return time.clock_gettime(self._cpu_clock)
+
+    def _queued(self) -> float:
+        """Seconds the loop thread has waited on a run queue for a core (0: not Linux)."""
+        try:
+            with open(self._schedstat) as stat:
+                return int(stat.read().split()[1]) / 1e9
+        except (OSError, IndexError, ValueError):
+            return 0.0
+
+    def _state(self) -> str:
+        """The loop thread's scheduler state: R running or runnable, S sleeping (a lock,
+        the GIL, a poll), D waiting for the disk; ? unknown."""
+        try:
+            with open(self._stat) as stat:
+                return stat.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return "?"
+
+    def _close(self, stall: _Stall, due: float, ended: float) -> None:
+        lasted = ended - due
+        gcs = [
+            {
+                "generation": gen,
+                "ms": round(1000 * (end - start), 1),
+                "collected": collected,
+                "in_loop_thread": in_loop,
+            }
+            for start, end, gen, collected, in_loop in self._gc_log()
+            if end > due and start < ended
+        ]
+        record = {
+            "stall_ms": round(1000 * lasted, 1),
+            "at_s": round(due - self._origin, 3),
+            "loop_thread_cpu_ms": round(1000 * (self._cpu() - stall.cpu_began), 1),
+            "loop_thread_queued_ms": round(1000 * (self._queued() - stall.queued_began), 1),
+            "loop_thread_states": dict(stall.states),
+            "other_threads": dict(stall.others.most_common(KEEP_STACKS)),
+            "samples": stall.samples,
+            "longest_sample_gap_ms": round(1000 * stall.gap, 1),
+            "gc_ms": round(sum(g["ms"] for g in gcs), 1),
+            "gc": gcs[:KEEP_STACKS],
+            "stacks": [
+                {"count": count, "frames": list(frames)}
+                for frames, count in stall.stacks.most_common(KEEP_STACKS)
+            ],
+        }
+        with self._lock:
+            self._closed += 1
+            entry = (lasted, next(self._order), record)
+            if len(self._kept) < KEEP_STALLS:
+                heapq.heappush(self._kept, entry)
+            elif lasted > self._kept[0][0]:
+                heapq.heapreplace(self._kept, entry)
+
+    # -- the garbage collector ---------------------------------------------------------
+
+    def _gc_log(self) -> list[tuple[float, float, int, int, bool]]:
+        """The GC ring, copied (a collection in the copy's own allocations appends to it:
+        try again; the callback must not take a lock another thread may hold)."""
+        for _ in range(5):
+            try:
+                return list(self._gc_ring)
+            except RuntimeError:
+                continue
+        return []
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        now = time.monotonic()
+        if phase == "start":
+            self._gc_began = now
+            return
+        generation = info.get("generation", -1)
+        took = now - self._gc_began
+        in_loop = threading.get_ident() == self._loop_thread
+        self._gc_ring.append((self._gc_began, now, generation, info.get("collected", 0), in_loop))
+        totals = self._gc_totals.setdefault(generation, [0, 0.0, 0.0])
+        totals[0] += 1
+        totals[1] += took
+        totals[2] = max(totals[2], took)
+        if len(self._gc_longest) < KEEP_GC or took > self._gc_longest[0][0]:
+            entry = (
+                took,
+                next(self._order),
+                {
+                    "generation": generation,
+                    "ms": round(1000 * took, 1),
+                    "at_s": round(now - self._origin, 3),
+                },
+            )
+            if len(self._gc_longest) < KEEP_GC:
+                heapq.heappush(self._gc_longest, entry)
+            else:
+                heapq.heapreplace(self._gc_longest, entry)
+
+    # -- the report --------------------------------------------------------------------
+
+    def report(self) -> dict[str, Any]:
+        """The kept stalls (longest first) and the GC figures, JSON-ready."""
+        with self._lock:
+            kept = sorted(self._kept, key=lambda e: -e[0])
+            closed = self._closed
+        longest_gc = sorted(list(self._gc_longest), key=lambda e: -e[0])
+        return {
+            "threshold_ms": round(1000 * self.threshold, 1),
+            "stalls_seen": closed,
+            "stalls": [record for _, _, record in kept],
+            "gc_by_generation": {
+                str(gen): {"count": int(c), "total_ms": round(1000 * t), "max_ms": round(1000 * m)}
+                for gen, (c, t, m) in sorted(list(self._gc_totals.items()))
+            },
+            "gc_longest": [record for _, _, record in longest_gc],
+            "gc_frozen_objects": gc.get_freeze_count(),
+        }

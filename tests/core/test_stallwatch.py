@@ -1,0 +1,90 @@
+"""The benchmarks' stall watchdog names what the loop thread ran during a stall, and stays
+bounded however many stalls it sees."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+
+from benchmarks import stallwatch
+from benchmarks.stallwatch import StallWatch
+
+
+def _spin_in_python(seconds: float) -> int:
+    """Keep the loop thread running Python (not sleeping) for ``seconds``."""
+    end = time.monotonic() + seconds
+    turns = 0
+    while time.monotonic() < end:
+        turns += 1
+    return turns
+
+
+async def _run_with_watch(watch: StallWatch, blocker: object, stalls: int = 1) -> None:
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(watch.tick_period)
+            watch.tick()
+
+    task = asyncio.get_running_loop().create_task(ticker())
+    await asyncio.sleep(0.05)
+    for _ in range(stalls):
+        assert callable(blocker)
+        blocker()
+        await asyncio.sleep(0.05)
+    task.cancel()
+
+
+def test_a_stall_is_recorded_with_the_stack_that_caused_it() -> None:
+    watch = StallWatch(threshold_ms=50.0, tick=0.01)
+    watch.start()
+    try:
+        asyncio.run(_run_with_watch(watch, lambda: _spin_in_python(0.4)))
+    finally:
+        watch.stop()
+    report = watch.report()
+    assert report["stalls_seen"] >= 1
+    longest = report["stalls"][0]
+    assert longest["stall_ms"] >= 350
+    assert longest["samples"] >= 1
+    frames = [frame for stack in longest["stacks"] for frame in stack["frames"]]
+    assert any("_spin_in_python" in frame for frame in frames), frames
+    assert longest["loop_thread_cpu_ms"] > 0
+
+
+def test_collections_are_matched_to_the_stall_they_happened_in() -> None:
+    garbage = [[i] for i in range(200_000)]
+
+    def collect_while_stalled() -> None:
+        _spin_in_python(0.1)
+        gc.collect()
+        _spin_in_python(0.1)
+
+    watch = StallWatch(threshold_ms=50.0, tick=0.01)
+    watch.start()
+    try:
+        asyncio.run(_run_with_watch(watch, collect_while_stalled))
+    finally:
+        watch.stop()
+    del garbage
+    report = watch.report()
+    longest = report["stalls"][0]
+    assert any(entry["generation"] == 2 for entry in longest["gc"]), longest
+    assert report["gc_by_generation"]["2"]["count"] >= 1
+
+
+def test_what_it_keeps_is_bounded() -> None:
+    watch = StallWatch(threshold_ms=20.0, tick=0.005)
+    watch.start()
+    try:
+        asyncio.run(
+            _run_with_watch(watch, lambda: _spin_in_python(0.04), stalls=stallwatch.KEEP_STALLS + 5)
+        )
+    finally:
+        watch.stop()
+    report = watch.report()
+    assert report["stalls_seen"] > stallwatch.KEEP_STALLS
+    assert len(report["stalls"]) == stallwatch.KEEP_STALLS
+    lengths = [stall["stall_ms"] for stall in report["stalls"]]
+    assert lengths == sorted(lengths, reverse=True)
+    assert len(report["gc_longest"]) <= stallwatch.KEEP_GC
