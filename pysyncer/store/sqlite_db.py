@@ -31,6 +31,7 @@ __all__ = [
     "close_database",
     "lock_file",
     "open_database",
+    "set_synchronous",
     "transaction",
     "translate",
     "unlock_file",
@@ -159,15 +160,23 @@ def unlock_file(fd: int) -> None:
     os.close(fd)  # closing drops the flock
 
 
+def set_synchronous(conn: sqlite3.Connection, *, fsync: bool) -> None:
+    """Make the next commits fsync the WAL (``synchronous=FULL``) or not (NORMAL: a
+    killed process keeps them, a power loss may roll back the newest, as a whole and in
+    commit order: WAL recovery keeps a prefix). Outside a transaction only."""
+    conn.execute(f"PRAGMA synchronous = {'FULL' if fsync else 'NORMAL'}")
+
+
 def open_database(path: Path, *, durable: bool, cache_mib: int) -> sqlite3.Connection:
-    """A connection to ``path`` in WAL mode, its schema created or migrated."""
+    """A connection to ``path`` in WAL mode, its schema created or migrated; its commits
+    fsync (:func:`set_synchronous`) when ``durable``."""
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         conn.execute("PRAGMA busy_timeout = 2000")
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StoreError(f"store {path}: cannot enable WAL mode (got {mode!r})")
-        conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+        set_synchronous(conn, fsync=durable)
         conn.execute(f"PRAGMA cache_size = {-1024 * int(cache_mib)}")
         conn.execute("PRAGMA temp_store = MEMORY")
         conn.execute("PRAGMA foreign_keys = OFF")

@@ -405,6 +405,41 @@ async def test_data_survives_reopen(tmp_path: Path) -> None:
         assert sync == 2  # FULL
 
 
+def _commit_levels(statements: list[str]) -> list[str]:
+    """The synchronous level each COMMIT of a statement trace ran at, in order."""
+    level, levels = "", []
+    for statement in statements:
+        if statement.startswith("PRAGMA synchronous"):
+            level = statement.rsplit("=", 1)[1].strip()
+        elif statement == "COMMIT":
+            levels.append(level)
+    return levels
+
+
+@pytest.mark.parametrize("durable", [True, False])
+async def test_only_replayable_writes_skip_the_fsync(tmp_path: Path, durable: bool) -> None:
+    """Durable: the change log (announced to peers once returned) and trust commit with
+    synchronous=FULL, the mapping/cursor writes (replayed by the importer) with NORMAL;
+    not durable: nothing fsyncs."""
+    statements: list[str] = []
+    async with SqliteStore(tmp_path / "store.db", durable=durable) as db:
+        await db.run_in_worker(lambda c: c.set_trace_callback(statements.append))
+        await db.append_changes([upsert(instance(0))])
+        await db.apply_batch("dc-remote", [entry(1)], [], 1, epoch="ep")
+        await db.apply_batch("dc-remote", [entry(2)], [("dc-remote", "o-000001")], 2)
+        await db.set_cursor("dc-remote", 3, "ep")
+        await db.delete_mappings([("dc-remote", "o-000002")])
+        await db.append_changes([tombstone(instance(0))])
+        await db.set_trusted_group("dc-remote", "g")
+        await db.run_in_worker(lambda c: c.set_trace_callback(None))
+        assert await db.get_cursor("dc-remote") == PeerCursor("dc-remote", 3, "ep")
+        assert await db.count_mappings() == 0
+        assert await db.current_revision() == 2
+    # "": the level the connection was opened with (FULL when durable), not switched
+    expected = ["", *["NORMAL"] * 4, *["FULL"] * 2] if durable else [""] * 7
+    assert _commit_levels(statements) == expected
+
+
 async def test_new_file_gets_a_new_epoch(tmp_path: Path) -> None:
     async with SqliteStore(tmp_path / "a.db") as a, SqliteStore(tmp_path / "b.db") as b:
         assert (await a.log_info()).epoch != (await b.log_info()).epoch
