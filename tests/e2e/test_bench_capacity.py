@@ -9,6 +9,7 @@ benchmarks start is stopped by them; each run is bounded by a subprocess timeout
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -57,21 +58,46 @@ def test_bench_cost_measures_each_pool_and_fits_a_line() -> None:
         assert isinstance(report[f"churn_{key}"], float)
 
 
-def test_bench_mesh_propagates_everywhere_and_pulls_only_changed_slots() -> None:
+def test_bench_mesh_propagates_everywhere_at_each_rate_and_pulls_only_changed_slots() -> None:
     if shutil.which("ss") is None:
         pytest.skip("ss (iproute2) is not installed: the wire bytes are read with it")
     report = run_benchmark(
-        "bench_mesh", "--dcs", "3", "--instances", "200", "--changes", "20", "--rate", "50",
-        "--ae-slots", "0,5", "--ae-repeats", "1",
+        "bench_mesh", "--dcs", "3", "--instances", "200", "--changes", "20", "--rate", "100,50",
+        "--ae-slots", "0,5", "--ae-repeats", "1", "--idle-window", "1",
     )  # fmt: skip
     expected = 20 * 3 * 2
-    assert report["n3_copies_expected"] == expected
-    assert report["n3_visible_count"] == expected
-    assert report["n3_gone_count"] == expected
+    assert report["rates_per_dc"] == "50,100"  # ascending, one phase each in one pool
+    for rate in ("r50", "r100"):
+        assert report[f"n3_{rate}_copies_expected"] == expected
+        assert report[f"n3_{rate}_visible_count"] == expected
+        assert report[f"n3_{rate}_gone_count"] == expected
+        assert report[f"n3_{rate}_failed"] == 0
+    assert report["rate_per_dc"] == 100
+    assert report["n3_visible_count"] == report["n3_r100_visible_count"]  # the highest, bare
+    assert report["n3_sustainable_rate_per_dc"] in (0, 50, 100)
+    assert report["n3_synced_rss_mib_max"] > 0
+    assert report["n3_fill_s"] <= report["n3_sync_s"] <= report["n3_sync_bound_s"]
     assert report["n3_ae0_slots_pulled"] == 0
     assert report["n3_ae5_slots_pulled"] == 5
     assert report["n3_ae5_records_pulled"] >= 5
     assert report["n3_ae0_wire_bytes"] > 0  # the digest table still crosses the wire
+
+
+def test_bench_mesh_admits_the_issue_size_only_where_its_memory_fits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from benchmarks import bench_mesh
+
+    args = argparse.Namespace(
+        instances=100_000, changes=1000, rates=[25.0, 500.0], bound=180.0, sync_bound=0.0
+    )
+    monkeypatch.setattr(bench_mesh, "mem_available", lambda: 24 << 30)
+    need = bench_mesh.preflight(8, args)  # 8 x 100,000 on a 24 GiB machine
+    assert need["copies_per_dc"] == 700_000
+    assert bench_mesh.sync_bound(need, args) >= args.bound
+    monkeypatch.setattr(bench_mesh, "mem_available", lambda: 8 << 30)
+    with pytest.raises(ValueError, match="needs"):
+        bench_mesh.preflight(8, args)
 
 
 def test_bench_mesh_refuses_a_size_that_cannot_fit() -> None:
