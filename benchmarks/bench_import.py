@@ -19,9 +19,12 @@ the process; wall time does, so it is only printed.
 ``--renew-during`` lets the importer's renew loop run during the sync at its real pace
 (every TTL/4): its rounds then count in the sync's CPU, by how long the sync took on the
 wall clock. Without it the registry's leases last a day and the rounds wait (the sync's
-own cost). ``--profile`` prints cProfile's top functions of the sync (which slows it).
+own cost). ``--exporter`` runs this data center's :class:`Exporter` beside the importer,
+as the daemon does: it follows the embedded registry's change feed, where every copy
+written shows up and is skipped (its CPU counts in the sync's). ``--profile`` prints
+cProfile's top functions of the sync (which slows it).
 
-    python -m benchmarks.bench_import [--sizes 100000,300000] [--renew-during] [--json]
+    python -m benchmarks.bench_import [--sizes 100000,300000] [--renew-during] [--exporter]
     python -m benchmarks.bench_import --sizes 100000 --profile 25
 """
 
@@ -44,6 +47,7 @@ from typing import Any
 
 from pysyncer._core import digest as core_digest
 from pysyncer.adapters.embedded import EmbeddedAdapter
+from pysyncer.config import setting
 from pysyncer.model import Instance, Record, ServiceKey
 from pysyncer.rpc import codec
 from pysyncer.rpc import sync_pb2 as pb
@@ -51,6 +55,7 @@ from pysyncer.servicecenter.core import EmbeddedRegistry
 from pysyncer.servicecenter.settings import ServiceCenterSettings
 from pysyncer.store import create_store
 from pysyncer.sync.engine import GC_THRESHOLD0
+from pysyncer.sync.exporter import Exporter
 from pysyncer.sync.importer import Importer
 from pysyncer.sync.peers import PeerLink
 
@@ -150,7 +155,9 @@ class LoopSampler:
         }
 
 
-async def measure(count: int, renew_during: bool, profile: int) -> dict[str, Any]:
+async def measure(
+    count: int, renew_during: bool, profile: int, with_exporter: bool
+) -> dict[str, Any]:
     """One full sync of ``count`` copies, in CPU time."""
     table, messages = origin_messages(count)
     gc.collect()
@@ -160,8 +167,21 @@ async def measure(count: int, renew_during: bool, profile: int) -> dict[str, Any
         registry = EmbeddedRegistry(settings=quota, ttl_override=None if renew_during else A_DAY)
         store = create_store("embedded", tmp)
         await store.open()
-        importer = Importer("dc-b", EmbeddedAdapter(registry), store)
+        adapter = EmbeddedAdapter(registry)
+        importer = Importer("dc-b", adapter, store)
         await importer.start(None if renew_during else A_DAY)
+        exporter = None
+        if with_exporter:
+            exporter = Exporter(
+                "dc-b",
+                "bench",
+                adapter,
+                store,
+                copy_ids=importer.copy_ids,
+                change_log_size=int(setting("change-log-size").default),
+            )
+            await exporter.start()
+            await exporter.ready.wait()
         client = OriginStandIn(table, messages)
         del messages
         link = PeerLink(
@@ -174,6 +194,9 @@ async def measure(count: int, renew_during: bool, profile: int) -> dict[str, Any
         if profiler is not None:
             profiler.enable()
         await link.repair(client, EPOCH)
+        if exporter is not None:  # it has read the whole feed: every copy skipped
+            while adapter.feed_lag() > 0:
+                await asyncio.sleep(0.01)
         if profiler is not None:
             profiler.disable()
         cpu, loop_cpu = time.process_time() - cpu, time.thread_time() - loop_cpu
@@ -185,10 +208,15 @@ async def measure(count: int, renew_during: bool, profile: int) -> dict[str, Any
         await sampler.stop()
         held = importer.copies_by_origin()
         mapped = await store.mapping_counts()
+        exported = None if exporter is None else exporter.stats.changes_exported
+        if exporter is not None:
+            await exporter.close()
         await importer.close()
         await store.close()
     if held != {ORIGIN: count} or mapped != {ORIGIN: count} or renewed != count:
         raise RuntimeError(f"{count} records gave {held} held, {mapped} mapped, {renewed} renewed")
+    if exported:
+        raise RuntimeError(f"the exporter exported {exported} copies")
     result.update(
         cpu_s=round(cpu, 2),
         us_per_copy=round(1e6 * cpu / count, 1),
@@ -208,7 +236,7 @@ async def measure(count: int, renew_during: bool, profile: int) -> dict[str, Any
     return result
 
 
-def run(count: int, renew_during: bool, profile: int) -> dict[str, Any]:
+def run(count: int, renew_during: bool, profile: int, with_exporter: bool) -> dict[str, Any]:
     """:func:`measure` on uvloop when it is installed (as the daemon runs), with the
     engine's garbage-collector threshold."""
     threshold0, *older = gc.get_threshold()
@@ -216,19 +244,20 @@ def run(count: int, renew_during: bool, profile: int) -> dict[str, Any]:
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(measure(count, renew_during, profile))
-    return uvloop.run(measure(count, renew_during, profile))
+        return asyncio.run(measure(count, renew_during, profile, with_exporter))
+    return uvloop.run(measure(count, renew_during, profile, with_exporter))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="100000,300000", help="copies per run, comma-separated")
     parser.add_argument("--renew-during", action="store_true", help="renew loop at its pace")
+    parser.add_argument("--exporter", action="store_true", help="an exporter follows the feed")
     parser.add_argument("--profile", type=int, default=0, help="print cProfile's top N")
     parser.add_argument("--json", action="store_true", help="one JSON object per size")
     args = parser.parse_args(argv)
     for size in (int(s) for s in args.sizes.split(",")):
-        result = run(size, args.renew_during, args.profile)
+        result = run(size, args.renew_during, args.profile, args.exporter)
         if args.json:
             print(json.dumps(result), flush=True)
             continue

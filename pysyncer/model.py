@@ -25,6 +25,7 @@ __all__ = [
     "Record",
     "ServiceKey",
     "is_copy",
+    "marks_copy",
     "record_key_hash",
 ]
 
@@ -127,7 +128,13 @@ class Instance:
 
 def is_copy(instance: Instance) -> bool:
     """True when the instance carries pysyncer's origin marker (a copy from elsewhere)."""
-    return ORIGIN_DC_PROPERTY in instance.properties
+    return marks_copy(instance.properties)
+
+
+def marks_copy(properties: Mapping[str, Any]) -> bool:
+    """True when instance properties (an :class:`Instance`'s, or a registry's raw record's)
+    carry pysyncer's origin marker."""
+    return ORIGIN_DC_PROPERTY in properties
 
 
 def record_key_hash(origin_dc: str, instance_id: str) -> int:

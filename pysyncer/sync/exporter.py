@@ -3,7 +3,9 @@
 Follows the local registry through its adapter (a full listing at start and after every
 ``resync``, then the change feed), keeps only instances whose origin is this data
 center (copies are recognised by the importer's mapping table first, by the origin
-marker in their properties second), and turns every real change into a
+marker in their properties second: :meth:`Exporter.is_copy`, also handed to an adapter
+that can skip copies in its change feed before building them), and turns every real
+change into a
 :class:`~pysyncer.model.Record` appended to the store's change log with a new revision.
 Beside the log it keeps, in memory, the 16384-slot digest table of what it exports.
 
@@ -19,13 +21,13 @@ import bisect
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pysyncer._core import digest as core_digest
-from pysyncer.adapters.base import Adapter, ChangeBatch, LocalRef, Snapshot
+from pysyncer.adapters.base import Adapter, ChangeBatch, SkipsCopies, Snapshot
 from pysyncer.errors import PysyncerError
-from pysyncer.model import Instance, Record, is_copy
+from pysyncer.model import Instance, Record, marks_copy
 from pysyncer.store.base import Store
 from pysyncer.supervisor import Supervised, spawn
 
@@ -156,7 +158,7 @@ class Exporter:
                     shown = ""
                 delay = 0.5
                 first = True  # a resync first says only that no listing covered the start
-                async for batch in self.adapter.changes():
+                async for batch in self._changes():
                     if batch.resync and not first:
                         self._stats.feed_resets += 1
                         log.warning(
@@ -181,6 +183,19 @@ class Exporter:
                 log.exception("exporter failed; re-listing in %.1f s", delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RESYNC_BACKOFF_MAX)
+
+    def _changes(self) -> AsyncIterator[ChangeBatch]:
+        """The adapter's change feed; without the copies when the adapter can leave them out
+        (each is then tested on the registry's record: no value is built for it)."""
+        if isinstance(self.adapter, SkipsCopies):
+            return self.adapter.changes_without(self.is_copy)
+        return self.adapter.changes()
+
+    def is_copy(self, properties: Mapping[str, str], local_id: str | None) -> bool:
+        """Whether a registry instance is a copy, never exported: the importer's mapping
+        table holds its local id, or it carries the origin marker (registries and operators
+        sometimes strip metadata: the mapping is the authority, the marker a fallback)."""
+        return marks_copy(properties) or (local_id is not None and local_id in self._copy_ids())
 
     async def resync(self) -> int:
         """Export the difference between a full listing and what was exported; the revision."""
@@ -219,10 +234,9 @@ class Exporter:
         self._deferred = spawn("exporter-grace", later, critical=False)
 
     def _originals(self, snapshot: Snapshot) -> Iterable[Instance]:
-        copies = self._copy_ids()
         for instance in snapshot:
             ref = snapshot.refs.get(instance.instance_id)
-            if is_copy(instance) or (ref is not None and ref.instance_id in copies):
+            if self.is_copy(instance.properties, None if ref is None else ref.instance_id):
                 self._stats.copies_skipped += 1
                 continue
             if self._exports is not None and not self._exports(instance):
@@ -234,12 +248,12 @@ class Exporter:
         if batch.resync:
             await self.resync()
             return
-        copies = self._copy_ids()
+        self._stats.copies_skipped += batch.skipped
         records: list[Record] = []
         seen: dict[StateKey, Record] = {}  # this batch's latest record per key
         for event in batch.events:
-            instance = event.instance
-            if is_copy(instance) or _is_mapped(event.ref, copies):
+            instance, ref = event.instance, event.ref
+            if self.is_copy(instance.properties, None if ref is None else ref.instance_id):
                 self._stats.copies_skipped += 1
                 continue
             key = (instance.service.text(), instance.instance_id)
@@ -386,7 +400,3 @@ class Exporter:
                 by_slot[record.slot].append(record)
             for slot in part:
                 yield slot, by_slot.pop(slot)
-
-
-def _is_mapped(ref: LocalRef | None, copies: Collection[str]) -> bool:
-    return ref is not None and ref.instance_id in copies

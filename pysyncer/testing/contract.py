@@ -4,7 +4,8 @@ Owns the kind-independent behaviour of :class:`pysyncer.adapters.base.Adapter` a
 through a real (or faithfully faked) registry: idempotent services, copies that read
 back equal field for field, renewals and ``not_found``, native changes within the
 harness's bound, ``close()`` ending the change stream, ``UnavailableError`` when the
-server is gone, loading by name. It builds adapters only through
+server is gone, loading by name; and, for an adapter that offers it, a change feed
+leaving copies out (:class:`~pysyncer.adapters.base.SkipsCopies`). It builds adapters only through
 :func:`pysyncer.adapters.load_adapter` and drives the registry only through a
 :class:`~pysyncer.testing.harness.RegistryHarness`; it must not import from ``tests/``
 or know any registry kind. Usage (one test module per adapter)::
@@ -24,7 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import replace
 
 import pytest
 
@@ -38,9 +40,17 @@ from pysyncer.adapters import (
     UnavailableError,
     load_adapter,
 )
+from pysyncer.adapters.base import SkipsCopies
 from pysyncer.adapters.fieldmap import CANONICAL_STATUSES
 from pysyncer.errors import ConfigError
-from pysyncer.model import ORIGIN_DC_PROPERTY, ORIGIN_ID_PROPERTY, Instance, ServiceKey, is_copy
+from pysyncer.model import (
+    ORIGIN_DC_PROPERTY,
+    ORIGIN_ID_PROPERTY,
+    Instance,
+    ServiceKey,
+    is_copy,
+    marks_copy,
+)
 from pysyncer.testing.harness import AppInstance, RegistryHarness
 
 __all__ = ["COPY_SERVICE", "AdapterContract", "EventCollector", "copy_instance"]
@@ -79,15 +89,16 @@ def copy_instance(
 
 
 class EventCollector:
-    """Consumes ``adapter.changes()`` in a task; waits (bounded) for a matching event."""
+    """Consumes ``adapter.changes()`` (or another feed of it) in a task; waits (bounded) for
+    a matching event."""
 
-    def __init__(self, adapter: Adapter) -> None:
+    def __init__(self, adapter: Adapter, feed: AsyncIterator[ChangeBatch] | None = None) -> None:
         self.batches: list[ChangeBatch] = []
         self._new = asyncio.Condition()
-        self._task = asyncio.create_task(self._run(adapter))
+        self._task = asyncio.create_task(self._run(adapter.changes() if feed is None else feed))
 
-    async def _run(self, adapter: Adapter) -> None:
-        async for batch in adapter.changes():
+    async def _run(self, feed: AsyncIterator[ChangeBatch]) -> None:
+        async for batch in feed:
             async with self._new:
                 self.batches.append(batch)
                 self._new.notify_all()
@@ -318,6 +329,47 @@ class AdapterContract:
             event = await collector.wait_for(lambda e: e.instance.instance_id == "i-seen", 30)
             assert event.kind == "upsert"
             assert event.instance == copy
+        finally:
+            await collector.stop()
+
+    async def test_a_feed_without_copies_skips_and_counts_them(
+        self, adapter: Adapter, harness: RegistryHarness
+    ) -> None:
+        """Copies (marked, or named by their local id) are left out, deletes included,
+        and counted; the test is asked with each entry's properties and local id."""
+        if not isinstance(adapter, SkipsCopies):
+            pytest.skip(f"the {adapter.name} adapter's change feed cannot leave copies out")
+        asked: dict[str, str] = {}  # the "team" property of each entry asked about -> id
+
+        def copy_test(properties: Mapping[str, str], local_id: str) -> bool:
+            team = properties.get("team", "")
+            asked[team] = local_id
+            return marks_copy(properties) or team == "mapped"
+
+        await adapter.list_instances()
+        collector = EventCollector(adapter, adapter.changes_without(copy_test))
+        try:
+            await asyncio.sleep(0.1)
+            marked = await adapter.register(copy_instance("i-marked"))
+            unmarked = copy_instance("i-mapped")
+            unmarked = replace(unmarked, properties={"team": "mapped"})
+            mapped = await adapter.register(unmarked)
+            app = await harness.app_register(
+                harness.service("ledger"), "10.1.0.9", 9300, properties={"team": "native"}
+            )
+            bound = harness.change_bound
+            await collector.wait_for(lambda e: e.instance.instance_id == app.instance_id, bound)
+            await adapter.unregister(marked)
+            await adapter.unregister(mapped)
+            await harness.app_unregister(app)
+            await collector.wait_for(
+                lambda e: e.kind == "delete" and e.instance.instance_id == app.instance_id, bound
+            )
+            seen = {e.instance.instance_id for e in collector.events()}
+            assert seen == {app.instance_id}, seen
+            assert sum(b.skipped for b in collector.batches) >= 2
+            assert asked["mapped"] == mapped.instance_id
+            assert asked["native"] == app.instance_id
         finally:
             await collector.stop()
 

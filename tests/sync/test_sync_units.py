@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from pysyncer._core import digest as core_digest
-from pysyncer.adapters.base import AdapterError, LocalRef
+from pysyncer.adapters.base import AdapterError, LocalRef, SkipsCopies
 from pysyncer.adapters.embedded import EmbeddedAdapter
 from pysyncer.model import ORIGIN_DC_PROPERTY, ORIGIN_ID_PROPERTY, Instance, Record, ServiceKey
 from pysyncer.rpc.client import SyncClient
@@ -68,9 +68,18 @@ class Side:
         return [i for i in await self.instances() if ORIGIN_DC_PROPERTY in i.properties]
 
 
-async def make_side(tmp_path: Path, dc: str, *, renew: float | None = 3600) -> Side:
+class FeedOfEveryEntry(EmbeddedAdapter):
+    """The embedded adapter as an adapter whose change feed cannot leave copies out: every
+    entry becomes an event and the exporter tells the copies itself."""
+
+    changes_without = None  # type: ignore[assignment]  # not a SkipsCopies
+
+
+async def make_side(
+    tmp_path: Path, dc: str, *, renew: float | None = 3600, feed_skips_copies: bool = True
+) -> Side:
     registry = EmbeddedRegistry()
-    adapter = EmbeddedAdapter(registry)
+    adapter = EmbeddedAdapter(registry) if feed_skips_copies else FeedOfEveryEntry(registry)
     await adapter.start()
     (tmp_path / dc).mkdir()
     store = SqliteStore(tmp_path / dc / "store.db")
@@ -93,6 +102,15 @@ async def make_side(tmp_path: Path, dc: str, *, renew: float | None = 3600) -> S
 @pytest.fixture
 async def side(tmp_path: Path) -> AsyncIterator[Side]:
     made = await make_side(tmp_path, "dc1")
+    yield made
+    await made.close()
+
+
+@pytest.fixture(params=[True, False], ids=["feed-skips-copies", "exporter-skips-copies"])
+async def either_side(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Side]:
+    """A side whose adapter's feed leaves copies out, and one whose feed has them all."""
+    made = await make_side(tmp_path, "dc1", feed_skips_copies=request.param)
+    assert isinstance(made.adapter, SkipsCopies) is request.param
     yield made
     await made.close()
 
@@ -151,7 +169,8 @@ async def _at(exporter: Exporter, revision: int) -> bool:
     return exporter.revision() >= revision
 
 
-async def test_copies_are_never_exported_by_marker_or_by_mapping(side: Side) -> None:
+async def test_copies_are_never_exported_by_marker_or_by_mapping(either_side: Side) -> None:
+    side = either_side
     sid = await side.service("orders")
     marked = {ORIGIN_DC_PROPERTY: "dc9", ORIGIN_ID_PROPERTY: "x"}
     await side.register(sid, "copy-by-marker", properties=marked)
@@ -168,6 +187,41 @@ async def test_copies_are_never_exported_by_marker_or_by_mapping(side: Side) -> 
     assert {r.instance_id for r in records} == {original}
     assert side.exporter.exported_count() == 1
     assert side.exporter.stats.copies_skipped >= 2
+
+
+async def test_copy_changes_are_skipped_and_counted_and_originals_exported(
+    either_side: Side,
+) -> None:
+    """Every change of a copy (registered, re-registered changed, unregistered, stripped of
+    its marker, expired) is counted as skipped and never exported; originals beside them
+    are, deletes included."""
+    side = either_side
+    sid = await side.service("orders")
+    records = [remote_record("dc2", f"r{k}", f"remote-{k}", k + 1) for k in range(3)]
+    await side.importer.apply("dc2", records, 3, "e")  # 3 CREATE
+    first = await side.register(sid, "original-1")
+    moved = remote_record("dc2", "r0", "remote-0-moved", 4)
+    await side.importer.apply("dc2", [moved, tombstone("dc2", "r1", 5)], 5, "e")  # UPDATE, DELETE
+    ref = side.importer.index.ref(records[2].key_hash)
+    assert ref is not None
+    await side.registry.update_instance_properties(ref.service_id, ref.instance_id, {})  # UPDATE
+    second = await side.register(sid, "original-2")
+    await side.registry.unregister_instance(sid, first)
+    await side.registry.unregister_instance(ref.service_id, ref.instance_id)  # DELETE, unmarked
+    await until(lambda: _at(side.exporter, 3))
+
+    async def read_to_the_end() -> bool:
+        return side.adapter.feed_lag() == 0
+
+    await until(read_to_the_end)
+    assert side.exporter.stats.copies_skipped == 7  # 3 created, 2 updated, 2 deleted
+    exported, _ = await side.exporter.changes_since(0, 100)
+    assert [(r.instance_id, r.deleted) for r in exported] == [
+        (first, False),
+        (second, False),
+        (first, True),
+    ]
+    assert side.exporter.exported_count() == 1
 
 
 async def test_digest_table_equals_a_rebuild(side: Side) -> None:
