@@ -4,11 +4,17 @@ An adapter is the only code that talks to a local registry. It lists the registr
 (copies included: the exporter filters them), reports changes as batches, creates
 services, registers, renews and removes copies. It knows nothing of gossip, the store or
 the sync engine; those see only :mod:`pysyncer.model` values and the types defined here.
+
+An adapter may also offer optional capabilities, each a protocol of its own that the
+caller checks for with ``isinstance``: :class:`RegistersMany` (many copies registered in
+one call; :func:`register_all` falls back to one at a time without it) and
+:class:`SkipsCopies` (a change feed that leaves copies out before building anything of
+them).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol, runtime_checkable
 
@@ -22,12 +28,16 @@ __all__ = [
     "ChangeBatch",
     "ChangeEvent",
     "ConflictError",
+    "CopyTest",
     "LocalRef",
     "NotFoundError",
+    "RegistersMany",
     "RenewResult",
+    "SkipsCopies",
     "Snapshot",
     "UnavailableError",
     "diff_listings",
+    "register_all",
 ]
 
 
@@ -119,10 +129,18 @@ class ChangeEvent:
 
 @dataclass(frozen=True, slots=True)
 class ChangeBatch:
-    """Changes observed together. ``resync`` means the view may be incomplete: re-list."""
+    """Changes observed together. ``resync`` means the view may be incomplete: re-list.
+
+    ``skipped`` counts the entries left out as copies (:meth:`SkipsCopies.changes_without`).
+    """
 
     events: list[ChangeEvent] = field(default_factory=list)
     resync: bool = False
+    skipped: int = 0
+
+
+CopyTest = Callable[[Mapping[str, str], str], bool]
+"""Whether a registry entry is a copy, from its properties and its local instance id."""
 
 
 @runtime_checkable
@@ -172,6 +190,51 @@ class Adapter(Protocol):
 
     async def unregister(self, ref: LocalRef) -> None:
         """Remove a copy; an unknown ref is not an error."""
+        ...
+
+
+@runtime_checkable
+class RegistersMany(Protocol):
+    """An adapter that registers many copies in one call (one registry round trip)."""
+
+    async def register_many(self, instances: Sequence[Instance]) -> list[LocalRef | AdapterError]:
+        """:meth:`Adapter.register` of each instance, in order: one answer per instance, its
+        :class:`LocalRef` or the :class:`AdapterError` its own register() would have raised
+        (the others are registered all the same). A failure of the whole call (the adapter
+        closed, the registry unreachable) may be raised instead."""
+        ...
+
+
+async def register_all(
+    adapter: Adapter, instances: Sequence[Instance]
+) -> list[LocalRef | AdapterError]:
+    """Register ``instances``: one answer per instance, as :meth:`RegistersMany.register_many`
+    gives them, with the adapter's own batch when it has one, else one at a time. One at a
+    time, an error other than :class:`NotFoundError` (the registry failing, not the copy)
+    answers the instances after it too, unwritten."""
+    if isinstance(adapter, RegistersMany):
+        return await adapter.register_many(instances)
+    answers: list[LocalRef | AdapterError] = []
+    for instance in instances:
+        try:
+            answers.append(await adapter.register(instance))
+        except NotFoundError as exc:
+            answers.append(exc)
+        except AdapterError as exc:
+            answers += [exc] * (len(instances) - len(answers))
+            break
+    return answers
+
+
+@runtime_checkable
+class SkipsCopies(Protocol):
+    """An adapter whose change feed can leave copies out before building any value of them
+    (the exporter drops copies, and every copy the importer writes is a change)."""
+
+    def changes_without(self, is_copy: CopyTest) -> AsyncIterator[ChangeBatch]:
+        """:meth:`Adapter.changes` without the instance entries ``is_copy`` calls copies
+        (asked with the registry's own properties and instance id of each, deletes
+        included); each batch's ``skipped`` counts those left out."""
         ...
 
 

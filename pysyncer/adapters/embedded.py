@@ -17,6 +17,7 @@ from pysyncer.adapters.base import (
     AdapterError,
     ChangeBatch,
     ChangeEvent,
+    CopyTest,
     LocalRef,
     NotFoundError,
     RenewResult,
@@ -48,7 +49,9 @@ def _typed(exc: RegistryError) -> AdapterError:
 
 
 class EmbeddedAdapter:
-    """:class:`pysyncer.adapters.base.Adapter` over an :class:`EmbeddedRegistry` object."""
+    """:class:`pysyncer.adapters.base.Adapter` over an :class:`EmbeddedRegistry` object, with
+    :class:`~pysyncer.adapters.base.RegistersMany` and
+    :class:`~pysyncer.adapters.base.SkipsCopies`."""
 
     name = "embedded"
 
@@ -116,6 +119,52 @@ class EmbeddedAdapter:
         except RegistryError as exc:
             raise _typed(exc) from exc
         return LocalRef(service_id, instance_id)
+
+    async def register_many(self, instances: Sequence[Instance]) -> list[LocalRef | AdapterError]:
+        """:meth:`register` of each instance, in one registry call per tenant run."""
+        self._check_open()
+        answers: list[LocalRef | AdapterError] = []
+        start = 0
+        while start < len(instances):  # a run of instances of one tenant (usually all)
+            project = instances[start].service.project
+            end = start + 1
+            while end < len(instances) and instances[end].service.project == project:
+                end += 1
+            answers += await self._register_run(instances[start:end])
+            start = end
+        return answers
+
+    async def _register_run(self, instances: Sequence[Instance]) -> list[LocalRef | AdapterError]:
+        answers: list[LocalRef | AdapterError | None] = [None] * len(instances)
+        sent: list[int] = []  # the positions of the instances sent to the registry
+        pairs: list[tuple[str, dict[str, Any]]] = []
+        for at, instance in enumerate(instances):
+            service = instance.service
+            service_id = self._service_ids.get(service)
+            if service_id is None:
+                try:
+                    service_id = await self.ensure_service(service)
+                except AdapterError as exc:
+                    answers[at] = exc
+                    continue
+            sent.append(at)
+            pairs.append((service_id, instance_to_sc(instance)))
+        written = await self.registry.register_instances(
+            pairs, **self._tenant(instances[0].service)
+        )
+        for at, (service_id, _), answer in zip(sent, pairs, written, strict=True):
+            if isinstance(answer, str):
+                answers[at] = LocalRef(service_id, answer)
+            elif answer.code == int(ERR_SERVICE_NOT_EXISTS):  # deleted meanwhile: as register()
+                try:
+                    answers[at] = await self.register(instances[at])
+                except AdapterError as exc:
+                    answers[at] = exc
+            else:
+                answers[at] = _typed(answer)
+        done = [answer for answer in answers if answer is not None]
+        assert len(done) == len(instances), "every instance is answered"
+        return done
 
     async def get_instance(self, ref: LocalRef) -> Instance:
         self._check_open()
@@ -213,7 +262,14 @@ class EmbeddedAdapter:
             return 0
         return self.registry.revision(domain=self.domain, project=self.project) - self._cursor
 
-    async def changes(self) -> AsyncIterator[ChangeBatch]:
+    def changes(self) -> AsyncIterator[ChangeBatch]:
+        return self._follow(None)
+
+    def changes_without(self, is_copy: CopyTest) -> AsyncIterator[ChangeBatch]:
+        """:meth:`changes` less the copies, tested on each feed entry's stored record."""
+        return self._follow(is_copy)
+
+    async def _follow(self, is_copy: CopyTest | None) -> AsyncIterator[ChangeBatch]:
         if self._cursor is None:
             self._cursor = self.registry.revision(domain=self.domain, project=self.project)
             yield ChangeBatch([], resync=True)  # no listing covers the start point
@@ -239,13 +295,24 @@ class EmbeddedAdapter:
                 self._cursor = batch.revision
                 yield ChangeBatch([], resync=True)
                 continue
-            events = [e for e in map(self._event, batch.changes) if e is not None]
+            changes: Sequence[Change] = batch.changes
+            if is_copy is not None:
+                changes = [c for c in changes if not _is_copy_entry(c, is_copy)]
+            skipped = len(batch.changes) - len(changes)
+            events = [e for e in map(self._event, changes) if e is not None]
             # A re-list during the wait may have moved the cursor forward: keep the later.
             self._cursor = max(self._cursor or 0, batch.revision)
-            if events:
-                yield ChangeBatch(events)
+            if events or skipped:
+                yield ChangeBatch(events, skipped=skipped)
             elif not batch.changes:
                 await asyncio.sleep(0.05)  # an empty answer came early (registry closing)
+
+
+def _is_copy_entry(change: Change, is_copy: CopyTest) -> bool:
+    """Whether a feed entry is an instance ``is_copy`` calls a copy (the registry validated
+    the record: it has its properties and id)."""
+    raw = change.instance
+    return raw is not None and is_copy(raw["properties"], raw["instanceId"])
 
 
 def create(addresses: Sequence[str], settings: Mapping[str, Any]) -> EmbeddedAdapter:

@@ -311,7 +311,31 @@ class EmbeddedRegistry:
         instance of the same service with identical endpoints keeps its id. A new
         instance beyond ``settings.max_instances`` of the service: 400100.
         """
-        tenant = self._get(domain, project)  # the service must exist: nothing is created
+        # The tenant is read, not created: the service must exist.
+        return self._register(self._get(domain, project), service_id, instance)
+
+    async def register_instances(
+        self,
+        instances: Iterable[tuple[str, Mapping[str, Any]]],
+        *,
+        domain: str = DEFAULT_DOMAIN,
+        project: str = DEFAULT_PROJECT,
+    ) -> list[str | RegistryError]:
+        """:meth:`register_instance` of many ``(service id, instance)`` pairs at once, in
+        order: each one's id, or the :class:`RegistryError` its own call would have raised
+        (the others are registered all the same). Each has the same checks, change (at its
+        own revision) and lease as by itself; leases run out as of the call's start."""
+        tenant = self._get(domain, project)
+        register = self._register
+        answers: list[str | RegistryError] = []
+        for service_id, instance in instances:
+            try:
+                answers.append(register(tenant, service_id, instance))
+            except RegistryError as exc:
+                answers.append(exc)
+        return answers
+
+    def _register(self, tenant: Tenant, service_id: str, instance: Mapping[str, Any]) -> str:
         service = self._service(tenant, service_id)
         record = validate_instance(instance, self.settings)
         leases = tenant.instances.get(service_id, {})
