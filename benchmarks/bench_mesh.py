@@ -5,13 +5,15 @@ For each N of ``--dcs`` (a fresh pool each time), N real daemons, each filled in
 with ``--instances`` instances (10 per service, bench_sync's origin helper) and importing
 every other one's, so each holds ``(N - 1) x --instances`` copies. Before anything starts,
 every size's memory and CPU are estimated from the figures measured below (``IDLE_RSS``,
-``RSS_PER_COPY``, ``RSS_PER_OWN``, ``CPU_PER_COPY_S``, ``CPU_PER_OWN_S``, with a margin)
+``RSS_PER_PEER``, ``RSS_PER_COPY``, ``RSS_PER_OWN``, ``CPU_PER_COPY_S``, ``CPU_PER_OWN_S``,
+with a margin)
 and printed with the bound of each phase; a size whose estimated peak RSS exceeds
 ``MEMORY_SHARE`` of MemAvailable is refused.
 
 0. **Sync**: from the last spawn until every helper has filled and exported its instances
    and every daemon maps every copy, bounded by ``--sync-bound`` (by default three times
-   the estimated CPU spread over this machine's cores, at least ``--bound``). A progress
+   the estimated CPU over the share of the cores the daemons can expect at the load
+   average when the pool starts, at least ``--bound``). A progress
    line on stderr every ``PROGRESS_S`` gives the copies each daemon maps. Recorded: the
    wall time, all daemons' CPU from their start (filling included), their RSS and peak RSS.
 1. **Propagation, per offered rate**: the daemons' idle CPU rate is measured once per pool
@@ -86,6 +88,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +134,10 @@ TARGET_RATE = 500.0
 # (the embedded registry's record included), and 187.0 MiB per 100,000 own = 1,961 B per own
 # instance. All daemons' CPU from spawn to every copy mapped: 1.5 s, 23.3 s (N=2), 60.0 s
 # (N=3): 0.76 s to start, 84 us per copy, 25 us per own instance (filled and exported).
-IDLE_RSS = 75 * (1 << 20)  # an idle daemon's RSS
+# And ``--dcs 8 --instances 5000`` (load 12-22): 149 MiB, 19 MiB above the figures above
+# for its 6 peer links more than N=2's one: ~3 MiB per peer link.
+IDLE_RSS = 75 * (1 << 20)  # an idle daemon's RSS, with one peer link
+RSS_PER_PEER = 3 * (1 << 20)  # each further peer link
 RSS_PER_COPY = 1_370  # a copy held, embedded registry included (peak RSS)
 RSS_PER_OWN = 1_960  # an instance of its own (registry + export log + digests)
 CPU_PER_COPY_S = 84e-6  # the initial full mesh sync, per copy
@@ -140,7 +146,8 @@ RSS_MARGIN = 1.15  # the estimate's safety factor over the measured per-instance
 MEMORY_SHARE = 0.6  # of MemAvailable the pool may take
 SYNC_BOUND_FACTOR = 3.0  # the sync's default bound: this many times the estimate
 PROGRESS_S = 10.0  # a progress line on stderr this often while the mesh syncs
-SYNC_POLL_S = 0.5  # how often the copies are read while the mesh syncs
+SYNC_POLL_S = 1.0  # how often the copies are read while the mesh syncs (a daemon done: no more)
+STATUS_TIMEOUT_S = 3.0  # a daemon too busy to answer this soon shows "?" in the progress
 FEED_WARMUP_S = 1.5  # every feed is past its first (reset) answer
 IDLE_WINDOW_S = 10.0  # idle CPU measured before the sweep (small pools)
 RENEW_ROUND_S = DEFAULT_TTL / 4  # a renew round of every copy held, this often
@@ -154,7 +161,11 @@ def estimate(dcs: int, instances: int) -> dict[str, float]:
     """Peak RSS per daemon (with the margin) and the pool's; CPU of the initial full mesh
     sync, all daemons together."""
     copies = (dcs - 1) * instances
-    per_daemon = IDLE_RSS + RSS_MARGIN * (copies * RSS_PER_COPY + instances * RSS_PER_OWN)
+    per_daemon = (
+        IDLE_RSS
+        + (dcs - 2) * RSS_PER_PEER
+        + RSS_MARGIN * (copies * RSS_PER_COPY + instances * RSS_PER_OWN)
+    )
     return {
         "copies_per_dc": float(copies),
         "rss_per_daemon": per_daemon,
@@ -163,12 +174,14 @@ def estimate(dcs: int, instances: int) -> dict[str, float]:
     }
 
 
-def sync_bound(need: dict[str, float], args: argparse.Namespace) -> float:
-    """``--sync-bound``, or three times the estimated sync spread over the cores."""
+def sync_bound(dcs: int, need: dict[str, float], args: argparse.Namespace) -> float:
+    """``--sync-bound``, or three times the estimated sync CPU over the share of the cores
+    the N daemons can expect beside the load already there (cores x N / (N + load))."""
     if args.sync_bound > 0:
         return float(args.sync_bound)
     cores = os.cpu_count() or 1
-    return max(float(args.bound), SYNC_BOUND_FACTOR * need["sync_cpu_s"] / cores)
+    share = min(cores, cores * dcs / (dcs + load_average()))
+    return max(float(args.bound), SYNC_BOUND_FACTOR * need["sync_cpu_s"] / share)
 
 
 def preflight(dcs: int, args: argparse.Namespace) -> dict[str, float]:
@@ -181,7 +194,7 @@ def preflight(dcs: int, args: argparse.Namespace) -> dict[str, float]:
         f"{need['copies_per_dc']:.0f} copies, ~{need['rss_per_daemon'] / MIB:.0f} MiB peak "
         f"RSS each, ~{need['rss_total'] / MIB:.0f} MiB in all (available {free / MIB:.0f} "
         f"MiB); full mesh sync ~{need['sync_cpu_s']:.0f} CPU s on {os.cpu_count()} cores, "
-        f"bounded at {sync_bound(need, args):.0f} s; the rate sweep at most {phase:.0f} s",
+        f"bounded at {sync_bound(dcs, need, args):.0f} s; the rate sweep at most {phase:.0f} s",
         file=sys.stderr,
         flush=True,
     )
@@ -201,9 +214,12 @@ def progress(text: str) -> None:
 
 
 def mapped_copies(node: Node) -> int | None:
-    """The copies ``node`` maps, None when it did not answer."""
-    status = node.status()
-    if not status:
+    """The copies ``node`` maps, None when it did not answer within ``STATUS_TIMEOUT_S``."""
+    url = f"http://{node.admin}/v1/sync/status"
+    try:
+        with urllib.request.urlopen(url, timeout=STATUS_TIMEOUT_S) as response:
+            status = json.loads(response.read())
+    except (OSError, ValueError):
         return None
     return sum(int(r.get("copies", 0)) for r in status.get("remote", {}).values())
 
@@ -547,7 +563,7 @@ def cost_model(report: dict[str, Any], counts: list[int]) -> dict[str, float]:
 
 def run_mesh(dcs: int, args: argparse.Namespace, workdir: Path) -> dict[str, float]:
     need = estimate(dcs, args.instances)
-    bound = sync_bound(need, args)
+    bound = sync_bound(dcs, need, args)
     where = workdir / f"n{dcs}"
     where.mkdir()
     nodes: list[Node] = []

@@ -94,7 +94,7 @@ def test_bench_mesh_admits_the_issue_size_only_where_its_memory_fits(
     monkeypatch.setattr(bench_mesh, "mem_available", lambda: 24 << 30)
     need = bench_mesh.preflight(8, args)  # 8 x 100,000 on a 24 GiB machine
     assert need["copies_per_dc"] == 700_000
-    assert bench_mesh.sync_bound(need, args) >= args.bound
+    assert bench_mesh.sync_bound(8, need, args) >= args.bound
     monkeypatch.setattr(bench_mesh, "mem_available", lambda: 8 << 30)
     with pytest.raises(ValueError, match="needs"):
         bench_mesh.preflight(8, args)
