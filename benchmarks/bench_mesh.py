@@ -42,8 +42,9 @@ and printed with the bound of each phase; a size whose estimated peak RSS exceed
 
     python -m benchmarks.bench_mesh [--dcs 2,4,8] [--instances 5000] [--rate 25,100,500]
         [--changes 2000] [--ae-slots 0,10,100] [--sync-bound S] [--idle-window S] [--json]
-    python -m benchmarks.bench_mesh --dcs 8 --instances 100000 --rate 25,50,100,200,500 \
-        --changes 1000          # the configuration: ~10 GiB of RAM, ~6 min on 2 cores
+    python -m benchmarks.bench_mesh --dcs 8 --instances 100000 \
+        --rate 10,25,50,100,200,500 --changes 500   # the configuration (its estimate:
+        # ~10.6 GiB of peak RSS in all, ~490 CPU s of initial sync)
 
 Every daemon is stopped on every way out (an error, a timeout, Ctrl-C, SIGTERM).
 
