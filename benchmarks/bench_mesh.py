@@ -6,32 +6,32 @@ with ``--instances`` instances (10 per service, bench_sync's origin helper) and 
 every other one's, so each holds ``(N - 1) x --instances`` copies. Before anything starts,
 every size's memory and CPU are estimated from the figures measured below (``IDLE_RSS``,
 ``RSS_PER_PEER``, ``RSS_PER_COPY``, ``RSS_PER_OWN``, ``CPU_PER_COPY_S``, ``CPU_PER_OWN_S``,
-with a margin)
-and printed with the bound of each phase; a size whose estimated peak RSS exceeds
-``MEMORY_SHARE`` of MemAvailable is refused.
+with a margin) and printed with the bound of each phase; a size whose estimated peak RSS
+exceeds ``MEMORY_SHARE`` of MemAvailable is refused.
 
 0. **Sync**: from the last spawn until every helper has filled and exported its instances
    and every daemon maps every copy, bounded by ``--sync-bound`` (by default three times
    the estimated CPU over the share of the cores the daemons can expect at the load
-   average when the pool starts, at least ``--bound``). A progress
-   line on stderr every ``PROGRESS_S`` gives the copies each daemon maps. Recorded: the
-   wall time, all daemons' CPU from their start (filling included), their RSS and peak RSS.
-1. **Propagation, per offered rate**: the daemons' idle CPU rate is measured once per pool
-   (``--idle-window``; by default longer than a renew round once a daemon holds 100,000
-   copies), then each rate of ``--rate`` (ascending, one after the other in the same pool,
-   so the sync is paid once) is one phase: every data center registers ``--changes`` new
-   instances through its REST API at that rate (all data centers at once, 8 requests in
-   flight each: a slow answer lowers the rate achieved, which is reported), then deletes
-   them at the same rate. Every registry's change feed is followed (bench_sync's
-   ``follow_feed``) to timestamp each copy's arrival and removal in every other data
-   center: register->visible and delete->gone p50/p99 across all other data centers. The
-   daemons' CPU over the phase, minus the idle rate, divided by the changes offered, is the
-   **CPU per offered change** (and per copy delivered), from which the cores the issue's
-   target (8 data centers x 100,000, 500 changes/s each) needs are derived. A phase is
-   bounded by ``--bound`` per wait; one that times out is recorded (``failed``) and ends
-   the sweep. The **sustainable rate** is the highest rate up to which every rate of the
-   sweep had every copy arrive and leave, achieved at least ``ACHIEVED_SHARE`` of its
-   offered rate, and held p50 <= 20 ms and p99 <= 100 ms for both visible and gone.
+   average when the pool starts, at least ``--bound``). A progress line on stderr every
+   ``PROGRESS_S`` gives the copies each daemon maps. Recorded: the wall time, all
+   daemons' CPU from their start (filling included), their RSS and peak RSS.
+1. **Propagation, per offered rate**: the daemons' idle CPU rate is measured before the
+   sweep and again after it, to show its drift (``--idle-window``; by default longer than a
+   renew round once a daemon holds 100,000 copies). Each rate of ``--rate`` (ascending,
+   one after the other in the same pool, so the sync is paid once) is one phase: every
+   data center registers ``--changes`` new instances through its REST API at that rate
+   (all data centers at once, 8 requests in flight each: a slow answer lowers the rate
+   achieved, which is reported), then deletes them at the same rate. Every registry's
+   change feed is followed (bench_sync's ``follow_feed``) to timestamp each copy's arrival
+   and removal in every other data center: register->visible and delete->gone p50/p99
+   across all other data centers. The daemons' CPU over the phase, minus the idle rate,
+   divided by the changes offered, is the **CPU per offered change** (and per copy
+   delivered), from which the cores the issue's target (8 data centers x 100,000, 500
+   changes/s each) needs are derived. A phase is bounded by ``--bound`` per wait; one that
+   times out is recorded (``failed``) and ends the sweep. The **sustainable rate** is the
+   highest rate up to which every rate of the sweep had every copy arrive and leave,
+   achieved at least ``ACHIEVED_SHARE`` of its offered rate, and held p50 <= 20 ms and
+   p99 <= 100 ms for both visible and gone.
 2. **Anti-entropy**: a syncer run in this process (the engine's own ``Importer`` and
    ``PeerLink``, an embedded registry, a SQLite store) first repairs from the first data
    center (every slot: the initial sync), then, for each count in ``--ae-slots``, that
@@ -57,7 +57,8 @@ spawn to every helper filled and exported), ``sync_s`` (last spawn to every copy
 ``sync_cpu_s`` (all daemons' CPU from their start to then), ``sync_cpu_per_copy_us``,
 ``synced_rss_mib_max`` and ``synced_hwm_mib_max`` (the largest daemon's RSS and peak RSS
 then), ``rss_mib_max`` (the largest RSS after the sweep), ``idle_window_s``,
-``idle_cpu_share`` (all daemons' CPU s/s before the sweep), ``sustainable_rate_per_dc``
+``idle_cpu_share`` (all daemons' CPU s/s before the sweep, subtracted from every phase),
+``idle_after_cpu_share`` (the same after it: its drift), ``sustainable_rate_per_dc``
 (0: none); per N and rate R (``n<N>_r<R>_`` prefix, R as given, "." as "_"):
 ``visible_p50_ms``, ``visible_p99_ms``, ``visible_count``, ``gone_p50_ms``,
 ``gone_p99_ms``, ``gone_count``, ``copies_expected``, ``offered_rate_per_dc`` and
@@ -413,13 +414,15 @@ def sustained(row: dict[str, float]) -> bool:
 
 
 def sweep(nodes: list[Node], args: argparse.Namespace) -> dict[str, float]:
-    """The idle rate, then one propagation phase per rate, ascending, in this pool; the
-    per-rate rows under ``r<R>_`` keys, the last one also bare, the sustainable rate."""
+    """The idle rate, then one propagation phase per rate, ascending, in this pool, then the
+    idle rate again; the per-rate rows under ``r<R>_`` keys, the last one also bare, the
+    sustainable rate."""
     copies = (len(nodes) - 1) * args.instances
     window = args.idle_window or (
         RENEW_ROUND_S + 5.0 if copies >= BIG_POOL_COPIES else IDLE_WINDOW_S
     )
     idle = idle_rate(nodes, window)
+    progress(f"N={len(nodes)}: idle {idle:.2f} CPU s/s over {window:.0f} s; the sweep starts")
     out = {"idle_window_s": window, "idle_cpu_share": idle, "sustainable_rate_per_dc": 0.0}
     sids = asyncio.run(create_services(nodes))
     previous = 0.0  # the sustainable rate counts only rates that all held from the lowest
@@ -439,6 +442,7 @@ def sweep(nodes: list[Node], args: argparse.Namespace) -> dict[str, float]:
         previous = rate
         if row["failed"]:
             break
+    out["idle_after_cpu_share"] = idle_rate(nodes, window)  # how far the baseline drifted
     return out
 
 
@@ -654,7 +658,8 @@ def print_mesh(dcs: int, row: dict[str, float], args: argparse.Namespace) -> Non
     )
     print(
         f"  {args.changes} registrations + deletions per dc per rate; idle rate "
-        f"{row['idle_cpu_share']:.2f} CPU s/s over {row['idle_window_s']:.0f} s; target "
+        f"{row['idle_cpu_share']:.2f} CPU s/s over {row['idle_window_s']:.0f} s before the "
+        f"sweep, {row['idle_after_cpu_share']:.2f} after; target "
         f"{TARGET_DCS} dcs x {TARGET_RATE:.0f} changes/s"
     )
     for rate in args.rates:
