@@ -44,6 +44,14 @@ def alive_names(gossip: GossipStack) -> set[str]:
     return {m.name for m in gossip.members() if m.status == MemberStatus.ALIVE}
 
 
+def knows_at(gossip: GossipStack, name: str, address: tuple[str, int]) -> bool:
+    """Whether ``gossip`` holds ``name`` as an alive member at ``address``'s port."""
+    member = gossip.serf.member(name)
+    if member is None:
+        return False
+    return member.status == MemberStatus.ALIVE and member.port == address[1]
+
+
 @pytest.mark.timeout(60)
 async def test_pysyncer_pool_votes_the_newcomer_out(tmp_path: Path) -> None:
     async with contextlib.AsyncExitStack() as members:
@@ -52,6 +60,11 @@ async def test_pysyncer_pool_votes_the_newcomer_out(tmp_path: Path) -> None:
         for gossip in (*pool[1:], first):
             assert await gossip.serf.join([pool[0].address]) == 1
         await wait_for(lambda: alive_names(pool[0]) == {"a", "b", "c", "dup"}, 15, "the pool")
+        # Every voter must hold the first "dup" before the second appears: a member that
+        # hears of the newcomer first keeps the newcomer's address and votes for it.
+        await wait_for(
+            lambda: all(knows_at(g, "dup", first.address) for g in pool), 15, "the pool's view"
+        )
         second = await members.enter_async_context(stack("dup", tmp_path))
         await second.serf.join([pool[0].address])
         await wait_for(lambda: second.serf.conflicts.lost, 20, "the newcomer losing the vote")
@@ -60,9 +73,7 @@ async def test_pysyncer_pool_votes_the_newcomer_out(tmp_path: Path) -> None:
         assert not first.serf.conflicts.lost
         await asyncio.sleep(1.0)
         for gossip in pool:  # the first "dup" stays, at its own address
-            dup = gossip.serf.member("dup")
-            assert dup is not None and dup.status == MemberStatus.ALIVE
-            assert dup.port == first.address[1]
+            assert knows_at(gossip, "dup", first.address), gossip.serf.member("dup")
         state = pool[0].current_node().membership.node_map["dup"]  # type: ignore[union-attr]
         assert state.status == NodeStatus.ALIVE and state.port == first.address[1]
 
@@ -91,6 +102,9 @@ async def test_a_serf_newcomer_loses_to_pysyncer_answers(tmp_path: Path) -> None
         for gossip in (*pool[1:], first):
             assert await gossip.serf.join([pool[0].address]) == 1
         await wait_for(lambda: len(alive_names(pool[0])) == 4, 15, "the pool")
+        await wait_for(
+            lambda: all(knows_at(g, "dup", first.address) for g in pool), 15, "the pool's view"
+        )
         agent = SerfAgent(serf, "dup", tmp_path)
         try:
             await asyncio.to_thread(agent.wait_ready)
