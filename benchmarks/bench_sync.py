@@ -706,6 +706,9 @@ def breakdown(count: int, top: int = 12) -> dict[str, Any]:
 # -- the origin helper: a daemon filled in-process --------------------------------------
 
 
+FILL_LAG_MAX = 50_000  # registry revisions the origin's exporter may be behind the fill
+
+
 def origin_helper(count: int, flags: list[str]) -> int:
     """Run a daemon in this process, register ``count`` instances (10 per service) through
     the embedded registry's Python API, print one JSON line once all are exported, keep
@@ -756,6 +759,11 @@ def origin_helper(count: int, flags: list[str]) -> int:
                     refs.append((sid, await registry.register_instance(sid, body)))
                 if s % 200 == 0:
                     await asyncio.sleep(0)
+                    # Never more than half the registry's change log ahead of the exporter:
+                    # on a loaded machine it fell behind, lost its place, re-listed every
+                    # instance again and again and the fill never ended.
+                    while (engine.exporter.stats.registry_lag or 0) > FILL_LAG_MAX:
+                        await asyncio.sleep(0.05)
             registered = time.monotonic() - started
             while engine.exporter.exported_count() < len(refs) and not stop.is_set():
                 await asyncio.sleep(0.05)
