@@ -27,7 +27,10 @@ Every registry write it makes (a registration, an update, an unregistration) fir
 a token of its write budget (:mod:`pysyncer.sync.writebudget`), so a new data center or a
 heal fills the registry at the configured pace; heartbeats do not, and a batch waiting for
 tokens (with the lock held) never delays the renew loop; such a batch heartbeats the
-copies it wrote so far itself (they are not in the index until it commits). Judging held
+copies it wrote so far itself (they are not in the index until it commits). A batch's
+copies are registered a turn's worth at a time (:data:`WRITES_PER_TURN`, or as many as
+have their tokens before the budget makes it wait) in one adapter call when the adapter
+can (:func:`~pysyncer.adapters.base.register_all`). Judging held
 copies by the import filter is :mod:`pysyncer.sync.sweep`'s; what a copy and its mapping
 entry look like is :mod:`pysyncer.sync.copies`'.
 
@@ -45,9 +48,10 @@ import gc
 import logging
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from pysyncer._core import digest as core_digest
-from pysyncer.adapters.base import Adapter, LocalRef, NotFoundError
+from pysyncer.adapters.base import Adapter, AdapterError, LocalRef, NotFoundError, register_all
 from pysyncer.errors import PysyncerError
 from pysyncer.model import (
     ORIGIN_DC_PROPERTY,
@@ -83,6 +87,15 @@ WRITES_PER_TURN = 200  # registry writes between two yields to the event loop
 # worth took up to 68 ms of the loop thread at 1,000,000 copies, 2,000 (a repair batch)
 # up to 41 ms, for a little more collection in all (measured in process, issue 17).
 FREEZE_EVERY = 2_000
+
+
+class _Write(NamedTuple):
+    """A copy to register, its token taken, with what its record gave for it."""
+
+    record: Record
+    copy: Instance
+    key_hash: int
+    digest: int
 
 
 @dataclass
@@ -456,13 +469,19 @@ class Importer:
     async def _write_registry(
         self, records: Iterable[Record]
     ) -> tuple[list[tuple[str, PendingCopy]], list[tuple[int, MappingKey]]]:
+        """Write the copies of ``records`` (registered together, a turn's worth at a time)
+        and remove those of its tombstones; the copies written and the mappings to drop."""
         pending: list[tuple[str, PendingCopy]] = []
         deletes: list[tuple[int, MappingKey]] = []
+        writes: list[_Write] = []  # copies to register at the turn's end (their tokens taken)
         index = self.index
+        budget = self.budget
         clock = asyncio.get_running_loop().time
         renew_at = clock() + self.renewals.period()
         for done, record in enumerate(records, 1):
             if done % WRITES_PER_TURN == 0:  # a long batch lets the event loop run
+                await self._register_all(writes, pending)
+                writes = []
                 await asyncio.sleep(0)
             if pending and clock() >= renew_at:
                 await self._renew_pending(pending)
@@ -479,8 +498,35 @@ class Importer:
             digest = record.digest
             if index.digest(key_hash) == digest:
                 continue  # already applied (a replay)
-            ref = await self._register(copy_of(record, instance))
-            self.renewals.note_ttl(instance.ttl)
+            copy = copy_of(record, instance)
+            if copy.service not in self._service_ids:
+                self._service_ids[copy.service] = await self.adapter.ensure_service(copy.service)
+            if not budget.unlimited and budget.tokens() < 1.0:  # spend() waits: write first
+                await self._register_all(writes, pending)
+                writes = []
+            await budget.spend()
+            writes.append(_Write(record, copy, key_hash, digest))
+        await self._register_all(writes, pending)
+        return pending, deletes
+
+    async def _register_all(
+        self, writes: Sequence[_Write], pending: list[tuple[str, PendingCopy]]
+    ) -> None:
+        """Register the copies of ``writes`` in one adapter call and add them to
+        ``pending``; the first failure raises (the others were written: a replay repairs
+        them). A copy whose service vanished (deleted by an operator) gets it again."""
+        if not writes:
+            return
+        answers = await register_all(self.adapter, [write.copy for write in writes])
+        for write, answer in zip(writes, answers, strict=True):
+            record, copy, key_hash = write.record, write.copy, write.key_hash
+            if isinstance(answer, NotFoundError):
+                self._service_ids[copy.service] = await self.adapter.ensure_service(copy.service)
+                answer = await self.adapter.register(copy)
+            elif isinstance(answer, AdapterError):
+                raise answer
+            self.stats.registered += 1
+            self.renewals.note_ttl(copy.ttl)
             if key_hash in self._lost:
                 self._lost.discard(key_hash)
                 self.stats.reregistered += 1
@@ -492,13 +538,12 @@ class Importer:
                         record.origin_dc,
                         record.service,
                         record.slot,
-                        digest,
+                        write.digest,
                         record.revision,
-                        ref,
+                        answer,
                     ),
                 )
             )
-        return pending, deletes
 
     async def _renew_pending(self, pending: Sequence[tuple[str, PendingCopy]]) -> None:
         """Heartbeat the copies a batch wrote so far: the renew loop knows them only once
@@ -510,18 +555,6 @@ class Importer:
         except PysyncerError as exc:  # the batch goes on; the renew loop takes over after
             self.stats.error(type(exc).__name__)
             log.warning("importer: renewing the copies of a long batch failed: %s", exc)
-
-    async def _register(self, copy: Instance) -> LocalRef:
-        if copy.service not in self._service_ids:
-            self._service_ids[copy.service] = await self.adapter.ensure_service(copy.service)
-        await self.budget.spend()
-        try:
-            ref = await self.adapter.register(copy)
-        except NotFoundError:  # the service vanished (deleted by an operator): recreate it
-            self._service_ids[copy.service] = await self.adapter.ensure_service(copy.service)
-            ref = await self.adapter.register(copy)
-        self.stats.registered += 1
-        return ref
 
     async def _unregister(self, ref: LocalRef) -> None:
         await self.budget.spend()

@@ -40,7 +40,7 @@ from pysyncer.adapters import (
     UnavailableError,
     load_adapter,
 )
-from pysyncer.adapters.base import SkipsCopies
+from pysyncer.adapters.base import SkipsCopies, register_all
 from pysyncer.adapters.fieldmap import CANONICAL_STATUSES
 from pysyncer.errors import ConfigError
 from pysyncer.model import (
@@ -232,6 +232,22 @@ class AdapterContract:
         for copy, ref in zip(copies, refs, strict=True):
             assert listed.get(copy.instance_id) == copy
             assert await adapter.get_instance(ref) == copy
+
+    async def test_copies_registered_together_read_back_equal(self, adapter: Adapter) -> None:
+        """:func:`register_all` (the adapter's RegistersMany, or one at a time without it):
+        one LocalRef per copy, those register() gives, every copy read back equal."""
+        copies = [copy_instance(f"b-{n}", port=9100 + n) for n in range(3)]
+        copies.append(copy_instance("b-other", service=ServiceKey("b2b", "Ledger", "2.1.0")))
+        copies.append(copy_instance("b-0", status="DOWN", port=9100))  # b-0 again, changed
+        answers = await register_all(adapter, copies)
+        assert all(isinstance(answer, LocalRef) for answer in answers), answers
+        assert answers[4] == answers[0]
+        snapshot = await adapter.list_instances()
+        listed = {i.instance_id: i for i in snapshot}
+        for copy, ref in zip(copies[1:], answers[1:], strict=True):
+            assert listed.get(copy.instance_id) == copy
+            assert snapshot.ref(copy.instance_id) == ref
+        assert [await adapter.register(copy) for copy in copies] == answers
 
     async def test_reregister_overwrites(self, adapter: Adapter) -> None:
         ref = await adapter.register(copy_instance("i-1"))

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from pysyncer._core import digest as core_digest
-from pysyncer.adapters.base import AdapterError, LocalRef, SkipsCopies
+from pysyncer.adapters.base import AdapterError, LocalRef, NotFoundError, SkipsCopies
 from pysyncer.adapters.embedded import EmbeddedAdapter
 from pysyncer.model import ORIGIN_DC_PROPERTY, ORIGIN_ID_PROPERTY, Instance, Record, ServiceKey
 from pysyncer.rpc.client import SyncClient
@@ -25,7 +25,7 @@ from pysyncer.sync import exporter as exporter_module
 from pysyncer.sync import peers as peers_module
 from pysyncer.sync.exporter import Exporter
 from pysyncer.sync.filters import Filters, filters_from_config
-from pysyncer.sync.importer import Importer, copy_instance_id
+from pysyncer.sync.importer import WRITES_PER_TURN, Importer, copy_instance_id
 from pysyncer.sync.peers import PeerLink, RemoteSyncer
 
 ANTI_ENTROPY_INTERVAL = 60.0  # longer than any test here: repairs are driven by hand
@@ -280,6 +280,59 @@ async def test_apply_is_idempotent_and_tombstones_remove(side: Side) -> None:
     await side.importer.apply("dc2", [remote_record("dc1", "own", "o", 4)], 4, "e")
     assert side.importer.stats.errors.get("foreign_record") == 1
     assert len(await side.copies()) == 1
+
+
+async def test_a_batch_registers_its_copies_together_and_fails_on_a_refused_one(
+    side: Side, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More copies than one turn's writes, one of them refused by the registry: the batch
+    fails and commits nothing (its other copies are in the registry, orphans until the
+    replay); the replay applies it all, one adapter call per turn's worth of copies."""
+    count = WRITES_PER_TURN + 50
+    batch = [remote_record("dc2", f"r{k}", f"h{k}", k + 1) for k in range(count)]
+    refused = Instance(batch[7].service, "r7", "has space", ("rest://x:1",))
+    broken = [*batch[:7], Record("dc2", refused.service, "r7", 8, refused), *batch[8:]]
+    with pytest.raises(AdapterError):
+        await side.importer.apply("dc2", broken, count, "e")
+    assert await side.store.mapping_counts() == {}
+    assert await side.store.get_cursor("dc2") is None
+    assert side.importer.copies_by_origin() == {}
+    calls: list[int] = []
+    register_many = side.adapter.register_many
+
+    async def counted(instances: Sequence[Instance]) -> list[LocalRef | AdapterError]:
+        calls.append(len(instances))
+        return await register_many(instances)
+
+    monkeypatch.setattr(side.adapter, "register_many", counted)
+    await side.importer.apply("dc2", batch, count, "e")
+    assert calls == [WRITES_PER_TURN - 1, 51]  # the first turn ends at its 200th record
+    assert await side.store.mapping_counts() == {"dc2": count}
+    assert len(await side.copies()) == count
+
+
+async def test_a_copy_whose_service_vanished_gets_it_again(
+    side: Side, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An adapter answering NotFoundError for a copy (its service deleted by an operator):
+    the importer creates the service again and registers that copy alone."""
+    await side.importer.apply("dc2", [remote_record("dc2", "r1", "a", 1)], 1, "e")
+    ref = side.importer.index.ref(remote_record("dc2", "r1", "a", 1).key_hash)
+    assert ref is not None
+    await side.registry.delete_service(ref.service_id, force=True)
+    register_many = side.adapter.register_many
+
+    async def service_gone(instances: Sequence[Instance]) -> list[LocalRef | AdapterError]:
+        answers = await register_many(instances[1:])
+        return [NotFoundError("service gone"), *answers]
+
+    monkeypatch.setattr(side.adapter, "register_many", service_gone)
+    batch = [remote_record("dc2", "r2", "b", 2), remote_record("dc2", "r3", "c", 3)]
+    await side.importer.apply("dc2", batch, 3, "e")
+    copies = {c.properties[ORIGIN_ID_PROPERTY]: c for c in await side.copies()}
+    assert sorted(copies) == ["r2", "r3"]
+    assert await side.store.mapping_counts() == {"dc2": 3}  # r1's copy left to its renewal
+    assert side.importer.stats.registered == 3
 
 
 async def test_reconcile_slot_removes_only_absent_copies_of_that_slot(side: Side) -> None:
