@@ -138,7 +138,10 @@ class EmbeddedRegistry:
         tenant.feed.record("DELETE", tenant.services[service_id], lease.instance)
 
     def expire(self) -> int:
-        """Remove every instance whose lease has run out; returns how many (DELETE changes)."""
+        """Remove the instances whose lease has run out; returns how many (DELETE changes).
+
+        One call looks at most :data:`~pysyncer.servicecenter.leases.EXPIRY_STEP` queue
+        entries (a bounded stall): :meth:`run_eviction` takes a larger wave in steps."""
         removed = 0
         for lease in self._leases.expired(self._holds):
             tenant = self._tenants[lease.scope]
@@ -599,6 +602,9 @@ class EmbeddedRegistry:
             raise ValueError("eviction interval must be positive")
         while True:
             self.expire()
+            while self._leases.behind():  # a wave came due: the rest in steps, others run
+                await asyncio.sleep(0)
+                self.expire()
             await asyncio.sleep(interval)
 
     # ------------------------------------------------------------------ introspection
