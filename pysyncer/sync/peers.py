@@ -62,6 +62,7 @@ READ_AHEAD = 64  # watch batches received ahead of the importer (the stream's ow
 STREAM_SILENCE_MAX = 1.5 * HEARTBEAT_INTERVAL
 APPLY_MAX_RECORDS = 5000  # queued watch batches merged into one importer call, at most
 _END = object()  # the watch stream ended
+_ASKED = object()  # a repair was asked for: look at what is due (not a batch)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +189,9 @@ class PeerLink:
         """Run a digest repair as soon as possible (manual full resync, lost copies)."""
         self._repair_now.set()
         self._wake.set()
+        stream = self._stream
+        if stream is not None and not stream.full():  # a full one is read on anyway
+            stream.put_nowait(_ASKED)
 
     async def _run(self) -> None:
         delay = BACKOFF_MIN
@@ -318,6 +322,8 @@ class PeerLink:
                 committed = [float(getattr(batch, "committed_at", 0.0) or 0.0)] if records else []
                 while len(records) < APPLY_MAX_RECORDS and not queue.empty():
                     following = queue.get_nowait()
+                    if following is _ASKED:  # seen at the top once this batch is applied
+                        continue
                     if following is _END or isinstance(following, BaseException):
                         carry = following
                         break
@@ -361,28 +367,22 @@ class PeerLink:
         """The next batch of the stream, or None as soon as a repair is due.
 
         A quiet stream brings only a heartbeat now and then: a repair asked for (copies
-        lost, an origin back) or anti-entropy's time must not wait for one. A stream
-        silent for longer than :data:`STREAM_SILENCE_MAX` raises DeadlineExceededError.
+        lost, an origin back: :meth:`request_repair` puts a marker in the queue) or
+        anti-entropy's time must not wait for one. A stream silent for longer than
+        :data:`STREAM_SILENCE_MAX` raises DeadlineExceededError. Waiting costs one queue
+        waiter and one timer, no task: this runs once per batch received.
         """
         if not queue.empty():
-            return queue.get_nowait()
+            got = queue.get_nowait()
+            return None if got is _ASKED else got
         silent_until = self._heard_at + STREAM_SILENCE_MAX
-        getter = asyncio.ensure_future(queue.get())
-        asked = asyncio.ensure_future(self._repair_now.wait())
         try:
-            await asyncio.wait(
-                (getter, asked),
-                timeout=max(0.0, min(next_anti_entropy, silent_until) - time.monotonic()),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        finally:
-            asked.cancel()
-            if not getter.done():
-                getter.cancel()
-        if getter.done() and not getter.cancelled():
-            return getter.result()
-        self._check_heard()  # a repair asked for runs once dialled again
-        return None
+            async with asyncio.timeout(min(next_anti_entropy, silent_until) - time.monotonic()):
+                got = await queue.get()
+        except TimeoutError:
+            self._check_heard()  # a repair asked for runs once dialled again
+            return None
+        return None if got is _ASKED else got
 
     def _check_heard(self) -> None:
         """Raise DeadlineExceededError when the running watch stream has been silent for

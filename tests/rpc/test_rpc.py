@@ -202,6 +202,50 @@ async def test_watch_signals_reset_when_the_revision_left_the_log_or_epoch_diffe
     await stream.aclose()  # type: ignore[attr-defined]
 
 
+async def test_watch_coalesces_commits_within_its_window_and_sends_a_lone_one_at_once(
+    source: MemorySource,
+) -> None:
+    window = 0.4
+    async with (
+        SyncServer(source, "127.0.0.1", 0, coalesce=window) as server,
+        SyncClient(server.address, dc=DC) as client,
+    ):
+        stream = client.watch(0)
+        await asyncio.sleep(window)  # a quiet spell since the stream opened
+        first = await source.put(CART, "i0")
+        assert (await _next_records(stream)).records == (first,)
+        assert server.stats.coalesced_waits == 0  # nothing sent within the window before
+        burst = []
+        for n in range(1, 4):  # committed one by one, each a wake-up of the stream
+            burst.append(await source.put(CART, f"i{n}"))
+            await asyncio.sleep(0.02)
+        batch = await _next_records(stream)
+        assert batch.records == tuple(burst) and batch.revision == 4  # one message
+        assert server.stats.coalesced_waits == 1
+        await asyncio.sleep(window)
+        lone = await source.delete(CART, "i2")
+        assert (await _next_records(stream)).records == (lone,)
+        assert server.stats.coalesced_waits == 1  # not held back
+        await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def test_watch_streams_at_one_position_share_one_encoding(
+    source: MemorySource, server: SyncServer
+) -> None:
+    async with SyncClient(server.address, dc=DC) as a, SyncClient(server.address, dc=DC) as b:
+        streams = [a.watch(0), b.watch(0)]
+        await asyncio.sleep(0.1)  # both wait at revision 0
+        changes = [await source.put(PAY, "p0"), await source.delete(CART, "absent")]
+        for stream in streams:
+            received: list[Record] = []
+            while len(received) < len(changes):
+                received.extend((await _next_records(stream)).records)
+            assert received == changes
+        assert server.stats.encodes_shared >= 1
+        for stream in streams:
+            await stream.aclose()  # type: ignore[attr-defined]
+
+
 async def test_server_stop_ends_open_streams_promptly(source: MemorySource) -> None:
     srv = SyncServer(source, "127.0.0.1", 0, heartbeat_interval=30)
     await srv.start()
