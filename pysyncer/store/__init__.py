@@ -24,6 +24,7 @@ from pysyncer.store.base import (
     DIGEST_MAX,
     SLOT_COUNT,
     Coordinator,
+    CursorBatch,
     Fence,
     FencedError,
     LogInfo,
@@ -38,6 +39,7 @@ from pysyncer.store.base import (
     StoreFullError,
     StoreHealth,
     StoreLockedError,
+    apply_batches,
     iter_mappings,
 )
 from pysyncer.store.etcd import EtcdStore
@@ -52,6 +54,7 @@ __all__ = [
     "EMBEDDED_FILE_NAME",
     "SLOT_COUNT",
     "Coordinator",
+    "CursorBatch",
     "EtcdStore",
     "EtcdUnavailableError",
     "Fence",
@@ -70,6 +73,7 @@ __all__ = [
     "StoreHealth",
     "StoreLockedError",
     "StoreURL",
+    "apply_batches",
     "create_store",
     "iter_mappings",
     "parse_store_url",

@@ -41,6 +41,7 @@ __all__ = [
     "DIGEST_MAX",
     "SLOT_COUNT",
     "Coordinator",
+    "CursorBatch",
     "Fence",
     "FencedError",
     "LogInfo",
@@ -55,6 +56,7 @@ __all__ = [
     "StoreFullError",
     "StoreHealth",
     "StoreLockedError",
+    "apply_batches",
     "check_cursor",
     "check_digest",
     "check_limit",
@@ -453,3 +455,32 @@ async def iter_mappings(
         if len(page) < page_size:
             return
         after = page[-1].origin_instance_id
+
+
+@dataclass(frozen=True, slots=True)
+class CursorBatch:
+    """One remote data center's part of :func:`apply_batches`: the arguments of
+    :meth:`Store.apply_batch`."""
+
+    peer_dc: str
+    upserts: Sequence[MappingEntry]
+    deletes: Sequence[MappingKey]
+    cursor: int
+    epoch: str | None = None
+
+
+async def apply_batches(
+    store: Store, batches: Sequence[CursorBatch], *, fence: Fence | None = None
+) -> None:
+    """:meth:`Store.apply_batch` of each of ``batches`` (several remote data centers, or
+    one several times), in order: in ONE transaction when the backend offers it (an
+    ``apply_batches`` method: the embedded store, where a transaction's fixed cost is
+    most of a small batch's), else one after another, each atomic as ever."""
+    together = getattr(store, "apply_batches", None)
+    if callable(together):
+        await together(batches, fence=fence)
+        return
+    for batch in batches:
+        await store.apply_batch(
+            batch.peer_dc, batch.upserts, batch.deletes, batch.cursor, batch.epoch, fence=fence
+        )

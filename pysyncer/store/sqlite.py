@@ -59,6 +59,7 @@ from typing import Any, TypeVar
 
 from pysyncer.model import Record
 from pysyncer.store.base import (
+    CursorBatch,
     Fence,
     LogInfo,
     MappingEntry,
@@ -459,6 +460,13 @@ class SqliteStore:
     ) -> None:
         await self._call(self._apply, peer_dc, upserts, deletes, cursor, epoch)
 
+    async def apply_batches(
+        self, batches: Sequence[CursorBatch], *, fence: Fence | None = None
+    ) -> None:
+        """:meth:`apply_batch` of each of ``batches``, in order, in ONE transaction (see
+        :func:`~pysyncer.store.base.apply_batches`); all or none of them is written."""
+        await self._call(self._apply_all, list(batches))
+
     def _apply(
         self,
         peer_dc: str | None,
@@ -467,17 +475,29 @@ class SqliteStore:
         cursor: int,
         epoch: str | None,
     ) -> None:
-        if peer_dc is not None:
-            check_cursor(cursor)
-        rows = [_mapping_row(entry) for entry in upserts]  # validates before writing
-        keys = [(str(dc), str(origin_id)) for dc, origin_id in deletes]
+        batch = CursorBatch(peer_dc or "", upserts, deletes, cursor, epoch)
+        self._apply_all([batch], cursors=peer_dc is not None)  # None: put_mappings
+
+    def _apply_all(self, batches: list[CursorBatch], *, cursors: bool = True) -> None:
+        """The batches' writes in one transaction (without ``cursors``: mappings only)."""
+        writes: list[tuple[list[tuple[Any, ...]], list[tuple[str, str]], tuple[Any, ...] | None]]
+        writes = []
+        for batch in batches:  # every batch validated before anything is written
+            cursor_row = None
+            if cursors:
+                check_cursor(batch.cursor)
+                cursor_row = (batch.peer_dc, batch.cursor, batch.epoch or "", batch.epoch)
+            rows = [_mapping_row(entry) for entry in batch.upserts]
+            keys = [(str(dc), str(origin_id)) for dc, origin_id in batch.deletes]
+            writes.append((rows, keys, cursor_row))
         with self._transaction(replayable=True) as conn:
-            if rows:
-                conn.executemany(_UPSERT_MAPPING, rows)
-            if keys:
-                conn.executemany(_DELETE_MAPPING, keys)
-            if peer_dc is not None:
-                conn.execute(_UPSERT_CURSOR, (peer_dc, cursor, epoch or "", epoch))
+            for rows, keys, cursor_row in writes:
+                if rows:
+                    conn.executemany(_UPSERT_MAPPING, rows)
+                if keys:
+                    conn.executemany(_DELETE_MAPPING, keys)
+                if cursor_row is not None:
+                    conn.execute(_UPSERT_CURSOR, cursor_row)
 
     # -- change log and exported state -------------------------------------------------
 

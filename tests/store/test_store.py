@@ -12,6 +12,7 @@ import asyncio
 import sqlite3
 import tempfile
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,8 @@ from hypothesis import strategies as st
 from pysyncer.errors import ConfigError, PysyncerError
 from pysyncer.model import Instance, Record, ServiceKey
 from pysyncer.store import (
+    SLOT_COUNT,
+    CursorBatch,
     EtcdStore,
     MappingEntry,
     PeerCursor,
@@ -31,6 +34,7 @@ from pysyncer.store import (
     StoreError,
     StoreFullError,
     StoreLockedError,
+    apply_batches,
     create_store,
     iter_mappings,
 )
@@ -152,6 +156,43 @@ async def test_apply_batch_last_upsert_wins_then_deletes(store: Store) -> None:
     await store.apply_batch("p", [entry(1, revision=1), entry(1, revision=2)], [], 3)
     got = await store.get_mapping("dc-remote", "o-000001")
     assert got is not None and got.origin_revision == 2
+
+
+async def test_apply_batches_of_several_data_centers(store: Store) -> None:
+    await apply_batches(
+        store,
+        [
+            CursorBatch("dc-x", [entry(1, "dc-x"), entry(2, "dc-x")], [], 10, "ex"),
+            CursorBatch("dc-y", [entry(3, "dc-y")], [], 20, "ey"),
+            CursorBatch("dc-x", [], [("dc-x", "o-000001")], 11),  # after its first batch
+        ],
+    )
+    assert [e.key for e in await store.list_mappings("dc-x")] == [("dc-x", "o-000002")]
+    assert [e.key for e in await store.list_mappings("dc-y")] == [("dc-y", "o-000003")]
+    assert await store.list_cursors() == [
+        PeerCursor("dc-x", 11, "ex"),
+        PeerCursor("dc-y", 20, "ey"),
+    ]
+
+
+async def test_sqlite_apply_batches_is_one_transaction(tmp_path: Path) -> None:
+    statements: list[str] = []
+    async with SqliteStore(tmp_path / "store.db", durable=False) as db:
+        await db.run_in_worker(lambda c: c.set_trace_callback(statements.append))
+        await apply_batches(
+            db, [CursorBatch(f"dc-{n}", [entry(n, f"dc-{n}")], [], n) for n in range(5)]
+        )
+        assert statements.count("COMMIT") == 1
+        with pytest.raises(ValueError, match="slot"):  # the last is invalid: none is written
+            await apply_batches(
+                db,
+                [
+                    CursorBatch("dc-a", [entry(7, "dc-a")], [], 7),
+                    CursorBatch("dc-b", [replace(entry(8, "dc-b"), slot=SLOT_COUNT)], [], 8),
+                ],
+            )
+        await db.run_in_worker(lambda c: c.set_trace_callback(None))
+        assert await db.count_mappings() == 5 and await db.get_cursor("dc-a") is None
 
 
 async def test_cursors(store: Store) -> None:
