@@ -9,7 +9,8 @@ length, the loop thread's CPU over it and its time queued for a core (Linux sche
 CPU near the wall time, it ran Python or C; queued, the machine was loaded; neither, it
 slept (the GIL held by another thread, a lock, the disk); the garbage
 collections that overlapped it (``gc.callbacks``) and its most frequent stacks. Only the
-:data:`KEEP_STALLS` longest stalls are kept, each with at most :data:`KEEP_STACKS` stacks
+:data:`KEEP_STALLS` longest stalls are kept (and as many of those in which the loop
+thread used the most CPU), each with at most :data:`KEEP_STACKS` stacks
 of :data:`STACK_DEPTH` frames; the GC log is a ring of :data:`GC_RING` collections.
 Everything is bounded, whatever the run's length.
 
@@ -83,6 +84,14 @@ class _Stall:
         self.gap = 0.0
 
 
+def _keep(heap: list[tuple[float, int, dict[str, Any]]], entry: tuple[float, int, Any]) -> None:
+    """Keep ``entry`` in ``heap`` if it is among the :data:`KEEP_STALLS` largest."""
+    if len(heap) < KEEP_STALLS:
+        heapq.heappush(heap, entry)
+    elif entry[0] > heap[0][0]:
+        heapq.heapreplace(heap, entry)
+
+
 class StallWatch:
     """A watchdog over the loop running in the thread that creates it."""
 
@@ -98,6 +107,7 @@ class StallWatch:
         self._due = self._origin + tick  # when the loop's next tick is expected
         self._current: _Stall | None = None
         self._kept: list[tuple[float, int, dict[str, Any]]] = []  # min-heap by stall ms
+        self._kept_cpu: list[tuple[float, int, dict[str, Any]]] = []  # by loop-thread CPU
         self._order = itertools.count()
         self._closed = 0
         self._lock = threading.Lock()
@@ -192,10 +202,11 @@ class StallWatch:
             for start, end, gen, collected, in_loop in self._gc_log()
             if end > due and start < ended
         ]
-        record = {
+        cpu = self._cpu() - stall.cpu_began
+        record: dict[str, Any] = {
             "stall_ms": round(1000 * lasted, 1),
             "at_s": round(due - self._origin, 3),
-            "loop_thread_cpu_ms": round(1000 * (self._cpu() - stall.cpu_began), 1),
+            "loop_thread_cpu_ms": round(1000 * cpu, 1),
             "loop_thread_queued_ms": round(1000 * (self._queued() - stall.queued_began), 1),
             "loop_thread_states": dict(stall.states),
             "other_threads": dict(stall.others.most_common(KEEP_STACKS)),
@@ -210,11 +221,8 @@ class StallWatch:
         }
         with self._lock:
             self._closed += 1
-            entry = (lasted, next(self._order), record)
-            if len(self._kept) < KEEP_STALLS:
-                heapq.heappush(self._kept, entry)
-            elif lasted > self._kept[0][0]:
-                heapq.heapreplace(self._kept, entry)
+            _keep(self._kept, (lasted, next(self._order), record))
+            _keep(self._kept_cpu, (cpu, next(self._order), record))
 
     # -- the garbage collector ---------------------------------------------------------
 
@@ -262,12 +270,16 @@ class StallWatch:
         """The kept stalls (longest first) and the GC figures, JSON-ready."""
         with self._lock:
             kept = sorted(self._kept, key=lambda e: -e[0])
+            kept_cpu = sorted(self._kept_cpu, key=lambda e: -e[0])
             closed = self._closed
         longest_gc = sorted(list(self._gc_longest), key=lambda e: -e[0])
         return {
             "threshold_ms": round(1000 * self.threshold, 1),
             "stalls_seen": closed,
             "stalls": [record for _, _, record in kept],
+            # the stalls in which the loop thread itself ran longest: on a loaded machine
+            # the longest on the wall clock are mostly waits for a core
+            "stalls_by_cpu": [record for _, _, record in kept_cpu],
             "gc_by_generation": {
                 str(gen): {"count": int(c), "total_ms": round(1000 * t), "max_ms": round(1000 * m)}
                 for gen, (c, t, m) in sorted(list(self._gc_totals.items()))

@@ -50,6 +50,9 @@ def test_a_stall_is_recorded_with_the_stack_that_caused_it() -> None:
     frames = [frame for stack in longest["stacks"] for frame in stack["frames"]]
     assert any("_spin_in_python" in frame for frame in frames), frames
     assert longest["loop_thread_cpu_ms"] > 0
+    assert report["stalls_by_cpu"][0]["loop_thread_cpu_ms"] == max(
+        stall["loop_thread_cpu_ms"] for stall in report["stalls"]
+    )
 
 
 def test_collections_are_matched_to_the_stall_they_happened_in() -> None:
@@ -85,6 +88,7 @@ def test_what_it_keeps_is_bounded() -> None:
     report = watch.report()
     assert report["stalls_seen"] > stallwatch.KEEP_STALLS
     assert len(report["stalls"]) == stallwatch.KEEP_STALLS
+    assert len(report["stalls_by_cpu"]) == stallwatch.KEEP_STALLS
     lengths = [stall["stall_ms"] for stall in report["stalls"]]
     assert lengths == sorted(lengths, reverse=True)
     assert len(report["gc_longest"]) <= stallwatch.KEEP_GC
