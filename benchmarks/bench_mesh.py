@@ -46,7 +46,9 @@ exceeds ``MEMORY_SHARE`` of MemAvailable is refused.
         --rate 10,25,50,100,200,500 --changes 500   # the issue's configuration (its estimate:
         # ~10.6 GiB of peak RSS in all, ~490 CPU s of initial sync)
 
-Every daemon is stopped on every way out (an error, a timeout, Ctrl-C, SIGTERM).
+Every daemon is stopped on every way out (an error, a timeout, Ctrl-C, SIGTERM). The exit
+status is 1 when a pool did not sync within its bound (its report is printed all the same),
+2 when a size is refused.
 
 ``--json`` prints one flat object (numbers and strings only): ``dcs`` ("2,4"),
 ``instances_per_dc``, ``rates_per_dc`` ("25,100"), ``rate_per_dc`` (the highest rate
@@ -54,6 +56,8 @@ measured), ``changes_per_dc``, ``load_avg_start``, ``load_avg_end``, ``cpus``,
 ``mem_available_mib``; per N (``n<N>_`` prefix): ``copies_per_dc``, ``estimated_rss_mib``
 (per daemon), ``estimated_sync_cpu_s`` (all daemons), ``sync_bound_s``, ``fill_s`` (last
 spawn to every helper filled and exported), ``sync_s`` (last spawn to every copy mapped),
+``sync_failed`` (1: not within the bound, and nothing more of this N is measured),
+``copies_mapped_min`` and ``copies_mapped_total`` (then: the fewest a daemon mapped, all),
 ``sync_cpu_s`` (all daemons' CPU from their start to then), ``sync_cpu_per_copy_us``,
 ``synced_rss_mib_max`` and ``synced_hwm_mib_max`` (the largest daemon's RSS and peak RSS
 then), ``rss_mib_max`` (the largest RSS after the sweep), ``idle_window_s``,
@@ -243,7 +247,8 @@ def read_filled(nodes: list[Node], filled: dict[str, float], since: float) -> No
 
 def sync_mesh(nodes: list[Node], copies: int, bound: float, since: float) -> dict[str, float]:
     """Wait until every helper filled and every daemon maps ``copies`` copies, at most
-    ``bound`` s after ``since`` (the last spawn); a progress line every ``PROGRESS_S``."""
+    ``bound`` s after ``since`` (the last spawn); a progress line every ``PROGRESS_S``.
+    Past the bound, ``sync_failed`` = 1 and the fewest copies a daemon mapped."""
     filled: dict[str, float] = {}
     mapped: dict[str, int | None] = {n.name: 0 for n in nodes}
     next_line = since + PROGRESS_S
@@ -255,14 +260,22 @@ def sync_mesh(nodes: list[Node], copies: int, bound: float, since: float) -> dic
                 mapped[node.name] = mapped_copies(node)
         now = time.monotonic()
         synced = all(c is not None and c >= copies for c in mapped.values())
+        row = {
+            "fill_s": max(filled.values()) if len(filled) == len(nodes) else -1.0,
+            "sync_s": now - since,
+            "copies_mapped_min": float(min((c or 0) for c in mapped.values())),
+            "copies_mapped_total": float(sum((c or 0) for c in mapped.values())),
+            "sync_failed": 0.0,
+        }
         if synced and len(filled) == len(nodes):
-            return {"fill_s": max(filled.values()), "sync_s": now - since}
+            return row
         counts = " ".join(f"{name} {'?' if c is None else f'{c:,}'}" for name, c in mapped.items())
         if now - since > bound:
-            raise TimeoutError(
+            progress(
                 f"the full mesh did not sync within {bound:.0f} s: filled {len(filled)} of "
-                f"{len(nodes)}, copies mapped {counts} of {copies:,}\n{nodes[0].tail()}"
+                f"{len(nodes)}, copies mapped {counts} of {copies:,}; this pool is not measured"
             )
+            return {**row, "sync_failed": 1.0}
         if now >= next_line:
             progress(
                 f"sync {now - since:.0f} s: filled {len(filled)}/{len(nodes)}; copies mapped "
@@ -551,9 +564,13 @@ async def anti_entropy(origin: Node, args: argparse.Namespace, workdir: Path) ->
 def cost_model(report: dict[str, Any], counts: list[int]) -> dict[str, float]:
     """CPU per offered change at the highest rate as a line over the other data centers
     (N - 1): a fixed part (the origin's REST call, registry write, export) and a part per
-    copy delivered; the cores the target needs at that cost."""
+    copy delivered; the cores the target needs at that cost. Pools that did not sync are
+    left out; none: nothing."""
+    measured = [n for n in counts if f"n{n}_cpu_per_change_ms" in report]
+    if not measured:
+        return {}
     line = fit_line(
-        [float(n - 1) for n in counts], [report[f"n{n}_cpu_per_change_ms"] for n in counts]
+        [float(n - 1) for n in measured], [report[f"n{n}_cpu_per_change_ms"] for n in measured]
     )
     per_change_ms = line.fixed + line.per_unit * (TARGET_DCS - 1)
     return {
@@ -597,15 +614,20 @@ def run_mesh(dcs: int, args: argparse.Namespace, workdir: Path) -> dict[str, flo
         sync_cpu = sum(proc_cpu(n.pid) for n in nodes)
         row.update(
             sync_cpu_s=sync_cpu,
-            sync_cpu_per_copy_us=1e6 * sync_cpu / max(1, dcs * copies),
+            sync_cpu_per_copy_us=(
+                1e6 * sync_cpu / row["copies_mapped_total"] if row["copies_mapped_total"] else -1.0
+            ),
             synced_rss_mib_max=max(proc_mem(n.pid, "VmRSS") for n in nodes) / MIB,
             synced_hwm_mib_max=max(proc_mem(n.pid, "VmHWM") for n in nodes) / MIB,
         )
         progress(
-            f"N={dcs}: full mesh synced in {row['sync_s']:.1f} s (filled in "
+            f"N={dcs}: full mesh {'NOT ' * bool(row['sync_failed'])}synced in "
+            f"{row['sync_s']:.1f} s (filled in "
             f"{row['fill_s']:.1f} s), daemons' CPU {sync_cpu:.0f} s, largest RSS "
             f"{row['synced_rss_mib_max']:.0f} MiB, peak {row['synced_hwm_mib_max']:.0f} MiB"
         )
+        if row["sync_failed"]:
+            return row
         pool_formed(nodes, POOL_BOUND_S)
         row.update(sweep(nodes, args))
         row["rss_mib_max"] = max(proc_mem(n.pid, "VmRSS") for n in nodes) / MIB
@@ -649,13 +671,21 @@ def print_rate(rate: float, row: dict[str, float], prefix: str) -> None:
 
 
 def print_mesh(dcs: int, row: dict[str, float], args: argparse.Namespace) -> None:
+    synced = (
+        f"the full mesh NOT synced within {row['sync_bound_s']:.0f} s (at least "
+        f"{row['copies_mapped_min']:.0f} copies mapped by each; nothing else measured)"
+        if row["sync_failed"]
+        else f"full mesh synced in {row['sync_s']:.1f} s (bound {row['sync_bound_s']:.0f})"
+    )
     print(
         f"N={dcs} dcs x {args.instances} instances ({row['copies_per_dc']:.0f} copies each), "
-        f"full mesh synced in {row['sync_s']:.1f} s (bound {row['sync_bound_s']:.0f}), "
+        f"{synced}, "
         f"daemons' CPU {row['sync_cpu_s']:.0f} s ({row['sync_cpu_per_copy_us']:.0f} us per "
         f"copy); largest RSS {row['synced_rss_mib_max']:.0f} MiB, peak "
         f"{row['synced_hwm_mib_max']:.0f} MiB (estimated {row['estimated_rss_mib']:.0f})"
     )
+    if row["sync_failed"]:
+        return
     print(
         f"  {args.changes} registrations + deletions per dc per rate; idle rate "
         f"{row['idle_cpu_share']:.2f} CPU s/s over {row['idle_window_s']:.0f} s before the "
@@ -736,7 +766,7 @@ def main(argv: list[str] | None = None) -> int:
             if not args.json:
                 print_mesh(dcs, row, args)
     report.update(cost_model(report, counts))
-    if not args.json and len(counts) > 1:
+    if not args.json and "cpu_per_copy_fit_ms" in report and len(counts) > 1:
         print(
             f"CPU per change at {args.rates[-1]:g}/s over N = {report['dcs']}: "
             f"{report['cpu_per_change_fixed_ms']:.3f} ms + {report['cpu_per_copy_fit_ms']:.3f} "
@@ -753,7 +783,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.json:
         print(json.dumps(report, indent=2))
-    return 0
+    return 1 if any(report[f"n{n}_sync_failed"] for n in counts) else 0
 
 
 if __name__ == "__main__":
