@@ -88,11 +88,11 @@ import argparse
 import asyncio
 import json
 import os
-import select
 import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -230,30 +230,35 @@ def mapped_copies(node: Node) -> int | None:
     return sum(int(r.get("copies", 0)) for r in status.get("remote", {}).values())
 
 
-def read_filled(nodes: list[Node], filled: dict[str, float], since: float) -> None:
-    """Note (seconds since ``since``) every helper that printed its line (filled and
-    exported); RuntimeError when one ended without it."""
-    waiting = {n.process.stdout: n for n in nodes if n.name not in filled}
-    streams = [s for s in waiting if s is not None]
-    if not streams:
-        return
-    ready, _, _ = select.select(streams, [], [], 0)
-    for stream in ready:
-        node = waiting[stream]
-        if not stream.readline():
-            raise RuntimeError(f"helper {node.name} ended before filling:\n{node.tail()}")
-        filled[node.name] = time.monotonic() - since
+def read_helper(node: Node, filled: dict[str, float]) -> threading.Thread:
+    """A thread reading all the helper writes: the line saying it filled and exported its
+    instances (when it came is noted in ``filled``) and its log, copied into its log file,
+    so a full pipe never blocks the daemon and ``tail()`` shows its log. Ends with it."""
+
+    def run() -> None:
+        assert node.process.stdout is not None
+        with node.log_path.open("ab") as log:
+            for line in node.process.stdout:
+                if node.name not in filled and line.startswith(b"{") and b"exported_s" in line:
+                    filled[node.name] = time.monotonic()
+                else:
+                    log.write(line)
+                    log.flush()
+
+    thread = threading.Thread(target=run, name=f"helper-{node.name}", daemon=True)
+    thread.start()
+    return thread
 
 
-def sync_mesh(nodes: list[Node], copies: int, bound: float, since: float) -> dict[str, float]:
+def sync_mesh(
+    nodes: list[Node], filled: dict[str, float], copies: int, bound: float, since: float
+) -> dict[str, float]:
     """Wait until every helper filled and every daemon maps ``copies`` copies, at most
     ``bound`` s after ``since`` (the last spawn); a progress line every ``PROGRESS_S``.
     Past the bound, ``sync_failed`` = 1 and the fewest copies a daemon mapped."""
-    filled: dict[str, float] = {}
     mapped: dict[str, int | None] = {n.name: 0 for n in nodes}
     next_line = since + PROGRESS_S
     while True:
-        read_filled(nodes, filled, since)
         for node in nodes:
             count = mapped[node.name]
             if count is None or count < copies:
@@ -261,7 +266,7 @@ def sync_mesh(nodes: list[Node], copies: int, bound: float, since: float) -> dic
         now = time.monotonic()
         synced = all(c is not None and c >= copies for c in mapped.values())
         row = {
-            "fill_s": max(filled.values()) if len(filled) == len(nodes) else -1.0,
+            "fill_s": max(filled.values()) - since if len(filled) == len(nodes) else -1.0,
             "sync_s": now - since,
             "copies_mapped_min": float(min((c or 0) for c in mapped.values())),
             "copies_mapped_total": float(sum((c or 0) for c in mapped.values())),
@@ -589,6 +594,8 @@ def run_mesh(dcs: int, args: argparse.Namespace, workdir: Path) -> dict[str, flo
     where = workdir / f"n{dcs}"
     where.mkdir()
     nodes: list[Node] = []
+    readers: list[threading.Thread] = []
+    filled: dict[str, float] = {}  # helper -> when it said it filled and exported
     quota = registry_quota(args.instances + MESH_SERVICES * 10)
     try:
         for i in range(dcs):
@@ -603,6 +610,7 @@ def run_mesh(dcs: int, args: argparse.Namespace, workdir: Path) -> dict[str, flo
                     extra=quota,
                 )
             )
+            readers.append(read_helper(nodes[-1], filled))
         copies = (dcs - 1) * args.instances
         row: dict[str, float] = {
             "copies_per_dc": float(copies),
@@ -610,7 +618,7 @@ def run_mesh(dcs: int, args: argparse.Namespace, workdir: Path) -> dict[str, flo
             "estimated_sync_cpu_s": need["sync_cpu_s"],
             "sync_bound_s": bound,
         }
-        row.update(sync_mesh(nodes, copies, bound, time.monotonic()))
+        row.update(sync_mesh(nodes, filled, copies, bound, time.monotonic()))
         sync_cpu = sum(proc_cpu(n.pid) for n in nodes)
         row.update(
             sync_cpu_s=sync_cpu,
@@ -640,6 +648,8 @@ def run_mesh(dcs: int, args: argparse.Namespace, workdir: Path) -> dict[str, flo
         return row
     finally:
         procs.stop_all([n.process for n in nodes], grace=20)
+        for reader in readers:  # each ends with its helper's output
+            reader.join(timeout=5)
         for node in nodes:
             if node.process.stdout is not None:
                 node.process.stdout.close()
