@@ -44,7 +44,7 @@ exceeds ``MEMORY_SHARE`` of MemAvailable is refused.
         [--changes 2000] [--ae-slots 0,10,100] [--sync-bound S] [--idle-window S] [--json]
     python -m benchmarks.bench_mesh --dcs 8 --instances 100000 \
         --rate 10,25,50,100,200,500 --changes 500   # the issue's configuration (its estimate:
-        # ~10.6 GiB of peak RSS in all, ~490 CPU s of initial sync)
+        # ~10.6 GiB of peak RSS in all, ~580 CPU s of initial sync)
 
 Every daemon is stopped on every way out (an error, a timeout, Ctrl-C, SIGTERM). The exit
 status is 1 when a pool did not sync within its bound (its report is printed all the same),
@@ -141,12 +141,14 @@ TARGET_RATE = 500.0
 # instance. All daemons' CPU from spawn to every copy mapped: 1.5 s, 23.3 s (N=2), 60.0 s
 # (N=3): 0.76 s to start, 84 us per copy, 25 us per own instance (filled and exported).
 # And ``--dcs 8 --instances 5000`` (load 12-22): 149 MiB, 19 MiB above the figures above
-# for its 6 peer links more than N=2's one: ~3 MiB per peer link.
+# for its 6 peer links more than N=2's one: ~3 MiB per peer link. ``--dcs 8 --instances
+# 20000`` (load 13-27): 334 MiB, 124 CPU s in all: 102 us per copy, more renew rounds
+# falling within a longer sync (8 x 50,000 at load 25-38: ~200 us, and not synced in 756 s).
 IDLE_RSS = 75 * (1 << 20)  # an idle daemon's RSS, with one peer link
 RSS_PER_PEER = 3 * (1 << 20)  # each further peer link
 RSS_PER_COPY = 1_370  # a copy held, embedded registry included (peak RSS)
 RSS_PER_OWN = 1_960  # an instance of its own (registry + export log + digests)
-CPU_PER_COPY_S = 84e-6  # the initial full mesh sync, per copy
+CPU_PER_COPY_S = 100e-6  # the initial full mesh sync, per copy
 CPU_PER_OWN_S = 25e-6  # filling and exporting an instance of its own
 RSS_MARGIN = 1.15  # the estimate's safety factor over the measured per-instance figures
 MEMORY_SHARE = 0.6  # of MemAvailable the pool may take
