@@ -35,9 +35,10 @@ from pysyncer._core import digest as core_digest
 from pysyncer.adapters.base import LocalRef
 from pysyncer.model import ServiceKey, record_key_hash
 
-__all__ = ["CopyIndex", "copy_instance_id"]
+__all__ = ["DROP_STEP", "CopyIndex", "copy_instance_id"]
 
 _MASK = (1 << 64) - 1
+DROP_STEP = 10_000  # copies looked at per step of CopyIndex.drop_slots_in_steps (~5 ms)
 _SLOTS = core_digest.SLOT_COUNT
 
 
@@ -204,18 +205,36 @@ class CopyIndex:
 
     def drop_slots(self, slots: Collection[int]) -> int:
         """Forget every copy (and refused record) in ``slots`` (slots handed to another
-        syncer); how many copies."""
+        syncer); how many copies. One pass over every copy held (0.6 s at 1,000,000):
+        from the event loop, use :meth:`drop_slots_in_steps`."""
+        *_, dropped = self.drop_slots_in_steps(slots)
+        return dropped
+
+    def drop_slots_in_steps(self, slots: Collection[int], step: int = DROP_STEP) -> Iterator[int]:
+        """:meth:`drop_slots` a bounded step at a time: yields the copies dropped so far
+        after every ``step`` copies looked at, and once at the end (the total), so that an
+        async caller lets the event loop run in between::
+
+            for dropped in index.drop_slots_in_steps(slots):
+                await asyncio.sleep(0)
+
+        The copies held when it starts are looked at; a copy added in a dropped slot
+        between two steps stays (the caller holds the writers off meanwhile)."""
         wanted = set(slots)
         for origin_dc in self._origins:
             self.forget_refused(origin_dc, wanted)
-        dropped = [
-            key_hash
-            for key_hash, packed in self._entries.items()
-            if self._groups[packed >> 64].slot in wanted
-        ]
-        for key_hash in dropped:
-            self.remove(key_hash)
-        return len(dropped)
+        keys = list(self._entries)
+        groups, entries = self._groups, self._entries
+        dropped = 0
+        for start in range(0, len(keys), step):
+            for key_hash in keys[start : start + step]:
+                packed = entries.get(key_hash)
+                if packed is not None and groups[packed >> 64].slot in wanted:
+                    self.remove(key_hash)
+                    dropped += 1
+            if start + step < len(keys):
+                yield dropped
+        yield dropped
 
     def digest(self, key_hash: int) -> int | None:
         packed = self._entries.get(key_hash)
