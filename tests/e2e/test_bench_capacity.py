@@ -100,6 +100,20 @@ def test_bench_mesh_admits_the_issue_size_only_where_its_memory_fits(
         bench_mesh.preflight(8, args)
 
 
+def test_bench_mesh_reports_a_pool_that_does_not_sync_within_its_bound() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench_mesh", "--dcs", "2", "--instances", "20000",
+         "--sync-bound", "0.5", "--ae-slots", "", "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stdout[-3000:] + out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    assert report["n2_sync_failed"] == 1
+    assert report["n2_copies_mapped_min"] < report["n2_copies_per_dc"]
+    assert "n2_visible_p50_ms" not in report  # nothing measured on a pool that did not sync
+    assert "did not sync within" in out.stderr
+
+
 def test_bench_mesh_refuses_a_size_that_cannot_fit() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench_mesh", "--dcs", "8", "--instances", "100000000"],
