@@ -42,6 +42,7 @@ __all__ = [
 
 ORIGIN_DC = "pysyncer.origin.dc"
 ORIGIN_ID = "pysyncer.origin.id"
+REGISTRY_START = 60  # seconds a registry process may take to answer, on a loaded CI machine
 
 
 def view(instance: dict[str, Any]) -> tuple[Any, ...]:
@@ -131,7 +132,7 @@ class Cluster:
         """A registry process of its own: it keeps its state while a syncer restarts."""
         registry = RegistryProcess(self.workdir, name, port)
         self.registries.append(registry)
-        eventually(registry.ready, 20, f"registry {name} up", registry)
+        eventually(registry.ready, REGISTRY_START, f"registry {name} up", registry)
         return registry
 
     def close(self) -> None:
