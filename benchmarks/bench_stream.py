@@ -13,7 +13,9 @@ then none. Reported (medians over ``--repeats`` runs, each a fresh set-up):
 * ``cpu_per_change_ms``: this process's CPU (every thread: the stores' too) over the
   phase, per change at the origin (registrations + deletions); ``cpu_per_copy_ms``: per
   copy delivered (changes x peers);
-* ``batches_per_change``: Watch batches the server sent per copy delivered;
+* ``loop_thread_share``: the event loop thread's part of that CPU (the rest: the
+  stores' worker threads, gRPC's own threads);
+* ``batches_per_copy``: Watch batches the server sent per copy delivered;
 * ``lag_ms``: mean of origin commit -> applied at a peer (the links' own histograms).
 
 The machine's other load inflates CPU time (the runs' spread shows it): compare medians
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import statistics
 import sys
@@ -55,6 +58,13 @@ PHASE_BOUND_S = 120.0  # every copy arrived (or left) within this
 def process_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def loop_thread_cpu() -> float:
+    """CPU seconds of this process's main thread (the event loop's), from /proc."""
+    with open(f"/proc/self/task/{os.getpid()}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _held(importers: list[Importer], count: int) -> None:
@@ -113,7 +123,7 @@ async def one_run(
         await registry.register_instance(sids[0], warm)  # every link is streaming
         await _held(importers, 1)
         loop = asyncio.get_running_loop()
-        cpu0, began = process_cpu(), time.monotonic()
+        cpu0, loop0, began = process_cpu(), loop_thread_cpu(), time.monotonic()
         for deleting in (False, True):
             start = loop.time()
             for n in range(changes):
@@ -128,12 +138,14 @@ async def one_run(
                     await registry.register_instance(sid, body)
             await _held(importers, 1 if deleting else changes + 1)
         wall, cpu = time.monotonic() - began, process_cpu() - cpu0
+        loop_cpu = loop_thread_cpu() - loop0
         lag_sum = sum(link.status.lag_sum for link in links)
         lag_count = sum(link.status.lag_count for link in links)
         copies = 2 * changes * peers
         return {
             "cpu_per_change_ms": 1000 * cpu / (2 * changes),
             "cpu_per_copy_ms": 1000 * cpu / copies,
+            "loop_thread_share": loop_cpu / cpu if cpu else 0.0,
             "batches_per_copy": server.stats.batches_sent / copies,
             "lag_ms": 1000 * lag_sum / max(1, lag_count),
             "phase_s": wall,
@@ -178,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         f"(medians of {args.repeats}, load average {report['load_avg_range']}):\n"
         f"  CPU {report['cpu_per_change_ms']:.3f} ms per change "
         f"(runs {report['cpu_per_change_runs']}), {report['cpu_per_copy_ms']:.3f} ms per copy; "
+        f"{report['loop_thread_share']:.0%} of it on the event loop's thread; "
         f"{report['batches_per_copy']:.2f} Watch batches per copy; "
         f"commit -> applied {report['lag_ms']:.1f} ms on average"
     )
