@@ -257,24 +257,25 @@ def sync_mesh(
 ) -> dict[str, float]:
     """Wait until every helper filled and every daemon maps ``copies`` copies, at most
     ``bound`` s after ``since`` (the last spawn); a progress line every ``PROGRESS_S``.
-    Past the bound, ``sync_failed`` = 1 and the fewest copies a daemon mapped."""
-    mapped: dict[str, int | None] = {n.name: 0 for n in nodes}
+    Past the bound, ``sync_failed`` = 1 and the fewest copies a daemon mapped (the last
+    count each answered)."""
+    known = {n.name: 0 for n in nodes}  # the last count each daemon answered
+    mapped: dict[str, int | None] = dict(known)  # None: no answer this time
     next_line = since + PROGRESS_S
     while True:
         for node in nodes:
-            count = mapped[node.name]
-            if count is None or count < copies:
+            if known[node.name] < copies:
                 mapped[node.name] = mapped_copies(node)
+                known[node.name] = mapped[node.name] or known[node.name]
         now = time.monotonic()
-        synced = all(c is not None and c >= copies for c in mapped.values())
         row = {
             "fill_s": max(filled.values()) - since if len(filled) == len(nodes) else -1.0,
             "sync_s": now - since,
-            "copies_mapped_min": float(min((c or 0) for c in mapped.values())),
-            "copies_mapped_total": float(sum((c or 0) for c in mapped.values())),
+            "copies_mapped_min": float(min(known.values())),
+            "copies_mapped_total": float(sum(known.values())),
             "sync_failed": 0.0,
         }
-        if synced and len(filled) == len(nodes):
+        if min(known.values()) >= copies and len(filled) == len(nodes):
             return row
         counts = " ".join(f"{name} {'?' if c is None else f'{c:,}'}" for name, c in mapped.items())
         if now - since > bound:
@@ -288,7 +289,7 @@ def sync_mesh(
                 f"sync {now - since:.0f} s: filled {len(filled)}/{len(nodes)}; copies mapped "
                 f"{counts} of {copies:,} each (load {load_average():.1f})"
             )
-            next_line += PROGRESS_S
+            next_line = now + PROGRESS_S
         for node in nodes:
             if node.process.poll() is not None:
                 raise RuntimeError(f"{node.name} exited during the sync:\n{node.tail()}")
