@@ -18,7 +18,7 @@ import copy
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 from pysyncer.servicecenter.errors import invalid
 
@@ -41,12 +41,13 @@ MAX_CHANGES_PER_BATCH: Final = 10_000
 MAX_FEED_TIMEOUT: Final = 60.0
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
+class Change(NamedTuple):
     """One entry of the change log: what happened at ``revision``.
 
     ``instance`` is None for a service-level change (a service created, updated or
-    deleted on its own); ``service`` is the service as it was at that revision.
+    deleted on its own); ``service`` is the service as it was at that revision. A named
+    tuple: one is made per change (every copy a syncer writes), several times faster
+    than a frozen dataclass.
     """
 
     revision: int

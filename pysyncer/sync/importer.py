@@ -390,7 +390,7 @@ class Importer:
         await self._check_fence()  # a stale owner must not touch the registry either
         generation = self.index.generation  # the renewal mark the leases are set in
         pending, deletes = await self._write_registry(records)
-        upserts = [p.entry(origin_id) for origin_id, p in pending]
+        upserts = [p.entry() for p in pending]
         try:
             await self.store.apply_batch(
                 origin_dc, upserts, [k for _, k in deletes], cursor, epoch, fence=self._fence()
@@ -398,7 +398,7 @@ class Importer:
         except FencedError:
             self._fenced()
             raise
-        for _, p in pending:
+        for p in pending:
             self.index.add(p.key_hash, p.origin_dc, p.service, p.slot, p.digest, p.ref, generation)
         for key_hash, _ in deletes:
             self.index.remove(key_hash)
@@ -468,10 +468,10 @@ class Importer:
 
     async def _write_registry(
         self, records: Iterable[Record]
-    ) -> tuple[list[tuple[str, PendingCopy]], list[tuple[int, MappingKey]]]:
+    ) -> tuple[list[PendingCopy], list[tuple[int, MappingKey]]]:
         """Write the copies of ``records`` (registered together, a turn's worth at a time)
         and remove those of its tombstones; the copies written and the mappings to drop."""
-        pending: list[tuple[str, PendingCopy]] = []
+        pending: list[PendingCopy] = []
         deletes: list[tuple[int, MappingKey]] = []
         writes: list[_Write] = []  # copies to register at the turn's end (their tokens taken)
         index = self.index
@@ -509,9 +509,7 @@ class Importer:
         await self._register_all(writes, pending)
         return pending, deletes
 
-    async def _register_all(
-        self, writes: Sequence[_Write], pending: list[tuple[str, PendingCopy]]
-    ) -> None:
+    async def _register_all(self, writes: Sequence[_Write], pending: list[PendingCopy]) -> None:
         """Register the copies of ``writes`` in one adapter call and add them to
         ``pending``; the first failure raises (the others were written: a replay repairs
         them). A copy whose service vanished (deleted by an operator) gets it again."""
@@ -531,26 +529,24 @@ class Importer:
                 self._lost.discard(key_hash)
                 self.stats.reregistered += 1
             pending.append(
-                (
+                PendingCopy(
+                    key_hash,
+                    record.origin_dc,
                     record.instance_id,
-                    PendingCopy(
-                        key_hash,
-                        record.origin_dc,
-                        record.service,
-                        record.slot,
-                        write.digest,
-                        record.revision,
-                        answer,
-                    ),
+                    record.service,
+                    record.slot,
+                    write.digest,
+                    record.revision,
+                    answer,
                 )
             )
 
-    async def _renew_pending(self, pending: Sequence[tuple[str, PendingCopy]]) -> None:
+    async def _renew_pending(self, pending: Sequence[PendingCopy]) -> None:
         """Heartbeat the copies a batch wrote so far: the renew loop knows them only once
         the batch commits, and a batch paced by the write budget may outlast their TTL."""
         try:
             for chunk in chunks(pending, RENEW_BATCH):
-                results = await self.adapter.renew([p.ref for _, p in chunk])
+                results = await self.adapter.renew([p.ref for p in chunk])
                 self.stats.renewals += len(results)
         except PysyncerError as exc:  # the batch goes on; the renew loop takes over after
             self.stats.error(type(exc).__name__)
