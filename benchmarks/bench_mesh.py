@@ -28,10 +28,10 @@ exceeds ``MEMORY_SHARE`` of MemAvailable is refused.
    divided by the changes offered, is the **CPU per offered change** (and per copy
    delivered), from which the cores the issue's target (8 data centers x 100,000, 500
    changes/s each) needs are derived. A phase is bounded by ``--bound`` per wait; one that
-   times out is recorded (``failed``) and ends the sweep. The **sustainable rate** is the
-   highest rate up to which every rate of the sweep had every copy arrive and leave,
-   achieved at least ``ACHIEVED_SHARE`` of its offered rate, and held p50 <= 20 ms and
-   p99 <= 100 ms for both visible and gone.
+   times out or has a request refused is recorded (``failed``) and ends the sweep. The
+   **sustainable rate** is the highest rate up to which every rate of the sweep had every
+   copy arrive and leave, achieved at least ``ACHIEVED_SHARE`` of its offered rate, and
+   held p50 <= 20 ms and p99 <= 100 ms for both visible and gone.
 2. **Anti-entropy**: a syncer run in this process (the engine's own ``Importer`` and
    ``PeerLink``, an embedded registry, a SQLite store) first repairs from the first data
    center (every slot: the initial sync), then, for each count in ``--ae-slots``, that
@@ -71,14 +71,14 @@ then), ``rss_mib_max`` (the largest RSS after the sweep), ``idle_window_s``,
 daemons over the phase of ``phase_s`` seconds), ``cpu_s`` (above idle),
 ``cpu_per_change_ms``, ``cpu_per_copy_ms``, ``client_cpu_s`` (this process, which drives
 the load), ``target_cores`` (the cores 8 x 500 changes/s would need at this cost per
-copy), ``failed`` (1: the phase timed out); the highest rate measured also without the
-rate in the key (``n<N>_visible_p50_ms``, ...: run_all's tables read those); per N
-``ae_initial_s``, ``ae_initial_cpu_s`` (or ``ae_failed`` = 1 when the anti-entropy phase
-timed out); per N and changed-slot count S (``n<N>_ae<S>_`` prefix): ``slots_compared``,
-``slots_pulled``, ``records_pulled``, ``cpu_ms`` (this process), ``origin_cpu_ms``,
-``wire_bytes``, ``wall_ms``; the line over N of the CPU per change at the highest rate:
-``cpu_per_change_fixed_ms`` (at N - 1 = 0), ``cpu_per_copy_fit_ms`` (per other data
-center), ``target_cores_fit`` (cores for 8 x 500 changes/s at that cost);
+copy), ``failed`` (1: the phase timed out or a request was refused); the highest rate
+measured also without the rate in the key (``n<N>_visible_p50_ms``, ...: run_all's tables
+read those); per N ``ae_initial_s``, ``ae_initial_cpu_s`` (or ``ae_failed`` = 1 when the
+anti-entropy phase timed out); per N and changed-slot count S (``n<N>_ae<S>_`` prefix):
+``slots_compared``, ``slots_pulled``, ``records_pulled``, ``cpu_ms`` (this process),
+``origin_cpu_ms``, ``wire_bytes``, ``wall_ms``; the line over N of the CPU per change at
+the highest rate: ``cpu_per_change_fixed_ms`` (at N - 1 = 0), ``cpu_per_copy_fit_ms`` (per
+other data center), ``target_cores_fit`` (cores for 8 x 500 changes/s at that cost);
 ``target_p50_ms`` (20), ``target_p99_ms`` (100), ``target_dcs`` (8),
 ``target_instances`` (100000), ``target_rate_per_dc`` (500).
 """
@@ -339,7 +339,7 @@ async def propagation(
     nodes: list[Node], sids: dict[str, list[str]], rate: float, args: argparse.Namespace
 ) -> tuple[Propagation, bool]:
     """Every dc registers ``--changes`` new instances at ``rate``/s, then deletes them;
-    whether every wait ended within ``--bound``."""
+    whether every wait ended within ``--bound`` and every request was answered 200."""
     session = aiohttp.ClientSession(
         timeout=aiohttp.ClientTimeout(total=30), connector=aiohttp.TCPConnector(limit=0)
     )
@@ -365,7 +365,8 @@ async def propagation(
                     if time.monotonic() > deadline:
                         return prop, False
                     await asyncio.sleep(0.05)
-        except TimeoutError:
+        except (TimeoutError, RuntimeError, aiohttp.ClientError) as exc:
+            progress(f"the phase at {rate:g}/s per dc failed: {exc!r}")
             return prop, False
         finally:
             stop.set()
@@ -455,7 +456,7 @@ def sweep(nodes: list[Node], args: argparse.Namespace) -> dict[str, float]:
             f"visible p50/p99 {row['visible_p50_ms']:.1f}/{row['visible_p99_ms']:.1f} ms, gone "
             f"{row['gone_p50_ms']:.1f}/{row['gone_p99_ms']:.1f} ms; "
             f"{row['cpu_per_change_ms']:.2f} ms CPU per change (load {load_average():.1f})"
-            + ("; TIMED OUT, the sweep ends" if row["failed"] else "")
+            + ("; FAILED, the sweep ends" if row["failed"] else "")
         )
         out.update({f"{rate_key(rate)}_{key}": value for key, value in row.items()})
         out.update(row)  # the highest rate measured, also without the rate in the key
@@ -666,7 +667,7 @@ def print_rate(rate: float, row: dict[str, float], prefix: str) -> None:
 
     print(
         f"  at {rate:g}/s offered per dc: achieved {row[prefix + 'achieved_rate_per_dc']:.0f}/s"
-        + ("  (TIMED OUT)" if row[prefix + "failed"] else "")
+        + ("  (FAILED: a wait past --bound or a request refused)" if row[prefix + "failed"] else "")
     )
     for label, key in (("register->visible", "visible"), ("delete->gone", "gone")):
         p50, p99 = row[f"{prefix}{key}_p50_ms"], row[f"{prefix}{key}_p99_ms"]
