@@ -290,8 +290,12 @@ class Importer:
     async def release(self, slots: Collection[int]) -> int:
         """Forget the copies of slots handed to another syncer (never unregistered: the
         new owner adopts them); how many."""
-        async with self._lock:
-            return self.index.drop_slots(slots)
+        async with self._lock:  # no apply meanwhile; the loop runs between steps
+            dropped = 0
+            for so_far in self.index.drop_slots_in_steps(slots):
+                dropped = so_far
+                await asyncio.sleep(0)
+            return dropped
 
     def _fence(self) -> Fence | None:
         return None if self._ownership is None else self._ownership.fence()

@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -333,6 +334,35 @@ async def test_a_copy_whose_service_vanished_gets_it_again(
     assert sorted(copies) == ["r2", "r3"]
     assert await side.store.mapping_counts() == {"dc2": 3}  # r1's copy left to its renewal
     assert side.importer.stats.registered == 3
+
+
+async def test_release_drops_the_slots_copies_in_steps_the_loop_runs_between(
+    side: Side, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    kept = remote_record("dc2", "k1", "k1", 1, name="elsewhere")
+    batch = [remote_record("dc2", f"r{k}", f"h{k}", k + 2) for k in range(7)]
+    assert kept.slot != batch[0].slot
+    await side.importer.apply("dc2", [kept, *batch], 8, "e")
+    index = side.importer.index
+    monkeypatch.setattr(index, "drop_slots_in_steps", partial(index.drop_slots_in_steps, step=2))
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    counting = asyncio.create_task(count_turns())
+    await asyncio.sleep(0)
+    before = turns
+    try:
+        assert await side.importer.release({batch[0].slot}) == 7
+    finally:
+        counting.cancel()
+    assert turns - before >= 3  # a step is 2 of the 8 copies held: the loop ran between
+    assert side.importer.copies_by_origin() == {"dc2": 1}
+    assert kept.key_hash in index
 
 
 async def test_reconcile_slot_removes_only_absent_copies_of_that_slot(side: Side) -> None:
