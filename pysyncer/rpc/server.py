@@ -60,7 +60,8 @@ HEARTBEAT_INTERVAL = 5.0  # seconds between the heartbeat batches of an idle Wat
 # A Watch stream that sent changes less than this long ago waits until this long has
 # passed before it sends the next ones, so the commits of a busy source meanwhile go out
 # in one message (one decode, one apply and one store transaction at the peer, not one
-# each); a change after a quiet spell goes out at once. Added latency: at most this.
+# each), and a busy stream sleeps on a timer instead of a waiter task per message; a
+# change after a quiet spell goes out at once. Added latency: at most this.
 WATCH_COALESCE = 0.01
 ENCODED_KEPT = 16  # encoded change ranges kept for the other Watch streams to send as is
 MAX_SLOTS_PER_CALL = codec.SLOT_COUNT
@@ -405,6 +406,12 @@ class SyncServer:
                     idle_since = sent_at = loop.time()
                     continue
                 last = max(last, current)
+                early = sent_at + self.coalesce - loop.time()
+                if early > 0:  # sent a moment ago: what is committed meanwhile goes together
+                    await asyncio.sleep(early)  # (a timer: no waiter task per message)
+                    if source.revision() > last:
+                        self.stats.coalesced_waits += 1
+                        continue
                 idle = loop.time() - idle_since
                 if idle >= self.heartbeat_interval:
                     self.stats.heartbeats_sent += 1
@@ -412,10 +419,6 @@ class SyncServer:
                     idle_since = loop.time()
                     continue
                 await self._wait(context, last, self.heartbeat_interval - idle, stopping)
-                early = sent_at + self.coalesce - loop.time()
-                if early > 0 and source.revision() > last:  # more may come: take them too
-                    self.stats.coalesced_waits += 1
-                    await asyncio.sleep(early)
             await self._abort(
                 context, "stopping", grpc.StatusCode.UNAVAILABLE, "the syncer is stopping"
             )

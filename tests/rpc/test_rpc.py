@@ -222,7 +222,7 @@ async def test_watch_coalesces_commits_within_its_window_and_sends_a_lone_one_at
         batch = await _next_records(stream)
         assert batch.records == tuple(burst) and batch.revision == 4  # one message
         assert server.stats.coalesced_waits == 1
-        await asyncio.sleep(window)
+        await asyncio.sleep(1.5 * window)  # the stream's window after that send is over
         lone = await source.delete(CART, "i2")
         assert (await _next_records(stream)).records == (lone,)
         assert server.stats.coalesced_waits == 1  # not held back
