@@ -84,6 +84,10 @@ class _Stall:
         self.gap = 0.0
 
 
+# A collection: (start, end, generation, objects collected, in the loop thread, CPU s).
+_GcEntry = tuple[float, float, int, int, bool, float]
+
+
 def _keep(heap: list[tuple[float, int, dict[str, Any]]], entry: tuple[float, int, Any]) -> None:
     """Keep ``entry`` in ``heap`` if it is among the :data:`KEEP_STALLS` largest."""
     if len(heap) < KEEP_STALLS:
@@ -111,12 +115,12 @@ class StallWatch:
         self._order = itertools.count()
         self._closed = 0
         self._lock = threading.Lock()
-        self._gc_ring: collections.deque[tuple[float, float, int, int, bool]] = collections.deque(
-            maxlen=GC_RING
-        )
+        self._gc_ring: collections.deque[_GcEntry] = collections.deque(maxlen=GC_RING)
         self._gc_longest: list[tuple[float, int, dict[str, Any]]] = []
-        self._gc_totals: dict[int, list[float]] = {}  # generation -> [count, total, max]
+        # generation -> [count, total, max, CPU total, CPU max] (seconds)
+        self._gc_totals: dict[int, list[float]] = {}
         self._gc_began = 0.0
+        self._gc_cpu_began = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="stall-watch", daemon=True)
 
@@ -196,10 +200,11 @@ class StallWatch:
             {
                 "generation": gen,
                 "ms": round(1000 * (end - start), 1),
+                "cpu_ms": round(1000 * cpu, 1),
                 "collected": collected,
                 "in_loop_thread": in_loop,
             }
-            for start, end, gen, collected, in_loop in self._gc_log()
+            for start, end, gen, collected, in_loop, cpu in self._gc_log()
             if end > due and start < ended
         ]
         cpu = self._cpu() - stall.cpu_began
@@ -226,7 +231,7 @@ class StallWatch:
 
     # -- the garbage collector ---------------------------------------------------------
 
-    def _gc_log(self) -> list[tuple[float, float, int, int, bool]]:
+    def _gc_log(self) -> list[_GcEntry]:
         """The GC ring, copied (a collection in the copy's own allocations appends to it:
         try again; the callback must not take a lock another thread may hold)."""
         for _ in range(5):
@@ -238,17 +243,23 @@ class StallWatch:
 
     def _on_gc(self, phase: str, info: dict[str, int]) -> None:
         now = time.monotonic()
+        cpu_now = time.thread_time()  # a collection runs in one thread, start to stop
         if phase == "start":
             self._gc_began = now
+            self._gc_cpu_began = cpu_now
             return
         generation = info.get("generation", -1)
         took = now - self._gc_began
+        cpu = cpu_now - self._gc_cpu_began
         in_loop = threading.get_ident() == self._loop_thread
-        self._gc_ring.append((self._gc_began, now, generation, info.get("collected", 0), in_loop))
-        totals = self._gc_totals.setdefault(generation, [0, 0.0, 0.0])
+        collected = info.get("collected", 0)
+        self._gc_ring.append((self._gc_began, now, generation, collected, in_loop, cpu))
+        totals = self._gc_totals.setdefault(generation, [0, 0.0, 0.0, 0.0, 0.0])
         totals[0] += 1
         totals[1] += took
         totals[2] = max(totals[2], took)
+        totals[3] += cpu
+        totals[4] = max(totals[4], cpu)
         if len(self._gc_longest) < KEEP_GC or took > self._gc_longest[0][0]:
             entry = (
                 took,
@@ -256,6 +267,7 @@ class StallWatch:
                 {
                     "generation": generation,
                     "ms": round(1000 * took, 1),
+                    "cpu_ms": round(1000 * cpu, 1),
                     "at_s": round(now - self._origin, 3),
                 },
             )
@@ -281,8 +293,14 @@ class StallWatch:
             # the longest on the wall clock are mostly waits for a core
             "stalls_by_cpu": [record for _, _, record in kept_cpu],
             "gc_by_generation": {
-                str(gen): {"count": int(c), "total_ms": round(1000 * t), "max_ms": round(1000 * m)}
-                for gen, (c, t, m) in sorted(list(self._gc_totals.items()))
+                str(gen): {
+                    "count": int(c),
+                    "total_ms": round(1000 * t),
+                    "max_ms": round(1000 * m),
+                    "cpu_total_ms": round(1000 * ct),
+                    "cpu_max_ms": round(1000 * cm, 1),
+                }
+                for gen, (c, t, m, ct, cm) in sorted(list(self._gc_totals.items()))
             },
             "gc_longest": [record for _, _, record in longest_gc],
             "gc_frozen_objects": gc.get_freeze_count(),

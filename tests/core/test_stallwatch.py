@@ -72,8 +72,11 @@ def test_collections_are_matched_to_the_stall_they_happened_in() -> None:
     del garbage
     report = watch.report()
     longest = report["stalls"][0]
-    assert any(entry["generation"] == 2 for entry in longest["gc"]), longest
+    full = [entry for entry in longest["gc"] if entry["generation"] == 2]
+    assert full, longest
+    assert full[0]["cpu_ms"] > 0
     assert report["gc_by_generation"]["2"]["count"] >= 1
+    assert report["gc_by_generation"]["2"]["cpu_max_ms"] > 0
 
 
 def test_what_it_keeps_is_bounded() -> None:
