@@ -138,15 +138,18 @@ class EmbeddedAdapter:
         answers: list[LocalRef | AdapterError | None] = [None] * len(instances)
         sent: list[int] = []  # the positions of the instances sent to the registry
         pairs: list[tuple[str, dict[str, Any]]] = []
+        last: tuple[ServiceKey | None, str | None] = (None, None)
         for at, instance in enumerate(instances):
             service = instance.service
-            service_id = self._service_ids.get(service)
+            # Copies of one service come together and share its key: looked up once.
+            service_id = last[1] if service is last[0] else self._service_ids.get(service)
             if service_id is None:
                 try:
                     service_id = await self.ensure_service(service)
                 except AdapterError as exc:
                     answers[at] = exc
                     continue
+            last = (service, service_id)
             sent.append(at)
             pairs.append((service_id, instance_to_sc(instance)))
         written = await self.registry.register_instances(

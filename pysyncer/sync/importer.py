@@ -478,6 +478,7 @@ class Importer:
         pending: list[PendingCopy] = []
         deletes: list[tuple[int, MappingKey]] = []
         writes: list[_Write] = []  # copies to register at the turn's end (their tokens taken)
+        ensured: ServiceKey | None = None  # the service of the last copy, known to exist
         index = self.index
         budget = self.budget
         clock = asyncio.get_running_loop().time
@@ -503,8 +504,11 @@ class Importer:
             if index.digest(key_hash) == digest:
                 continue  # already applied (a replay)
             copy = copy_of(record, instance)
-            if copy.service not in self._service_ids:
-                self._service_ids[copy.service] = await self.adapter.ensure_service(copy.service)
+            service = copy.service
+            if service is not ensured:  # a batch's records of one service share its key
+                if service not in self._service_ids:
+                    self._service_ids[service] = await self.adapter.ensure_service(service)
+                ensured = service
             if not budget.unlimited and budget.tokens() < 1.0:  # spend() waits: write first
                 await self._register_all(writes, pending)
                 writes = []
