@@ -4,6 +4,9 @@ Used when pysyncer runs its own service center (``--sc-addr`` omitted): the same
 protocol as the ServiceComb adapter, calling the registry's Python API directly and
 following its native change feed (long-poll on an asyncio event: latency is one loop
 turn). Registry errors (Service-Center error codes) become the adapters' typed errors.
+Beyond the protocol it registers many copies in one registry call (``register_many``)
+and can follow the feed without the copies, tested on the stored records before any
+value is built of them (``changes_without``).
 """
 
 from __future__ import annotations
