@@ -576,10 +576,39 @@ class EtcdStore:
 
     async def read_slot_table(self) -> SlotTable:
         self._check_open()
-        return await read_slot_table(self._client, self._layout)
+        table = await read_slot_table(self._client, self._layout)
+        await self._mirror_reaches(table.revision)
+        return table
 
     async def write_slot_table(
         self, owners: Sequence[str], expected_revision: int
     ) -> SlotTable | None:
         self._check_open()
-        return await write_slot_table(self._client, self._layout, owners, expected_revision)
+        table = await write_slot_table(self._client, self._layout, owners, expected_revision)
+        if table is not None:
+            await self._mirror_reaches(table.revision)
+        return table
+
+    async def _mirror_reaches(self, revision: int) -> None:
+        """Wait until the mirror holds every write up to ``revision`` (a slot table's).
+
+        A member playing back the slots a table gives it reads their mappings from the
+        mirror, which the watch fills a moment after etcd commits: the previous owner's
+        last writes (fenced, so committed before the table changed or never) must be in
+        it, or the playback holds none of them and removes their copies as orphans.
+        StoreError after the request timeout (the playback is retried).
+        """
+        mirror = self._mirror
+        if mirror.revision >= revision:
+            return
+        try:
+            async with asyncio.timeout(self._client.request_timeout):
+                async for _ in self._changes.watch(lambda: self._open):
+                    if mirror.revision >= revision:
+                        return
+        except TimeoutError:
+            pass
+        raise StoreError(
+            f"etcd store {self._layout.prefix_text}: the watch has not reached revision "
+            f"{revision} (at {mirror.revision}) after {self._client.request_timeout} s"
+        )

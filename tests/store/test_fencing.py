@@ -280,13 +280,6 @@ async def test_a_stale_owner_leaves_the_registry_alone(etcd_server: EtcdServer) 
         assert held["x1"][0].instance_id == copy_instance_id(ORIGIN, "x1")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the etcd store's slot table reads do not wait for its watch to catch up: the "
-    "new owner adopts no copies and removes the previous owner's as orphans (the flake of "
-    "the test above); remove this mark with that fix",
-)
 async def test_a_new_owner_waits_for_the_previous_owners_last_writes(
     etcd_server: EtcdServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
