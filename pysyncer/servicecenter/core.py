@@ -44,7 +44,7 @@ from pysyncer.servicecenter.feed import (
     check_feed_request,
 )
 from pysyncer.servicecenter.governance import service_detail, sibling_versions, statistics
-from pysyncer.servicecenter.leases import Lease, LeaseQueue
+from pysyncer.servicecenter.leases import EXPIRY_STEP, Lease, LeaseQueue
 from pysyncer.servicecenter.settings import DEFAULT_SETTINGS, ServiceCenterSettings
 from pysyncer.servicecenter.tenants import Tenant, Tenants
 from pysyncer.servicecenter.validation import (
@@ -60,6 +60,10 @@ __all__ = ["DEFAULT_DOMAIN", "DEFAULT_PROJECT", "EmbeddedRegistry"]
 
 DEFAULT_DOMAIN: Final = "default"
 DEFAULT_PROJECT: Final = "default"
+# Lease-queue entries an operation looks at before it runs (the eviction task does the
+# rest, EXPIRY_STEP at a time): a wave of leases coming due together never stalls the
+# operations of the moment (issue 17: 217 ms of loop CPU at 1,000,000 copies with 2,000).
+API_EXPIRY_STEP: Final = 128
 
 
 _clock_text: list[tuple[int, str]] = [(0, "0")]
@@ -137,13 +141,14 @@ class EmbeddedRegistry:
             tenant.instances.pop(service_id, None)
         tenant.feed.record("DELETE", tenant.services[service_id], lease.instance)
 
-    def expire(self) -> int:
+    def expire(self, limit: int = EXPIRY_STEP) -> int:
         """Remove the instances whose lease has run out; returns how many (DELETE changes).
 
-        One call looks at most :data:`~pysyncer.servicecenter.leases.EXPIRY_STEP` queue
-        entries (a bounded stall): :meth:`run_eviction` takes a larger wave in steps."""
+        One call looks at most ``limit`` queue entries (a bounded stall); every operation
+        first looks at :data:`API_EXPIRY_STEP` of them, and :meth:`run_eviction` takes a
+        larger wave in steps."""
         removed = 0
-        for lease in self._leases.expired(self._holds):
+        for lease in self._leases.expired(self._holds, limit):
             tenant = self._tenants[lease.scope]
             self._remove_instance(tenant, lease.service_id, lease.instance["instanceId"])
             removed += 1
@@ -157,7 +162,7 @@ class EmbeddedRegistry:
 
     def _get(self, domain: str, project: str) -> Tenant:
         """The tenant to read (an unknown one reads empty and is not kept)."""
-        self.expire()
+        self.expire(API_EXPIRY_STEP)
         return self._tenants.read(domain, project)
 
     # ------------------------------------------------------------------ microservices
@@ -177,7 +182,7 @@ class EmbeddedRegistry:
         ``settings.max_services`` services in the project: 400100.
         """
         record = validate_service(service, self.settings)
-        self.expire()
+        self.expire(API_EXPIRY_STEP)
         tenant = self._tenants.write(domain, project)
         key = (record["environment"], record["appId"], record["serviceName"], record["version"])
         requested = record["serviceId"]
@@ -556,7 +561,7 @@ class EmbeddedRegistry:
 
     def revision(self, *, domain: str = DEFAULT_DOMAIN, project: str = DEFAULT_PROJECT) -> int:
         """The tenant's current revision (bumped by every change, not by heartbeats)."""
-        self.expire()
+        self.expire(API_EXPIRY_STEP)
         return self._tenants.read(domain, project).feed.revision
 
     async def changes(

@@ -9,6 +9,7 @@ import contextlib
 import pytest
 
 from pysyncer.servicecenter import EmbeddedRegistry
+from pysyncer.servicecenter.core import API_EXPIRY_STEP
 from pysyncer.servicecenter.leases import EXPIRY_STEP, LeaseQueue
 
 pytestmark = pytest.mark.timeout(30)
@@ -74,3 +75,18 @@ async def test_eviction_takes_a_wave_in_steps_and_lets_the_loop_run() -> None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+async def test_an_operation_expires_a_small_step_and_the_eviction_the_rest() -> None:
+    clock = FakeClock()
+    registry = EmbeddedRegistry(clock=clock, initial_revision=0)
+    sid = await registry.create_service({"appId": "a", "serviceName": "s", "version": "1"})
+    count = 3 * API_EXPIRY_STEP
+    await registry.register_instances(
+        [(sid, {"hostName": f"h{n}", "endpoints": [f"rest://h{n}:1"]}) for n in range(count)]
+    )
+    clock.now += 121.0  # every lease has run out
+    registry.revision()  # an operation: one small step of the wave
+    assert registry.instance_count() == count - API_EXPIRY_STEP
+    assert registry.expire() == count - API_EXPIRY_STEP  # the eviction's step: the rest
+    assert registry.instance_count() == 0
