@@ -969,13 +969,16 @@ def print_loop(full: dict[str, Any]) -> None:
             f"{loop.get('gc_full_collections', 0)} full GC(s), longest "
             f"{loop.get('gc_full_max_ms', 0):.0f} ms"
         )
-    for stall in (loop.get("watch") or {}).get("stalls", [])[:3]:
-        top = stall["stacks"][0]["frames"][:3] if stall["stacks"] else []
-        print(
-            f"    stall {stall['stall_ms']:.0f} ms at {stall['at_s']:.1f} s: loop thread CPU "
-            f"{stall['loop_thread_cpu_ms']:.0f} ms, GC {stall['gc_ms']:.0f} ms, "
-            f"{stall['samples']} sample(s); {' < '.join(top) or 'no stack sampled'}"
-        )
+    watch = loop.get("watch") or {}
+    for label, key in (("longest", "stalls"), ("most CPU", "stalls_by_cpu")):
+        for stall in watch.get(key, [])[:3]:
+            top = stall["stacks"][0]["frames"][:3] if stall["stacks"] else []
+            print(
+                f"    {label}: {stall['stall_ms']:.0f} ms at {stall['at_s']:.1f} s, loop thread "
+                f"CPU {stall['loop_thread_cpu_ms']:.0f} ms, queued for a core "
+                f"{stall.get('loop_thread_queued_ms', 0):.0f} ms, GC {stall['gc_ms']:.0f} ms, "
+                f"{stall['samples']} sample(s); {' < '.join(top) or 'no stack sampled'}"
+            )
 
 
 def print_full_sync(report: dict[str, Any]) -> None:
