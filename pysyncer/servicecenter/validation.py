@@ -67,6 +67,11 @@ _SERVICE_TEXT_FIELDS: Final = ("description", "registerBy", "alias")
 _health_checks: dict[tuple[Any, ...], JSON] = {}
 
 
+# The stored healthCheck of a request's plain values (mode, interval, times) under the
+# limits that decide it (min_interval, max_ttl).
+_health_of_request: dict[tuple[Any, ...], JSON] = {}
+
+
 def _shared_health(health: JSON) -> JSON:
     key = tuple(health.items())
     shared = _health_checks.get(key)
@@ -232,34 +237,26 @@ def validate_service(body: Any, limits: ServiceCenterSettings = DEFAULT_SETTINGS
     return out
 
 
-def validate_instance(body: Any, limits: ServiceCenterSettings = DEFAULT_SETTINGS) -> JSON:
-    """A ``MicroServiceInstance`` from a request's ``instance`` object (server fields unset).
+def _plain_endpoints(endpoints: list[Any]) -> bool:
+    """Whether ``endpoints`` are plain strings of 1-1024 characters (the usual, without a
+    generator); False says only: check them one by one (string subclasses pass too)."""
+    for endpoint in endpoints:
+        if type(endpoint) is not str or not 0 < len(endpoint) <= 1024:
+            return False
+    return True
 
-    The lease ``interval x (times + 1)`` must lie within ``limits.min_interval`` ..
-    ``limits.max_ttl`` seconds (Service-Center refuses a TTL that overflows its int32
-    with "Invalid 'healthCheck' settings"; here the bound is a setting).
-    """
-    if type(body) is not dict and not isinstance(body, Mapping):
-        raise invalid("'instance' must be an object")
-    host = _text(body, "hostName", limit=64)
-    if not _HOST_RE.match(host):
-        raise invalid("'hostName' must be 1-64 characters without spaces")
-    endpoints = body.get("endpoints")
-    if not isinstance(endpoints, list) or not all(
-        isinstance(e, str) and 0 < len(e) <= 1024 for e in endpoints
-    ):
-        raise invalid("'endpoints' must be a list of non-empty strings")
-    instance_id = _text(body, "instanceId", limit=64)
-    if instance_id and not _ID_RE.match(instance_id):
-        raise invalid("'instanceId' must be 1-64 of [a-zA-Z0-9_-.:]")
-    status = _text(body, "status") or "UP"
-    if status not in INSTANCE_STATUSES:
-        raise invalid(f"'status' must be one of {', '.join(INSTANCE_STATUSES)}")
-    check = body.get("healthCheck")
-    if check is None:
-        check = {}
-    if type(check) is not dict and not isinstance(check, Mapping):
-        raise invalid("'healthCheck' must be an object")
+
+def _health(check: Mapping[str, Any], limits: ServiceCenterSettings) -> JSON:
+    """The stored ``healthCheck`` of a request's, shared with every record whose request
+    held the same plain values (looked up by them: most instances use the same few)."""
+    mode, interval, times = check.get("mode"), check.get("interval"), check.get("times")
+    key: tuple[Any, ...] | None = None
+    plain = type(mode) is str and type(interval) is int and type(times) is int
+    if plain and check.get("port") is None:
+        key = (mode, interval, times, limits.min_interval, limits.max_ttl)
+        known = _health_of_request.get(key)
+        if known is not None:
+            return known
     mode = _text(check, "mode") or "push"
     if mode not in HEALTH_MODES:
         raise invalid("'healthCheck.mode' must be push or pull")
@@ -276,6 +273,51 @@ def validate_instance(body: Any, limits: ServiceCenterSettings = DEFAULT_SETTING
         )
     if check.get("port") is not None:
         health["port"] = _int_field(check, "port", 0, 0)
+    shared = _shared_health(health)
+    if key is not None and len(_health_of_request) < 1024:  # bounded, as _health_checks
+        _health_of_request[key] = shared
+    return shared
+
+
+def validate_instance(body: Any, limits: ServiceCenterSettings = DEFAULT_SETTINGS) -> JSON:
+    """A ``MicroServiceInstance`` from a request's ``instance`` object (server fields unset).
+
+    The lease ``interval x (times + 1)`` must lie within ``limits.min_interval`` ..
+    ``limits.max_ttl`` seconds (Service-Center refuses a TTL that overflows its int32
+    with "Invalid 'healthCheck' settings"; here the bound is a setting).
+    """
+    if type(body) is not dict and not isinstance(body, Mapping):
+        raise invalid("'instance' must be an object")
+    # Each text field: a plain string within its limit as is, anything else through
+    # _text (its default, or its error).
+    host = body.get("hostName")
+    if type(host) is not str or len(host) > 64:
+        host = _text(body, "hostName", limit=64)
+    if not _HOST_RE.match(host):
+        raise invalid("'hostName' must be 1-64 characters without spaces")
+    endpoints = body.get("endpoints")
+    if not isinstance(endpoints, list) or not (
+        _plain_endpoints(endpoints)
+        or all(isinstance(e, str) and 0 < len(e) <= 1024 for e in endpoints)
+    ):
+        raise invalid("'endpoints' must be a list of non-empty strings")
+    instance_id = body.get("instanceId")
+    if type(instance_id) is not str or len(instance_id) > 64:
+        instance_id = _text(body, "instanceId", limit=64)
+    if instance_id and not _ID_RE.match(instance_id):
+        raise invalid("'instanceId' must be 1-64 of [a-zA-Z0-9_-.:]")
+    status = body.get("status")
+    if type(status) is not str or len(status) > 256:
+        status = _text(body, "status")
+    status = status or "UP"
+    if status not in INSTANCE_STATUSES:
+        raise invalid(f"'status' must be one of {', '.join(INSTANCE_STATUSES)}")
+    check = body.get("healthCheck")
+    if check is None:
+        check = {}
+    if type(check) is not dict and not isinstance(check, Mapping):
+        raise invalid("'healthCheck' must be an object")
+    health = _health(check, limits)
     properties = string_map(body.get("properties"), "properties")
     check_properties(properties, limits)
     out: JSON = {
@@ -284,7 +326,7 @@ def validate_instance(body: Any, limits: ServiceCenterSettings = DEFAULT_SETTING
         "endpoints": list(endpoints),
         "status": status,
         "properties": properties,
-        "healthCheck": _shared_health(health),
+        "healthCheck": health,
     }
     dc = body.get("dataCenterInfo")
     if dc is not None:
