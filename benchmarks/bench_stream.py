@@ -33,6 +33,7 @@ import asyncio
 import json
 import os
 import resource
+import shutil
 import statistics
 import sys
 import tempfile
@@ -160,6 +161,7 @@ async def one_run(
         await exporter.close()
         for store in stores:
             await store.close()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
