@@ -122,6 +122,7 @@ from benchmarks.bench_sync import (
     registry_quota,
 )
 from pysyncer import procs
+from pysyncer.errors import PysyncerError
 from pysyncer.model import ORIGIN_DC_PROPERTY, ServiceKey
 from pysyncer.procs import RegistryClient, loopback_host
 from pysyncer.sync.renewals import DEFAULT_TTL
@@ -164,6 +165,8 @@ BIG_POOL_COPIES = 100_000  # from here, the idle window spans a renew round
 ACHIEVED_SHARE = 0.9  # a rate counts as sustained only if this much of it was achieved
 MESH_SERVICES = 20  # services per data center for the measured instances
 POOL_BOUND_S = 120.0  # every member sees every other alive
+POOL_ATTEMPTS = 3  # a pool whose port was taken between picking and binding starts again
+PORT_TAKEN = "already in use"  # how a daemon's log says so (pysyncer.daemon)
 
 
 def estimate(dcs: int, instances: int) -> dict[str, float]:
@@ -293,7 +296,8 @@ def sync_mesh(
             next_line = now + PROGRESS_S
         for node in nodes:
             if node.process.poll() is not None:
-                raise RuntimeError(f"{node.name} exited during the sync:\n{node.tail()}")
+                error = PortTaken if PORT_TAKEN in node.tail() else RuntimeError
+                raise error(f"{node.name} exited during the sync:\n{node.tail()}")
         time.sleep(SYNC_POLL_S)
 
 
@@ -593,10 +597,24 @@ def cost_model(report: dict[str, Any], counts: list[int]) -> dict[str, float]:
 # -- one mesh ----------------------------------------------------------------------------
 
 
+class PortTaken(PysyncerError, RuntimeError):
+    """A daemon could not listen on a port picked free a moment before (taken meanwhile)."""
+
+
 def run_mesh(dcs: int, args: argparse.Namespace, workdir: Path) -> dict[str, float]:
+    """One pool of ``dcs`` data centers, started again on other ports (at most
+    ``POOL_ATTEMPTS`` times) when another process took one of its ports first."""
+    for attempt in range(1, POOL_ATTEMPTS):
+        try:
+            return run_pool(dcs, args, workdir / f"n{dcs}-{attempt}")
+        except PortTaken as exc:
+            progress(f"N={dcs}: {str(exc).splitlines()[0]} (port taken); starting again")
+    return run_pool(dcs, args, workdir / f"n{dcs}-{POOL_ATTEMPTS}")
+
+
+def run_pool(dcs: int, args: argparse.Namespace, where: Path) -> dict[str, float]:
     need = estimate(dcs, args.instances)
     bound = sync_bound(dcs, need, args)
-    where = workdir / f"n{dcs}"
     where.mkdir()
     nodes: list[Node] = []
     readers: list[threading.Thread] = []

@@ -114,6 +114,34 @@ def test_bench_mesh_reports_a_pool_that_does_not_sync_within_its_bound() -> None
     assert "did not sync within" in out.stderr
 
 
+TAKEN_PORT_RUN = """
+import socket, sys
+import benchmarks.bench_sync as bench_sync
+from benchmarks import bench_mesh
+taken = socket.socket()
+taken.bind(("127.0.0.1", 0))
+taken.listen()
+picked, pick = [], bench_sync.free_port
+def free_port(host="127.0.0.1"):  # the first daemon's admin port is already taken
+    picked.append(host)
+    return taken.getsockname()[1] if len(picked) == 2 else pick(host)
+bench_sync.free_port = free_port
+sys.exit(bench_mesh.main(["--dcs", "2", "--instances", "100", "--changes", "5", "--rate", "50",
+                          "--ae-slots", "", "--idle-window", "1", "--json"]))
+"""
+
+
+def test_bench_mesh_starts_a_pool_again_when_a_port_was_taken_meanwhile() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", TAKEN_PORT_RUN],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "(port taken); starting again" in out.stderr
+    report = json.loads(out.stdout)
+    assert report["n2_visible_count"] == report["n2_copies_expected"] == 5 * 2
+
+
 def test_bench_mesh_refuses_a_size_that_cannot_fit() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench_mesh", "--dcs", "8", "--instances", "100000000"],
