@@ -1,21 +1,37 @@
 """Instance leases of the embedded Service-Center and the queue that expires them.
 
 Owns the lease of one instance (its record, TTL = ``healthCheck.interval x (times + 1)``
-unless overridden, and when it runs out) and the expiry queue: a heap holding each lease
-once, however often it is renewed. A heartbeat only moves ``expires_at``; when the heap
+unless overridden, and when it runs out) and the expiry queue. The queue holds each lease
+once, however often it is renewed: a heartbeat only moves ``expires_at``; when the queue
 reaches a lease's ``due`` time the lease is either expired or queued again at its new
 expiry (lazy rescheduling).
 
+Layout: a timing wheel of one-second buckets, ``{second: [leases]}`` keyed by the whole
+second at or before ``due``, and a heap of the bucket seconds (ints: one push per bucket,
+not per lease). Granting or re-queuing a lease appends one reference to its bucket, O(1)
+and the 8 bytes a heap slot took. The oldest bucket is sorted by ``due`` (in C, usually
+almost in order already) when its second begins, then walked in that order, a cursor
+marking how far; a lease landing at or before the bucket being walked (a lease shorter
+than a second) is inserted in order behind the cursor.
+
+Invariant: a lease is yielded only when ``expires_at <= now``, never early, and by the
+first :meth:`LeaseQueue.expired` call at or after that time that is not stopped by its
+step. Service-Center promises no finer: its leases are etcd leases of whole seconds,
+which etcd revokes from a check every 500 ms.
+
 It decides when a lease has run out, not what expiring means: the caller removes the
 instance and records the change. It must not import the other servicecenter modules or
-touch the event loop; time comes from the clock it is given.
+touch the event loop; time comes from the clock it is given (monotonic seconds).
 """
 
 from __future__ import annotations
 
-import heapq
+import math
+from bisect import insort
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from heapq import heappop, heappush
+from operator import attrgetter
 from typing import Any
 
 __all__ = ["EXPIRY_STEP", "Lease", "LeaseQueue"]
@@ -42,8 +58,8 @@ class Lease:
     scope: tuple[str, str]
     service_id: str
 
-    def __lt__(self, other: Lease) -> bool:
-        return self.due < other.due
+
+_due = attrgetter("due")
 
 
 class LeaseQueue:
@@ -56,12 +72,15 @@ class LeaseQueue:
     def __init__(self, clock: Callable[[], float], ttl_override: float | None = None) -> None:
         self._clock = clock
         self._ttl_override = ttl_override
-        # Leases by ``due`` (a heap of references: one per lease, not one per heartbeat).
-        self._heap: list[Lease] = []
+        self._buckets: dict[int, list[Lease]] = {}  # whole second -> leases due in it
+        self._seconds: list[int] = []  # heap of the buckets' seconds
+        self._walking: int | None = None  # the oldest bucket, once sorted and being walked
+        self._cursor = 0  # entries of the walked bucket already looked at
+        self._queued = 0
 
     def __len__(self) -> int:
         """How many entries are queued (stale ones included until they come due)."""
-        return len(self._heap)
+        return self._queued
 
     def ttl(self, instance: Mapping[str, Any]) -> float:
         if self._ttl_override is not None:
@@ -88,7 +107,8 @@ class LeaseQueue:
             previous.instance, previous.ttl, previous.expires_at = instance, ttl, expires_at
             return previous
         lease = Lease(instance, ttl, expires_at, expires_at, scope, service_id)
-        heapq.heappush(self._heap, lease)
+        self._queue(lease)
+        self._queued += 1
         return lease
 
     def renew(self, lease: Lease) -> None:
@@ -98,7 +118,7 @@ class LeaseQueue:
     def expired(
         self, is_current: Callable[[Lease], bool], limit: int = EXPIRY_STEP
     ) -> Iterator[Lease]:
-        """The leases that have run out by now, in order of expiry.
+        """The leases that have run out by now, in the order they were queued to come due.
 
         Entries for which ``is_current`` is false (unregistered instances, or leases
         replaced by a registration with a shorter one) are dropped; renewed leases are
@@ -107,24 +127,66 @@ class LeaseQueue:
         left for the next call.
         """
         now = self._clock()
-        heap = self._heap
-        while heap and heap[0].due <= now and limit > 0:
-            limit -= 1
-            lease = heapq.heappop(heap)
-            if not is_current(lease):
-                continue
-            if lease.expires_at > now:  # renewed since it was queued: queue it again
-                lease.due = lease.expires_at
-                heapq.heappush(heap, lease)
-                continue
-            yield lease
+        while limit > 0:
+            bucket = self._walk(now)
+            if bucket is None:
+                return
+            cursor = self._cursor
+            while cursor < len(bucket) and limit > 0:
+                lease = bucket[cursor]
+                if lease.due > now:
+                    return
+                limit -= 1
+                cursor = self._cursor = cursor + 1
+                if not is_current(lease):
+                    self._queued -= 1
+                elif lease.expires_at > now:  # renewed since it was queued: queue it again
+                    lease.due = lease.expires_at
+                    self._queue(lease)
+                else:
+                    self._queued -= 1
+                    yield lease
 
     def behind(self) -> bool:
         """Whether entries already due wait in the queue (a call stopped at its limit)."""
-        return bool(self._heap) and self._heap[0].due <= self._clock()
+        now = self._clock()
+        bucket = self._walk(now)
+        return bucket is not None and bucket[self._cursor].due <= now
 
     def wake_period(self) -> float:
         """How long a feed waiter may sleep: until the next lease may expire (at most 1 s)."""
-        if not self._heap:
+        now = self._clock()
+        bucket = self._walk(now)
+        if bucket is None and not self._seconds:
             return 1.0
-        return min(1.0, max(0.0, self._heap[0].due - self._clock()) + 0.001)
+        next_due = self._seconds[0] if bucket is None else bucket[self._cursor].due
+        return min(1.0, max(0.0, next_due - now) + 0.001)
+
+    def _walk(self, now: float) -> list[Lease] | None:
+        """The bucket being walked, sorted, with entries left at the cursor; the oldest
+        bucket is begun once its second has (one walked to its end is dropped)."""
+        if self._walking is not None:
+            bucket = self._buckets[self._walking]
+            if self._cursor < len(bucket):
+                return bucket
+            del self._buckets[heappop(self._seconds)]
+            self._walking, self._cursor = None, 0
+        if not self._seconds or self._seconds[0] > now:
+            return None
+        second = self._walking = self._seconds[0]
+        bucket = self._buckets[second]
+        bucket.sort(key=_due)
+        return bucket
+
+    def _queue(self, lease: Lease) -> None:
+        """Put ``lease`` in the bucket of its ``due`` second."""
+        second = math.floor(lease.due)
+        if self._walking is not None and second <= self._walking:
+            insort(self._buckets[self._walking], lease, lo=self._cursor, key=_due)
+            return
+        bucket = self._buckets.get(second)
+        if bucket is None:
+            self._buckets[second] = [lease]
+            heappush(self._seconds, second)
+        else:
+            bucket.append(lease)
