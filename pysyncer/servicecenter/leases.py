@@ -12,11 +12,12 @@ not per lease). Granting or re-queuing a lease appends one reference to its buck
 and the 8 bytes a heap slot took. The oldest bucket is sorted by ``due`` (in C, usually
 almost in order already) when its second begins, then walked in that order, a cursor
 marking how far; a lease landing at or before the bucket being walked (a lease shorter
-than a second) is inserted in order behind the cursor.
+than a second) is inserted in order after the cursor. That sort is the one piece of work
+a step does not bound (about 10 ms CPU for a bucket of 33,000 shuffled leases).
 
 Invariant: a lease is yielded only when ``expires_at <= now``, never early, and by the
 first :meth:`LeaseQueue.expired` call at or after that time that is not stopped by its
-step. Service-Center promises no finer: its leases are etcd leases of whole seconds,
+step. Service-Center itself is coarser: its leases are etcd leases of whole seconds,
 which etcd revokes from a check every 500 ms.
 
 It decides when a lease has run out, not what expiring means: the caller removes the
