@@ -275,15 +275,17 @@ class PeerLink:
             revision = await self.repair(client, epoch)
         else:
             revision = cursor.revision
-        if self.synced:  # a reconnect: when a link is back matters after a partition
-            log.info(
-                "link to %s (%s) resumed at revision %d (remote at %d)",
-                self.dc,
-                syncer.node,
-                revision,
-                self.status.remote_revision,
-                extra={"dc": self.dc, "peer": syncer.node, "revision": revision},
-            )
+        # When a link is up matters: the first time (nothing else says so at INFO when
+        # there was nothing to repair) and after a partition.
+        log.info(
+            "link to %s (%s) %s at revision %d (remote at %d)",
+            self.dc,
+            syncer.node,
+            "resumed" if self.synced else "up",
+            revision,
+            self.status.remote_revision,
+            extra={"dc": self.dc, "peer": syncer.node, "revision": revision},
+        )
         next_anti_entropy = time.monotonic() + self._anti_entropy_interval
         self.status.state = "streaming"
         self.synced = True
