@@ -33,6 +33,7 @@ from pysyncer.sync.copyindex import CopyIndex
 
 __all__ = [
     "DEFAULT_TTL",
+    "LOST_STEP",
     "RENEW_BATCH",
     "LostCopies",
     "RenewalStats",
@@ -45,6 +46,9 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 RENEW_BATCH = 500
+# Lost copies handed to ``on_lost`` per call, the event loop free in between: a round under
+# load once found 186,000 lost, and forgetting them in one call held the loop 200 ms of CPU.
+LOST_STEP = 2_000
 DEFAULT_TTL = 120  # Service-Center's default lease: 30 s x (3 + 1)
 RENEW_TICK = 1.0  # how often the renewal period is re-checked (copies with short TTLs arrive)
 RENEW_STARTUP_DELAY = 1.0
@@ -186,10 +190,17 @@ class Renewals:
             renewed += len(refs)
             await asyncio.sleep(0)  # an in-process registry never suspends: let others run
         if lost and wait:
-            await self._on_lost(lost)
+            await self._give(lost)
         elif lost:
             self._hand_off(lost)
         return renewed
+
+    async def _give(self, lost: LostCopies) -> None:
+        """``lost`` to ``on_lost`` in steps of :data:`LOST_STEP`, letting others run between."""
+        for start in range(0, len(lost), LOST_STEP):
+            if start:
+                await asyncio.sleep(0)
+            await self._on_lost(lost[start : start + LOST_STEP])
 
     def _hand_off(self, lost: LostCopies) -> None:
         """Give ``lost`` to ``on_lost`` in a background task (one at a time, in order)."""
@@ -203,7 +214,7 @@ class Renewals:
         while self._lost:
             lost, self._lost = self._lost, []
             try:
-                await self._on_lost(lost)
+                await self._give(lost)
             except Exception:  # in-memory bookkeeping: a bug, never a registry error
                 self.stats.error("internal")
                 log.exception("forgetting lost copies failed")
