@@ -713,6 +713,7 @@ def origin_helper(count: int, flags: list[str]) -> int:
     """Run a daemon in this process, register ``count`` instances (10 per service) through
     the embedded registry's Python API, print one JSON line once all are exported, keep
     them alive with batch heartbeats, and serve until SIGTERM."""
+    from pysyncer.cli import run_event_loop
     from pysyncer.config import load_config
     from pysyncer.daemon import Daemon
 
@@ -774,7 +775,7 @@ def origin_helper(count: int, flags: list[str]) -> int:
         finally:
             await daemon.stop()
 
-    asyncio.run(main())
+    run_event_loop(main())  # the loop `pysyncer daemon` runs on (uvloop when installed)
     return 0
 
 
@@ -790,7 +791,7 @@ def lag_helper(lag_file: Path, flags: list[str]) -> int:
     with the evidence of :class:`~benchmarks.stallwatch.StallWatch` (key ``watch``): the
     loop thread's stacks during each stall over :data:`WATCH_MS`, and the collections."""
     from benchmarks.stallwatch import StallWatch
-    from pysyncer.cli import _run
+    from pysyncer.cli import run_event_loop
     from pysyncer.config import load_config
     from pysyncer.daemon import run_daemon
 
@@ -874,7 +875,7 @@ def lag_helper(lag_file: Path, flags: list[str]) -> int:
             done.set()
             watch.stop()
 
-    _run(main())
+    run_event_loop(main())
     return 0
 
 

@@ -74,7 +74,7 @@ def _cmd_daemon(args: argparse.Namespace) -> int:
 
     config = _daemon_config(args)
     logs.configure(config.log_level, config.log_format)
-    _run(run_daemon(config, reload=lambda: _daemon_config(args)))
+    run_event_loop(run_daemon(config, reload=lambda: _daemon_config(args)))
     return EXIT_OK
 
 
@@ -93,7 +93,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run(coroutine: Any) -> None:
+def run_event_loop(coroutine: Any) -> None:
     """Run on uvloop when it is installed, on asyncio's loop otherwise."""
     try:
         import uvloop  # noqa: PLC0415
@@ -186,7 +186,7 @@ def _cmd_registry(args: argparse.Namespace) -> int:
         print(f"pysyncer registry: {exc}", file=sys.stderr)
         return EXIT_USAGE
     with contextlib.suppress(KeyboardInterrupt):
-        _run(run_registry(listen.host, listen.port, settings=settings))
+        run_event_loop(run_registry(listen.host, listen.port, settings=settings))
     return EXIT_OK
 
 
