@@ -7,7 +7,9 @@ samples the loop thread's stack (``sys._current_frames``), its scheduler state a
 other threads' innermost frames. When the loop ticks again the stall is closed: its
 length, the loop thread's CPU over it and its time queued for a core (Linux schedstat):
 CPU near the wall time, it ran Python or C; queued, the machine was loaded; neither, it
-slept (the GIL held by another thread, a lock, the disk); the garbage
+slept (the GIL held by another thread, a lock, the disk) or its virtual core was not run
+by the host: the machine's steal time over the stall (``/proc/stat``, both cores, 10 ms
+ticks) says which; the garbage
 collections that overlapped it (``gc.callbacks``) and its most frequent stacks. Only the
 :data:`KEEP_STALLS` longest stalls are kept (and as many of those in which the loop
 thread used the most CPU), each with at most :data:`KEEP_STACKS` stacks
@@ -38,7 +40,20 @@ KEEP_STALLS = 10  # the longest stalls kept
 KEEP_STACKS = 5  # distinct stacks kept per stall (the most sampled)
 STACK_DEPTH = 14  # innermost frames kept per stack
 GC_RING = 512  # collections remembered for matching to stalls
+STEAL_RING = 64  # the watchdog's readings of the machine's steal time (the last ~0.6 s)
+STEAL_TICK_MS = 10.0  # /proc/stat counts in USER_HZ ticks (100 per second)
 KEEP_GC = 10  # the longest collections reported
+
+
+def machine_steal() -> int:
+    """Ticks the host ran something else on this machine's virtual cores (all cores), or
+    0 where ``/proc/stat`` has no steal column."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+        return int(fields[8])
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def _where(frame: Any) -> str:
@@ -116,6 +131,8 @@ class StallWatch:
         self._closed = 0
         self._lock = threading.Lock()
         self._gc_ring: collections.deque[_GcEntry] = collections.deque(maxlen=GC_RING)
+        # (monotonic time, steal ticks), read by the watchdog on every wake
+        self._steal: collections.deque[tuple[float, int]] = collections.deque(maxlen=STEAL_RING)
         self._gc_longest: list[tuple[float, int, dict[str, Any]]] = []
         # generation -> [count, total, max, CPU total, CPU max] (seconds)
         self._gc_totals: dict[int, list[float]] = {}
@@ -150,6 +167,7 @@ class StallWatch:
     def _watch(self) -> None:
         while not self._stop.wait(SAMPLE_EVERY):
             now = time.monotonic()
+            self._steal.append((now, machine_steal()))
             with self._lock:
                 due = self._due
                 if now - due <= self.threshold:
@@ -208,6 +226,9 @@ class StallWatch:
             if end > due and start < ended
         ]
         cpu = self._cpu() - stall.cpu_began
+        readings = list(self._steal)
+        before = [ticks for at, ticks in readings if at <= due]
+        steal_began = before[-1] if before else (readings[0][1] if readings else None)
         record: dict[str, Any] = {
             "stall_ms": round(1000 * lasted, 1),
             "at_s": round(due - self._origin, 3),
@@ -217,6 +238,13 @@ class StallWatch:
             "other_threads": dict(stall.others.most_common(KEEP_STACKS)),
             "samples": stall.samples,
             "longest_sample_gap_ms": round(1000 * stall.gap, 1),
+            # the host's: both virtual cores, from the watchdog's last reading before the
+            # stall began (None: no reading yet)
+            "machine_steal_ms": (
+                None
+                if steal_began is None
+                else round(STEAL_TICK_MS * (machine_steal() - steal_began), 1)
+            ),
             "gc_ms": round(sum(g["ms"] for g in gcs), 1),
             "gc": gcs[:KEEP_STACKS],
             "stacks": [

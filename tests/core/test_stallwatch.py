@@ -53,6 +53,15 @@ def test_a_stall_is_recorded_with_the_stack_that_caused_it() -> None:
     assert report["stalls_by_cpu"][0]["loop_thread_cpu_ms"] == max(
         stall["loop_thread_cpu_ms"] for stall in report["stalls"]
     )
+    # the host's steal time over the stall: a count of 10 ms ticks, never negative
+    steal = longest["machine_steal_ms"]
+    assert steal is not None and steal >= 0 and steal % stallwatch.STEAL_TICK_MS == 0
+
+
+def test_the_machine_steal_counter_reads_proc_stat() -> None:
+    first = stallwatch.machine_steal()
+    assert first >= 0
+    assert stallwatch.machine_steal() >= first  # a counter since boot
 
 
 def test_collections_are_matched_to_the_stall_they_happened_in() -> None:
