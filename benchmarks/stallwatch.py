@@ -78,6 +78,7 @@ class _Stall:
     __slots__ = (
         "began",
         "cpu_began",
+        "faults_began",
         "gap",
         "last_sample",
         "others",
@@ -87,8 +88,11 @@ class _Stall:
         "states",
     )
 
-    def __init__(self, began: float, cpu_began: float, queued_began: float) -> None:
+    def __init__(
+        self, began: float, cpu_began: float, queued_began: float, faults_began: int
+    ) -> None:
         self.began = began
+        self.faults_began = faults_began
         self.cpu_began = cpu_began
         self.queued_began = queued_began
         self.samples = 0
@@ -174,7 +178,9 @@ class StallWatch:
                     continue
                 stall = self._current
                 if stall is None:
-                    stall = self._current = _Stall(due, self._cpu(), self._queued())
+                    stall = self._current = _Stall(
+                        due, self._cpu(), self._queued(), self._major_faults()
+                    )
             state = self._state()
             frames = sys._current_frames()
             frame = frames.pop(self._loop_thread, None)
@@ -202,6 +208,15 @@ class StallWatch:
                 return int(stat.read().split()[1]) / 1e9
         except (OSError, IndexError, ValueError):
             return 0.0
+
+    def _major_faults(self) -> int:
+        """The loop thread's page faults that had to read from disk (0: not Linux): a
+        page of a file (code, a mapped file) the kernel dropped and must read again."""
+        try:
+            with open(self._stat) as stat:
+                return int(stat.read().rsplit(")", 1)[1].split()[9])
+        except (OSError, IndexError, ValueError):
+            return 0
 
     def _state(self) -> str:
         """The loop thread's scheduler state: R running or runnable, S sleeping (a lock,
@@ -235,6 +250,7 @@ class StallWatch:
             "loop_thread_cpu_ms": round(1000 * cpu, 1),
             "loop_thread_queued_ms": round(1000 * (self._queued() - stall.queued_began), 1),
             "loop_thread_states": dict(stall.states),
+            "loop_thread_major_faults": self._major_faults() - stall.faults_began,
             "other_threads": dict(stall.others.most_common(KEEP_STACKS)),
             "samples": stall.samples,
             "longest_sample_gap_ms": round(1000 * stall.gap, 1),
