@@ -135,7 +135,12 @@ def statuses_shown(pool: MixedPool, changed: dict[str, tuple[Native, str]]) -> b
                 continue
             copy = seen.copies.get(origin, {}).get(native.native_id)
             if copy is None or not copy_status_ok(side.kind, copy, status):
-                return False
+                # an assertion, not False: a timeout then says which copy lacked what
+                raise AssertionError(
+                    f"{dc} ({side.kind}): copy of {origin}'s {native.native_id} "
+                    f"{'missing' if copy is None else f'shows {copy.status!r} {copy.props}'}"
+                    f", want {status}"
+                )
     return True
 
 
