@@ -93,7 +93,8 @@ def test_what_it_keeps_is_bounded() -> None:
     watch.start()
     try:
         asyncio.run(
-            _run_with_watch(watch, lambda: _spin_in_python(0.04), stalls=stallwatch.KEEP_STALLS + 5)
+            # each stall 100 ms past the threshold: a loaded machine may run the watchdog late
+            _run_with_watch(watch, lambda: _spin_in_python(0.12), stalls=stallwatch.KEEP_STALLS + 5)
         )
     finally:
         watch.stop()
