@@ -137,8 +137,13 @@ def render_markdown(report: Row, source: Path, img_dir: Path, doc: Path) -> str:
         f"{report.get('wall_s', 0.0) / 60:.1f} min wall) from `{shown(source)}`; redraw with "
         f"`python -m benchmarks.run_all --from-json {shown(source)}`. "
         f"{report['cpus']} cores, Python {report['python']}, 1-minute load average "
-        f"{start[0]:.1f} at the start and {end[0]:.1f} at the end: the machine was shared, "
-        "so wall times are several times an idle host's and CPU figures are the steadier ones.",
+        f"{start[0]:.1f} at the start and {end[0]:.1f} at the end"
+        + (
+            ": the machine was shared, so wall times are several times an idle host's and "
+            "CPU figures are the steadier ones."
+            if max(start[0], end[0]) > (report.get("cpus") or 1)
+            else " (a quiet machine)."
+        ),
         table(
             "step | command | wall | result",
             [
