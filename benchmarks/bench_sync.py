@@ -48,6 +48,7 @@ from typing import Any
 
 import aiohttp
 
+from benchmarks.witness import Witnesses, classify, paused
 from pysyncer import procs
 from pysyncer.demo.pki import PoolSecrets
 from pysyncer.model import ORIGIN_DC_PROPERTY, ORIGIN_ID_PROPERTY
@@ -462,6 +463,8 @@ def phase_full_sync(args: argparse.Namespace, workdir: Path, secure: bool) -> di
     secrets = PoolSecrets(workdir) if secure else None
     quota = registry_quota(count)
     lag_file = workdir / "fb-lag.json"
+    # the machine's own pauses, witnessed from outside B (stopped by pid in the finally)
+    witnesses = Witnesses(workdir, args.bound + args.renew_bound + 300)
     try:
         origin = Node("fa", "127.0.0.51", workdir, helper_count=count, secrets=secrets, extra=quota)
         nodes.append(origin)
@@ -482,6 +485,7 @@ def phase_full_sync(args: argparse.Namespace, workdir: Path, secure: bool) -> di
         idle.stop()
         nodes.remove(idle)
 
+        witnesses.start()
         target = Node(
             "fb",
             "127.0.0.52",
@@ -513,7 +517,7 @@ def phase_full_sync(args: argparse.Namespace, workdir: Path, secure: bool) -> di
                 "instances": count,
                 "timed_out_s": args.bound,
                 "copies_reached": samples[-1][1],
-                "loop": read_lag(lag_file),
+                "loop": read_loop(lag_file, witnesses),
                 "peak_rss_bytes": proc_mem(target.pid, "VmHWM"),
             }
         took = time.monotonic() - spawned
@@ -532,15 +536,16 @@ def phase_full_sync(args: argparse.Namespace, workdir: Path, secure: bool) -> di
             "cpu_s": proc_cpu(target.pid),
             "rss_after_sync_bytes": rss_synced,
             "idle_daemon_rss_bytes": idle_rss,
-            "loop": read_lag(lag_file),
+            "loop": read_loop(lag_file, witnesses),
             "progress": thin(samples, 40),
         }
         result["renewal"] = phase_renewal(args, target, count, idle_rss)
-        result["loop_with_renewals"] = read_lag(lag_file)  # the stalls until here
+        result["loop_with_renewals"] = read_loop(lag_file, witnesses)  # the stalls until here
         return result
     finally:
         for node in reversed(nodes):
             node.stop()
+        witnesses.stop()
 
 
 def registry_quota(count: int) -> list[str]:
@@ -564,6 +569,29 @@ def read_lag(path: Path) -> dict[str, Any]:
         return dict(json.loads(path.read_text()))
     except (OSError, ValueError):
         return {}
+
+
+def read_loop(path: Path, witnesses: Witnesses) -> dict[str, Any]:
+    """B's loop figures, its watchdog's stalls split into the machine's pauses (the
+    witnesses were not run over them) and B's own (:func:`benchmarks.witness.classify`)."""
+    loop = read_lag(path)
+    watch = loop.get("watch")
+    if not watch:
+        return loop
+    headers, gaps = witnesses.read()
+    spans = [(start, end, cores) for start, end, cores in watch.get("spans", [])]
+    watch.update(classify(spans, gaps, STALL_MS))
+    watch["witnesses"] = headers
+    watch["witness_gaps"] = len(gaps)
+    watch["witness_longest_gap_ms"] = round(max((1000 * (b - a) for a, b, _ in gaps), default=0), 1)
+    origin = watch.get("origin_s", 0.0)
+    for key in ("stalls", "stalls_by_cpu"):
+        for stall in watch.get(key, []):
+            start = origin + stall["at_s"]
+            end = start + stall["stall_ms"] / 1000
+            gone = paused(start, end, stall.get("loop_thread_cores", []), gaps)
+            stall["machine_paused_ms"] = round(1000 * gone, 1)
+    return loop
 
 
 def phase_renewal(
@@ -811,7 +839,7 @@ def lag_helper(lag_file: Path, flags: list[str]) -> int:
             pauses[2] += took
 
     gc.callbacks.append(on_gc)
-    watch = StallWatch(WATCH_MS, LAG_TICK)
+    watch = StallWatch(WATCH_MS, LAG_TICK, STALL_MS)
 
     figures: dict[str, Any] = {}  # the sampler's, written out by the writer thread
 
@@ -971,6 +999,16 @@ def print_loop(full: dict[str, Any]) -> None:
             f"{loop.get('gc_full_max_ms', 0):.0f} ms"
         )
     watch = loop.get("watch") or {}
+    if "stalls_machine" in watch:
+        given = ", ".join(sorted({w.get("priority", "?") for w in watch.get("witnesses", [])}))
+        print(
+            f"    of the stalls over {STALL_MS:.0f} ms: {watch['stalls_machine']} the machine's "
+            f"(a witness at {given or 'no witness'} was not run over them), longest "
+            f"{watch['worst_machine_ms']:.0f} ms; {watch['stalls_process']} B's own, longest "
+            f"{watch['worst_process_ms']:.0f} ms; a stall less the machine's pauses in it at "
+            f"most {watch['worst_process_share_ms']:.0f} ms "
+            f"({verdict(watch['worst_process_share_ms'], STALL_MS)} <= {STALL_MS:.0f} ms)"
+        )
     for label, key in (("longest", "stalls"), ("most CPU", "stalls_by_cpu")):
         for stall in watch.get(key, [])[:3]:
             top = stall["stacks"][0]["frames"][:3] if stall["stacks"] else []
@@ -978,6 +1016,7 @@ def print_loop(full: dict[str, Any]) -> None:
                 f"    {label}: {stall['stall_ms']:.0f} ms at {stall['at_s']:.1f} s, loop thread "
                 f"CPU {stall['loop_thread_cpu_ms']:.0f} ms, queued for a core "
                 f"{stall.get('loop_thread_queued_ms', 0):.0f} ms, GC {stall['gc_ms']:.0f} ms, "
+                f"machine paused {stall.get('machine_paused_ms', 0):.0f} ms, "
                 f"{stall['samples']} sample(s); {' < '.join(top) or 'no stack sampled'}"
             )
 

@@ -14,7 +14,10 @@ collections that overlapped it (``gc.callbacks``) and its most frequent stacks. 
 :data:`KEEP_STALLS` longest stalls are kept (and as many of those in which the loop
 thread used the most CPU), each with at most :data:`KEEP_STACKS` stacks
 of :data:`STACK_DEPTH` frames; the GC log is a ring of :data:`GC_RING` collections.
-Everything is bounded, whatever the run's length.
+Every stall over ``count_ms`` is also kept as its span on ``CLOCK_MONOTONIC`` and the cores
+the loop thread was seen on (the last :data:`KEEP_SPANS`), for a benchmark to hold against
+the machine's own pauses (:mod:`benchmarks.witness`). Everything is bounded, whatever the
+run's length.
 
 A sample needs the GIL: a stall inside one long C call (a full collection, a native
 call that keeps the GIL) shows as few samples and a gap between them
@@ -43,6 +46,7 @@ GC_RING = 512  # collections remembered for matching to stalls
 STEAL_RING = 64  # the watchdog's readings of the machine's steal time (the last ~0.6 s)
 STEAL_TICK_MS = 10.0  # /proc/stat counts in USER_HZ ticks (100 per second)
 KEEP_GC = 10  # the longest collections reported
+KEEP_SPANS = 4096  # the last stalls over ``count_ms`` kept as (start, end, cores)
 
 
 def machine_steal() -> int:
@@ -77,6 +81,7 @@ class _Stall:
 
     __slots__ = (
         "began",
+        "cores",
         "cpu_began",
         "faults_began",
         "gap",
@@ -101,6 +106,7 @@ class _Stall:
         self.others: collections.Counter[str] = collections.Counter()
         self.last_sample = time.monotonic()
         self.gap = 0.0
+        self.cores: set[int] = set()  # the cores the loop thread was seen on
 
 
 # A collection: (start, end, generation, objects collected, in the loop thread, CPU s).
@@ -118,8 +124,11 @@ def _keep(heap: list[tuple[float, int, dict[str, Any]]], entry: tuple[float, int
 class StallWatch:
     """A watchdog over the loop running in the thread that creates it."""
 
-    def __init__(self, threshold_ms: float = 50.0, tick: float = 0.01) -> None:
+    def __init__(
+        self, threshold_ms: float = 50.0, tick: float = 0.01, count_ms: float = 100.0
+    ) -> None:
         self.threshold = threshold_ms / 1000
+        self.count_limit = count_ms / 1000
         self.tick_period = tick
         self._loop_thread = threading.get_ident()
         self._cpu_clock = time.pthread_getcpuclockid(self._loop_thread)
@@ -133,6 +142,10 @@ class StallWatch:
         self._kept_cpu: list[tuple[float, int, dict[str, Any]]] = []  # by loop-thread CPU
         self._order = itertools.count()
         self._closed = 0
+        # (start, end, cores) of the last stalls over ``count_ms``, CLOCK_MONOTONIC seconds
+        self._spans: collections.deque[tuple[float, float, list[int]]] = collections.deque(
+            maxlen=KEEP_SPANS
+        )
         self._lock = threading.Lock()
         self._gc_ring: collections.deque[_GcEntry] = collections.deque(maxlen=GC_RING)
         # (monotonic time, steal ticks), read by the watchdog on every wake
@@ -181,7 +194,7 @@ class StallWatch:
                     stall = self._current = _Stall(
                         due, self._cpu(), self._queued(), self._major_faults()
                     )
-            state = self._state()
+            state, core = self._where_it_is()
             frames = sys._current_frames()
             frame = frames.pop(self._loop_thread, None)
             frames.pop(threading.get_ident(), None)
@@ -197,6 +210,8 @@ class StallWatch:
                     stall.stacks[stack] += 1
                     stall.states[state] += 1
                     stall.others.update(others)
+                    if core is not None:
+                        stall.cores.add(core)
 
     def _cpu(self) -> float:
         return time.clock_gettime(self._cpu_clock)
@@ -218,14 +233,18 @@ class StallWatch:
         except (OSError, IndexError, ValueError):
             return 0
 
-    def _state(self) -> str:
-        """The loop thread's scheduler state: R running or runnable, S sleeping (a lock,
-        the GIL, a poll), D waiting for the disk; ? unknown."""
+    def _where_it_is(self) -> tuple[str, int | None]:
+        """The loop thread's scheduler state (R running or runnable, S sleeping: a lock,
+        the GIL, a poll; D waiting for the disk; ? unknown) and the core it last ran on."""
         try:
             with open(self._stat) as stat:
-                return stat.read().rsplit(")", 1)[1].split()[0]
+                fields = stat.read().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
-            return "?"
+            return "?", None
+        try:
+            return fields[0], int(fields[36])
+        except (IndexError, ValueError):
+            return fields[0] if fields else "?", None
 
     def _close(self, stall: _Stall, due: float, ended: float) -> None:
         lasted = ended - due
@@ -241,12 +260,16 @@ class StallWatch:
             if end > due and start < ended
         ]
         cpu = self._cpu() - stall.cpu_began
+        core = self._where_it_is()[1]
+        if core is not None:
+            stall.cores.add(core)
         readings = list(self._steal)
         before = [ticks for at, ticks in readings if at <= due]
         steal_began = before[-1] if before else (readings[0][1] if readings else None)
         record: dict[str, Any] = {
             "stall_ms": round(1000 * lasted, 1),
             "at_s": round(due - self._origin, 3),
+            "loop_thread_cores": sorted(stall.cores),
             "loop_thread_cpu_ms": round(1000 * cpu, 1),
             "loop_thread_queued_ms": round(1000 * (self._queued() - stall.queued_began), 1),
             "loop_thread_states": dict(stall.states),
@@ -270,6 +293,8 @@ class StallWatch:
         }
         with self._lock:
             self._closed += 1
+            if lasted > self.count_limit:
+                self._spans.append((due, ended, sorted(stall.cores)))
             _keep(self._kept, (lasted, next(self._order), record))
             _keep(self._kept_cpu, (cpu, next(self._order), record))
 
@@ -328,10 +353,16 @@ class StallWatch:
             kept = sorted(self._kept, key=lambda e: -e[0])
             kept_cpu = sorted(self._kept_cpu, key=lambda e: -e[0])
             closed = self._closed
+            spans = [[round(a, 6), round(b, 6), cores] for a, b, cores in self._spans]
         longest_gc = sorted(list(self._gc_longest), key=lambda e: -e[0])
         return {
             "threshold_ms": round(1000 * self.threshold, 1),
             "stalls_seen": closed,
+            # every stall over count_ms (the last KEEP_SPANS): CLOCK_MONOTONIC start and end,
+            # the cores the loop thread was seen on; "origin_s" is the clock at at_s = 0
+            "count_ms": round(1000 * self.count_limit, 1),
+            "origin_s": round(self._origin, 6),
+            "spans": spans,
             "stalls": [record for _, _, record in kept],
             # the stalls in which the loop thread itself ran longest: on a loaded machine
             # the longest on the wall clock are mostly waits for a core

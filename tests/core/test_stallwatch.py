@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import time
 
 from benchmarks import stallwatch
@@ -53,6 +54,11 @@ def test_a_stall_is_recorded_with_the_stack_that_caused_it() -> None:
     assert report["stalls_by_cpu"][0]["loop_thread_cpu_ms"] == max(
         stall["loop_thread_cpu_ms"] for stall in report["stalls"]
     )
+    # its span on CLOCK_MONOTONIC and the cores it ran on, for the machine's witness
+    start, end, cores = report["spans"][-1]
+    assert end - start >= 0.35 and start >= report["origin_s"]
+    assert cores and set(cores) <= os.sched_getaffinity(0) | set(range(os.cpu_count() or 1))
+    assert longest["loop_thread_cores"]
     # the host's steal time over the stall: a count of 10 ms ticks, never negative
     steal = longest["machine_steal_ms"]
     assert steal is not None and steal >= 0 and steal % stallwatch.STEAL_TICK_MS == 0
