@@ -8,8 +8,10 @@ it), and every record handed out is a copy. It composes the other jobs, each in 
 module: request checks (``validation``), instance leases and their expiry (``leases``),
 revisions with the long-poll change feed (``feed``), look-ups by key and version rule
 (``lookup``), the governance views (``governance``) and the tenants (``tenants``: created
-by writes only, within the tenant quota). Quotas and lease bounds come from
-:class:`~pysyncer.servicecenter.settings.ServiceCenterSettings`.
+by writes only, within the tenant quota). Through the Python API only, instances may be
+registered under a *holder* that renews all of them in one call (:meth:`renew_holder`;
+see ``leases``): the HTTP API and the records stay Service-Center's. Quotas and lease
+bounds come from :class:`~pysyncer.servicecenter.settings.ServiceCenterSettings`.
 
 Everything runs on one asyncio event loop: operations are synchronous inside their
 coroutine, hence atomic. It must not import ``app`` (HTTP), touch sockets or know the
@@ -77,6 +79,11 @@ def _now_text() -> str:
     return _clock_text[0][1]
 
 
+def _check_holder(holder: str | None) -> None:
+    if holder is not None and (not isinstance(holder, str) or not holder):
+        raise invalid("'holder' must be a non-empty string")
+
+
 def _without_times(record: Mapping[str, Any]) -> JSON:
     return {k: v for k, v in record.items() if k not in ("timestamp", "modTimestamp")}
 
@@ -137,6 +144,7 @@ class EmbeddedRegistry:
         lease = leases.pop(instance_id, None)
         if lease is None:
             return
+        self._leases.release(lease)
         if not leases:
             tenant.instances.pop(service_id, None)
         tenant.feed.record("DELETE", tenant.services[service_id], lease.instance)
@@ -309,6 +317,7 @@ class EmbeddedRegistry:
         service_id: str,
         instance: Mapping[str, Any],
         *,
+        holder: str | None = None,
         domain: str = DEFAULT_DOMAIN,
         project: str = DEFAULT_PROJECT,
     ) -> str:
@@ -317,33 +326,43 @@ class EmbeddedRegistry:
         A client-given ``instanceId`` is kept: registering it again overwrites the
         instance (UPDATE when anything changed) and renews its lease. Without one, an
         instance of the same service with identical endpoints keeps its id. A new
-        instance beyond ``settings.max_instances`` of the service: 400100.
+        instance beyond ``settings.max_instances`` of the service: 400100. ``holder``
+        names the holder that renews it from now on (:meth:`renew_holder`; None: none).
         """
         # The tenant is read, not created: the service must exist.
-        return self._register(self._get(domain, project), service_id, instance)
+        return self._register(self._get(domain, project), service_id, instance, holder)
 
     async def register_instances(
         self,
         instances: Iterable[tuple[str, Mapping[str, Any]]],
         *,
+        holder: str | None = None,
         domain: str = DEFAULT_DOMAIN,
         project: str = DEFAULT_PROJECT,
     ) -> list[str | RegistryError]:
         """:meth:`register_instance` of many ``(service id, instance)`` pairs at once, in
         order: each one's id, or the :class:`RegistryError` its own call would have raised
         (the others are registered all the same). Each has the same checks, change (at its
-        own revision) and lease as by itself; leases run out as of the call's start."""
+        own revision), lease and ``holder`` as by itself; leases run out as of the call's
+        start."""
         tenant = self._get(domain, project)
         register = self._register
         answers: list[str | RegistryError] = []
         for service_id, instance in instances:
             try:
-                answers.append(register(tenant, service_id, instance))
+                answers.append(register(tenant, service_id, instance, holder))
             except RegistryError as exc:
                 answers.append(exc)
         return answers
 
-    def _register(self, tenant: Tenant, service_id: str, instance: Mapping[str, Any]) -> str:
+    def _register(
+        self,
+        tenant: Tenant,
+        service_id: str,
+        instance: Mapping[str, Any],
+        holder: str | None = None,
+    ) -> str:
+        _check_holder(holder)
         service = self._service(tenant, service_id)
         record = validate_instance(instance, self.settings)
         leases = tenant.instances.get(service_id, {})
@@ -373,7 +392,7 @@ class EmbeddedRegistry:
             record["modTimestamp"] = now
             action = "CREATE" if previous is None else "UPDATE"
         scope = (tenant.domain, tenant.project)
-        leases[instance_id] = self._leases.grant(record, previous, scope, service_id)
+        leases[instance_id] = self._leases.grant(record, previous, scope, service_id, holder)
         if action is not None:
             tenant.feed.record(action, service, record)
         return str(instance_id)
@@ -435,25 +454,46 @@ class EmbeddedRegistry:
         self,
         pairs: Iterable[tuple[str, str]],
         *,
+        holder: str | None = None,
         domain: str = DEFAULT_DOMAIN,
         project: str = DEFAULT_PROJECT,
     ) -> list[JSON]:
         """Renew many leases: ``[{"serviceId", "instanceId", "errMessage"}]`` in order.
 
         ``errMessage`` is empty on success, else the failure (the instance is unknown).
+        With ``holder`` (Python API only), each instance renewed is held by that holder
+        from now on, whatever held it before (:meth:`renew_holder`).
         """
+        _check_holder(holder)
         tenant = self._get(domain, project)
+        leases = self._leases
         results: list[JSON] = []
         for service_id, instance_id in pairs:
             message = ""
             try:
-                self._leases.renew(self._lease(tenant, service_id, instance_id))
+                lease = self._lease(tenant, service_id, instance_id)
+                leases.renew(lease)
+                if holder is not None:
+                    leases.hold(lease, holder)
             except RegistryError as exc:
                 message = exc.detail or exc.message
             results.append(
                 {"serviceId": service_id, "instanceId": instance_id, "errMessage": message}
             )
         return results
+
+    def renew_holder(
+        self, holder: str, *, domain: str = DEFAULT_DOMAIN, project: str = DEFAULT_PROJECT
+    ) -> int:
+        """Renew, in O(1), every instance of the tenant registered (or heartbeated) with
+        ``holder``: each then runs until at least now plus its own TTL. Returns how many
+        instances the holder holds now (0 for a holder that holds none: nothing renewed).
+
+        An instance leaves its holder when it is unregistered, expires, or is registered
+        again under another holder or none; per-instance heartbeats still renew it."""
+        _check_holder(holder)
+        self.expire(API_EXPIRY_STEP)
+        return self._leases.renew_holder((domain, project), holder)
 
     async def update_instance_status(
         self,

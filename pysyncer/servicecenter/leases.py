@@ -15,10 +15,18 @@ marking how far; a lease landing at or before the bucket being walked (a lease s
 than a second) is inserted in order after the cursor. That sort is the one piece of work
 a step does not bound (about 10 ms CPU for a bucket of 33,000 shuffled leases).
 
-Invariant: a lease is yielded only when ``expires_at <= now``, never early, and by the
-first :meth:`LeaseQueue.expired` call at or after that time that is not stopped by its
-step. Service-Center itself is coarser: its leases are etcd leases of whole seconds,
-which etcd revokes from a check every 500 ms.
+A lease may also be held by a *holder* (:class:`Holder`, an opaque name the registering
+caller chose, per tenant): renewing the holder, O(1), renews every lease it holds, as
+ZooKeeper's session renews its ephemeral nodes or an etcd lease the keys sharing it. A
+held lease runs until ``max(expires_at, holder.renewed_at + ttl)`` (:meth:`Lease.until`);
+the holder's extension is folded into ``expires_at`` only when the queue reaches the
+lease, like a heartbeat's. Each holder counts the current leases it holds, so its renewer
+can tell when some were removed behind its back (unregistered, expired, replaced).
+
+Invariant: a lease is yielded only when :meth:`Lease.until` ``<= now``, never early, and
+by the first :meth:`LeaseQueue.expired` call at or after that time that is not stopped
+by its step. Service-Center itself is coarser: its leases are etcd leases of whole
+seconds, which etcd revokes from a check every 500 ms.
 
 It decides when a lease has run out, not what expiring means: the caller removes the
 instance and records the change. It must not import the other servicecenter modules or
@@ -35,7 +43,7 @@ from heapq import heappop, heappush
 from operator import attrgetter
 from typing import Any
 
-__all__ = ["EXPIRY_STEP", "Lease", "LeaseQueue"]
+__all__ = ["EXPIRY_STEP", "Holder", "Lease", "LeaseQueue"]
 
 # Queue entries one expired() call looks at, at most: a wave of leases coming due together
 # (a million copies registered at 17,000/s come due 17,000 a second) is taken in steps of
@@ -44,12 +52,24 @@ EXPIRY_STEP = 2_000
 
 
 @dataclass(slots=True, eq=False)
+class Holder:
+    """Leases renewed together: ``name`` (the caller's) in tenant ``scope``, last renewed at
+    ``renewed_at`` (monotonic seconds; never, until the first renewal), holding ``count``
+    current leases."""
+
+    name: str
+    scope: tuple[str, str]
+    renewed_at: float = -math.inf
+    count: int = 0
+
+
+@dataclass(slots=True, eq=False)
 class Lease:
     """An instance's lease: ``instance`` (the stored record) lives until ``expires_at``.
 
     ``due`` is where the lease sits in the expiry queue (never later than
     ``expires_at``); ``scope`` is the tenant key (domain, project) and ``service_id`` the
-    service, so an expired lease names the instance to remove.
+    service, so an expired lease names the instance to remove; ``holder`` renews it too.
     """
 
     instance: dict[str, Any]
@@ -58,6 +78,14 @@ class Lease:
     due: float
     scope: tuple[str, str]
     service_id: str
+    holder: Holder | None = None
+
+    def until(self) -> float:
+        """When the lease runs out: its own expiry, or its holder's renewal plus its TTL."""
+        holder = self.holder
+        if holder is None:
+            return self.expires_at
+        return max(self.expires_at, holder.renewed_at + self.ttl)
 
 
 _due = attrgetter("due")
@@ -78,6 +106,7 @@ class LeaseQueue:
         self._walking: int | None = None  # the oldest bucket, once sorted and being walked
         self._cursor = 0  # entries of the walked bucket already looked at
         self._queued = 0
+        self._holders: dict[tuple[tuple[str, str], str], Holder] = {}
 
     def __len__(self) -> int:
         """How many entries are queued (stale ones included until they come due)."""
@@ -95,8 +124,10 @@ class LeaseQueue:
         previous: Lease | None,
         scope: tuple[str, str],
         service_id: str,
+        holder: str | None = None,
     ) -> Lease:
-        """The lease ``instance`` holds from now on: ``previous`` renewed, or a new one.
+        """The lease ``instance`` holds from now on: ``previous`` renewed, or a new one,
+        held by the holder named ``holder`` (None: by none) whatever held ``previous``.
 
         ``previous`` (the instance's current lease) is updated in place when it is still
         queued no later than the new expiry; otherwise a new lease is queued and the old
@@ -106,15 +137,60 @@ class LeaseQueue:
         expires_at = self._clock() + ttl
         if previous is not None and previous.due <= expires_at:
             previous.instance, previous.ttl, previous.expires_at = instance, ttl, expires_at
-            return previous
-        lease = Lease(instance, ttl, expires_at, expires_at, scope, service_id)
-        self._queue(lease)
-        self._queued += 1
+            lease = previous
+        else:
+            if previous is not None:
+                self.release(previous)
+            lease = Lease(instance, ttl, expires_at, expires_at, scope, service_id)
+            self._queue(lease)
+            self._queued += 1
+        self.hold(lease, holder)
         return lease
 
     def renew(self, lease: Lease) -> None:
         """A heartbeat: the lease runs ``ttl`` from now (the queue catches up lazily)."""
         lease.expires_at = self._clock() + lease.ttl
+
+    def hold(self, lease: Lease, holder: str | None) -> None:
+        """Have the holder named ``holder`` of the lease's tenant hold ``lease`` (a current
+        one) from now on, instead of the one that held it (None: no holder)."""
+        held = lease.holder
+        if held is not None and held.name == holder:
+            return
+        self.release(lease)
+        if holder is None:
+            return
+        key = (lease.scope, holder)
+        found = self._holders.get(key)
+        if found is None:
+            found = self._holders[key] = Holder(holder, lease.scope)
+        found.count += 1
+        lease.holder = found
+
+    def release(self, lease: Lease) -> None:
+        """``lease`` is no longer current (or held): its holder stops counting it (a holder
+        left with none is forgotten; a renewal of its name then finds nothing)."""
+        holder = lease.holder
+        if holder is None:
+            return
+        lease.holder = None
+        holder.count -= 1
+        if not holder.count:
+            del self._holders[holder.scope, holder.name]
+
+    def holding(self, scope: tuple[str, str], holder: str) -> int:
+        """How many leases the holder named ``holder`` of tenant ``scope`` holds."""
+        found = self._holders.get((scope, holder))
+        return 0 if found is None else found.count
+
+    def renew_holder(self, scope: tuple[str, str], holder: str) -> int:
+        """Renew every lease the holder named ``holder`` of tenant ``scope`` holds (the
+        queue catches up lazily); how many it holds (0: none, or no such holder)."""
+        found = self._holders.get((scope, holder))
+        if found is None:
+            return 0
+        found.renewed_at = self._clock()
+        return found.count
 
     def expired(
         self, is_current: Callable[[Lease], bool], limit: int = EXPIRY_STEP
@@ -122,8 +198,9 @@ class LeaseQueue:
         """The leases that have run out by now, in the order they were queued to come due.
 
         Entries for which ``is_current`` is false (unregistered instances, or leases
-        replaced by a registration with a shorter one) are dropped; renewed leases are
-        queued again at their new expiry. The caller removes each lease yielded. At most
+        replaced by a registration with a shorter one) are dropped; renewed leases (or
+        leases their holder renewed) are queued again at their new expiry. The caller
+        removes each lease yielded (and :meth:`release` s it). At most
         ``limit`` queue entries are looked at: :meth:`behind` says whether due ones are
         left for the next call.
         """
@@ -141,7 +218,11 @@ class LeaseQueue:
                 cursor = self._cursor = cursor + 1
                 if not is_current(lease):
                     self._queued -= 1
-                elif lease.expires_at > now:  # renewed since it was queued: queue it again
+                    continue
+                holder = lease.holder
+                if holder is not None and holder.renewed_at + lease.ttl > lease.expires_at:
+                    lease.expires_at = holder.renewed_at + lease.ttl  # the holder's renewal
+                if lease.expires_at > now:  # renewed since it was queued: queue it again
                     lease.due = lease.expires_at
                     self._queue(lease)
                 else:
