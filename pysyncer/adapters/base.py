@@ -7,9 +7,10 @@ the sync engine; those see only :mod:`pysyncer.model` values and the types defin
 
 An adapter may also offer optional capabilities, each a protocol of its own that the
 caller checks for with ``isinstance``: :class:`RegistersMany` (many copies registered in
-one call; :func:`register_all` falls back to one at a time without it) and
+one call; :func:`register_all` falls back to one at a time without it),
 :class:`SkipsCopies` (a change feed that leaves copies out before building anything of
-them).
+them) and :class:`RenewsByHolder` (the copies of one origin data center renewed in one
+call, as a ZooKeeper session renews its ephemeral nodes).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ __all__ = [
     "NotFoundError",
     "RegistersMany",
     "RenewResult",
+    "RenewsByHolder",
     "SkipsCopies",
     "Snapshot",
     "UnavailableError",
@@ -235,6 +237,32 @@ class SkipsCopies(Protocol):
         """:meth:`Adapter.changes` without the instance entries ``is_copy`` calls copies
         (asked with the registry's own properties and instance id of each, deletes
         included); each batch's ``skipped`` counts those left out."""
+        ...
+
+
+@runtime_checkable
+class RenewsByHolder(Protocol):
+    """An adapter whose registry renews every copy of one origin data center in one call.
+
+    Each copy it registers (or renews through :meth:`renew_held`) is *held* by its
+    origin's holder, named after the origin marker in its properties. Renewing the holder
+    (:meth:`renew_origin`) extends every copy it holds; its count lets the caller see that
+    copies went missing (an operator deleted one) without renewing each. Copies of an
+    origin nobody renews lapse by their own TTL, as without the capability.
+    """
+
+    async def renew_origin(self, origin_dc: str) -> int:
+        """Renew, in one registry call, every copy of ``origin_dc`` its holder holds; how
+        many it holds now (0 when it holds none, e.g. before any copy was registered)."""
+        ...
+
+    async def renew_held(
+        self, origin_dc: str, refs: Sequence[LocalRef], *, anew: bool = False
+    ) -> list[RenewResult]:
+        """:meth:`Adapter.renew` of copies of ``origin_dc``, each held by its origin's
+        holder from now on. ``anew`` starts the holder afresh first: the copies it held and
+        that are not passed here again (in this call or the next ones without ``anew``) are
+        no longer renewed by :meth:`renew_origin` and lapse by their own TTL."""
         ...
 
 

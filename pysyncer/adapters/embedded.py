@@ -4,14 +4,19 @@ Used when pysyncer runs its own service center (``--sc-addr`` omitted): the same
 protocol as the ServiceComb adapter, calling the registry's Python API directly and
 following its native change feed (long-poll on an asyncio event: latency is one loop
 turn). Registry errors (Service-Center error codes) become the adapters' typed errors.
-Beyond the protocol it registers many copies in one registry call (``register_many``)
-and can follow the feed without the copies, tested on the stored records before any
-value is built of them (``changes_without``).
+Beyond the protocol it registers many copies in one registry call (``register_many``),
+can follow the feed without the copies, tested on the stored records before any value is
+built of them (``changes_without``), and renews the copies of one origin data center in
+one call (``renew_origin``): every copy it registers is held by a registry holder of its
+origin, named once per adapter object (a restarted syncer starts fresh holders; the
+copies it had renewed one by one are held again by its first round).
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Literal
@@ -37,7 +42,7 @@ from pysyncer.adapters.scshape import (
     service_to_sc,
 )
 from pysyncer.errors import ConfigError
-from pysyncer.model import Instance, ServiceKey
+from pysyncer.model import ORIGIN_DC_PROPERTY, Instance, ServiceKey
 from pysyncer.servicecenter.core import EmbeddedRegistry
 from pysyncer.servicecenter.errors import RegistryError
 from pysyncer.servicecenter.feed import Change
@@ -53,8 +58,9 @@ def _typed(exc: RegistryError) -> AdapterError:
 
 class EmbeddedAdapter:
     """:class:`pysyncer.adapters.base.Adapter` over an :class:`EmbeddedRegistry` object, with
-    :class:`~pysyncer.adapters.base.RegistersMany` and
-    :class:`~pysyncer.adapters.base.SkipsCopies`."""
+    :class:`~pysyncer.adapters.base.RegistersMany`,
+    :class:`~pysyncer.adapters.base.SkipsCopies` and
+    :class:`~pysyncer.adapters.base.RenewsByHolder`."""
 
     name = "embedded"
 
@@ -70,6 +76,12 @@ class EmbeddedAdapter:
         self._services_by_id: dict[str, ServiceKey] = {}
         self._service_ids: dict[ServiceKey, str] = {}  # what register() needs, cached
         self._tenants: dict[str, dict[str, str]] = {}  # keyword arguments by project text
+        # Holders: this object's token, each origin's current holder name, and the
+        # tenants (keyword arguments) where the origin's copies were held.
+        self._token = uuid.uuid4().hex[:12]
+        self._anew = itertools.count(1)
+        self._holders: dict[str, str] = {}
+        self._held_in: dict[str, dict[tuple[str, str], dict[str, str]]] = {}
 
     async def start(self) -> None:
         self._closed.clear()
@@ -84,6 +96,17 @@ class EmbeddedAdapter:
             tenant = {"domain": domain or self.domain, "project": project or self.project}
             self._tenants[service.project] = tenant
         return tenant
+
+    def _holder(self, origin_dc: str | None, tenant: dict[str, str]) -> str | None:
+        """The holder of the copies of ``origin_dc`` (None: not a copy), noting the tenant."""
+        if origin_dc is None:
+            return None
+        holder = self._holders.get(origin_dc)
+        if holder is None:
+            holder = self._holders[origin_dc] = f"copies of {origin_dc} ({self._token}.0)"
+        held_in = self._held_in.setdefault(origin_dc, {})
+        held_in.setdefault((tenant["domain"], tenant["project"]), tenant)
+        return holder
 
     def _check_open(self) -> None:
         if self._closed.is_set():
@@ -109,29 +132,40 @@ class EmbeddedAdapter:
         service_id = self._service_ids.get(service) or await self.ensure_service(service)
         body = instance_to_sc(instance)
         tenant = self._tenant(service)
+        holder = self._holder(instance.properties.get(ORIGIN_DC_PROPERTY), tenant)
         try:
             try:
-                instance_id = await self.registry.register_instance(service_id, body, **tenant)
+                instance_id = await self.registry.register_instance(
+                    service_id, body, holder=holder, **tenant
+                )
             except RegistryError as exc:
                 if exc.code != int(ERR_SERVICE_NOT_EXISTS):
                     raise
                 # The cached service was deleted meanwhile: create it again, once.
                 self._service_ids.pop(service, None)
                 service_id = await self.ensure_service(service)
-                instance_id = await self.registry.register_instance(service_id, body, **tenant)
+                instance_id = await self.registry.register_instance(
+                    service_id, body, holder=holder, **tenant
+                )
         except RegistryError as exc:
             raise _typed(exc) from exc
         return LocalRef(service_id, instance_id)
 
     async def register_many(self, instances: Sequence[Instance]) -> list[LocalRef | AdapterError]:
-        """:meth:`register` of each instance, in one registry call per tenant run."""
+        """:meth:`register` of each instance, in one registry call per run of one tenant
+        and origin."""
         self._check_open()
         answers: list[LocalRef | AdapterError] = []
         start = 0
-        while start < len(instances):  # a run of instances of one tenant (usually all)
+        while start < len(instances):  # a run of one tenant and origin (usually all)
             project = instances[start].service.project
+            origin = instances[start].properties.get(ORIGIN_DC_PROPERTY)
             end = start + 1
-            while end < len(instances) and instances[end].service.project == project:
+            while (
+                end < len(instances)
+                and instances[end].service.project == project
+                and instances[end].properties.get(ORIGIN_DC_PROPERTY) == origin
+            ):
                 end += 1
             answers += await self._register_run(instances[start:end])
             start = end
@@ -155,9 +189,9 @@ class EmbeddedAdapter:
             last = (service, service_id)
             sent.append(at)
             pairs.append((service_id, instance_to_sc(instance)))
-        written = await self.registry.register_instances(
-            pairs, **self._tenant(instances[0].service)
-        )
+        tenant = self._tenant(instances[0].service)
+        holder = self._holder(instances[0].properties.get(ORIGIN_DC_PROPERTY), tenant)
+        written = await self.registry.register_instances(pairs, holder=holder, **tenant)
         for at, (service_id, _), answer in zip(sent, pairs, written, strict=True):
             if isinstance(answer, str):
                 answers[at] = LocalRef(service_id, answer)
@@ -186,11 +220,41 @@ class EmbeddedAdapter:
         return instance_from_sc(raw, service_from_sc(svc, self.domain_project))
 
     async def renew(self, refs: Sequence[LocalRef]) -> list[RenewResult]:
+        return await self._heartbeat(refs, None)
+
+    async def renew_origin(self, origin_dc: str) -> int:
+        """Renew the holder of ``origin_dc``'s copies in each tenant it holds copies in."""
+        self._check_open()
+        holder = self._holders.get(origin_dc)
+        if holder is None:
+            return 0
+        held_in = self._held_in.get(origin_dc, {})
+        try:
+            return sum(self.registry.renew_holder(holder, **t) for t in held_in.values())
+        except RegistryError as exc:
+            raise _typed(exc) from exc
+
+    async def renew_held(
+        self, origin_dc: str, refs: Sequence[LocalRef], *, anew: bool = False
+    ) -> list[RenewResult]:
+        """:meth:`renew` of copies of ``origin_dc``, held by its holder from now on (a new
+        holder name when ``anew``: the old one is renewed no more)."""
+        self._check_open()
+        if anew:
+            self._holders[origin_dc] = f"copies of {origin_dc} ({self._token}.{next(self._anew)})"
+            self._held_in.pop(origin_dc, None)
+        holder = self._holder(origin_dc, {"domain": self.domain, "project": self.project})
+        return await self._heartbeat(refs, holder)
+
+    async def _heartbeat(self, refs: Sequence[LocalRef], holder: str | None) -> list[RenewResult]:
         self._check_open()
         if not refs:
             return []
         answers = await self.registry.heartbeat_set(
-            [(r.service_id, r.instance_id) for r in refs], domain=self.domain, project=self.project
+            [(r.service_id, r.instance_id) for r in refs],
+            holder=holder,
+            domain=self.domain,
+            project=self.project,
         )
         results: list[RenewResult] = []
         for ref, answer in zip(refs, answers, strict=True):

@@ -4,9 +4,10 @@ Owns the kind-independent behaviour of :class:`pysyncer.adapters.base.Adapter` a
 through a real (or faithfully faked) registry: idempotent services, copies that read
 back equal field for field, renewals and ``not_found``, native changes within the
 harness's bound, ``close()`` ending the change stream, ``UnavailableError`` when the
-server is gone, loading by name; and, for an adapter that offers it, a change feed
-leaving copies out (:class:`~pysyncer.adapters.base.SkipsCopies`). It builds adapters only through
-:func:`pysyncer.adapters.load_adapter` and drives the registry only through a
+server is gone, loading by name; and, for an adapter that offers them, a change feed
+leaving copies out (:class:`~pysyncer.adapters.base.SkipsCopies`) and copies renewed per
+origin data center (:class:`~pysyncer.adapters.base.RenewsByHolder`). It builds adapters
+only through :func:`pysyncer.adapters.load_adapter` and drives the registry only through a
 :class:`~pysyncer.testing.harness.RegistryHarness`; it must not import from ``tests/``
 or know any registry kind. Usage (one test module per adapter)::
 
@@ -40,7 +41,7 @@ from pysyncer.adapters import (
     UnavailableError,
     load_adapter,
 )
-from pysyncer.adapters.base import SkipsCopies, register_all
+from pysyncer.adapters.base import RenewsByHolder, SkipsCopies, register_all
 from pysyncer.adapters.fieldmap import CANONICAL_STATUSES
 from pysyncer.errors import ConfigError
 from pysyncer.model import (
@@ -276,6 +277,38 @@ class AdapterContract:
         again = await adapter.register(copy_instance("i-lost"))  # the importer's repair
         assert [r.status for r in await adapter.renew([again, live])] == ["ok", "ok"]
         assert await adapter.get_instance(again) == copy_instance("i-lost")
+
+    async def test_an_origins_holder_renews_its_copies_and_counts_them(
+        self, adapter: Adapter, harness: RegistryHarness
+    ) -> None:
+        """Copies registered (one by one or together) are held by their origin's holder;
+        its count drops when one is unregistered or lost; renewing copies ``anew`` leaves
+        the holder holding only those."""
+        if not isinstance(adapter, RenewsByHolder):
+            pytest.skip(f"the {adapter.name} adapter cannot renew copies per origin")
+        origin = copy_instance("h-0").properties[ORIGIN_DC_PROPERTY]
+        other = copy_instance("h-x")
+        other = replace(other, properties={**other.properties, ORIGIN_DC_PROPERTY: "dc-other"})
+        assert await adapter.renew_origin(origin) == 0
+        refs = await register_all(adapter, [copy_instance(f"h-{n}") for n in range(3)])
+        refs.append(await adapter.register(copy_instance("h-3")))
+        await adapter.register(other)
+        assert all(isinstance(ref, LocalRef) for ref in refs), refs
+        held = [ref for ref in refs if isinstance(ref, LocalRef)]
+        assert await adapter.renew_origin(origin) == 4
+        assert await adapter.renew_origin("dc-other") == 1
+        await adapter.register(copy_instance("h-1", status="DOWN"))  # again: counted once
+        assert await adapter.renew_origin(origin) == 4
+        await adapter.unregister(held[0])
+        await harness.lose(held[1])
+        assert await adapter.renew_origin(origin) == 2
+        results = await adapter.renew_held(origin, [held[1], held[2]], anew=True)
+        assert [r.status for r in results] == ["not_found", "ok"]
+        assert await adapter.renew_origin(origin) == 1  # h-3 was not renewed anew
+        results = await adapter.renew_held(origin, [held[3]])
+        assert [r.status for r in results] == ["ok"]
+        assert await adapter.renew_origin(origin) == 2
+        assert await adapter.renew_origin("dc-other") == 1
 
     async def test_unregister_is_idempotent(self, adapter: Adapter) -> None:
         ref = await adapter.register(copy_instance("i-2"))
