@@ -5,11 +5,12 @@ Owns the evidence behind a benchmark's loop-stall figure. A task on the loop cal
 :data:`SAMPLE_EVERY` seconds and, while the loop is late by more than ``threshold_ms``,
 samples the loop thread's stack (``sys._current_frames``), its scheduler state and the
 other threads' innermost frames. When the loop ticks again the stall is closed: its
-length, the loop thread's CPU over it and its time queued for a core (Linux schedstat):
-CPU near the wall time, it ran Python or C; queued, the machine was loaded; neither, it
-slept (the GIL held by another thread, a lock, the disk) or its virtual core was not run
-by the host: the machine's steal time over the stall (``/proc/stat``, both cores, 10 ms
-ticks) says which; the garbage
+length, the loop thread's CPU since its last tick (also what a C call keeping the GIL,
+and the watchdog out, ran before the stall could be opened) and its time queued for a
+core (Linux schedstat): CPU near the wall time, it ran Python or C; queued, the machine
+was loaded; neither, it slept (the GIL held by another thread, a lock, the disk) or its
+virtual core was not run by the host: the machine's steal time over the stall
+(``/proc/stat``, both cores, 10 ms ticks) says which; the garbage
 collections that overlapped it (``gc.callbacks``) and its most frequent stacks. Only the
 :data:`KEEP_STALLS` longest stalls are kept (and as many of those in which the loop
 thread used the most CPU), each with at most :data:`KEEP_STACKS` stacks
@@ -82,7 +83,6 @@ class _Stall:
     __slots__ = (
         "began",
         "cores",
-        "cpu_began",
         "faults_began",
         "gap",
         "last_sample",
@@ -93,12 +93,9 @@ class _Stall:
         "states",
     )
 
-    def __init__(
-        self, began: float, cpu_began: float, queued_began: float, faults_began: int
-    ) -> None:
+    def __init__(self, began: float, queued_began: float, faults_began: int) -> None:
         self.began = began
         self.faults_began = faults_began
-        self.cpu_began = cpu_began
         self.queued_began = queued_began
         self.samples = 0
         self.stacks: collections.Counter[tuple[str, ...]] = collections.Counter()
@@ -131,12 +128,12 @@ class StallWatch:
         self.count_limit = count_ms / 1000
         self.tick_period = tick
         self._loop_thread = threading.get_ident()
-        self._cpu_clock = time.pthread_getcpuclockid(self._loop_thread)
         task = f"/proc/self/task/{threading.get_native_id()}"
         self._schedstat = f"{task}/schedstat"
         self._stat = f"{task}/stat"
         self._origin = time.monotonic()  # stalls' ``at_s`` count from here
         self._due = self._origin + tick  # when the loop's next tick is expected
+        self._tick_cpu = time.thread_time()  # the loop thread's CPU at its last tick
         self._current: _Stall | None = None
         self._kept: list[tuple[float, int, dict[str, Any]]] = []  # min-heap by stall ms
         self._kept_cpu: list[tuple[float, int, dict[str, Any]]] = []  # by loop-thread CPU
@@ -173,11 +170,14 @@ class StallWatch:
     def tick(self) -> None:
         """The loop ran its timer: a stall in progress ends here."""
         now = time.monotonic()
+        # the loop thread's CPU since the last tick: also what it ran before the watchdog
+        # could open the stall (a C call keeping the GIL keeps the watchdog out)
+        cpu, self._tick_cpu = self._tick_cpu, time.thread_time()
         with self._lock:
             stall, self._current = self._current, None
             due, self._due = self._due, now + self.tick_period
         if stall is not None:
-            self._close(stall, due, now)
+            self._close(stall, due, now, self._tick_cpu - cpu)
 
     # -- the watchdog thread -----------------------------------------------------------
 
@@ -191,9 +191,7 @@ class StallWatch:
                     continue
                 stall = self._current
                 if stall is None:
-                    stall = self._current = _Stall(
-                        due, self._cpu(), self._queued(), self._major_faults()
-                    )
+                    stall = self._current = _Stall(due, self._queued(), self._major_faults())
             state, core = self._where_it_is()
             frames = sys._current_frames()
             frame = frames.pop(self._loop_thread, None)
@@ -212,9 +210,6 @@ class StallWatch:
                     stall.others.update(others)
                     if core is not None:
                         stall.cores.add(core)
-
-    def _cpu(self) -> float:
-        return time.clock_gettime(self._cpu_clock)
 
     def _queued(self) -> float:
         """Seconds the loop thread has waited on a run queue for a core (0: not Linux)."""
@@ -246,7 +241,7 @@ class StallWatch:
         except (IndexError, ValueError):
             return fields[0] if fields else "?", None
 
-    def _close(self, stall: _Stall, due: float, ended: float) -> None:
+    def _close(self, stall: _Stall, due: float, ended: float, cpu: float) -> None:
         lasted = ended - due
         gcs = [
             {
@@ -259,7 +254,6 @@ class StallWatch:
             for start, end, gen, collected, in_loop, cpu in self._gc_log()
             if end > due and start < ended
         ]
-        cpu = self._cpu() - stall.cpu_began
         core = self._where_it_is()[1]
         if core is not None:
             stall.cores.add(core)
