@@ -7,10 +7,10 @@ itself (schema, migrations, durability pragmas, the lock, error translation) is
 touches only its data file (plus SQLite's ``-wal``/``-shm`` siblings and a ``.lock``
 file); never the registry, the network, the etcd backend or the event loop's thread.
 
-Threading: every database call runs in ONE dedicated worker thread (a single-thread
-executor that owns the only connection), so the event loop never waits on disk and
-the connection is never shared between threads. Calls are serialised in submission
-order.
+Threading: every database call runs in ONE dedicated worker thread
+(:class:`~pysyncer.store.sqlite_worker.StoreWorker`, which owns the only connection), so
+the event loop never waits on disk and the connection is never shared between threads.
+Calls are serialised in submission order.
 
 Durability: ``journal_mode=WAL``; with ``durable`` (the default) the change log, the
 exported state and the trust records commit with ``synchronous=FULL``, the mapping table
@@ -46,8 +46,6 @@ round-trips exactly, ``/`` in names included.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import functools
 import os
 import sqlite3
@@ -82,6 +80,7 @@ from pysyncer.store.sqlite_db import (
     translate,
     unlock_file,
 )
+from pysyncer.store.sqlite_worker import StoreWorker
 
 __all__ = ["SqliteStore"]
 
@@ -173,7 +172,7 @@ class SqliteStore:
         self._cache_mib = cache_mib
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._worker: StoreWorker | None = None
         # The oldest revision the change log still holds (last_revision + 1 when empty),
         # kept current by this object's own writes: this process is the file's only user.
         self._log_floor = 1
@@ -196,28 +195,26 @@ class SqliteStore:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def open(self) -> None:
-        if self._executor is not None:
+        if self._worker is not None:
             return
-        executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="pysyncer-store"
-        )
-        self._executor = executor
+        worker = StoreWorker("pysyncer-store")
+        self._worker = worker
         try:
             await self._call(self._open_sync, opening=True)
         except BaseException:
-            self._executor = None
-            executor.shutdown(wait=True)
+            self._worker = None
+            worker.stop()
             raise
 
     async def close(self) -> None:
-        executor = self._executor
-        if executor is None:
+        worker = self._worker
+        if worker is None:
             return
         try:
             await self._call(self._close_sync)
         finally:
-            self._executor = None
-            executor.shutdown(wait=True)
+            self._worker = None
+            worker.stop()
 
     async def __aenter__(self) -> SqliteStore:
         await self.open()
@@ -264,12 +261,10 @@ class SqliteStore:
     async def _call(
         self, fn: Callable[..., _T], *args: Any, opening: bool = False, **kwargs: Any
     ) -> _T:
-        executor = self._executor
-        if executor is None:
+        worker = self._worker
+        if worker is None:
             raise StoreClosedError(f"store {self._path} is not open")
-        loop = asyncio.get_running_loop()
-        job = functools.partial(self._guarded, fn, args, kwargs, opening)
-        return await loop.run_in_executor(executor, job)
+        return await worker.call(functools.partial(self._guarded, fn, args, kwargs, opening))
 
     def _guarded(
         self,

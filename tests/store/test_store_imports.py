@@ -28,7 +28,8 @@ FORBIDDEN: dict[str, set[str]] = {
     "etcd_coordinator": _ETCD_PARTS - {"etcd_coordinator"},
     "sqlite_db": {"codec", "sqlite", "etcd_layout", "etcd_client"} | _ETCD_PARTS,
     "sqlite": {"etcd_layout", "etcd_client"} | _ETCD_PARTS,
-    "etcd": {"sqlite", "sqlite_db"},
+    "sqlite_worker": {"codec", "sqlite", "sqlite_db", "etcd_layout", "etcd_client"} | _ETCD_PARTS,
+    "etcd": {"sqlite", "sqlite_db", "sqlite_worker"},
     "spool": {"codec", "sqlite", "sqlite_db", "etcd_layout", "etcd_client", "etcd_spool"}
     | _ETCD_PARTS,
     "etcd_spool": {"codec", "sqlite", "sqlite_db", "etcd_layout", "etcd_client"} | _ETCD_PARTS,
