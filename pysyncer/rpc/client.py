@@ -112,6 +112,7 @@ class SyncClient:
                 options.append(("grpc.ssl_target_name_override", server_name))
             self._channel = aio.secure_channel(target, credentials, options=options)
         self._stub = pb_grpc.SyncStub(self._channel)  # type: ignore[no-untyped-call]
+        self._services: codec.ServiceKeys = {}  # the peer's services, decoded once
 
     async def close(self) -> None:
         await self._channel.close()
@@ -147,7 +148,7 @@ class SyncClient:
 
     def _batch(self, msg: pb.PeerBatch) -> PeerBatch:
         self._check_dc(msg.dc)
-        return codec.read_peer_batch(msg)
+        return codec.read_peer_batch(msg, self._services)
 
     async def _stream(self, call: Any, convert: Callable[[Any], T]) -> AsyncIterator[T]:
         try:
@@ -174,8 +175,20 @@ class SyncClient:
         request = pb.WatchRequest(
             dc=self.dc, since_revision=since, epoch=epoch, max_batch=max_batch
         )
-        async for batch in self._stream(self._stub.Watch(request), self._batch):
-            yield batch
+        # read() in a loop, not ``async for`` through _stream: a busy link reads a message
+        # every few milliseconds, and each generator layer costs a resumption per message
+        call = self._stub.Watch(request)
+        try:
+            while True:
+                try:
+                    msg = await call.read()
+                except aio.AioRpcError as exc:
+                    raise self._error(exc) from None
+                if msg is aio.EOF:
+                    return
+                yield self._batch(msg)
+        finally:
+            call.cancel()  # no-op when the stream ended; frees it when the caller stops early
 
     async def pull_range(
         self,

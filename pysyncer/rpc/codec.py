@@ -45,6 +45,7 @@ __all__ = [
     "MAX_STRING_BYTES",
     "Digests",
     "PeerBatch",
+    "ServiceKeys",
     "SlotRecords",
     "decode_records",
     "encode_parts",
@@ -64,6 +65,7 @@ MAX_SLOT_RECORDS = 100_000  # records of one slot in a PullSlots answer (a slot 
 MAX_STRING_BYTES = 64 * 1024  # any one string: ids, hosts, endpoints, property values
 MAX_LIST_ITEMS = 4096  # endpoints of an instance
 MAX_PROPERTIES = 4096  # properties of an instance
+SERVICES_KEPT = 4096  # service keys a decoder keeps (ServiceKeys) for its next batches
 _U32 = 0xFFFF_FFFF
 SLOT_COUNT = digest.SLOT_COUNT
 TABLE_BYTES = digest.TABLE_BYTES  # 131072
@@ -264,6 +266,30 @@ def _service(raw: object) -> ServiceKey:
     return ServiceKey(app, name, version, environment, project)
 
 
+ServiceKeys = dict[object, ServiceKey]
+"""The service keys a decoder has checked, by their wire form: a stream's batches name
+the same services again and again (one per decoder; at most :data:`SERVICES_KEPT`)."""
+
+
+def _services(raw_services: tuple[object, ...], known: ServiceKeys | None) -> list[ServiceKey]:
+    """The checked service key of each wire form, from ``known`` when it holds it."""
+    if known is None:
+        return [_service(raw) for raw in raw_services]
+    keys = []
+    for raw in raw_services:
+        try:
+            key = known.get(raw)
+        except TypeError:  # not hashable, so not a service either: _service names why
+            key = None
+        if key is None:
+            key = _service(raw)
+            if len(known) >= SERVICES_KEPT:
+                known.clear()
+            known[raw] = key
+        keys.append(key)
+    return keys
+
+
 _STR_ONLY = frozenset((str,))
 
 
@@ -322,11 +348,13 @@ def decode_records(
     *,
     tombstones: bool = True,
     max_revision: int | None = None,
+    known: ServiceKeys | None = None,
 ) -> list[Record]:
     """The records of a payload from data center ``dc``; inverse of :func:`encode_records`.
 
     ``count`` is the number of records the message announces; ``max_revision`` bounds
-    the records' revisions (a batch never carries changes past its own revision).
+    the records' revisions (a batch never carries changes past its own revision);
+    ``known``: service keys decoded before, reused (and added to).
     Raises PayloadError (OversizedPayloadError for size) on any defect.
     """
     if not dc:
@@ -362,7 +390,7 @@ def decode_records(
         raise _fail("the payload is not [services, records]")
     if len(rows) != count:
         raise _fail(f"{len(rows)} records where the batch announces {count}")
-    services = [_service(s) for s in raw_services]
+    services = _services(raw_services, known)
     limit = _U64 if max_revision is None else max_revision
     out: list[Record] = []
     n_services = len(services)
@@ -401,11 +429,14 @@ def _row_defect(row: object, n_services: int, limit: int) -> PayloadError:
     return _fail(f"revision {revision!r} of {iid!r} is not an integer in 0..{limit}")
 
 
-def read_peer_batch(msg: pb.PeerBatch) -> PeerBatch:
-    """The :class:`PeerBatch` of a wire message; raises PayloadError when malformed."""
+def read_peer_batch(msg: pb.PeerBatch, known: ServiceKeys | None = None) -> PeerBatch:
+    """The :class:`PeerBatch` of a wire message; raises PayloadError when malformed.
+
+    ``known``: as for :func:`decode_records`.
+    """
     if (msg.reset or msg.heartbeat) and msg.count:
         raise _fail("a reset or heartbeat batch carries records")
-    records = decode_records(msg.dc, msg.records, msg.count, max_revision=msg.revision)
+    records = decode_records(msg.dc, msg.records, msg.count, max_revision=msg.revision, known=known)
     return PeerBatch(
         dc=msg.dc,
         epoch=msg.epoch,

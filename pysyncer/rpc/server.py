@@ -31,7 +31,6 @@ exports as ``dc-y``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Sequence
@@ -145,6 +144,73 @@ class ServerStats:
         self.errors[kind] += 1
 
 
+class _CommitWaiters:
+    """Watch streams waiting for the source's next commit, all woken by one wait on the
+    source: a commit then settles one future per stream, instead of waking a task (and
+    its timeout's task) per stream. Owns that one waiting task; the streams' own state
+    stays in their calls.
+    """
+
+    def __init__(self, source: SyncSource) -> None:
+        self.source = source
+        self._waiting: dict[asyncio.Future[None], int] = {}  # -> the revision it waits past
+        self._follower: asyncio.Task[None] | None = None
+
+    async def wait(self, after: int, timeout: float) -> None:
+        """Until the source is past ``after``, ``timeout`` s pass, or :meth:`close`.
+
+        Raises what the source's own wait raised.
+        """
+        if self.source.revision() > after:
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiting[waiter] = after
+        timer = loop.call_later(timeout, _settle, waiter)
+        if self._follower is None or self._follower.done():
+            self._follower = loop.create_task(self._follow(), name="sync-rpc-commits")
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiting.pop(waiter, None)
+
+    async def _follow(self) -> None:
+        """Wait on the source for as long as streams wait, and settle those it passed."""
+        waiting = self._waiting
+        try:
+            while waiting:
+                revision = await self.source.wait_for_revision(
+                    min(waiting.values()), HEARTBEAT_INTERVAL
+                )
+                passed = [waiter for waiter, after in waiting.items() if revision > after]
+                for waiter in passed:  # woken: no longer waiting (it comes back if it must)
+                    del waiting[waiter]
+                    _settle(waiter)
+        except Exception as exc:  # each waiting stream ends with it
+            for waiter in waiting:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+
+    @property
+    def busy(self) -> bool:
+        """Streams are waiting."""
+        return bool(self._waiting)
+
+    def close(self) -> None:
+        """Wake every waiting stream now and stop waiting on the source."""
+        for waiter in self._waiting:
+            _settle(waiter)
+        if self._follower is not None:
+            self._follower.cancel()
+            self._follower = None
+
+
+def _settle(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class _Servicer(pb_grpc.SyncServicer):
     def __init__(self, owner: SyncServer) -> None:
         self._owner = owner
@@ -219,6 +285,7 @@ class SyncServer:
         self.inspector: ServiceInspector | None = None  # ListService: UNIMPLEMENTED without
         self._server: Any = None
         self._stopping = asyncio.Event()
+        self._waiters: list[_CommitWaiters] = []  # of the current source first
         # (epoch, since, last revision, count) -> the encoded parts of that range of changes
         self._encoded: dict[tuple[str, int, int, int], list[tuple[Sequence[Record], bytes]]] = {}
 
@@ -263,6 +330,8 @@ class SyncServer:
         if self._server is None:
             return
         self._stopping.set()
+        for waiters in self._waiters:  # the waiting streams see the server stopping
+            waiters.close()
         server, self._server = self._server, None
         await server.stop(grace)
 
@@ -375,8 +444,8 @@ class SyncServer:
         last = request.since_revision
         dc, epoch = source.dc, source.epoch
         loop = asyncio.get_running_loop()
+        waiters = self._commit_waiters(source)
         await self._open_stream(context, "Watch")
-        stopping = asyncio.ensure_future(self._stopping.wait())
         try:
             if last and request.epoch != epoch:  # another change log: revisions mean nothing
                 self.stats.resets_sent += 1
@@ -418,33 +487,29 @@ class SyncServer:
                     yield codec.peer_batch(dc, epoch, last, heartbeat=True)
                     idle_since = loop.time()
                     continue
-                await self._wait(context, last, self.heartbeat_interval - idle, stopping)
+                try:
+                    await waiters.wait(last, self.heartbeat_interval - idle)
+                except Exception as exc:  # the source's failure ends this call
+                    await self._abort(
+                        context,
+                        "source",
+                        grpc.StatusCode.INTERNAL,
+                        f"waiting for changes failed: {exc}",
+                    )
             await self._abort(
                 context, "stopping", grpc.StatusCode.UNAVAILABLE, "the syncer is stopping"
             )
         finally:
-            stopping.cancel()
             self.stats.streams_open -= 1
 
-    async def _wait(
-        self, context: Any, after: int, timeout: float, stopping: asyncio.Future[Any]
-    ) -> None:
-        """Until the source passes ``after``, ``timeout`` passes, or the server stops."""
-        wait = asyncio.ensure_future(self.source.wait_for_revision(after, timeout))
-        try:
-            await asyncio.wait({wait, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if not wait.done():
-                wait.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await wait
-        if not wait.cancelled() and wait.exception() is not None:
-            await self._abort(
-                context,
-                "source",
-                grpc.StatusCode.INTERNAL,
-                f"waiting for changes failed: {wait.exception()}",
-            )
+    def _commit_waiters(self, source: SyncSource) -> _CommitWaiters:
+        """The waiters on ``source``'s commits (a daemon replaces the source it serves
+        once its exporter runs: streams opened before keep theirs)."""
+        kept = self._waiters
+        if not kept or kept[0].source is not source:
+            kept = [_CommitWaiters(source)] + [w for w in kept if w.busy]
+            self._waiters = kept
+        return kept[0]
 
     async def _pull_range(self, request: pb.RangeRequest, context: Any) -> pb.PeerBatch:
         source = self.source
