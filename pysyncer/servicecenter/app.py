@@ -26,7 +26,7 @@ from pysyncer.hostport import LOOPBACK, REGISTRY_PORT, bracket_host
 from pysyncer.httpbody import BodyError, read_json_object
 from pysyncer.servicecenter.core import EmbeddedRegistry
 from pysyncer.servicecenter.errors import ERR_INTERNAL, ERR_INVALID_PARAMS, RegistryError, invalid
-from pysyncer.servicecenter.feed import MAX_CHANGES_PER_BATCH
+from pysyncer.servicecenter.feed import MAX_CHANGES_PER_BATCH, FeedEncoder, encode_json
 from pysyncer.servicecenter.rbac import Rbac, load_rbac
 from pysyncer.servicecenter.settings import DEFAULT_SETTINGS, ServiceCenterSettings
 from pysyncer.supervisor import Supervised, spawn, tolerate
@@ -88,9 +88,24 @@ VERBS: Final = {"GET": "get", "HEAD": "get", "POST": "create", "PUT": "update", 
 _SELF_SERVICE_ID: Final = "pysyncer-registry"
 
 
+def _json(
+    body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """``body`` as a JSON response (compact, as ``web.json_response`` with a lighter encoder)."""
+    return _body(encode_json(body).encode(), status=status, headers=headers)
+
+
+def _body(
+    data: bytes, *, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """JSON bytes as a response (``application/json; charset=utf-8``)."""
+    return web.Response(
+        body=data, status=status, headers=headers, content_type="application/json", charset="utf-8"
+    )
+
+
 def _error_response(status: int, code: str, message: str, detail: str) -> web.Response:
-    body = {"errorCode": code, "errorMessage": message, "detail": detail}
-    return web.json_response(body, status=status)
+    return _json({"errorCode": code, "errorMessage": message, "detail": detail}, status=status)
 
 
 def _scope(request: web.Request) -> dict[str, str]:
@@ -127,7 +142,7 @@ def _with_revision(request: web.Request, body: Mapping[str, Any], revision: int)
     headers = {REVISION_HEADER: str(revision)}
     if _client_revision(request) == str(revision):
         return web.Response(status=304, headers=headers)
-    return web.json_response(dict(body), headers=headers)
+    return _json(dict(body), headers=headers)
 
 
 def _ok() -> web.Response:
@@ -147,12 +162,14 @@ def build_app(registry: EmbeddedRegistry, *, rbac: Rbac | None = None) -> web.Ap
         rbac = load_rbac(settings.rbac_file, token_ttl=settings.token_ttl)
     # Each login costs a password hash: a few at a time, so logins cannot take every core.
     logins = asyncio.Semaphore(MAX_CONCURRENT_LOGINS)
+    # The stored records' JSON bytes, shared by every feed answer of this app.
+    feed_encoder = FeedEncoder()
 
     async def _json_body(request: web.Request) -> dict[str, Any]:
         return await _read_body(request, settings.max_json_depth)
 
     async def version(request: web.Request) -> web.Response:
-        return web.json_response(
+        return _json(
             {
                 "version": __version__,
                 "apiVersion": API_VERSION,
@@ -175,7 +192,7 @@ def build_app(registry: EmbeddedRegistry, *, rbac: Rbac | None = None) -> web.Ap
             "healthCheck": {"mode": "push", "interval": 30, "times": 3},
             "properties": {"implementation": "pysyncer"},
         }
-        return web.json_response({"instances": [self_instance]})
+        return _json({"instances": [self_instance]})
 
     # -------------------------------------------------------------- microservices
 
@@ -184,17 +201,17 @@ def build_app(registry: EmbeddedRegistry, *, rbac: Rbac | None = None) -> web.Ap
         if "service" not in body:
             raise invalid("'service' is required")
         service_id = await registry.create_service(body["service"], **_scope(request))
-        return web.json_response({"serviceId": service_id})
+        return _json({"serviceId": service_id})
 
     async def list_services(request: web.Request) -> web.Response:
         scope = _scope(request)
         services = await registry.list_services(**scope)
         revision = registry.revision(**scope)
-        return web.json_response({"services": services}, headers={REVISION_HEADER: str(revision)})
+        return _json({"services": services}, headers={REVISION_HEADER: str(revision)})
 
     async def get_service(request: web.Request) -> web.Response:
         service = await registry.get_service(request.match_info["serviceId"], **_scope(request))
-        return web.json_response({"service": service})
+        return _json({"service": service})
 
     async def delete_service(request: web.Request) -> web.Response:
         force = _bool_query(request, "force")
@@ -211,7 +228,7 @@ def build_app(registry: EmbeddedRegistry, *, rbac: Rbac | None = None) -> web.Ap
         if not isinstance(force, bool):
             raise invalid("'force' must be true or false")
         results = await registry.delete_services(ids, force=force, **_scope(request))
-        return web.json_response({"services": results})
+        return _json({"services": results})
 
     async def existence(request: web.Request) -> web.Response:
         q = request.query
@@ -225,11 +242,11 @@ def build_app(registry: EmbeddedRegistry, *, rbac: Rbac | None = None) -> web.Ap
                 q.get("env", ""),
                 **scope,
             )
-            return web.json_response({"serviceId": service_id})
+            return _json({"serviceId": service_id})
         if kind == "schema":
             service_id = q.get("serviceId", "")
             schema_id = await registry.exist_schema(service_id, q.get("schemaId", ""), **scope)
-            return web.json_response({"schemaId": schema_id})
+            return _json({"schemaId": schema_id})
         raise invalid("'type' must be microservice or schema")
 
     # -------------------------------------------------------------- instances
@@ -241,7 +258,7 @@ def build_app(registry: EmbeddedRegistry, *, rbac: Rbac | None = None) -> web.Ap
         instance_id = await registry.register_instance(
             request.match_info["serviceId"], body["instance"], **_scope(request)
         )
-        return web.json_response({"instanceId": instance_id})
+        return _json({"instanceId": instance_id})
 
     async def list_instances(request: web.Request) -> web.Response:
         instances, revision = await registry.list_instances(
@@ -290,7 +307,7 @@ def build_app(registry: EmbeddedRegistry, *, rbac: Rbac | None = None) -> web.Ap
         if not failed:
             return _ok()  # the spec's 200 has no body; results only on partial failure
         error = RegistryError(400017, f"{len(failed)} of {len(results)} heartbeats failed")
-        return web.json_response({**error.to_json(), "instances": results}, status=400)
+        return _json({**error.to_json(), "instances": results}, status=400)
 
     async def update_status(request: web.Request) -> web.Response:
         if "value" not in request.query:
@@ -333,11 +350,11 @@ def build_app(registry: EmbeddedRegistry, *, rbac: Rbac | None = None) -> web.Ap
     async def govern_services(request: web.Request) -> web.Response:
         options = [o.strip() for o in request.query.get("options", "").split(",") if o.strip()]
         body, revision = await registry.govern_services(options, **_scope(request))
-        return web.json_response(body, headers={REVISION_HEADER: str(revision)})
+        return _json(body, headers={REVISION_HEADER: str(revision)})
 
     async def govern_service(request: web.Request) -> web.Response:
         detail = await registry.govern_service(request.match_info["serviceId"], **_scope(request))
-        return web.json_response({"service": detail})
+        return _json({"service": detail})
 
     # -------------------------------------------------------------- change feed
 
@@ -355,8 +372,7 @@ def build_app(registry: EmbeddedRegistry, *, rbac: Rbac | None = None) -> web.Ap
             raise invalid("'timeout' must be a number")
         batch = await registry.changes(since, timeout, limit=limit, **_scope(request))
         headers = {CHANGE_FEED_HEADER: "1", REVISION_HEADER: str(batch.revision)}
-        # Serialised at once and not kept: the stored records need no copy.
-        return web.json_response(batch.to_json(deep=False), headers=headers)
+        return _body(feed_encoder.batch(batch), headers=headers)
 
     # -------------------------------------------------------------- RBAC
 
@@ -365,14 +381,15 @@ def build_app(registry: EmbeddedRegistry, *, rbac: Rbac | None = None) -> web.Ap
         assert rbac is not None  # the route exists only with RBAC on
         async with logins:
             issued = await asyncio.to_thread(rbac.login, body.get("name"), body.get("password"))
-        return web.json_response({"token": issued})
+        return _json({"token": issued})
 
     @web.middleware
     async def authorize(request: web.Request, handler: Handler) -> web.StreamResponse:
+        assert rbac is not None  # installed only with RBAC on
         route = request.match_info.route.resource
         template = route.canonical if route is not None else ""
         resource = ROUTE_RESOURCES.get(template)
-        if rbac is not None and resource is not None:
+        if resource is not None:
             verb = VERBS.get(request.method, request.method.lower())
             rbac.authorize(request.headers.get("Authorization", ""), resource, verb)
         return await handler(request)
@@ -384,7 +401,7 @@ def build_app(registry: EmbeddedRegistry, *, rbac: Rbac | None = None) -> web.Ap
         try:
             return await handler(request)
         except RegistryError as exc:
-            return web.json_response(exc.to_json(), status=exc.http_status)
+            return _json(exc.to_json(), status=exc.http_status)
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -395,35 +412,37 @@ def build_app(registry: EmbeddedRegistry, *, rbac: Rbac | None = None) -> web.Ap
         except Exception as exc:
             tolerate("registry-request", exc, level=logging.ERROR, trace=True)
             error = RegistryError(ERR_INTERNAL, type(exc).__name__)
-            return web.json_response(error.to_json(), status=500)
+            return _json(error.to_json(), status=500)
 
     async def wake_waiters(app: web.Application) -> None:
         registry.close()
 
-    app = web.Application(
-        middlewares=[sc_errors, authorize], client_max_size=settings.max_body_bytes
-    )
+    # Without RBAC no request needs authorizing: no middleware layer for it.
+    middlewares = [sc_errors] if rbac is None else [sc_errors, authorize]
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body_bytes)
     app.on_shutdown.append(wake_waiters)
     base, service, instance = _BASE, _SERVICE, _INSTANCE
+    # aiohttp tries the routes under /v4 in this order, one pattern at a time: the
+    # busiest first (the feed, instance writes, heartbeats); no two patterns overlap.
     routes = [
-        web.get(base + "/version", version),
-        web.get(base + "/health", health),
+        web.get(base + "/changes", changes),
+        web.post(service + "/instances", register),
+        web.get(service + "/instances", list_instances),
+        web.get(instance, get_instance),
+        web.delete(instance, unregister),
+        web.put(instance + "/heartbeat", heartbeat),
+        web.put(base + "/heartbeats", heartbeats),
+        web.get(base + "/instances", find),
+        web.put(instance + "/status", update_status),
+        web.put(instance + "/properties", update_properties),
         web.post(base + "/microservices", create_service),
         web.get(base + "/microservices", list_services),
         web.delete(base + "/microservices", delete_services),
         web.get(service, get_service),
         web.delete(service, delete_service),
         web.get(base + "/existence", existence),
-        web.post(service + "/instances", register),
-        web.get(service + "/instances", list_instances),
-        web.get(instance, get_instance),
-        web.delete(instance, unregister),
-        web.put(instance + "/heartbeat", heartbeat),
-        web.put(instance + "/status", update_status),
-        web.put(instance + "/properties", update_properties),
-        web.put(base + "/heartbeats", heartbeats),
-        web.get(base + "/instances", find),
-        web.get(base + "/changes", changes),
+        web.get(base + "/version", version),
+        web.get(base + "/health", health),
         web.get(_GOVERN, govern_services),
         web.get(_GOVERN + "/{serviceId}", govern_service),
     ]
