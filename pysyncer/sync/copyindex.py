@@ -251,12 +251,16 @@ class CopyIndex:
 
     def renewable(
         self, key_hash: int, expired_origins: Collection[str]
-    ) -> tuple[LocalRef, int] | None:
-        """(where the copy lives, its entry) unless gone or of an expired origin."""
+    ) -> tuple[LocalRef, int, str] | None:
+        """(where the copy lives, its entry, its origin data center) unless gone or of an
+        expired origin."""
         packed = self._entries.get(key_hash)
-        if packed is None or self._groups[packed >> 64].origin in expired_origins:
+        if packed is None:
             return None
-        return self._ref(key_hash, packed), packed
+        origin = self._groups[packed >> 64].origin
+        if origin in expired_origins:
+            return None
+        return self._ref(key_hash, packed), packed, origin
 
     def forget_if_same(self, key_hash: int, packed: int) -> str | None:
         """Drop a copy the registry lost, unless it changed since ``packed`` was read.

@@ -9,6 +9,15 @@ the adapter, skipping the origins gone past origin-grace. The loop's rounds also
 the copies written since the previous round began (their leases are younger than a
 round; see :meth:`CopyIndex.mark`): during a long full sync most copies are.
 
+With an adapter that renews copies per origin data center
+(:class:`~pysyncer.adapters.base.RenewsByHolder`), the rounds after the first renew one
+holder per origin instead of every copy, and compare the count the registry holds with
+the index's. A count that differs is asked again a few times a moment apart (a batch of
+the importer may be between its registry writes and its index update), then the origins
+whose counts still differ get a round of their copies one by one: the lost ones are
+found as without the capability, and the holder holds the index's copies again (started
+afresh when it held more than the index: copies this syncer no longer holds lapse).
+
 A copy the registry no longer knows is handed to the importer's ``on_lost`` callback:
 forgetting it and having it repaired is the importer's job. The loop hands them over in
 the background: ``on_lost`` waits for the importer's lock, which a batch paced by the
@@ -25,7 +34,7 @@ import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Sequence
 from typing import Protocol, TypeVar
 
-from pysyncer.adapters.base import Adapter, LocalRef
+from pysyncer.adapters.base import Adapter, LocalRef, RenewResult, RenewsByHolder
 from pysyncer.errors import PysyncerError
 from pysyncer.model import Instance
 from pysyncer.supervisor import Supervised, spawn
@@ -33,6 +42,7 @@ from pysyncer.sync.copyindex import CopyIndex
 
 __all__ = [
     "DEFAULT_TTL",
+    "HOLDER_RECHECKS",
     "LOST_STEP",
     "RENEW_BATCH",
     "LostCopies",
@@ -52,6 +62,9 @@ LOST_STEP = 2_000
 DEFAULT_TTL = 120  # Service-Center's default lease: 30 s x (3 + 1)
 RENEW_TICK = 1.0  # how often the renewal period is re-checked (copies with short TTLs arrive)
 RENEW_STARTUP_DELAY = 1.0
+# Times an origin whose holder's count differs from the index's is asked again (each after
+# an eighth of the period, at most RENEW_TICK) before its copies are renewed one by one.
+HOLDER_RECHECKS = 3
 
 # Copies the registry did not know: (key hash, copy-index entry when renewed).
 LostCopies = list[tuple[int, int]]
@@ -89,6 +102,9 @@ class Renewals:
         self._task: Supervised | None = None
         self._lost: LostCopies = []  # found by the loop, not handed to on_lost yet
         self._handing: asyncio.Task[None] | None = None
+        # Whether a round of every copy ran through the adapter's holders (the loop's
+        # rounds then renew the holders only).
+        self._held = False
 
     # -- pace --------------------------------------------------------------------------
 
@@ -149,7 +165,7 @@ class Renewals:
             first = False
             last = now
             try:
-                await self.renew_all(wait=False, keys=self.index.mark())
+                await self.round(self.index.mark(), period)
             except asyncio.CancelledError:
                 raise
             except PysyncerError as exc:
@@ -161,33 +177,95 @@ class Renewals:
                 log.exception("renewing copies failed")
                 last = float("-inf")
 
+    async def round(self, keys: Sequence[int], period: float) -> int:
+        """One round of the loop: the copies of ``keys`` one by one (the first round, or
+        without holders), else every origin's holder; how many copies were renewed."""
+        if not isinstance(self.adapter, RenewsByHolder) or not self._held:
+            renewed = await self.renew_all(wait=False, keys=keys)
+            self._held = True
+            return renewed
+        return await self._renew_holders(self.adapter, keys, period)
+
+    async def _renew_holders(
+        self, adapter: RenewsByHolder, keys: Sequence[int], period: float
+    ) -> int:
+        """Renew each origin's holder; the origins whose holder's count still differs from
+        the index's after :data:`HOLDER_RECHECKS` looks get their copies of ``keys``
+        renewed one by one (the holder started afresh when it held more)."""
+        renewed = 0
+        counts = self.index.counts()
+        differ: dict[str, int] = {}  # origin -> the holder's count
+        for origin_dc, count in counts.items():
+            if origin_dc not in self.expired_origins:
+                held = await adapter.renew_origin(origin_dc)
+                renewed += held
+                if held != count:
+                    differ[origin_dc] = held
+        self.stats.renewals += renewed
+        for _ in range(HOLDER_RECHECKS):
+            if not differ:
+                return renewed
+            await asyncio.sleep(min(RENEW_TICK, period / 8))
+            counts = self.index.counts()
+            for origin_dc in list(differ):
+                held = 0
+                if origin_dc in counts and origin_dc not in self.expired_origins:
+                    held = await adapter.renew_origin(origin_dc)
+                if held == counts.get(origin_dc, 0):
+                    del differ[origin_dc]
+                else:
+                    differ[origin_dc] = held
+        counts = self.index.counts()
+        anew = {dc for dc, held in differ.items() if held > counts.get(dc, 0)}
+        return renewed + await self._renew_each(keys, wait=False, origins=differ.keys(), anew=anew)
+
     async def renew_all(self, *, wait: bool = True, keys: Sequence[int] | None = None) -> int:
         """Heartbeat every copy (or those of ``keys``) except expired origins'; how many
-        were renewed.
+        were renewed (with holders, each is held by its origin's holder from now on).
 
         The copies the registry says it does not know go to ``on_lost`` after the round
         (``wait``: before this returns; else in the background, as the loop does).
         """
+        return await self._renew_each(self.index.keys() if keys is None else keys, wait=wait)
+
+    async def _renew_each(
+        self,
+        keys: Sequence[int],
+        *,
+        wait: bool,
+        origins: Collection[str] | None = None,
+        anew: Collection[str] = (),
+    ) -> int:
+        """:meth:`renew_all` of the copies of ``keys`` of ``origins`` (None: of any); the
+        holders of the ``anew`` origins are started afresh."""
+        holding = self.adapter if isinstance(self.adapter, RenewsByHolder) else None
+        started: set[str] = set()
         renewed = 0
         lost: LostCopies = []
-        for batch in chunks(self.index.keys() if keys is None else keys, RENEW_BATCH):
-            refs: list[LocalRef] = []
-            entries: list[tuple[int, int]] = []
+        for batch in chunks(keys, RENEW_BATCH):
+            by_origin: dict[str, tuple[list[LocalRef], list[tuple[int, int]]]] = {}
             for key_hash in batch:
                 found = self.index.renewable(key_hash, self.expired_origins)
-                if found is not None:
-                    refs.append(found[0])
-                    entries.append((key_hash, found[1]))
-            if not refs:
-                continue
-            results = await self.adapter.renew(refs)
-            for result, entry in zip(results, entries, strict=True):
-                if result.not_found:
-                    lost.append(entry)
-                elif not result.ok:
-                    self.stats.error("renew")
-            self.stats.renewals += len(results)
-            renewed += len(refs)
+                if found is None or (origins is not None and found[2] not in origins):
+                    continue
+                refs, entries = by_origin.setdefault(found[2] if holding else "", ([], []))
+                refs.append(found[0])
+                entries.append((key_hash, found[1]))
+            for origin_dc, (refs, entries) in by_origin.items():
+                results: list[RenewResult]
+                if holding is None:
+                    results = await self.adapter.renew(refs)
+                else:
+                    first = origin_dc in anew and origin_dc not in started
+                    started.add(origin_dc)
+                    results = await holding.renew_held(origin_dc, refs, anew=first)
+                for result, entry in zip(results, entries, strict=True):
+                    if result.not_found:
+                        lost.append(entry)
+                    elif not result.ok:
+                        self.stats.error("renew")
+                self.stats.renewals += len(results)
+                renewed += len(refs)
             await asyncio.sleep(0)  # an in-process registry never suspends: let others run
         if lost and wait:
             await self._give(lost)

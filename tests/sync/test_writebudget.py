@@ -235,14 +235,21 @@ async def test_renewals_go_on_while_the_budget_holds_a_backlog(tmp_path: Path) -
     await store.open()
     budget = WriteBudget(3.0, 3.0)
     importer = Importer("dc1", adapter, store, budget=budget)
-    heartbeats: list[str] = []
-    renew = adapter.renew
+    heartbeats: list[str] = []  # copies renewed one by one (by id), or by origin (by round)
+    renew_held, renew_origin = adapter.renew_held, adapter.renew_origin
 
-    async def recorded(refs: Sequence[LocalRef]) -> list[RenewResult]:
+    async def recorded(
+        origin_dc: str, refs: Sequence[LocalRef], *, anew: bool = False
+    ) -> list[RenewResult]:
         heartbeats.extend(ref.instance_id for ref in refs)
-        return await renew(refs)
+        return await renew_held(origin_dc, refs, anew=anew)
 
-    adapter.renew = recorded  # type: ignore[method-assign]
+    async def recorded_origin(origin_dc: str) -> int:
+        heartbeats.append(f"{origin_dc} in round {importer.index.generation}")
+        return await renew_origin(origin_dc)
+
+    adapter.renew_held = recorded  # type: ignore[method-assign]
+    adapter.renew_origin = recorded_origin  # type: ignore[method-assign]
     await importer.start(1.0)
     backlog: asyncio.Task[None] | None = None
     try:
@@ -257,7 +264,9 @@ async def test_renewals_go_on_while_the_budget_holds_a_backlog(tmp_path: Path) -
         assert not backlog.done()  # still held back by the budget, the lock held
         assert budget.delayed > 0
         assert registry.expire() == 0  # no copy lapsed, the backlog's own included
-        assert heartbeats.count(copy_instance_id("dc2", "i1")) >= 4  # a round each second
+        by_origin = {h for h in heartbeats if h.startswith("dc2 in round")}
+        renewed = heartbeats.count(copy_instance_id("dc2", "i1")) + len(by_origin)
+        assert renewed >= 4  # a round each second: i1 one by one, or its origin's holder
         held = {i.properties[ORIGIN_ID_PROPERTY] for i in await adapter.list_instances()}
         assert {"i1", "i2"} <= held and len(held) >= 2 + 10  # the backlog is being written
     finally:
