@@ -63,11 +63,13 @@ from pysyncer.model import (
     record_key_hash,
 )
 from pysyncer.store.base import (
+    CursorBatch,
     Fence,
     FencedError,
     MappingEntry,
     MappingKey,
     Store,
+    apply_batches,
     iter_mappings,
 )
 from pysyncer.sync.copies import PendingCopy, copy_of
@@ -87,6 +89,48 @@ WRITES_PER_TURN = 200  # registry writes between two yields to the event loop
 # worth took up to 68 ms of the loop thread at 1,000,000 copies, 2,000 (a repair batch)
 # up to 41 ms, for a little more collection in all (measured in process, issue 17).
 FREEZE_EVERY = 2_000
+# Records of the waiting batches applied together (one store transaction), unless the
+# first alone has more.
+GROUP_RECORDS = 2_000
+
+
+class _Batch:
+    """One origin's batch to apply: its records (the last of each instance), the cursor
+    and epoch committed with them, the records the import filter refused (by key hash),
+    the slots it holds in full (a reconcile); then its outcome."""
+
+    __slots__ = (
+        "cursor",
+        "done",
+        "epoch",
+        "error",
+        "full_slots",
+        "origin_dc",
+        "records",
+        "refused",
+    )
+
+    def __init__(
+        self,
+        origin_dc: str,
+        records: list[Record],
+        cursor: int,
+        epoch: str | None,
+        refused: Mapping[int, Record],
+        full_slots: Collection[int] = (),
+    ) -> None:
+        self.origin_dc = origin_dc
+        self.records = records
+        self.cursor = cursor
+        self.epoch = epoch
+        self.refused = refused
+        self.full_slots = full_slots
+        self.done = False
+        self.error: Exception | None = None
+
+    def finish(self, error: Exception | None) -> None:
+        self.done = True
+        self.error = error
 
 
 class _Write(NamedTuple):
@@ -144,6 +188,9 @@ class Importer:
         self.index = CopyIndex()
         self._service_ids: dict[ServiceKey, str] = {}
         self._lock = asyncio.Lock()
+        self._waiting: list[_Batch] = []  # batches whose callers wait for the lock
+        # Several batches in one transaction only where the store commits them together.
+        self._grouping = callable(getattr(store, "apply_batches", None))
         self.expired_origins: set[str] = set()  # origins gone past origin-grace: not renewed
         self.needs_repair: set[str] = set()  # origins with lost copies to pull again
         self._lost: set[int] = set()  # key hashes of lost copies not registered again yet
@@ -341,12 +388,50 @@ class Importer:
     async def apply(
         self, origin_dc: str, records: Sequence[Record], cursor: int, epoch: str | None = None
     ) -> None:
-        """Apply one batch of an origin's changes, then advance its cursor atomically."""
+        """Apply one batch of an origin's changes, then advance its cursor atomically.
+
+        Batches of other origins waiting for the lock meanwhile are applied with it, their
+        mappings and cursors committed in the same store transaction (:meth:`_apply_group`):
+        whoever takes the lock first applies every batch waiting; the others find theirs
+        done (or failed) when their turn comes.
+        """
         refused: dict[int, Record] = {}
         latest = self._latest(origin_dc, records, refused)
-        async with self._lock:
-            await self._apply_locked(origin_dc, list(latest.values()), cursor, epoch, refused)
+        batch = _Batch(origin_dc, list(latest.values()), cursor, epoch, refused)
+        self._waiting.append(batch)
+        try:
+            async with self._lock:
+                while not batch.done:  # not applied by an earlier holder of the lock
+                    group = self._take_group()
+                    try:
+                        await self._apply_group(group)
+                    finally:  # cancelled midway: those not done are their callers' again
+                        self._waiting[:0] = [queued for queued in group if not queued.done]
+        except asyncio.CancelledError:
+            with contextlib.suppress(ValueError):  # not taken yet: nobody applies it now
+                self._waiting.remove(batch)
+            raise
+        if batch.error is not None:
+            raise batch.error
         self.stats.applied += len(latest)
+
+    def _take_group(self) -> list[_Batch]:
+        """The waiting batches to apply together: from the oldest on, one per origin (a
+        second batch of an origin needs the first's copies in the index), at most
+        :data:`GROUP_RECORDS` records unless one batch alone has more; only one when the
+        store cannot commit several in one transaction."""
+        waiting = self._waiting
+        group = [waiting.pop(0)]
+        origins = {group[0].origin_dc}
+        size = len(group[0].records)
+        while self._grouping and waiting:
+            following = waiting[0]
+            size += len(following.records)
+            if following.origin_dc in origins or size > GROUP_RECORDS:
+                break
+            origins.add(following.origin_dc)
+            group.append(waiting.pop(0))
+        return group
 
     def _latest(
         self, origin_dc: str, records: Iterable[Record], refused: dict[int, Record]
@@ -376,42 +461,70 @@ class Importer:
             latest[(origin_dc, record.instance_id)] = record
         return latest
 
-    async def _apply_locked(
-        self,
-        origin_dc: str,
-        records: Sequence[Record],
-        cursor: int,
-        epoch: str | None,
-        refused: Mapping[int, Record],
-        full_slots: Collection[int] = (),
-    ) -> None:
-        """Write the registry, then commit the mapping and the cursor, then the index.
+    async def _apply_group(self, group: Sequence[_Batch]) -> None:
+        """Write the registry, then commit the mappings and cursors, then the index; with
+        the lock held. Each batch ends done, with the error that stopped it if any: a batch
+        whose registry writes fail is left out of the commit (its origin replays it); a
+        failed commit fails them all. Cancelled midway, the batches not done stay so.
 
-        With an import filter, the index also counts the digests of ``refused`` records
-        (and stops counting those admitted or deleted since, and, for ``full_slots``
-        pulled in full, those the origin no longer has): see :class:`CopyIndex`.
+        With an import filter, the index also counts the digests of each batch's
+        ``refused`` records (and stops counting those admitted or deleted since, and, for
+        ``full_slots`` pulled in full, those the origin no longer has): see :class:`CopyIndex`.
         """
-        await self._check_fence()  # a stale owner must not touch the registry either
-        generation = self.index.generation  # the renewal mark the leases are set in
-        pending, deletes = await self._write_registry(records)
-        upserts = [p.entry() for p in pending]
         try:
-            await self.store.apply_batch(
-                origin_dc, upserts, [k for _, k in deletes], cursor, epoch, fence=self._fence()
-            )
-        except FencedError:
-            self._fenced()
-            raise
+            await self._check_fence()  # a stale owner must not touch the registry either
+            generation = self.index.generation  # the renewal mark the leases are set in
+            written: list[tuple[_Batch, list[PendingCopy], list[tuple[int, MappingKey]]]] = []
+            for batch in group:
+                try:
+                    pending, deletes = await self._write_registry(batch.records)
+                except Exception as exc:  # this batch only: the others go on
+                    batch.finish(exc)
+                    continue
+                written.append((batch, pending, deletes))
+            commits = [
+                CursorBatch(
+                    batch.origin_dc,
+                    [p.entry() for p in pending],
+                    [key for _, key in deletes],
+                    batch.cursor,
+                    batch.epoch,
+                )
+                for batch, pending, deletes in written
+            ]
+            if commits:
+                try:
+                    await apply_batches(self.store, commits, fence=self._fence())
+                except FencedError:
+                    self._fenced()
+                    raise
+            for batch, pending, deletes in written:
+                self._hold_written(batch, pending, deletes, generation)
+                batch.finish(None)
+        except Exception as exc:
+            for batch in group:
+                if not batch.done:
+                    batch.finish(exc)
+
+    def _hold_written(
+        self,
+        batch: _Batch,
+        pending: Sequence[PendingCopy],
+        deletes: Sequence[tuple[int, MappingKey]],
+        generation: int,
+    ) -> None:
+        """The index after a batch's commit: its copies held, its deletes gone."""
+        index = self.index
         for p in pending:
-            self.index.add(p.key_hash, p.origin_dc, p.service, p.slot, p.digest, p.ref, generation)
+            index.add(p.key_hash, p.origin_dc, p.service, p.slot, p.digest, p.ref, generation)
         for key_hash, _ in deletes:
-            self.index.remove(key_hash)
+            index.remove(key_hash)
         self._settle(len(pending))
         if self._imports is not None:
-            index = self.index
-            if full_slots:
-                index.forget_refused(origin_dc, full_slots)
-            for record in records:
+            origin_dc, refused = batch.origin_dc, batch.refused
+            if batch.full_slots:
+                index.forget_refused(origin_dc, batch.full_slots)
+            for record in batch.records:
                 key_hash = record.key_hash
                 was = refused.get(key_hash)
                 if was is None:
@@ -453,9 +566,10 @@ class Importer:
                         service = ServiceKey.parse(entry.service_text)
                         latest[key] = Record(origin_dc, service, key[1], 0, None)
                 self.index.checked(origin_dc, held)
-            await self._apply_locked(
-                origin_dc, list(latest.values()), cursor, epoch, refused, owned
-            )
+            batch = _Batch(origin_dc, list(latest.values()), cursor, epoch, refused, owned)
+            await self._apply_group([batch])
+        if batch.error is not None:
+            raise batch.error
         self.stats.applied += len(latest)
 
     def _settle(self, written: int) -> None:

@@ -447,6 +447,7 @@ async def test_copies_written_before_a_crash_but_never_recorded_are_removed_at_s
         raise RuntimeError("killed before the commit")
 
     monkeypatch.setattr(side.store, "apply_batch", killed)
+    monkeypatch.setattr(side.store, "apply_batches", killed, raising=False)
     with pytest.raises(RuntimeError):
         await side.importer.apply("dc2", born, 3, "e")
     monkeypatch.undo()
