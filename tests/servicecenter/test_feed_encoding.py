@@ -48,6 +48,27 @@ def counting_encoder(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
 
 
 @pytest.mark.parametrize(
+    "value",
+    [
+        instance(1),
+        {"n": [1, -2, 3.25, 1e300, float("nan"), float("inf")], "b": [True, False, None]},
+        {1: "int key", "nested": {"deep": [{"x": '\u00e9\n"q"'}]}},
+        "text",
+        [],
+        {},
+    ],
+)
+def test_the_compact_encoder_writes_what_the_stdlib_encoder_writes(value: Any) -> None:
+    stdlib = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+    assert feed.encode_json(value) == stdlib(value)
+
+
+def test_the_compact_encoder_refuses_what_json_cannot_hold() -> None:
+    with pytest.raises(TypeError):
+        feed.encode_json({"a": object()})
+
+
+@pytest.mark.parametrize(
     "batch",
     [
         FeedBatch(7, False, ()),
