@@ -8,6 +8,8 @@ import gc
 import os
 import time
 
+import pytest
+
 from benchmarks import stallwatch
 from benchmarks.stallwatch import StallWatch
 
@@ -111,3 +113,22 @@ def test_what_it_keeps_is_bounded() -> None:
     lengths = [stall["stall_ms"] for stall in report["stalls"]]
     assert lengths == sorted(lengths, reverse=True)
     assert len(report["gc_longest"]) <= stallwatch.KEEP_GC
+
+
+def test_a_report_walks_none_of_the_collectors_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A benchmark asks for the report twice a second from another thread: walking the
+    frozen generation (millions of objects, the GIL held) would stall the loop it watches."""
+
+    def walks_the_heap() -> int:
+        raise AssertionError("report() walked the frozen generation")
+
+    monkeypatch.setattr(gc, "get_freeze_count", walks_the_heap)
+    monkeypatch.setattr(gc, "get_objects", walks_the_heap)
+    watch = StallWatch(threshold_ms=50.0, tick=0.01)
+    watch.start()
+    try:
+        asyncio.run(_run_with_watch(watch, lambda: _spin_in_python(0.1)))
+        report = watch.report()
+    finally:
+        watch.stop()
+    assert report["stalls_seen"] >= 1
