@@ -28,6 +28,7 @@ from pysyncer.store.base import (
 
 __all__ = [
     "SCHEMA_VERSION",
+    "WAL_CHECKPOINT_PAGES",
     "close_database",
     "lock_file",
     "open_database",
@@ -39,6 +40,13 @@ __all__ = [
 
 SCHEMA_VERSION: int = 2
 """Version of the schema this code writes; :func:`open_database` migrates older ones."""
+
+WAL_CHECKPOINT_PAGES = 10_000
+"""Pages (4 KiB) the WAL grows to before a commit checkpoints it into the file (SQLite's
+default is 1,000). Small streamed commits rewrite the same pages: a checkpoint writes
+each page once however often it changed since the last one, so a larger WAL costs
+less CPU per commit (transactions of 5 random mappings in a table of 200,000: 104-121
+-> 79-82 us; measured in the store's thread). The WAL file stays at about 40 MiB."""
 
 _SCHEMA_V1 = """
 CREATE TABLE mapping (
@@ -178,6 +186,7 @@ def open_database(path: Path, *, durable: bool, cache_mib: int) -> sqlite3.Conne
             raise StoreError(f"store {path}: cannot enable WAL mode (got {mode!r})")
         set_synchronous(conn, fsync=durable)
         conn.execute(f"PRAGMA cache_size = {-1024 * int(cache_mib)}")
+        conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
         conn.execute("PRAGMA temp_store = MEMORY")
         conn.execute("PRAGMA foreign_keys = OFF")
         _migrate(conn, path)

@@ -38,7 +38,7 @@ from pysyncer.store import (
     create_store,
     iter_mappings,
 )
-from pysyncer.store.sqlite_db import SCHEMA_VERSION
+from pysyncer.store.sqlite_db import SCHEMA_VERSION, WAL_CHECKPOINT_PAGES
 from tests.support.etcd import EtcdServer, etcd_server, unique_prefix
 
 __all__ = ["etcd_server"]  # the fixture, used through request.getfixturevalue
@@ -444,6 +444,10 @@ async def test_data_survives_reopen(tmp_path: Path) -> None:
         assert mode == "wal"
         sync = await db.run_in_worker(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
         assert sync == 2  # FULL
+        pages = await db.run_in_worker(
+            lambda c: c.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
+        )
+        assert pages == WAL_CHECKPOINT_PAGES
 
 
 def _commit_levels(statements: list[str]) -> list[str]:
