@@ -51,6 +51,7 @@ __all__ = [
     "BUILTIN_ROLES",
     "RESOURCES",
     "VERBS",
+    "VERIFIED_TOKENS",
     "Account",
     "Permission",
     "Rbac",
@@ -70,6 +71,7 @@ _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 _HASH_BYTES: Final = 32
 _SCRYPT_MAXMEM: Final = 2**27
 _JWT_HEADER: Final = {"alg": "HS256", "typ": "JWT"}
+VERIFIED_TOKENS: Final = 1024  # tokens an Rbac remembers as verified (oldest out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +275,11 @@ class Rbac:
         self.token_ttl = token_ttl
         self._clock = clock
         self._key = secrets.token_bytes(32)
+        # Tokens whose signature was checked, with their (subject, expiry): a token is
+        # verified once (HMAC, decoding), then found here; its expiry and account are
+        # checked on every request all the same. Only signed tokens enter, and only
+        # logins make those, so it churns no faster than logins.
+        self._verified: dict[str, tuple[str, int]] = {}
         # A hash to spend the same time on when the account does not exist.
         self._decoy = hash_password(secrets.token_hex(8))
 
@@ -302,7 +309,24 @@ class Rbac:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise RegistryError(ERR_UNAUTHORIZED, "invalid auth header")
-        signing, _, signature = token.strip().rpartition(".")
+        token = token.strip()
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = self._verify(token)
+            if len(self._verified) >= VERIFIED_TOKENS:
+                del self._verified[next(iter(self._verified))]  # the oldest
+            self._verified[token] = claims
+        subject, expiry = claims
+        if expiry <= self._clock():
+            raise RegistryError(ERR_TOKEN_EXPIRED, "log in again with POST /v4/token")
+        account = self.accounts.get(subject)
+        if account is None:
+            raise RegistryError(ERR_TOKEN_OWNER_DELETED, "")
+        return account
+
+    def _verify(self, token: str) -> tuple[str, int]:
+        """The (subject, expiry) a token this registry signed names, or 401201."""
+        signing, _, signature = token.rpartition(".")
         try:
             good = signing.isascii() and hmac.compare_digest(
                 _unb64url(signature), self._sign(signing)
@@ -312,12 +336,7 @@ class Rbac:
             claims = None
         if not isinstance(claims, dict) or not isinstance(claims.get("exp"), int):
             raise RegistryError(ERR_UNAUTHORIZED, "the token is not one this registry issued")
-        if claims["exp"] <= self._clock():
-            raise RegistryError(ERR_TOKEN_EXPIRED, "log in again with POST /v4/token")
-        account = self.accounts.get(str(claims.get("sub")))
-        if account is None:
-            raise RegistryError(ERR_TOKEN_OWNER_DELETED, "")
-        return account
+        return str(claims.get("sub")), claims["exp"]
 
     def authorize(self, authorization: str, resource: str, verb: str) -> Account:
         """The account, when one of its roles allows ``verb`` on ``resource``; else 401/403."""

@@ -30,7 +30,8 @@ from pysyncer.servicecenter import (
     hash_password,
     load_rbac,
 )
-from pysyncer.servicecenter.rbac import Account, verify_password
+from pysyncer.servicecenter.errors import RegistryError
+from pysyncer.servicecenter.rbac import VERIFIED_TOKENS, Account, verify_password
 from tests.support.servicecenter import request_json, session
 
 __all__ = ["session"]  # the fixture
@@ -216,6 +217,52 @@ def test_deleted_account_token_is_401206(rbac_path: Path) -> None:
     del rbac.accounts["dev"]
     with pytest.raises(Exception, match="401206"):
         rbac.account_of(f"Bearer {token}")
+
+
+def test_a_token_is_verified_once_and_checked_every_time(
+    rbac_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1_000_000.0]
+    rbac = Rbac(load_rbac(rbac_path).accounts, token_ttl=60, clock=lambda: now[0])
+    dev, root = (f"Bearer {rbac.login(n, PASSWORDS[n])}" for n in ("dev", "root"))
+    signed: list[str] = []
+    sign = rbac._sign
+
+    def counted(signing: str) -> bytes:
+        signed.append(signing)
+        return sign(signing)
+
+    monkeypatch.setattr(rbac, "_sign", counted)
+    for _ in range(3):
+        assert rbac.authorize(dev, "service", "create").name == "dev"
+    assert len(signed) == 1  # the signature checked on first use only
+    head, claims, signature = dev.removeprefix("Bearer ").split(".")
+    with pytest.raises(RegistryError, match="401201"):  # a tampered copy is not the token
+        rbac.account_of(f"Bearer {head}.{claims}x.{signature}")
+    assert rbac.authorize(root, "service", "delete").name == "root"
+    del rbac.accounts["dev"]  # known tokens still meet their account's fate...
+    with pytest.raises(RegistryError, match="401206"):
+        rbac.account_of(dev)
+    now[0] += 61  # ...and their expiry
+    with pytest.raises(RegistryError, match="401205"):
+        rbac.account_of(root)
+
+
+def test_verified_tokens_are_bounded(rbac_path: Path) -> None:
+    rbac = load_rbac(rbac_path)
+    tokens = [f"Bearer {rbac.login('dev', PASSWORDS['dev'])}"]
+    signing = tokens[0].removeprefix("Bearer ").rpartition(".")[0]
+    head, _, _ = signing.partition(".")
+    for n in range(VERIFIED_TOKENS + 5):  # distinct signed tokens, as logins would make
+        body = base64.urlsafe_b64encode(
+            json.dumps({"sub": "dev", "iat": n, "exp": 2**40}).encode()
+        ).rstrip(b"=")
+        payload = f"{head}.{body.decode()}"
+        mac = base64.urlsafe_b64encode(rbac._sign(payload)).rstrip(b"=").decode()
+        tokens.append(f"Bearer {payload}.{mac}")
+    for token in tokens:
+        assert rbac.account_of(token).name == "dev"
+    assert len(rbac._verified) == VERIFIED_TOKENS
 
 
 def test_toml_file_and_password_hashes(tmp_path: Path) -> None:
