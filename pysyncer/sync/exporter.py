@@ -41,6 +41,11 @@ COMMIT_TIMES_KEPT = 4096
 STARTUP_GRACE_MAX = 120.0
 SLOTS_PER_READ = 256  # slots read from the store at once for a PullSlots answer
 TAIL_SIZE = 20_000  # recent changes kept in memory for the watch streams (at most the log's)
+# Seconds from the start of one commit of the followed changes to the next, at least: a
+# busy registry's changes are committed (fsynced) several at a time, not one by one. As
+# long as the RPC server's Watch window (a stream sends at most every 10 ms): a change
+# waits here about as long as it would have waited there.
+COMMIT_SPACING = 0.01
 
 
 @dataclass
@@ -103,6 +108,7 @@ class Exporter:
         self._startup_grace = startup_grace
         self._change_log_size = change_log_size
         self._appended_since_trim = 0
+        self._committed_at = 0.0  # loop time the last commit started
         self._deletes_from = 0.0  # loop time before which absence from a listing deletes nothing
         self._deferred: Supervised | None = None
         # The newest committed changes, oldest first, gapless: _tail[i] has revision
@@ -167,6 +173,7 @@ class Exporter:
                         )
                     first = False
                     await self._apply_batch(batch)
+                    await self._space_commits()
             except asyncio.CancelledError:
                 raise
             except PysyncerError as exc:
@@ -183,6 +190,18 @@ class Exporter:
                 log.exception("exporter failed; re-listing in %.1f s", delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RESYNC_BACKOFF_MAX)
+
+    async def _space_commits(self) -> None:
+        """Leave :data:`COMMIT_SPACING` between the starts of two commits: the changes the
+        feed brings meanwhile go into the next commit together. Each commit of the change
+        log is fsynced (a few hundred us of CPU here, whatever its size), and a busy
+        registry's feed otherwise brings about one change per commit (500 registrations/s:
+        1.26 changes per commit, 416-534 us of CPU per change with the registry's; spaced,
+        about 10 per commit and 185 us). A first change after a quiet spell waits for
+        nothing."""
+        wait = self._committed_at + COMMIT_SPACING - asyncio.get_running_loop().time()
+        if wait > 0:
+            await asyncio.sleep(wait)
 
     def _changes(self) -> AsyncIterator[ChangeBatch]:
         """The adapter's change feed; without the copies when the adapter can leave them out
@@ -282,6 +301,7 @@ class Exporter:
         if not records:
             return self._revision
         async with self._lock:
+            self._committed_at = asyncio.get_running_loop().time()
             stored = await self.store.append_changes(records)
             self._remember(stored)
             for record in stored:

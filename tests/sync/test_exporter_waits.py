@@ -7,14 +7,17 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pysyncer.adapters.embedded import EmbeddedAdapter
+from pysyncer.model import Record
 from pysyncer.servicecenter.core import EmbeddedRegistry
 from pysyncer.store.sqlite import SqliteStore
+from pysyncer.sync import exporter as exporter_module
 from pysyncer.sync.exporter import Exporter
 from pysyncer.sync.status import exporter_status
 
@@ -129,3 +132,32 @@ async def test_the_lag_behind_the_registry_is_shown_and_a_lost_feed_position_war
         assert exporter.stats.feed_resets == 1
         assert "lost our position" in caplog.text
         assert exporter.stats.registry_lag == 0
+
+
+async def test_changes_coming_soon_after_a_commit_are_committed_together(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a commit the exporter leaves COMMIT_SPACING before the next one: the changes
+    the feed brings meanwhile share one commit (one fsync); a change after a quiet spell
+    is committed at once."""
+    monkeypatch.setattr(exporter_module, "COMMIT_SPACING", 0.5)
+    registry = EmbeddedRegistry()
+    async with exporter_of(registry, tmp_path) as exporter:
+        sizes: list[int] = []
+        append = exporter.store.append_changes
+
+        async def counted(records: Sequence[Record], **kwargs: Any) -> list[Record]:
+            sizes.append(len(records))
+            return await append(records, **kwargs)
+
+        monkeypatch.setattr(exporter.store, "append_changes", counted)
+        sid = await registry.create_service({"appId": "a", "serviceName": "s", "version": "1"})
+        start = exporter.revision()
+        await register(registry, sid, 0)
+        assert await exporter.wait_for_revision(start, 5) == start + 1  # at once
+        for n in range(1, 5):  # the exporter runs in between: each is a feed batch
+            await register(registry, sid, n)
+            await asyncio.sleep(0.02)
+        while exporter.revision() < start + 5:
+            await asyncio.wait_for(exporter.wait_for_revision(exporter.revision(), 5), 5)
+        assert sizes == [1, 4]
