@@ -579,8 +579,17 @@ def read_loop(path: Path, witnesses: Witnesses) -> dict[str, Any]:
     if not watch:
         return loop
     headers, gaps = witnesses.read()
-    spans = [(start, end, cores) for start, end, cores in watch.get("spans", [])]
-    watch.update(classify(spans, gaps, STALL_MS))
+    spans = watch.get("spans", [])
+    watch.update(classify([(start, end, cores) for start, end, cores, *_ in spans], gaps, STALL_MS))
+    # B's own stalls in which the loop thread was switched out while runnable and ran for
+    # under half the time left: the cores went to other work (other processes on a shared
+    # machine, or B's other threads), not to the loop's own code
+    preempted = 0
+    for start, end, cores, cpu_ms, switched_out in spans:
+        left_ms = 1000 * (end - start - paused(start, end, cores, gaps))
+        if left_ms > STALL_MS and switched_out and cpu_ms < left_ms / 2:
+            preempted += 1
+    watch["stalls_process_preempted"] = preempted
     watch["witnesses"] = headers
     watch["witness_gaps"] = len(gaps)
     watch["witness_longest_gap_ms"] = round(max((1000 * (b - a) for a, b, _ in gaps), default=0), 1)
@@ -1005,8 +1014,10 @@ def print_loop(full: dict[str, Any]) -> None:
             f"    of the stalls over {STALL_MS:.0f} ms: {watch['stalls_machine']} the machine's "
             f"(a witness at {given or 'no witness'} was not run over them), longest "
             f"{watch['worst_machine_ms']:.0f} ms; {watch['stalls_process']} B's own, longest "
-            f"{watch['worst_process_ms']:.0f} ms; a stall less the machine's pauses in it at "
-            f"most {watch['worst_process_share_ms']:.0f} ms "
+            f"{watch['worst_process_ms']:.0f} ms ({watch.get('stalls_process_preempted', 0)} "
+            "of them with the loop thread switched out while runnable and running under half "
+            f"of it); a stall less the machine's pauses in it at most "
+            f"{watch['worst_process_share_ms']:.0f} ms "
             f"({verdict(watch['worst_process_share_ms'], STALL_MS)} <= {STALL_MS:.0f} ms)"
         )
     for label, key in (("longest", "stalls"), ("most CPU", "stalls_by_cpu")):
@@ -1017,6 +1028,7 @@ def print_loop(full: dict[str, Any]) -> None:
                 f"CPU {stall['loop_thread_cpu_ms']:.0f} ms, queued for a core "
                 f"{stall.get('loop_thread_queued_ms', 0):.0f} ms, GC {stall['gc_ms']:.0f} ms, "
                 f"machine paused {stall.get('machine_paused_ms', 0):.0f} ms, "
+                f"preempted {stall.get('loop_thread_preempted', 0)}x, "
                 f"{stall['samples']} sample(s); {' < '.join(top) or 'no stack sampled'}"
             )
 

@@ -32,6 +32,7 @@ import collections
 import gc
 import heapq
 import itertools
+import resource
 import sys
 import threading
 import time
@@ -106,6 +107,20 @@ class _Stall:
         self.cores: set[int] = set()  # the cores the loop thread was seen on
 
 
+# A stall over count_ms: (start, end, the loop thread's cores, its CPU ms, times preempted).
+_Span = tuple[float, float, list[int], float, int]
+
+
+def _thread_usage() -> tuple[int, int, int]:
+    """The calling thread's involuntary and voluntary context switches and minor faults
+    (zeros where ``RUSAGE_THREAD`` does not exist)."""
+    try:
+        usage = resource.getrusage(resource.RUSAGE_THREAD)
+    except (AttributeError, OSError):
+        return (0, 0, 0)
+    return (usage.ru_nivcsw, usage.ru_nvcsw, usage.ru_minflt)
+
+
 # A collection: (start, end, generation, objects collected, in the loop thread, CPU s).
 _GcEntry = tuple[float, float, int, int, bool, float]
 
@@ -134,15 +149,14 @@ class StallWatch:
         self._origin = time.monotonic()  # stalls' ``at_s`` count from here
         self._due = self._origin + tick  # when the loop's next tick is expected
         self._tick_cpu = time.thread_time()  # the loop thread's CPU at its last tick
+        self._tick_usage = _thread_usage()  # and its context switches and minor faults
         self._current: _Stall | None = None
         self._kept: list[tuple[float, int, dict[str, Any]]] = []  # min-heap by stall ms
         self._kept_cpu: list[tuple[float, int, dict[str, Any]]] = []  # by loop-thread CPU
         self._order = itertools.count()
         self._closed = 0
         # (start, end, cores) of the last stalls over ``count_ms``, CLOCK_MONOTONIC seconds
-        self._spans: collections.deque[tuple[float, float, list[int]]] = collections.deque(
-            maxlen=KEEP_SPANS
-        )
+        self._spans: collections.deque[_Span] = collections.deque(maxlen=KEEP_SPANS)
         self._lock = threading.Lock()
         self._gc_ring: collections.deque[_GcEntry] = collections.deque(maxlen=GC_RING)
         # (monotonic time, steal ticks), read by the watchdog on every wake
@@ -173,11 +187,13 @@ class StallWatch:
         # the loop thread's CPU since the last tick: also what it ran before the watchdog
         # could open the stall (a C call keeping the GIL keeps the watchdog out)
         cpu, self._tick_cpu = self._tick_cpu, time.thread_time()
+        usage, self._tick_usage = self._tick_usage, _thread_usage()
         with self._lock:
             stall, self._current = self._current, None
             due, self._due = self._due, now + self.tick_period
         if stall is not None:
-            self._close(stall, due, now, self._tick_cpu - cpu)
+            switches = [b - a for b, a in zip(self._tick_usage, usage, strict=True)]
+            self._close(stall, due, now, self._tick_cpu - cpu, switches)
 
     # -- the watchdog thread -----------------------------------------------------------
 
@@ -241,7 +257,9 @@ class StallWatch:
         except (IndexError, ValueError):
             return fields[0] if fields else "?", None
 
-    def _close(self, stall: _Stall, due: float, ended: float, cpu: float) -> None:
+    def _close(
+        self, stall: _Stall, due: float, ended: float, cpu: float, switches: list[int]
+    ) -> None:
         lasted = ended - due
         gcs = [
             {
@@ -268,6 +286,12 @@ class StallWatch:
             "loop_thread_queued_ms": round(1000 * (self._queued() - stall.queued_began), 1),
             "loop_thread_states": dict(stall.states),
             "loop_thread_major_faults": self._major_faults() - stall.faults_began,
+            # since the last tick: switched out while runnable (another thread or process
+            # took the core), went to sleep (the GIL, a lock, a poll, the disk), page
+            # faults served without the disk
+            "loop_thread_preempted": switches[0],
+            "loop_thread_slept": switches[1],
+            "loop_thread_minor_faults": switches[2],
             "other_threads": dict(stall.others.most_common(KEEP_STACKS)),
             "samples": stall.samples,
             "longest_sample_gap_ms": round(1000 * stall.gap, 1),
@@ -288,7 +312,9 @@ class StallWatch:
         with self._lock:
             self._closed += 1
             if lasted > self.count_limit:
-                self._spans.append((due, ended, sorted(stall.cores)))
+                self._spans.append(
+                    (due, ended, sorted(stall.cores), round(1000 * cpu, 1), switches[0])
+                )
             _keep(self._kept, (lasted, next(self._order), record))
             _keep(self._kept_cpu, (cpu, next(self._order), record))
 
@@ -350,13 +376,14 @@ class StallWatch:
             kept = sorted(self._kept, key=lambda e: -e[0])
             kept_cpu = sorted(self._kept_cpu, key=lambda e: -e[0])
             closed = self._closed
-            spans = [[round(a, 6), round(b, 6), cores] for a, b, cores in self._spans]
+            spans = [[round(a, 6), round(b, 6), *rest] for a, b, *rest in self._spans]
         longest_gc = sorted(list(self._gc_longest), key=lambda e: -e[0])
         return {
             "threshold_ms": round(1000 * self.threshold, 1),
             "stalls_seen": closed,
             # every stall over count_ms (the last KEEP_SPANS): CLOCK_MONOTONIC start and end,
-            # the cores the loop thread was seen on; "origin_s" is the clock at at_s = 0
+            # the cores the loop thread was seen on, its CPU ms since the tick before and how
+            # often it was switched out while runnable; "origin_s" is the clock at at_s = 0
             "count_ms": round(1000 * self.count_limit, 1),
             "origin_s": round(self._origin, 6),
             "spans": spans,

@@ -57,8 +57,9 @@ def test_a_stall_is_recorded_with_the_stack_that_caused_it() -> None:
         stall["loop_thread_cpu_ms"] for stall in report["stalls"]
     )
     # its span on CLOCK_MONOTONIC and the cores it ran on, for the machine's witness
-    start, end, cores = report["spans"][-1]
+    start, end, cores, cpu_ms, preempted = report["spans"][-1]
     assert end - start >= 0.35 and start >= report["origin_s"]
+    assert cpu_ms == longest["loop_thread_cpu_ms"] and preempted >= 0
     assert cores and set(cores) <= os.sched_getaffinity(0) | set(range(os.cpu_count() or 1))
     assert longest["loop_thread_cores"]
     # the host's steal time over the stall: a count of 10 ms ticks, never negative
@@ -132,3 +133,17 @@ def test_a_report_walks_none_of_the_collectors_lists(monkeypatch: pytest.MonkeyP
     finally:
         watch.stop()
     assert report["stalls_seen"] >= 1
+
+
+def test_a_stall_spent_asleep_is_told_from_one_spent_running() -> None:
+    watch = StallWatch(threshold_ms=50.0, tick=0.01)
+    watch.start()
+    try:
+        asyncio.run(_run_with_watch(watch, lambda: time.sleep(0.3)))
+    finally:
+        watch.stop()
+    asleep = watch.report()["stalls"][0]
+    assert asleep["stall_ms"] >= 250
+    assert asleep["loop_thread_slept"] >= 1  # a voluntary switch: it went to sleep
+    assert asleep["loop_thread_cpu_ms"] < asleep["stall_ms"] / 2
+    assert asleep["loop_thread_preempted"] >= 0 and asleep["loop_thread_minor_faults"] >= 0
