@@ -24,8 +24,16 @@ as the daemon does: it follows the embedded registry's change feed, where every 
 written shows up and is skipped (its CPU counts in the sync's). ``--profile`` prints
 cProfile's top functions of the sync (which slows it).
 
+``--streams K`` measures streaming instead (what a daemon of a full mesh imports between
+full syncs): K origins each hand the importer a batch of ``--batch`` changes every
+``--period`` seconds, all at the same moments (a busy loop reads several links' Watch
+messages in one turn), ``--rounds`` batches of registrations and as many of deletions;
+reported: process CPU per copy (the store's thread included) and the store
+transactions per batch applied (below 1 when batches waiting together share one).
+
     python -m benchmarks.bench_import [--sizes 100000,300000] [--renew-during] [--exporter]
     python -m benchmarks.bench_import --sizes 100000 --profile 25
+    python -m benchmarks.bench_import --streams 7 [--batch 5] [--period 0.01] [--rounds 200]
 """
 
 from __future__ import annotations
@@ -236,6 +244,67 @@ async def measure(
     return result
 
 
+async def measure_streams(streams: int, batch: int, period: float, rounds: int) -> dict[str, Any]:
+    """``streams`` origins applying small batches into one importer, in CPU time."""
+    services = [ServiceKey("bench", f"svc-{s}", "1.0.0") for s in range(20)]
+
+    def records(origin: str, first: int, live: bool) -> list[Record]:
+        made = []
+        for n in range(first, first + batch):
+            service = services[n % len(services)]
+            endpoint = f"rest://10.0.{n // 250 % 256}.{n % 250}:8080"
+            instance = Instance(service, f"a-{n}", f"host-{n}", (endpoint,)) if live else None
+            made.append(Record(origin, service, f"a-{n}", 0, instance))
+        return made
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = create_store("embedded", tmp)
+        await store.open()
+        importer = Importer("dc-b", EmbeddedAdapter(EmbeddedRegistry()), store)
+        await importer.start(A_DAY)
+        transactions = 0
+        apply_batches = store.apply_batches  # type: ignore[attr-defined]
+
+        async def counted(*args: Any, **kwargs: Any) -> None:
+            nonlocal transactions
+            transactions += 1
+            await apply_batches(*args, **kwargs)
+
+        store.apply_batches = counted  # type: ignore[attr-defined]
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+
+        async def origin(number: int) -> None:
+            origin_dc = f"dc-o{number}"
+            for step in range(2 * rounds):
+                delay = start + step * period - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                first = (step % rounds) * batch
+                made = records(origin_dc, first, live=step < rounds)
+                await importer.apply(origin_dc, made, step + 1, EPOCH)
+
+        cpu, wall = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(origin(n) for n in range(streams)))
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        held = importer.copies_by_origin()
+        await importer.close()
+        await store.close()
+    if any(held.values()):
+        raise RuntimeError(f"copies left after the deletions: {held}")
+    copies = 2 * streams * rounds * batch
+    return {
+        "streams": streams,
+        "batch": batch,
+        "period_s": period,
+        "us_per_copy": round(1e6 * cpu / copies, 1),
+        "transactions_per_batch": round(transactions / (2 * streams * rounds), 2),
+        "wall_s": round(wall, 1),
+        "paced_s": round(2 * rounds * period, 1),
+        "load_average": round(os.getloadavg()[0], 1),
+    }
+
+
 def run(count: int, renew_during: bool, profile: int, with_exporter: bool) -> dict[str, Any]:
     """:func:`measure` on uvloop when it is installed (as the daemon runs), with the
     engine's garbage-collector threshold."""
@@ -255,7 +324,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exporter", action="store_true", help="an exporter follows the feed")
     parser.add_argument("--profile", type=int, default=0, help="print cProfile's top N")
     parser.add_argument("--json", action="store_true", help="one JSON object per size")
+    parser.add_argument("--streams", type=int, default=0, help="origins streaming (0: a sync)")
+    parser.add_argument("--batch", type=int, default=5, help="changes per streamed batch")
+    parser.add_argument("--period", type=float, default=0.01, help="seconds between batches")
+    parser.add_argument("--rounds", type=int, default=200, help="batches of each kind")
     args = parser.parse_args(argv)
+    if args.streams:
+        try:
+            import uvloop
+        except ImportError:
+            uvloop = None  # type: ignore[assignment]
+        runner = asyncio.run if uvloop is None else uvloop.run
+        result = runner(measure_streams(args.streams, args.batch, args.period, args.rounds))
+        if args.json:
+            print(json.dumps(result))
+            return 0
+        print(
+            f"{args.streams} origins x batches of {args.batch} every {args.period * 1e3:.0f} ms "
+            f"into one importer: {result['us_per_copy']:.1f} us CPU per copy, "
+            f"{result['transactions_per_batch']:.2f} store transactions per batch; wall "
+            f"{result['wall_s']} s for {result['paced_s']} s paced, load {result['load_average']}"
+        )
+        return 0
     for size in (int(s) for s in args.sizes.split(",")):
         result = run(size, args.renew_during, args.profile, args.exporter)
         if args.json:
