@@ -69,11 +69,12 @@ class Stats:
 
 
 class Side:
-    """A registry on a fake clock, the recording adapter, an index and its renewals."""
+    """A registry (on a fake clock unless ``real_time``), the recording adapter, an index
+    and its renewals."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, real_time: bool = False) -> None:
         self.clock = FakeClock()
-        self.registry = EmbeddedRegistry(clock=self.clock)
+        self.registry = EmbeddedRegistry() if real_time else EmbeddedRegistry(clock=self.clock)
         self.adapter = Recording(self.registry)
         self.index = CopyIndex()
         self.lost: LostCopies = []
@@ -218,20 +219,31 @@ async def test_a_batch_between_its_registry_write_and_its_index_update_is_waited
 async def test_the_loop_reregisters_a_deleted_copy_within_about_a_period() -> None:
     """Through the loop (first round one by one, then by holders): a copy an operator
     deleted is handed to on_lost within a couple of periods."""
-    registry = EmbeddedRegistry()
-    side = Side()
-    side.registry = registry
-    side.adapter = Recording(registry)
-    side.renewals = Renewals(side.adapter, side.index, Stats(), set(), side._on_lost)
+    side = Side(real_time=True)
     keys = await side.write("dc2", range(4))
     side.renewals.start(PERIOD)
     try:
         while not any(call[0] == "renew_origin" for call in side.adapter.calls):
             await asyncio.sleep(0.01)  # the first round ran; the holder rounds have begun
         ref = side.refs[keys[2]]
-        await registry.unregister_instance(ref.service_id, ref.instance_id)
+        await side.registry.unregister_instance(ref.service_id, ref.instance_id)
         deleted_in = side.index.generation  # the round running (or the last one)
         assert await side.lost_keys() == [keys[2]]
         assert side.index.generation <= deleted_in + 1  # found by the next round
+    finally:
+        await side.renewals.close()
+
+
+async def test_copies_loaded_that_the_registry_does_not_know_are_found_lost_at_start() -> None:
+    """After a restart the index holds copies from the store that a fresh registry never
+    saw (and no holder holds): the loop's first round, one by one, finds them all lost."""
+    side = Side(real_time=True)
+    keys = [1000 + n for n in range(5)]
+    for n, key_hash in enumerate(keys):
+        side.index.add(key_hash, "dc2", SERVICE, 7, n + 1, LocalRef("svc", f"px{key_hash:016x}"))
+    side.renewals.start(PERIOD)
+    try:
+        assert sorted(await side.lost_keys()) == keys
+        assert side.adapter.calls[0] == ("renew_held", "dc2", 5)
     finally:
         await side.renewals.close()
