@@ -48,6 +48,8 @@ def json_depth_exceeds(raw: bytes, limit: int) -> bool:
 
     Invalid JSON is measured as well as can be; the parser refuses it afterwards.
     """
+    if raw.count(b"[") + raw.count(b"{") <= limit:
+        return False  # even with the ones inside strings, too few openings to nest deeper
     brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
     if brackets.count(b"[") + brackets.count(b"{") <= limit:
         return False  # fewer openings than the limit: no need to follow them
