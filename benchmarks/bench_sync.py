@@ -1023,13 +1023,16 @@ def print_loop(full: dict[str, Any]) -> None:
     for label, key in (("longest", "stalls"), ("most CPU", "stalls_by_cpu")):
         for stall in watch.get(key, [])[:3]:
             top = stall["stacks"][0]["frames"][:3] if stall["stacks"] else []
+            threads = stall.get("threads_cpu_ms", {})
+            busiest = ", ".join(f"{name} {ms:.0f}" for name, ms in list(threads.items())[:3])
             print(
                 f"    {label}: {stall['stall_ms']:.0f} ms at {stall['at_s']:.1f} s, loop thread "
                 f"CPU {stall['loop_thread_cpu_ms']:.0f} ms, queued for a core "
                 f"{stall.get('loop_thread_queued_ms', 0):.0f} ms, GC {stall['gc_ms']:.0f} ms, "
                 f"machine paused {stall.get('machine_paused_ms', 0):.0f} ms, "
                 f"preempted {stall.get('loop_thread_preempted', 0)}x, "
-                f"{stall['samples']} sample(s); {' < '.join(top) or 'no stack sampled'}"
+                f"{stall['samples']} sample(s); threads' CPU ms: {busiest or 'none noted'}; "
+                f"{' < '.join(top) or 'no stack sampled'}"
             )
 
 

@@ -17,8 +17,9 @@ thread used the most CPU), each with at most :data:`KEEP_STACKS` stacks
 of :data:`STACK_DEPTH` frames; the GC log is a ring of :data:`GC_RING` collections.
 Every stall over ``count_ms`` is also kept as its span on ``CLOCK_MONOTONIC`` and the cores
 the loop thread was seen on (the last :data:`KEEP_SPANS`), for a benchmark to hold against
-the machine's own pauses (:mod:`benchmarks.witness`). Everything is bounded, whatever the
-run's length.
+the machine's own pauses (:mod:`benchmarks.witness`). Every thread's CPU over a stall
+(noted every :data:`THREADS_EVERY` wakes) names a thread that kept the GIL from the loop.
+Everything is bounded, whatever the run's length.
 
 A sample needs the GIL: a stall inside one long C call (a full collection, a native
 call that keeps the GIL) shows as few samples and a gap between them
@@ -32,6 +33,7 @@ import collections
 import gc
 import heapq
 import itertools
+import os
 import resource
 import sys
 import threading
@@ -46,9 +48,11 @@ KEEP_STACKS = 5  # distinct stacks kept per stall (the most sampled)
 STACK_DEPTH = 14  # innermost frames kept per stack
 GC_RING = 512  # collections remembered for matching to stalls
 STEAL_RING = 64  # the watchdog's readings of the machine's steal time (the last ~0.6 s)
-STEAL_TICK_MS = 10.0  # /proc/stat counts in USER_HZ ticks (100 per second)
+TICK_MS = 10.0  # /proc counts CPU and steal time in USER_HZ ticks (100 per second)
 KEEP_GC = 10  # the longest collections reported
 KEEP_SPANS = 4096  # the last stalls over ``count_ms`` kept as (start, end, cores)
+THREADS_EVERY = 10  # every this many wakes the watchdog notes each thread's CPU (~0.1 s)
+THREADS_RING = 16  # those notes kept (the last ~1.6 s)
 
 
 def machine_steal() -> int:
@@ -60,6 +64,26 @@ def machine_steal() -> int:
         return int(fields[8])
     except (OSError, IndexError, ValueError):
         return 0
+
+
+def threads_cpu() -> dict[int, tuple[str, int]]:
+    """Each thread of this process: its kernel name and CPU so far (USER_HZ ticks, user
+    and system), from ``/proc/self/task`` (empty where there is none)."""
+    found: dict[int, tuple[str, int]] = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return found
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as stat:
+                text = stat.read()
+            name = text[text.index("(") + 1 : text.rindex(")")]
+            fields = text.rsplit(")", 1)[1].split()
+            found[int(tid)] = (name, int(fields[11]) + int(fields[12]))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
 
 
 def _where(frame: Any) -> str:
@@ -161,6 +185,10 @@ class StallWatch:
         self._gc_ring: collections.deque[_GcEntry] = collections.deque(maxlen=GC_RING)
         # (monotonic time, steal ticks), read by the watchdog on every wake
         self._steal: collections.deque[tuple[float, int]] = collections.deque(maxlen=STEAL_RING)
+        # (monotonic time, {thread id: (name, CPU ticks)}), noted every THREADS_EVERY wakes
+        self._threads: collections.deque[tuple[float, dict[int, tuple[str, int]]]] = (
+            collections.deque(maxlen=THREADS_RING)
+        )
         self._gc_longest: list[tuple[float, int, dict[str, Any]]] = []
         # generation -> [count, total, max, CPU total, CPU max] (seconds)
         self._gc_totals: dict[int, list[float]] = {}
@@ -198,9 +226,13 @@ class StallWatch:
     # -- the watchdog thread -----------------------------------------------------------
 
     def _watch(self) -> None:
+        wakes = 0
         while not self._stop.wait(SAMPLE_EVERY):
             now = time.monotonic()
             self._steal.append((now, machine_steal()))
+            wakes += 1
+            if wakes % THREADS_EVERY == 0:
+                self._threads.append((now, threads_cpu()))
             with self._lock:
                 due = self._due
                 if now - due <= self.threshold:
@@ -293,14 +325,15 @@ class StallWatch:
             "loop_thread_slept": switches[1],
             "loop_thread_minor_faults": switches[2],
             "other_threads": dict(stall.others.most_common(KEEP_STACKS)),
+            # every thread's CPU from the watchdog's last note before the stall to its end
+            # (10 ms ticks): a thread that kept the GIL from the loop shows here by name
+            "threads_cpu_ms": self._threads_cpu_over(due),
             "samples": stall.samples,
             "longest_sample_gap_ms": round(1000 * stall.gap, 1),
             # the host's: both virtual cores, from the watchdog's last reading before the
             # stall began (None: no reading yet)
             "machine_steal_ms": (
-                None
-                if steal_began is None
-                else round(STEAL_TICK_MS * (machine_steal() - steal_began), 1)
+                None if steal_began is None else round(TICK_MS * (machine_steal() - steal_began), 1)
             ),
             "gc_ms": round(sum(g["ms"] for g in gcs), 1),
             "gc": gcs[:KEEP_STACKS],
@@ -317,6 +350,21 @@ class StallWatch:
                 )
             _keep(self._kept, (lasted, next(self._order), record))
             _keep(self._kept_cpu, (cpu, next(self._order), record))
+
+    def _threads_cpu_over(self, due: float) -> dict[str, float]:
+        """The threads that used CPU since the last note before ``due``, most first."""
+        notes = list(self._threads)
+        before = [cpu for at, cpu in notes if at <= due]
+        if not before and not notes:
+            return {}
+        began = before[-1] if before else notes[0][1]
+        named = {thread.native_id: thread.name for thread in threading.enumerate()}
+        used: collections.Counter[str] = collections.Counter()
+        for tid, (comm, ticks) in threads_cpu().items():
+            spent = ticks - began.get(tid, (comm, 0))[1]
+            if spent > 0:
+                used[f"{named.get(tid, comm)}/{tid}"] += spent
+        return {name: TICK_MS * ticks for name, ticks in used.most_common(KEEP_STACKS)}
 
     # -- the garbage collector ---------------------------------------------------------
 

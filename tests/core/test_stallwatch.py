@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import threading
 import time
 
 import pytest
@@ -64,7 +65,7 @@ def test_a_stall_is_recorded_with_the_stack_that_caused_it() -> None:
     assert longest["loop_thread_cores"]
     # the host's steal time over the stall: a count of 10 ms ticks, never negative
     steal = longest["machine_steal_ms"]
-    assert steal is not None and steal >= 0 and steal % stallwatch.STEAL_TICK_MS == 0
+    assert steal is not None and steal >= 0 and steal % stallwatch.TICK_MS == 0
 
 
 def test_the_machine_steal_counter_reads_proc_stat() -> None:
@@ -147,3 +148,25 @@ def test_a_stall_spent_asleep_is_told_from_one_spent_running() -> None:
     assert asleep["loop_thread_slept"] >= 1  # a voluntary switch: it went to sleep
     assert asleep["loop_thread_cpu_ms"] < asleep["stall_ms"] / 2
     assert asleep["loop_thread_preempted"] >= 0 and asleep["loop_thread_minor_faults"] >= 0
+
+
+def test_a_thread_that_ran_during_a_stall_is_named_with_its_cpu() -> None:
+    """The loop sleeps while another thread of the process runs Python: the stall names that
+    thread and the CPU it used (the evidence for a thread keeping the GIL from the loop)."""
+    hog = threading.Thread(target=_spin_in_python, args=(0.6,), name="the-hog")
+
+    def stall_while_another_thread_runs() -> None:
+        hog.start()
+        time.sleep(0.5)
+
+    watch = StallWatch(threshold_ms=50.0, tick=0.01)
+    watch.start()
+    try:
+        asyncio.run(_run_with_watch(watch, stall_while_another_thread_runs))
+    finally:
+        watch.stop()
+        hog.join()
+    used = watch.report()["stalls"][0]["threads_cpu_ms"]
+    hogs = [name for name in used if name.startswith("the-hog/")]
+    assert hogs, used
+    assert used[hogs[0]] > 0 and used[hogs[0]] % stallwatch.TICK_MS == 0
