@@ -42,9 +42,9 @@ STARTUP_GRACE_MAX = 120.0
 SLOTS_PER_READ = 256  # slots read from the store at once for a PullSlots answer
 TAIL_SIZE = 20_000  # recent changes kept in memory for the watch streams (at most the log's)
 # Seconds from the start of one commit of the followed changes to the next, at least: a
-# busy registry's changes are committed (fsynced) several at a time, not one by one. As
-# long as the RPC server's Watch window (a stream sends at most every 10 ms): a change
-# waits here about as long as it would have waited there.
+# busy registry's changes are committed (fsynced) several at a time, not one by one. No
+# longer than the RPC server's Watch window (a stream sends at most once per window): a
+# change waits here about as long as it would have waited there for its stream.
 COMMIT_SPACING = 0.01
 
 
