@@ -12,6 +12,7 @@ from pysyncer.adapters.base import (
     NotFoundError,
     RegistersMany,
     UnavailableError,
+    capable,
     register_all,
 )
 from pysyncer.adapters.embedded import EmbeddedAdapter
@@ -102,3 +103,10 @@ async def test_one_at_a_time_stops_at_a_failing_registry_but_not_at_a_missing_se
     assert answers[3] is answers[4]
     listed = {i.instance_id for i in await adapter.list_instances()}
     assert listed == {"c-1", "c-3"}  # c-5 was not tried
+
+
+def test_capable_answers_per_adapter_class() -> None:
+    adapter, fallback = EmbeddedAdapter(EmbeddedRegistry()), OneAtATime(EmbeddedRegistry())
+    assert capable(adapter, RegistersMany) and not capable(fallback, RegistersMany)
+    # Decided per class: another object of a class already seen gets the same answer.
+    assert capable(OneAtATime(EmbeddedRegistry()), RegistersMany) is False
