@@ -83,7 +83,7 @@ __all__ = ["Importer", "ImporterStats", "copy_instance_id"]
 
 log = logging.getLogger(__name__)
 
-WRITES_PER_TURN = 200  # registry writes between two yields to the event loop
+WRITES_PER_TURN = 100  # registry writes between two yields (a turn of 200 held the loop 80 ms)
 # Copies written between two garbage-collector freezes. Each freeze first collects the
 # young generations, which hold every object written since the last one: 10,000 copies'
 # worth took up to 68 ms of the loop thread at 1,000,000 copies, 2,000 (a repair batch)

@@ -307,7 +307,7 @@ async def test_a_batch_registers_its_copies_together_and_fails_on_a_refused_one(
 
     monkeypatch.setattr(side.adapter, "register_many", counted)
     await side.importer.apply("dc2", batch, count, "e")
-    assert calls == [WRITES_PER_TURN - 1, 51]  # the first turn ends at its 200th record
+    assert calls == [WRITES_PER_TURN - 1, 51]  # the first turn ends at its last record
     assert await side.store.mapping_counts() == {"dc2": count}
     assert len(await side.copies()) == count
 
