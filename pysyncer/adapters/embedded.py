@@ -172,39 +172,47 @@ class EmbeddedAdapter:
         return answers
 
     async def _register_run(self, instances: Sequence[Instance]) -> list[LocalRef | AdapterError]:
-        answers: list[LocalRef | AdapterError | None] = [None] * len(instances)
-        sent: list[int] = []  # the positions of the instances sent to the registry
+        refused: dict[int, AdapterError] = {}  # positions whose service could not be made
         pairs: list[tuple[str, dict[str, Any]]] = []
-        last: tuple[ServiceKey | None, str | None] = (None, None)
+        service_ids = self._service_ids
+        last: ServiceKey | None = None
+        service_id = ""
         for at, instance in enumerate(instances):
             service = instance.service
             # Copies of one service come together and share its key: looked up once.
-            service_id = last[1] if service is last[0] else self._service_ids.get(service)
-            if service_id is None:
-                try:
-                    service_id = await self.ensure_service(service)
-                except AdapterError as exc:
-                    answers[at] = exc
-                    continue
-            last = (service, service_id)
-            sent.append(at)
+            if service is not last:
+                found = service_ids.get(service)
+                if found is None:
+                    try:
+                        found = await self.ensure_service(service)
+                    except AdapterError as exc:
+                        refused[at] = exc
+                        last = None
+                        continue
+                last, service_id = service, found
             pairs.append((service_id, instance_to_sc(instance)))
         tenant = self._tenant(instances[0].service)
         holder = self._holder(instances[0].properties.get(ORIGIN_DC_PROPERTY), tenant)
         written = await self.registry.register_instances(pairs, holder=holder, **tenant)
-        for at, (service_id, _), answer in zip(sent, pairs, written, strict=True):
+        assert len(written) == len(pairs), "the registry answers every registration"
+        answers: list[LocalRef | AdapterError] = []
+        sent = 0  # registrations answered so far
+        for at in range(len(instances)):
+            if at in refused:
+                answers.append(refused[at])
+                continue
+            sid, answer = pairs[sent][0], written[sent]
+            sent += 1
             if isinstance(answer, str):
-                answers[at] = LocalRef(service_id, answer)
+                answers.append(LocalRef(sid, answer))
             elif answer.code == int(ERR_SERVICE_NOT_EXISTS):  # deleted meanwhile: as register()
                 try:
-                    answers[at] = await self.register(instances[at])
+                    answers.append(await self.register(instances[at]))
                 except AdapterError as exc:
-                    answers[at] = exc
+                    answers.append(exc)
             else:
-                answers[at] = _typed(answer)
-        done = [answer for answer in answers if answer is not None]
-        assert len(done) == len(instances), "every instance is answered"
-        return done
+                answers.append(_typed(answer))
+        return answers
 
     async def get_instance(self, ref: LocalRef) -> Instance:
         self._check_open()

@@ -79,9 +79,17 @@ def _now_text() -> str:
     return _clock_text[0][1]
 
 
-def _check_holder(holder: str | None) -> None:
+def _holder_error(holder: str | None) -> RegistryError | None:
+    """The error refusing ``holder`` (None: a valid holder name, or no holder)."""
     if holder is not None and (not isinstance(holder, str) or not holder):
-        raise invalid("'holder' must be a non-empty string")
+        return invalid("'holder' must be a non-empty string")
+    return None
+
+
+def _check_holder(holder: str | None) -> None:
+    error = _holder_error(holder)
+    if error is not None:
+        raise error
 
 
 def _without_times(record: Mapping[str, Any]) -> JSON:
@@ -140,13 +148,13 @@ class EmbeddedRegistry:
         return lease
 
     def _remove_instance(self, tenant: Tenant, service_id: str, instance_id: str) -> None:
-        leases = tenant.instances.get(service_id, {})
-        lease = leases.pop(instance_id, None)
+        leases = tenant.instances.get(service_id)
+        lease = None if leases is None else leases.pop(instance_id, None)
         if lease is None:
             return
         self._leases.release(lease)
         if not leases:
-            tenant.instances.pop(service_id, None)
+            del tenant.instances[service_id]
         tenant.feed.record("DELETE", tenant.services[service_id], lease.instance)
 
     def expire(self, limit: int = EXPIRY_STEP) -> int:
@@ -329,8 +337,9 @@ class EmbeddedRegistry:
         instance beyond ``settings.max_instances`` of the service: 400100. ``holder``
         names the holder that renews it from now on (:meth:`renew_holder`; None: none).
         """
-        # The tenant is read, not created: the service must exist.
-        return self._register(self._get(domain, project), service_id, instance, holder)
+        tenant = self._get(domain, project)  # read, not created: the service must exist
+        _check_holder(holder)
+        return self._register(tenant, (tenant.domain, tenant.project), service_id, instance, holder)
 
     async def register_instances(
         self,
@@ -346,11 +355,15 @@ class EmbeddedRegistry:
         own revision), lease and ``holder`` as by itself; leases run out as of the call's
         start."""
         tenant = self._get(domain, project)
+        scope = (tenant.domain, tenant.project)
+        refused = _holder_error(holder) is not None  # then each pair answers that error
         register = self._register
         answers: list[str | RegistryError] = []
         for service_id, instance in instances:
             try:
-                answers.append(register(tenant, service_id, instance, holder))
+                if refused:
+                    _check_holder(holder)
+                answers.append(register(tenant, scope, service_id, instance, holder))
             except RegistryError as exc:
                 answers.append(exc)
         return answers
@@ -358,40 +371,46 @@ class EmbeddedRegistry:
     def _register(
         self,
         tenant: Tenant,
+        scope: tuple[str, str],
         service_id: str,
         instance: Mapping[str, Any],
-        holder: str | None = None,
+        holder: str | None,
     ) -> str:
-        _check_holder(holder)
-        service = self._service(tenant, service_id)
+        """Register one instance in ``tenant`` (whose key is ``scope``) for a caller that
+        has checked ``holder``."""
+        service = tenant.services.get(service_id)
+        if service is None:
+            service = self._service(tenant, service_id)  # raises: no such service
         record = validate_instance(instance, self.settings)
-        leases = tenant.instances.get(service_id, {})
+        leases = tenant.instances.get(service_id)
+        if leases is None:
+            leases = {}  # stored in tenant.instances once the instance is in
         instance_id = record["instanceId"]
         if not instance_id:
+            endpoints = record["endpoints"]
             instance_id = next(
-                (
-                    i
-                    for i, lease in leases.items()
-                    if lease.instance["endpoints"] == record["endpoints"]
-                ),
+                (i for i, lease in leases.items() if lease.instance["endpoints"] == endpoints),
                 uuid.uuid4().hex,
             )
-        if instance_id not in leases and len(leases) >= self.settings.max_instances:
+        previous = leases.get(instance_id)
+        if previous is None and len(leases) >= self.settings.max_instances:
             raise no_quota(f"service {service_id} has {len(leases)} instances, the most allowed")
-        leases = tenant.instances.setdefault(service_id, leases)
         record["instanceId"] = instance_id
         record["serviceId"] = service_id
         record["version"] = service["version"]
-        now = _now_text()
-        previous = leases.get(instance_id)
-        if previous is not None and _without_times(previous.instance) == record:
-            action: Action | None = None
+        action: Action | None
+        if previous is None:
+            record["timestamp"] = record["modTimestamp"] = _now_text()
+            action = "CREATE"
+            if not leases:
+                tenant.instances[service_id] = leases
+        elif _without_times(previous.instance) == record:
+            action = None
             record = previous.instance
         else:
-            record["timestamp"] = now if previous is None else previous.instance["timestamp"]
-            record["modTimestamp"] = now
-            action = "CREATE" if previous is None else "UPDATE"
-        scope = (tenant.domain, tenant.project)
+            record["timestamp"] = previous.instance["timestamp"]
+            record["modTimestamp"] = _now_text()
+            action = "UPDATE"
         leases[instance_id] = self._leases.grant(record, previous, scope, service_id, holder)
         if action is not None:
             tenant.feed.record(action, service, record)
@@ -435,7 +454,9 @@ class EmbeddedRegistry:
         project: str = DEFAULT_PROJECT,
     ) -> None:
         tenant = self._get(domain, project)
-        self._lease(tenant, service_id, instance_id)
+        leases = tenant.instances.get(service_id)
+        if leases is None or instance_id not in leases:
+            self._lease(tenant, service_id, instance_id)  # raises: which one is missing
         self._remove_instance(tenant, service_id, instance_id)
 
     async def heartbeat(

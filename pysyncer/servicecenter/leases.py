@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import math
 from bisect import insort
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from heapq import heappop, heappush
 from operator import attrgetter
@@ -112,12 +112,6 @@ class LeaseQueue:
         """How many entries are queued (stale ones included until they come due)."""
         return self._queued
 
-    def ttl(self, instance: Mapping[str, Any]) -> float:
-        if self._ttl_override is not None:
-            return self._ttl_override
-        check = instance["healthCheck"]
-        return float(check["interval"] * (check["times"] + 1))
-
     def grant(
         self,
         instance: dict[str, Any],
@@ -133,18 +127,22 @@ class LeaseQueue:
         queued no later than the new expiry; otherwise a new lease is queued and the old
         entry becomes stale (the caller stores the lease returned).
         """
-        ttl = self.ttl(instance)
+        ttl = self._ttl_override
+        if ttl is None:
+            check = instance["healthCheck"]
+            ttl = float(check["interval"] * (check["times"] + 1))
         expires_at = self._clock() + ttl
         if previous is not None and previous.due <= expires_at:
             previous.instance, previous.ttl, previous.expires_at = instance, ttl, expires_at
-            lease = previous
-        else:
-            if previous is not None:
-                self.release(previous)
-            lease = Lease(instance, ttl, expires_at, expires_at, scope, service_id)
-            self._queue(lease)
-            self._queued += 1
-        self.hold(lease, holder)
+            self.hold(previous, holder)
+            return previous
+        if previous is not None:
+            self.release(previous)
+        lease = Lease(instance, ttl, expires_at, expires_at, scope, service_id)
+        self._queue(lease)
+        self._queued += 1
+        if holder is not None:  # a new lease is held by none yet
+            self.hold(lease, holder)
         return lease
 
     def renew(self, lease: Lease) -> None:

@@ -1,0 +1,104 @@
+"""The embedded registry's write paths: a refused holder in a batch, unregistering (its
+errors, the service's last instance) and the same-endpoints takeover of id-less
+registrations through registrations, replacements, unregistrations and expiries."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from pysyncer.servicecenter import EmbeddedRegistry, RegistryError
+from pysyncer.servicecenter.errors import (
+    ERR_INSTANCE_NOT_EXISTS,
+    ERR_INVALID_PARAMS,
+    ERR_SERVICE_NOT_EXISTS,
+)
+
+pytestmark = pytest.mark.timeout(30)
+
+SERVICE = {"appId": "shop", "serviceName": "orders", "version": "1.0.0"}
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def body(endpoint: str, instance_id: str = "", interval: int = 10) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "hostName": "h",
+        "endpoints": [endpoint],
+        "healthCheck": {"mode": "push", "interval": interval, "times": 0},
+    }
+    if instance_id:
+        out["instanceId"] = instance_id
+    return out
+
+
+async def test_a_refused_holder_answers_every_registration_of_a_batch() -> None:
+    registry = EmbeddedRegistry()
+    sid = await registry.create_service(SERVICE)
+    before = registry.revision()
+    answers = await registry.register_instances(
+        [(sid, body("rest://a:1", "i1")), ("no-such-service", body("rest://a:2", "i2"))],
+        holder="",
+    )
+    assert [type(a) for a in answers] == [RegistryError, RegistryError]
+    assert [a.code for a in answers if isinstance(a, RegistryError)] == [ERR_INVALID_PARAMS] * 2
+    assert answers[0] is not answers[1]  # each registration its own error
+    assert registry.instance_count() == 0
+    assert registry.revision() == before
+
+
+async def test_unregistering_answers_which_one_is_missing_and_keeps_the_service() -> None:
+    registry = EmbeddedRegistry()
+    sid = await registry.create_service(SERVICE)
+    with pytest.raises(RegistryError) as unknown_service:
+        await registry.unregister_instance("no-such-service", "i1")
+    assert unknown_service.value.code == ERR_SERVICE_NOT_EXISTS
+    with pytest.raises(RegistryError) as unknown_instance:
+        await registry.unregister_instance(sid, "i1")
+    assert unknown_instance.value.code == ERR_INSTANCE_NOT_EXISTS
+    await registry.register_instance(sid, body("rest://a:1", "i1"))
+    await registry.unregister_instance(sid, "i1")
+    assert (await registry.list_instances(sid))[0] == []
+    assert await registry.register_instance(sid, body("rest://a:1", "i1")) == "i1"
+    listed, _ = await registry.list_instances(sid)
+    assert [i["instanceId"] for i in listed] == ["i1"]
+
+
+async def test_an_id_less_registration_takes_over_the_first_instance_with_its_endpoints() -> None:
+    """Random registrations (with and without ids, moving endpoints), unregistrations and
+    expiries: each id-less registration gets the id of the first instance, in registration
+    order, holding the same endpoints, else a new one (Service-Center's rule)."""
+    rng = random.Random(17)
+    clock = FakeClock()
+    registry = EmbeddedRegistry(clock=clock)
+    sid = await registry.create_service(SERVICE)
+    endpoints = [f"rest://10.0.0.{n}:80" for n in range(6)]
+    for _ in range(400):
+        roll = rng.random()
+        listed, _ = await registry.list_instances(sid)
+        if roll < 0.4:
+            endpoint = rng.choice(endpoints)
+            holding = [i["instanceId"] for i in listed if i["endpoints"] == [endpoint]]
+            instance_id = await registry.register_instance(
+                sid, body(endpoint, interval=rng.choice((10, 20)))
+            )
+            if holding:
+                assert instance_id == holding[0]
+            else:
+                assert instance_id not in {i["instanceId"] for i in listed}
+        elif roll < 0.7:
+            instance_id = f"i{rng.randrange(8)}"
+            await registry.register_instance(sid, body(rng.choice(endpoints), instance_id))
+        elif roll < 0.85 and listed:
+            await registry.unregister_instance(sid, rng.choice(listed)["instanceId"])
+        else:
+            clock.now += rng.choice((1.0, 5.0, 11.0))
+            registry.expire()
