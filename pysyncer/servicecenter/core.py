@@ -92,6 +92,24 @@ def _check_holder(holder: str | None) -> None:
         raise error
 
 
+_EndpointIndex = dict[tuple[str, ...], dict[str, None]]  # endpoints -> ids, in order
+
+
+def _index_endpoints(leases: Mapping[str, Lease]) -> _EndpointIndex:
+    index: _EndpointIndex = {}
+    for instance_id, lease in leases.items():
+        index.setdefault(tuple(lease.instance["endpoints"]), {})[instance_id] = None
+    return index
+
+
+def _unindex(index: _EndpointIndex, endpoints: list[str], instance_id: str) -> None:
+    key = tuple(endpoints)
+    ids = index[key]
+    del ids[instance_id]
+    if not ids:
+        del index[key]
+
+
 def _without_times(record: Mapping[str, Any]) -> JSON:
     return {k: v for k, v in record.items() if k not in ("timestamp", "modTimestamp")}
 
@@ -127,6 +145,11 @@ class EmbeddedRegistry:
         start = initial_revision if initial_revision is not None else time.time_ns() // 1000
         self._tenants = Tenants(start, change_log_size, settings.max_tenants)
         self._leases = LeaseQueue(clock, ttl_override)
+        # Instance ids by endpoints, per (domain, project, service id), built for a service
+        # by its first registration without an id (the same-endpoints takeover would scan
+        # every instance of it), kept while the service has instances; copies carry their
+        # ids, so the services only they fill have none and pay nothing for it.
+        self._by_endpoints: dict[tuple[str, str, str], _EndpointIndex] = {}
         self._closed = False
 
     # ------------------------------------------------------------------ internals
@@ -153,8 +176,13 @@ class EmbeddedRegistry:
         if lease is None:
             return
         self._leases.release(lease)
+        if self._by_endpoints:
+            index = self._by_endpoints.get((tenant.domain, tenant.project, service_id))
+            if index is not None:
+                _unindex(index, lease.instance["endpoints"], instance_id)
         if not leases:
             del tenant.instances[service_id]
+            self._by_endpoints.pop((tenant.domain, tenant.project, service_id), None)
         tenant.feed.record("DELETE", tenant.services[service_id], lease.instance)
 
     def expire(self, limit: int = EXPIRY_STEP) -> int:
@@ -385,13 +413,20 @@ class EmbeddedRegistry:
         leases = tenant.instances.get(service_id)
         if leases is None:
             leases = {}  # stored in tenant.instances once the instance is in
+        index = None
+        if self._by_endpoints:
+            index = self._by_endpoints.get((*scope, service_id))
         instance_id = record["instanceId"]
-        if not instance_id:
-            endpoints = record["endpoints"]
-            instance_id = next(
-                (i for i, lease in leases.items() if lease.instance["endpoints"] == endpoints),
-                uuid.uuid4().hex,
-            )
+        if not instance_id:  # the first instance with the same endpoints keeps its id
+            if index is None:
+                index = self._by_endpoints[(*scope, service_id)] = _index_endpoints(leases)
+            same = index.get(tuple(record["endpoints"]))
+            if not same:
+                instance_id = uuid.uuid4().hex
+            elif len(same) == 1:
+                instance_id = next(iter(same))
+            else:  # several (registered with their ids): the first registered
+                instance_id = next(i for i in leases if i in same)
         previous = leases.get(instance_id)
         if previous is None and len(leases) >= self.settings.max_instances:
             raise no_quota(f"service {service_id} has {len(leases)} instances, the most allowed")
@@ -411,6 +446,12 @@ class EmbeddedRegistry:
             record["timestamp"] = previous.instance["timestamp"]
             record["modTimestamp"] = _now_text()
             action = "UPDATE"
+        if index is not None:
+            if previous is None:
+                index.setdefault(tuple(record["endpoints"]), {})[instance_id] = None
+            elif previous.instance["endpoints"] != record["endpoints"]:
+                _unindex(index, previous.instance["endpoints"], instance_id)
+                index.setdefault(tuple(record["endpoints"]), {})[instance_id] = None
         leases[instance_id] = self._leases.grant(record, previous, scope, service_id, holder)
         if action is not None:
             tenant.feed.record(action, service, record)
