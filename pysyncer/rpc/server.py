@@ -61,10 +61,10 @@ HEARTBEAT_INTERVAL = 5.0  # seconds between the heartbeat batches of an idle Wat
 # in one message (one decode, one apply and one store transaction at the peer, not one
 # each), and a busy stream sleeps on a timer instead of a waiter task per message; a
 # change after a quiet spell goes out at once. Added latency: at most this (about half
-# of it on average while busy). 20 ms, not 10: a message costs far more than a record
-# (docs/rpc.md, "What a Watch stream costs"); with 10 ms a data center offering 100
-# changes/s sent about one message per change to each peer.
-WATCH_COALESCE = 0.02
+# of it on average while busy). 10 ms: 20 ms saved ~20 % of the streaming path's CPU
+# (bench_stream) but doubled the propagation median at 100 changes/s (7 -> 15 ms, bench_sync
+# propagation) and showed no CPU gain in the 8-data-center mesh (docs/rpc.md).
+WATCH_COALESCE = 0.01
 ENCODED_KEPT = 16  # encoded change ranges kept for the other Watch streams to send as is
 MAX_SLOTS_PER_CALL = codec.SLOT_COUNT
 SLOT_BATCH = 1000  # records per SlotBatch message
