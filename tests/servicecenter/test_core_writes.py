@@ -15,18 +15,9 @@ from pysyncer.servicecenter.errors import (
     ERR_INVALID_PARAMS,
     ERR_SERVICE_NOT_EXISTS,
 )
+from tests.support.servicecenter import SERVICE, ManualClock
 
 pytestmark = pytest.mark.timeout(30)
-
-SERVICE = {"appId": "shop", "serviceName": "orders", "version": "1.0.0"}
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def body(endpoint: str, instance_id: str = "", interval: int = 10) -> dict[str, Any]:
@@ -77,7 +68,7 @@ async def test_an_id_less_registration_takes_over_the_first_instance_with_its_en
     expiries: each id-less registration gets the id of the first instance, in registration
     order, holding the same endpoints, else a new one (Service-Center's rule)."""
     rng = random.Random(17)
-    clock = FakeClock()
+    clock = ManualClock()
     registry = EmbeddedRegistry(clock=clock)
     sid = await registry.create_service(SERVICE)
     endpoints = [f"rest://10.0.0.{n}:80" for n in range(6)]

@@ -12,19 +12,11 @@ import pytest
 
 from pysyncer.servicecenter import EmbeddedRegistry, RegistryError
 from pysyncer.servicecenter.leases import Lease, LeaseQueue
+from tests.support.servicecenter import SERVICE, ManualClock
 
 pytestmark = pytest.mark.timeout(30)
 
-SERVICE = {"appId": "shop", "serviceName": "orders", "version": "1.0.0"}
 SCOPE = ("default", "default")
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def instance(n: int, interval: int = 10, times: int = 0) -> dict[str, Any]:
@@ -36,23 +28,13 @@ def instance(n: int, interval: int = 10, times: int = 0) -> dict[str, Any]:
     }
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def registry(clock: FakeClock) -> EmbeddedRegistry:
-    return EmbeddedRegistry(clock=clock, initial_revision=0)
-
-
 async def _ids(registry: EmbeddedRegistry, service_id: str) -> set[str]:
     listed, _ = await registry.list_instances(service_id)
     return {i["instanceId"] for i in listed}
 
 
 async def test_renewing_a_holder_extends_every_instance_it_holds(
-    registry: EmbeddedRegistry, clock: FakeClock
+    registry: EmbeddedRegistry, clock: ManualClock
 ) -> None:
     sid = await registry.create_service(SERVICE)
     answers = await registry.register_instances(
@@ -70,7 +52,7 @@ async def test_renewing_a_holder_extends_every_instance_it_holds(
 
 
 async def test_a_lapsed_holder_expires_its_instances_exactly_a_ttl_after_its_last_renewal(
-    registry: EmbeddedRegistry, clock: FakeClock
+    registry: EmbeddedRegistry, clock: ManualClock
 ) -> None:
     sid = await registry.create_service(SERVICE)
     await registry.register_instance(sid, instance(1, interval=10), holder="h")
@@ -90,7 +72,7 @@ async def test_a_lapsed_holder_expires_its_instances_exactly_a_ttl_after_its_las
 
 
 async def test_a_holder_never_shortens_an_instances_own_lease(
-    registry: EmbeddedRegistry, clock: FakeClock
+    registry: EmbeddedRegistry, clock: ManualClock
 ) -> None:
     sid = await registry.create_service(SERVICE)
     await registry.register_instance(sid, instance(1, interval=10), holder="h")
@@ -104,7 +86,7 @@ async def test_a_holder_never_shortens_an_instances_own_lease(
 
 
 async def test_per_instance_heartbeats_keep_working_on_held_instances(
-    registry: EmbeddedRegistry, clock: FakeClock
+    registry: EmbeddedRegistry, clock: ManualClock
 ) -> None:
     sid = await registry.create_service(SERVICE)
     await registry.register_instances([(sid, instance(1)), (sid, instance(2))], holder="h")
@@ -118,7 +100,7 @@ async def test_per_instance_heartbeats_keep_working_on_held_instances(
 
 
 async def test_the_count_follows_unregistrations_expiries_and_replacements(
-    registry: EmbeddedRegistry, clock: FakeClock
+    registry: EmbeddedRegistry, clock: ManualClock
 ) -> None:
     sid = await registry.create_service(SERVICE)
     await registry.register_instances([(sid, instance(n)) for n in range(1, 6)], holder="h")
@@ -140,7 +122,7 @@ async def test_the_count_follows_unregistrations_expiries_and_replacements(
     assert registry.instance_count() == 0
 
 
-async def test_holders_are_per_tenant(registry: EmbeddedRegistry, clock: FakeClock) -> None:
+async def test_holders_are_per_tenant(registry: EmbeddedRegistry, clock: ManualClock) -> None:
     sid = await registry.create_service(SERVICE)
     other = await registry.create_service(SERVICE, project="p2")
     await registry.register_instance(sid, instance(1), holder="h")
@@ -164,7 +146,7 @@ async def test_a_holder_must_be_a_non_empty_string(registry: EmbeddedRegistry) -
 def test_random_holder_renewals_expire_exactly_on_time() -> None:
     """The wheel's invariant with holders: never early, never later than the first call."""
     rng = random.Random(23)
-    clock = FakeClock(500.0)
+    clock = ManualClock(500.0)
     queue = LeaseQueue(clock)
     held: dict[int, Lease] = {}
 

@@ -10,18 +10,11 @@ from typing import Any
 import pytest
 
 from pysyncer.servicecenter.leases import Lease, LeaseQueue
+from tests.support.servicecenter import ManualClock
 
 pytestmark = pytest.mark.timeout(30)
 
 SCOPE = ("default", "default")
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.25) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def record(interval: int, times: int = 0) -> dict[str, Any]:
@@ -37,7 +30,7 @@ def drain(queue: LeaseQueue, is_current: Any = lambda _: True) -> list[Lease]:
 
 
 def test_a_lease_expires_when_it_runs_out_and_not_a_moment_before() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.25)
     queue = LeaseQueue(clock)
     lease = queue.grant(record(2, 1), None, SCOPE, "s")  # TTL 4 s: runs out at 1004.25
     clock.now = 1004.2
@@ -50,7 +43,7 @@ def test_a_lease_expires_when_it_runs_out_and_not_a_moment_before() -> None:
 
 def test_random_grants_renewals_and_removals_expire_exactly_on_time() -> None:
     rng = random.Random(17)
-    clock = FakeClock(500.0)
+    clock = ManualClock(500.0)
     queue = LeaseQueue(clock)
     held: dict[int, Lease] = {}  # what the registry holds: instance number -> lease
     for _ in range(3000):
@@ -74,7 +67,7 @@ def test_random_grants_renewals_and_removals_expire_exactly_on_time() -> None:
 
 
 def test_a_renewed_lease_is_queued_again_not_expired() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.25)
     queue = LeaseQueue(clock)
     lease = queue.grant(record(10), None, SCOPE, "s")
     for _ in range(5):
@@ -87,7 +80,7 @@ def test_a_renewed_lease_is_queued_again_not_expired() -> None:
 
 
 def test_entries_that_are_no_longer_current_are_dropped() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.25)
     queue = LeaseQueue(clock)
     kept, dropped = (queue.grant(record(5), None, SCOPE, name) for name in ("kept", "dropped"))
     clock.now += 5.0
@@ -96,7 +89,7 @@ def test_entries_that_are_no_longer_current_are_dropped() -> None:
 
 
 def test_a_shorter_registration_replaces_the_queued_lease() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.25)
     queue = LeaseQueue(clock)
     long = queue.grant(record(30, 3), None, SCOPE, "s")
     assert queue.grant(record(30, 3), long, SCOPE, "s") is long  # same length: in place
@@ -107,7 +100,7 @@ def test_a_shorter_registration_replaces_the_queued_lease() -> None:
 
 
 def test_leases_shorter_than_a_second_join_the_bucket_being_walked_in_order() -> None:
-    clock = FakeClock(1000.0)
+    clock = ManualClock(1000.0)
     queue = LeaseQueue(clock, ttl_override=0.4)
     first = [queue.grant(record(1), None, SCOPE, str(n)) for n in range(3)]  # due 1000.4
     clock.now = 1000.5
@@ -121,7 +114,7 @@ def test_leases_shorter_than_a_second_join_the_bucket_being_walked_in_order() ->
 
 
 def test_one_call_looks_at_most_limit_entries_and_behind_says_more_are_due() -> None:
-    clock = FakeClock()
+    clock = ManualClock(1000.25)
     queue = LeaseQueue(clock)
     leases = [queue.grant(record(5), None, SCOPE, str(n)) for n in range(10)]
     clock.now += 5.0
@@ -143,7 +136,7 @@ def test_one_call_looks_at_most_limit_entries_and_behind_says_more_are_due() -> 
 
 
 def test_wake_period_is_the_time_to_the_next_expiry_at_most_a_second() -> None:
-    clock = FakeClock(1000.0)
+    clock = ManualClock(1000.0)
     queue = LeaseQueue(clock)
     assert queue.wake_period() == 1.0  # empty
     queue.grant(record(1), None, SCOPE, "s")  # due 1001.0

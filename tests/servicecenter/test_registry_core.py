@@ -12,18 +12,9 @@ import pytest
 from pysyncer.servicecenter import EmbeddedRegistry, RegistryError
 from pysyncer.servicecenter.settings import ServiceCenterSettings
 from pysyncer.servicecenter.validation import validate_instance
+from tests.support.servicecenter import SERVICE, ManualClock
 
 pytestmark = pytest.mark.timeout(30)
-
-SERVICE = {"appId": "shop", "serviceName": "orders", "version": "1.0.0"}
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def instance(n: int = 1, interval: int | None = None, times: int | None = None) -> dict[str, Any]:
@@ -33,18 +24,8 @@ def instance(n: int = 1, interval: int | None = None, times: int | None = None) 
     return body
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def registry(clock: FakeClock) -> EmbeddedRegistry:
-    return EmbeddedRegistry(clock=clock, initial_revision=0)
-
-
 async def test_ttl_is_interval_times_retries_plus_one(
-    registry: EmbeddedRegistry, clock: FakeClock
+    registry: EmbeddedRegistry, clock: ManualClock
 ) -> None:
     sid = await registry.create_service(SERVICE)
     short = await registry.register_instance(sid, instance(1, interval=10, times=2))
@@ -65,7 +46,7 @@ async def test_ttl_is_interval_times_retries_plus_one(
     assert info.value.code == 400017
 
 
-async def test_ttl_override(clock: FakeClock) -> None:
+async def test_ttl_override(clock: ManualClock) -> None:
     registry = EmbeddedRegistry(clock=clock, initial_revision=0, ttl_override=5.0)
     sid = await registry.create_service(SERVICE)
     await registry.register_instance(sid, instance())
@@ -101,7 +82,7 @@ async def test_every_change_is_logged_and_heartbeats_are_not(
     ]
 
 
-async def test_change_log_is_bounded_and_resets(clock: FakeClock) -> None:
+async def test_change_log_is_bounded_and_resets(clock: ManualClock) -> None:
     registry = EmbeddedRegistry(clock=clock, initial_revision=0, change_log_size=3)
     sid = await registry.create_service(SERVICE)
     for n in range(1, 5):
@@ -126,7 +107,7 @@ async def test_default_revision_survives_restarts() -> None:
     assert (await second.changes(0, 0)).reset
 
 
-async def test_long_poll_wakes_on_expiry(registry: EmbeddedRegistry, clock: FakeClock) -> None:
+async def test_long_poll_wakes_on_expiry(registry: EmbeddedRegistry, clock: ManualClock) -> None:
     sid = await registry.create_service(SERVICE)
     iid = await registry.register_instance(sid, instance(1, interval=1, times=0))
     since = registry.revision()
@@ -177,7 +158,7 @@ async def test_feed_arguments_are_bounded(registry: EmbeddedRegistry) -> None:
 
 
 async def test_heartbeats_keep_one_queued_entry_per_lease_and_expiry_stays_exact(
-    registry: EmbeddedRegistry, clock: FakeClock
+    registry: EmbeddedRegistry, clock: ManualClock
 ) -> None:
     sid = await registry.create_service(SERVICE)
     iid = await registry.register_instance(sid, instance(1, interval=10, times=0))  # TTL 10 s
@@ -194,7 +175,7 @@ async def test_heartbeats_keep_one_queued_entry_per_lease_and_expiry_stays_exact
 
 
 async def test_reregistering_with_a_shorter_lease_expires_at_the_shorter_time(
-    registry: EmbeddedRegistry, clock: FakeClock
+    registry: EmbeddedRegistry, clock: ManualClock
 ) -> None:
     sid = await registry.create_service(SERVICE)
     body = {**instance(1), "instanceId": "i-1"}  # default lease: 120 s

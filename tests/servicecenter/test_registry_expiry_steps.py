@@ -11,20 +11,13 @@ import pytest
 from pysyncer.servicecenter import EmbeddedRegistry
 from pysyncer.servicecenter.core import API_EXPIRY_STEP
 from pysyncer.servicecenter.leases import EXPIRY_STEP, LeaseQueue
+from tests.support.servicecenter import ManualClock
 
 pytestmark = pytest.mark.timeout(30)
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_one_call_looks_at_most_a_step_of_the_queue() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     queue = LeaseQueue(clock)
     leases = [queue.grant({"healthCheck": {"interval": 30, "times": 3}}, None, ("d", "p"), "s")]
     clock.now += 0.5  # the others come due after it
@@ -44,7 +37,7 @@ def test_one_call_looks_at_most_a_step_of_the_queue() -> None:
 
 
 async def test_eviction_takes_a_wave_in_steps_and_lets_the_loop_run() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     registry = EmbeddedRegistry(clock=clock, initial_revision=0)
     sid = await registry.create_service({"appId": "a", "serviceName": "s", "version": "1"})
     count = 2 * EXPIRY_STEP + 10
@@ -78,7 +71,7 @@ async def test_eviction_takes_a_wave_in_steps_and_lets_the_loop_run() -> None:
 
 
 async def test_an_operation_expires_a_small_step_and_the_eviction_the_rest() -> None:
-    clock = FakeClock()
+    clock = ManualClock()
     registry = EmbeddedRegistry(clock=clock, initial_revision=0)
     sid = await registry.create_service({"appId": "a", "serviceName": "s", "version": "1"})
     count = 3 * API_EXPIRY_STEP

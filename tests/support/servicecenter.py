@@ -1,9 +1,12 @@
-"""Plain HTTP calls to a Service-Center v4 REST API, for the registry's own HTTP tests.
+"""What the embedded registry's tests share: plain HTTP calls to its v4 REST API, and a
+registry on a clock the test moves.
 
 Owns the one way those tests talk to a running registry: a client session per test
 (the :func:`session` fixture) and a JSON request answered as (status, parsed body or
 None). What a test sends (domain, token, paths) stays in the test; it does not start
-servers.
+servers. For the registry's Python API: :class:`ManualClock` (time only the test moves),
+the :func:`clock` and :func:`registry` fixtures (a registry on that clock, revisions from
+0) and the service most tests create (:data:`SERVICE`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,31 @@ from typing import Any
 import aiohttp
 import pytest
 
-__all__ = ["request_json", "session"]
+from pysyncer.servicecenter import EmbeddedRegistry
+
+__all__ = ["SERVICE", "ManualClock", "clock", "registry", "request_json", "session"]
+
+SERVICE = {"appId": "shop", "serviceName": "orders", "version": "1.0.0"}
+
+
+class ManualClock:
+    """Monotonic seconds that move only when a test sets ``now``."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+@pytest.fixture
+def registry(clock: ManualClock) -> EmbeddedRegistry:
+    return EmbeddedRegistry(clock=clock, initial_revision=0)
 
 
 @pytest.fixture

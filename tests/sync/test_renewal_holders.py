@@ -18,19 +18,12 @@ from pysyncer.servicecenter import EmbeddedRegistry
 from pysyncer.sync import renewals as renewals_module
 from pysyncer.sync.copyindex import CopyIndex, copy_instance_id
 from pysyncer.sync.renewals import LostCopies, Renewals
+from tests.support.servicecenter import ManualClock
 
 pytestmark = pytest.mark.timeout(30)
 
 SERVICE = ServiceKey("shop", "cart", "1.0.0")
 PERIOD = 0.4
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Recording(EmbeddedAdapter):
@@ -73,7 +66,7 @@ class Side:
     and its renewals."""
 
     def __init__(self, *, real_time: bool = False) -> None:
-        self.clock = FakeClock()
+        self.clock = ManualClock()
         self.registry = EmbeddedRegistry() if real_time else EmbeddedRegistry(clock=self.clock)
         self.adapter = Recording(self.registry)
         self.index = CopyIndex()
