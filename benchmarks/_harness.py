@@ -1,12 +1,12 @@
-"""Measurements shared by the cost and mesh benchmarks, read from outside the processes.
+"""Measurements shared by the cost, mesh and host benchmarks, read from outside the processes.
 
 Owns what a benchmark reads about processes it started and about this machine: TCP
 bytes of a process's connections to given ports (the kernel's ``tcp_info`` counters, as
 ``ss -tinp`` prints them), counters from a daemon's Prometheus ``/metrics`` page, a
-process's CPU time in nanoseconds, the load average, available memory and a
-least-squares line. The daemon processes themselves, their CPU and memory lines come from
-:mod:`benchmarks.bench_sync` (``Node``, ``proc_cpu``, ``proc_mem``). Standard library
-only; must not import the tests or the daemon's packages.
+process's CPU time in nanoseconds, one CPU's busy ticks, the load average, available
+memory and a least-squares line. The daemon processes themselves, their CPU and memory
+lines come from :mod:`benchmarks.bench_sync` (``Node``, ``proc_cpu``, ``proc_mem``).
+Standard library only; must not import the tests or the daemon's packages.
 """
 
 from __future__ import annotations
@@ -120,3 +120,26 @@ def fit_line(xs: Sequence[float], ys: Sequence[float]) -> Line:
         return Line(statistics.fmean(ys) if ys else 0.0, 0.0)
     slope, intercept = statistics.linear_regression(xs, ys)
     return Line(intercept, slope)
+
+
+@dataclass(frozen=True)
+class CpuTicks:
+    """One CPU's clock ticks since boot (``/proc/stat``): busy and in all."""
+
+    busy: int
+    total: int
+
+    def busy_share(self, earlier: CpuTicks) -> float:
+        """The share of the time since ``earlier`` this CPU was busy (0..1)."""
+        total = self.total - earlier.total
+        return (self.busy - earlier.busy) / total if total > 0 else 0.0
+
+
+def cpu_ticks(cpu: int) -> CpuTicks:
+    """CPU ``cpu``'s ticks from ``/proc/stat``: idle and iowait are not busy."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *values = line.split()
+        if name == f"cpu{cpu}":
+            ticks = [int(v) for v in values[:8]]  # user nice system idle iowait irq softirq steal
+            return CpuTicks(sum(ticks) - ticks[3] - ticks[4], sum(ticks))
+    raise KeyError(f"cpu{cpu}")

@@ -140,7 +140,11 @@ class Node:
             command = [sys.executable, "-m", "pysyncer", "daemon", *flags]
         self.log_path.unlink(missing_ok=True)
         self.process = procs.spawn(
-            command, self.log_path, cwd=HERE.parent.parent, pipe_stdout=bool(helper_count)
+            command,
+            self.log_path,
+            cwd=HERE.parent.parent,
+            pipe_stdout=bool(helper_count),
+            pipe_stdin=bool(helper_count),  # churn commands (origin_helper)
         )
         self.started = time.monotonic()
 
@@ -165,6 +169,8 @@ class Node:
         procs.stop_process(self.process, grace=20, kill_wait=5)
         if self.process.stdout is not None:
             self.process.stdout.close()
+        if self.process.stdin is not None:
+            self.process.stdin.close()
 
     def tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-2000:]
@@ -744,18 +750,107 @@ def breakdown(count: int, top: int = 12) -> dict[str, Any]:
 
 
 FILL_LAG_MAX = 50_000  # registry revisions the origin's exporter may be behind the fill
+CHURN_SERVICES = 20  # services a churn command's instances are spread over
+
+
+async def churn(registry: Any, node: str, command: dict[str, Any]) -> None:
+    """One churn command of the origin helper, in process: from monotonic time
+    ``start``, register ``count`` instances (``<node>-<tag>-m<n>``) at ``rate``/s through
+    the embedded registry's Python API (the write its REST API lands on), then delete
+    them at the same rate; meanwhile follow the registry's change feed until ``expect``
+    copies whose origin id starts with ``follow`` were created and deleted (at most
+    ``bound`` s). Writes ``{"registered", "deleted", "arrived", "gone"}`` (id -> monotonic
+    time, comparable across the processes of one host) as JSON to the file ``out``, or
+    ``{"error"}``."""
+    tag, count, rate = str(command["tag"]), int(command["count"]), float(command["rate"])
+    follow, expect = str(command["follow"]), int(command["expect"])
+    deadline = time.monotonic() + float(command["bound"])
+    times: dict[str, dict[str, float]] = {k: {} for k in ("registered", "deleted", "arrived")}
+    times["gone"] = {}
+
+    async def watch() -> None:
+        since = registry.revision()
+        while min(len(times["arrived"]), len(times["gone"])) < expect:
+            if time.monotonic() > deadline:
+                return
+            batch = await registry.changes(since, timeout=1.0)
+            now = time.monotonic()
+            since = batch.revision
+            for change in batch.changes:
+                origin = str(
+                    ((change.instance or {}).get("properties") or {}).get(ORIGIN_ID_PROPERTY)
+                )
+                if origin.startswith(follow) and change.action != "UPDATE":
+                    times["arrived" if change.action == "CREATE" else "gone"].setdefault(
+                        origin, now
+                    )
+
+    async def write(sids: list[str], began: float, register: bool) -> None:
+        stamps = times["registered" if register else "deleted"]
+        for n in range(count):
+            await asyncio.sleep(max(0.0, began + n / rate - time.monotonic()))
+            iid, sid = f"{node}-{tag}-m{n}", sids[n % CHURN_SERVICES]
+            if register:
+                body = {"instanceId": iid, "hostName": iid, "endpoints": [f"rest://10.2.0.1:{n}"]}
+                await registry.register_instance(sid, body)
+            else:
+                await registry.unregister_instance(sid, iid)
+            stamps[iid] = time.monotonic()
+
+    watching = asyncio.ensure_future(watch())
+    try:
+        sids = [
+            await registry.create_service(
+                {"appId": "churn", "serviceName": f"{tag}-{s}", "version": "1.0.0"}
+            )
+            for s in range(CHURN_SERVICES if count else 0)
+        ]
+        await write(sids, float(command["start"]), register=True)
+        await write(sids, time.monotonic(), register=False)
+        await watching
+        result: dict[str, Any] = times
+    except Exception as exc:  # the benchmark reads why instead of waiting for a file
+        watching.cancel()
+        result = {"error": repr(exc)}
+    out = Path(command["out"])
+    out.with_suffix(".tmp").write_text(json.dumps(result))
+    out.with_suffix(".tmp").replace(out)  # whole, or not there yet
+
+
+def read_commands(loop: asyncio.AbstractEventLoop, run: Callable[[Any], Any]) -> set[Any]:
+    """A thread reading JSON lines from stdin (until its end: at once when stdin is
+    /dev/null), each started as a task ``run(command)`` on ``loop``; the tasks, kept."""
+    tasks: set[Any] = set()
+
+    def start(command: Any) -> None:
+        task = loop.create_task(run(command))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def read() -> None:
+        for line in sys.stdin:
+            if line.strip():
+                loop.call_soon_threadsafe(start, json.loads(line))
+
+    threading.Thread(target=read, name="commands", daemon=True).start()
+    return tasks
 
 
 def origin_helper(count: int, flags: list[str]) -> int:
     """Run a daemon in this process, register ``count`` instances (10 per service) through
     the embedded registry's Python API, print one JSON line once all are exported, keep
-    them alive with batch heartbeats, and serve until SIGTERM."""
+    them alive with batch heartbeats, run the churn commands (:func:`churn`) read from
+    stdin, and serve until SIGTERM. ``--config FILE`` among the flags is the daemon's
+    config file."""
     from pysyncer.cli import run_event_loop
     from pysyncer.config import load_config
     from pysyncer.daemon import Daemon
 
     pairs = dict(zip(flags[0::2], flags[1::2], strict=True))
-    config = load_config({k.removeprefix("--"): v for k, v in pairs.items()})
+    config_file = pairs.pop("--config", None)
+    config = load_config(
+        {k.removeprefix("--"): v for k, v in pairs.items()}, config_file=config_file
+    )
 
     async def main() -> None:
         daemon = Daemon(config)
@@ -807,8 +902,11 @@ def origin_helper(count: int, flags: list[str]) -> int:
                 await asyncio.sleep(0.05)
             line = {"registered_s": registered, "exported_s": time.monotonic() - started}
             print(json.dumps(line), flush=True)
+            commands = read_commands(loop, lambda command: churn(registry, config.node, command))
             await stop.wait()
             heartbeats.cancel()
+            for task in commands:
+                task.cancel()
         finally:
             await daemon.stop()
 

@@ -143,14 +143,16 @@ def spawn(
     cwd: Path | None = None,
     env: Mapping[str, str] | None = None,
     pipe_stdout: bool = False,
+    pipe_stdin: bool = False,
 ) -> subprocess.Popen[bytes]:
     """Start ``command`` with stdin closed, stdout and stderr appended to ``log_path``
-    (``pipe_stdout``: stdout readable by the caller as ``process.stdout`` instead)."""
+    (``pipe_stdout``: stdout readable by the caller as ``process.stdout`` instead;
+    ``pipe_stdin``: stdin writable by the caller as ``process.stdin``)."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         return subprocess.Popen(
             [*_DIE_WITH_PARENT, *command],
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE if pipe_stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE if pipe_stdout else log,
             stderr=subprocess.STDOUT,
             cwd=cwd,

@@ -1,0 +1,576 @@
+"""One host of the 8 x 100,000 full mesh: the syncer under test on a core of its own.
+
+``benchmarks/bench_mesh.py`` runs all eight daemons of the issue's mesh on this machine
+and saturates its two cores long before 500 changes/s per data center; in production each
+syncer has a host of its own. This benchmark measures what decides the target there: one
+syncer **U** doing its full share of the mesh's work on one core.
+
+- **U**: bench_sync's origin helper (a real ``Daemon`` in its own process, filled with
+  ``--instances`` instances of its own through the embedded registry's Python API), with
+  every thread pinned to CPU ``U_CPU`` alone: the benchmark's thread spawning it holds
+  that affinity for the spawn, so the process inherits it (no ``preexec_fn``: procs
+  spawns through ``setpriv``). It ends up holding ``--peers`` x ``--instances`` copies.
+- **Peers** P1..P``--peers``: origin helpers too, ``--instances`` each, joined to U's gossip
+  pool, configured with one import rule (``[[import.include]] dc = <U's>``), so each
+  imports U's instances only and exports its own to U. Until a syncer opens no peer link
+  to a data center its import rules exclude, the peers still stream their changes to one
+  another (costs on CPU ``REST_CPU``, not on U's); the copies are filtered out. The peers,
+  the benchmark process and all its threads run on CPU ``REST_CPU``.
+- **Churn**, per rate of ``--rate`` (ascending, one pool): from one instant, at the same
+  time, (a) every peer registers ``--changes`` new instances at that rate in process
+  through its embedded registry's Python API (bench_sync's ``churn`` command on its
+  stdin: the REST cost of a peer's own writes belongs to the peer's host), then deletes
+  them at the rate, and timestamps U's copies arriving and leaving its own registry
+  (its change feed, in process); (b) this process registers ``--changes`` instances at U
+  through U's REST API at the rate (bench_sync's ``drive``, 8 requests in flight), then
+  deletes them, and follows U's REST change feed (bench_sync's ``follow_feed``) for the
+  peers' copies. Every timestamp is ``time.monotonic()`` (CLOCK_MONOTONIC: one clock for
+  every process of the host). So U imports ``--peers`` x rate changes/s, registers rate
+  changes/s through its REST API, exports them to every peer and answers one feed
+  follower: 7 x 500 + 500 at the target.
+
+Reported per rate: **into U** (a peer's write -> its copy created / deleted in U's
+registry, seen through U's REST feed): p50/p99 of register->visible and delete->gone
+and the counts (every copy must arrive and leave, else ``failed``): this path includes
+U's whole load and is what the verdict against 20 / 100 ms is about; **out of U** (U's
+REST acknowledgement -> the copy in each peer's registry): p50/p99 and counts, a figure
+that also crosses a peer on the shared core; the achieved rates (U's REST writes, the
+slowest peer's); **U's share of its core** over the churn window (``/proc/PID/stat``),
+above its idle share measured before the sweep, and per change it handled; **CPU
+``REST_CPU``'s busy share** (``/proc/stat``): near 1, the peers' core was saturated and
+every figure is pessimistic; the load average.
+
+Sizing: the peak RSS of every daemon is estimated with bench_mesh's model before anything
+starts (U as a daemon of a mesh of ``--peers`` + 1, a peer as one holding one data
+center's copies) and a size over ``MEMORY_SHARE`` of MemAvailable is refused (exit 2).
+Every wait is bounded: the initial sync (U maps every copy, every peer maps U's) by
+``--sync-bound`` (default: ``SYNC_BOUND_FACTOR`` times the estimated CPU of the sync over
+the two cores, at least ``--bound``), each churn wait by ``--bound``. Progress lines go
+to stderr; every daemon is stopped on every way out; exit 1 when the pool did not sync.
+
+    python -m benchmarks.bench_host [--instances 100000] [--peers 7] [--rate 100,250,500]
+        [--changes 2000] [--bound 120] [--sync-bound S] [--idle-window S] [--json]
+
+``--json`` prints one flat object: ``instances_per_dc``, ``peers``, ``rates_per_dc``,
+``changes_per_dc``, ``u_cpu``, ``rest_cpu``, ``cpus``, ``load_avg_start``,
+``load_avg_end``, ``mem_available_mib``, ``estimated_rss_mib_u``,
+``estimated_rss_mib_total``, ``sync_bound_s``, ``u_copies_expected``, ``u_sync_s`` and
+``peers_sync_s`` (from the last spawn), ``u_fill_s``, ``sync_failed``,
+``u_copies_mapped``, ``u_sync_cpu_s``, ``u_rss_mib``, ``u_hwm_mib``, ``peer_rss_mib_max``,
+``u_pinned`` and ``rest_pinned`` (1: every thread's affinity was its CPU alone),
+``idle_window_s``, ``u_idle_share``, ``rest_cpu_idle_busy``, ``sustainable_rate_per_dc``
+(the highest rate up to which every rate met the target into U; 0: none); per rate R
+(``r<R>_`` prefix, bench_mesh's ``rate_key``): ``in_visible_p50_ms``,
+``in_visible_p99_ms``, ``in_visible_count``, ``in_gone_p50_ms``, ``in_gone_p99_ms``,
+``in_gone_count``, ``in_expected``, ``out_`` the same, ``out_expected``,
+``offered_rate_per_dc``, ``u_achieved_rate``, ``peer_achieved_rate_min``, ``window_s``,
+``u_cpu_s``, ``u_cpu_share``, ``u_cpu_per_change_ms`` (above idle, per change U
+imported or registered), ``rest_cpu_busy``, ``load_avg``, ``meets_target`` (into U),
+``failed``; ``target_p50_ms``, ``target_p99_ms``, ``target_rate_per_dc``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from benchmarks._harness import MIB, cpu_ticks, load_average, mem_available
+from benchmarks.bench_mesh import (
+    ACHIEVED_SHARE,
+    BIG_POOL_COPIES,
+    CPU_PER_COPY_S,
+    CPU_PER_OWN_S,
+    FEED_WARMUP_S,
+    IDLE_WINDOW_S,
+    MEMORY_SHARE,
+    MESH_SERVICES,
+    POOL_BOUND_S,
+    RENEW_ROUND_S,
+    RSS_PER_PEER,
+    SYNC_BOUND_FACTOR,
+    TARGET_P50_MS,
+    TARGET_P99_MS,
+    TARGET_RATE,
+    change_jobs,
+    create_services,
+    estimate,
+    idle_rate,
+    numbers,
+    rate_key,
+    read_helper,
+    sync_mesh,
+)
+from benchmarks.bench_sync import (
+    CHURN_SERVICES,
+    Node,
+    Propagation,
+    drive,
+    follow_feed,
+    percentiles,
+    pool_formed,
+    proc_cpu,
+    proc_mem,
+    registry_quota,
+)
+from pysyncer import procs
+from pysyncer.procs import loopback_host
+
+U_CPU = 0  # the syncer under test, alone
+REST_CPU = 1  # the peers, this benchmark and its threads
+U_NAME = "u"
+CONCURRENCY = 8  # REST requests in flight at U (as bench_mesh)
+CHURN_MARGIN_S = 0.5  # the churn starts this long after its commands, past the feed warm-up
+
+
+def progress(text: str) -> None:
+    print(f"[bench_host {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def pinned(cpu: int) -> Iterator[None]:
+    """The calling thread on ``cpu`` alone meanwhile (a process spawned then inherits it),
+    then back on ``REST_CPU``."""
+    os.sched_setaffinity(0, {cpu})
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, {REST_CPU})
+
+
+def pinned_to(pid: int, cpu: int) -> bool:
+    """Whether every thread of ``pid`` may run on ``cpu`` only."""
+    tasks = Path(f"/proc/{pid}/task")
+    return all(os.sched_getaffinity(int(t.name)) == {cpu} for t in tasks.iterdir())
+
+
+# -- sizing --------------------------------------------------------------------------------
+
+
+def host_estimate(args: argparse.Namespace) -> dict[str, float]:
+    """U's peak RSS (a daemon of a full mesh of ``--peers`` + 1), a peer's (one data
+    center's copies, links to every other peer), all of them, and the sync's CPU."""
+    mesh, pair = estimate(args.peers + 1, args.instances), estimate(2, args.instances)
+    peer = pair["rss_per_daemon"] + (args.peers - 1) * RSS_PER_PEER
+    copies = 2 * args.peers * args.instances  # U's, and U's instances at each peer
+    own = (args.peers + 1) * args.instances
+    return {
+        "rss_u": mesh["rss_per_daemon"],
+        "rss_total": mesh["rss_per_daemon"] + args.peers * peer,
+        "sync_cpu_s": copies * CPU_PER_COPY_S + own * CPU_PER_OWN_S,
+    }
+
+
+def preflight(args: argparse.Namespace) -> dict[str, float]:
+    """Print the estimate and bounds; ValueError when the pool does not fit memory or the
+    machine has no two CPUs for this process."""
+    allowed = os.sched_getaffinity(0)
+    if not {U_CPU, REST_CPU} <= allowed:
+        raise ValueError(f"CPUs {U_CPU} and {REST_CPU} are needed, this process may use {allowed}")
+    need = host_estimate(args)
+    need["sync_bound_s"] = args.sync_bound or max(
+        args.bound, SYNC_BOUND_FACTOR * need["sync_cpu_s"] / 2
+    )
+    free = mem_available()
+    progress(
+        f"U + {args.peers} peers x {args.instances} instances: U holds "
+        f"{args.peers * args.instances:,} copies, ~{need['rss_u'] / MIB:.0f} MiB peak RSS; "
+        f"~{need['rss_total'] / MIB:.0f} MiB in all (available {free / MIB:.0f} MiB); sync "
+        f"~{need['sync_cpu_s']:.0f} CPU s, bounded at {need['sync_bound_s']:.0f} s"
+    )
+    if need["rss_total"] > MEMORY_SHARE * free:
+        raise ValueError(
+            f"~{need['rss_total'] / MIB:.0f} MiB needed, more than {MEMORY_SHARE:.0%} of the "
+            f"{free / MIB:.0f} MiB available"
+        )
+    return need
+
+
+# -- one rate ------------------------------------------------------------------------------
+
+
+async def drive_u(
+    u: Node, sids: list[str], rate: float, start: float, ids: set[str], args: argparse.Namespace
+) -> tuple[Propagation, bool, dict[str, float]]:
+    """From ``start``: register ``--changes`` instances at U through its REST API at
+    ``rate``, then delete them, following U's REST feed until every copy of ``ids`` (the
+    peers' instances) arrived and left. Whether every wait ended within ``--bound``, and
+    U's CPU seconds and CPU ``REST_CPU``'s busy share over the window from ``start``
+    until then (``u_cpu_s``, ``rest_cpu_busy``, ``window_s``)."""
+    prop, stop = Propagation(), asyncio.Event()
+    regs, dels = change_jobs(u, sids, args.changes, rate_key(rate))
+    timeout = aiohttp.ClientTimeout(total=30)
+    session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0))
+    complete = True
+    async with session:
+        feed = asyncio.create_task(follow_feed(session, u, prop, stop))
+        await asyncio.sleep(max(0.0, start - time.monotonic()))
+        cpu0, ticks0, began = proc_cpu(u.pid), cpu_ticks(REST_CPU), time.monotonic()
+        try:
+            for jobs, stamps, seen in (
+                (regs, prop.acked, prop.arrived),
+                (dels, prop.deleted, prop.gone),
+            ):
+                await asyncio.wait_for(
+                    drive(session, jobs, CONCURRENCY, rate, stamps.__setitem__), args.bound
+                )
+                deadline = time.monotonic() + args.bound
+                while sum((U_NAME, i) in seen for i in ids) < len(ids):
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"copies at U past --bound {args.bound:g} s")
+                    await asyncio.sleep(0.05)
+        except (TimeoutError, RuntimeError, aiohttp.ClientError) as exc:
+            progress(f"the phase at {rate:g}/s failed: {exc!r}")
+            complete = False
+        finally:
+            window = {
+                "u_cpu_s": proc_cpu(u.pid) - cpu0,
+                "rest_cpu_busy": cpu_ticks(REST_CPU).busy_share(ticks0),
+                "window_s": time.monotonic() - began,
+            }
+            stop.set()
+            await asyncio.gather(feed, return_exceptions=True)
+    return prop, complete, window
+
+
+def peer_results(outs: dict[str, Path], bound: float) -> dict[str, dict[str, Any]]:
+    """Every peer's churn result (``bench_sync.churn``), waiting at most ``bound`` s."""
+    deadline = time.monotonic() + bound
+    while not all(p.exists() for p in outs.values()):
+        if time.monotonic() > deadline:
+            missing = sorted(n for n, p in outs.items() if not p.exists())
+            raise TimeoutError(f"no churn result from {', '.join(missing)} within {bound:g} s")
+        time.sleep(0.1)
+    results = {name: json.loads(path.read_text()) for name, path in outs.items()}
+    for name, result in results.items():
+        if "error" in result:
+            raise RuntimeError(f"{name}'s churn failed: {result['error']}")
+    return results
+
+
+def latencies(
+    pairs: list[tuple[dict[str, float], dict[str, float]]], prefix: str
+) -> dict[str, float]:
+    """p50/p99 (ms) and count of ``later[id] - earlier[id]`` over ``(earlier, later)``
+    pairs of timestamp tables, every id of ``earlier`` expected in ``later``."""
+    values = [
+        later[key] - stamp
+        for earlier, later in pairs
+        for key, stamp in earlier.items()
+        if key in later
+    ]
+    row = percentiles(values)
+    return {
+        f"{prefix}_p50_ms": row.get("p50_ms", -1.0),
+        f"{prefix}_p99_ms": row.get("p99_ms", -1.0),
+        f"{prefix}_count": float(row["count"]),
+    }
+
+
+def achieved(stamps: dict[str, float]) -> float:
+    """Writes per second between the first and the last of ``stamps``."""
+    times = sorted(stamps.values())
+    return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
+
+
+def run_rate(
+    u: Node, peers: list[Node], sids: list[str], rate: float, idle: float, args: argparse.Namespace
+) -> dict[str, float]:
+    tag = rate_key(rate)
+    churn_s = 2 * args.changes / rate
+    start = time.monotonic() + FEED_WARMUP_S + CHURN_MARGIN_S
+    where = Path(args.workdir)
+    outs = {p.name: where / f"{p.name}-{tag}.json" for p in peers}
+    for peer in peers:
+        command = {
+            "tag": tag,
+            "rate": rate,
+            "count": args.changes,
+            "start": start,
+            "follow": f"{U_NAME}-{tag}-m",  # change_jobs' instance ids at U
+            "expect": args.changes,
+            "bound": churn_s + 3 * args.bound,
+            "out": str(outs[peer.name]),
+        }
+        assert peer.process.stdin is not None
+        peer.process.stdin.write((json.dumps(command) + "\n").encode())
+        peer.process.stdin.flush()
+    ids = {f"{p.name}-{tag}-m{n}" for p in peers for n in range(args.changes)}
+    prop, complete, window = asyncio.run(drive_u(u, sids, rate, start, ids, args))
+    row: dict[str, float] = {"offered_rate_per_dc": rate, **window}
+    try:
+        results = peer_results(outs, churn_s + 3 * args.bound)
+    except (TimeoutError, RuntimeError) as exc:
+        progress(f"the phase at {rate:g}/s failed: {exc}")
+        results, complete = {}, False
+    at_u = {
+        "arrived": {i: t for (_, i), t in prop.arrived.items()},
+        "gone": {i: t for (_, i), t in prop.gone.items()},
+    }
+    expected = float(len(peers) * args.changes)
+    row.update(
+        latencies([(r["registered"], at_u["arrived"]) for r in results.values()], "in_visible")
+    )
+    row.update(latencies([(r["deleted"], at_u["gone"]) for r in results.values()], "in_gone"))
+    row.update(latencies([(prop.acked, r["arrived"]) for r in results.values()], "out_visible"))
+    row.update(latencies([(prop.deleted, r["gone"]) for r in results.values()], "out_gone"))
+    handled = 2 * args.changes * (len(peers) + 1)  # imported, and registered through REST
+    row.update(
+        in_expected=expected,
+        out_expected=expected,
+        u_achieved_rate=achieved(prop.acked),
+        peer_achieved_rate_min=min(
+            (achieved(r["registered"]) for r in results.values()), default=0.0
+        ),
+        u_cpu_share=row["u_cpu_s"] / row["window_s"],
+        u_cpu_per_change_ms=1000 * max(0.0, row["u_cpu_s"] - idle * row["window_s"]) / handled,
+        load_avg=load_average(),
+    )
+    counts = [row[f"{k}_count"] for k in ("in_visible", "in_gone", "out_visible", "out_gone")]
+    row["failed"] = float(not complete or min(counts) < expected)
+    row["meets_target"] = float(
+        not row["failed"]
+        and min(row["u_achieved_rate"], row["peer_achieved_rate_min"]) >= ACHIEVED_SHARE * rate
+        and max(row["in_visible_p50_ms"], row["in_gone_p50_ms"]) <= TARGET_P50_MS
+        and max(row["in_visible_p99_ms"], row["in_gone_p99_ms"]) <= TARGET_P99_MS
+    )
+    return row
+
+
+# -- the pool ------------------------------------------------------------------------------
+
+
+def run_host(args: argparse.Namespace, need: dict[str, float]) -> dict[str, float]:
+    """Spawn U and the peers, wait for the sync, measure the idle shares, run every rate."""
+    where = Path(args.workdir)
+    bound = need["sync_bound_s"]
+    nodes: list[Node] = []
+    readers: list[threading.Thread] = []
+    filled_u: dict[str, float] = {}
+    filled_peers: dict[str, float] = {}
+    quota = registry_quota(args.instances + 10 * (MESH_SERVICES + CHURN_SERVICES * len(args.rates)))
+    try:
+        with pinned(U_CPU):
+            u = Node(U_NAME, loopback_host(0), where, helper_count=args.instances, extra=quota)
+        nodes.append(u)
+        readers.append(read_helper(u, filled_u))
+        config = where / "peer.toml"
+        config.write_text(f'[[import.include]]\ndc = "{u.dc}"\n')
+        for i in range(1, args.peers + 1):
+            peer = Node(
+                f"p{i}",
+                loopback_host(i),
+                where,
+                join=u.bind,
+                helper_count=args.instances,
+                extra=[*quota, "--config", str(config)],
+            )
+            nodes.append(peer)
+            readers.append(read_helper(peer, filled_peers))
+        peers = nodes[1:]
+        progress(f"U is pid {u.pid} on CPU {U_CPU}; {args.peers} peers on CPU {REST_CPU}")
+        since = time.monotonic()
+        copies = args.peers * args.instances
+        synced_u = sync_mesh([u], filled_u, copies, bound, since)
+        row: dict[str, float] = {
+            "u_copies_expected": float(copies),
+            "u_sync_s": synced_u["sync_s"],
+            "u_fill_s": synced_u["fill_s"],
+            "u_copies_mapped": synced_u["copies_mapped_min"],
+            "sync_failed": synced_u["sync_failed"],
+        }
+        if not row["sync_failed"]:
+            synced_peers = sync_mesh(peers, filled_peers, args.instances, bound, since)
+            row.update(peers_sync_s=synced_peers["sync_s"], sync_failed=synced_peers["sync_failed"])
+        row.update(
+            u_sync_cpu_s=proc_cpu(u.pid),
+            u_rss_mib=proc_mem(u.pid, "VmRSS") / MIB,
+            u_hwm_mib=proc_mem(u.pid, "VmHWM") / MIB,
+            peer_rss_mib_max=max(proc_mem(p.pid, "VmRSS") for p in peers) / MIB,
+            u_pinned=float(pinned_to(u.pid, U_CPU)),
+            rest_pinned=float(
+                all(pinned_to(n.pid, REST_CPU) for n in [*peers])
+                and pinned_to(os.getpid(), REST_CPU)
+            ),
+        )
+        progress(
+            f"U {'NOT ' * bool(row['sync_failed'])}synced: {row['u_copies_mapped']:,.0f} copies "
+            f"in {row['u_sync_s']:.1f} s, U's CPU {row['u_sync_cpu_s']:.0f} s, RSS "
+            f"{row['u_rss_mib']:.0f} MiB (peak {row['u_hwm_mib']:.0f}); pinned: U "
+            f"{row['u_pinned']:.0f}, the rest {row['rest_pinned']:.0f} (load {load_average():.1f})"
+        )
+        if row["sync_failed"]:
+            return row
+        pool_formed(nodes, POOL_BOUND_S)
+        row.update(sweep(u, peers, args))
+        return row
+    finally:
+        procs.stop_all([n.process for n in nodes], grace=20)
+        for reader in readers:  # each ends with its helper's output
+            reader.join(timeout=5)
+        for node in nodes:
+            for pipe in (node.process.stdout, node.process.stdin):
+                if pipe is not None:
+                    pipe.close()
+
+
+def sweep(u: Node, peers: list[Node], args: argparse.Namespace) -> dict[str, float]:
+    """The idle shares (U's CPU, CPU ``REST_CPU`` busy), then one phase per rate."""
+    copies = len(peers) * args.instances
+    window = args.idle_window or (
+        RENEW_ROUND_S + 5.0 if copies >= BIG_POOL_COPIES else IDLE_WINDOW_S
+    )
+    ticks = cpu_ticks(REST_CPU)
+    idle = idle_rate([u], window)
+    out = {
+        "idle_window_s": window,
+        "u_idle_share": idle,
+        "rest_cpu_idle_busy": cpu_ticks(REST_CPU).busy_share(ticks),
+        "sustainable_rate_per_dc": 0.0,
+    }
+    progress(
+        f"idle over {window:.0f} s: U {idle:.2f} of its core, CPU {REST_CPU} "
+        f"{out['rest_cpu_idle_busy']:.0%} busy; the sweep starts"
+    )
+    sids = asyncio.run(create_services([u]))[u.name]
+    held = True  # every rate so far met the target
+    for rate in args.rates:
+        row = run_rate(u, peers, sids, rate, idle, args)
+        progress(
+            f"at {rate:g}/s: into U visible p50/p99 {row['in_visible_p50_ms']:.1f}/"
+            f"{row['in_visible_p99_ms']:.1f} ms, gone {row['in_gone_p50_ms']:.1f}/"
+            f"{row['in_gone_p99_ms']:.1f} ms; U {row['u_cpu_share']:.0%} of its core, CPU "
+            f"{REST_CPU} {row['rest_cpu_busy']:.0%} busy (load {row['load_avg']:.1f})"
+            + ("; FAILED, the sweep ends" if row["failed"] else "")
+        )
+        out.update({f"{rate_key(rate)}_{key}": value for key, value in row.items()})
+        held = held and bool(row["meets_target"])
+        if held:
+            out["sustainable_rate_per_dc"] = rate
+        if row["failed"]:
+            break
+    return out
+
+
+# -- the report ----------------------------------------------------------------------------
+
+
+def print_report(report: dict[str, Any], args: argparse.Namespace) -> None:
+    def verdict(value: float, target: float) -> str:
+        return "meets" if 0 <= value <= target else "MISSES"
+
+    print(
+        f"U + {args.peers} peers x {args.instances:,} instances: U (CPU {U_CPU} alone) holds "
+        f"{report['u_copies_expected']:,.0f} copies; synced in {report['u_sync_s']:.1f} s "
+        f"(U's CPU {report['u_sync_cpu_s']:.0f} s, RSS {report['u_rss_mib']:.0f} MiB, peak "
+        f"{report['u_hwm_mib']:.0f} MiB; estimated {report['estimated_rss_mib_u']:.0f})"
+        + ("  NOT SYNCED within the bound" if report["sync_failed"] else "")
+    )
+    if report["sync_failed"]:
+        return
+    print(
+        f"  idle: U {report['u_idle_share']:.2f} of its core, CPU {REST_CPU} "
+        f"{report['rest_cpu_idle_busy']:.0%} busy; {args.changes} registrations + deletions "
+        f"per dc per rate; load {report['load_avg_start']:.1f} at the start"
+    )
+    for rate in args.rates:
+        p = rate_key(rate) + "_"
+        if p + "failed" not in report:
+            continue
+        print(
+            f"  at {rate:g}/s offered per dc: U's REST writes {report[p + 'u_achieved_rate']:.0f}"
+            f"/s, the slowest peer {report[p + 'peer_achieved_rate_min']:.0f}/s"
+            + ("  (FAILED: a wait past --bound or a copy missing)" if report[p + "failed"] else "")
+        )
+        for side, what in (("in", "into U"), ("out", "out of U, via a peer on the shared core")):
+            for label, key in (("register->visible", "visible"), ("delete->gone", "gone")):
+                p50, p99 = report[f"{p}{side}_{key}_p50_ms"], report[f"{p}{side}_{key}_p99_ms"]
+                print(
+                    f"    {what:<40} {label:<18} p50 {p50:7.1f} ms "
+                    f"({verdict(p50, TARGET_P50_MS)})  p99 {p99:7.1f} ms "
+                    f"({verdict(p99, TARGET_P99_MS)})  "
+                    f"{report[f'{p}{side}_{key}_count']:.0f}/{report[f'{p}{side}_expected']:.0f}"
+                )
+        print(
+            f"    U: {report[p + 'u_cpu_share']:.0%} of its core over {report[p + 'window_s']:.1f}"
+            f" s, {report[p + 'u_cpu_per_change_ms']:.3f} ms CPU per change handled (above "
+            f"idle); CPU {REST_CPU} {report[p + 'rest_cpu_busy']:.0%} busy"
+            + (" (saturated: pessimistic)" if report[p + "rest_cpu_busy"] > 0.95 else "")
+            + f"; load {report[p + 'load_avg']:.1f}"
+        )
+    sustainable = report["sustainable_rate_per_dc"]
+    print(
+        f"  into U, p50 <= {TARGET_P50_MS:.0f} ms and p99 <= {TARGET_P99_MS:.0f} ms with every "
+        f"copy, up to: {f'{sustainable:g}/s per dc' if sustainable else 'none of the rates'} "
+        f"(target {TARGET_RATE:.0f}/s)"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--instances", type=int, default=100_000, help="per dc (100000)")
+    parser.add_argument("--peers", type=int, default=7, help="other data centers (7)")
+    parser.add_argument("--rate", default="100,250,500", help="changes/s per dc, a list")
+    parser.add_argument("--changes", type=int, default=2000, help="registrations per dc per rate")
+    parser.add_argument("--bound", type=float, default=120.0, help="seconds per wait (120)")
+    parser.add_argument("--sync-bound", type=float, default=0.0, help="seconds (0: estimated)")
+    parser.add_argument("--idle-window", type=float, default=0.0, help="seconds (0: by size)")
+    parser.add_argument("--json", action="store_true", help="print one flat JSON object")
+    args = parser.parse_args(argv)
+    args.rates = numbers(args.rate, float)
+    if not args.rates or args.rates[0] <= 0:
+        parser.error("--rate: rates > 0")
+    if args.peers < 1 or args.instances < 10 or args.changes < 1:
+        parser.error("--peers >= 1, --instances >= 10, --changes >= 1")
+    try:
+        need = preflight(args)
+    except ValueError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    report: dict[str, Any] = {
+        "instances_per_dc": args.instances,
+        "peers": args.peers,
+        "rates_per_dc": ",".join(f"{r:g}" for r in args.rates),
+        "changes_per_dc": args.changes,
+        "u_cpu": U_CPU,
+        "rest_cpu": REST_CPU,
+        "cpus": os.cpu_count() or 0,
+        "load_avg_start": load_average(),
+        "mem_available_mib": mem_available() / MIB,
+        "estimated_rss_mib_u": need["rss_u"] / MIB,
+        "estimated_rss_mib_total": need["rss_total"] / MIB,
+        "sync_bound_s": need["sync_bound_s"],
+    }
+    # SIGTERM unwinds like Ctrl-C, so every daemon is stopped on the way out
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    os.sched_setaffinity(0, {REST_CPU})  # before any thread: they inherit it
+    with tempfile.TemporaryDirectory(prefix="bench-host-") as tmp:
+        args.workdir = tmp
+        report.update(run_host(args, need))
+    report.update(
+        load_avg_end=load_average(),
+        target_p50_ms=TARGET_P50_MS,
+        target_p99_ms=TARGET_P99_MS,
+        target_rate_per_dc=TARGET_RATE,
+    )
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_report(report, args)
+    return 1 if report["sync_failed"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
