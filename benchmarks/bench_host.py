@@ -93,7 +93,6 @@ from benchmarks.bench_mesh import (
     BIG_POOL_COPIES,
     CPU_PER_COPY_S,
     CPU_PER_OWN_S,
-    FEED_WARMUP_S,
     IDLE_WINDOW_S,
     MEMORY_SHARE,
     MESH_SERVICES,
@@ -118,7 +117,6 @@ from benchmarks.bench_sync import (
     Node,
     Propagation,
     drive,
-    follow_feed,
     percentiles,
     pool_formed,
     proc_cpu,
@@ -132,7 +130,7 @@ U_CPU = 0  # the syncer under test, alone
 REST_CPU = 1  # the peers, this benchmark and its threads
 U_NAME = "u"
 CONCURRENCY = 8  # REST requests in flight at U (as bench_mesh)
-CHURN_MARGIN_S = 0.5  # the churn starts this long after its commands, past the feed warm-up
+CHURN_MARGIN_S = 1.0  # the churn starts this long after its commands are sent
 
 
 def progress(text: str) -> None:
@@ -198,61 +196,103 @@ def preflight(args: argparse.Namespace) -> dict[str, float]:
     return need
 
 
+class Followers:
+    """``len(names)`` Watch streams on U's sync server, each as a peer data center's
+    syncer opens it, run by a thread of this process on an event loop of its own: every
+    record U sends is timestamped on receipt (``arrived`` / ``gone`` per follower, by
+    instance id). What a follower then does with a record (its importer, its registry)
+    is its own host's cost, so none is done here."""
+
+    def __init__(self, u: Node, names: list[str]) -> None:
+        self.u = u
+        self.arrived: dict[str, dict[str, float]] = {n: {} for n in names}
+        self.gone: dict[str, dict[str, float]] = {n: {} for n in names}
+        self.errors: list[str] = []
+        self.watching: set[str] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(self._main()), name="followers", daemon=True
+        )
+
+    def start(self, bound: float) -> None:
+        """Open every stream; at most ``bound`` s."""
+        self._thread.start()
+        deadline = time.monotonic() + bound
+        while len(self.watching) + len(self.errors) < len(self.arrived):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(self.watching)} of {len(self.arrived)} Watch streams")
+            time.sleep(0.05)
+        if self.errors:
+            raise RuntimeError(f"a follower of U failed: {self.errors[0]}")
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=10)
+
+    async def _main(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        tasks = [asyncio.create_task(self._follow(name)) for name in self.arrived]
+        await self._stop.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _follow(self, name: str) -> None:
+        from pysyncer.rpc.client import SyncClient
+
+        arrived, gone = self.arrived[name], self.gone[name]
+        client = SyncClient(self.u.rpc, dc=self.u.dc)
+        try:
+            health = await client.health(timeout=30)
+            self.watching.add(name)
+            async for batch in client.watch(int(health.revision), str(health.epoch)):
+                now = time.monotonic()
+                if batch.reset:
+                    raise RuntimeError(f"U reset {name}'s Watch stream")
+                for record in batch.records:
+                    (gone if record.deleted else arrived).setdefault(record.instance_id, now)
+        except Exception as exc:  # noted; the phase then misses copies and says so
+            self.errors.append(f"{name}: {exc!r}")
+        finally:
+            await client.close()
+
+
 # -- one rate ------------------------------------------------------------------------------
 
 
 async def drive_u(
-    u: Node, sids: list[str], rate: float, start: float, ids: set[str], args: argparse.Namespace
-) -> tuple[Propagation, bool, dict[str, float]]:
+    u: Node, sids: list[str], rate: float, start: float, args: argparse.Namespace
+) -> tuple[Propagation, bool]:
     """From ``start``: register ``--changes`` instances at U through its REST API at
-    ``rate``, then delete them, following U's REST feed until every copy of ``ids`` (the
-    peers' instances) arrived and left. Whether every wait ended within ``--bound``, and
-    U's CPU seconds and CPU ``REST_CPU``'s busy share over the window from ``start``
-    until then (``u_cpu_s``, ``rest_cpu_busy``, ``window_s``)."""
-    prop, stop = Propagation(), asyncio.Event()
+    ``rate`` (bench_sync's ``drive``), then delete them; the acknowledgements' times and
+    whether every request was answered 200 within ``--bound``."""
+    prop = Propagation()
     regs, dels = change_jobs(u, sids, args.changes, rate_key(rate))
     timeout = aiohttp.ClientTimeout(total=30)
     session = aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=0))
-    complete = True
     async with session:
-        feed = asyncio.create_task(follow_feed(session, u, prop, stop))
         await asyncio.sleep(max(0.0, start - time.monotonic()))
-        cpu0, ticks0, began = proc_cpu(u.pid), cpu_ticks(REST_CPU), time.monotonic()
         try:
-            for jobs, stamps, seen in (
-                (regs, prop.acked, prop.arrived),
-                (dels, prop.deleted, prop.gone),
-            ):
+            for jobs, stamps in ((regs, prop.acked), (dels, prop.deleted)):
                 await asyncio.wait_for(
                     drive(session, jobs, CONCURRENCY, rate, stamps.__setitem__), args.bound
                 )
-                deadline = time.monotonic() + args.bound
-                while sum((U_NAME, i) in seen for i in ids) < len(ids):
-                    if time.monotonic() > deadline:
-                        raise TimeoutError(f"copies at U past --bound {args.bound:g} s")
-                    await asyncio.sleep(0.05)
         except (TimeoutError, RuntimeError, aiohttp.ClientError) as exc:
-            progress(f"the phase at {rate:g}/s failed: {exc!r}")
-            complete = False
-        finally:
-            window = {
-                "u_cpu_s": proc_cpu(u.pid) - cpu0,
-                "rest_cpu_busy": cpu_ticks(REST_CPU).busy_share(ticks0),
-                "window_s": time.monotonic() - began,
-            }
-            stop.set()
-            await asyncio.gather(feed, return_exceptions=True)
-    return prop, complete, window
+            progress(f"U's REST writes at {rate:g}/s failed: {exc!r}")
+            return prop, False
+    return prop, True
 
 
-def peer_results(outs: dict[str, Path], bound: float) -> dict[str, dict[str, Any]]:
-    """Every peer's churn result (``bench_sync.churn``), waiting at most ``bound`` s."""
+def churn_results(outs: dict[str, Path], bound: float) -> dict[str, dict[str, Any]]:
+    """Every helper's churn result (bench_sync's ``churn``), waiting at most ``bound`` s."""
     deadline = time.monotonic() + bound
     while not all(p.exists() for p in outs.values()):
         if time.monotonic() > deadline:
             missing = sorted(n for n, p in outs.items() if not p.exists())
             raise TimeoutError(f"no churn result from {', '.join(missing)} within {bound:g} s")
-        time.sleep(0.1)
+        time.sleep(0.02)
     results = {name: json.loads(path.read_text()) for name, path in outs.items()}
     for name, result in results.items():
         if "error" in result:
@@ -264,7 +304,7 @@ def latencies(
     pairs: list[tuple[dict[str, float], dict[str, float]]], prefix: str
 ) -> dict[str, float]:
     """p50/p99 (ms) and count of ``later[id] - earlier[id]`` over ``(earlier, later)``
-    pairs of timestamp tables, every id of ``earlier`` expected in ``later``."""
+    pairs of timestamp tables."""
     values = [
         later[key] - stamp
         for earlier, later in pairs
@@ -285,61 +325,81 @@ def achieved(stamps: dict[str, float]) -> float:
     return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
 
 
+def send_churn(node: Node, command: dict[str, Any]) -> None:
+    assert node.process.stdin is not None
+    node.process.stdin.write((json.dumps(command) + "\n").encode())
+    node.process.stdin.flush()
+
+
 def run_rate(
-    u: Node, peers: list[Node], sids: list[str], rate: float, idle: float, args: argparse.Namespace
+    u: Node,
+    peers: list[Node],
+    followers: Followers,
+    sids: list[str],
+    rate: float,
+    idle: float,
+    args: argparse.Namespace,
 ) -> dict[str, float]:
+    """One phase: the churn commands (every peer writes in process, U follows its own
+    registry), U's REST writes from here, the followers' receipts; the phase's figures."""
     tag = rate_key(rate)
-    churn_s = 2 * args.changes / rate
-    start = time.monotonic() + FEED_WARMUP_S + CHURN_MARGIN_S
-    where = Path(args.workdir)
-    outs = {p.name: where / f"{p.name}-{tag}.json" for p in peers}
+    bound = 2 * args.changes / rate + 2 * args.bound  # the churn, then its copies
+    start = time.monotonic() + CHURN_MARGIN_S
+    outs = {n.name: Path(args.workdir) / f"{n.name}-{tag}.json" for n in (u, *peers)}
+    common = {"tag": tag, "rate": rate, "start": start, "bound": bound}
     for peer in peers:
-        command = {
-            "tag": tag,
-            "rate": rate,
-            "count": args.changes,
-            "start": start,
-            "follow": f"{U_NAME}-{tag}-m",  # change_jobs' instance ids at U
-            "expect": args.changes,
-            "bound": churn_s + 3 * args.bound,
-            "out": str(outs[peer.name]),
+        send_churn(peer, {**common, "count": args.changes, "follow": [], "expect": 0,
+                          "out": str(outs[peer.name])})  # fmt: skip
+    follow = [f"{p.name}-{tag}-m" for p in peers]  # churn's instance ids at the peers
+    send_churn(u, {**common, "count": 0, "follow": follow, "expect": len(peers) * args.changes,
+                   "own": f"{U_NAME}-{tag}-m", "own_expect": args.changes,
+                   "out": str(outs[u.name])})  # fmt: skip
+    time.sleep(max(0.0, start - time.monotonic()))
+    pids = [p.pid for p in peers]
+    cpu0, peers0, ticks0 = proc_cpu(u.pid), sum(map(proc_cpu, pids)), cpu_ticks(REST_CPU)
+    client0, began = time.process_time(), time.monotonic()
+    rest, complete = asyncio.run(drive_u(u, sids, rate, start, args))
+    results: dict[str, dict[str, Any]] = {}
+
+    def window() -> dict[str, float]:
+        return {
+            "window_s": time.monotonic() - began,
+            "u_cpu_s": proc_cpu(u.pid) - cpu0,
+            "peers_cpu_s": sum(map(proc_cpu, pids)) - peers0,
+            "client_cpu_s": time.process_time() - client0,
+            "rest_cpu_busy": cpu_ticks(REST_CPU).busy_share(ticks0),
         }
-        assert peer.process.stdin is not None
-        peer.process.stdin.write((json.dumps(command) + "\n").encode())
-        peer.process.stdin.flush()
-    ids = {f"{p.name}-{tag}-m{n}" for p in peers for n in range(args.changes)}
-    prop, complete, window = asyncio.run(drive_u(u, sids, rate, start, ids, args))
-    row: dict[str, float] = {"offered_rate_per_dc": rate, **window}
+
+    row: dict[str, float] = {}
     try:
-        results = peer_results(outs, churn_s + 3 * args.bound)
+        results.update(churn_results({u.name: outs[u.name]}, bound))  # U saw every change
+        row = window()
+        results.update(churn_results(outs, bound))
     except (TimeoutError, RuntimeError) as exc:
         progress(f"the phase at {rate:g}/s failed: {exc}")
-        results, complete = {}, False
-    at_u = {
-        "arrived": {i: t for (_, i), t in prop.arrived.items()},
-        "gone": {i: t for (_, i), t in prop.gone.items()},
-    }
+        complete = False
+    row = row or window()
+    at_u = results.get(u.name, {"registered": {}, "deleted": {}, "arrived": {}, "gone": {}})
+    at_peers = [results[p.name] for p in peers if p.name in results]
+    row.update(latencies([(r["registered"], at_u["arrived"]) for r in at_peers], "in_visible"))
+    row.update(latencies([(r["deleted"], at_u["gone"]) for r in at_peers], "in_gone"))
+    sent = followers.arrived.values(), followers.gone.values()
+    row.update(latencies([(at_u["registered"], got) for got in sent[0]], "out_visible"))
+    row.update(latencies([(at_u["deleted"], got) for got in sent[1]], "out_gone"))
     expected = float(len(peers) * args.changes)
-    row.update(
-        latencies([(r["registered"], at_u["arrived"]) for r in results.values()], "in_visible")
-    )
-    row.update(latencies([(r["deleted"], at_u["gone"]) for r in results.values()], "in_gone"))
-    row.update(latencies([(prop.acked, r["arrived"]) for r in results.values()], "out_visible"))
-    row.update(latencies([(prop.deleted, r["gone"]) for r in results.values()], "out_gone"))
     handled = 2 * args.changes * (len(peers) + 1)  # imported, and registered through REST
     row.update(
+        offered_rate_per_dc=rate,
         in_expected=expected,
         out_expected=expected,
-        u_achieved_rate=achieved(prop.acked),
-        peer_achieved_rate_min=min(
-            (achieved(r["registered"]) for r in results.values()), default=0.0
-        ),
+        u_achieved_rate=achieved(rest.acked),
+        peer_achieved_rate_min=min((achieved(r["registered"]) for r in at_peers), default=0.0),
         u_cpu_share=row["u_cpu_s"] / row["window_s"],
         u_cpu_per_change_ms=1000 * max(0.0, row["u_cpu_s"] - idle * row["window_s"]) / handled,
         load_avg=load_average(),
     )
     counts = [row[f"{k}_count"] for k in ("in_visible", "in_gone", "out_visible", "out_gone")]
-    row["failed"] = float(not complete or min(counts) < expected)
+    row["failed"] = float(not complete or min(counts) < expected or bool(followers.errors))
     row["meets_target"] = float(
         not row["failed"]
         and min(row["u_achieved_rate"], row["peer_achieved_rate_min"]) >= ACHIEVED_SHARE * rate
@@ -358,6 +418,7 @@ def run_host(args: argparse.Namespace, need: dict[str, float]) -> dict[str, floa
     bound = need["sync_bound_s"]
     nodes: list[Node] = []
     readers: list[threading.Thread] = []
+    followers: Followers | None = None
     filled_u: dict[str, float] = {}
     filled_peers: dict[str, float] = {}
     quota = registry_quota(args.instances + 10 * (MESH_SERVICES + CHURN_SERVICES * len(args.rates)))
@@ -367,7 +428,7 @@ def run_host(args: argparse.Namespace, need: dict[str, float]) -> dict[str, floa
         nodes.append(u)
         readers.append(read_helper(u, filled_u))
         config = where / "peer.toml"
-        config.write_text(f'[[import.include]]\ndc = "{u.dc}"\n')
+        config.write_text('direction = "send"\n')  # they import nothing: the followers do
         for i in range(1, args.peers + 1):
             peer = Node(
                 f"p{i}",
@@ -392,7 +453,7 @@ def run_host(args: argparse.Namespace, need: dict[str, float]) -> dict[str, floa
             "sync_failed": synced_u["sync_failed"],
         }
         if not row["sync_failed"]:
-            synced_peers = sync_mesh(peers, filled_peers, args.instances, bound, since)
+            synced_peers = sync_mesh(peers, filled_peers, 0, bound, since)
             row.update(peers_sync_s=synced_peers["sync_s"], sync_failed=synced_peers["sync_failed"])
         row.update(
             u_sync_cpu_s=proc_cpu(u.pid),
@@ -414,9 +475,13 @@ def run_host(args: argparse.Namespace, need: dict[str, float]) -> dict[str, floa
         if row["sync_failed"]:
             return row
         pool_formed(nodes, POOL_BOUND_S)
-        row.update(sweep(u, peers, args))
+        followers = Followers(u, [p.name for p in peers])  # as the peers' importers would
+        followers.start(POOL_BOUND_S)
+        row.update(sweep(u, peers, followers, args))
         return row
     finally:
+        if followers is not None:
+            followers.stop()
         procs.stop_all([n.process for n in nodes], grace=20)
         for reader in readers:  # each ends with its helper's output
             reader.join(timeout=5)
@@ -426,7 +491,9 @@ def run_host(args: argparse.Namespace, need: dict[str, float]) -> dict[str, floa
                     pipe.close()
 
 
-def sweep(u: Node, peers: list[Node], args: argparse.Namespace) -> dict[str, float]:
+def sweep(
+    u: Node, peers: list[Node], followers: Followers, args: argparse.Namespace
+) -> dict[str, float]:
     """The idle shares (U's CPU, CPU ``REST_CPU`` busy), then one phase per rate."""
     copies = len(peers) * args.instances
     window = args.idle_window or (
@@ -447,7 +514,7 @@ def sweep(u: Node, peers: list[Node], args: argparse.Namespace) -> dict[str, flo
     sids = asyncio.run(create_services([u]))[u.name]
     held = True  # every rate so far met the target
     for rate in args.rates:
-        row = run_rate(u, peers, sids, rate, idle, args)
+        row = run_rate(u, peers, followers, sids, rate, idle, args)
         progress(
             f"at {rate:g}/s: into U visible p50/p99 {row['in_visible_p50_ms']:.1f}/"
             f"{row['in_visible_p99_ms']:.1f} ms, gone {row['in_gone_p50_ms']:.1f}/"
@@ -506,7 +573,8 @@ def print_report(report: dict[str, Any], args: argparse.Namespace) -> None:
         print(
             f"    U: {report[p + 'u_cpu_share']:.0%} of its core over {report[p + 'window_s']:.1f}"
             f" s, {report[p + 'u_cpu_per_change_ms']:.3f} ms CPU per change handled (above "
-            f"idle); CPU {REST_CPU} {report[p + 'rest_cpu_busy']:.0%} busy"
+            f"idle); CPU {REST_CPU} {report[p + 'rest_cpu_busy']:.0%} busy (peers "
+            f"{report[p + 'peers_cpu_s']:.1f} s, this process {report[p + 'client_cpu_s']:.1f} s)"
             + (" (saturated: pessimistic)" if report[p + "rest_cpu_busy"] > 0.95 else "")
             + f"; load {report[p + 'load_avg']:.1f}"
         )

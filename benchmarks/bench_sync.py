@@ -758,32 +758,37 @@ async def churn(registry: Any, node: str, command: dict[str, Any]) -> None:
     ``start``, register ``count`` instances (``<node>-<tag>-m<n>``) at ``rate``/s through
     the embedded registry's Python API (the write its REST API lands on), then delete
     them at the same rate; meanwhile follow the registry's change feed until ``expect``
-    copies whose origin id starts with ``follow`` were created and deleted (at most
-    ``bound`` s). Writes ``{"registered", "deleted", "arrived", "gone"}`` (id -> monotonic
-    time, comparable across the processes of one host) as JSON to the file ``out``, or
-    ``{"error"}``."""
+    copies whose origin id starts with one of the prefixes ``follow`` were created and
+    deleted, and, when ``own`` is a prefix, ``own_expect`` instances of this data center
+    whose id starts with it (written by others, e.g. through REST) too (at most ``bound``
+    s). Writes ``{"registered", "deleted", "arrived", "gone"}`` (id -> monotonic time,
+    one clock for every process of a host) as JSON to the file ``out``, or ``{"error"}``."""
     tag, count, rate = str(command["tag"]), int(command["count"]), float(command["rate"])
-    follow, expect = str(command["follow"]), int(command["expect"])
+    follow, own = tuple(command["follow"]), str(command.get("own", ""))
+    expect = {"arrived": int(command["expect"]), "gone": int(command["expect"])}
+    expect["registered"] = expect["deleted"] = int(command["own_expect"]) if own else count
     deadline = time.monotonic() + float(command["bound"])
-    times: dict[str, dict[str, float]] = {k: {} for k in ("registered", "deleted", "arrived")}
-    times["gone"] = {}
+    times: dict[str, dict[str, float]] = {k: {} for k in expect}
+
+    def note(change: Any, now: float) -> None:
+        instance = change.instance or {}
+        origin = (instance.get("properties") or {}).get(ORIGIN_ID_PROPERTY)
+        if change.action == "UPDATE":
+            return
+        created = change.action == "CREATE"
+        if origin is not None and str(origin).startswith(follow):
+            times["arrived" if created else "gone"].setdefault(str(origin), now)
+        elif origin is None and own and str(instance.get("instanceId")).startswith(own):
+            times["registered" if created else "deleted"].setdefault(instance["instanceId"], now)
 
     async def watch() -> None:
         since = registry.revision()
-        while min(len(times["arrived"]), len(times["gone"])) < expect:
-            if time.monotonic() > deadline:
-                return
+        while any(len(times[k]) < n for k, n in expect.items()) and time.monotonic() < deadline:
             batch = await registry.changes(since, timeout=1.0)
             now = time.monotonic()
             since = batch.revision
             for change in batch.changes:
-                origin = str(
-                    ((change.instance or {}).get("properties") or {}).get(ORIGIN_ID_PROPERTY)
-                )
-                if origin.startswith(follow) and change.action != "UPDATE":
-                    times["arrived" if change.action == "CREATE" else "gone"].setdefault(
-                        origin, now
-                    )
+                note(change, now)
 
     async def write(sids: list[str], began: float, register: bool) -> None:
         stamps = times["registered" if register else "deleted"]
