@@ -10,43 +10,51 @@ syncer **U** doing its full share of the mesh's work on one core.
   every thread pinned to CPU ``U_CPU`` alone: the benchmark's thread spawning it holds
   that affinity for the spawn, so the process inherits it (no ``preexec_fn``: procs
   spawns through ``setpriv``). It ends up holding ``--peers`` x ``--instances`` copies.
-- **Peers** P1..P``--peers``: origin helpers too, ``--instances`` each, joined to U's gossip
-  pool, configured with one import rule (``[[import.include]] dc = <U's>``), so each
-  imports U's instances only and exports its own to U. Until a syncer opens no peer link
-  to a data center its import rules exclude, the peers still stream their changes to one
-  another (costs on CPU ``REST_CPU``, not on U's); the copies are filtered out. The peers,
-  the benchmark process and all its threads run on CPU ``REST_CPU``.
-- **Churn**, per rate of ``--rate`` (ascending, one pool): from one instant, at the same
-  time, (a) every peer registers ``--changes`` new instances at that rate in process
-  through its embedded registry's Python API (bench_sync's ``churn`` command on its
-  stdin: the REST cost of a peer's own writes belongs to the peer's host), then deletes
-  them at the rate, and timestamps U's copies arriving and leaving its own registry
-  (its change feed, in process); (b) this process registers ``--changes`` instances at U
-  through U's REST API at the rate (bench_sync's ``drive``, 8 requests in flight), then
-  deletes them, and follows U's REST change feed (bench_sync's ``follow_feed``) for the
-  peers' copies. Every timestamp is ``time.monotonic()`` (CLOCK_MONOTONIC: one clock for
-  every process of the host). So U imports ``--peers`` x rate changes/s, registers rate
-  changes/s through its REST API, exports them to every peer and answers one feed
-  follower: 7 x 500 + 500 at the target.
+- **Peers** P1..P``--peers``: origin helpers too (``--instances`` each), joined to U's
+  gossip pool, with ``direction = "send"``: each exports its instances and its changes to
+  U over the Watch stream U opens, and imports nothing.
+- **Followers**: U exports to ``--peers`` Watch streams, opened by a thread of this
+  process exactly as a peer's syncer opens its stream to U; each record is timestamped on
+  receipt. A peer's import of U's changes (its importer, its registry writes) is its own
+  host's cost, not U's: two cores cannot carry seven full syncers beside U (a first
+  version with the peers importing U's changes kept CPU ``REST_CPU`` saturated from
+  100/s on, with U at a third of its core).
+- The peers, the followers, this process and all their threads run on CPU ``REST_CPU``.
+- **Churn**, per rate of ``--rate`` (ascending, one pool), from one instant: (a) every
+  peer registers ``--changes`` new instances at that rate in process through its
+  embedded registry's Python API (bench_sync's ``churn`` command on its stdin: the REST
+  cost of a peer's own writes belongs to the peer's host), then deletes them at the rate;
+  (b) this process registers ``--changes`` instances at U through U's REST API at the
+  rate (bench_sync's ``drive``, ``CONCURRENCY`` requests in flight), then deletes them;
+  (c) U follows its own registry's change feed in process (a ``churn`` command with
+  nothing to write) and timestamps the peers' copies created and deleted and its own
+  REST writes landing. So U imports ``--peers`` x rate changes/s, takes rate changes/s
+  through its REST API and exports them on ``--peers`` streams: at the target, 7 x 500
+  + 500. Every timestamp is ``time.monotonic()`` (CLOCK_MONOTONIC: one clock for every
+  process of the host).
 
-Reported per rate: **into U** (a peer's write -> its copy created / deleted in U's
-registry, seen through U's REST feed): p50/p99 of register->visible and delete->gone
-and the counts (every copy must arrive and leave, else ``failed``): this path includes
-U's whole load and is what the verdict against 20 / 100 ms is about; **out of U** (U's
-REST acknowledgement -> the copy in each peer's registry): p50/p99 and counts, a figure
-that also crosses a peer on the shared core; the achieved rates (U's REST writes, the
-slowest peer's); **U's share of its core** over the churn window (``/proc/PID/stat``),
-above its idle share measured before the sweep, and per change it handled; **CPU
-``REST_CPU``'s busy share** (``/proc/stat``): near 1, the peers' core was saturated and
-every figure is pessimistic; the load average.
+Reported per rate: **into U** (a peer's registry write -> the copy created / deleted in
+U's registry): p50/p99 of register->visible and delete->gone and the counts (every copy
+must arrive and leave, else ``failed``): this path crosses a peer's exporter on the
+shared core, then U under its whole load, and is what the verdict against 20 / 100 ms is
+about; **out of U** (U's registry write of a REST registration or deletion -> a follower
+received the record): p50/p99 and counts, the receipt timed on the shared core; the
+achieved rates (U's REST writes, the slowest peer's); **U's share of its core** over the
+churn window (``/proc/PID/stat``) and per change it handled, above its idle share
+measured before the sweep (``--idle-window``, by default a renew round of its copies);
+**CPU ``REST_CPU``'s busy share** (``/proc/stat``; the peers' and this process's CPU
+seconds beside it): near 1, the shared core was saturated and the figures are
+pessimistic; the load average. The figures into U are the upper bound of what U adds:
+they include a peer's export on a loaded core.
 
 Sizing: the peak RSS of every daemon is estimated with bench_mesh's model before anything
 starts (U as a daemon of a mesh of ``--peers`` + 1, a peer as one holding one data
-center's copies) and a size over ``MEMORY_SHARE`` of MemAvailable is refused (exit 2).
-Every wait is bounded: the initial sync (U maps every copy, every peer maps U's) by
-``--sync-bound`` (default: ``SYNC_BOUND_FACTOR`` times the estimated CPU of the sync over
-the two cores, at least ``--bound``), each churn wait by ``--bound``. Progress lines go
-to stderr; every daemon is stopped on every way out; exit 1 when the pool did not sync.
+center's copies: more than a sender needs) and a size over ``MEMORY_SHARE`` of
+MemAvailable is refused (exit 2). Every wait is bounded: the initial sync (every helper
+filled, U maps every copy) by ``--sync-bound`` (default: ``SYNC_BOUND_FACTOR`` times the
+estimated CPU of the sync over the two cores, at least ``--bound``), each churn wait by
+``--bound``. Progress lines go to stderr; every daemon is stopped on every way out; exit
+1 when the pool did not sync.
 
     python -m benchmarks.bench_host [--instances 100000] [--peers 7] [--rate 100,250,500]
         [--changes 2000] [--bound 120] [--sync-bound S] [--idle-window S] [--json]
@@ -65,8 +73,9 @@ to stderr; every daemon is stopped on every way out; exit 1 when the pool did no
 ``in_gone_count``, ``in_expected``, ``out_`` the same, ``out_expected``,
 ``offered_rate_per_dc``, ``u_achieved_rate``, ``peer_achieved_rate_min``, ``window_s``,
 ``u_cpu_s``, ``u_cpu_share``, ``u_cpu_per_change_ms`` (above idle, per change U
-imported or registered), ``rest_cpu_busy``, ``load_avg``, ``meets_target`` (into U),
-``failed``; ``target_p50_ms``, ``target_p99_ms``, ``target_rate_per_dc``.
+imported or registered), ``peers_cpu_s``, ``client_cpu_s`` (this process),
+``rest_cpu_busy``, ``load_avg``, ``meets_target`` (into U), ``failed``;
+``target_p50_ms``, ``target_p99_ms``, ``target_rate_per_dc``.
 """
 
 from __future__ import annotations
@@ -561,7 +570,7 @@ def print_report(report: dict[str, Any], args: argparse.Namespace) -> None:
             f"/s, the slowest peer {report[p + 'peer_achieved_rate_min']:.0f}/s"
             + ("  (FAILED: a wait past --bound or a copy missing)" if report[p + "failed"] else "")
         )
-        for side, what in (("in", "into U"), ("out", "out of U, via a peer on the shared core")):
+        for side, what in (("in", "into U"), ("out", f"out of U, to a follower on CPU {REST_CPU}")):
             for label, key in (("register->visible", "visible"), ("delete->gone", "gone")):
                 p50, p99 = report[f"{p}{side}_{key}_p50_ms"], report[f"{p}{side}_{key}_p99_ms"]
                 print(
