@@ -69,6 +69,10 @@ def status(args: argparse.Namespace) -> int:
         )
     for line in columns(rows):
         print(line)
+    from pysyncer.admin.terminal import not_followed_lines  # noqa: PLC0415
+
+    for line in not_followed_lines(answer):
+        print(line)
     return EXIT_OK
 
 

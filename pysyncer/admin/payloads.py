@@ -408,7 +408,13 @@ class FilterRules(TypedDict):
 # "import" is a keyword: the functional form
 FiltersStatus = TypedDict(
     "FiltersStatus",
-    {"direction": str, "export": FilterRules, "import": FilterRules, "unused_rules": list[str]},
+    {
+        "direction": str,
+        "export": FilterRules,
+        "import": FilterRules,
+        "unused_rules": list[str],
+        "not_followed": dict[str, str],  # live remote dc -> why nothing of it is imported
+    },
 )
 
 

@@ -13,7 +13,15 @@ from collections.abc import Sequence
 
 from pysyncer.admin.payloads import DiffAnswer, DryRunAnswer, SyncProgress, SyncStatus
 
-__all__ = ["EXPECTED_KINDS", "REDRAW", "bar", "diff_lines", "dry_run_lines", "status_lines"]
+__all__ = [
+    "EXPECTED_KINDS",
+    "REDRAW",
+    "bar",
+    "diff_lines",
+    "dry_run_lines",
+    "not_followed_lines",
+    "status_lines",
+]
 
 REDRAW = "\x1b[H\x1b[J"  # cursor home, clear to the end: the next screen replaces this one
 BAR_WIDTH = 30
@@ -75,6 +83,7 @@ def status_lines(status: SyncStatus) -> list[str]:
             )
         )
     lines += _columns(rows)
+    lines += not_followed_lines(status)
     progress = [
         _progress_line(dc, link["progress"])
         for dc, link in sorted(status["remote"].items())
@@ -83,6 +92,13 @@ def status_lines(status: SyncStatus) -> list[str]:
     if progress:
         lines += ["", "syncs:", *progress]
     return lines
+
+
+def not_followed_lines(status: SyncStatus) -> list[str]:
+    """One line per live remote data center followed by no link, and why."""
+    filters = status.get("filters")
+    reasons = filters.get("not_followed", {}) if filters else {}
+    return [f"{dc}: not followed ({why})" for dc, why in sorted(reasons.items())]
 
 
 def diff_lines(diff: DiffAnswer) -> list[str]:

@@ -12,7 +12,8 @@ rules) and explaining every difference as a
 * ``stale_fields``: a copy whose fields (host, endpoints, status, properties, health)
   differ from its original's, the origin markers aside;
 * ``filtered_out``: no copy, as the rules want (the origin's export rules or the
-  registry's import rules, or a direction), reported so every absence is explained;
+  registry's import rules, or a direction), reported so every absence is explained; a
+  registry whose rules take nothing from the origin does not follow it at all (no link);
 * ``origin_gone``: a copy of a data center that is gone: it lives out the origin grace;
 * ``unreachable``: a data center whose registry could not be listed.
 
@@ -111,6 +112,9 @@ def _refusal(origin: str, registry: str, instance: Instance, rules: Mapping[str,
         return f"{origin}'s export rules leave it out"
     if not importer.receives:
         return f"{registry} receives nothing (direction {importer.direction!r})"
+    if not importer.imports_dc(origin):
+        why = importer.not_imported_reason(origin)
+        return f"{registry} does not follow {origin}: {why}"
     if not importer.imports(origin, instance):
         return f"{registry}'s import rules refuse it"
     return ""

@@ -197,6 +197,7 @@ class SyncEngine:
             anti_entropy_interval=config.anti_entropy_interval,
             origin_grace=config.origin_grace,
             origin_policy=config.origin_policy,
+            follows=filters.imports_dc if filtering else None,
         )
         self.peers.start()
         await self.ownership.start()
@@ -503,7 +504,11 @@ class SyncEngine:
             "importer": importer_status(importer.stats if importer else ImporterStats()),
             "ownership": ownership_status(ownership.stats if ownership else OwnershipStats()),
             "store": store_status(health() if health is not None else None),
-            "filters": filters_status(self.settings.filters, self.unused_rules),
+            "filters": filters_status(
+                self.settings.filters,
+                self.unused_rules,
+                self.peers.not_followed if self.peers else (),
+            ),
             "identity": (
                 self.peers.trust.status()
                 if self.peers

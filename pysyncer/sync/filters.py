@@ -5,7 +5,8 @@ fields (globs, :func:`fnmatch.fnmatchcase` semantics) and a metadata :class:`Sel
 :class:`Filter` holds one direction's include and exclude rules; :class:`Filters` holds both
 directions and whether this syncer sends, receives or both. Pure: no I/O, no logging; the
 engine asks it and acts. Decisions are cached per (data center, service key), so only the
-metadata selectors run per instance.
+metadata selectors run per instance, and per data center whether anything of it can be
+imported at all (a syncer follows no data center it imports nothing from).
 """
 
 from __future__ import annotations
@@ -260,6 +261,11 @@ class Rule:
         """True when the rule's ``dc`` glob matches (or it has none)."""
         return self.dc_matcher is None or bool(self.dc_matcher(dc))
 
+    def covers(self, dc: str) -> bool:
+        """True when the rule matches every instance of data center ``dc``: it applies to
+        ``dc`` and no other field narrows it (a ``*`` glob does not)."""
+        return self.applies_to(dc) and not self._key_checks and self.metadata is None
+
     def matches_service(self, dc: str, service: ServiceKey) -> bool:
         """The data center and service key part of the rule (everything but metadata)."""
         if self.dc_matcher is not None and not self.dc_matcher(dc):
@@ -420,7 +426,7 @@ class Filters:
     matches. ``direction`` ``"send"`` never imports; ``"receive"`` exports nothing.
     """
 
-    __slots__ = ("dc", "direction", "export", "import_", "receives", "sends")
+    __slots__ = ("_dcs", "dc", "direction", "export", "import_", "receives", "sends")
 
     def __init__(
         self,
@@ -437,6 +443,7 @@ class Filters:
         self.dc = dc
         self.sends = direction != "receive"
         self.receives = direction != "send"
+        self._dcs: dict[str, bool] = {}  # imports_dc, per origin data center
 
     def exports(self, instance: Instance) -> bool:
         """True when this syncer publishes ``instance`` (one registered in its own dc)."""
@@ -452,6 +459,29 @@ class Filters:
         if not self.receives:
             return False
         return self.import_.passes_service(origin_dc, service)
+
+    def imports_dc(self, origin_dc: str) -> bool:
+        """False when no instance of ``origin_dc`` can be imported, whatever its service
+        and metadata: there is nothing to follow that data center for. True otherwise,
+        also when it is only unknown (a rule naming the data center and another field)."""
+        known = self._dcs.get(origin_dc)
+        if known is None:
+            if len(self._dcs) >= _PLAN_CACHE_LIMIT:
+                self._dcs.clear()
+            known = self._dcs[origin_dc] = not self.not_imported_reason(origin_dc)
+        return known
+
+    def not_imported_reason(self, origin_dc: str) -> str:
+        """Why nothing of ``origin_dc`` can be imported ("" when something may be)."""
+        if not self.receives:
+            return f"direction is {self.direction!r}: nothing is imported"
+        rules = self.import_
+        if rules.include and not any(rule.applies_to(origin_dc) for rule in rules.include):
+            return f"no import.include rule applies to data center {origin_dc!r}"
+        for index, rule in enumerate(rules.exclude, 1):
+            if rule.covers(origin_dc):
+                return f"import.exclude[{index}] ({rule.describe()}) refuses all of it"
+        return ""
 
     @property
     def has_rules(self) -> bool:

@@ -3,12 +3,16 @@
 Owns which remote data centers have a :class:`~pysyncer.sync.peers.PeerLink`: one is
 created when gossip first shows a live syncer of a data center other than ours, and woken
 when a data center comes back into gossip (a partition healed) rather than left to its
-backoff. Owns the trust the links establish: a :class:`~pysyncer.sync.trust.TrustBook`,
-restored from the store before the first link and written back when it changes, which
-decides the syncers each link may follow. Owns the origin policy: a data center gone from
-gossip for ``origin_grace`` seconds has its copies expire (``expire``) or removed
-(``remove``), and one back after that has them renewed and repaired at once. Passes on the
-repairs the importer asks for (copies the registry lost) and a manual full sync.
+backoff. A data center the import filter takes nothing from (``follows`` says no) gets no
+link, so none of its changes cross the wire, unless copies of it are still held (made
+before the rules changed, left by a failed sweep): its link then stays until the link's
+repairs have removed them through the filter, and is closed when none is left.
+Owns the trust the links establish: a :class:`~pysyncer.sync.trust.TrustBook`, restored
+from the store before the first link and written back when it changes, which decides the
+syncers each link may follow. Owns the origin policy: a data center gone from gossip for
+``origin_grace`` seconds has its copies expire (``expire``) or removed (``remove``), and
+one back after that has them renewed and repaired at once. Passes on the repairs the
+importer asks for (copies the registry lost) and a manual full sync.
 
 Keeping one data center in sync (the watch stream, reconnects, digest repair) is the
 link's job: this module only creates, wakes, asks and closes links. Must not import the
@@ -50,6 +54,7 @@ class Peers:
         origin_grace: float,
         origin_policy: str,
         scan_interval: float = 1.0,
+        follows: Callable[[str], bool] | None = None,
     ) -> None:
         if origin_policy not in ("expire", "remove"):
             raise ValueError(f"origin policy must be 'expire' or 'remove', not {origin_policy!r}")
@@ -63,6 +68,8 @@ class Peers:
         self._origin_grace = origin_grace
         self._origin_policy = origin_policy
         self._scan_interval = scan_interval
+        self._follows = follows  # whether anything of a data center is imported; None: all
+        self.not_followed: set[str] = set()  # live data centers with no link: nothing imported
         self._last_seen: dict[str, float] = {}
         self._live: set[str] = set()
         self.trust = TrustBook(forget_after=origin_grace)
@@ -117,8 +124,9 @@ class Peers:
                 raise
             except Exception as exc:
                 tolerate("peer-scan", exc, level=logging.ERROR, trace=True)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._rescan.wait(), self._scan_interval)
+            with contextlib.suppress(TimeoutError):  # not wait_for: on 3.11 it swallows a
+                async with asyncio.timeout(self._scan_interval):  # cancel that meets a nudge
+                    await self._rescan.wait()
 
     def _followed(self, syncer: RemoteSyncer) -> None:
         self.trust.followed(syncer)
@@ -135,13 +143,36 @@ class Peers:
                 await self._store.set_trusted_group(dc, group)
                 recorded[dc] = group
 
+    def _wanted(self, dc: str, held: dict[str, int]) -> bool:
+        """Whether ``dc`` needs a link: something of it may be imported, or copies of it
+        are held (its link's repairs remove those the filter refuses)."""
+        return self._follows is None or dc in held or self._follows(dc)
+
+    async def _unfollow(self, live: set[str], held: dict[str, int]) -> None:
+        """Close the links no longer wanted; note the live data centers left unfollowed."""
+        for dc in sorted(self.links):
+            if not self._wanted(dc, held):
+                log.info("data center %s: link closed, nothing of it is imported", dc)
+                link = self.links.pop(dc)
+                self._last_seen.pop(dc, None)
+                restoring = self._restoring.pop(dc, None)
+                if restoring is not None:
+                    restoring.cancel()
+                await link.close()
+        unfollowed = {dc for dc in live if not self._wanted(dc, held)}
+        for dc in sorted(unfollowed - self.not_followed):
+            log.info("data center %s: not followed, nothing of it is imported", dc)
+        self.not_followed = unfollowed
+
     async def scan(self) -> None:
         now = time.monotonic()
         live = {m.dc for m in self._members() if m.dc != self.local_dc}
         for dc in live - self._live:  # back in gossip (a partition healed): reconnect now,
             self.wake(dc)  # not after the link's backoff (up to peers.BACKOFF_MAX)
         self._live = live
-        for dc in live:
+        held = self._importer.copies_by_origin()
+        await self._unfollow(live, held)
+        for dc in live - self.not_followed:
             self._last_seen[dc] = now
             self.syncers_of(dc)  # a new claimant raises the alarm now, not at a reconnect
             returned = dc in self._importer.expired_origins
@@ -165,7 +196,7 @@ class Peers:
         for dc in self._importer.needs_repair & set(self.links):  # copies the registry lost:
             if self.links[dc].status.state == "streaming":  # pulled again now, not at the
                 self.links[dc].request_repair()  # next anti-entropy (a link coming up repairs)
-        for dc in set(self._importer.copies_by_origin()) | set(self._last_seen):
+        for dc in set(held) | set(self._last_seen):
             if dc in live or dc == self.local_dc:
                 continue
             seen = self._last_seen.setdefault(dc, now)

@@ -13,7 +13,7 @@ the payload declarations from the admin package, never its server.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from pysyncer.admin.payloads import (
     ExporterStatus,
@@ -194,10 +194,15 @@ def _rules(side: Filter) -> FilterRules:
     return {"include": rules["include"], "exclude": rules["exclude"]}
 
 
-def filters_status(filters: Filters, unused_rules: Sequence[str]) -> FiltersStatus:
+def filters_status(
+    filters: Filters, unused_rules: Sequence[str], not_followed: Collection[str] = ()
+) -> FiltersStatus:
+    """The rules as written, the unused ones, and the live remote data centers followed
+    by no link (``not_followed``), each with why nothing of it is imported."""
     return {
         "direction": filters.direction,
         "export": _rules(filters.export),
         "import": _rules(filters.import_),
         "unused_rules": list(unused_rules),
+        "not_followed": {dc: filters.not_imported_reason(dc) for dc in sorted(not_followed)},
     }

@@ -112,6 +112,17 @@ def test_a_copy_the_rules_refuse_is_extra() -> None:
     assert found["kind"] == "extra_copy" and "sends nothing" in found["explanation"]
 
 
+def test_a_registry_that_imports_nothing_of_an_origin_does_not_follow_it() -> None:
+    a1 = original("a1")
+    only_c = json.dumps({"import": {"include": [{"dc": "c"}]}})
+    answer = compare("", 100, {"a": listing("a", a1), "b": listing("b", rules=only_c)})
+    (found,) = answer["discrepancies"]
+    assert found["kind"] == "filtered_out"
+    assert found["explanation"] == (
+        "no copy in b: b does not follow a: no import.include rule applies to data center 'a'"
+    )
+
+
 def test_a_cut_listing_calls_nothing_missing_or_extra() -> None:
     a1 = original("a1")
     orphan = copy_of(original("a7"), "a")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from pysyncer.admin.terminal import not_followed_lines
 from pysyncer.embeddedregistry import EmbeddedServiceCenter
 from pysyncer.gossip.lamport import UserEvent
 from pysyncer.gossip.serf import EventType, Member, MemberEvent, MemberStatus, SerfEvent
@@ -24,7 +25,7 @@ from pysyncer.model import ORIGIN_DC_PROPERTY, Instance, is_copy
 from pysyncer.store.url import parse_store_url
 from pysyncer.sync import tags as sync_tags
 from pysyncer.sync.engine import SyncEngine
-from pysyncer.sync.filters import Filters
+from pysyncer.sync.filters import Filters, filters_from_config
 from pysyncer.sync.settings import RegistrySettings, SyncSettings
 
 pytestmark = pytest.mark.timeout(60)
@@ -274,3 +275,45 @@ async def test_copies_gone_under_origin_grace_come_back_as_soon_as_their_origin_
     finally:
         await _stop(b)
         await _stop(a)
+
+
+async def test_a_syncer_follows_only_the_data_centers_it_imports_from(tmp_path: Path) -> None:
+    """dc-c imports only from dc-a: a link to dc-a, none to dc-b, whose instance is absent
+    from dc-c's registry and whose absence the status explains in one line."""
+    pool = Pool()
+    only_a = filters_from_config(import_={"include": [{"dc": "dc-a"}]}, dc="dc-c")
+    a = await _start(pool, "dc-a", tmp_path / "a")
+    b = await _start(pool, "dc-b", tmp_path / "b")
+    c = await _start(pool, "dc-c", tmp_path / "c", filters=only_a)
+    try:
+        for engine, name in ((a, "from-a"), (b, "from-b")):
+            assert isinstance(engine.local_registry, EmbeddedServiceCenter)
+            registry = engine.local_registry.registry
+            sid = await registry.create_service(
+                {"appId": "shop", "serviceName": name, "version": "1.0.0"}
+            )
+            await registry.register_instance(
+                sid, {"hostName": f"{name}-1", "endpoints": ["rest://10.0.0.1:8080"]}
+            )
+
+        async def both_copied() -> bool:  # into dc-c from dc-a, into dc-a from dc-b
+            return [i.service.name for i in await _copies(c)] == ["from-a"] and [
+                i.service.name for i in await _copies(a)
+            ] == ["from-b"]
+
+        await _eventually(both_copied)
+        assert c.peers is not None and a.peers is not None
+        assert set(c.peers.links) == {"dc-a"}
+        assert set(a.peers.links) == {"dc-b", "dc-c"}  # no rules: it follows everyone
+        status = c.status()
+        assert status["filters"]["not_followed"] == {
+            "dc-b": "no import.include rule applies to data center 'dc-b'"
+        }
+        assert set(status["remote"]) == {"dc-a"}
+        assert not_followed_lines(status) == [
+            "dc-b: not followed (no import.include rule applies to data center 'dc-b')"
+        ]
+        assert a.status()["filters"]["not_followed"] == {}
+    finally:
+        for engine in (c, b, a):
+            await _stop(engine)

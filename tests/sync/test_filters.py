@@ -363,6 +363,62 @@ def test_no_rules_nothing_unused() -> None:
     assert not Filters().has_rules
 
 
+@pytest.mark.parametrize(
+    ("include", "exclude", "direction", "expected"),
+    [
+        ([], [], "both", True),
+        ([], [], "receive", True),
+        ([], [], "send", False),  # imports nothing at all
+        ([Rule(dc="dc-a")], [], "both", True),
+        ([Rule(dc="dc-b")], [], "both", False),  # every include rule names another dc
+        ([Rule(dc=["dc-b", "dc-c"]), Rule(dc="x*", app="shop")], [], "both", False),
+        ([Rule(dc="dc-?")], [], "both", True),
+        ([Rule(app="shop")], [], "both", True),  # no dc: may match any dc's shop
+        ([Rule(dc="dc-b"), Rule(metadata="expose")], [], "both", True),
+        ([], [Rule(dc="dc-a")], "both", False),  # a dc-only exclude rule
+        ([], [Rule(dc="dc-*")], "both", False),
+        ([], [Rule(dc="dc-a", name="*")], "both", False),  # "*" narrows nothing
+        ([], [Rule()], "both", False),  # excludes everything, from every dc
+        ([], [Rule(dc="dc-a", app="shop")], "both", True),  # other services may pass
+        ([], [Rule(dc="dc-a", metadata="internal")], "both", True),
+        ([], [Rule(dc="dc-b")], "both", True),
+        ([Rule(dc="dc-a")], [Rule(dc="dc-a", app="crm")], "both", True),
+    ],
+)
+def test_imports_dc(
+    include: list[Rule], exclude: list[Rule], direction: str, expected: bool
+) -> None:
+    filters = Filters(import_=Filter(include, exclude), direction=direction, dc="dc-home")
+    assert filters.imports_dc("dc-a") is expected
+    assert filters.imports_dc("dc-a") is expected  # from the cache
+    assert (filters.not_imported_reason("dc-a") == "") is expected
+
+
+def test_not_imported_reasons() -> None:
+    rules = Filter(include=[Rule(dc="dc-b")], exclude=[Rule(app="x"), Rule(dc="dc-t*")])
+    filters = Filters(import_=rules, dc="dc-home")
+    assert filters.not_imported_reason("dc-a") == (
+        "no import.include rule applies to data center 'dc-a'"
+    )
+    only_exclude = Filters(import_=Filter(exclude=rules.exclude), dc="dc-home")
+    assert only_exclude.not_imported_reason("dc-test") == (
+        "import.exclude[2] (dc='dc-t*') refuses all of it"
+    )
+    assert Filters(direction="send").not_imported_reason("dc-a") == (
+        "direction is 'send': nothing is imported"
+    )
+
+
+def test_dc_verdict_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pysyncer.sync.filters as module
+
+    monkeypatch.setattr(module, "_PLAN_CACHE_LIMIT", 10)
+    filters = Filters(import_=Filter(include=[Rule(dc="dc-1*")]))
+    for i in range(100):
+        assert filters.imports_dc(f"dc-{i}") is fnmatch.fnmatchcase(f"dc-{i}", "dc-1*")
+        assert len(filters._dcs) <= 10
+
+
 # --- properties ----------------------------------------------------------------------------
 
 text = st.text(alphabet="abc-*?.[]!/", max_size=8)
@@ -401,6 +457,36 @@ def test_service_verdict_agrees_with_every_instance(
     verdict = filters.imports_service(dc, subject.service)
     if verdict is not None:
         assert filters.imports(dc, subject) is verdict
+
+
+dc_rules = st.sampled_from(
+    [
+        Rule(dc="a*"),
+        Rule(dc=["b", "c?"]),
+        Rule(dc="a*", name="b?"),
+        Rule(dc="c*", metadata="x"),
+        Rule(dc="*", app="*"),
+        Rule(app="a*"),
+        Rule(metadata="y=a*"),
+        Rule(),
+    ]
+)
+
+
+@given(
+    instances,
+    st.text(alphabet="abc", max_size=3),
+    st.sampled_from(["both", "send", "receive"]),
+    st.lists(dc_rules, max_size=3),
+    st.lists(dc_rules, max_size=3),
+)
+def test_a_dc_not_imported_has_no_instance_imported(
+    subject: Instance, dc: str, direction: str, include: list[Rule], exclude: list[Rule]
+) -> None:
+    filters = Filters(import_=Filter(include, exclude), direction=direction)
+    if not filters.imports_dc(dc):
+        assert not filters.imports(dc, subject)
+        assert filters.imports_service(dc, subject.service) is False
 
 
 @given(instances, st.lists(text, min_size=1, max_size=3), text)
