@@ -402,7 +402,8 @@ def test_malformed_rpc_peer_is_counted_and_survived(cluster: Cluster, tmp_path: 
 
 def test_filters_and_directions_end_to_end(cluster: Cluster) -> None:
     """An export exclude rule keeps a service home (and takes back what it had sent); a
-    receive-only syncer imports but exports nothing; an import rule refuses an origin."""
+    receive-only syncer imports but exports nothing; an import rule refuses an origin, which
+    is then not followed at all (no link)."""
     config_a = cluster.workdir / "fa.toml"
     config_a.write_text('[[export.exclude]]\nname = "secret*"\n')
     config_c = cluster.workdir / "fc.toml"
@@ -442,8 +443,12 @@ def test_filters_and_directions_end_to_end(cluster: Cluster) -> None:
     status = c.status()
     assert status["exported"] == 0  # c sends nothing (not only: nothing arrived yet)
     assert status["filters"]["direction"] == "receive"
+    assert "dc-fb" not in status["remote"]  # c imports nothing of dc-fb: no link to it
+    assert status["filters"]["not_followed"] == {
+        "dc-fb": "import.exclude[1] (dc='dc-fb') refuses all of it"
+    }
     assert a.status()["exporter"]["filtered"] >= 1
-    assert c.status()["importer"]["filtered"] >= 1
+    assert c.status()["importer"]["filtered"] == 0  # no record of dc-fb even reaches c
 
 
 def test_a_new_import_rule_removes_held_copies_after_a_restart(cluster: Cluster) -> None:
