@@ -12,7 +12,7 @@ The larger adapters keep their other jobs in modules beside them, named after th
 settings and encoding in ``<kind>_codec``, change detection in ``<kind>_watch`` (and the
 etcd gRPC requests in ``etcd_conn``); the entry point always names ``<kind>:create``.
 
-Imports: credentials, errors, etcdchannels, hostport, model, redact, servicecenter,
+Imports: aiowait, credentials, errors, etcdchannels, hostport, model, redact, servicecenter,
 supervisor.
 """
 

@@ -10,7 +10,6 @@ the addresses in its errors go through :func:`pysyncer.redact.redact`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import ssl
 from collections.abc import Mapping, Sequence
@@ -22,6 +21,7 @@ import aiohttp
 
 from pysyncer.adapters._tls import TlsOptions
 from pysyncer.adapters.base import BadResponseError, UnavailableError
+from pysyncer.aiowait import wait_event
 from pysyncer.errors import ConfigError
 from pysyncer.redact import redact
 
@@ -260,5 +260,4 @@ class HttpAdapter:
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep ``seconds``, or less when the adapter closes."""
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._closed.wait(), seconds)
+        await wait_event(self._closed, seconds)

@@ -17,7 +17,6 @@ touch gossip, the store, RPC or the sync engine.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from pysyncer.adapters.base import (
 from pysyncer.adapters.etcd_codec import EtcdRegistrySettings, Layout, parse_endpoints
 from pysyncer.adapters.etcd_conn import EtcdConnection, KeyValue
 from pysyncer.adapters.etcd_watch import WatchResponse, watch_prefix
+from pysyncer.aiowait import wait_event
 from pysyncer.credentials import read_secret
 from pysyncer.errors import ConfigError
 from pysyncer.etcdchannels import EtcdSecurity
@@ -92,8 +92,7 @@ class EtcdAdapter:
         await self.conn.close()
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._closed.wait(), seconds)
+        await wait_event(self._closed, seconds)
 
     # -- services and copies -----------------------------------------------------------
 

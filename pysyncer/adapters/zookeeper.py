@@ -55,6 +55,7 @@ from pysyncer.adapters.zk import (
     ZkClient,
 )
 from pysyncer.adapters.zk.proto import ACL, OPEN_ACL, Perm, perms_from_letters
+from pysyncer.aiowait import wait_event
 from pysyncer.credentials import read_secret
 from pysyncer.errors import ConfigError
 from pysyncer.model import Instance, ServiceKey
@@ -243,8 +244,7 @@ class ZookeeperAdapter:
                 await self._sleep(backoff.failed())
 
     async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._closed.wait(), seconds)
+        await wait_event(self._closed, seconds)
 
     # -- paths -------------------------------------------------------------------------
 

@@ -10,5 +10,5 @@ the Prometheus collectors (:mod:`~pysyncer.admin.metrics`) and the command line'
 protocols of :mod:`~pysyncer.admin.app`; the presenter reads gossip through the
 ``GossipStack`` API and sync through ``SyncEngine.status()``, never their internals.
 
-Imports: _core, errors, gossip, hostport, httpbody, logs, redact.
+Imports: aiowait, _core, errors, gossip, hostport, httpbody, logs, redact.
 """

@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from pysyncer.admin.payloads import DashboardSnapshot
+from pysyncer.aiowait import wait_event
 
 __all__ = [
     "KEEPALIVE_AFTER",
@@ -122,11 +123,8 @@ async def serve_stream(request: web.Request, cache: SnapshotCache) -> web.Stream
         quiet_since = time.monotonic()
         closing = cache.closing
         while not closing.is_set():
-            try:
-                await asyncio.wait_for(closing.wait(), cache.interval)
+            if await wait_event(closing, cache.interval):
                 break  # the server shuts down
-            except TimeoutError:
-                pass
             current = cache.get()
             patch = merge_patch(previous, current)
             patch.pop("at", None)

@@ -13,10 +13,10 @@ It decides nothing about services or instances (that is ``core``) and must not i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from pysyncer.aiowait import wait_event
 from pysyncer.servicecenter.errors import no_quota
 from pysyncer.servicecenter.feed import ChangeLog
 from pysyncer.servicecenter.leases import Lease
@@ -89,8 +89,7 @@ class Tenants:
         event = self._created
         if event is None:
             event = self._created = asyncio.Event()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(event.wait(), timeout)
+        await wait_event(event, timeout)
 
     def wake(self) -> None:
         """Wake whoever waits for a new tenant; the next waiter makes a new event."""

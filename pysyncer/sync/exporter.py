@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
@@ -26,6 +25,7 @@ from dataclasses import dataclass, field
 
 from pysyncer._core import digest as core_digest
 from pysyncer.adapters.base import Adapter, ChangeBatch, SkipsCopies, Snapshot
+from pysyncer.aiowait import wait_event
 from pysyncer.errors import PysyncerError
 from pysyncer.model import Instance, Record, marks_copy
 from pysyncer.store.base import Store
@@ -401,8 +401,7 @@ class Exporter:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._moved.wait(), remaining)
+            await wait_event(self._moved, remaining)
         return self._revision
 
     def digest_table(self) -> tuple[int, bytes]:

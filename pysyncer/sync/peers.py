@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from pysyncer._core import digest as core_digest
 from pysyncer.admin.payloads import LinkState
+from pysyncer.aiowait import wait_event
 from pysyncer.errors import PysyncerError
 from pysyncer.rpc.errors import CallRefusedError, DeadlineExceededError
 from pysyncer.rpc.server import HEARTBEAT_INTERVAL
@@ -259,8 +260,7 @@ class PeerLink:
 
     async def _sleep(self, seconds: float) -> None:
         self._wake.clear()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), seconds)
+        await wait_event(self._wake, seconds)
 
     async def _follow(self, client: SyncClientLike, syncer: RemoteSyncer) -> None:
         self.status.state = "connecting"

@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from pysyncer.aiowait import wait_event
 from pysyncer.store.base import Store
 from pysyncer.supervisor import Supervised, spawn, tolerate
 from pysyncer.sync.importer import Importer
@@ -124,9 +125,7 @@ class Peers:
                 raise
             except Exception as exc:
                 tolerate("peer-scan", exc, level=logging.ERROR, trace=True)
-            with contextlib.suppress(TimeoutError):  # not wait_for: on 3.11 it swallows a
-                async with asyncio.timeout(self._scan_interval):  # cancel that meets a nudge
-                    await self._rescan.wait()
+            await wait_event(self._rescan, self._scan_interval)
 
     def _followed(self, syncer: RemoteSyncer) -> None:
         self.trust.followed(syncer)

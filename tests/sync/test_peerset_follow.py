@@ -159,3 +159,18 @@ async def test_a_data_center_not_followed_has_no_origin_grace(
         assert peers.not_followed == set()  # only live data centers are listed
     finally:
         await peers.close()
+
+
+async def test_a_close_that_meets_a_repair_request_stops_every_link() -> None:
+    """A link in its reconnect backoff woken (a full sync asked) in the loop turn its
+    stop comes: the stop still ends it (``wait_for`` on 3.11 lost such a stop)."""
+    dialled: list[str] = []
+    peers = peers_of([B1, C1], Holding(), None, dialled)
+    await peers.scan()
+    await until_dialled(dialled, "dc-b")
+    await until_dialled(dialled, "dc-c")
+    await asyncio.sleep(0.05)  # both links wait out their backoff
+    assert peers.request_full_sync() == ["dc-b", "dc-c"]
+    async with asyncio.timeout(10):
+        await peers.close()
+    assert all(link._task is None or link._task.done() for link in peers.links.values())
