@@ -69,13 +69,16 @@ estimated CPU of the sync over the two cores, at least ``--bound``), each churn 
 ``idle_window_s``, ``u_idle_share``, ``rest_cpu_idle_busy``, ``sustainable_rate_per_dc``
 (the highest rate up to which every rate met the target into U; 0: none); per rate R
 (``r<R>_`` prefix, bench_mesh's ``rate_key``): ``in_visible_p50_ms``,
-``in_visible_p99_ms``, ``in_visible_count``, ``in_gone_p50_ms``, ``in_gone_p99_ms``,
-``in_gone_count``, ``in_expected``, ``out_`` the same, ``out_expected``,
-``offered_rate_per_dc``, ``u_achieved_rate``, ``peer_achieved_rate_min``, ``window_s``,
-``u_cpu_s``, ``u_cpu_share``, ``u_cpu_per_change_ms`` (above idle, per change U
-imported or registered), ``peers_cpu_s``, ``client_cpu_s`` (this process),
-``rest_cpu_busy``, ``load_avg``, ``meets_target`` (into U), ``failed``;
-``target_p50_ms``, ``target_p99_ms``, ``target_rate_per_dc``.
+``in_visible_p99_ms``, ``in_visible_max_ms``, ``in_visible_count``, ``in_gone_p50_ms``,
+``in_gone_p99_ms``, ``in_gone_max_ms``, ``in_gone_count``, ``in_expected``, ``out_``
+the same, ``out_expected``, ``offered_rate_per_dc``, ``u_achieved_rate``,
+``peer_achieved_rate_min``, ``window_s``, ``u_cpu_s``, ``u_cpu_share``,
+``u_cpu_per_change_ms`` (above idle, per change U imported or registered),
+``peers_cpu_s``, ``client_cpu_s`` (this process), ``rest_cpu_busy``, ``load_avg``,
+``u_stall_max_ms``, ``u_stalls_over_100ms`` and ``u_stalled_ms`` (U's event loop over the
+phase: a 10 ms sleep in U waking late, stalls of bench_sync's ``LAG_NOTE_MS`` or more),
+``meets_target`` (into U), ``failed``; ``target_p50_ms``, ``target_p99_ms``,
+``target_rate_per_dc``.
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +126,7 @@ from benchmarks.bench_mesh import (
 )
 from benchmarks.bench_sync import (
     CHURN_SERVICES,
+    LAG_NOTE_MS,
     Node,
     Propagation,
     drive,
@@ -235,6 +239,16 @@ class Followers:
         if self.errors:
             raise RuntimeError(f"a follower of U failed: {self.errors[0]}")
 
+    def wait(self, created: Iterable[str], deleted: Iterable[str], bound: float) -> None:
+        """Until every follower received the records of ``created`` and ``deleted``;
+        TimeoutError past ``bound`` s."""
+        wanted = [(got, set(ids)) for got, ids in ((self.arrived, created), (self.gone, deleted))]
+        deadline = time.monotonic() + bound
+        while any(not ids <= table.keys() for got, ids in wanted for table in got.values()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"U's records did not reach every follower within {bound:g} s")
+            time.sleep(0.02)
+
     def stop(self) -> None:
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
@@ -324,6 +338,7 @@ def latencies(
     return {
         f"{prefix}_p50_ms": row.get("p50_ms", -1.0),
         f"{prefix}_p99_ms": row.get("p99_ms", -1.0),
+        f"{prefix}_max_ms": row.get("max_ms", -1.0),
         f"{prefix}_count": float(row["count"]),
     }
 
@@ -361,7 +376,7 @@ def run_rate(
                           "out": str(outs[peer.name])})  # fmt: skip
     follow = [f"{p.name}-{tag}-m" for p in peers]  # churn's instance ids at the peers
     send_churn(u, {**common, "count": 0, "follow": follow, "expect": len(peers) * args.changes,
-                   "own": f"{U_NAME}-{tag}-m", "own_expect": args.changes,
+                   "own": f"{U_NAME}-{tag}-m", "own_expect": args.changes, "lag": True,
                    "out": str(outs[u.name])})  # fmt: skip
     time.sleep(max(0.0, start - time.monotonic()))
     pids = [p.pid for p in peers]
@@ -384,6 +399,7 @@ def run_rate(
         results.update(churn_results({u.name: outs[u.name]}, bound))  # U saw every change
         row = window()
         results.update(churn_results(outs, bound))
+        followers.wait(results[u.name]["registered"], results[u.name]["deleted"], args.bound)
     except (TimeoutError, RuntimeError) as exc:
         progress(f"the phase at {rate:g}/s failed: {exc}")
         complete = False
@@ -395,6 +411,12 @@ def run_rate(
     sent = followers.arrived.values(), followers.gone.values()
     row.update(latencies([(at_u["registered"], got) for got in sent[0]], "out_visible"))
     row.update(latencies([(at_u["deleted"], got) for got in sent[1]], "out_gone"))
+    stalls = [ms for _, ms in at_u.get("stalls", [])]
+    row.update(
+        u_stall_max_ms=max(stalls, default=0.0),
+        u_stalls_over_100ms=float(sum(ms > TARGET_P99_MS for ms in stalls)),
+        u_stalled_ms=sum(stalls),
+    )
     expected = float(len(peers) * args.changes)
     handled = 2 * args.changes * (len(peers) + 1)  # imported, and registered through REST
     row.update(
@@ -586,6 +608,11 @@ def print_report(report: dict[str, Any], args: argparse.Namespace) -> None:
             f"{report[p + 'peers_cpu_s']:.1f} s, this process {report[p + 'client_cpu_s']:.1f} s)"
             + (" (saturated: pessimistic)" if report[p + "rest_cpu_busy"] > 0.95 else "")
             + f"; load {report[p + 'load_avg']:.1f}"
+        )
+        print(
+            f"    U's event loop: worst stall {report[p + 'u_stall_max_ms']:.0f} ms, "
+            f"{report[p + 'u_stalls_over_100ms']:.0f} over 100 ms, "
+            f"{report[p + 'u_stalled_ms']:.0f} ms in stalls of {LAG_NOTE_MS:.0f} ms or more"
         )
     sustainable = report["sustainable_rate_per_dc"]
     print(

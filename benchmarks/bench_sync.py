@@ -751,6 +751,7 @@ def breakdown(count: int, top: int = 12) -> dict[str, Any]:
 
 FILL_LAG_MAX = 50_000  # registry revisions the origin's exporter may be behind the fill
 CHURN_SERVICES = 20  # services a churn command's instances are spread over
+LAG_NOTE_MS = 20.0  # a churn command's loop stalls noted from this long
 
 
 async def churn(registry: Any, node: str, command: dict[str, Any]) -> None:
@@ -761,8 +762,10 @@ async def churn(registry: Any, node: str, command: dict[str, Any]) -> None:
     copies whose origin id starts with one of the prefixes ``follow`` were created and
     deleted, and, when ``own`` is a prefix, ``own_expect`` instances of this data center
     whose id starts with it (written by others, e.g. through REST) too (at most ``bound``
-    s). Writes ``{"registered", "deleted", "arrived", "gone"}`` (id -> monotonic time,
-    one clock for every process of a host) as JSON to the file ``out``, or ``{"error"}``."""
+    s). With ``lag`` true, the event loop's stalls meanwhile too (a sleep of ``LAG_TICK``
+    waking ``LAG_NOTE_MS`` or more late: ``[start, ms]``). Writes ``{"registered",
+    "deleted", "arrived", "gone"}`` (id -> monotonic time, one clock for every process of
+    a host) and ``"stalls"`` as JSON to the file ``out``, or ``{"error"}``."""
     tag, count, rate = str(command["tag"]), int(command["count"]), float(command["rate"])
     follow, own = tuple(command["follow"]), str(command.get("own", ""))
     expect = {"arrived": int(command["expect"]), "gone": int(command["expect"])}
@@ -802,7 +805,17 @@ async def churn(registry: Any, node: str, command: dict[str, Any]) -> None:
                 await registry.unregister_instance(sid, iid)
             stamps[iid] = time.monotonic()
 
-    watching = asyncio.ensure_future(watch())
+    async def sample_lag() -> None:  # the loop's stalls meanwhile: how late a short sleep wakes
+        while True:
+            before = time.monotonic()
+            await asyncio.sleep(LAG_TICK)
+            late = time.monotonic() - before - LAG_TICK
+            if 1000 * late >= LAG_NOTE_MS:
+                stalls.append((before, 1000 * late))
+
+    stalls: list[tuple[float, float]] = []
+    watching = asyncio.ensure_future(watch() if follow or own else asyncio.sleep(0))
+    sampling = asyncio.ensure_future(sample_lag() if command.get("lag") else asyncio.sleep(0))
     try:
         sids = [
             await registry.create_service(
@@ -813,10 +826,11 @@ async def churn(registry: Any, node: str, command: dict[str, Any]) -> None:
         await write(sids, float(command["start"]), register=True)
         await write(sids, time.monotonic(), register=False)
         await watching
-        result: dict[str, Any] = times
+        result: dict[str, Any] = {**times, "stalls": stalls}
     except Exception as exc:  # the benchmark reads why instead of waiting for a file
         watching.cancel()
         result = {"error": repr(exc)}
+    sampling.cancel()
     out = Path(command["out"])
     out.with_suffix(".tmp").write_text(json.dumps(result))
     out.with_suffix(".tmp").replace(out)  # whole, or not there yet
