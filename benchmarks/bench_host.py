@@ -74,7 +74,9 @@ estimated CPU of the sync over the two cores, at least ``--bound``), each churn 
 the same, ``out_expected``, ``offered_rate_per_dc``, ``u_achieved_rate``,
 ``peer_achieved_rate_min``, ``window_s``, ``u_cpu_s``, ``u_cpu_share``,
 ``u_cpu_per_change_ms`` (above idle, per change U imported or registered),
-``peers_cpu_s``, ``client_cpu_s`` (this process), ``rest_cpu_busy``, ``load_avg``,
+``peers_cpu_s``, ``client_cpu_s`` (this process), ``rest_cpu_busy``, ``u_core_busy``
+(CPU ``U_CPU``) and ``u_core_others`` (its busy share not U's: other processes of the
+machine, which pinning U does not keep away), ``load_avg``,
 ``u_stall_max_ms``, ``u_stalls_over_100ms`` and ``u_stalled_ms`` (U's event loop over the
 phase: a 10 ms sleep in U waking late, stalls of bench_sync's ``LAG_NOTE_MS`` or more),
 ``meets_target`` (into U), ``failed``; ``target_p50_ms``, ``target_p99_ms``,
@@ -381,6 +383,7 @@ def run_rate(
     time.sleep(max(0.0, start - time.monotonic()))
     pids = [p.pid for p in peers]
     cpu0, peers0, ticks0 = proc_cpu(u.pid), sum(map(proc_cpu, pids)), cpu_ticks(REST_CPU)
+    u_ticks0 = cpu_ticks(U_CPU)
     client0, began = time.process_time(), time.monotonic()
     rest, complete = asyncio.run(drive_u(u, sids, rate, start, args))
     results: dict[str, dict[str, Any]] = {}
@@ -392,6 +395,7 @@ def run_rate(
             "peers_cpu_s": sum(map(proc_cpu, pids)) - peers0,
             "client_cpu_s": time.process_time() - client0,
             "rest_cpu_busy": cpu_ticks(REST_CPU).busy_share(ticks0),
+            "u_core_busy": cpu_ticks(U_CPU).busy_share(u_ticks0),
         }
 
     row: dict[str, float] = {}
@@ -426,6 +430,7 @@ def run_rate(
         u_achieved_rate=achieved(rest.acked),
         peer_achieved_rate_min=min((achieved(r["registered"]) for r in at_peers), default=0.0),
         u_cpu_share=row["u_cpu_s"] / row["window_s"],
+        u_core_others=max(0.0, row["u_core_busy"] - row["u_cpu_s"] / row["window_s"]),
         u_cpu_per_change_ms=1000 * max(0.0, row["u_cpu_s"] - idle * row["window_s"]) / handled,
         load_avg=load_average(),
     )
@@ -604,7 +609,8 @@ def print_report(report: dict[str, Any], args: argparse.Namespace) -> None:
         print(
             f"    U: {report[p + 'u_cpu_share']:.0%} of its core over {report[p + 'window_s']:.1f}"
             f" s, {report[p + 'u_cpu_per_change_ms']:.3f} ms CPU per change handled (above "
-            f"idle); CPU {REST_CPU} {report[p + 'rest_cpu_busy']:.0%} busy (peers "
+            f"idle; others on its core {report[p + 'u_core_others']:.0%}); CPU {REST_CPU} "
+            f"{report[p + 'rest_cpu_busy']:.0%} busy (peers "
             f"{report[p + 'peers_cpu_s']:.1f} s, this process {report[p + 'client_cpu_s']:.1f} s)"
             + (" (saturated: pessimistic)" if report[p + "rest_cpu_busy"] > 0.95 else "")
             + f"; load {report[p + 'load_avg']:.1f}"
