@@ -12,7 +12,6 @@ Imports: errors.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,10 +21,7 @@ from pysyncer.errors import ConfigError
 if TYPE_CHECKING:
     from pysyncer.config import Setting
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
+import tomllib
 
 __all__ = [
     "CONFIG_TABLES",

@@ -39,7 +39,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per record, on one line."""
 
     def format(self, record: logging.LogRecord) -> str:
-        stamp = datetime.datetime.fromtimestamp(record.created, tz=datetime.timezone.utc)
+        stamp = datetime.datetime.fromtimestamp(record.created, tz=datetime.UTC)
         entry: dict[str, Any] = {
             "time": stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "level": record.levelname.lower(),

@@ -44,7 +44,7 @@ INSECURE_WARNING_INTERVAL = 3600.0
 
 
 def _when(timestamp: float) -> str:
-    moment = datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc)
+    moment = datetime.datetime.fromtimestamp(timestamp, datetime.UTC)
     return moment.isoformat(timespec="seconds")
 
 

@@ -115,7 +115,7 @@ def _cert_pem(cert: x509.Certificate) -> bytes:
 def _validity(days: int, now: datetime.datetime | None) -> tuple[datetime.datetime, ...]:
     if days < 1:
         raise ValueError(f"days must be at least 1, not {days}")
-    start = now or datetime.datetime.now(datetime.timezone.utc)
+    start = now or datetime.datetime.now(datetime.UTC)
     return start - _BACKDATE, start + datetime.timedelta(days=days)
 
 

@@ -205,7 +205,7 @@ class HttpClient:
                 ) as resp:
                     raw = await self._read_body(resp, f"{method} {path}")
                     response = Response(resp.status, resp.headers, raw)
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 if session.closed:
                     raise UnavailableError(f"{self.kind} adapter is closed") from None
                 failure = f"{self.addresses[index]}: {type(exc).__name__} {exc}".strip()

@@ -9,7 +9,6 @@ signal a process any other way, and must not talk to the registries.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -141,7 +140,7 @@ class Cluster:
                 if response.status != 200:
                     return None
                 return await response.json()
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+        except (TimeoutError, aiohttp.ClientError, ValueError):
             return None
 
     async def readiness(self, dc: DataCenter) -> tuple[bool, int, int]:

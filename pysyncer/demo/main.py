@@ -123,7 +123,7 @@ def run_demo(
     except KeyboardInterrupt:
         display.say("interrupted: stopping every syncer")
         status = EXIT_INTERRUPTED
-    except asyncio.TimeoutError:
+    except TimeoutError:
         display.say(f"FAILED: the demo did not finish within {TOTAL_BUDGET:.0f} s")
     except (DemoError, OSError, aiohttp.ClientError) as exc:
         display.say(f"FAILED: {exc}")

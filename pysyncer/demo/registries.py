@@ -95,7 +95,7 @@ class Observer:
                 if response.status != 200:
                     return Listing(at=time.monotonic())
                 body = await response.json()
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+        except (TimeoutError, aiohttp.ClientError, ValueError):
             return Listing(at=time.monotonic())
         listing = Listing(at=time.monotonic(), up=True)
         seen: set[str] = set()
@@ -239,7 +239,7 @@ class Application:
                     self.reregistered += 1
             self.down_since = None
             return True
-        except (aiohttp.ClientError, asyncio.TimeoutError, DemoError):
+        except (TimeoutError, aiohttp.ClientError, DemoError):
             if self.down_since is None:
                 self.down_since = time.monotonic()
             return False

@@ -257,9 +257,7 @@ def _server_config(material: TlsMaterial) -> Any:
 def _utc(timestamp: float) -> str:
     import datetime  # noqa: PLC0415 - only for a log line
 
-    return datetime.datetime.fromtimestamp(timestamp, datetime.timezone.utc).isoformat(
-        timespec="seconds"
-    )
+    return datetime.datetime.fromtimestamp(timestamp, datetime.UTC).isoformat(timespec="seconds")
 
 
 _IDENTITY_CACHE: dict[bytes, Identity | str] = {}

@@ -26,6 +26,7 @@ import json
 import secrets
 import sys
 import time
+import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,11 +42,6 @@ from pysyncer.servicecenter.errors import (
     ERR_USER_OR_PASSWORD_WRONG,
     RegistryError,
 )
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 __all__ = [
     "BUILTIN_ROLES",

@@ -8,16 +8,11 @@ The two must name the same adapters with the same ``module:factory`` targets.
 from __future__ import annotations
 
 import importlib
-import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
 from pysyncer.adapters import BUILTIN_ADAPTERS, ENTRY_POINT_GROUP
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:
-    import tomli as tomllib
 
 PYPROJECT = Path(__file__).resolve().parents[2] / "pyproject.toml"
 

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,6 @@ from pysyncer.daemon import Daemon
 from pysyncer.procs import DaemonProcess, free_port
 from pysyncer.sdnotify import Notifier, notify_loop
 from tests.support.docblocks import COMMAND, FILES, ROOT
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 DEPLOY = ROOT / "deploy"
 

@@ -159,7 +159,7 @@ def test_plaintext_foreign_ca_and_expired_clients_are_refused(pool: Pool) -> Non
         health(a, None)  # plaintext
     with pytest.raises(UnavailableError):
         health(a, pool.client_tls("dc-x", "x1", a, ca="evil-ca"))  # another CA
-    long_ago = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=10)
+    long_ago = datetime.datetime.now(datetime.UTC) - datetime.timedelta(days=10)
     cert, key = pool.cert("dc-x", "old", now=long_ago)  # valid for one day, ten days ago
     expired = TlsConfig(str(pool.secrets / "ca" / "ca.pem"), str(cert), str(key))
     with pytest.raises(UnavailableError):

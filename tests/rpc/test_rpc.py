@@ -479,7 +479,7 @@ def _cert(
     *,
     usage: x509.ObjectIdentifier | None = None,
 ) -> x509.Certificate:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     issuer_name = _name(subject) if issuer is None else issuer[0].subject
     signer = key if issuer is None else issuer[1]
     builder = (

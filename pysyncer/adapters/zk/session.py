@@ -211,7 +211,7 @@ class ZkSession:
     async def wait_connected(self, timeout: float) -> None:
         try:
             await asyncio.wait_for(self._connected.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise ConnectionLossError(
                 f"no zookeeper server answered within {timeout:.1f}s "
                 f"({', '.join(f'{h}:{p}' for h, p in self.hosts)})"
@@ -258,13 +258,7 @@ class ZkSession:
                     return
                 failures += 1
                 log.error("zookeeper %s:%s: %s", host, port, exc)
-            except (
-                OSError,
-                EOFError,
-                asyncio.TimeoutError,
-                ValueError,
-                ZkError,
-            ) as exc:
+            except (TimeoutError, OSError, EOFError, ValueError, ZkError) as exc:
                 failures += 1
                 last = exc
                 log.debug("zookeeper %s:%s: %s", host, port, exc)

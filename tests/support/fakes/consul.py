@@ -325,7 +325,7 @@ class FakeConsul(FakeServer):
             async with self.changed:
                 try:
                     await asyncio.wait_for(self.changed.wait(), remaining)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
             self.sweep()
         return self._report(current())
