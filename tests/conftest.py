@@ -8,8 +8,14 @@ import shutil
 from types import ModuleType
 
 import pytest
+from hypothesis import settings
 
 from pysyncer._core._compat import no_extensions_requested
+
+# Property tests check behaviour, not timings: no per-example deadline (the default 200 ms
+# failed an example that compiled its first glob regex on a loaded machine).
+settings.register_profile("pysyncer", deadline=None)
+settings.load_profile("pysyncer")
 
 IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
 COMPILED_EXPECTED = not no_extensions_requested()
