@@ -19,7 +19,11 @@ syncer **U** doing its full share of the mesh's work on one core.
   host's cost, not U's: two cores cannot carry seven full syncers beside U (a first
   version with the peers importing U's changes kept CPU ``REST_CPU`` saturated from
   100/s on, with U at a third of its core).
-- The peers, the followers, this process and all their threads run on CPU ``REST_CPU``.
+- The peers, the followers, this process and all their threads run on CPU ``REST_CPU``;
+  once the daemons run, this process lowers its priority by ``CLIENT_NICE`` (the
+  followers' and the REST writes' threads inherit it), so the emulated data centers'
+  exporters go first: the verdict is about the path into U, and a harness that delays a
+  peer's export adds latency no peer host would have.
 - **Churn**, per rate of ``--rate`` (ascending, one pool), from one instant: (a) every
   peer registers ``--changes`` new instances at that rate in process through its
   embedded registry's Python API (bench_sync's ``churn`` command on its stdin: the REST
@@ -145,6 +149,7 @@ U_CPU = 0  # the syncer under test, alone
 REST_CPU = 1  # the peers, this benchmark and its threads
 U_NAME = "u"
 CONCURRENCY = 8  # REST requests in flight at U (as bench_mesh)
+CLIENT_NICE = 10  # this process, once the daemons run: the peers go first on the shared core
 CHURN_MARGIN_S = 1.0  # the churn starts this long after its commands are sent
 
 
@@ -477,6 +482,7 @@ def run_host(args: argparse.Namespace, need: dict[str, float]) -> dict[str, floa
             nodes.append(peer)
             readers.append(read_helper(peer, filled_peers))
         peers = nodes[1:]
+        os.nice(CLIENT_NICE)  # this thread, and every thread started from it from now on
         progress(f"U is pid {u.pid} on CPU {U_CPU}; {args.peers} peers on CPU {REST_CPU}")
         since = time.monotonic()
         copies = args.peers * args.instances

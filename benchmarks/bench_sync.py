@@ -750,6 +750,8 @@ def breakdown(count: int, top: int = 12) -> dict[str, Any]:
 
 
 FILL_LAG_MAX = 50_000  # registry revisions the origin's exporter may be behind the fill
+HEARTBEAT_S = 20.0  # the origin helper renews every instance's lease this often
+HEARTBEAT_BATCH = 5000  # instances per batch heartbeat
 CHURN_SERVICES = 20  # services a churn command's instances are spread over
 LAG_NOTE_MS = 20.0  # a churn command's loop stalls noted from this long
 
@@ -890,11 +892,16 @@ def origin_helper(count: int, flags: list[str]) -> int:
             async def keep_alive() -> None:
                 # From the first registration on: on a loaded machine the fill (and the
                 # export) can outlast the leases' 120 s, and expired instances never export.
+                # Each round's batches spread over it, as clients' heartbeats come: a burst
+                # of them all held up the exports of every daemon on a shared core.
                 while True:
-                    await asyncio.sleep(20.0)
-                    for start in range(0, len(refs), 5000):
-                        await registry.heartbeat_set(refs[start : start + 5000])
-                        await asyncio.sleep(0)
+                    began, known = time.monotonic(), len(refs)
+                    for start in range(0, known, HEARTBEAT_BATCH):
+                        await asyncio.sleep(
+                            max(0.0, began + HEARTBEAT_S * start / known - time.monotonic())
+                        )
+                        await registry.heartbeat_set(refs[start : start + HEARTBEAT_BATCH])
+                    await asyncio.sleep(max(0.0, began + HEARTBEAT_S - time.monotonic()))
 
             heartbeats = loop.create_task(keep_alive())
             for s in range(count // 10):
