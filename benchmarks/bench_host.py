@@ -83,6 +83,9 @@ the same, ``out_expected``, ``offered_rate_per_dc``, ``u_achieved_rate``,
 machine, which pinning U does not keep away), ``load_avg``,
 ``u_stall_max_ms``, ``u_stalls_over_100ms`` and ``u_stalled_ms`` (U's event loop over the
 phase: a 10 ms sleep in U waking late, stalls of bench_sync's ``LAG_NOTE_MS`` or more),
+``u_link_lag_p50_le_ms`` and ``u_link_lag_p99_le_ms`` (the bucket bound of U's peer
+links' histogram from a peer's exporter committing a batch to U applying it, which holds
+half / 99 % of the phase's batches: the part of "into U" after the peer's own delay),
 ``meets_target`` (into U), ``failed``; ``target_p50_ms``, ``target_p99_ms``,
 ``target_rate_per_dc``.
 """
@@ -356,6 +359,28 @@ def achieved(stamps: dict[str, float]) -> float:
     return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
 
 
+def link_lag(u: Node) -> dict[float, int]:
+    """U's peer links' commit -> applied histogram, summed over the links: batches of
+    changes from a peer's exporter committing them to U applying them, cumulative per
+    upper bound in seconds (``/v1/sync/status``)."""
+    sums: dict[float, int] = {}
+    for remote in u.status().get("remote", {}).values():
+        for bound, count in remote["propagation"]["buckets"].items():
+            sums[float(bound)] = sums.get(float(bound), 0) + int(count)
+    return sums
+
+
+def lag_quantile(before: dict[float, int], after: dict[float, int], share: float) -> float:
+    """The smallest bucket bound (ms) holding ``share`` of the batches between the two
+    histograms; -1 when none was counted."""
+    grown = {bound: after.get(bound, 0) - before.get(bound, 0) for bound in after}
+    total = grown.get(float("inf"), 0)
+    for bound in sorted(grown):
+        if total and grown[bound] >= share * total:
+            return 1000 * bound
+    return -1.0
+
+
 def send_churn(node: Node, command: dict[str, Any]) -> None:
     assert node.process.stdin is not None
     node.process.stdin.write((json.dumps(command) + "\n").encode())
@@ -385,6 +410,7 @@ def run_rate(
     send_churn(u, {**common, "count": 0, "follow": follow, "expect": len(peers) * args.changes,
                    "own": f"{U_NAME}-{tag}-m", "own_expect": args.changes, "lag": True,
                    "out": str(outs[u.name])})  # fmt: skip
+    lag0 = link_lag(u)
     time.sleep(max(0.0, start - time.monotonic()))
     pids = [p.pid for p in peers]
     cpu0, peers0, ticks0 = proc_cpu(u.pid), sum(map(proc_cpu, pids)), cpu_ticks(REST_CPU)
@@ -420,6 +446,11 @@ def run_rate(
     sent = followers.arrived.values(), followers.gone.values()
     row.update(latencies([(at_u["registered"], got) for got in sent[0]], "out_visible"))
     row.update(latencies([(at_u["deleted"], got) for got in sent[1]], "out_gone"))
+    lag1 = link_lag(u)
+    row.update(
+        u_link_lag_p50_le_ms=lag_quantile(lag0, lag1, 0.5),
+        u_link_lag_p99_le_ms=lag_quantile(lag0, lag1, 0.99),
+    )
     stalls = [ms for _, ms in at_u.get("stalls", [])]
     row.update(
         u_stall_max_ms=max(stalls, default=0.0),
@@ -624,7 +655,9 @@ def print_report(report: dict[str, Any], args: argparse.Namespace) -> None:
         print(
             f"    U's event loop: worst stall {report[p + 'u_stall_max_ms']:.0f} ms, "
             f"{report[p + 'u_stalls_over_100ms']:.0f} over 100 ms, "
-            f"{report[p + 'u_stalled_ms']:.0f} ms in stalls of {LAG_NOTE_MS:.0f} ms or more"
+            f"{report[p + 'u_stalled_ms']:.0f} ms in stalls of {LAG_NOTE_MS:.0f} ms or more; "
+            f"a peer's commit -> applied at U: p50 <= {report[p + 'u_link_lag_p50_le_ms']:g} "
+            f"ms, p99 <= {report[p + 'u_link_lag_p99_le_ms']:g} ms (batches)"
         )
     sustainable = report["sustainable_rate_per_dc"]
     print(
