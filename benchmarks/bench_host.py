@@ -151,7 +151,7 @@ from pysyncer.procs import loopback_host
 U_CPU = 0  # the syncer under test, alone
 REST_CPU = 1  # the peers, this benchmark and its threads
 U_NAME = "u"
-CONCURRENCY = 8  # REST requests in flight at U (as bench_mesh)
+CONCURRENCY = 32  # REST requests in flight at most at U: the niced driver keeps its pace
 CLIENT_NICE = 10  # this process, once the daemons run: the peers go first on the shared core
 CHURN_MARGIN_S = 1.0  # the churn starts this long after its commands are sent
 
