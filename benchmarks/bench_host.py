@@ -86,6 +86,7 @@ phase: a 10 ms sleep in U waking late, stalls of bench_sync's ``LAG_NOTE_MS`` or
 ``u_link_lag_p50_le_ms`` and ``u_link_lag_p99_le_ms`` (the bucket bound of U's peer
 links' histogram from a peer's exporter committing a batch to U applying it, which holds
 half / 99 % of the phase's batches: the part of "into U" after the peer's own delay),
+``peer_stall_max_ms`` (the worst stall of a peer's event loop, sampled as U's),
 ``meets_target`` (into U), ``failed``; ``target_p50_ms``, ``target_p99_ms``,
 ``target_rate_per_dc``.
 """
@@ -402,13 +403,13 @@ def run_rate(
     bound = 2 * args.changes / rate + 2 * args.bound  # the churn, then its copies
     start = time.monotonic() + CHURN_MARGIN_S
     outs = {n.name: Path(args.workdir) / f"{n.name}-{tag}.json" for n in (u, *peers)}
-    common = {"tag": tag, "rate": rate, "start": start, "bound": bound}
+    common = {"tag": tag, "rate": rate, "start": start, "bound": bound, "lag": True}
     for peer in peers:
         send_churn(peer, {**common, "count": args.changes, "follow": [], "expect": 0,
                           "out": str(outs[peer.name])})  # fmt: skip
     follow = [f"{p.name}-{tag}-m" for p in peers]  # churn's instance ids at the peers
     send_churn(u, {**common, "count": 0, "follow": follow, "expect": len(peers) * args.changes,
-                   "own": f"{U_NAME}-{tag}-m", "own_expect": args.changes, "lag": True,
+                   "own": f"{U_NAME}-{tag}-m", "own_expect": args.changes,
                    "out": str(outs[u.name])})  # fmt: skip
     lag0 = link_lag(u)
     time.sleep(max(0.0, start - time.monotonic()))
@@ -456,6 +457,7 @@ def run_rate(
         u_stall_max_ms=max(stalls, default=0.0),
         u_stalls_over_100ms=float(sum(ms > TARGET_P99_MS for ms in stalls)),
         u_stalled_ms=sum(stalls),
+        peer_stall_max_ms=max((ms for r in at_peers for _, ms in r["stalls"]), default=0.0),
     )
     expected = float(len(peers) * args.changes)
     handled = 2 * args.changes * (len(peers) + 1)  # imported, and registered through REST
@@ -657,7 +659,8 @@ def print_report(report: dict[str, Any], args: argparse.Namespace) -> None:
             f"{report[p + 'u_stalls_over_100ms']:.0f} over 100 ms, "
             f"{report[p + 'u_stalled_ms']:.0f} ms in stalls of {LAG_NOTE_MS:.0f} ms or more; "
             f"a peer's commit -> applied at U: p50 <= {report[p + 'u_link_lag_p50_le_ms']:g} "
-            f"ms, p99 <= {report[p + 'u_link_lag_p99_le_ms']:g} ms (batches)"
+            f"ms, p99 <= {report[p + 'u_link_lag_p99_le_ms']:g} ms (batches); a peer's worst "
+            f"stall {report[p + 'peer_stall_max_ms']:.0f} ms"
         )
     sustainable = report["sustainable_rate_per_dc"]
     print(
