@@ -20,10 +20,10 @@ syncer **U** doing its full share of the mesh's work on one core.
   version with the peers importing U's changes kept CPU ``REST_CPU`` saturated from
   100/s on, with U at a third of its core).
 - The peers, the followers, this process and all their threads run on CPU ``REST_CPU``;
-  once the daemons run, this process lowers its priority by ``CLIENT_NICE`` (the
-  followers' and the REST writes' threads inherit it), so the emulated data centers'
-  exporters go first: the verdict is about the path into U, and a harness that delays a
-  peer's export adds latency no peer host would have.
+  the followers' threads (and gRPC's, which they start) run ``CLIENT_NICE`` lower, so the
+  emulated data centers' exporters go first: the verdict is about the path into U, and a
+  harness that delays a peer's export adds latency no peer host would have. (The whole
+  process niced held U's REST writes to 300-430/s at 500/s offered.)
 - **Churn**, per rate of ``--rate`` (ascending, one pool), from one instant: (a) every
   peer registers ``--changes`` new instances at that rate in process through its
   embedded registry's Python API (bench_sync's ``churn`` command on its stdin: the REST
@@ -152,8 +152,8 @@ from pysyncer.procs import loopback_host
 U_CPU = 0  # the syncer under test, alone
 REST_CPU = 1  # the peers, this benchmark and its threads
 U_NAME = "u"
-CONCURRENCY = 32  # REST requests in flight at most at U: the niced driver keeps its pace
-CLIENT_NICE = 10  # this process, once the daemons run: the peers go first on the shared core
+CONCURRENCY = 8  # REST requests in flight at U (as bench_mesh)
+CLIENT_NICE = 10  # the followers' threads: the peers go first on the shared core
 CHURN_MARGIN_S = 1.0  # the churn starts this long after its commands are sent
 
 
@@ -235,9 +235,7 @@ class Followers:
         self.watching: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(
-            target=lambda: asyncio.run(self._main()), name="followers", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name="followers", daemon=True)
 
     def start(self, bound: float) -> None:
         """Open every stream; at most ``bound`` s."""
@@ -264,6 +262,10 @@ class Followers:
         if self._loop is not None and self._stop is not None:
             self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        os.nice(CLIENT_NICE)  # this thread and gRPC's threads it starts
+        asyncio.run(self._main())
 
     async def _main(self) -> None:
         self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
@@ -515,7 +517,6 @@ def run_host(args: argparse.Namespace, need: dict[str, float]) -> dict[str, floa
             nodes.append(peer)
             readers.append(read_helper(peer, filled_peers))
         peers = nodes[1:]
-        os.nice(CLIENT_NICE)  # this thread, and every thread started from it from now on
         progress(f"U is pid {u.pid} on CPU {U_CPU}; {args.peers} peers on CPU {REST_CPU}")
         since = time.monotonic()
         copies = args.peers * args.instances
