@@ -8,9 +8,13 @@ touches only its data file (plus SQLite's ``-wal``/``-shm`` siblings and a ``.lo
 file); never the registry, the network, the etcd backend or the event loop's thread.
 
 Threading: every database call runs in ONE dedicated worker thread
-(:class:`~pysyncer.store.sqlite_worker.StoreWorker`, which owns the only connection), so
-the event loop never waits on disk and the connection is never shared between threads.
-Calls are serialised in submission order.
+(:class:`~pysyncer.store.sqlite_worker.StoreWorker`, which owns the only connection that
+reads or writes), so the event loop never waits on disk and the connection is never
+shared between threads. Calls are serialised in submission order. The WAL is
+checkpointed by a second connection in a thread of its own
+(:class:`~pysyncer.store.sqlite_checkpoint.Checkpointer`), nudged every
+:data:`~pysyncer.store.sqlite_checkpoint.CHECKPOINT_ROWS` rows written, so no commit
+waits for a checkpoint.
 
 Durability: ``journal_mode=WAL``; with ``durable`` (the default) the change log, the
 exported state and the trust records commit with ``synchronous=FULL``, the mapping table
@@ -71,6 +75,7 @@ from pysyncer.store.base import (
     check_trim,
 )
 from pysyncer.store.codec import pack_record_body, unpack_record_body
+from pysyncer.store.sqlite_checkpoint import CHECKPOINT_ROWS, Checkpointer
 from pysyncer.store.sqlite_db import (
     close_database,
     lock_file,
@@ -172,6 +177,8 @@ class SqliteStore:
         self._cache_mib = cache_mib
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
+        self._checkpointer: Checkpointer | None = None
+        self._changes_checkpointed = 0  # the writer's total_changes at the last nudge
         self._worker: StoreWorker | None = None
         # The oldest revision the change log still holds (last_revision + 1 when empty),
         # kept current by this object's own writes: this process is the file's only user.
@@ -245,11 +252,16 @@ class SqliteStore:
             raise
         self._log_floor = int(last) + 1 if first is None else int(first)
         self._conn, self._lock_fd, self._fsyncing = conn, lock_fd, self._durable
+        self._checkpointer = Checkpointer(self._path)
+        self._changes_checkpointed = conn.total_changes
 
     def _close_sync(self) -> None:
         conn, self._conn = self._conn, None
         lock_fd, self._lock_fd = self._lock_fd, None
+        checkpointer, self._checkpointer = self._checkpointer, None
         try:
+            if checkpointer is not None:
+                checkpointer.stop()
             if conn is not None:
                 close_database(conn)
         finally:
@@ -279,6 +291,19 @@ class SqliteStore:
             return fn(*args, **kwargs)
         except sqlite3.Error as exc:
             raise translate(self._path, exc) from None
+        finally:
+            self._nudge_checkpointer()
+
+    def _nudge_checkpointer(self) -> None:
+        """Ask for a checkpoint once :data:`CHECKPOINT_ROWS` rows were written since the
+        last ask (in the worker thread, after each call)."""
+        conn, checkpointer = self._conn, self._checkpointer
+        if conn is None or checkpointer is None:
+            return
+        changed = conn.total_changes
+        if changed - self._changes_checkpointed >= CHECKPOINT_ROWS:
+            self._changes_checkpointed = changed
+            checkpointer.nudge()
 
     @property
     def _db(self) -> sqlite3.Connection:

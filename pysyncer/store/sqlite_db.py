@@ -41,12 +41,14 @@ __all__ = [
 SCHEMA_VERSION: int = 2
 """Version of the schema this code writes; :func:`open_database` migrates older ones."""
 
-WAL_CHECKPOINT_PAGES = 10_000
-"""Pages (4 KiB) the WAL grows to before a commit checkpoints it into the file (SQLite's
-default is 1,000). Small streamed commits rewrite the same pages: a checkpoint writes
-each page once however often it changed since the last one, so a larger WAL costs
-less CPU per commit (transactions of 5 random mappings in a table of 200,000: 104-121
--> 79-82 us; measured in the store's thread). The WAL file stays at about 40 MiB."""
+WAL_CHECKPOINT_PAGES = 40_000
+"""Pages (4 KiB) the WAL may grow to before a commit checkpoints it itself (SQLite's
+autocheckpoint; its default is 1,000). A backstop: the store's checkpointer thread
+(:mod:`pysyncer.store.sqlite_checkpoint`) checkpoints off the commit path well before,
+and this fires only if it falls behind. A checkpoint writes each page once however often
+it changed since the last one, so a large WAL costs less CPU per small commit (5 random
+mappings into a table of 200,000: 104-121 us with 1,000 pages, 79-82 us with 10,000;
+measured in the store's thread)."""
 
 _SCHEMA_V1 = """
 CREATE TABLE mapping (

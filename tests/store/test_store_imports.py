@@ -29,7 +29,16 @@ FORBIDDEN: dict[str, set[str]] = {
     "sqlite_db": {"codec", "sqlite", "etcd_layout", "etcd_client"} | _ETCD_PARTS,
     "sqlite": {"etcd_layout", "etcd_client"} | _ETCD_PARTS,
     "sqlite_worker": {"codec", "sqlite", "sqlite_db", "etcd_layout", "etcd_client"} | _ETCD_PARTS,
-    "etcd": {"sqlite", "sqlite_db", "sqlite_worker"},
+    "sqlite_checkpoint": {
+        "codec",
+        "sqlite",
+        "sqlite_db",
+        "sqlite_worker",
+        "etcd_layout",
+        "etcd_client",
+    }
+    | _ETCD_PARTS,
+    "etcd": {"sqlite", "sqlite_db", "sqlite_worker", "sqlite_checkpoint"},
     "spool": {"codec", "sqlite", "sqlite_db", "etcd_layout", "etcd_client", "etcd_spool"}
     | _ETCD_PARTS,
     "etcd_spool": {"codec", "sqlite", "sqlite_db", "etcd_layout", "etcd_client"} | _ETCD_PARTS,
