@@ -24,6 +24,8 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from pysyncer.store.sqlite_worker import yield_on_wake
+
 __all__ = ["CHECKPOINT_ROWS", "Checkpointer"]
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ class Checkpointer:
         self._thread.join()
 
     def _run(self) -> None:
+        yield_on_wake()
         try:
             while True:
                 self._wake.wait()

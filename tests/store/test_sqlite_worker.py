@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import threading
 import time
 from typing import Any
@@ -108,3 +109,14 @@ async def test_stop_lets_the_submitted_calls_finish() -> None:
     worker.stop()
     assert ran == list(range(5))
     await asyncio.gather(*calls)
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+async def test_the_worker_thread_yields_on_wake() -> None:
+    worker = StoreWorker("test-store")
+    try:
+        policy = await worker.call(lambda: os.sched_getscheduler(0))
+    finally:
+        worker.stop()
+    assert policy == os.SCHED_BATCH
+    assert os.sched_getscheduler(0) != os.SCHED_BATCH  # the caller's thread is left alone

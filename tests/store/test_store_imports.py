@@ -33,7 +33,6 @@ FORBIDDEN: dict[str, set[str]] = {
         "codec",
         "sqlite",
         "sqlite_db",
-        "sqlite_worker",
         "etcd_layout",
         "etcd_client",
     }
