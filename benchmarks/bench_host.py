@@ -122,6 +122,7 @@ from benchmarks.bench_mesh import (
     IDLE_WINDOW_S,
     MEMORY_SHARE,
     MESH_SERVICES,
+    POOL_ATTEMPTS,
     POOL_BOUND_S,
     RENEW_ROUND_S,
     RSS_PER_PEER,
@@ -129,7 +130,9 @@ from benchmarks.bench_mesh import (
     TARGET_P50_MS,
     TARGET_P99_MS,
     TARGET_RATE,
+    PortTaken,
     change_jobs,
+    check_alive,
     create_services,
     estimate,
     idle_rate,
@@ -525,6 +528,7 @@ def run_host(args: argparse.Namespace, need: dict[str, float]) -> dict[str, floa
         since = time.monotonic()
         copies = args.peers * args.instances
         synced_u = sync_mesh([u], filled_u, copies, bound, since)
+        check_alive(peers)  # a peer that died (a port taken) is why U could not sync
         row: dict[str, float] = {
             "u_copies_expected": float(copies),
             "u_sync_s": synced_u["sync_s"],
@@ -714,8 +718,16 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     os.sched_setaffinity(0, {REST_CPU})  # before any thread: they inherit it
     with tempfile.TemporaryDirectory(prefix="bench-host-") as tmp:
-        args.workdir = tmp
-        report.update(run_host(args, need))
+        for attempt in range(1, POOL_ATTEMPTS + 1):
+            args.workdir = str(Path(tmp) / f"pool-{attempt}")
+            Path(args.workdir).mkdir()
+            try:
+                report.update(run_host(args, need))
+                break
+            except PortTaken as exc:
+                if attempt == POOL_ATTEMPTS:
+                    raise
+                progress(f"{str(exc).splitlines()[0]} (port taken); starting again")
     report.update(
         load_avg_end=load_average(),
         target_p50_ms=TARGET_P50_MS,

@@ -294,11 +294,17 @@ def sync_mesh(
                 f"{counts} of {copies:,} each (load {load_average():.1f})"
             )
             next_line = now + PROGRESS_S
-        for node in nodes:
-            if node.process.poll() is not None:
-                error = PortTaken if PORT_TAKEN in node.tail() else RuntimeError
-                raise error(f"{node.name} exited during the sync:\n{node.tail()}")
+        check_alive(nodes)
         time.sleep(SYNC_POLL_S)
+
+
+def check_alive(nodes: list[Node]) -> None:
+    """Raise when a daemon has exited: :class:`PortTaken` when its log says a port it
+    picked free was taken meanwhile (start the pool again), else RuntimeError."""
+    for node in nodes:
+        if node.process.poll() is not None:
+            error = PortTaken if PORT_TAKEN in node.tail() else RuntimeError
+            raise error(f"{node.name} exited during the sync:\n{node.tail()}")
 
 
 # -- phase 1: propagation under offered load, per rate ----------------------------------
