@@ -122,7 +122,6 @@ from benchmarks.bench_mesh import (
     IDLE_WINDOW_S,
     MEMORY_SHARE,
     MESH_SERVICES,
-    POOL_ATTEMPTS,
     POOL_BOUND_S,
     RENEW_ROUND_S,
     RSS_PER_PEER,
@@ -130,7 +129,6 @@ from benchmarks.bench_mesh import (
     TARGET_P50_MS,
     TARGET_P99_MS,
     TARGET_RATE,
-    PortTaken,
     change_jobs,
     check_alive,
     create_services,
@@ -140,6 +138,7 @@ from benchmarks.bench_mesh import (
     rate_key,
     read_helper,
     sync_mesh,
+    with_fresh_ports,
 )
 from benchmarks.bench_sync import (
     CHURN_SERVICES,
@@ -718,16 +717,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     os.sched_setaffinity(0, {REST_CPU})  # before any thread: they inherit it
     with tempfile.TemporaryDirectory(prefix="bench-host-") as tmp:
-        for attempt in range(1, POOL_ATTEMPTS + 1):
+
+        def start(attempt: int) -> dict[str, float]:
             args.workdir = str(Path(tmp) / f"pool-{attempt}")
             Path(args.workdir).mkdir()
-            try:
-                report.update(run_host(args, need))
-                break
-            except PortTaken as exc:
-                if attempt == POOL_ATTEMPTS:
-                    raise
-                progress(f"{str(exc).splitlines()[0]} (port taken); starting again")
+            return run_host(args, need)
+
+        report.update(with_fresh_ports(start, "bench_host"))
     report.update(
         load_avg_end=load_average(),
         target_p50_ms=TARGET_P50_MS,

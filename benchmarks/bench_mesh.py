@@ -96,8 +96,9 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 
@@ -126,6 +127,8 @@ from pysyncer.errors import PysyncerError
 from pysyncer.model import ORIGIN_DC_PROPERTY, ServiceKey
 from pysyncer.procs import RegistryClient, loopback_host
 from pysyncer.sync.renewals import DEFAULT_TTL
+
+_T = TypeVar("_T")
 
 TARGET_P50_MS = 20.0
 TARGET_P99_MS = 100.0
@@ -607,15 +610,22 @@ class PortTaken(PysyncerError, RuntimeError):
     """A daemon could not listen on a port picked free a moment before (taken meanwhile)."""
 
 
-def run_mesh(dcs: int, args: argparse.Namespace, workdir: Path) -> dict[str, float]:
-    """One pool of ``dcs`` data centers, started again on other ports (at most
+def with_fresh_ports(start: Callable[[int], _T], what: str) -> _T:
+    """``start(attempt)`` (1, 2, ...), started again on other ports (at most
     ``POOL_ATTEMPTS`` times) when another process took one of its ports first."""
     for attempt in range(1, POOL_ATTEMPTS):
         try:
-            return run_pool(dcs, args, workdir / f"n{dcs}-{attempt}")
+            return start(attempt)
         except PortTaken as exc:
-            progress(f"N={dcs}: {str(exc).splitlines()[0]} (port taken); starting again")
-    return run_pool(dcs, args, workdir / f"n{dcs}-{POOL_ATTEMPTS}")
+            progress(f"{what}: {str(exc).splitlines()[0]} (port taken); starting again")
+    return start(POOL_ATTEMPTS)
+
+
+def run_mesh(dcs: int, args: argparse.Namespace, workdir: Path) -> dict[str, float]:
+    """One pool of ``dcs`` data centers (:func:`with_fresh_ports`)."""
+    return with_fresh_ports(
+        lambda attempt: run_pool(dcs, args, workdir / f"n{dcs}-{attempt}"), f"N={dcs}"
+    )
 
 
 def run_pool(dcs: int, args: argparse.Namespace, where: Path) -> dict[str, float]:

@@ -1,11 +1,10 @@
 """Timed waits on an :class:`asyncio.Event` that never swallow a cancellation.
 
 Owns one helper, :func:`wait_event`. ``asyncio.wait_for(event.wait(), seconds)`` loses
-a cancellation on Python 3.10 and 3.11 when it arrives in the loop turn the event is set
-(the inner wait finished, so ``wait_for`` returns its result and the ``cancel()`` is
-gone): a loop that sleeps that way between retries then runs on after its task was
-stopped, and whoever awaits the stop hangs. ``asyncio.timeout`` has no such hole but
-only exists from 3.11. :func:`asyncio.wait` raises the cancellation in every version.
+a cancellation on Python 3.11 when it arrives in the loop turn the event is set (the
+inner wait finished, so ``wait_for`` returns its result and the ``cancel()`` is gone): a
+loop that sleeps that way between retries then runs on after its task was stopped, and
+whoever awaits the stop hangs. ``asyncio.timeout`` has no such hole.
 
 Standard library only: it must not import any other part of pysyncer.
 
@@ -27,9 +26,9 @@ async def wait_event(event: asyncio.Event, seconds: float) -> bool:
     """
     if event.is_set():
         return True
-    waiter = asyncio.ensure_future(event.wait())
     try:
-        done, _ = await asyncio.wait((waiter,), timeout=max(0.0, seconds))
-    finally:
-        waiter.cancel()
-    return bool(done)
+        async with asyncio.timeout(max(0.0, seconds)):
+            await event.wait()
+    except TimeoutError:
+        return False
+    return True

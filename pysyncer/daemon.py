@@ -303,11 +303,9 @@ class Daemon:
 
     async def wait_synced(self, timeout: float) -> None:
         """Wait until the engine runs (TimeoutError after ``timeout`` s)."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while self._running_engine() is None:
-            if asyncio.get_running_loop().time() >= deadline:
-                raise TimeoutError(f"the sync engine did not start within {timeout:g} s")
-            await asyncio.sleep(0.05)
+        async with asyncio.timeout(timeout):
+            while self._running_engine() is None:
+                await asyncio.sleep(0.05)
 
     async def _start_admin(self) -> None:
         presenter = self.presenter
