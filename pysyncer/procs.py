@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -63,17 +64,51 @@ class NoFreePortError(PysyncerError, OSError):
     """No port free for both TCP and UDP was found on a host."""
 
 
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+LOWEST_PICKED_PORT = 10_000  # free_port picks from here up to the kernel's ephemeral range
+_picked: set[tuple[str, int]] = set()  # (host, port) handed out by free_port in this process
+
+
+def _pickable_ports() -> range:
+    """Ports below the kernel's ephemeral range (``ip_local_port_range``): an outgoing
+    connection's source port and ``bind(0)`` come from that range, so neither takes one
+    of these between :func:`free_port` picking it and a daemon binding it. Empty when the
+    range is unknown or leaves too few below it."""
+    try:
+        low = int(EPHEMERAL_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return range(0)
+    return range(LOWEST_PICKED_PORT, low) if low - LOWEST_PICKED_PORT >= 1_000 else range(0)
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+        try:
+            tcp.bind((host, port))
+        except OSError:
+            return False
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                udp.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port free for both TCP and UDP on ``host`` (gossip needs both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((host, 0))
-            port = int(tcp.getsockname()[1])
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                try:
-                    udp.bind((host, port))
-                except OSError:
-                    continue
+    """A port free for both TCP and UDP on ``host`` (gossip needs both), never handed out
+    before by this process, picked at random below the kernel's ephemeral range where
+    there is one (:func:`_pickable_ports`), else one the kernel picks."""
+    pickable = _pickable_ports()
+    for _ in range(200):
+        if pickable:
+            port = random.choice(pickable)
+        else:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.bind((host, 0))
+                port = int(probe.getsockname()[1])
+        if (host, port) not in _picked and _bindable(host, port):
+            _picked.add((host, port))
             return port
     raise NoFreePortError(f"no free TCP+UDP port on {host}")
 
