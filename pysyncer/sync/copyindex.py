@@ -17,12 +17,19 @@ local id ``px<16 hex>`` is made of) to one int packing the origin record's diges
 pair with its slot and local service id, shared by every copy of that service. About
 130 bytes per copy (dict slot plus two ints) instead of an Instance and a mapping entry.
 
+The dict is split into ``SHARDS`` dicts by the key hash's top bits. Each grows on its own,
+so no insert on the event loop allocates and first-touches a whole million-entry table at
+once: one dict of 1,000,000 copies outgrowing 699,050 keys touches 41 MiB (10,241 page
+faults, 300+ ms on a virtual machine whose memory the host had not backed yet, see
+docs/capacity.md), one shard of it 1/64 of that.
+
 Renewal rounds skip the copies written since the previous round began, with no memory
-per copy: a write re-inserts its copy at the end of the dict (ordered by insertion), so
-a *mark* (the newest key when a round begins, see :meth:`CopyIndex.mark`) splits the
-copies into those written before it and after it. A copy whose registry lease was set
-before the current mark (a batch that straddled a round's start, or a copy loaded from
-the store) moves the mark past it: the next round renews it with everything before.
+per copy: a write re-inserts its copy at the end of its shard's dict (ordered by
+insertion), so a *mark* per shard (its newest key when a round begins, see
+:meth:`CopyIndex.mark`) splits its copies into those written before it and after it. A
+copy whose registry lease was set before the current mark (a batch that straddled a
+round's start, or a copy loaded from the store) moves its shard's mark past it: the next
+round renews it with everything before.
 """
 
 from __future__ import annotations
@@ -35,9 +42,12 @@ from pysyncer._core import digest as core_digest
 from pysyncer.adapters.base import LocalRef
 from pysyncer.model import ServiceKey, record_key_hash
 
-__all__ = ["DROP_STEP", "CopyIndex", "copy_instance_id"]
+__all__ = ["DROP_STEP", "SHARDS", "CopyIndex", "copy_instance_id"]
 
 _MASK = (1 << 64) - 1
+SHARD_BITS = 6
+SHARDS = 1 << SHARD_BITS  # dicts the copies are split into, by the key hash's top bits
+_SHARD_SHIFT = 64 - SHARD_BITS  # the low bits stay whole: each dict's slots spread evenly
 DROP_STEP = 10_000  # copies looked at per step of CopyIndex.drop_slots_in_steps (~5 ms)
 _SLOTS = core_digest.SLOT_COUNT
 
@@ -66,6 +76,41 @@ class _Origin:
     refused: dict[int, int] = field(default_factory=dict)  # key hash -> digest | slot << 64
 
 
+class _Shard:
+    """The copies whose key hash has one value of the top ``SHARD_BITS`` bits, and their
+    renewal mark: the newest key when the last round began (None: the shard was empty),
+    its position then, and the copies removed since (each may have moved it one place
+    towards the front). ``marked`` is False before the first round and after the mark's
+    own copy was removed: the next round then renews every copy of the shard."""
+
+    __slots__ = ("entries", "mark_at", "mark_key", "marked", "removed_since_mark")
+
+    def __init__(self) -> None:
+        self.entries: dict[int, int] = {}  # key hash -> digest | group << 64
+        self.marked = False
+        self.mark_key: int | None = None
+        self.mark_at = -1
+        self.removed_since_mark = 0
+
+    def mark(self) -> list[int]:
+        """The keys written before the previous mark (all of them unless marked); marks
+        the keys held now."""
+        entries = self.entries
+        keys = list(entries)
+        if self.marked:
+            if self.mark_key is None:
+                keys = []
+            else:
+                end = self.mark_at + 1
+                start = max(0, end - 1 - self.removed_since_mark)
+                del keys[keys.index(self.mark_key, start, end) + 1 :]
+        self.marked = True
+        self.mark_key = next(reversed(entries), None)
+        self.mark_at = len(entries) - 1
+        self.removed_since_mark = 0
+        return keys
+
+
 class _LocalIds(Collection[str]):
     """Every copy's local instance id, as a live read-only view (no strings stored)."""
 
@@ -84,22 +129,23 @@ class _LocalIds(Collection[str]):
             key_hash = int(value[2:], 16)
         except ValueError:
             return False
-        return key_hash in index._entries and key_hash not in index._odd_ids
+        return key_hash in index and key_hash not in index._odd_ids
 
     def __iter__(self) -> Iterator[str]:
         odd = self._index._odd_ids
-        for key_hash in list(self._index._entries):
+        for key_hash in self._index.key_hashes():
             yield odd.get(key_hash) or f"px{key_hash:016x}"
 
     def __len__(self) -> int:
-        return len(self._index._entries)
+        return len(self._index)
 
 
 class CopyIndex:
     """Copies held, by key hash (:func:`pysyncer.model.record_key_hash`)."""
 
     def __init__(self) -> None:
-        self._entries: dict[int, int] = {}  # key hash -> digest | group << 64
+        self._shards = [_Shard() for _ in range(SHARDS)]
+        self._count = 0
         self._groups: list[_Group] = []
         self._group_of: dict[tuple[str, ServiceKey], int] = {}
         self._origins: dict[str, _Origin] = {}
@@ -107,24 +153,25 @@ class CopyIndex:
         self._odd_ids: dict[int, str] = {}
         self._odd_keys: dict[str, int] = {}
         self.local_ids: Collection[str] = _LocalIds(self)
-        # The renewal mark: the generation (bumped by every mark), the newest key then
-        # (None: the index was empty), its position then, and the copies removed since
-        # (each may have moved it one place towards the front).
-        self.generation = 0
-        self._marked = False
-        self._mark_key: int | None = None
-        self._mark_at = -1
-        self._removed_since_mark = 0
+        self.generation = 0  # bumped by every mark
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return self._count
 
     def __contains__(self, key_hash: object) -> bool:
-        return key_hash in self._entries
+        if not isinstance(key_hash, int) or not 0 <= key_hash <= _MASK:
+            return False
+        return key_hash in self._shards[key_hash >> _SHARD_SHIFT].entries
 
-    def keys(self) -> list[int]:
+    def _packed(self, key_hash: int) -> int | None:
+        return self._shards[key_hash >> _SHARD_SHIFT].entries.get(key_hash)
+
+    def key_hashes(self) -> list[int]:
         """A snapshot of every key hash held."""
-        return list(self._entries)
+        keys: list[int] = []
+        for shard in self._shards:
+            keys.extend(shard.entries)
+        return keys
 
     def mark(self) -> list[int]:
         """Begin a renewal round: the key hashes of the copies written before the previous
@@ -134,19 +181,10 @@ class CopyIndex:
         ago; the next round renews them. Every copy is thus renewed at least every second
         round, and those only a round old are skipped.
         """
-        keys = list(self._entries)
-        if self._marked:
-            if self._mark_key is None:
-                keys = []
-            else:
-                end = self._mark_at + 1
-                start = max(0, end - 1 - self._removed_since_mark)
-                del keys[keys.index(self._mark_key, start, end) + 1 :]
+        keys: list[int] = []
+        for shard in self._shards:
+            keys.extend(shard.mark())
         self.generation += 1
-        self._marked = True
-        self._mark_key = next(reversed(self._entries), None)
-        self._mark_at = len(self._entries) - 1
-        self._removed_since_mark = 0
         return keys
 
     def add(
@@ -169,7 +207,9 @@ class CopyIndex:
             self._group_of[(origin_dc, service)] = number
         else:
             self._groups[number].service_id = ref.service_id
-        self._entries[key_hash] = digest | (number << 64)
+        shard = self._shards[key_hash >> _SHARD_SHIFT]
+        shard.entries[key_hash] = digest | (number << 64)
+        self._count += 1
         state = self._origins.get(origin_dc)
         if state is None:
             state = self._origins[origin_dc] = _Origin()
@@ -179,20 +219,22 @@ class CopyIndex:
         if ref.instance_id != f"px{key_hash:016x}":
             self._odd_ids[key_hash] = ref.instance_id
             self._odd_keys[ref.instance_id] = key_hash
-        if generation != self.generation and self._marked:
+        if generation != self.generation and shard.marked:
             # Its lease predates the mark: the next round must renew it (and, the dict
-            # being ordered, every copy written before it).
-            self._mark_key = key_hash
-            self._mark_at = len(self._entries) - 1
+            # being ordered, every copy of its shard written before it).
+            shard.mark_key = key_hash
+            shard.mark_at = len(shard.entries) - 1
 
     def remove(self, key_hash: int) -> _Group | None:
         """Drop one copy; its group, or None when it was not held."""
-        packed = self._entries.pop(key_hash, None)
+        shard = self._shards[key_hash >> _SHARD_SHIFT]
+        packed = shard.entries.pop(key_hash, None)
         if packed is None:
             return None
-        self._removed_since_mark += 1
-        if key_hash == self._mark_key:
-            self._marked = False  # the mark is lost: the next round renews every copy
+        self._count -= 1
+        shard.removed_since_mark += 1
+        if key_hash == shard.mark_key:
+            shard.marked = False  # the mark is lost: the next round renews the whole shard
         group = self._groups[packed >> 64]
         state = self._origins[group.origin]
         state.count -= 1
@@ -223,12 +265,12 @@ class CopyIndex:
         wanted = set(slots)
         for origin_dc in self._origins:
             self.forget_refused(origin_dc, wanted)
-        keys = list(self._entries)
-        groups, entries = self._groups, self._entries
+        keys = self.key_hashes()
+        groups, packed_of = self._groups, self._packed
         dropped = 0
         for start in range(0, len(keys), step):
             for key_hash in keys[start : start + step]:
-                packed = entries.get(key_hash)
+                packed = packed_of(key_hash)
                 if packed is not None and groups[packed >> 64].slot in wanted:
                     self.remove(key_hash)
                     dropped += 1
@@ -237,11 +279,11 @@ class CopyIndex:
         yield dropped
 
     def digest(self, key_hash: int) -> int | None:
-        packed = self._entries.get(key_hash)
+        packed = self._packed(key_hash)
         return None if packed is None else packed & _MASK
 
     def ref(self, key_hash: int) -> LocalRef | None:
-        packed = self._entries.get(key_hash)
+        packed = self._packed(key_hash)
         return None if packed is None else self._ref(key_hash, packed)
 
     def _ref(self, key_hash: int, packed: int) -> LocalRef:
@@ -254,7 +296,7 @@ class CopyIndex:
     ) -> tuple[LocalRef, int, str] | None:
         """(where the copy lives, its entry, its origin data center) unless gone or of an
         expired origin."""
-        packed = self._entries.get(key_hash)
+        packed = self._packed(key_hash)
         if packed is None:
             return None
         origin = self._groups[packed >> 64].origin
@@ -268,7 +310,7 @@ class CopyIndex:
         Its slot is marked stale, so the next reconcile of that slot also looks in the
         store for it. Returns its origin data center when dropped.
         """
-        if self._entries.get(key_hash) != packed:
+        if self._packed(key_hash) != packed:
             return None
         group = self.remove(key_hash)
         assert group is not None
@@ -283,13 +325,14 @@ class CopyIndex:
         record has: its slot's digest then differs from the origin's, so the next repair
         pulls that slot, and applying the record there does not skip it as a replay.
         """
-        packed = self._entries.get(key_hash)
+        entries = self._shards[key_hash >> _SHARD_SHIFT].entries
+        packed = entries.get(key_hash)
         if packed is None:
             return None
         group = self._groups[packed >> 64]
         digest = packed & _MASK
         if digest:
-            self._entries[key_hash] = packed - digest
+            entries[key_hash] = packed - digest
             self._origins[group.origin].table.replace(group.slot, digest, 0)
         return group.origin
 

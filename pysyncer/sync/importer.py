@@ -46,7 +46,7 @@ import asyncio
 import contextlib
 import gc
 import logging
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -89,6 +89,10 @@ WRITES_PER_TURN = 100  # registry writes between two yields (a turn of 200 held 
 # worth took up to 68 ms of the loop thread at 1,000,000 copies, 2,000 (a repair batch)
 # up to 41 ms, for a little more collection in all (measured in process, issue 17).
 FREEZE_EVERY = 2_000
+# Copies added to the index between two yields after a commit: a repair batch of 15,000
+# copies added in one turn held the loop 70-85 ms at 1,000,000 copies (py-spy), every
+# shard of the index growing in it (they fill evenly, so they grow together).
+HOLD_STEP = 2_000
 # Records of the waiting batches applied together (one store transaction), unless the
 # first alone has more.
 GROUP_RECORDS = 2_000
@@ -131,6 +135,10 @@ class _Batch:
     def finish(self, error: Exception | None) -> None:
         self.done = True
         self.error = error
+
+
+# A batch written to the registry: it, its copies written, the mappings it drops.
+_Written = tuple[_Batch, list[PendingCopy], list[tuple[int, MappingKey]]]
 
 
 class _Write(NamedTuple):
@@ -474,7 +482,7 @@ class Importer:
         try:
             await self._check_fence()  # a stale owner must not touch the registry either
             generation = self.index.generation  # the renewal mark the leases are set in
-            written: list[tuple[_Batch, list[PendingCopy], list[tuple[int, MappingKey]]]] = []
+            written: list[_Written] = []
             for batch in group:
                 try:
                     pending, deletes = await self._write_registry(batch.records)
@@ -498,39 +506,51 @@ class Importer:
                 except FencedError:
                     self._fenced()
                     raise
-            for batch, pending, deletes in written:
-                self._hold_written(batch, pending, deletes, generation)
-                batch.finish(None)
+            await self._hold_all(written, generation)
         except Exception as exc:
             for batch in group:
                 if not batch.done:
                     batch.finish(exc)
 
-    def _hold_written(
-        self,
-        batch: _Batch,
-        pending: Sequence[PendingCopy],
-        deletes: Sequence[tuple[int, MappingKey]],
-        generation: int,
-    ) -> None:
-        """The index after a batch's commit: its copies held, its deletes gone."""
-        index = self.index
-        for p in pending:
-            index.add(p.key_hash, p.origin_dc, p.service, p.slot, p.digest, p.ref, generation)
-        for key_hash, _ in deletes:
-            index.remove(key_hash)
-        self._settle(len(pending))
-        if self._imports is not None:
-            origin_dc, refused = batch.origin_dc, batch.refused
-            if batch.full_slots:
-                index.forget_refused(origin_dc, batch.full_slots)
-            for record in batch.records:
-                key_hash = record.key_hash
-                was = refused.get(key_hash)
-                if was is None:
-                    index.admit(key_hash, origin_dc)
-                else:
-                    index.refuse(key_hash, origin_dc, was.slot, was.digest)
+    async def _hold_all(self, written: Sequence[_Written], generation: int) -> None:
+        """The index after the commit of ``written``, :data:`HOLD_STEP` copies per turn
+        of the loop; each batch finished once held. The copies are committed, so they
+        must all be held: a cancellation between two steps holds the rest at once, then
+        goes on."""
+        steps = self._hold_steps(written, generation)
+        try:
+            for _ in steps:
+                await asyncio.sleep(0)
+        finally:
+            for _ in steps:  # cancelled: the rest in this turn (nothing left otherwise)
+                pass
+
+    def _hold_steps(self, written: Sequence[_Written], generation: int) -> Iterator[None]:
+        """:meth:`_hold_all`'s work, yielding after every :data:`HOLD_STEP` copies held."""
+        for batch, pending, deletes in written:
+            index = self.index
+            for start in range(0, len(pending), HOLD_STEP):
+                if start:
+                    yield
+                for p in pending[start : start + HOLD_STEP]:
+                    index.add(
+                        p.key_hash, p.origin_dc, p.service, p.slot, p.digest, p.ref, generation
+                    )
+            for key_hash, _ in deletes:
+                index.remove(key_hash)
+            self._settle(len(pending))
+            if self._imports is not None:
+                origin_dc, refused = batch.origin_dc, batch.refused
+                if batch.full_slots:
+                    index.forget_refused(origin_dc, batch.full_slots)
+                for record in batch.records:
+                    key_hash = record.key_hash
+                    was = refused.get(key_hash)
+                    if was is None:
+                        index.admit(key_hash, origin_dc)
+                    else:
+                        index.refuse(key_hash, origin_dc, was.slot, was.digest)
+            batch.finish(None)
 
     async def reconcile_slot(
         self, origin_dc: str, slot: int, records: Sequence[Record], cursor: int, epoch: str

@@ -226,7 +226,7 @@ class Renewals:
         The copies the registry says it does not know go to ``on_lost`` after the round
         (``wait``: before this returns; else in the background, as the loop does).
         """
-        return await self._renew_each(self.index.keys() if keys is None else keys, wait=wait)
+        return await self._renew_each(self.index.key_hashes() if keys is None else keys, wait=wait)
 
     async def _renew_each(
         self,
