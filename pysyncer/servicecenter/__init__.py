@@ -17,7 +17,7 @@ the ServiceComb adapter talks to it over HTTP like to any Service-Center.
 - :class:`Rbac`, :func:`load_rbac`, :func:`hash_password` (``rbac``): optional RBAC
   after Service-Center's (``POST /v4/token``, bearer tokens, admin/developer roles).
 
-Imports: aiowait, errors, hostport, httpbody, supervisor.
+Imports: aiowait, errors, hostport, httpbody, shardeddict, supervisor.
 """
 
 from __future__ import annotations

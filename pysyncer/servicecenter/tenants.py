@@ -21,6 +21,7 @@ from pysyncer.servicecenter.errors import no_quota
 from pysyncer.servicecenter.feed import ChangeLog
 from pysyncer.servicecenter.leases import Lease
 from pysyncer.servicecenter.validation import JSON, validate_tenant
+from pysyncer.shardeddict import ShardedDict
 
 __all__ = ["Tenant", "Tenants"]
 
@@ -32,9 +33,9 @@ class Tenant:
     domain: str
     project: str
     feed: ChangeLog
-    services: dict[str, JSON] = field(default_factory=dict)
-    keys: dict[tuple[str, str, str, str], str] = field(default_factory=dict)
-    instances: dict[str, dict[str, Lease]] = field(default_factory=dict)
+    services: ShardedDict[str, JSON] = field(default_factory=ShardedDict)
+    keys: ShardedDict[tuple[str, str, str, str], str] = field(default_factory=ShardedDict)
+    instances: ShardedDict[str, dict[str, Lease]] = field(default_factory=ShardedDict)
 
 
 class Tenants:

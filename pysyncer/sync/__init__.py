@@ -6,6 +6,6 @@ apply, no delete before a full view, renewal of copies, slot-digest anti-entropy
 talks to the registry only through an adapter, persists only through a store, reaches
 peers only through the RPC client, and learns of peers only from gossip.
 
-Imports: aiowait, _core, adapters, admin, errors, gossip, hostport, model, redact, rpc, store,
-supervisor.
+Imports: aiowait, _core, adapters, admin, errors, gossip, hostport, model, redact, rpc,
+shardeddict, store, supervisor.
 """

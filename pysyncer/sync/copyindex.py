@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pysyncer._core import digest as core_digest
 from pysyncer.adapters.base import LocalRef
 from pysyncer.model import ServiceKey, record_key_hash
+from pysyncer.shardeddict import ShardedDict
 
 __all__ = ["DROP_STEP", "SHARDS", "CopyIndex", "copy_instance_id"]
 
@@ -147,7 +148,7 @@ class CopyIndex:
         self._shards = [_Shard() for _ in range(SHARDS)]
         self._count = 0
         self._groups: list[_Group] = []
-        self._group_of: dict[tuple[str, ServiceKey], int] = {}
+        self._group_of: ShardedDict[tuple[str, ServiceKey], int] = ShardedDict()
         self._origins: dict[str, _Origin] = {}
         # Copies whose registry kept another id than px<key hash> (none for Service-Center).
         self._odd_ids: dict[int, str] = {}

@@ -62,6 +62,7 @@ from pysyncer.model import (
     is_copy,
     record_key_hash,
 )
+from pysyncer.shardeddict import ShardedDict
 from pysyncer.store.base import (
     CursorBatch,
     Fence,
@@ -194,7 +195,7 @@ class Importer:
         self.budget = budget if budget is not None else WriteBudget.unlimited_budget()
         self.stats = ImporterStats(budget=self.budget)
         self.index = CopyIndex()
-        self._service_ids: dict[ServiceKey, str] = {}
+        self._service_ids: ShardedDict[ServiceKey, str] = ShardedDict()
         self._lock = asyncio.Lock()
         self._waiting: list[_Batch] = []  # batches whose callers wait for the lock
         # Several batches in one transaction only where the store commits them together.
