@@ -37,6 +37,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
+from itertools import chain
 
 from pysyncer._core import digest as core_digest
 from pysyncer.adapters.base import LocalRef
@@ -174,19 +175,18 @@ class CopyIndex:
             keys.extend(shard.entries)
         return keys
 
-    def mark(self) -> list[int]:
+    def mark(self) -> Iterator[int]:
         """Begin a renewal round: the key hashes of the copies written before the previous
         mark (every copy when there was none), and mark the copies held now.
 
         The copies written since the previous mark had their leases set less than a round
         ago; the next round renews them. Every copy is thus renewed at least every second
-        round, and those only a round old are skipped.
+        round, and those only a round old are skipped. The keys are taken now, a list per
+        shard: one list of every key would be 8 MiB of fresh memory at 1,000,000 copies.
         """
-        keys: list[int] = []
-        for shard in self._shards:
-            keys.extend(shard.mark())
+        per_shard = [shard.mark() for shard in self._shards]
         self.generation += 1
-        return keys
+        return chain.from_iterable(per_shard)
 
     def add(
         self,

@@ -31,7 +31,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
+from itertools import islice
 from typing import Protocol, TypeVar
 
 from pysyncer.adapters.base import Adapter, LocalRef, RenewResult, RenewsByHolder
@@ -177,7 +178,7 @@ class Renewals:
                 log.exception("renewing copies failed")
                 last = float("-inf")
 
-    async def round(self, keys: Sequence[int], period: float) -> int:
+    async def round(self, keys: Iterable[int], period: float) -> int:
         """One round of the loop: the copies of ``keys`` one by one (the first round, or
         without holders), else every origin's holder; how many copies were renewed."""
         if not isinstance(self.adapter, RenewsByHolder) or not self._held:
@@ -187,7 +188,7 @@ class Renewals:
         return await self._renew_holders(self.adapter, keys, period)
 
     async def _renew_holders(
-        self, adapter: RenewsByHolder, keys: Sequence[int], period: float
+        self, adapter: RenewsByHolder, keys: Iterable[int], period: float
     ) -> int:
         """Renew each origin's holder; the origins whose holder's count still differs from
         the index's after :data:`HOLDER_RECHECKS` looks get their copies of ``keys``
@@ -219,7 +220,7 @@ class Renewals:
         anew = {dc for dc, held in differ.items() if held > counts.get(dc, 0)}
         return renewed + await self._renew_each(keys, wait=False, origins=differ.keys(), anew=anew)
 
-    async def renew_all(self, *, wait: bool = True, keys: Sequence[int] | None = None) -> int:
+    async def renew_all(self, *, wait: bool = True, keys: Iterable[int] | None = None) -> int:
         """Heartbeat every copy (or those of ``keys``) except expired origins'; how many
         were renewed (with holders, each is held by its origin's holder from now on).
 
@@ -230,7 +231,7 @@ class Renewals:
 
     async def _renew_each(
         self,
-        keys: Sequence[int],
+        keys: Iterable[int],
         *,
         wait: bool,
         origins: Collection[str] | None = None,
@@ -298,7 +299,8 @@ class Renewals:
                 log.exception("forgetting lost copies failed")
 
 
-def chunks(values: Sequence[_T], size: int) -> Iterator[Sequence[_T]]:
-    """``values`` in consecutive slices of at most ``size``."""
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
+def chunks(values: Iterable[_T], size: int) -> Iterator[list[_T]]:
+    """``values`` in consecutive lists of at most ``size``."""
+    rest = iter(values)
+    while batch := list(islice(rest, size)):
+        yield batch

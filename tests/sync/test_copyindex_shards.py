@@ -98,7 +98,7 @@ def test_a_round_renews_every_copy_whose_lease_predates_it(
             leased_in.pop(key, None)
         else:
             generation = index.generation
-            renewed = index.mark()
+            renewed = list(index.mark())
             assert len(renewed) == len(set(renewed))
             assert set(renewed) <= set(leased_in)
             due = {key for key, leased in leased_in.items() if leased != generation}
@@ -106,3 +106,16 @@ def test_a_round_renews_every_copy_whose_lease_predates_it(
             for key in renewed:
                 leased_in[key] = index.generation
     assert len(index) == len(leased_in)
+
+
+def test_a_round_takes_its_keys_when_it_begins() -> None:
+    """The keys a mark returns are the split at that moment: writes and removals while
+    the round walks them change nothing in it."""
+    index = CopyIndex()
+    old = [_hold(index, key) for key in _spread(500, seed=5)]
+    keys = index.mark()
+    index.remove(old[0])
+    late = [_hold(index, key, index.generation) for key in _spread(500, seed=6)]
+    assert sorted(keys) == sorted(old)
+    assert set(index.mark()) == set(old[1:])
+    assert set(index.mark()) == set(old[1:]) | set(late)

@@ -29,18 +29,18 @@ def _hold(index: CopyIndex, n: int, generation: int = -1) -> int:
 def test_the_first_round_renews_every_copy_and_the_next_skips_the_new_ones() -> None:
     index = CopyIndex()
     old = [_hold(index, n) for n in range(3)]
-    assert index.mark() == old
+    assert list(index.mark()) == old
     new = _hold(index, 3, index.generation)
-    assert index.mark() == old  # written since the previous round began: skipped
-    assert index.mark() == [*old, new]  # one round later: renewed
+    assert list(index.mark()) == old  # written since the previous round began: skipped
+    assert list(index.mark()) == [*old, new]  # one round later: renewed
 
 
 def test_an_index_empty_at_the_mark_skips_copies_written_after_it() -> None:
     index = CopyIndex()
-    assert index.mark() == []
+    assert list(index.mark()) == []
     new = _hold(index, 0, index.generation)
-    assert index.mark() == []
-    assert index.mark() == [new]
+    assert list(index.mark()) == []
+    assert list(index.mark()) == [new]
 
 
 def test_a_lease_set_before_the_mark_moves_the_mark_past_its_copy() -> None:
@@ -51,14 +51,14 @@ def test_a_lease_set_before_the_mark_moves_the_mark_past_its_copy() -> None:
     batch_generation = index.generation  # the batch starts writing the registry
     index.mark()  # a round begins meanwhile
     late = _hold(index, 1, batch_generation)
-    assert index.mark() == [old, late]
+    assert list(index.mark()) == [old, late]
 
 
 def test_a_copy_loaded_without_a_lease_is_renewed_at_the_next_round() -> None:
     index = CopyIndex()
     index.mark()
     loaded = _hold(index, 0)  # from the store: unknown lease
-    assert index.mark() == [loaded]
+    assert list(index.mark()) == [loaded]
 
 
 def test_removals_and_rewrites_keep_the_split_exact() -> None:
@@ -68,8 +68,8 @@ def test_removals_and_rewrites_keep_the_split_exact() -> None:
     index.remove(a)  # the mark moves one place towards the front
     _hold(index, 0, index.generation)  # a again: now written since the mark
     d = _hold(index, 3, index.generation)
-    assert index.mark() == [b, c]
-    assert index.mark() == [b, c, a, d]
+    assert list(index.mark()) == [b, c]
+    assert list(index.mark()) == [b, c, a, d]
 
 
 def test_rewriting_the_newest_copy_at_the_mark_renews_every_copy_next() -> None:
