@@ -26,10 +26,11 @@ docs/capacity.md), one shard of it 1/64 of that.
 Renewal rounds skip the copies written since the previous round began, with no memory
 per copy: a write re-inserts its copy at the end of its shard's dict (ordered by
 insertion), so a *mark* per shard (its newest key when a round begins, see
-:meth:`CopyIndex.mark`) splits its copies into those written before it and after it. A
-copy whose registry lease was set before the current mark (a batch that straddled a
-round's start, or a copy loaded from the store) moves its shard's mark past it: the next
-round renews it with everything before.
+:meth:`CopyIndex.mark`) splits its copies into those written before it and after it; a
+round lists its keys a shard at a time as it walks them, never all at once. A copy whose
+registry lease was set before the current mark (a batch that straddled a round's start,
+or a copy loaded from the store) moves its shard's mark past it: the next round renews it
+with everything before.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from __future__ import annotations
 from array import array
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
-from itertools import chain
 
 from pysyncer._core import digest as core_digest
 from pysyncer.adapters.base import LocalRef
@@ -78,38 +78,40 @@ class _Origin:
     refused: dict[int, int] = field(default_factory=dict)  # key hash -> digest | slot << 64
 
 
+_ALL = -1  # a round's boundary in a shard never marked: every key (no key hash is negative)
+
+
 class _Shard:
     """The copies whose key hash has one value of the top ``SHARD_BITS`` bits, and their
-    renewal mark: the newest key when the last round began (None: the shard was empty),
-    its position then, and the copies removed since (each may have moved it one place
-    towards the front). ``marked`` is False before the first round and after the mark's
-    own copy was removed: the next round then renews every copy of the shard."""
+    renewal mark: the newest key when the last round began (None: the shard was empty).
+    ``marked`` is False before the first round and after the mark's own copy was removed:
+    the next round then renews every copy of the shard."""
 
-    __slots__ = ("entries", "mark_at", "mark_key", "marked", "removed_since_mark")
+    __slots__ = ("entries", "mark_key", "marked")
 
     def __init__(self) -> None:
         self.entries: dict[int, int] = {}  # key hash -> digest | group << 64
         self.marked = False
         self.mark_key: int | None = None
-        self.mark_at = -1
-        self.removed_since_mark = 0
 
-    def mark(self) -> list[int]:
-        """The keys written before the previous mark (all of them unless marked); marks
-        the keys held now."""
-        entries = self.entries
-        keys = list(entries)
-        if self.marked:
-            if self.mark_key is None:
-                keys = []
-            else:
-                end = self.mark_at + 1
-                start = max(0, end - 1 - self.removed_since_mark)
-                del keys[keys.index(self.mark_key, start, end) + 1 :]
+    def begin_round(self) -> int | None:
+        """A round's boundary in this shard (the previous mark; ``_ALL`` when there is
+        none), and mark the keys held now."""
+        boundary = self.mark_key if self.marked else _ALL
         self.marked = True
-        self.mark_key = next(reversed(entries), None)
-        self.mark_at = len(entries) - 1
-        self.removed_since_mark = 0
+        self.mark_key = next(reversed(self.entries), None)
+        return boundary
+
+    def due(self, boundary: int | None) -> list[int]:
+        """The keys held now up to a round's ``boundary``, in the order written; all of
+        them when the boundary's copy is gone since."""
+        if boundary is None:
+            return []
+        keys = list(self.entries)
+        if boundary == _ALL:
+            return keys
+        if boundary in self.entries:  # else its copy was removed: the whole shard
+            del keys[keys.index(boundary) + 1 :]
         return keys
 
 
@@ -181,12 +183,18 @@ class CopyIndex:
 
         The copies written since the previous mark had their leases set less than a round
         ago; the next round renews them. Every copy is thus renewed at least every second
-        round, and those only a round old are skipped. The keys are taken now, a list per
-        shard: one list of every key would be 8 MiB of fresh memory at 1,000,000 copies.
+        round, and those only a round old are skipped. The keys are listed as the round
+        walks them, a shard at a time (a list of every key would be 8 MiB of fresh memory
+        at 1,000,000 copies, and a round with registry holders mostly needs none): a copy
+        removed or written since the mark is left out (its lease was set by the write).
         """
-        per_shard = [shard.mark() for shard in self._shards]
+        boundaries = [shard.begin_round() for shard in self._shards]
         self.generation += 1
-        return chain.from_iterable(per_shard)
+        return self._due(boundaries)
+
+    def _due(self, boundaries: list[int | None]) -> Iterator[int]:
+        for shard, boundary in zip(self._shards, boundaries, strict=True):
+            yield from shard.due(boundary)
 
     def add(
         self,
@@ -224,7 +232,6 @@ class CopyIndex:
             # Its lease predates the mark: the next round must renew it (and, the dict
             # being ordered, every copy of its shard written before it).
             shard.mark_key = key_hash
-            shard.mark_at = len(shard.entries) - 1
 
     def remove(self, key_hash: int) -> _Group | None:
         """Drop one copy; its group, or None when it was not held."""
@@ -233,7 +240,6 @@ class CopyIndex:
         if packed is None:
             return None
         self._count -= 1
-        shard.removed_since_mark += 1
         if key_hash == shard.mark_key:
             shard.marked = False  # the mark is lost: the next round renews the whole shard
         group = self._groups[packed >> 64]

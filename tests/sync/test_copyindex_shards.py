@@ -108,14 +108,29 @@ def test_a_round_renews_every_copy_whose_lease_predates_it(
     assert len(index) == len(leased_in)
 
 
-def test_a_round_takes_its_keys_when_it_begins() -> None:
-    """The keys a mark returns are the split at that moment: writes and removals while
-    the round walks them change nothing in it."""
+def test_a_round_lists_the_copies_still_held_as_it_walks_them() -> None:
+    """A round's keys are listed a shard at a time as it walks them: a copy removed
+    meanwhile is left out, one written meanwhile too (its lease is fresh); the split
+    itself is the one at the round's start."""
     index = CopyIndex()
     old = [_hold(index, key) for key in _spread(500, seed=5)]
+    index.mark()
+    mid = [_hold(index, key, index.generation) for key in _spread(500, seed=6)]
     keys = index.mark()
     index.remove(old[0])
-    late = [_hold(index, key, index.generation) for key in _spread(500, seed=6)]
-    assert sorted(keys) == sorted(old)
-    assert set(index.mark()) == set(old[1:])
-    assert set(index.mark()) == set(old[1:]) | set(late)
+    late = [_hold(index, key, index.generation) for key in _spread(500, seed=7)]
+    assert sorted(keys) == sorted(old[1:])
+    assert set(index.mark()) == set(old[1:]) | set(mid)
+    assert set(index.mark()) == set(old[1:]) | set(mid) | set(late)
+
+
+def test_a_round_whose_boundary_copy_goes_meanwhile_renews_that_shard_whole() -> None:
+    index = CopyIndex()
+    old = [_hold(index, key) for key in _spread(1_000, seed=8)]
+    index.mark()
+    new = [_hold(index, key, index.generation) for key in _spread(1_000, seed=9)]
+    keys = index.mark()
+    boundary = [key for key in old if key >> SHARD_SHIFT == 0][-1]
+    index.remove(boundary)
+    in_shard_0 = {key for key in old + new if key >> SHARD_SHIFT == 0} - {boundary}
+    assert set(keys) == (set(old) - {boundary}) | in_shard_0
