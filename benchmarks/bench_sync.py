@@ -750,7 +750,7 @@ def breakdown(count: int, top: int = 12) -> dict[str, Any]:
 
 
 FILL_LAG_MAX = 50_000  # registry revisions the origin's exporter may be behind the fill
-HEARTBEAT_S = 20.0  # the origin helper renews every instance's lease this often
+HEARTBEAT_S = 30.0  # the origin helper renews every lease this often (a client's default interval)
 HEARTBEAT_BATCH = 5000  # instances per batch heartbeat
 CHURN_SERVICES = 20  # services a churn command's instances are spread over
 LAG_NOTE_MS = 20.0  # a churn command's loop stalls noted from this long

@@ -530,10 +530,17 @@ class EmbeddedRegistry:
         tenant = self._get(domain, project)
         leases = self._leases
         results: list[JSON] = []
+        # Clients send their instances service by service: one lookup per run of them.
+        last_service: str | None = None
+        held: dict[str, Lease] | None = None
         for service_id, instance_id in pairs:
             message = ""
+            if service_id != last_service:
+                last_service, held = service_id, tenant.instances.get(service_id)
             try:
-                lease = self._lease(tenant, service_id, instance_id)
+                lease = None if held is None else held.get(instance_id)
+                if lease is None:
+                    lease = self._lease(tenant, service_id, instance_id)  # raises why
                 leases.renew(lease)
                 if holder is not None:
                     leases.hold(lease, holder)

@@ -212,3 +212,29 @@ def test_instance_properties_are_checked_the_same_on_every_path() -> None:
             validate_instance({**instance(), "properties": bad}, limits)
     with pytest.raises(UnicodeEncodeError):  # a lone surrogate has no UTF-8 size
         validate_instance({**instance(), "properties": {"k": "\ud800"}}, limits)
+
+
+async def test_a_batch_heartbeat_answers_each_pair_as_a_single_one_would(
+    registry: EmbeddedRegistry, clock: ManualClock
+) -> None:
+    """Runs of one service, a service without instances, an unknown service and an
+    unknown instance, interleaved: each pair gets the answer its own heartbeat gets."""
+    a = await registry.create_service(SERVICE)
+    b = await registry.create_service({**SERVICE, "serviceName": "billing"})
+    empty = await registry.create_service({**SERVICE, "serviceName": "empty"})
+    a1, a2 = [await registry.register_instance(a, instance(n)) for n in (1, 2)]
+    b1 = await registry.register_instance(b, instance(3))
+    pairs = [(a, a1), (a, a2), (b, b1), (a, "nope"), ("ghost", a1), (empty, a1), (a, a1)]
+    singles: list[str] = []
+    for service_id, instance_id in pairs:
+        try:
+            await registry.heartbeat(service_id, instance_id)
+            singles.append("")
+        except RegistryError as exc:
+            singles.append(exc.detail or exc.message)
+    clock.now += 100
+    results = await registry.heartbeat_set(pairs)
+    assert [r["errMessage"] for r in results] == singles
+    assert [bool(m) for m in singles] == [False, False, False, True, True, True, False]
+    clock.now += 100  # 200 s after registration, 100 s after the batch: all still alive
+    assert registry.expire() == 0
