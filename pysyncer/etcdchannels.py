@@ -36,6 +36,7 @@ __all__ = [
     "EtcdChannels",
     "EtcdEndpoint",
     "EtcdSecurity",
+    "is_unavailable",
     "prefix_range_end",
 ]
 
@@ -49,6 +50,19 @@ UNAVAILABLE_CODES: Final = frozenset(
         grpc.StatusCode.UNKNOWN,
     }
 )
+# What gRPC's core reports when the connection under a call breaks (status INTERNAL):
+# a transport failure, not an answer of etcd, whose internal errors say "etcdserver: ...".
+CORE_TRANSPORT_FAILURE: Final = "Internal error from Core"
+
+
+def is_unavailable(exc: grpc.aio.AioRpcError) -> bool:
+    """Whether a call failed for want of the endpoint (try the next one), not by its answer."""
+    code = exc.code()
+    if code in UNAVAILABLE_CODES:
+        return True
+    return bool(code == grpc.StatusCode.INTERNAL and exc.details() == CORE_TRANSPORT_FAILURE)
+
+
 AUTHENTICATE: Final = "/etcdserverpb.Auth/Authenticate"
 INVALID_TOKEN: Final = "invalid auth token"  # etcd's ErrInvalidAuthToken
 _OLD_REVISION: Final = "revision of auth store is old"
@@ -187,7 +201,7 @@ class _Login:
                 log.warning("etcd %s: auth is not enabled; calls go without a token", self.where)
                 self.enabled = False
                 return None
-            if exc.code() in UNAVAILABLE_CODES:
+            if is_unavailable(exc):
                 raise
             raise grpc.aio.AioRpcError(
                 grpc.StatusCode.UNAUTHENTICATED,

@@ -19,7 +19,7 @@ import grpc
 from aetcd import rpc
 
 from pysyncer.adapters.base import AdapterError, NotFoundError, UnavailableError
-from pysyncer.etcdchannels import UNAVAILABLE_CODES, EtcdChannels, EtcdSecurity, prefix_range_end
+from pysyncer.etcdchannels import EtcdChannels, EtcdSecurity, is_unavailable, prefix_range_end
 
 __all__ = ["EtcdConnection", "KeyValue", "key_value"]
 
@@ -78,7 +78,7 @@ class EtcdConnection:
         code = exc.code()
         details = exc.details() or code.name
         where = f"etcd {self.text(index)}"
-        if code in UNAVAILABLE_CODES:
+        if is_unavailable(exc):
             return UnavailableError(f"{where} unavailable: {details}", code=code.name)
         if "lease not found" in details:
             return NotFoundError(f"{where}: {details}", code=code.name)

@@ -25,7 +25,7 @@ from typing import Any
 import grpc
 from aetcd import rpc
 
-from pysyncer.etcdchannels import UNAVAILABLE_CODES, EtcdChannels, EtcdEndpoint, EtcdSecurity
+from pysyncer.etcdchannels import EtcdChannels, EtcdEndpoint, EtcdSecurity, is_unavailable
 from pysyncer.hostport import format_host_port, parse_host_port
 from pysyncer.store.base import StoreError, StoreFullError
 
@@ -226,7 +226,7 @@ class EtcdClient:
         code = exc.code()
         details = exc.details() or code.name
         where = f"etcd {self.current_endpoint}"
-        if code in UNAVAILABLE_CODES:
+        if is_unavailable(exc):
             return EtcdUnavailableError(f"{where} unavailable: {details}")
         if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
             return StoreFullError(f"{where}: {details}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import pytest
@@ -65,7 +65,7 @@ class FailingOnce(Renewals):
         super().__init__(None, index, stats, set(), on_lost=None)  # type: ignore[arg-type]
         self.rounds = 0
 
-    async def renew_all(self, *, wait: bool = True, keys: Sequence[int] | None = None) -> int:
+    async def renew_all(self, *, wait: bool = True, keys: Iterable[int] | None = None) -> int:
         self.rounds += 1
         if self.rounds == 1:
             raise PysyncerError("PUT /v4/default/registry/heartbeats: HTTP 503")
