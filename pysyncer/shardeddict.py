@@ -19,7 +19,7 @@ from collections.abc import Iterator, MutableMapping
 from itertools import chain
 from typing import TypeVar, overload
 
-__all__ = ["SHARDS", "ShardedDict"]
+__all__ = ["SHARDS", "SHARD_BITS", "ShardedDict"]
 
 SHARD_BITS = 6
 SHARDS = 1 << SHARD_BITS

@@ -42,13 +42,11 @@ from dataclasses import dataclass, field
 from pysyncer._core import digest as core_digest
 from pysyncer.adapters.base import LocalRef
 from pysyncer.model import ServiceKey, record_key_hash
-from pysyncer.shardeddict import ShardedDict
+from pysyncer.shardeddict import SHARD_BITS, SHARDS, ShardedDict
 
 __all__ = ["DROP_STEP", "SHARDS", "CopyIndex", "copy_instance_id"]
 
 _MASK = (1 << 64) - 1
-SHARD_BITS = 6
-SHARDS = 1 << SHARD_BITS  # dicts the copies are split into, by the key hash's top bits
 _SHARD_SHIFT = 64 - SHARD_BITS  # the low bits stay whole: each dict's slots spread evenly
 DROP_STEP = 10_000  # copies looked at per step of CopyIndex.drop_slots_in_steps (~5 ms)
 _SLOTS = core_digest.SLOT_COUNT
@@ -149,7 +147,6 @@ class CopyIndex:
 
     def __init__(self) -> None:
         self._shards = [_Shard() for _ in range(SHARDS)]
-        self._count = 0
         self._groups: list[_Group] = []
         self._group_of: ShardedDict[tuple[str, ServiceKey], int] = ShardedDict()
         self._origins: dict[str, _Origin] = {}
@@ -160,7 +157,7 @@ class CopyIndex:
         self.generation = 0  # bumped by every mark
 
     def __len__(self) -> int:
-        return self._count
+        return sum(len(shard.entries) for shard in self._shards)
 
     def __contains__(self, key_hash: object) -> bool:
         if not isinstance(key_hash, int) or not 0 <= key_hash <= _MASK:
@@ -218,7 +215,6 @@ class CopyIndex:
             self._groups[number].service_id = ref.service_id
         shard = self._shards[key_hash >> _SHARD_SHIFT]
         shard.entries[key_hash] = digest | (number << 64)
-        self._count += 1
         state = self._origins.get(origin_dc)
         if state is None:
             state = self._origins[origin_dc] = _Origin()
@@ -239,7 +235,6 @@ class CopyIndex:
         packed = shard.entries.pop(key_hash, None)
         if packed is None:
             return None
-        self._count -= 1
         if key_hash == shard.mark_key:
             shard.marked = False  # the mark is lost: the next round renews the whole shard
         group = self._groups[packed >> 64]
