@@ -205,7 +205,7 @@ class Importer:
         self._lost: set[int] = set()  # key hashes of lost copies not registered again yet
         self._unfrozen = 0  # copies written since the last garbage-collector freeze
         self.renewals = Renewals(
-            adapter, self.index, self.stats, self.expired_origins, self._forget_lost
+            adapter, self.index, self.stats, self.expired_origins, self._forget_lost, self._lock
         )
 
     # -- lifecycle ---------------------------------------------------------------------

@@ -2,21 +2,24 @@
 call per origin when the registry holds what the index holds, the copies one by one only
 for an origin whose count differs (a copy deleted behind the syncer's back is found lost;
 copies the syncer no longer holds are let go), and never for a batch caught between its
-registry write and its index update."""
+registry write and its index update, nor under an importer's steady churn."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
 
 from pysyncer.adapters.base import LocalRef, RenewResult
 from pysyncer.adapters.embedded import EmbeddedAdapter
-from pysyncer.model import ORIGIN_DC_PROPERTY, ORIGIN_ID_PROPERTY, Instance, ServiceKey
+from pysyncer.model import ORIGIN_DC_PROPERTY, ORIGIN_ID_PROPERTY, Instance, Record, ServiceKey
 from pysyncer.servicecenter import EmbeddedRegistry
+from pysyncer.store.sqlite import SqliteStore
 from pysyncer.sync import renewals as renewals_module
 from pysyncer.sync.copyindex import CopyIndex, copy_instance_id
+from pysyncer.sync.importer import Importer
 from pysyncer.sync.renewals import LostCopies, Renewals
 from tests.support.servicecenter import ManualClock
 
@@ -240,3 +243,41 @@ async def test_copies_loaded_that_the_registry_does_not_know_are_found_lost_at_s
         assert side.adapter.calls[0] == ("renew_held", "dc2", 5)
     finally:
         await side.renewals.close()
+
+
+async def test_an_importer_churning_without_pause_is_renewed_by_holders(tmp_path: Path) -> None:
+    """Batches applied back to back: one is nearly always between its registry write and
+    its index update (the store's commit runs in a thread meanwhile). The rounds compare
+    the counts holding the importer's lock, so no round renews copies one by one."""
+    registry = EmbeddedRegistry()
+    adapter = Recording(registry)
+    store = SqliteStore(tmp_path / "store.db")
+    await store.open()
+    importer = Importer("dc1", adapter, store)
+    stop = asyncio.Event()
+
+    def record(n: int) -> Record:
+        instance = Instance(SERVICE, f"o{n}", f"h{n}", (f"rest://10.0.0.1:{n}",))
+        return Record("dc2", SERVICE, f"o{n}", n + 1, instance)
+
+    async def churn() -> None:
+        n = 100
+        while not stop.is_set():  # a registration a batch, no pause between
+            await importer.apply("dc2", [record(n)], n, "e1")
+            n += 1
+
+    await importer.apply("dc2", [record(n) for n in range(100)], 99, "e1")
+    churning = asyncio.get_running_loop().create_task(churn())
+    try:
+        await importer.renewals.round(importer.index.mark(), PERIOD)  # the first: one by one
+        adapter.calls.clear()
+        for _ in range(5):
+            await importer.renewals.round(importer.index.mark(), PERIOD)
+        assert adapter.one_by_one() == []
+        assert len(adapter.calls) > 5  # the first look differed, a second agreed
+    finally:
+        stop.set()
+        await churning
+        await importer.close()
+        await store.close()
+        registry.close()
