@@ -12,7 +12,11 @@ syncer **U** doing its full share of the mesh's work on one core.
   spawns through ``setpriv``). It ends up holding ``--peers`` x ``--instances`` copies.
 - **Peers** P1..P``--peers``: origin helpers too (``--instances`` each), joined to U's
   gossip pool, with ``direction = "send"``: each exports its instances and its changes to
-  U over the Watch stream U opens, and imports nothing.
+  U over the Watch stream U opens, and imports nothing. What belongs to a peer's own
+  host stays off U's: its instances are kept alive by one registry holder renewed every
+  30 s (origin helper ``--clients-held``: its clients' heartbeats reach its own registry,
+  not U's host; they were a fifth of a peer's CPU), and its data directory is in memory
+  (``PEERS_DISK``) rather than on U's disk.
 - **Followers**: U exports to ``--peers`` Watch streams, opened by a thread of this
   process exactly as a peer's syncer opens its stream to U; each record is timestamped on
   receipt. A peer's import of U's changes (its importer, its registry writes) is its own
@@ -74,6 +78,7 @@ estimated CPU of the sync over the two cores, at least ``--bound``), each churn 
 ``peers_sync_s`` (from the last spawn), ``u_fill_s``, ``sync_failed``,
 ``u_copies_mapped``, ``u_sync_cpu_s``, ``u_rss_mib``, ``u_hwm_mib``, ``peer_rss_mib_max``,
 ``u_pinned`` and ``rest_pinned`` (1: every thread's affinity was its CPU alone),
+``peers_data_in_memory`` (1: the peers' data directories were under ``PEERS_DISK``),
 ``idle_window_s``, ``u_idle_share``, ``rest_cpu_idle_busy``, ``sustainable_rate_per_dc``
 (the highest rate up to which every rate met the target into U; 0: none); per rate R
 (``r<R>_`` prefix, bench_mesh's ``rate_key``): ``in_visible_p50_ms``,
@@ -161,6 +166,11 @@ U_NAME = "u"
 CONCURRENCY = 8  # REST requests in flight at U (as bench_mesh)
 CLIENT_NICE = 10  # this process once the daemons run: the peers go first on the shared core
 CHURN_MARGIN_S = 1.0  # the churn starts this long after its commands are sent
+# The peers' data directories: memory when there is a tmpfs here. A peer's disk is its own
+# host's. On U's disk, seven stores filled alike write back their WALs together, and ext4
+# holds every fsync behind such writeback (here, one 224 MiB write held eight processes'
+# small fsyncs up to 125 ms); each peer's exporter fsyncs every commit.
+PEERS_DISK = Path("/dev/shm")
 
 
 def progress(text: str) -> None:
@@ -514,10 +524,10 @@ def run_host(args: argparse.Namespace, need: dict[str, float]) -> dict[str, floa
             peer = Node(
                 f"p{i}",
                 loopback_host(i),
-                where,
+                Path(args.peers_workdir),
                 join=u.bind,
                 helper_count=args.instances,
-                extra=[*quota, "--config", str(config)],
+                extra=[*quota, "--config", str(config), "--clients-held", "1"],
             )
             nodes.append(peer)
             readers.append(read_helper(peer, filled_peers))
@@ -716,11 +726,18 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM unwinds like Ctrl-C, so every daemon is stopped on the way out
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     os.sched_setaffinity(0, {REST_CPU})  # before any thread: they inherit it
-    with tempfile.TemporaryDirectory(prefix="bench-host-") as tmp:
+    peers_disk = PEERS_DISK if PEERS_DISK.is_dir() else None
+    report["peers_data_in_memory"] = float(peers_disk is not None)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-host-") as tmp,
+        tempfile.TemporaryDirectory(prefix="bench-host-peers-", dir=peers_disk) as peers_tmp,
+    ):
 
         def start(attempt: int) -> dict[str, float]:
             args.workdir = str(Path(tmp) / f"pool-{attempt}")
+            args.peers_workdir = str(Path(peers_tmp) / f"pool-{attempt}")
             Path(args.workdir).mkdir()
+            Path(args.peers_workdir).mkdir()
             return run_host(args, need)
 
         report.update(with_fresh_ports(start, "bench_host"))

@@ -752,6 +752,8 @@ def breakdown(count: int, top: int = 12) -> dict[str, Any]:
 FILL_LAG_MAX = 50_000  # registry revisions the origin's exporter may be behind the fill
 HEARTBEAT_S = 30.0  # the origin helper renews every lease this often (a client's default interval)
 HEARTBEAT_BATCH = 5000  # instances per batch heartbeat
+# The registry holder of an origin helper's instances, with --clients-held.
+CLIENTS_HOLDER = "bench clients"
 CHURN_SERVICES = 20  # services a churn command's instances are spread over
 LAG_NOTE_MS = 20.0  # a churn command's loop stalls noted from this long
 
@@ -862,13 +864,17 @@ def origin_helper(count: int, flags: list[str]) -> int:
     the embedded registry's Python API, print one JSON line once all are exported, keep
     them alive with batch heartbeats, run the churn commands (:func:`churn`) read from
     stdin, and serve until SIGTERM. ``--config FILE`` among the flags is the daemon's
-    config file."""
+    config file; ``--clients-held 1`` registers the instances under one registry holder
+    (:data:`CLIENTS_HOLDER`) renewed in one call every :data:`HEARTBEAT_S` instead: for a
+    data center emulated beside the syncer under test, whose clients' heartbeats would
+    reach a registry on another host."""
     from pysyncer.cli import run_event_loop
     from pysyncer.config import load_config
     from pysyncer.daemon import Daemon
 
     pairs = dict(zip(flags[0::2], flags[1::2], strict=True))
     config_file = pairs.pop("--config", None)
+    holder = CLIENTS_HOLDER if pairs.pop("--clients-held", "0") == "1" else None
     config = load_config(
         {k.removeprefix("--"): v for k, v in pairs.items()}, config_file=config_file
     )
@@ -894,6 +900,9 @@ def origin_helper(count: int, flags: list[str]) -> int:
                 # export) can outlast the leases' 120 s, and expired instances never export.
                 # Each round's batches spread over it, as clients' heartbeats come: a burst
                 # of them all held up the exports of every daemon on a shared core.
+                while holder is not None:
+                    registry.renew_holder(holder)
+                    await asyncio.sleep(HEARTBEAT_S)
                 while True:
                     began, known = time.monotonic(), len(refs)
                     for start in range(0, known, HEARTBEAT_BATCH):
@@ -915,7 +924,7 @@ def origin_helper(count: int, flags: list[str]) -> int:
                         "hostName": f"host-{n}",
                         "endpoints": [f"rest://10.0.{n // 250 % 256}.{n % 250}:8080"],
                     }
-                    refs.append((sid, await registry.register_instance(sid, body)))
+                    refs.append((sid, await registry.register_instance(sid, body, holder=holder)))
                 if s % 200 == 0:
                     await asyncio.sleep(0)
                     # Never more than half the registry's change log ahead of the exporter:

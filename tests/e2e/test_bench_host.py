@@ -9,6 +9,7 @@ process it starts and the run is bounded by a subprocess timeout.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,7 @@ def test_bench_host_delivers_every_change_into_and_out_of_the_pinned_syncer() ->
     assert report["sync_failed"] == 0
     assert report["u_copies_mapped"] == report["u_copies_expected"] == 100
     assert report["u_pinned"] == report["rest_pinned"] == 1
+    assert report["peers_data_in_memory"] == float(Path("/dev/shm").is_dir())
     expected = 2 * 20
     for side in ("in", "out"):
         assert report[f"r20_{side}_expected"] == expected
