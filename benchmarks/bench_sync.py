@@ -758,7 +758,7 @@ CHURN_SERVICES = 20  # services a churn command's instances are spread over
 LAG_NOTE_MS = 20.0  # a churn command's loop stalls noted from this long
 
 
-async def churn(registry: Any, node: str, command: dict[str, Any]) -> None:
+async def churn(registry: Any, exporter: Any, node: str, command: dict[str, Any]) -> None:
     """One churn command of the origin helper, in process: from monotonic time
     ``start``, register ``count`` instances (``<node>-<tag>-m<n>``) at ``rate``/s through
     the embedded registry's Python API (the write its REST API lands on), then delete
@@ -769,7 +769,10 @@ async def churn(registry: Any, node: str, command: dict[str, Any]) -> None:
     s). With ``lag`` true, the event loop's stalls meanwhile too (a sleep of ``LAG_TICK``
     waking ``LAG_NOTE_MS`` or more late: ``[start, ms]``). Writes ``{"registered",
     "deleted", "arrived", "gone"}`` (id -> monotonic time, one clock for every process of
-    a host) and ``"stalls"`` as JSON to the file ``out``, or ``{"error"}``."""
+    a host), ``"committed"`` and ``"committed_gone"`` (id -> when ``exporter`` committed
+    the registration / the deletion of one of those registered or deleted here: the
+    commit's wall-clock time, as the exporter keeps it, on the monotonic clock) and
+    ``"stalls"`` as JSON to the file ``out``, or ``{"error"}``."""
     tag, count, rate = str(command["tag"]), int(command["count"]), float(command["rate"])
     follow, own = tuple(command["follow"]), str(command.get("own", ""))
     expect = {"arrived": int(command["expect"]), "gone": int(command["expect"])}
@@ -817,7 +820,21 @@ async def churn(registry: Any, node: str, command: dict[str, Any]) -> None:
             if 1000 * late >= LAG_NOTE_MS:
                 stalls.append((before, 1000 * late))
 
+    async def commits(since: int) -> dict[str, dict[str, float]]:
+        mine = times["registered"].keys() | times["deleted"].keys()
+        records, _ = await exporter.changes_since(since, 4 * len(mine) + 1000)
+        wall_to_mono = time.monotonic() - time.time()
+        out: dict[str, dict[str, float]] = {"committed": {}, "committed_gone": {}}
+        for record in records:
+            if record.instance_id in mine:
+                when = exporter.commit_time(record.revision)
+                if when:
+                    table = out["committed_gone" if record.deleted else "committed"]
+                    table.setdefault(record.instance_id, when + wall_to_mono)
+        return out
+
     stalls: list[tuple[float, float]] = []
+    exported_from = exporter.revision()
     watching = asyncio.ensure_future(watch() if follow or own else asyncio.sleep(0))
     sampling = asyncio.ensure_future(sample_lag() if command.get("lag") else asyncio.sleep(0))
     try:
@@ -830,7 +847,7 @@ async def churn(registry: Any, node: str, command: dict[str, Any]) -> None:
         await write(sids, float(command["start"]), register=True)
         await write(sids, time.monotonic(), register=False)
         await watching
-        result: dict[str, Any] = {**times, "stalls": stalls}
+        result: dict[str, Any] = {**times, **await commits(exported_from), "stalls": stalls}
     except Exception as exc:  # the benchmark reads why instead of waiting for a file
         watching.cancel()
         result = {"error": repr(exc)}
@@ -942,7 +959,10 @@ def origin_helper(count: int, flags: list[str]) -> int:
             gc.collect(1)
             gc.freeze()
             print(json.dumps(line), flush=True)
-            commands = read_commands(loop, lambda command: churn(registry, config.node, command))
+            exporter = engine.exporter
+            commands = read_commands(
+                loop, lambda command: churn(registry, exporter, config.node, command)
+            )
             await stop.wait()
             heartbeats.cancel()
             for task in commands:

@@ -35,5 +35,11 @@ def test_bench_host_delivers_every_change_into_and_out_of_the_pinned_syncer() ->
             assert report[f"r20_{side}_{what}_count"] == expected
             assert report[f"r20_{side}_{what}_p50_ms"] >= 0
     assert report["r20_failed"] == 0
+    for what in ("visible", "gone"):  # the path split at the origin's commit, every change
+        assert report[f"r20_in_origin_{what}_count"] == expected
+        assert report[f"r20_in_after_{what}_count"] == expected
+        assert report[f"r20_u_origin_{what}_count"] == 20  # U's own REST writes
+        assert report[f"r20_composed_{what}_count"] == expected
+        assert 0 <= report[f"r20_u_origin_{what}_p50_ms"] <= report[f"r20_u_origin_{what}_p99_ms"]
     assert report["r20_u_cpu_s"] > 0  # U did the work on its own CPU
     assert report["sustainable_rate_per_dc"] in (0, 20)
