@@ -821,17 +821,26 @@ async def churn(registry: Any, exporter: Any, node: str, command: dict[str, Any]
                 stalls.append((before, 1000 * late))
 
     async def commits(since: int) -> dict[str, dict[str, float]]:
-        mine = times["registered"].keys() | times["deleted"].keys()
-        records, _ = await exporter.changes_since(since, 4 * len(mine) + 1000)
+        """The commit times, once every write of this command is committed (or at the
+        deadline): the last deletions may still be on their way through the exporter."""
         wall_to_mono = time.monotonic() - time.time()
-        out: dict[str, dict[str, float]] = {"committed": {}, "committed_gone": {}}
-        for record in records:
-            if record.instance_id in mine:
+        while True:
+            out: dict[str, dict[str, float]] = {"committed": {}, "committed_gone": {}}
+            limit = 2 * (expect["registered"] + expect["deleted"]) + 1000
+            records, _ = await exporter.changes_since(since, limit)
+            for record in records:
                 when = exporter.commit_time(record.revision)
                 if when:
                     table = out["committed_gone" if record.deleted else "committed"]
                     table.setdefault(record.instance_id, when + wall_to_mono)
-        return out
+            complete = (
+                times["registered"].keys() <= out["committed"].keys()
+                and times["deleted"].keys() <= out["committed_gone"].keys()
+            )
+            if complete or time.monotonic() > deadline:
+                mine = times["registered"].keys() | times["deleted"].keys()
+                return {k: {i: t for i, t in v.items() if i in mine} for k, v in out.items()}
+            await asyncio.sleep(0.05)
 
     stalls: list[tuple[float, float]] = []
     exported_from = exporter.revision()
