@@ -318,6 +318,7 @@ class RemoteLink(TypedDict):
     copies: int  # copies of its instances held here
     repairs: int  # digest repairs run
     slots_pulled: int
+    slots_settling: int  # left to the stream by periodic rounds: moving at the origin
     errors: dict[str, int]
     last_applied_at: float  # Unix time of the last apply, 0 before the first
     propagation: Histogram  # origin commit to applied here

@@ -6,8 +6,10 @@ the persisted cursor, and falls back to slot-digest repair when the origin's log
 holds that cursor (or its epoch changed). A link reconnects with backoff to another live
 syncer of the same data center; a "new revision" gossip event wakes a link that is waiting
 to retry. Periodic anti-entropy compares digest tables and pulls only the slots that
-differ. Also owns what a link reports (:class:`PeerStatus`, :class:`SyncProgress`) and
-how a remote syncer is described (:class:`RemoteSyncer`, from gossip tags).
+differ (while the stream runs, only those that stay still at the origin:
+:meth:`PeerLink.repair`). Also owns what a link reports (:class:`PeerStatus`,
+:class:`SyncProgress`) and how a remote syncer is described (:class:`RemoteSyncer`, from
+gossip tags).
 
 Which links exist, and what happens to a data center's copies when it leaves gossip or
 comes back, is :class:`~pysyncer.sync.peerset.Peers`'s job; this module must not import
@@ -57,6 +59,10 @@ BACKOFF_MAX = 10.0
 # is asked again after at least this long, with jitter, whatever gossip says meanwhile.
 REFUSED_BACKOFF = 5.0
 READ_AHEAD = 64  # watch batches received ahead of the importer (the stream's own buffer)
+# A periodic anti-entropy round while the stream runs looks twice, this long apart, and
+# pulls only the slots that differ both times with the origin's digest unchanged between:
+# the others are changes on their way down the stream (see PeerLink.repair).
+SETTLE_LOOK = 2.0
 # An idle watch stream carries a heartbeat every HEARTBEAT_INTERVAL: silence for longer
 # means its connection is stalled (a partition; after the heal TCP's retransmission backoff
 # would hold it for seconds more, then the kernel's user timeout ends it): dial afresh.
@@ -128,6 +134,7 @@ class PeerStatus:
     last_applied_at: float = 0.0
     repairs: int = 0
     slots_pulled: int = 0
+    slots_settling: int = 0  # slots a streaming round left to the stream (moving at the origin)
     errors: dict[str, int] = field(default_factory=dict)
     # Propagation lag (origin commit -> applied here), as cumulative histogram buckets.
     lag_buckets: list[int] = field(default_factory=lambda: [0] * len(LAG_BUCKETS))
@@ -174,6 +181,10 @@ class PeerLink:
         self._heard_at = 0.0  # when the watch stream last delivered a batch (monotonic)
         self._stream: asyncio.Queue[Any] | None = None  # the running watch's batches
         self._remote_exported = 0  # what the followed syncer exports (its Health answer)
+        # A periodic round's first look: the differing slots and the origin's digest of
+        # each then (empty between rounds); the slots left moving by the last round.
+        self._first_look: dict[int, int] = {}
+        self._unsettled: set[int] = set()
 
     def start(self) -> None:
         self._task = spawn(f"peer-{self.dc}", self._run)
@@ -303,9 +314,11 @@ class PeerLink:
             carry: Any = None
             while True:
                 if carry is None and self._repair_due(next_anti_entropy):
-                    await self.repair(client, epoch)
+                    asked = self._repair_asked()
+                    await self.repair(client, epoch, streaming=not asked)
                     self.status.state = "streaming"
-                    next_anti_entropy = time.monotonic() + self._anti_entropy_interval
+                    pause = SETTLE_LOOK if self._first_look else self._anti_entropy_interval
+                    next_anti_entropy = time.monotonic() + pause
                     continue
                 batch = carry if carry is not None else await self._next(queue, next_anti_entropy)
                 carry = None
@@ -356,11 +369,12 @@ class PeerLink:
 
     def _repair_due(self, next_anti_entropy: float) -> bool:
         """Anti-entropy's time has come, or a repair was asked for (here or by the importer)."""
-        return (
-            time.monotonic() >= next_anti_entropy
-            or self._repair_now.is_set()
-            or self.dc in self._importer.needs_repair
-        )
+        return time.monotonic() >= next_anti_entropy or self._repair_asked()
+
+    def _repair_asked(self) -> bool:
+        """A repair was asked for (copies lost, a manual resync): it pulls every slot that
+        differs, at once."""
+        return self._repair_now.is_set() or self.dc in self._importer.needs_repair
 
     def _heard(self) -> None:
         self._heard_at = time.monotonic()
@@ -416,6 +430,22 @@ class PeerLink:
                 call.cancel()
         return call.result()
 
+    def _settled(self, slots: list[int], remote: Any) -> list[int]:
+        """A streaming round's look at the differing ``slots``: the first look notes them
+        (none to pull yet); the second returns those to pull (see :meth:`repair`)."""
+        if not self._first_look:
+            self._first_look = {slot: remote[slot] for slot in slots}
+            return []
+        first, self._first_look = self._first_look, {}
+        pull = [
+            slot
+            for slot in slots
+            if slot in self._unsettled or (slot in first and first[slot] == remote[slot])
+        ]
+        self._unsettled = set(slots) - set(pull)
+        self.status.slots_settling += len(self._unsettled)
+        return pull
+
     def _record_lag(self, seconds: float) -> None:
         seconds = max(0.0, seconds)  # clocks of two hosts may disagree a little
         status = self.status
@@ -425,16 +455,31 @@ class PeerLink:
         status.lag_sum += seconds
         status.lag_count += 1
 
-    async def repair(self, client: SyncClientLike, epoch: str) -> int:
-        """Compare slot digests; pull and reconcile the differing slots. The revision."""
+    async def repair(self, client: SyncClientLike, epoch: str, *, streaming: bool = False) -> int:
+        """Compare slot digests; pull and reconcile the differing slots. The revision.
+
+        ``streaming``: a periodic round while the watch stream runs. A slot then also
+        differs while one of its changes is on its way down the stream (a slot holds a
+        whole service: pulling it re-reads every instance of a busy service, and the
+        stream waits meanwhile). Such a round looks twice (the caller comes back after
+        :data:`SETTLE_LOOK`) and pulls only the slots that differ both times with the
+        origin's digest unchanged between, and those it left moving the round before:
+        a slot that never settles is pulled one round later, never left out for good.
+        """
         self.status.state = "repairing"
-        self._repair_now.clear()
-        self._importer.needs_repair.discard(self.dc)
+        if not streaming:
+            self._repair_now.clear()
+            self._importer.needs_repair.discard(self.dc)
+            self._first_look = {}
         revision, remote_epoch, raw = await self._unless_silent(client.get_digests())
         remote = core_digest.SlotDigestTable.from_bytes(raw)
         local = self._importer.digest_table(self.dc)
         wants = self._importer.wants  # slots other syncers of this data center own: not ours
         slots = [slot for slot in core_digest.diff_slots(local, remote) if wants(slot)]
+        if streaming:
+            slots = self._settled(slots, remote)
+            if self._first_look:
+                return self.status.applied_revision  # the second look decides
         pulled = 0
         progress = self.status.progress
         initial = not self.synced

@@ -154,6 +154,7 @@ def _remote_link(status: PeerStatus, copies: int) -> RemoteLink:
         "copies": copies,
         "repairs": status.repairs,
         "slots_pulled": status.slots_pulled,
+        "slots_settling": status.slots_settling,
         "errors": dict(status.errors),
         "last_applied_at": status.last_applied_at,
         "propagation": propagation,

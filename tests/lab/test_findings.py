@@ -195,7 +195,7 @@ class CountingRepairs(PeerLink):
         )  # fmt: skip
         self.repairs = 0
 
-    async def repair(self, client: Any, epoch: str) -> int:
+    async def repair(self, client: Any, epoch: str, *, streaming: bool = False) -> int:
         self._repair_now.clear()
         self.repairs += 1
         return 7
