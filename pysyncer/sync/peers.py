@@ -456,7 +456,7 @@ class PeerLink:
         status.lag_count += 1
 
     async def repair(self, client: SyncClientLike, epoch: str, *, streaming: bool = False) -> int:
-        """Compare slot digests; pull and reconcile the differing slots. The revision.
+        """Compare slot digests; pull and reconcile the differing slots. The cursor set.
 
         ``streaming``: a periodic round while the watch stream runs. A slot then also
         differs while one of its changes is on its way down the stream (a slot holds a
@@ -476,10 +476,16 @@ class PeerLink:
         local = self._importer.digest_table(self.dc)
         wants = self._importer.wants  # slots other syncers of this data center own: not ours
         slots = [slot for slot in core_digest.diff_slots(local, remote) if wants(slot)]
+        # The cursor this round may set: the origin's revision of the digests, unless
+        # slots were left moving (their changes are still on their way down the stream,
+        # which moves the cursor past them; a restart meanwhile replays from there).
+        cursor = int(revision)
         if streaming:
             slots = self._settled(slots, remote)
             if self._first_look:
                 return self.status.applied_revision  # the second look decides
+            if self._unsettled:
+                cursor = self.status.applied_revision
         pulled = 0
         progress = self.status.progress
         initial = not self.synced
@@ -506,19 +512,17 @@ class PeerLink:
                     progress.slots_done = pulled
                     if buffered >= REPAIR_BATCH:  # one store transaction per batch of slots
                         await self._importer.reconcile_slots(
-                            self.dc, complete, int(revision), str(remote_epoch)
+                            self.dc, complete, cursor, str(remote_epoch)
                         )
                         complete, buffered = {}, 0
             if complete:
-                await self._importer.reconcile_slots(
-                    self.dc, complete, int(revision), str(remote_epoch)
-                )
-        else:
-            await self._store.set_cursor(self.dc, int(revision), str(remote_epoch))
+                await self._importer.reconcile_slots(self.dc, complete, cursor, str(remote_epoch))
+        elif not (streaming and self._unsettled):
+            await self._store.set_cursor(self.dc, cursor, str(remote_epoch))
         progress.end()
         self.status.repairs += 1
         self.status.slots_pulled += pulled
-        self.status.applied_revision = int(revision)
+        self.status.applied_revision = cursor
         if pulled:
             log.info(
                 "repaired %d slot(s) from %s at revision %d",
@@ -527,7 +531,7 @@ class PeerLink:
                 revision,
                 extra={"dc": self.dc, "slots": pulled, "revision": int(revision)},
             )
-        return int(revision)
+        return cursor
 
 
 async def _read_stream(

@@ -26,6 +26,7 @@ class Importer:
         self.needs_repair: set[str] = set()
         self.local = core_digest.SlotDigestTable()
         self.reconciled: list[int] = []
+        self.cursors: list[int] = []  # the cursor each reconcile (or the store) was given
 
     def digest_table(self, origin_dc: str) -> Any:
         return self.local.copy()
@@ -37,11 +38,15 @@ class Importer:
         self, origin_dc: str, slots: Mapping[int, Sequence[Any]], cursor: int, epoch: str
     ) -> None:
         self.reconciled += sorted(slots)
+        self.cursors.append(cursor)
 
 
 class Store:
+    def __init__(self, importer: Importer) -> None:
+        self.importer = importer
+
     async def set_cursor(self, dc: str, revision: int, epoch: str) -> None:
-        return None
+        self.importer.cursors.append(revision)
 
 
 class Origin:
@@ -70,7 +75,7 @@ def sides() -> tuple[PeerLink, Importer, Origin]:
     importer.local.add(AGREED, 7)  # STILL and MOVING differ
     factory: Any = lambda _syncer: origin  # noqa: E731
     fake_importer: Any = importer
-    store: Any = Store()
+    store: Any = Store(importer)
     link = PeerLink("dc2", lambda: [], fake_importer, store, factory, anti_entropy_interval=60.0)
     return link, importer, origin
 
@@ -118,3 +123,24 @@ async def test_a_slot_that_settles_between_the_looks_is_not_pulled() -> None:
     await look(link, origin)
     assert origin.pulled == [STILL]
     assert link.status.slots_settling == 0
+
+
+async def test_a_round_that_leaves_slots_moving_keeps_the_cursor_to_the_stream() -> None:
+    """The moving slots' changes are still on their way: the cursor stays where the stream
+    applied (a restart replays from there), not at the origin's revision of the digests."""
+    link, importer, origin = sides()
+    link.status.applied_revision = 60  # the stream applied up to here
+    await look(link, origin)
+    origin.table.add(MOVING, 99)
+    await look(link, origin)
+    assert importer.reconciled == [STILL] and importer.cursors == [60]
+    assert link.status.applied_revision == 60
+
+
+async def test_a_round_with_nothing_left_moving_sets_the_origin_revision() -> None:
+    link, importer, origin = sides()
+    link.status.applied_revision = 60
+    importer.local.add(STILL, 5)
+    importer.local.add(MOVING, 6)  # all equal: nothing differs
+    await look(link, origin)
+    assert importer.cursors == [origin.revision] and origin.pulled == []
