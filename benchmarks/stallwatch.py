@@ -201,6 +201,9 @@ class StallWatch:
 
     def start(self) -> None:
         gc.callbacks.append(self._on_gc)
+        # A first note of the threads' CPU now: a stall before the watchdog's first note
+        # (THREADS_EVERY wakes in, later on a loaded machine) still names its threads.
+        self._threads.append((time.monotonic(), threads_cpu()))
         self._thread.start()
 
     def stop(self) -> None:

@@ -153,11 +153,19 @@ def test_a_stall_spent_asleep_is_told_from_one_spent_running() -> None:
 def test_a_thread_that_ran_during_a_stall_is_named_with_its_cpu() -> None:
     """The loop sleeps while another thread of the process runs Python: the stall names that
     thread and the CPU it used (the evidence for a thread keeping the GIL from the loop)."""
-    hog = threading.Thread(target=_spin_in_python, args=(0.6,), name="the-hog")
+    ran, release = threading.Event(), threading.Event()
+
+    def spin_for_cpu() -> None:  # CPU, not wall time: a loaded machine may not run it at once
+        while time.thread_time() < 0.1:
+            _spin_in_python(0.01)
+        ran.set()
+        release.wait(30)  # alive (asleep) until the stall is reported: its CPU is read then
+
+    hog = threading.Thread(target=spin_for_cpu, name="the-hog")
 
     def stall_while_another_thread_runs() -> None:
         hog.start()
-        time.sleep(0.5)
+        assert ran.wait(30)  # the loop is held until the hog has used 0.1 s of CPU
 
     watch = StallWatch(threshold_ms=50.0, tick=0.01)
     watch.start()
@@ -165,8 +173,25 @@ def test_a_thread_that_ran_during_a_stall_is_named_with_its_cpu() -> None:
         asyncio.run(_run_with_watch(watch, stall_while_another_thread_runs))
     finally:
         watch.stop()
+        release.set()
         hog.join()
     used = watch.report()["stalls"][0]["threads_cpu_ms"]
     hogs = [name for name in used if name.startswith("the-hog/")]
     assert hogs, used
     assert used[hogs[0]] > 0 and used[hogs[0]] % stallwatch.TICK_MS == 0
+
+
+def test_a_stall_before_the_watchdogs_first_note_still_names_its_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The watchdog notes the threads' CPU every THREADS_EVERY wakes; a stall that ends
+    before its first note is measured from the note ``start`` takes."""
+    monkeypatch.setattr(stallwatch, "THREADS_EVERY", 10**9)  # the watchdog never notes
+    watch = StallWatch(threshold_ms=50.0, tick=0.01)
+    watch.start()
+    try:
+        asyncio.run(_run_with_watch(watch, lambda: _spin_in_python(0.3)))
+    finally:
+        watch.stop()
+    used = watch.report()["stalls"][0]["threads_cpu_ms"]
+    assert any(name.startswith("MainThread/") for name in used), used
