@@ -129,7 +129,9 @@ def test_a_report_walks_none_of_the_collectors_lists(monkeypatch: pytest.MonkeyP
     watch = StallWatch(threshold_ms=50.0, tick=0.01)
     watch.start()
     try:
-        asyncio.run(_run_with_watch(watch, lambda: _spin_in_python(0.1)))
+        # 0.3 s: the watchdog must see the stall while it lasts (past the 50 ms threshold);
+        # a 0.1 s stall left it a 40 ms window, missed once on a loaded machine (CI)
+        asyncio.run(_run_with_watch(watch, lambda: _spin_in_python(0.3)))
         report = watch.report()
     finally:
         watch.stop()
