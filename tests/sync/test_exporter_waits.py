@@ -23,13 +23,15 @@ from pysyncer.sync.status import exporter_status
 
 
 @contextlib.asynccontextmanager
-async def exporter_of(registry: EmbeddedRegistry, tmp_path: Path) -> AsyncIterator[Exporter]:
+async def exporter_of(
+    registry: EmbeddedRegistry, tmp_path: Path, change_log_size: int = 1000
+) -> AsyncIterator[Exporter]:
     """A started exporter following ``registry``, closed with its adapter and store."""
     adapter = EmbeddedAdapter(registry)
     store = SqliteStore(tmp_path / "store.db", durable=False)
     await adapter.start()
     await store.open()
-    exporter = Exporter("dc1", "n1", adapter, store, change_log_size=1000)
+    exporter = Exporter("dc1", "n1", adapter, store, change_log_size=change_log_size)
     await exporter.start()
     try:
         await asyncio.wait_for(exporter.ready.wait(), 5)
@@ -161,3 +163,41 @@ async def test_changes_coming_soon_after_a_commit_are_committed_together(
         while exporter.revision() < start + 5:
             await asyncio.wait_for(exporter.wait_for_revision(exporter.revision(), 5), 5)
         assert sizes == [1, 4]
+
+
+async def test_a_trim_of_the_change_log_holds_back_no_commit_and_goes_a_step_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The log is trimmed after the commit that made a trim due, outside the commit lock,
+    TRIM_STEP entries per store call: while a trim step waits on the store, changes are
+    still committed and their waiters woken."""
+    monkeypatch.setattr(exporter_module, "TRIM_STEP", 3)
+    registry = EmbeddedRegistry()
+    async with exporter_of(registry, tmp_path, change_log_size=10) as exporter:
+        store = exporter.store
+        gate = asyncio.Event()
+        steps: list[int] = []
+        trim = store.trim_changes
+
+        async def held(*, through_revision: int | None = None, **kwargs: Any) -> int:
+            await gate.wait()
+            steps.append(await trim(through_revision=through_revision, **kwargs))
+            return steps[-1]
+
+        monkeypatch.setattr(store, "trim_changes", held)
+        sid = await registry.create_service({"appId": "a", "serviceName": "s", "version": "1"})
+        for n in range(30):  # one commit each: a trim falls due every commit
+            before = exporter.revision()
+            await register(registry, sid, n)
+            assert await exporter.wait_for_revision(before, 5) == before + 1
+        assert steps == []  # every trim step still waits on the gate
+        gate.set()
+        last = exporter.revision()
+        for _ in range(500):
+            info = await store.log_info()
+            if info.first_revision == last - 10 + 1:
+                break
+            await asyncio.sleep(0.01)
+        assert (info.first_revision, info.last_revision) == (last - 10 + 1, last)
+        assert max(steps) == 3 and sum(steps) == last - 10
+        assert exporter.stats.log_entries_trimmed == last - 10
