@@ -35,6 +35,10 @@ def test_bench_host_delivers_every_change_into_and_out_of_the_pinned_syncer() ->
             assert report[f"r20_{side}_{what}_count"] == expected
             assert report[f"r20_{side}_{what}_p50_ms"] >= 0
     assert report["r20_failed"] == 0
+    assert report["r20_measured_expected"] == 20  # the first peer's changes alone
+    for what in ("visible", "gone"):
+        assert report[f"r20_measured_{what}_count"] == 20
+    assert report["r20_load_peers_nice"] == 10  # the second peer goes after the first
     for what in ("visible", "gone"):  # the path split at the origin's commit, every change
         assert report[f"r20_in_origin_{what}_count"] == expected
         assert report[f"r20_in_after_{what}_count"] == expected
