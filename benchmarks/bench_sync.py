@@ -1025,7 +1025,9 @@ def lag_helper(lag_file: Path, flags: list[str]) -> int:
         ticks = 0
         stalls: list[float] = []  # the 10 longest over STALL_MS, a min-heap
         worst_cpu = 0.0
+        worst_at = 0.0  # when the longest stall began, in s since the first tick began
         watch.start()
+        origin = time.monotonic()
         while True:
             before = time.monotonic()
             cpu_before = time.thread_time()
@@ -1037,7 +1039,8 @@ def lag_helper(lag_file: Path, flags: list[str]) -> int:
             # wall-clock stall also counts the time a loaded machine did not run it)
             worst_cpu = max(worst_cpu, 1000 * (time.thread_time() - cpu_before))
             ticks += 1
-            worst = max(worst, stall)
+            if stall > worst:
+                worst, worst_at = stall, before - origin
             if stall > STALL_MS:
                 over += 1
                 if len(stalls) < 10:
@@ -1046,6 +1049,7 @@ def lag_helper(lag_file: Path, flags: list[str]) -> int:
                     heapq.heappushpop(stalls, round(stall, 1))
             figures.update(
                 max_stall_ms=round(worst, 1),
+                max_stall_at_s=round(worst_at, 2),
                 max_stall_cpu_ms=round(worst_cpu, 1),
                 stalls_over_100ms=over,
                 worst_stalls_ms=sorted(stalls),
@@ -1167,7 +1171,8 @@ def print_loop(full: dict[str, Any]) -> None:
     if loop:
         print(
             f"  B's event loop: longest stall {loop['max_stall_ms']:.0f} ms "
-            f"({verdict(loop['max_stall_ms'], STALL_MS)} <= {STALL_MS:.0f} ms), "
+            f"({verdict(loop['max_stall_ms'], STALL_MS)} <= {STALL_MS:.0f} ms; from "
+            f"{loop.get('max_stall_at_s', 0):.2f} s after B's loop began), "
             f"{loop['stalls_over_100ms']} stall(s) over {STALL_MS:.0f} ms (wall clock); "
             f"longest CPU run of the loop thread between two ticks "
             f"{loop.get('max_stall_cpu_ms', 0):.0f} ms; "
