@@ -3,14 +3,15 @@ JSON, redraw the figures.
 
 Owns the plan of the suite: which ``benchmarks.bench_*`` modules run, with which sizes in
 each mode (``--smoke``: seconds, for the test; ``--quick``: a few minutes; ``--full``: the
-issue's sizes, an hour or more), each as ``python -m benchmarks.<module> ... --json`` in
-its own process group, bounded in time (SIGINT, so a benchmark stops its daemons, then
-SIGKILL of the group). Every step's JSON is kept, in order, in one results file
-(``benchmarks/results/<mode>.json``, committed: the docs' figures are drawn from it), written
-again after each step. A failed step is one line and the run goes on; the exit status is
-1 when any step failed. Afterwards :mod:`benchmarks._plots` draws the PNGs into
-``--img-dir`` (``docs/img``) and rewrites the generated block of ``--doc``
-(``docs/benchmarks.md``); ``--from-json FILE`` does only that, from a saved results file.
+issue's sizes, 45 minutes in its first run here), each as ``python -m
+benchmarks.<module> ... --json`` in its own process group, bounded in time (SIGINT, so a
+benchmark stops its daemons, then SIGKILL of the group). Every step's JSON is kept, in
+order, in one results file (``benchmarks/results/<mode>.json``, committed: the docs'
+figures are drawn from it), written again after each step. A failed step is one line and
+the run goes on; the exit status is 1 when any step failed. Afterwards
+:mod:`benchmarks._plots` draws the PNGs into ``--img-dir`` (``docs/img``) and rewrites the
+generated block of ``--doc`` (``docs/benchmarks.md``); ``--from-json FILE`` does only that,
+from a saved results file.
 The gossip benchmarks that draw their own figures (``bench_gossip_tuning``,
 ``bench_gossip_vs_serf``) are handed ``--plot`` only in ``--full``: the committed
 ``docs/img/gossip_*.png`` are full runs.
@@ -57,8 +58,9 @@ FIGURES = (
 @dataclass(frozen=True)
 class Step:
     """One benchmark process: which figure it feeds, its module and flags, and how long it
-    took on the project's shared 2-core machine at a load average of about 13 (the bound is
-    a multiple of that)."""
+    took on the project's shared 2-core machine (``--quick`` at a load average of about
+    13, ``--full`` in its first run, on 2026-12-04 at 4-6; the bound is a multiple of
+    that)."""
 
     figure: str
     label: str
@@ -139,15 +141,15 @@ MODES: dict[str, Sizes] = {
             "--dcs 2,4,6,8 --instances 50000 --changes 2000 --rate 500 --ae-slots "
             "0,10,100,1000 --ae-repeats 3 --bound 600"
         ),
-        mesh_estimate_s=1800.0,
+        mesh_estimate_s=550.0,
         cost="--remotes 1,2,4 --instances 4000 --window 60",
-        cost_estimate_s=600.0,
+        cost_estimate_s=400.0,
         gossip="--sizes 10,100,500 --seeds 5",
-        gossip_estimate_s=300.0,
+        gossip_estimate_s=30.0,
         tuning="",
-        tuning_estimate_s=900.0,
+        tuning_estimate_s=150.0,
         serf="--sizes 10,50 --trials 3 --mixed --event-size 100",
-        serf_estimate_s=1500.0,
+        serf_estimate_s=790.0,
     ),
 }
 
@@ -281,9 +283,9 @@ def run_suite(mode: str, steps: list[Step], out: Path) -> dict[str, Any]:
     """Run ``steps`` in order, printing a line per step, rewriting ``out`` after each."""
     estimate = sum(s.estimate_s for s in steps)
     print(
-        f"run_all --{mode}: {len(steps)} steps, about {estimate / 60:.0f} min as measured at a "
-        f"load average of about 13 on 2 cores; load average now {loads()[0]:.1f} on "
-        f"{os.cpu_count()} cores" + ("; --full takes long, well over an hour" * (mode == "full")),
+        f"run_all --{mode}: {len(steps)} steps, about {estimate / 60:.0f} min as measured on a "
+        f"loaded 2-core machine; load average now {loads()[0]:.1f} on {os.cpu_count()} cores"
+        + ("; --full takes long" * (mode == "full")),
         flush=True,
     )
     report: dict[str, Any] = {
