@@ -1,6 +1,7 @@
 """After a commit the importer holds its copies in the index HOLD_STEP at a time, letting
 the event loop run in between, and a cancellation between two steps still holds every
-committed copy (the registry and the store have them: the index must too)."""
+committed copy (the registry and the store have them: the index must too). Before the
+commit it builds the mapping entries HOLD_STEP at a time too."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from pysyncer.model import Record
+from pysyncer.store.base import MappingEntry
 from pysyncer.sync import importer as importer_module
+from pysyncer.sync.copies import PendingCopy
 from tests.sync.test_sync_units import Side, make_side, remote_record
 
 pytestmark = pytest.mark.timeout(60)
@@ -76,3 +79,31 @@ async def test_a_cancellation_between_steps_holds_every_committed_copy(side: Sid
         "dc2", [remote_record("dc2", "late", "h", COPIES + 1)], COPIES + 1, "e"
     )
     assert len(index) == COPIES + 1
+
+
+async def test_the_loop_runs_between_steps_of_the_mapping_entries(
+    side: Side, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[int] = [0]
+    entry = PendingCopy.entry
+
+    def counted(self: PendingCopy) -> MappingEntry:
+        built[0] += 1
+        return entry(self)
+
+    monkeypatch.setattr(PendingCopy, "entry", counted)
+    seen: list[int] = []
+
+    async def watch() -> None:
+        while True:
+            seen.append(built[0])
+            await asyncio.sleep(0)
+
+    watching = asyncio.ensure_future(watch())
+    await side.importer.apply("dc2", records(), COPIES, "e")
+    watching.cancel()
+    assert built[0] == COPIES
+    partial = sorted({n for n in seen if 0 < n < COPIES})
+    assert partial, "every entry was built in one turn of the loop"
+    assert all(n % STEP == 0 for n in partial)  # whole steps between two turns
+    assert len(await side.copies()) == COPIES
