@@ -39,14 +39,21 @@ async def _run_with_watch(watch: StallWatch, blocker: object, stalls: int = 1) -
     task.cancel()
 
 
-def test_a_stall_is_recorded_with_the_stack_that_caused_it() -> None:
-    watch = StallWatch(threshold_ms=50.0, tick=0.01)
+def _watched(
+    blocker: object, *, threshold_ms: float = 50.0, tick: float = 0.01, stalls: int = 1
+) -> StallWatch:
+    """A watch started, run over ``stalls`` calls of ``blocker`` and stopped."""
+    watch = StallWatch(threshold_ms=threshold_ms, tick=tick)
     watch.start()
     try:
-        asyncio.run(_run_with_watch(watch, lambda: _spin_in_python(0.4)))
+        asyncio.run(_run_with_watch(watch, blocker, stalls))
     finally:
         watch.stop()
-    report = watch.report()
+    return watch
+
+
+def test_a_stall_is_recorded_with_the_stack_that_caused_it() -> None:
+    report = _watched(lambda: _spin_in_python(0.4)).report()
     assert report["stalls_seen"] >= 1
     longest = report["stalls"][0]
     assert longest["stall_ms"] >= 350
@@ -82,12 +89,7 @@ def test_collections_are_matched_to_the_stall_they_happened_in() -> None:
         gc.collect()
         _spin_in_python(0.1)
 
-    watch = StallWatch(threshold_ms=50.0, tick=0.01)
-    watch.start()
-    try:
-        asyncio.run(_run_with_watch(watch, collect_while_stalled))
-    finally:
-        watch.stop()
+    watch = _watched(collect_while_stalled)
     del garbage
     report = watch.report()
     longest = report["stalls"][0]
@@ -139,13 +141,7 @@ def test_a_report_walks_none_of_the_collectors_lists(monkeypatch: pytest.MonkeyP
 
 
 def test_a_stall_spent_asleep_is_told_from_one_spent_running() -> None:
-    watch = StallWatch(threshold_ms=50.0, tick=0.01)
-    watch.start()
-    try:
-        asyncio.run(_run_with_watch(watch, lambda: time.sleep(0.3)))
-    finally:
-        watch.stop()
-    asleep = watch.report()["stalls"][0]
+    asleep = _watched(lambda: time.sleep(0.3)).report()["stalls"][0]
     assert asleep["stall_ms"] >= 250
     assert asleep["loop_thread_slept"] >= 1  # a voluntary switch: it went to sleep
     assert asleep["loop_thread_cpu_ms"] < asleep["stall_ms"] / 2
@@ -189,11 +185,5 @@ def test_a_stall_before_the_watchdogs_first_note_still_names_its_threads(
     """The watchdog notes the threads' CPU every THREADS_EVERY wakes; a stall that ends
     before its first note is measured from the note ``start`` takes."""
     monkeypatch.setattr(stallwatch, "THREADS_EVERY", 10**9)  # the watchdog never notes
-    watch = StallWatch(threshold_ms=50.0, tick=0.01)
-    watch.start()
-    try:
-        asyncio.run(_run_with_watch(watch, lambda: _spin_in_python(0.3)))
-    finally:
-        watch.stop()
-    used = watch.report()["stalls"][0]["threads_cpu_ms"]
+    used = _watched(lambda: _spin_in_python(0.3)).report()["stalls"][0]["threads_cpu_ms"]
     assert any(name.startswith("MainThread/") for name in used), used
