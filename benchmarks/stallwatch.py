@@ -23,19 +23,26 @@ Everything is bounded, whatever the run's length.
 
 A sample needs the GIL: a stall inside one long C call (a full collection, a native
 call that keeps the GIL) shows as few samples and a gap between them
-(``longest_sample_gap_ms``), and the GC record names collections. Standard library only;
-it must not import pysyncer.
+(``longest_sample_gap_ms``), and the GC record names collections. So each tick also arms
+a tripwire, :mod:`faulthandler`'s own timer thread, which needs no GIL: a tick later than
+``threshold_ms`` past its due time makes it write every thread's Python stack to a file,
+whatever the loop thread holds; the report gives the loop thread's stacks from those
+dumps (``trips``, ``trip_stacks``). Re-arming costs ~80 us of the loop thread per tick
+(faulthandler starts a thread each time), 0.8 % of a core at a 10 ms tick. Standard
+library only; it must not import pysyncer.
 """
 
 from __future__ import annotations
 
 import collections
+import faulthandler
 import gc
 import heapq
 import itertools
 import os
 import resource
 import sys
+import tempfile
 import threading
 import time
 from typing import Any
@@ -86,12 +93,14 @@ def threads_cpu() -> dict[int, tuple[str, int]]:
     return found
 
 
+def _short(path: str) -> str:
+    cut = path.rfind("pysyncer/")
+    return path[cut:] if cut >= 0 else path.rsplit("/", 2)[-1]
+
+
 def _where(frame: Any) -> str:
     code = frame.f_code
-    path = code.co_filename
-    cut = path.rfind("pysyncer/")
-    short = path[cut:] if cut >= 0 else path.rsplit("/", 2)[-1]
-    return f"{short}:{frame.f_lineno} {code.co_name}"
+    return f"{_short(code.co_filename)}:{frame.f_lineno} {code.co_name}"
 
 
 def _stack(frame: Any) -> tuple[str, ...]:
@@ -100,6 +109,30 @@ def _stack(frame: Any) -> tuple[str, ...]:
         frames.append(_where(frame))
         frame = frame.f_back
     return tuple(frames)
+
+
+def trip_stacks(text: str, thread: int) -> list[tuple[str, ...]]:
+    """The stacks of ``thread`` (a ``threading.get_ident()``) in ``text``, complete
+    :func:`faulthandler.dump_traceback_later` dumps (each begins ``Timeout (``; a thread's
+    block ``Thread 0x...`` then one ``  File "path", line N in name`` per frame, innermost
+    first), as :func:`_stack` writes them; a dump without that thread gives ``()``."""
+    stacks: list[tuple[str, ...]] = []
+    wanted = False
+    frames: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("Timeout ("):
+            stacks.append(())
+            wanted = False
+        elif line.startswith(("Thread 0x", "Current thread 0x")):
+            wanted = int(line.split("0x", 1)[1].split()[0], 16) == thread
+            frames = []
+        elif wanted and stacks and line.startswith('  File "'):
+            path, _, rest = line[len('  File "') :].rpartition('", line ')
+            number, _, name = rest.partition(" in ")
+            if len(frames) < STACK_DEPTH:
+                frames.append(f"{_short(path)}:{number} {name}")
+                stacks[-1] = tuple(frames)
+    return stacks
 
 
 class _Stall:
@@ -129,6 +162,13 @@ class _Stall:
         self.last_sample = time.monotonic()
         self.gap = 0.0
         self.cores: set[int] = set()  # the cores the loop thread was seen on
+
+
+def _unnamed_file() -> int:
+    """A descriptor of a new file that no directory names (gone when closed)."""
+    fd, path = tempfile.mkstemp(prefix="stallwatch-")
+    os.unlink(path)
+    return fd
 
 
 # A stall over count_ms: (start, end, the loop thread's cores, its CPU ms, times preempted).
@@ -161,7 +201,12 @@ class StallWatch:
     """A watchdog over the loop running in the thread that creates it."""
 
     def __init__(
-        self, threshold_ms: float = 50.0, tick: float = 0.01, count_ms: float = 100.0
+        self,
+        threshold_ms: float = 50.0,
+        tick: float = 0.01,
+        count_ms: float = 100.0,
+        *,
+        trip: bool = True,
     ) -> None:
         self.threshold = threshold_ms / 1000
         self.count_limit = count_ms / 1000
@@ -196,6 +241,13 @@ class StallWatch:
         self._gc_cpu_began = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="stall-watch", daemon=True)
+        # the tripwire's dumps, an unnamed file: faulthandler writes at the descriptor's
+        # offset, so it is only ever read with pread; parsed up to ``_trip_read``,
+        # ``_trip_size`` at the last look; closed by stop() (None: no tripwire)
+        self._trip_fd = _unnamed_file() if trip else None
+        self._trip_read = self._trip_size = 0
+        self._trips = 0
+        self._trip_stacks: collections.Counter[tuple[str, ...]] = collections.Counter()
 
     # -- the loop's side ---------------------------------------------------------------
 
@@ -205,10 +257,18 @@ class StallWatch:
         # (THREADS_EVERY wakes in, later on a loaded machine) still names its threads.
         self._threads.append((time.monotonic(), threads_cpu()))
         self._thread.start()
+        self._arm()
 
     def stop(self) -> None:
+        if self._trip_fd is not None:
+            faulthandler.cancel_dump_traceback_later()
         self._stop.set()
         self._thread.join(1.0)
+        self._read_trips()
+        with self._lock:
+            fd, self._trip_fd = self._trip_fd, None
+        if fd is not None:
+            os.close(fd)
         if self._on_gc in gc.callbacks:
             gc.callbacks.remove(self._on_gc)
 
@@ -225,6 +285,14 @@ class StallWatch:
         if stall is not None:
             switches = [b - a for b, a in zip(self._tick_usage, usage, strict=True)]
             self._close(stall, due, now, self._tick_cpu - cpu, switches)
+        self._arm()
+
+    def _arm(self) -> None:
+        """The tripwire: every thread's stack dumped if the next tick is over the
+        threshold late (re-armed at each tick, which cancels the one before)."""
+        fd = self._trip_fd
+        if fd is not None and not self._stop.is_set():
+            faulthandler.dump_traceback_later(self.tick_period + self.threshold, file=fd)
 
     # -- the watchdog thread -----------------------------------------------------------
 
@@ -423,6 +491,7 @@ class StallWatch:
         the heap: nothing here walks the collector's lists (``gc.get_freeze_count()`` walks
         every frozen object with the GIL held: at 1,000,000 copies, called twice a second
         from the benchmark's writer thread, it stalled the loop for up to a second)."""
+        self._read_trips()
         with self._lock:
             kept = sorted(self._kept, key=lambda e: -e[0])
             kept_cpu = sorted(self._kept_cpu, key=lambda e: -e[0])
@@ -453,4 +522,31 @@ class StallWatch:
                 for gen, (c, t, m, ct, cm) in sorted(list(self._gc_totals.items()))
             },
             "gc_longest": [record for _, _, record in longest_gc],
+            # the tripwire: ticks over the threshold late, and the loop thread's stacks
+            # when it fired (a C call keeping the GIL shows as the Python line calling it)
+            "trips": self._trips,
+            "trip_stacks": [
+                {"count": count, "frames": list(frames)}
+                for frames, count in self._trip_stacks.most_common(KEEP_STACKS)
+            ],
         }
+
+    def _read_trips(self) -> None:
+        """Parse the tripwire's dumps written since the last look: every complete one (a
+        dump is complete once another begins after it, or the file has not grown since
+        the last look, or the watch is stopped)."""
+        with self._lock:
+            fd = self._trip_fd
+            if fd is None:
+                return
+            size = os.fstat(fd).st_size
+            settled = size == self._trip_size or self._stop.is_set()
+            self._trip_size = size
+            data = os.pread(fd, size - self._trip_read, self._trip_read)
+            end = len(data) if settled else data.rfind(b"Timeout (")
+            if end <= 0:
+                return
+            self._trip_read += end
+            for stack in trip_stacks(data[:end].decode(errors="replace"), self._loop_thread):
+                self._trips += 1
+                self._trip_stacks[stack] += 1

@@ -187,3 +187,51 @@ def test_a_stall_before_the_watchdogs_first_note_still_names_its_threads(
     monkeypatch.setattr(stallwatch, "THREADS_EVERY", 10**9)  # the watchdog never notes
     used = _watched(lambda: _spin_in_python(0.3)).report()["stalls"][0]["threads_cpu_ms"]
     assert any(name.startswith("MainThread/") for name in used), used
+
+
+def _hold_the_gil() -> int:
+    """One C call that runs no bytecode, so no other thread gets the GIL (0.3-1 s)."""
+    return sum(range(40_000_000))
+
+
+def test_a_stall_in_one_call_that_keeps_the_gil_is_named_by_the_tripwire() -> None:
+    """The watchdog cannot sample a stall that never lets go of the GIL; the tripwire's
+    timer needs no GIL and names the Python line that made the call."""
+    report = _watched(_hold_the_gil).report()
+    assert report["trips"] >= 1
+    stacks = [stack["frames"] for stack in report["trip_stacks"]]
+    assert any(frames and frames[0].endswith(" _hold_the_gil") for frames in stacks), stacks
+
+
+def test_no_tick_late_no_trip_and_the_tripwire_can_be_left_out() -> None:
+    def quiet() -> None:
+        pass
+
+    assert _watched(quiet).report()["trips"] == 0
+    watch = StallWatch(threshold_ms=50.0, tick=0.01, trip=False)
+    watch.start()
+    try:
+        asyncio.run(_run_with_watch(watch, _hold_the_gil))
+    finally:
+        watch.stop()
+    report = watch.report()
+    assert report["trips"] == 0  # the same stall as above, no dump
+
+
+def test_the_dumps_are_parsed_for_the_loop_thread_only() -> None:
+    text = (
+        "Timeout (0:00:00.060000)!\n"
+        "Thread 0x00000000000000aa (most recent call first):\n"
+        '  File "/srv/x/pysyncer/sync/other.py", line 3 in elsewhere\n'
+        "\n"
+        "Thread 0x00000000000000bb (most recent call first):\n"
+        '  File "/srv/x/pysyncer/sync/importer.py", line 42 in _hold\n'
+        '  File "/usr/lib/python3.11/asyncio/events.py", line 80 in _run\n'
+        "Timeout (0:00:00.060000)!\n"
+        "Thread 0x00000000000000aa (most recent call first):\n"
+        '  File "/srv/x/pysyncer/sync/other.py", line 3 in elsewhere\n'
+    )
+    assert stallwatch.trip_stacks(text, 0xBB) == [
+        ("pysyncer/sync/importer.py:42 _hold", "events.py:80 _run"),
+        (),
+    ]
