@@ -71,8 +71,17 @@ HERE = Path(__file__).resolve()
 
 def proc_cpu(pid: int) -> float:
     """utime + stime of ``pid`` in seconds."""
+    user, system, _ = proc_usage(pid)
+    return user + system
+
+
+def proc_usage(pid: int) -> tuple[float, float, int]:
+    """``pid``'s CPU so far in seconds, its own code's (user) and the kernel's for it
+    (system: page faults, writes, task switches), and its minor page faults (a fresh page
+    first touched; on a virtual machine whose host backs memory lazily, the system time
+    grows with them)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK, int(fields[7])
 
 
 def proc_mem(pid: int, key: str) -> int:
@@ -527,6 +536,7 @@ def phase_full_sync(args: argparse.Namespace, workdir: Path, secure: bool) -> di
                 "peak_rss_bytes": proc_mem(target.pid, "VmHWM"),
             }
         took = time.monotonic() - spawned
+        user, system, faults = proc_usage(target.pid)
         peak = proc_mem(target.pid, "VmHWM")
         rss_synced = proc_mem(target.pid, "VmRSS")
         result: dict[str, Any] = {
@@ -539,7 +549,10 @@ def phase_full_sync(args: argparse.Namespace, workdir: Path, secure: bool) -> di
             "first_copy_s": first_copy,
             "copy_rate_per_s": count / max(1e-9, took - (first_copy or 0.0)),
             "peak_rss_bytes": peak,
-            "cpu_s": proc_cpu(target.pid),
+            "cpu_s": user + system,
+            "cpu_user_s": user,
+            "cpu_system_s": system,
+            "minor_faults": faults,
             "rss_after_sync_bytes": rss_synced,
             "idle_daemon_rss_bytes": idle_rss,
             "loop": read_loop(lag_file, witnesses),
@@ -1206,6 +1219,11 @@ def print_loop(full: dict[str, Any]) -> None:
                 f"{stall['samples']} sample(s); threads' CPU ms: {busiest or 'none noted'}; "
                 f"{' < '.join(top) or 'no stack sampled'}"
             )
+    if watch.get("trips"):
+        print(f"    tripwire: {watch['trips']} tick(s) over {watch['threshold_ms']:.0f} ms late")
+    for stack in watch.get("trip_stacks", [])[:3]:
+        frames = " < ".join(stack["frames"][:4]) or "no Python frame of the loop thread"
+        print(f"      {stack['count']}x {frames}")
 
 
 def print_full_sync(report: dict[str, Any]) -> None:
@@ -1229,7 +1247,9 @@ def print_full_sync(report: dict[str, Any]) -> None:
             f"({verdict(full['sync_s'], target)} <= {target:.0f} s); "
             f"admin up {full['admin_up_s']:.1f} s, first copy {full['first_copy_s'] or 0:.1f} s, "
             f"{full['copy_rate_per_s']:.0f} copies/s; B's CPU {full['cpu_s']:.1f} s "
-            f"({1e6 * full['cpu_s'] / full['instances']:.0f} us per copy)"
+            f"({1e6 * full['cpu_s'] / full['instances']:.0f} us per copy: user "
+            f"{full['cpu_user_s']:.1f} s, system {full['cpu_system_s']:.1f} s, "
+            f"{full['minor_faults']:,} minor page faults)"
         )
         print(
             f"  B peak RSS (VmHWM) {full['peak_rss_bytes'] / mib:.0f} MiB; RSS after sync "

@@ -1,0 +1,42 @@
+"""bench_sync's full-sync figures: the importing process's CPU split into its own and the
+kernel's with its page faults, and the tripwire's stacks in the printed report."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from benchmarks import bench_sync
+
+
+def test_the_cpu_split_adds_up_and_fresh_pages_count_as_faults() -> None:
+    user, system, faults = bench_sync.proc_usage(os.getpid())
+    assert user > 0 and system >= 0
+    assert bench_sync.proc_cpu(os.getpid()) >= user + system
+    fresh = bytearray(16 << 20)  # zero-filled: every page written once
+    fresh[::4096] = b"\x01" * len(fresh[::4096])
+    after = bench_sync.proc_usage(os.getpid())[2]
+    assert after - faults >= (16 << 20) // 4096 // 2  # at least half its pages (huge pages aside)
+    del fresh
+
+
+def test_the_report_prints_the_stacks_the_tripwire_caught(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    stack = ["pysyncer/sync/importer.py:42 _hold", "events.py:80 _run"]
+    full = {
+        "loop": {
+            "max_stall_ms": 74.0,
+            "stalls_over_100ms": 0,
+            "watch": {
+                "threshold_ms": 50.0,
+                "trips": 1,
+                "trip_stacks": [{"count": 1, "frames": stack}],
+            },
+        }
+    }
+    bench_sync.print_loop(full)
+    out = capsys.readouterr().out
+    assert "tripwire: 1 tick(s) over 50 ms late" in out
+    assert "1x pysyncer/sync/importer.py:42 _hold < events.py:80 _run" in out
