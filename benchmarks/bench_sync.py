@@ -84,6 +84,24 @@ def proc_usage(pid: int) -> tuple[float, float, int]:
     return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK, int(fields[7])
 
 
+PROBE_KEYS = 200_000  # the host probe's dict: a fixed piece of the work a sync does
+
+
+def host_probe() -> float:
+    """Seconds of this process's CPU for a fixed piece of Python work (a dict of
+    :data:`PROBE_KEYS` string keys to tuples, built and dropped), the best of three: the
+    same work on the same code takes longer on a slower or busier host, so a sync's time
+    can be read against the machine's speed at that moment (taken just before B starts
+    and just after it has mapped every copy)."""
+    best = float("inf")
+    for _ in range(3):
+        began = time.process_time()
+        table = {f"instance-{n}": (n, str(n)) for n in range(PROBE_KEYS)}
+        del table
+        best = min(best, time.process_time() - began)
+    return round(best, 4)
+
+
 def proc_mem(pid: int, key: str) -> int:
     """A ``/proc/<pid>/status`` memory line (VmRSS, VmHWM) in bytes."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -500,6 +518,7 @@ def phase_full_sync(args: argparse.Namespace, workdir: Path, secure: bool) -> di
         idle.stop()
         nodes.remove(idle)
 
+        probe_before = host_probe()
         witnesses.start()
         target = Node(
             "fb",
@@ -537,6 +556,7 @@ def phase_full_sync(args: argparse.Namespace, workdir: Path, secure: bool) -> di
             }
         took = time.monotonic() - spawned
         user, system, faults = proc_usage(target.pid)
+        probe_after = host_probe()
         peak = proc_mem(target.pid, "VmHWM")
         rss_synced = proc_mem(target.pid, "VmRSS")
         result: dict[str, Any] = {
@@ -553,6 +573,7 @@ def phase_full_sync(args: argparse.Namespace, workdir: Path, secure: bool) -> di
             "cpu_user_s": user,
             "cpu_system_s": system,
             "minor_faults": faults,
+            "host_probe_s": [probe_before, probe_after],
             "rss_after_sync_bytes": rss_synced,
             "idle_daemon_rss_bytes": idle_rss,
             "loop": read_loop(lag_file, witnesses),
@@ -1249,7 +1270,8 @@ def print_full_sync(report: dict[str, Any]) -> None:
             f"{full['copy_rate_per_s']:.0f} copies/s; B's CPU {full['cpu_s']:.1f} s "
             f"({1e6 * full['cpu_s'] / full['instances']:.0f} us per copy: user "
             f"{full['cpu_user_s']:.1f} s, system {full['cpu_system_s']:.1f} s, "
-            f"{full['minor_faults']:,} minor page faults)"
+            f"{full['minor_faults']:,} minor page faults); the host probe "
+            f"{full['host_probe_s'][0]:.3f} s before, {full['host_probe_s'][1]:.3f} s after"
         )
         print(
             f"  B peak RSS (VmHWM) {full['peak_rss_bytes'] / mib:.0f} MiB; RSS after sync "

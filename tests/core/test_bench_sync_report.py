@@ -40,3 +40,11 @@ def test_the_report_prints_the_stacks_the_tripwire_caught(
     out = capsys.readouterr().out
     assert "tripwire: 1 tick(s) over 50 ms late" in out
     assert "1x pysyncer/sync/importer.py:42 _hold < events.py:80 _run" in out
+
+
+def test_the_host_probe_measures_the_work_it_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench_sync, "PROBE_KEYS", 20_000)
+    small = bench_sync.host_probe()
+    monkeypatch.setattr(bench_sync, "PROBE_KEYS", 400_000)
+    large = bench_sync.host_probe()
+    assert 0 < small < large  # twenty times the work
