@@ -85,10 +85,12 @@ __all__ = ["Importer", "ImporterStats", "copy_instance_id"]
 log = logging.getLogger(__name__)
 
 WRITES_PER_TURN = 100  # registry writes between two yields (a turn of 200 held the loop 80 ms)
-# Copies written between two garbage-collector freezes. Each freeze first collects the
+# Copies held between two garbage-collector freezes. Each freeze first collects the
 # young generations, which hold every object written since the last one: 10,000 copies'
 # worth took up to 68 ms of the loop thread at 1,000,000 copies, 2,000 (a repair batch)
-# up to 41 ms, for a little more collection in all (measured in process, issue 17).
+# up to 41 ms in process; on a slow host such a collection and the hold step before it,
+# in one turn, held the loop 65 ms (the tripwire caught it in the collection). So it
+# runs in a turn of its own, after the hold step that made it due.
 FREEZE_EVERY = 2_000
 # Copies added to the index between two yields after a commit: a repair batch of 15,000
 # copies added in one turn held the loop 70-85 ms at 1,000,000 copies (py-spy), every
@@ -204,7 +206,7 @@ class Importer:
         self.expired_origins: set[str] = set()  # origins gone past origin-grace: not renewed
         self.needs_repair: set[str] = set()  # origins with lost copies to pull again
         self._lost: set[int] = set()  # key hashes of lost copies not registered again yet
-        self._unfrozen = 0  # copies written since the last garbage-collector freeze
+        self._unfrozen = 0  # copies held since the last garbage-collector freeze
         self.renewals = Renewals(
             adapter, self.index, self.stats, self.expired_origins, self._forget_lost, self._lock
         )
@@ -546,13 +548,17 @@ class Importer:
             for start in range(0, len(pending), HOLD_STEP):
                 if start:
                     yield
-                for p in pending[start : start + HOLD_STEP]:
+                step = pending[start : start + HOLD_STEP]
+                for p in step:
                     index.add(
                         p.key_hash, p.origin_dc, p.service, p.slot, p.digest, p.ref, generation
                     )
+                self._unfrozen += len(step)
+                if self._unfrozen >= FREEZE_EVERY:
+                    yield  # the collection in a turn of its own, not the step's
+                    self._settle()
             for key_hash, _ in deletes:
                 index.remove(key_hash)
-            self._settle(len(pending))
             if self._imports is not None:
                 origin_dc, refused = batch.origin_dc, batch.refused
                 if batch.full_slots:
@@ -606,17 +612,15 @@ class Importer:
             raise batch.error
         self.stats.applied += len(latest)
 
-    def _settle(self, written: int) -> None:
-        """Every :data:`FREEZE_EVERY` copies written: collect the young generations and
-        freeze what survives (the copies are long-lived), so the garbage collector's full
-        collections never rescan the copies held: at a million copies one full collection
-        stalled the event loop for seconds. Frozen objects are still freed by reference
-        counting; only a cycle among them would wait for an unfreeze."""
-        self._unfrozen += written
-        if self._unfrozen >= FREEZE_EVERY:
-            self._unfrozen = 0
-            gc.collect(1)
-            gc.freeze()
+    def _settle(self) -> None:
+        """Collect the young generations and freeze what survives (the copies are
+        long-lived), every :data:`FREEZE_EVERY` copies held, so the garbage collector's
+        full collections never rescan the copies held: at a million copies one full
+        collection stalled the event loop for seconds. Frozen objects are still freed by
+        reference counting; only a cycle among them would wait for an unfreeze."""
+        self._unfrozen = 0
+        gc.collect(1)
+        gc.freeze()
 
     async def _write_registry(
         self, records: Iterable[Record]
