@@ -246,7 +246,6 @@ class StallWatch:
         # ``_trip_size`` at the last look; closed by stop() (None: no tripwire)
         self._trip_fd = _unnamed_file() if trip else None
         self._trip_read = self._trip_size = 0
-        self._trips = 0
         self._trip_stacks: collections.Counter[tuple[str, ...]] = collections.Counter()
 
     # -- the loop's side ---------------------------------------------------------------
@@ -524,7 +523,7 @@ class StallWatch:
             "gc_longest": [record for _, _, record in longest_gc],
             # the tripwire: ticks over the threshold late, and the loop thread's stacks
             # when it fired (a C call keeping the GIL shows as the Python line calling it)
-            "trips": self._trips,
+            "trips": sum(self._trip_stacks.values()),
             "trip_stacks": [
                 {"count": count, "frames": list(frames)}
                 for frames, count in self._trip_stacks.most_common(KEEP_STACKS)
@@ -548,5 +547,4 @@ class StallWatch:
                 return
             self._trip_read += end
             for stack in trip_stacks(data[:end].decode(errors="replace"), self._loop_thread):
-                self._trips += 1
                 self._trip_stacks[stack] += 1
