@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
 from pysyncer._core import digest, slots
 
@@ -39,21 +39,42 @@ _EMPTY: Mapping[str, str] = MappingProxyType({})
 
 @dataclass(frozen=True, slots=True, order=True)
 class ServiceKey:
-    """Identity of a microservice: project (domain/project), environment, app, name, version."""
+    """Identity of a microservice: project (domain/project), environment, app, name, version.
+
+    Its text form, slot and hash are worked out once, when it is made: one key is shared
+    by every record of its service, and each record asks for them several times.
+    """
 
     app: str
     name: str
     version: str
     environment: str = ""
     project: str = "default/default"
+    _text: str = field(init=False, repr=False, compare=False)
+    _slot: int = field(init=False, repr=False, compare=False)
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        text = f"{self.project}/{self.environment}/{self.app}/{self.name}/{self.version}"
+        object.__setattr__(self, "_text", text)
+        object.__setattr__(self, "_slot", slots.key_slot(text))
+        key = (self.app, self.name, self.version, self.environment, self.project)
+        object.__setattr__(self, "_hash", hash(key))
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __reduce__(self) -> tuple[type[ServiceKey], tuple[str, str, str, str, str]]:
+        # made again from its fields: a string's hash differs from one process to another
+        return ServiceKey, (self.app, self.name, self.version, self.environment, self.project)
 
     def text(self) -> str:
         """The stable text form; its Redis-Cluster slot is the record's slot."""
-        return f"{self.project}/{self.environment}/{self.app}/{self.name}/{self.version}"
+        return self._text
 
     @property
     def slot(self) -> int:
-        return slots.key_slot(self.text())
+        return self._slot
 
     @classmethod
     def parse(cls, text: str) -> ServiceKey:
@@ -64,16 +85,19 @@ class ServiceKey:
         return cls(app, name, version, environment, f"{domain}/{project}")
 
 
-@dataclass(frozen=True, slots=True)
-class Instance:
-    """One running instance of a service, as its origin registry describes it."""
+class Instance(NamedTuple):
+    """One running instance of a service, as its origin registry describes it.
+
+    A named tuple, as :class:`Record`: one or two are made per record synced, and a
+    frozen dataclass takes several times as long to make (``_replace`` makes a changed
+    one). Equal to another only with the same fields (compared as tuples)."""
 
     service: ServiceKey
     instance_id: str
     host_name: str
     endpoints: tuple[str, ...] = ()
     status: str = "UP"
-    properties: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    properties: Mapping[str, str] = _EMPTY
     health_interval: int = 30  # seconds between heartbeats
     health_times: int = 3  # missed heartbeats tolerated: TTL = interval * (times + 1)
 
@@ -142,9 +166,9 @@ def record_key_hash(origin_dc: str, instance_id: str) -> int:
     return digest.digest64(f"{origin_dc}\x00{instance_id}".encode())
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """An instance as exported by its origin data center, at one revision.
+class Record(NamedTuple):
+    """An instance as exported by its origin data center, at one revision (a named
+    tuple, as :class:`Instance`).
 
     ``instance`` is None for a deletion (a tombstone), which carries the service and id.
     """

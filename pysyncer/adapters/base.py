@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, cast, runtime_checkable
+from typing import Literal, NamedTuple, Protocol, cast, runtime_checkable
 
 from pysyncer.errors import PysyncerError
 from pysyncer.model import Instance, ServiceKey
@@ -68,9 +68,9 @@ class BadResponseError(AdapterError, ValueError):
     """The registry answered with a malformed, unexpected or oversized body."""
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class LocalRef:
-    """Where an instance lives in the local registry: the registry's own ids."""
+class LocalRef(NamedTuple):
+    """Where an instance lives in the local registry: the registry's own ids (a named
+    tuple: one is made per copy registered)."""
 
     service_id: str
     instance_id: str

@@ -13,7 +13,6 @@ functions, no I/O.
 from __future__ import annotations
 
 import re
-from dataclasses import replace
 from typing import Final
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
@@ -91,7 +90,7 @@ def instance_to_url(instance: Instance, *, extra: dict[str, str] | None = None) 
         native.add("host_name")
     if (instance.health_interval, instance.health_times) == (30, 3):
         native.add("health")  # what a native provider reads as
-    carried = carry(replace(instance, properties={}), frozenset(native))
+    carried = carry(instance._replace(properties={}), frozenset(native))
     params: dict[str, str] = {"interface": service.name}
     if service.app:
         params["application"] = service.app
@@ -165,5 +164,5 @@ def instance_from_url(url: str, interface: str = "") -> Instance:
     )
     instance = restore(native)
     if escaped:
-        instance = replace(instance, properties={**instance.properties, **escaped})
+        instance = instance._replace(properties={**instance.properties, **escaped})
     return instance

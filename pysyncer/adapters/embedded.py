@@ -193,7 +193,10 @@ class EmbeddedAdapter:
             pairs.append((service_id, instance_to_sc(instance)))
         tenant = self._tenant(instances[0].service)
         holder = self._holder(instances[0].properties.get(ORIGIN_DC_PROPERTY), tenant)
-        written = await self.registry.register_instances(pairs, holder=holder, **tenant)
+        # the bodies are new (instance_to_sc): the registry keeps their lists and dicts
+        written = await self.registry.register_instances(
+            pairs, holder=holder, handed_over=True, **tenant
+        )
         assert len(written) == len(pairs), "the registry answers every registration"
         answers: list[LocalRef | AdapterError] = []
         sent = 0  # registrations answered so far

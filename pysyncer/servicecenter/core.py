@@ -374,6 +374,7 @@ class EmbeddedRegistry:
         instances: Iterable[tuple[str, Mapping[str, Any]]],
         *,
         holder: str | None = None,
+        handed_over: bool = False,
         domain: str = DEFAULT_DOMAIN,
         project: str = DEFAULT_PROJECT,
     ) -> list[str | RegistryError]:
@@ -381,7 +382,8 @@ class EmbeddedRegistry:
         order: each one's id, or the :class:`RegistryError` its own call would have raised
         (the others are registered all the same). Each has the same checks, change (at its
         own revision), lease and ``holder`` as by itself; leases run out as of the call's
-        start."""
+        start. ``handed_over``: the caller gives the instance bodies up, so the records may
+        keep their lists and dicts (see :func:`validate_instance`)."""
         tenant = self._get(domain, project)
         scope = (tenant.domain, tenant.project)
         refused = _holder_error(holder) is not None  # then each pair answers that error
@@ -391,7 +393,7 @@ class EmbeddedRegistry:
             try:
                 if refused:
                     _check_holder(holder)
-                answers.append(register(tenant, scope, service_id, instance, holder))
+                answers.append(register(tenant, scope, service_id, instance, holder, handed_over))
             except RegistryError as exc:
                 answers.append(exc)
         return answers
@@ -403,13 +405,14 @@ class EmbeddedRegistry:
         service_id: str,
         instance: Mapping[str, Any],
         holder: str | None,
+        handed_over: bool = False,
     ) -> str:
         """Register one instance in ``tenant`` (whose key is ``scope``) for a caller that
         has checked ``holder``."""
         service = tenant.services.get(service_id)
         if service is None:
             service = self._service(tenant, service_id)  # raises: no such service
-        record = validate_instance(instance, self.settings)
+        record = validate_instance(instance, self.settings, handed_over=handed_over)
         leases = tenant.instances.get(service_id)
         if leases is None:
             leases = {}  # stored in tenant.instances once the instance is in

@@ -122,14 +122,17 @@ def _text(body: Mapping[str, Any], key: str, default: str = "", *, limit: int = 
     return value
 
 
+def _plain_strings(value: dict[Any, Any]) -> bool:
+    """Whether a dict maps plain strings to plain strings (checked by type, one pass each)."""
+    return _STR_ONLY.issuperset(map(type, value)) and _STR_ONLY.issuperset(
+        map(type, value.values())
+    )
+
+
 def string_map(value: Any, name: str) -> dict[str, str]:
     if value is None:
         return {}
-    if (  # the usual: a dict of plain strings, checked by type in one pass each
-        type(value) is dict
-        and _STR_ONLY.issuperset(map(type, value))
-        and _STR_ONLY.issuperset(map(type, value.values()))
-    ):
+    if type(value) is dict and _plain_strings(value):  # the usual
         return dict(value)
     if not isinstance(value, Mapping):
         raise invalid(f"'{name}' must be an object of strings")
@@ -279,12 +282,17 @@ def _health(check: Mapping[str, Any], limits: ServiceCenterSettings) -> JSON:
     return shared
 
 
-def validate_instance(body: Any, limits: ServiceCenterSettings = DEFAULT_SETTINGS) -> JSON:
+def validate_instance(
+    body: Any, limits: ServiceCenterSettings = DEFAULT_SETTINGS, *, handed_over: bool = False
+) -> JSON:
     """A ``MicroServiceInstance`` from a request's ``instance`` object (server fields unset).
 
     The lease ``interval x (times + 1)`` must lie within ``limits.min_interval`` ..
     ``limits.max_ttl`` seconds (Service-Center refuses a TTL that overflows its int32
     with "Invalid 'healthCheck' settings"; here the bound is a setting).
+    ``handed_over``: the caller gives up ``body`` (nothing else refers to it or to its
+    ``endpoints`` list and ``properties`` dict), so a plain list and dict of strings are
+    kept as they are instead of copied.
     """
     if type(body) is not dict and not isinstance(body, Mapping):
         raise invalid("'instance' must be an object")
@@ -318,12 +326,16 @@ def validate_instance(body: Any, limits: ServiceCenterSettings = DEFAULT_SETTING
     if type(check) is not dict and not isinstance(check, Mapping):
         raise invalid("'healthCheck' must be an object")
     health = _health(check, limits)
-    properties = string_map(body.get("properties"), "properties")
+    properties = body.get("properties")
+    if not handed_over or type(properties) is not dict or not _plain_strings(properties):
+        properties = string_map(properties, "properties")
     check_properties(properties, limits)
+    if not handed_over or type(endpoints) is not list:
+        endpoints = list(endpoints)
     out: JSON = {
         "instanceId": instance_id,
         "hostName": host,
-        "endpoints": list(endpoints),
+        "endpoints": endpoints,
         "status": status,
         "properties": properties,
         "healthCheck": health,

@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal, Protocol, runtime_checkable
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 from pysyncer._core import slots as core_slots
 from pysyncer.errors import PysyncerError
@@ -137,9 +137,9 @@ class FencedError(StoreError):
     lease is gone. Nothing of the refused transaction was written."""
 
 
-@dataclass(frozen=True, slots=True)
-class MappingEntry:
-    """One copy of a remote instance in the local registry.
+class MappingEntry(NamedTuple):
+    """One copy of a remote instance in the local registry (a named tuple: one is made
+    per copy written, several times faster than a frozen dataclass).
 
     ``digest`` is the origin record's unsigned 64-bit digest; ``registered_at`` and
     ``renewed_at`` are wall-clock seconds (``time.time()``), kept exactly.

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import replace
 
 import pytest
 
@@ -288,7 +287,7 @@ class AdapterContract:
             pytest.skip(f"the {adapter.name} adapter cannot renew copies per origin")
         origin = copy_instance("h-0").properties[ORIGIN_DC_PROPERTY]
         other = copy_instance("h-x")
-        other = replace(other, properties={**other.properties, ORIGIN_DC_PROPERTY: "dc-other"})
+        other = other._replace(properties={**other.properties, ORIGIN_DC_PROPERTY: "dc-other"})
         assert await adapter.renew_origin(origin) == 0
         refs = await register_all(adapter, [copy_instance(f"h-{n}") for n in range(3)])
         refs.append(await adapter.register(copy_instance("h-3")))
@@ -401,7 +400,7 @@ class AdapterContract:
             await asyncio.sleep(0.1)
             marked = await adapter.register(copy_instance("i-marked"))
             unmarked = copy_instance("i-mapped")
-            unmarked = replace(unmarked, properties={"team": "mapped"})
+            unmarked = unmarked._replace(properties={"team": "mapped"})
             mapped = await adapter.register(unmarked)
             app = await harness.app_register(
                 harness.service("ledger"), "10.1.0.9", 9300, properties={"team": "native"}

@@ -133,7 +133,7 @@ async def test_copies_live_for_their_ttl_on_the_nacos_clock(fake: FakeNacos) -> 
 
 
 def _fields(instance: Any) -> dict[str, Any]:
-    return {k: getattr(instance, k) for k in instance.__dataclass_fields__}
+    return {k: getattr(instance, k) for k in instance._fields}
 
 
 async def test_native_instances_age_like_nacos(fake: FakeNacos) -> None:

@@ -89,3 +89,22 @@ async def test_an_unknown_tenant_answers_every_registration_with_its_error() -> 
     assert codes == [ERR_SERVICE_NOT_EXISTS, ERR_SERVICE_NOT_EXISTS]
     assert ("nobody", "nothing") not in registry.tenants()
     assert await registry.register_instances([]) == []
+
+
+async def test_handed_over_bodies_keep_their_lists_and_dicts_and_the_same_checks() -> None:
+    registry = EmbeddedRegistry()
+    service_id = (await services(registry))[0]
+    given = body(1, properties={"zone": "a"})
+    kept = body(2, properties={"zone": "b"})
+    await registry.register_instances([(service_id, given)])
+    await registry.register_instances([(service_id, kept)], handed_over=True)
+    leases = registry._get("default", "default").instances[service_id]
+    copied, held = leases["i1"].instance, leases["i2"].instance
+    assert copied["properties"] == given["properties"]
+    assert copied["properties"] is not given["properties"]  # the caller's own: copied
+    assert copied["endpoints"] is not given["endpoints"]
+    assert held["properties"] is kept["properties"] and held["endpoints"] is kept["endpoints"]
+    # handed over or not, what is not plain strings is refused the same way
+    bad = body(3, properties={"zone": 7})
+    answers = await registry.register_instances([(service_id, bad)], handed_over=True)
+    assert isinstance(answers[0], RegistryError) and answers[0].code == int(ERR_INVALID_PARAMS)

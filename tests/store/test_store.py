@@ -12,7 +12,6 @@ import asyncio
 import sqlite3
 import tempfile
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -188,7 +187,7 @@ async def test_sqlite_apply_batches_is_one_transaction(tmp_path: Path) -> None:
                 db,
                 [
                     CursorBatch("dc-a", [entry(7, "dc-a")], [], 7),
-                    CursorBatch("dc-b", [replace(entry(8, "dc-b"), slot=SLOT_COUNT)], [], 8),
+                    CursorBatch("dc-b", [entry(8, "dc-b")._replace(slot=SLOT_COUNT)], [], 8),
                 ],
             )
         await db.run_in_worker(lambda c: c.set_trace_callback(None))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import pickle
 from collections import OrderedDict
 from types import MappingProxyType
 
@@ -59,3 +62,22 @@ def test_properties_dict_is_a_new_plain_dict_whatever_mapping_holds_them() -> No
         assert type(copied) is dict and copied == given
         copied["zone"] = "b"  # a copy: the instance's properties stay as they were
         assert inst.properties["zone"] == "a" and inst.properties_dict() == given
+
+
+def test_a_service_keys_text_slot_and_hash_are_its_fields_and_survive_a_copy() -> None:
+    key = ServiceKey("shop", "cart", "1.0.0", "production", "acme/prod")
+    same = ServiceKey("shop", "cart", "1.0.0", "production", "acme/prod")
+    assert key == same and hash(key) == hash(same) and {key: 1}[same] == 1
+    assert key.text() == "acme/prod/production/shop/cart/1.0.0"
+    assert key.slot == slots.key_slot(key.text())
+    moved = dataclasses.replace(key, version="2.0.0")
+    assert moved.text() == "acme/prod/production/shop/cart/2.0.0" and moved != key
+    assert moved.slot == slots.key_slot(moved.text())
+    for again in (pickle.loads(pickle.dumps(key)), copy.copy(key), copy.deepcopy(key)):
+        assert again == key and hash(again) == hash(key) and again.text() == key.text()
+    # made again from its fields, not from a hash another process worked out
+    assert pickle.dumps(key).count(b"_hash") == 0
+    assert repr(key) == (
+        "ServiceKey(app='shop', name='cart', version='1.0.0', environment='production', "
+        "project='acme/prod')"
+    )
