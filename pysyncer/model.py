@@ -127,7 +127,17 @@ class Instance(NamedTuple):
         }
 
     def digest(self) -> int:
-        return digest.record_digest(self.service.text(), self.fields())
+        """``record_digest`` of the service's text and :meth:`fields` (not built)."""
+        return digest.instance_digest(
+            self.service.text(),
+            self.instance_id,
+            self.host_name,
+            self.endpoints,
+            self.status,
+            self.properties,
+            self.health_interval,
+            self.health_times,
+        )
 
     @classmethod
     def from_fields(cls, service: ServiceKey, fields: Mapping[str, Any]) -> Instance:

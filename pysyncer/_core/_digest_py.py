@@ -63,6 +63,7 @@ __all__ = [
     "diff_slots",
     "digest64",
     "encode_record",
+    "instance_digest",
     "record_digest",
     "snapshot_diff",
 ]
@@ -186,6 +187,31 @@ def encode_record(service_key: str, fields: Mapping[str, Value]) -> bytes:
 def record_digest(service_key: str, fields: Mapping[str, Value]) -> int:
     """``digest64(encode_record(service_key, fields))``."""
     return xxhash.xxh64_intdigest(encode_record(service_key, fields))
+
+
+def instance_digest(
+    service_key: str,
+    instance_id: Value,
+    host: Value,
+    endpoints: Iterable[Value],
+    status: Value,
+    properties: Mapping[str, Value],
+    interval: Value,
+    times: Value,
+) -> int:
+    """``record_digest(service_key, fields)`` of an instance's canonical fields:
+    ``{"id": instance_id, "host": host, "endpoints": list(endpoints), "status": status,
+    "properties": properties, "health": [interval, times]}`` (what
+    :meth:`pysyncer.model.Instance.fields` gives)."""
+    fields: dict[str, Value] = {
+        "id": instance_id,
+        "host": host,
+        "endpoints": list(endpoints),
+        "status": status,
+        "properties": properties,
+        "health": [interval, times],
+    }
+    return record_digest(service_key, fields)
 
 
 # ------------------------------------------------------------------ slot tables

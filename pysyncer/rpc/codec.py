@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from sys import intern
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -312,6 +313,8 @@ def _instance(service: ServiceKey, iid: str, raw: object) -> Instance:
         and 0 <= raw[5] <= _U32
     ):
         host, endpoints, status, props, interval, times = raw
+        # interned: a handful of words, one string each instead of one per copy held
+        status = intern(status)
         return Instance(
             service, iid, host, endpoints, status, MappingProxyType(props), interval, times
         )

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Final
 
@@ -46,6 +45,7 @@ from pysyncer.servicecenter.feed import (
     check_feed_request,
 )
 from pysyncer.servicecenter.governance import service_detail, sibling_versions, statistics
+from pysyncer.servicecenter.ids import new_id
 from pysyncer.servicecenter.leases import EXPIRY_STEP, Lease, LeaseQueue
 from pysyncer.servicecenter.settings import DEFAULT_SETTINGS, ServiceCenterSettings
 from pysyncer.servicecenter.tenants import Tenant, Tenants
@@ -247,7 +247,7 @@ class EmbeddedRegistry:
             raise no_quota(
                 f"{domain}/{project} holds {len(tenant.services)} services, the most allowed"
             )
-        record["serviceId"] = requested or uuid.uuid4().hex
+        record["serviceId"] = requested or new_id()
         record["timestamp"] = record["modTimestamp"] = _now_text()
         tenant.services[record["serviceId"]] = record
         tenant.keys[key] = record["serviceId"]
@@ -425,7 +425,7 @@ class EmbeddedRegistry:
                 index = self._by_endpoints[(*scope, service_id)] = _index_endpoints(leases)
             same = index.get(tuple(record["endpoints"]))
             if not same:
-                instance_id = uuid.uuid4().hex
+                instance_id = new_id()
             elif len(same) == 1:
                 instance_id = next(iter(same))
             else:  # several (registered with their ids): the first registered

@@ -346,6 +346,47 @@ def test_encode_error_parity(py: ModuleType, c: ModuleType, service_key: Any, fi
     assert _outcome(c.record_digest, service_key, fields)[0] == expected[0]
 
 
+_endpoint_lists = st.one_of(
+    st.lists(_texts, max_size=4), st.lists(_texts, max_size=4).map(tuple), _texts
+)
+
+
+@given(
+    service_key=st.one_of(_texts, st.just("\ud800"), st.just(b"k")),
+    parts=st.tuples(
+        st.one_of(_texts, _messy),
+        st.one_of(_texts, _messy),
+        st.one_of(_endpoint_lists, st.lists(_messy, max_size=3)),
+        st.one_of(_texts, _messy),
+        st.one_of(
+            st.dictionaries(st.text(max_size=8), _texts, max_size=5),
+            st.dictionaries(st.text(max_size=8), _texts, max_size=5).map(MappingProxyType),
+            st.dictionaries(st.one_of(st.text(max_size=3), st.integers(0, 3)), _messy, max_size=3),
+        ),
+        st.one_of(_ints, _messy),
+        st.one_of(_ints, _messy),
+    ),
+)
+@FAST
+def test_instance_digest_is_the_record_digest_of_the_instance_fields(
+    py: ModuleType, c: ModuleType, service_key: Any, parts: tuple[Any, ...]
+) -> None:
+    """Both implementations digest an instance's parts as record_digest digests the
+    fields built of them (:meth:`Instance.fields`), or fail with the same error type."""
+    instance_id, host, endpoints, status, properties, interval, times = parts
+    fields = {
+        "id": instance_id,
+        "host": host,
+        "endpoints": list(endpoints),
+        "status": status,
+        "properties": dict(properties) if isinstance(properties, Mapping) else properties,
+        "health": [interval, times],
+    }
+    expected = _outcome(py.record_digest, service_key, fields)
+    assert _outcome(py.instance_digest, service_key, *parts) == expected
+    assert _outcome(c.instance_digest, service_key, *parts) == expected
+
+
 # -------------------------------------------------------------------- slot tables
 
 

@@ -378,6 +378,16 @@ def test_codec_round_trip_and_encoding_checks() -> None:
     assert codec.decode_records(DC, parts[1][1], 1) == [two[1]]
 
 
+def test_decoded_records_share_one_string_per_status() -> None:
+    records = [_rec(f"i{n}", revision=n + 1) for n in range(3)]
+    payload = codec.encode_records(DC, records)
+    first, *others = codec.decode_records(DC, payload, len(records))
+    assert first.instance is not None and first.instance.status == "UP"
+    assert all(
+        r.instance is not None and r.instance.status is first.instance.status for r in others
+    )
+
+
 def test_a_slot_batch_refuses_records_of_another_slot_whichever_service_they_follow() -> None:
     other = next(
         ServiceKey("shop", f"s{n}", "1.0.0", "production")
