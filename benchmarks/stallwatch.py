@@ -27,8 +27,12 @@ call that keeps the GIL) shows as few samples and a gap between them
 a tripwire, :mod:`faulthandler`'s own timer thread, which needs no GIL: a tick later than
 ``threshold_ms`` past its due time makes it write every thread's Python stack to a file,
 whatever the loop thread holds; the report gives the loop thread's stacks from those
-dumps (``trips``, ``trip_stacks``). Re-arming costs ~80 us of the loop thread per tick
-(faulthandler starts a thread each time), 0.8 % of a core at a 10 ms tick. Standard
+dumps (``trips``, ``trip_stacks``). Re-arming stops and starts faulthandler's thread,
+and the loop thread waits for the old one to end: 80 us per tick on an idle machine, up
+to ~4 % of the loop thread's samples in a busy 1,000,000-copy sync when it was re-armed at
+every tick. So it is re-armed at most every ``tick + count_ms - threshold_ms`` with a
+deadline of ``tick + count_ms``: a stall of ``count_ms`` or more always trips it, a shorter
+one over ``threshold_ms`` when it falls late enough after the last re-arm. Standard
 library only; it must not import pysyncer.
 """
 
@@ -245,6 +249,9 @@ class StallWatch:
         # offset, so it is only ever read with pread; parsed up to ``_trip_read``,
         # ``_trip_size`` at the last look; closed by stop() (None: no tripwire)
         self._trip_fd = _unnamed_file() if trip else None
+        self._trip_deadline = tick + self.count_limit
+        self._trip_every = max(tick, self._trip_deadline - self.threshold)
+        self._armed_at = -self._trip_every  # when the tripwire was last (re-)armed
         self._trip_read = self._trip_size = 0
         self._trip_stacks: collections.Counter[tuple[str, ...]] = collections.Counter()
 
@@ -256,7 +263,7 @@ class StallWatch:
         # (THREADS_EVERY wakes in, later on a loaded machine) still names its threads.
         self._threads.append((time.monotonic(), threads_cpu()))
         self._thread.start()
-        self._arm()
+        self._arm(time.monotonic())
 
     def stop(self) -> None:
         if self._trip_fd is not None:
@@ -284,14 +291,17 @@ class StallWatch:
         if stall is not None:
             switches = [b - a for b, a in zip(self._tick_usage, usage, strict=True)]
             self._close(stall, due, now, self._tick_cpu - cpu, switches)
-        self._arm()
+        self._arm(now)
 
-    def _arm(self) -> None:
-        """The tripwire: every thread's stack dumped if the next tick is over the
-        threshold late (re-armed at each tick, which cancels the one before)."""
+    def _arm(self, now: float) -> None:
+        """The tripwire: every thread's stack dumped if no tick re-arms it within
+        ``tick + count_ms`` (re-arming cancels the one before; at most every
+        ``tick + count_ms - threshold_ms``: see the module's docstring)."""
         fd = self._trip_fd
-        if fd is not None and not self._stop.is_set():
-            faulthandler.dump_traceback_later(self.tick_period + self.threshold, file=fd)
+        if fd is None or self._stop.is_set() or now - self._armed_at < self._trip_every:
+            return
+        self._armed_at = now
+        faulthandler.dump_traceback_later(self._trip_deadline, file=fd)
 
     # -- the watchdog thread -----------------------------------------------------------
 
@@ -521,7 +531,7 @@ class StallWatch:
                 for gen, (c, t, m, ct, cm) in sorted(list(self._gc_totals.items()))
             },
             "gc_longest": [record for _, _, record in longest_gc],
-            # the tripwire: ticks over the threshold late, and the loop thread's stacks
+            # the tripwire: stalls it caught (every one over count_ms), the loop thread's stacks
             # when it fired (a C call keeping the GIL shows as the Python line calling it)
             "trips": sum(self._trip_stacks.values()),
             "trip_stacks": [

@@ -4,6 +4,7 @@ bounded however many stalls it sees."""
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import gc
 import os
 import threading
@@ -235,3 +236,37 @@ def test_the_dumps_are_parsed_for_the_loop_thread_only() -> None:
         ("pysyncer/sync/importer.py:42 _hold", "events.py:80 _run"),
         (),
     ]
+
+
+def test_the_tripwire_is_re_armed_at_most_every_tick_plus_count_less_threshold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Re-arming stops and starts faulthandler's thread: not at every tick, but as seldom
+    as still catches every stall of ``count_ms``."""
+    deadlines: list[float] = []
+    arm = faulthandler.dump_traceback_later
+
+    def counted(timeout: float, *, file: int) -> None:
+        deadlines.append(timeout)
+        arm(timeout, file=file)
+
+    monkeypatch.setattr(faulthandler, "dump_traceback_later", counted)
+    watch = StallWatch(threshold_ms=50.0, tick=0.01, count_ms=100.0)
+    watch.start()
+    ticks = 0
+
+    async def healthy() -> None:
+        nonlocal ticks
+        began = time.monotonic()
+        while time.monotonic() - began < 0.6:
+            await asyncio.sleep(watch.tick_period)
+            watch.tick()
+            ticks += 1
+
+    try:
+        asyncio.run(healthy())
+    finally:
+        watch.stop()
+    assert ticks >= 20
+    assert deadlines == [pytest.approx(0.11)] * len(deadlines)  # a tick plus count_ms
+    assert len(deadlines) <= 0.6 / 0.06 + 2 < ticks  # at most every 60 ms, the first at start
