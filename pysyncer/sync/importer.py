@@ -661,10 +661,11 @@ class Importer:
                 if service not in self._service_ids:
                     self._service_ids[service] = await self.adapter.ensure_service(service)
                 ensured = service
-            if not budget.unlimited and budget.tokens() < 1.0:  # spend() waits: write first
-                await self._register_all(writes, pending)
-                writes = []
-            await budget.spend()
+            if not budget.unlimited:  # (unlimited: no token to take, nothing to await)
+                if budget.tokens() < 1.0:  # spend() waits: write first
+                    await self._register_all(writes, pending)
+                    writes = []
+                await budget.spend()
             writes.append(_Write(record, copy, key_hash, digest))
         await self._register_all(writes, pending)
         return pending, deletes
@@ -678,11 +679,14 @@ class Importer:
         answers = await register_all(self.adapter, [write.copy for write in writes])
         for write, answer in zip(writes, answers, strict=True):
             record, copy, key_hash = write.record, write.copy, write.key_hash
-            if isinstance(answer, NotFoundError):
-                self._service_ids[copy.service] = await self.adapter.ensure_service(copy.service)
-                answer = await self.adapter.register(copy)
-            elif isinstance(answer, AdapterError):
-                raise answer
+            if type(answer) is not LocalRef:  # (one check for the usual answer)
+                if isinstance(answer, NotFoundError):
+                    self._service_ids[copy.service] = await self.adapter.ensure_service(
+                        copy.service
+                    )
+                    answer = await self.adapter.register(copy)
+                elif isinstance(answer, AdapterError):
+                    raise answer
             self.stats.registered += 1
             self.renewals.note_ttl(copy.ttl)
             if key_hash in self._lost:
