@@ -3,6 +3,7 @@ kernel's with its page faults, and the tripwire's stacks in the printed report."
 
 from __future__ import annotations
 
+import mmap
 import os
 
 import pytest
@@ -14,11 +15,13 @@ def test_the_cpu_split_adds_up_and_fresh_pages_count_as_faults() -> None:
     user, system, faults = bench_sync.proc_usage(os.getpid())
     assert user > 0 and system >= 0
     assert bench_sync.proc_cpu(os.getpid()) >= user + system
-    fresh = bytearray(16 << 20)  # zero-filled: every page written once
-    fresh[::4096] = b"\x01" * len(fresh[::4096])
-    after = bench_sync.proc_usage(os.getpid())[2]
+    # an anonymous mapping of its own: fresh pages (a bytearray may reuse memory malloc
+    # had already touched, after other tests in the same worker freed it)
+    with mmap.mmap(-1, 16 << 20) as fresh:
+        for page in range(0, 16 << 20, 4096):  # every page written once
+            fresh[page] = 1
+        after = bench_sync.proc_usage(os.getpid())[2]
     assert after - faults >= (16 << 20) // 4096 // 2  # at least half its pages (huge pages aside)
-    del fresh
 
 
 def test_the_report_prints_the_stacks_the_tripwire_caught(
