@@ -39,7 +39,7 @@ StateKey = tuple[str, str]  # (service text, instance id)
 RESYNC_BACKOFF_MAX = 5.0  # a registry back from a restart is followed again within 5 s
 COMMIT_TIMES_KEPT = 4096
 STARTUP_GRACE_MAX = 120.0
-SLOTS_PER_READ = 256  # slots read from the store at once for a PullSlots answer
+SLOTS_PER_READ = 256  # slots read from the store at once for a PullSlots answer (and one ahead)
 TAIL_SIZE = 20_000  # recent changes kept in memory for the watch streams (at most the log's)
 # Seconds from the start of one commit of the followed changes to the next, at least: a
 # busy registry's changes are committed (fsynced) several at a time, not one by one. No
@@ -430,13 +430,25 @@ class Exporter:
 
     async def slot_records(self, slots: Sequence[int]) -> AsyncIterator[tuple[int, list[Record]]]:
         """The full current state of each slot asked for (empty slots included), read
-        :data:`SLOTS_PER_READ` slots at a time: the first slot goes out at once and at most
-        one read's records are held, however many the data center exports."""
+        :data:`SLOTS_PER_READ` slots at a time: the first slot goes out at once, and the
+        next read runs while one's slots go out, so at most two reads' records are held
+        however many the data center exports."""
         wanted = sorted(set(slots))
-        for start in range(0, len(wanted), SLOTS_PER_READ):
-            part = wanted[start : start + SLOTS_PER_READ]
-            by_slot: dict[int, list[Record]] = {slot: [] for slot in part}
-            for record in await self.store.exported_records(part):
-                by_slot[record.slot].append(record)
-            for slot in part:
-                yield slot, by_slot.pop(slot)
+        parts = [wanted[i : i + SLOTS_PER_READ] for i in range(0, len(wanted), SLOTS_PER_READ)]
+        reading: asyncio.Future[list[Record]] | None = None
+        try:
+            for number, part in enumerate(parts):
+                if reading is None:
+                    reading = asyncio.ensure_future(self.store.exported_records(part))
+                records = await reading
+                reading = None
+                if number + 1 < len(parts):  # read ahead while this part goes out
+                    reading = asyncio.ensure_future(self.store.exported_records(parts[number + 1]))
+                by_slot: dict[int, list[Record]] = {slot: [] for slot in part}
+                for record in records:
+                    by_slot[record.slot].append(record)
+                for slot in part:
+                    yield slot, by_slot.pop(slot)
+        finally:
+            if reading is not None:  # the caller stopped early: the read ahead is not wanted
+                reading.cancel()

@@ -9,10 +9,12 @@ specifics (files, locks, schema versions, disk full) take ``tmp_path`` and build
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -554,7 +556,61 @@ async def test_a_version_1_schema_is_migrated_and_keeps_its_data(tmp_path: Path)
         version = await db.run_in_worker(
             lambda c: c.execute("SELECT version FROM schema_version").fetchone()[0]
         )
-        assert version == SCHEMA_VERSION == 2
+        assert version == SCHEMA_VERSION == 3
+
+
+_MAPPING_V2 = """CREATE TABLE mapping (
+    origin_dc TEXT NOT NULL, origin_id TEXT NOT NULL, service TEXT NOT NULL,
+    slot INTEGER NOT NULL, digest INTEGER NOT NULL, origin_revision INTEGER NOT NULL,
+    local_service_id TEXT NOT NULL, local_instance_id TEXT NOT NULL,
+    registered_at REAL NOT NULL, renewed_at REAL NOT NULL,
+    PRIMARY KEY (origin_dc, origin_id)
+) WITHOUT ROWID"""
+
+
+async def test_a_version_2_mapping_table_is_rebuilt_and_keeps_its_rows(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """v3 keeps the mappings in a rowid table, keyed by a unique index of their own."""
+    path = tmp_path / "store.db"
+    entries = [entry(n, digest=(1 << 63) + n) for n in range(300)]
+    async with SqliteStore(path) as db:
+        await db.put_mappings(entries)
+    with sqlite3.connect(path) as conn:  # as a pysyncer before schema v3 left it
+        rows = conn.execute("SELECT * FROM mapping").fetchall()
+        conn.execute("DROP TABLE mapping")
+        conn.execute(_MAPPING_V2)
+        conn.execute("CREATE INDEX mapping_by_slot ON mapping (slot)")
+        conn.executemany(f"INSERT INTO mapping VALUES ({', '.join('?' * 10)})", rows)
+        conn.execute("UPDATE schema_version SET version = 2")
+    conn.close()
+    with caplog.at_level(logging.INFO, logger="pysyncer.store.sqlite_db"):
+        async with SqliteStore(path):
+            pass
+    assert "migrating its schema to v3" in caplog.text  # a long one on a big table: said
+    async with SqliteStore(path) as db:
+        assert await db.list_mappings("dc-remote", limit=1000) == sorted(
+            entries, key=lambda e: e.origin_instance_id
+        )
+        slot = entries[0].slot
+        assert sorted(await db.mappings_in_slots([slot])) == sorted(
+            e for e in entries if e.slot == slot
+        )
+        moved = entries[0]._replace(digest=5, local_instance_id="li-again")
+        await db.put_mappings([moved])  # the key is still unique: replaced, not added
+        assert await db.get_mapping("dc-remote", moved.origin_instance_id) == moved
+        assert await db.count_mappings() == len(entries)
+
+        def layout(conn: sqlite3.Connection) -> tuple[Any, ...]:
+            sql = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'mapping'").fetchone()
+            indexes = conn.execute("PRAGMA index_list(mapping)").fetchall()
+            version = conn.execute("SELECT version FROM schema_version").fetchone()[0]
+            return sql[0], {row[1]: row[2] for row in indexes}, version
+
+        sql, indexes, version = await db.run_in_worker(layout)
+        assert "WITHOUT ROWID" not in sql
+        assert indexes == {"mapping_by_key": 1, "mapping_by_slot": 0}  # name: unique
+        assert version == SCHEMA_VERSION
 
 
 async def test_undecodable_row_is_reported_corrupt(tmp_path: Path) -> None:
