@@ -202,6 +202,15 @@ class Node:
     def tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-2000:]
 
+    def check_running(self, what: str) -> None:
+        """RuntimeError saying how the process ended, when it has (a killed daemon left
+        no ``VmRSS`` to read, and the report said only that)."""
+        code = self.process.poll()
+        if code is None:
+            return
+        how = f"signal {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+        raise RuntimeError(f"{self.name} ended ({how}) during {what}; its log:\n{self.tail()}")
+
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, *nodes: Node) -> float:
     """Poll ``condition`` every 50 ms; the seconds it took, or raise with the logs."""
@@ -555,6 +564,7 @@ def phase_full_sync(args: argparse.Namespace, workdir: Path, secure: bool) -> di
                 "peak_rss_bytes": proc_mem(target.pid, "VmHWM"),
             }
         took = time.monotonic() - spawned
+        target.check_running("the full sync")
         user, system, faults = proc_usage(target.pid)
         probe_after = host_probe()
         peak = proc_mem(target.pid, "VmHWM")
@@ -661,7 +671,9 @@ def phase_renewal(
         done = (renewed - start_renewals) // count
         if done >= 2:
             break
+        node.check_running("the renewal phase")
         time.sleep(0.1)
+    node.check_running("the renewal phase")
     rss = proc_mem(node.pid, "VmRSS")
     out: dict[str, Any] = {
         "rss_steady_bytes": rss,

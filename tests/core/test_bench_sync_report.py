@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import mmap
 import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -51,3 +56,23 @@ def test_the_host_probe_measures_the_work_it_does(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(bench_sync, "PROBE_KEYS", 400_000)
     large = bench_sync.host_probe()
     assert 0 < small < large  # twenty times the work
+
+
+def test_a_daemon_that_ended_is_named_with_how_it_ended(tmp_path: Path) -> None:
+    """A daemon killed mid-run (a segfault) used to surface as ``KeyError: 'VmRSS'``."""
+    log = tmp_path / "fb.log"
+    log.write_text("last words\n")
+    crash = "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"
+    process = subprocess.Popen([sys.executable, "-c", crash])
+    node: Any = SimpleNamespace(name="fb", process=process, log_path=log)
+    node.tail = lambda: bench_sync.Node.tail(node)
+    process.wait(30)
+    with pytest.raises(RuntimeError, match=r"fb ended \(signal SIGSEGV\) during the renewal phase"):
+        bench_sync.Node.check_running(node, "the renewal phase")
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        node.process = running
+        bench_sync.Node.check_running(node, "the renewal phase")  # still running: nothing
+    finally:
+        running.kill()
+        running.wait()
