@@ -58,7 +58,7 @@ BACKOFF_MAX = 10.0
 # A peer that refused the call (CallRefusedError: it serves as many streams as it allows)
 # is asked again after at least this long, with jitter, whatever gossip says meanwhile.
 REFUSED_BACKOFF = 5.0
-READ_AHEAD = 64  # watch batches, pulled slot parts received ahead of the importer
+READ_AHEAD = 64  # watch batches received ahead of the importer (the stream's own buffer)
 # A periodic anti-entropy round while the stream runs looks twice, this long apart, and
 # pulls only the slots that differ both times with the origin's digest unchanged between:
 # the others are changes on their way down the stream (see PeerLink.repair).
@@ -68,7 +68,7 @@ SETTLE_LOOK = 2.0
 # would hold it for seconds more, then the kernel's user timeout ends it): dial afresh.
 STREAM_SILENCE_MAX = 1.5 * HEARTBEAT_INTERVAL
 APPLY_MAX_RECORDS = 5000  # queued watch batches merged into one importer call, at most
-_END = object()  # the stream (a watch, a pull) ended
+_END = object()  # the watch stream ended
 _ASKED = object()  # a repair was asked for: look at what is due (not a batch)
 
 
@@ -496,22 +496,13 @@ class PeerLink:
             parts: dict[int, list[Any]] = {}
             complete: dict[int, list[Any]] = {}
             buffered = 0
-            # A reader task receives the pulled slots ahead of the importer: the origin
-            # reads and sends the next slots while this side writes the last ones.
-            ahead: asyncio.Queue[Any] = asyncio.Queue(READ_AHEAD)
-            reader = asyncio.get_running_loop().create_task(
-                _read_stream(client.pull_slots(slots), ahead, self.status, _nothing),
-                name=f"peer-{self.dc}-pull",
-            )
+            pulling = aiter(client.pull_slots(slots))
             try:
                 while True:
-                    # importer writes (below) are never cut short: only the network wait
-                    item = await self._unless_silent(ahead.get())
-                    if item is _END:
+                    try:  # importer writes (below) are never cut short: only the network wait
+                        slot, records, last = await self._unless_silent(anext(pulling))
+                    except StopAsyncIteration:
                         break
-                    if isinstance(item, BaseException):
-                        raise item
-                    slot, records, last = item
                     parts.setdefault(int(slot), []).extend(records)
                     progress.records_done += len(records)
                     if last:
@@ -525,10 +516,11 @@ class PeerLink:
                                 self.dc, complete, cursor, str(remote_epoch)
                             )
                             complete, buffered = {}, 0
-            finally:
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await reader
+            finally:  # stopped early (the importer failed, a silence): the call is freed now
+                close = getattr(pulling, "aclose", None)
+                if close is not None:
+                    with contextlib.suppress(Exception):  # (still running: it ends by itself)
+                        await close()
             if complete:
                 await self._importer.reconcile_slots(self.dc, complete, cursor, str(remote_epoch))
         elif not (streaming and self._unsettled):
@@ -548,15 +540,11 @@ class PeerLink:
         return cursor
 
 
-def _nothing() -> None:
-    """A stream's ``heard`` that notes nothing (a pull's items do not keep a watch alive)."""
-
-
 async def _read_stream(
     stream: Any, queue: asyncio.Queue[Any], status: PeerStatus, heard: Callable[[], None]
 ) -> None:
-    """Move a stream's items (watch batches, pulled slots) into ``queue`` (``heard`` at
-    each), then ``_END`` or the error raised."""
+    """Move a watch stream's batches into ``queue`` (``heard`` at each), then ``_END`` or
+    the error raised."""
     try:
         async for batch in stream:
             heard()
@@ -573,5 +561,5 @@ async def _read_stream(
                 await close()
             except Exception as exc:  # the stream is gone either way
                 status.error("close")
-                log.info("stream of %s: closing it failed: %s", status.dc, exc)
+                log.info("watch of %s: closing the stream failed: %s", status.dc, exc)
     await queue.put(_END)
