@@ -53,8 +53,7 @@ it changed since the last one, so a large WAL costs less CPU per small commit (5
 mappings into a table of 200,000: 104-121 us with 1,000 pages, 79-82 us with 10,000;
 measured in the store's thread)."""
 
-_SCHEMA_V1 = """
-CREATE TABLE mapping (
+_MAPPING_FIELDS = """
     origin_dc TEXT NOT NULL,
     origin_id TEXT NOT NULL,
     service TEXT NOT NULL,
@@ -64,7 +63,11 @@ CREATE TABLE mapping (
     local_service_id TEXT NOT NULL,
     local_instance_id TEXT NOT NULL,
     registered_at REAL NOT NULL,
-    renewed_at REAL NOT NULL,
+    renewed_at REAL NOT NULL"""
+"""The mapping table's columns, in every schema version (v3 changed only its keys)."""
+
+_SCHEMA_V1 = f"""
+CREATE TABLE mapping ({_MAPPING_FIELDS},
     PRIMARY KEY (origin_dc, origin_id)
 ) WITHOUT ROWID;
 CREATE INDEX mapping_by_slot ON mapping (slot);
@@ -97,23 +100,10 @@ CREATE TABLE log_state (
 );
 """
 
-_MAPPING_V3 = """
-CREATE TABLE mapping_v3 (
-    origin_dc TEXT NOT NULL,
-    origin_id TEXT NOT NULL,
-    service TEXT NOT NULL,
-    slot INTEGER NOT NULL,
-    digest INTEGER NOT NULL,
-    origin_revision INTEGER NOT NULL,
-    local_service_id TEXT NOT NULL,
-    local_instance_id TEXT NOT NULL,
-    registered_at REAL NOT NULL,
-    renewed_at REAL NOT NULL
+_MAPPING_V3 = f"""
+CREATE TABLE mapping_v3 ({_MAPPING_FIELDS}
 );
-INSERT INTO mapping_v3 SELECT
-    origin_dc, origin_id, service, slot, digest, origin_revision,
-    local_service_id, local_instance_id, registered_at, renewed_at
-FROM mapping;
+INSERT INTO mapping_v3 SELECT * FROM mapping;
 DROP TABLE mapping;
 ALTER TABLE mapping_v3 RENAME TO mapping;
 CREATE UNIQUE INDEX mapping_by_key ON mapping (origin_dc, origin_id);
