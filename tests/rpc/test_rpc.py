@@ -206,8 +206,9 @@ async def test_watch_coalesces_commits_within_its_window_and_sends_a_lone_one_at
     source: MemorySource,
 ) -> None:
     # Long enough that the test's own steps between the first send and the burst fit in
-    # it on a loaded machine (0.4 s did not once, under CI's four workers on two cores).
-    window = 1.5
+    # it on a loaded machine (0.4 s did not once under CI's four workers on two cores, nor
+    # 1.5 s once, with the pure-Python twins).
+    window = 3.0
     async with (
         SyncServer(source, "127.0.0.1", 0, coalesce=window) as server,
         SyncClient(server.address, dc=DC) as client,
