@@ -123,6 +123,7 @@ class Node:
         secrets: PoolSecrets | None = None,
         extra: Sequence[str] = (),
         lag_file: Path | None = None,
+        tripwire: bool = False,
     ) -> None:
         self.name = name
         self.dc = f"dc-{name}"
@@ -162,7 +163,8 @@ class Node:
             helper = [sys.executable, "-m", __spec__.name, "--origin-helper", str(helper_count)]
             command = [*helper, *flags]
         elif lag_file is not None:  # the daemon, with its event loop's stalls sampled
-            command = [sys.executable, "-m", __spec__.name, "--lag-helper", str(lag_file), *flags]
+            command = [sys.executable, "-m", __spec__.name, "--lag-helper", str(lag_file)]
+            command += [TRIPWIRE_FLAG, *flags] if tripwire else flags
         else:
             command = [sys.executable, "-m", "pysyncer", "daemon", *flags]
         self.log_path.unlink(missing_ok=True)
@@ -537,6 +539,7 @@ def phase_full_sync(args: argparse.Namespace, workdir: Path, secure: bool) -> di
             secrets=secrets,
             extra=quota,
             lag_file=lag_file,
+            tripwire=args.tripwire,
         )
         nodes.append(target)
         spawned = target.started
@@ -1034,17 +1037,24 @@ STALL_MS = 100.0  # stalls longer than this are counted
 WATCH_MS = 50.0  # stalls longer than this get the loop thread's stacks sampled (stallwatch)
 
 
+TRIPWIRE_FLAG = "--tripwire"  # the lag helper's, before the daemon's flags
+
+
 def lag_helper(lag_file: Path, flags: list[str]) -> int:
     """Run ``pysyncer daemon`` (the CLI's own loop: uvloop when installed) in this process
     with a sampler task that sleeps :data:`LAG_TICK` over and over and writes, every half
     second, the longest stall of the event loop (the oversleep) to ``lag_file`` as JSON,
     with the evidence of :class:`~benchmarks.stallwatch.StallWatch` (key ``watch``): the
-    loop thread's stacks during each stall over :data:`WATCH_MS`, and the collections."""
+    loop thread's stacks during each stall over :data:`WATCH_MS`, and the collections.
+    :data:`TRIPWIRE_FLAG` first in ``flags`` arms the watch's tripwire (off otherwise: its
+    dump is not safe while other threads run, see docs/benchmarks.md)."""
     from benchmarks.stallwatch import StallWatch
     from pysyncer.cli import run_event_loop
     from pysyncer.config import load_config
     from pysyncer.daemon import run_daemon
 
+    tripwire = flags[:1] == [TRIPWIRE_FLAG]
+    flags = flags[1:] if tripwire else flags
     pairs = dict(zip(flags[0::2], flags[1::2], strict=True))
     config = load_config({k.removeprefix("--"): v for k, v in pairs.items()})
 
@@ -1061,7 +1071,7 @@ def lag_helper(lag_file: Path, flags: list[str]) -> int:
             pauses[2] += took
 
     gc.callbacks.append(on_gc)
-    watch = StallWatch(WATCH_MS, LAG_TICK, STALL_MS)
+    watch = StallWatch(WATCH_MS, LAG_TICK, STALL_MS, trip=tripwire)
 
     figures: dict[str, Any] = {}  # the sampler's, written out by the writer thread
 
@@ -1370,6 +1380,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         default=1,
         help="propagation rounds per mode, alternating (--secure both compares medians)",
+    )
+    parser.add_argument(
+        "--tripwire",
+        action="store_true",
+        help="full sync: dump the daemon's stacks in a stall that keeps the GIL (it can crash "
+        "the daemon: docs/benchmarks.md)",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)

@@ -249,6 +249,7 @@ class StallWatch:
         # offset, so it is only ever read with pread; parsed up to ``_trip_read``,
         # ``_trip_size`` at the last look; closed by stop() (None: no tripwire)
         self._trip_fd = _unnamed_file() if trip else None
+        self._tripwire = trip
         self._trip_deadline = tick + self.count_limit
         self._trip_every = max(tick, self._trip_deadline - self.threshold)
         self._armed_at = -self._trip_every  # when the tripwire was last (re-)armed
@@ -533,6 +534,7 @@ class StallWatch:
             "gc_longest": [record for _, _, record in longest_gc],
             # the tripwire: stalls it caught (every one over count_ms), the loop thread's stacks
             # when it fired (a C call keeping the GIL shows as the Python line calling it)
+            "tripwire": self._tripwire,  # armed at all (False: trips are not looked for)
             "trips": sum(self._trip_stacks.values()),
             "trip_stacks": [
                 {"count": count, "frames": list(frames)}

@@ -31,6 +31,7 @@ Objects here are not locked: share a table between threads only under a lock.
 """
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import NamedTuple, Union
 
 from cpython.array cimport array, clone, resize
@@ -451,8 +452,16 @@ cdef int _put_map(Buf* b, object mapping, int depth) except -1:
     cdef Py_ssize_t i, count, n = 0, pos = 0
     cdef PyObject* key
     cdef PyObject* value
-    cdef bint is_dict = PyDict_CheckExact(mapping)
+    cdef bint is_dict
     _check_depth(depth)
+    if type(mapping) is MappingProxyType:  # a read-only view: read the dict it wraps
+        try:
+            copied = mapping.copy()  # (the view's own copy() of a dict is a dict)
+        except Exception:  # a view of a mapping without copy(): read it as the twin does
+            copied = None
+        if PyDict_CheckExact(copied):
+            mapping = copied
+    is_dict = PyDict_CheckExact(mapping)
     keys = None if is_dict else list(mapping)
     count = len(mapping) if is_dict else len(keys)
     if count > SMALL_MAP:
@@ -517,6 +526,8 @@ cdef int _put_value(Buf* b, object value, int depth) except -1:
         _put_array(b, value, depth)
     elif PyBytes_CheckExact(value):
         _put_bin(b, value)
+    elif type(value) is MappingProxyType:  # an Instance's properties: no ABC check
+        _put_map(b, value, depth)
     elif isinstance(value, int):
         _put_int(b, value)
     elif isinstance(value, float):

@@ -79,6 +79,9 @@ class StoreWorker:
             except BaseException as exc:  # handed to the caller, whatever it is
                 outcome = (future, True, exc)
             self._finish(outcome)
+            # not kept until the next call: the last one's arguments (a commit's mapping
+            # entries) would live on, and the importer's garbage-collector freeze with them
+            del item, future, job, outcome
 
     def _finish(self, outcome: _Outcome) -> None:
         """Queue a result for the loop; wake the loop unless a wake-up is still pending

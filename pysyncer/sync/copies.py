@@ -8,7 +8,6 @@ importer.
 
 from __future__ import annotations
 
-import time
 from types import MappingProxyType
 from typing import NamedTuple
 
@@ -33,9 +32,8 @@ class PendingCopy(NamedTuple):
     revision: int
     ref: LocalRef
 
-    def entry(self) -> MappingEntry:
-        """Its mapping entry, registered and renewed now."""
-        now = time.time()
+    def entry(self, now: float) -> MappingEntry:
+        """Its mapping entry, registered and renewed at ``now`` (wall-clock seconds)."""
         ref = self.ref
         return MappingEntry(  # positional (a copy's hot path), in MappingEntry's field order
             self.origin_dc,

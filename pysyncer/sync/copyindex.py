@@ -149,6 +149,8 @@ class CopyIndex:
         self._shards = [_Shard() for _ in range(SHARDS)]
         self._groups: list[_Group] = []
         self._group_of: ShardedDict[tuple[str, ServiceKey], int] = ShardedDict()
+        # the group of the last copy added (groups are never renumbered or dropped)
+        self._last_group: tuple[ServiceKey | None, str, int] = (None, "", -1)
         self._origins: dict[str, _Origin] = {}
         # Copies whose registry kept another id than px<key hash> (none for Service-Center).
         self._odd_ids: dict[int, str] = {}
@@ -205,15 +207,23 @@ class CopyIndex:
     ) -> None:
         """Hold (or replace) one copy, whose registry lease was set (registered or
         heartbeated) in mark ``generation`` (-1, the default: unknown)."""
-        self.remove(key_hash)
-        number = self._group_of.get((origin_dc, service))
-        if number is None:
-            number = len(self._groups)
-            self._groups.append(_Group(origin_dc, service, slot, ref.service_id))
-            self._group_of[(origin_dc, service)] = number
-        else:
-            self._groups[number].service_id = ref.service_id
         shard = self._shards[key_hash >> _SHARD_SHIFT]
+        if key_hash in shard.entries:
+            self.remove(key_hash)
+        last = self._last_group  # copies of one service come together: looked up once
+        if last[0] is service and last[1] == origin_dc:
+            number = last[2]
+            self._groups[number].service_id = ref.service_id
+        else:
+            known = self._group_of.get((origin_dc, service))
+            if known is None:
+                number = len(self._groups)
+                self._groups.append(_Group(origin_dc, service, slot, ref.service_id))
+                self._group_of[(origin_dc, service)] = number
+            else:
+                number = known
+                self._groups[number].service_id = ref.service_id
+            self._last_group = (service, origin_dc, number)
         shard.entries[key_hash] = digest | (number << 64)
         state = self._origins.get(origin_dc)
         if state is None:

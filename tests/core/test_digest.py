@@ -185,6 +185,9 @@ HAND_WRITTEN: list[tuple[str, dict[str, Any]]] = [
     ("k", {"enum": Colour.RED, "sub": Text("abc"), "chain": Chain([1, 2])}),
     ("k", {"ordered": OrderedDict([("b", 1), ("a", 2)]), "proxy": MappingProxyType({"q": 1})}),
     ("k", {"frozen": Frozen({"b": [1.0], "a": False})}),
+    # read-only views of a mapping without copy() and of a dict subclass (the view's copy()
+    # is no plain dict): read as any mapping
+    ("k", {"p": MappingProxyType(Frozen({"b": 1})), "q": MappingProxyType(OrderedDict(x=1))}),
     ("k", {"bytes_sub": type("B", (bytes,), {})(b"xy"), "float_sub": type("F", (float,), {})(2.5)}),
 ]  # fmt: skip
 

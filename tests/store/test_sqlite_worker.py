@@ -7,6 +7,7 @@ import functools
 import os
 import threading
 import time
+import weakref
 from typing import Any
 
 import pytest
@@ -33,6 +34,29 @@ async def test_calls_run_in_one_thread_in_order_and_return_their_results() -> No
     assert results == [n * n for n in range(20)]
     assert [n for n, _ in seen] == list(range(20))
     assert {name for _, name in seen} == {"test-store"}
+
+
+async def test_the_worker_keeps_nothing_of_a_call_once_it_is_answered() -> None:
+    """Its arguments (a commit's mapping entries) must not live on in the idle worker until
+    the next call: the importer freezes what is alive into the garbage collector's
+    permanent generation."""
+
+    class Payload:
+        pass
+
+    worker = StoreWorker("test-store")
+    payload = Payload()
+    gone = weakref.ref(payload)
+    try:
+        assert await worker.call(functools.partial(id, payload)) == id(payload)
+        del payload
+        for _ in range(50):  # the worker drops its references after it answers
+            if gone() is None:
+                break
+            await asyncio.sleep(0.01)
+        assert gone() is None
+    finally:
+        worker.stop()
 
 
 async def test_an_exception_reaches_its_caller_only() -> None:
