@@ -128,15 +128,9 @@ class Instance(NamedTuple):
 
     def digest(self) -> int:
         """``record_digest`` of the service's text and :meth:`fields` (not built)."""
+        service, instance_id, host, endpoints, status, properties, interval, times = self
         return digest.instance_digest(
-            self.service.text(),
-            self.instance_id,
-            self.host_name,
-            self.endpoints,
-            self.status,
-            self.properties,
-            self.health_interval,
-            self.health_times,
+            service.text(), instance_id, host, endpoints, status, properties, interval, times
         )
 
     @classmethod

@@ -139,17 +139,14 @@ def instance_from_sc(obj: Any, service: ServiceKey) -> Instance:
 
 def instance_to_sc(instance: Instance) -> dict[str, Any]:
     """The ``MicroServiceInstance`` body registering ``instance`` under its own id."""
+    _, instance_id, host, endpoints, status, _, interval, times = instance
     return {
-        "instanceId": instance.instance_id,
-        "hostName": instance.host_name,
-        "endpoints": list(instance.endpoints),
-        "status": instance.status,
+        "instanceId": instance_id,
+        "hostName": host,
+        "endpoints": list(endpoints),
+        "status": status,
         "properties": instance.properties_dict(),
-        "healthCheck": {
-            "mode": "push",
-            "interval": instance.health_interval,
-            "times": instance.health_times,
-        },
+        "healthCheck": {"mode": "push", "interval": interval, "times": times},
     }
 
 

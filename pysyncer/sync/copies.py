@@ -14,7 +14,7 @@ from typing import NamedTuple
 from pysyncer.adapters.base import LocalRef
 from pysyncer.model import ORIGIN_DC_PROPERTY, ORIGIN_ID_PROPERTY, Instance, Record, ServiceKey
 from pysyncer.store.base import MappingEntry
-from pysyncer.sync.copyindex import copy_instance_id
+from pysyncer.sync.copyindex import local_id_of
 
 __all__ = ["PendingCopy", "copy_of"]
 
@@ -34,33 +34,37 @@ class PendingCopy(NamedTuple):
 
     def entry(self, now: float) -> MappingEntry:
         """Its mapping entry, registered and renewed at ``now`` (wall-clock seconds)."""
-        ref = self.ref
+        _, origin_dc, origin_id, service, slot, digest, revision, ref = self
+        service_id, instance_id = ref
         return MappingEntry(  # positional (a copy's hot path), in MappingEntry's field order
-            self.origin_dc,
-            self.origin_id,
-            self.service.text(),
-            self.slot,
-            self.digest,
-            self.revision,
-            ref.service_id,
-            ref.instance_id,
+            origin_dc,
+            origin_id,
+            service.text(),
+            slot,
+            digest,
+            revision,
+            service_id,
+            instance_id,
             now,
             now,
         )
 
 
-def copy_of(record: Record, origin: Instance) -> Instance:
-    """The copy of ``origin`` (the instance of ``record``) to register in this registry."""
+def copy_of(record: Record, origin: Instance, key_hash: int) -> Instance:
+    """The copy of ``origin`` (the instance of ``record``, whose key hash is ``key_hash``)
+    to register in this registry."""
+    # unpacked (a copy's hot path): one step, not a descriptor call per field
+    service, _, host, endpoints, status, _, interval, times = origin
     properties = origin.properties_dict()
     properties[ORIGIN_DC_PROPERTY] = record.origin_dc
     properties[ORIGIN_ID_PROPERTY] = record.instance_id
     return Instance(
-        service=origin.service,
-        instance_id=copy_instance_id(record.origin_dc, record.instance_id),
-        host_name=origin.host_name,
-        endpoints=origin.endpoints,
-        status=origin.status,
-        properties=MappingProxyType(properties),
-        health_interval=origin.health_interval,
-        health_times=origin.health_times,
+        service,
+        local_id_of(key_hash),  # copy_instance_id of the record, without hashing it again
+        host,
+        endpoints,
+        status,
+        MappingProxyType(properties),
+        interval,
+        times,
     )

@@ -44,7 +44,7 @@ from pysyncer.adapters.base import LocalRef
 from pysyncer.model import ServiceKey, record_key_hash
 from pysyncer.shardeddict import SHARD_BITS, SHARDS, ShardedDict
 
-__all__ = ["DROP_STEP", "SHARDS", "CopyIndex", "copy_instance_id"]
+__all__ = ["DROP_STEP", "SHARDS", "CopyIndex", "copy_instance_id", "local_id_of"]
 
 _MASK = (1 << 64) - 1
 _SHARD_SHIFT = 64 - SHARD_BITS  # the low bits stay whole: each dict's slots spread evenly
@@ -54,7 +54,12 @@ _SLOTS = core_digest.SLOT_COUNT
 
 def copy_instance_id(origin_dc: str, origin_instance_id: str) -> str:
     """The local id of a copy: the same for every syncer of this data center, every time."""
-    return f"px{record_key_hash(origin_dc, origin_instance_id):016x}"
+    return local_id_of(record_key_hash(origin_dc, origin_instance_id))
+
+
+def local_id_of(key_hash: int) -> str:
+    """The local id of the copy of the record whose key hash is ``key_hash``."""
+    return f"px{key_hash:016x}"
 
 
 @dataclass(slots=True, eq=False)
@@ -136,7 +141,7 @@ class _LocalIds(Collection[str]):
     def __iter__(self) -> Iterator[str]:
         odd = self._index._odd_ids
         for key_hash in self._index.key_hashes():
-            yield odd.get(key_hash) or f"px{key_hash:016x}"
+            yield odd.get(key_hash) or local_id_of(key_hash)
 
     def __len__(self) -> int:
         return len(self._index)
@@ -231,7 +236,7 @@ class CopyIndex:
         state.count += 1
         state.per_slot[slot] += 1
         state.table.add(slot, digest)
-        if ref.instance_id != f"px{key_hash:016x}":
+        if ref.instance_id != local_id_of(key_hash):
             self._odd_ids[key_hash] = ref.instance_id
             self._odd_keys[ref.instance_id] = key_hash
         if generation != self.generation and shard.marked:
@@ -300,7 +305,7 @@ class CopyIndex:
 
     def _ref(self, key_hash: int, packed: int) -> LocalRef:
         group = self._groups[packed >> 64]
-        local_id = self._odd_ids.get(key_hash) or f"px{key_hash:016x}"
+        local_id = self._odd_ids.get(key_hash) or local_id_of(key_hash)
         return LocalRef(group.service_id, local_id)
 
     def renewable(

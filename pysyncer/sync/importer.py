@@ -91,7 +91,7 @@ WRITES_PER_TURN = 100  # registry writes between two yields (a turn of 200 held 
 # worth took up to 68 ms of the loop thread at 1,000,000 copies, 2,000 (a repair batch)
 # up to 41 ms in process; on a slow host such a collection and the hold step before it,
 # in one turn, held the loop 65 ms (the tripwire caught it in the collection). So it
-# runs in a turn of its own, after the group of batches that made it due.
+# runs in a turn of its own, after the hold step that made it due.
 FREEZE_EVERY = 2_000
 # Copies added to the index between two yields after a commit: a repair batch of 15,000
 # copies added in one turn held the loop 70-85 ms at 1,000,000 copies (py-spy), every
@@ -475,16 +475,6 @@ class Importer:
         return latest
 
     async def _apply_group(self, group: Sequence[_Batch]) -> None:
-        """:meth:`_apply_once`, then :meth:`_settle` in a turn of its own if due: only
-        when the group's own work is over are its pending copies and mapping entries
-        gone, so the collection before the freeze neither scans them nor freezes them
-        (a third to half of what it scanned in the hold steps)."""
-        await self._apply_once(group)
-        if self._unfrozen >= FREEZE_EVERY:
-            await asyncio.sleep(0)
-            self._settle()
-
-    async def _apply_once(self, group: Sequence[_Batch]) -> None:
         """Write the registry, then commit the mappings and cursors, then the index; with
         the lock held. Each batch ends done, with the error that stopped it if any: a batch
         whose registry writes fail is left out of the commit (its origin replays it); a
@@ -561,11 +551,12 @@ class Importer:
                 if start:
                     yield
                 step = pending[start : start + HOLD_STEP]
-                for p in step:
-                    index.add(
-                        p.key_hash, p.origin_dc, p.service, p.slot, p.digest, p.ref, generation
-                    )
+                for key_hash, origin_dc, _, service, slot, digest, _, ref in step:
+                    index.add(key_hash, origin_dc, service, slot, digest, ref, generation)
                 self._unfrozen += len(step)
+                if self._unfrozen >= FREEZE_EVERY:
+                    yield  # the collection in a turn of its own, not the step's
+                    self._settle()
             for key_hash, _ in deletes:
                 index.remove(key_hash)
             if self._imports is not None:
@@ -661,10 +652,10 @@ class Importer:
                 # Deleted in the store even when not held in memory (a lost copy).
                 deletes.append((key_hash, (record.origin_dc, record.instance_id)))
                 continue
-            digest = record.digest
+            digest = instance.digest()  # (record.digest, the instance known to be there)
             if index.digest(key_hash) == digest:
                 continue  # already applied (a replay)
-            copy = copy_of(record, instance)
+            copy = copy_of(record, instance, key_hash)
             service = copy.service
             if service is not ensured:  # a batch's records of one service share its key
                 if service not in self._service_ids:
@@ -686,8 +677,7 @@ class Importer:
         if not writes:
             return
         answers = await register_all(self.adapter, [write.copy for write in writes])
-        for write, answer in zip(writes, answers, strict=True):
-            record, copy, key_hash = write.record, write.copy, write.key_hash
+        for (record, copy, key_hash, digest), answer in zip(writes, answers, strict=True):
             if type(answer) is not LocalRef:  # (one check for the usual answer)
                 if isinstance(answer, NotFoundError):
                     self._service_ids[copy.service] = await self.adapter.ensure_service(
@@ -701,15 +691,16 @@ class Importer:
             if key_hash in self._lost:
                 self._lost.discard(key_hash)
                 self.stats.reregistered += 1
+            origin_dc, service, instance_id, revision, _ = record
             pending.append(
                 PendingCopy(
                     key_hash,
-                    record.origin_dc,
-                    record.instance_id,
-                    record.service,
-                    record.slot,
-                    write.digest,
-                    record.revision,
+                    origin_dc,
+                    instance_id,
+                    service,
+                    service.slot,
+                    digest,
+                    revision,
                     answer,
                 )
             )

@@ -24,6 +24,7 @@ from pysyncer.store.base import Fence
 from pysyncer.store.sqlite import SqliteStore
 from pysyncer.sync import exporter as exporter_module
 from pysyncer.sync import peers as peers_module
+from pysyncer.sync.copies import copy_of
 from pysyncer.sync.exporter import Exporter
 from pysyncer.sync.filters import Filters, filters_from_config
 from pysyncer.sync.importer import WRITES_PER_TURN, Importer, copy_instance_id
@@ -772,6 +773,21 @@ def test_copy_ids_are_deterministic() -> None:
     assert copy_instance_id("dc2", "x") == copy_instance_id("dc2", "x")
     assert copy_instance_id("dc2", "x") != copy_instance_id("dc3", "x")
     assert LocalRef("s", "i") == LocalRef("s", "i")
+
+
+def test_a_copy_is_the_origin_instance_under_its_copy_id_with_the_origin_marked() -> None:
+    record = remote_record("dc2", "r7", "h7", 3)
+    assert record.instance is not None
+    copy = copy_of(record, record.instance, record.key_hash)
+    assert copy.instance_id == copy_instance_id("dc2", "r7")
+    assert copy.properties == {
+        **record.instance.properties,
+        ORIGIN_DC_PROPERTY: "dc2",
+        ORIGIN_ID_PROPERTY: "r7",
+    }
+    assert copy._replace(instance_id="r7", properties=record.instance.properties) == (
+        record.instance
+    )
 
 
 async def test_change_log_is_bounded_and_old_cursors_reset(tmp_path: Path) -> None:
