@@ -218,17 +218,15 @@ class CopyIndex:
         last = self._last_group  # copies of one service come together: looked up once
         if last[0] is service and last[1] == origin_dc:
             number = last[2]
-            self._groups[number].service_id = ref.service_id
         else:
             known = self._group_of.get((origin_dc, service))
             if known is None:
-                number = len(self._groups)
+                known = len(self._groups)
                 self._groups.append(_Group(origin_dc, service, slot, ref.service_id))
-                self._group_of[(origin_dc, service)] = number
-            else:
-                number = known
-                self._groups[number].service_id = ref.service_id
+                self._group_of[(origin_dc, service)] = known
+            number = known
             self._last_group = (service, origin_dc, number)
+        self._groups[number].service_id = ref.service_id  # the latest seen
         shard.entries[key_hash] = digest | (number << 64)
         state = self._origins.get(origin_dc)
         if state is None:
