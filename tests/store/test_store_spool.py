@@ -352,8 +352,6 @@ def test_acknowledged_writes_survive_the_writer_during_an_outage(
         assert again["log"] == state["log"]
 
 
-@pytest.mark.needs_server("etcd")
-@pytest.mark.timeout(120)
 def wait_for_no_leases(server: EtcdServer, timeout: float = 60.0) -> None:
     """Until etcd holds no lease (its JSON gateway's LeaseLeases): a loaded etcd revokes an
     expired lease some time after its TTL, and the replay must see it gone."""
@@ -368,6 +366,8 @@ def wait_for_no_leases(server: EtcdServer, timeout: float = 60.0) -> None:
     raise AssertionError(f"etcd still holds leases after {timeout} s")
 
 
+@pytest.mark.needs_server("etcd")
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("lease", ["alive", "expired"])
 def test_a_replayed_fenced_write_compares_the_lease_it_was_queued_under(
     etcd_server: EtcdServer, tmp_path: Path, lease: str
