@@ -11,7 +11,7 @@ figures are drawn from it), written again after each step. A failed step is one 
 the run goes on; the exit status is 1 when any step failed. Afterwards
 :mod:`benchmarks._plots` draws the PNGs into ``--img-dir`` (``docs/img``) and rewrites the
 generated block of ``--doc`` (``docs/benchmarks.md``); ``--from-json FILE`` does only that,
-from a saved results file.
+from a saved results file; ``--no-docs`` does none of it (the results file only).
 The gossip benchmarks that draw their own figures (``bench_gossip_tuning``,
 ``bench_gossip_vs_serf``) are handed ``--plot`` only in ``--full``: the committed
 ``docs/img/gossip_*.png`` are full runs.
@@ -20,7 +20,7 @@ Must not measure anything itself nor know a benchmark's keys (that is ``_plots``
 change how a benchmark runs beyond its command-line flags.
 
     python -m benchmarks.run_all --quick | --full | --smoke [--only full-sync,cost]
-        [--out FILE] [--img-dir DIR] [--doc FILE] [--no-docs]
+        [--out FILE] [--img-dir DIR] [--doc FILE] [--no-docs: the results file only]
     python -m benchmarks.run_all --from-json benchmarks/results/quick.json
 """
 
@@ -154,8 +154,9 @@ MODES: dict[str, Sizes] = {
 }
 
 
-def plan(mode: str, img_dir: Path) -> list[Step]:
-    """The steps of ``mode``, in the order they run."""
+def plan(mode: str, img_dir: Path | None) -> list[Step]:
+    """The steps of ``mode``, in the order they run; the gossip benchmarks draw their own
+    figures into ``img_dir`` in ``--full`` unless it is None (the docs left alone)."""
     sizes = MODES[mode]
     steps = [
         Step(
@@ -184,7 +185,7 @@ def plan(mode: str, img_dir: Path) -> list[Step]:
         )
         for rate in sizes.rates
     ]
-    plot = ("--plot", str(img_dir)) if mode == "full" else ()
+    plot = ("--plot", shown_path(img_dir)) if mode == "full" and img_dir is not None else ()
     steps += [
         Step(figure, module, module, (*flags.split(), *extra), estimate)
         for figure, module, flags, extra, estimate in (
@@ -196,6 +197,12 @@ def plan(mode: str, img_dir: Path) -> list[Step]:
         )
     ]
     return steps
+
+
+def shown_path(path: Path) -> str:
+    """``path`` as a step is handed it (it runs in the checkout): relative when inside."""
+    absolute = path.resolve()
+    return str(absolute.relative_to(ROOT)) if absolute.is_relative_to(ROOT) else str(absolute)
 
 
 def parse_json(stdout: str) -> dict[str, Any]:
@@ -327,7 +334,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="results file (benchmarks/results/<mode>.json)")
     parser.add_argument("--img-dir", type=Path, default=ROOT / "docs" / "img")
     parser.add_argument("--doc", type=Path, default=ROOT / "docs" / "benchmarks.md")
-    parser.add_argument("--no-docs", action="store_true", help="leave --doc as it is")
+    parser.add_argument(
+        "--no-docs", action="store_true", help="only the results file: no PNGs, --doc as it is"
+    )
     args = parser.parse_args(argv)
     failed = 0
     if args.from_json:
@@ -337,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
         only = set(FIGURES if args.only is None else args.only.split(","))
         if unknown := only - set(FIGURES):
             parser.error(f"--only: unknown {','.join(sorted(unknown))}; known: {FIGURES}")
-        steps = [s for s in plan(args.mode, args.img_dir) if s.figure in only]
+        img_dir = None if args.no_docs else args.img_dir
+        steps = [s for s in plan(args.mode, img_dir) if s.figure in only]
         source = args.out or RESULTS / f"{args.mode}.json"
         report = run_suite(args.mode, steps, source)
         failed = sum(not r["ok"] for r in report["steps"])
@@ -347,9 +357,9 @@ def main(argv: list[str] | None = None) -> int:
             f"{report['load_avg_end'][0]:.1f}; results in {source}",
             flush=True,
         )
-    for path in _plots.draw(report, args.img_dir):
-        print(f"wrote {path}")
     if not args.no_docs:
+        for path in _plots.draw(report, args.img_dir):
+            print(f"wrote {path}")
         text = _plots.render_markdown(report, source, args.img_dir, args.doc)
         if _plots.write_block(args.doc, text):
             print(f"rewrote the generated block of {args.doc}")

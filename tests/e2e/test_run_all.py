@@ -82,3 +82,23 @@ def test_the_committed_docs_block_is_what_its_results_file_renders() -> None:
     source = ROOT / named.group(1)
     report = json.loads(source.read_text())
     assert _plots.render_markdown(report, source, ROOT / "docs" / "img", doc) == block
+
+
+def test_no_docs_leaves_the_figures_and_the_doc_alone(tmp_path: Path) -> None:
+    img, doc = tmp_path / "img", tmp_path / "doc.md"
+    doc.write_text(f"{_plots.BEGIN}\n{_plots.END}\n")
+    source = ROOT / "benchmarks" / "results" / "full.json"
+    assert run_all.main(["--from-json", str(source), "--img-dir", str(img),
+                         "--doc", str(doc), "--no-docs"]) == 0  # fmt: skip
+    assert not img.exists()
+    assert doc.read_text() == f"{_plots.BEGIN}\n{_plots.END}\n"
+    # nor do the gossip benchmarks draw theirs
+    plotted = [s.args for s in run_all.plan("full", None) if "--plot" in s.args]
+    assert plotted == []
+
+
+def test_a_figure_directory_in_the_checkout_is_handed_over_relative() -> None:
+    steps = run_all.plan("full", ROOT / "docs" / "img")
+    plotted = {s.module: s.args[s.args.index("--plot") + 1] for s in steps if "--plot" in s.args}
+    assert plotted == {"bench_gossip_tuning": "docs/img", "bench_gossip_vs_serf": "docs/img"}
+    assert run_all.shown_path(Path("/tmp/figures")) == "/tmp/figures"
