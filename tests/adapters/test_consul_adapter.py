@@ -281,34 +281,38 @@ async def test_never_spins_on_index_zero(fake: FakeConsul) -> None:
 
 async def test_new_service_watch_blocks_right_after_its_first_read(fake: FakeConsul) -> None:
     # A long min-query-interval: a watcher that paced its first blocking query would
-    # miss the second instance for 2 s.
-    async with started(adapter_for(fake, **{"min-query-interval": "2"})) as adapter:
+    # miss the second instance for 8 s (a loaded machine may stall a second or two).
+    async with started(adapter_for(fake, **{"min-query-interval": "8"})) as adapter:
         await adapter.list_instances()
         stream = cast(AsyncGenerator[ChangeBatch, None], adapter.changes())
         fresh = dataclasses.replace(COPY_SERVICE, name="fresh")
         await adapter.register(copy_instance("n-1", service=fresh))  # a new service
         seen: set[str] = set()
         while "n-1" not in seen:
-            batch = await asyncio.wait_for(stream.__anext__(), 5)
+            batch = await asyncio.wait_for(stream.__anext__(), 20)
             seen |= {e.instance.instance_id for e in batch.events}
         await adapter.register(copy_instance("n-2", service=fresh, port=9002))
         loop = asyncio.get_running_loop()
         start = loop.time()
         while "n-2" not in seen:
-            batch = await asyncio.wait_for(stream.__anext__(), 5)
+            batch = await asyncio.wait_for(stream.__anext__(), 20)
             seen |= {e.instance.instance_id for e in batch.events}
-        assert loop.time() - start < 1.0
+        assert loop.time() - start < 5.0
         await stream.aclose()
 
 
 async def test_blocking_queries_use_the_wait_setting(fake: FakeConsul) -> None:
+    loop_time = asyncio.get_running_loop().time
     async with started(adapter_for(fake, wait="1.5")) as adapter:
         await adapter.register(copy_instance("w-1"))
         await adapter.list_instances()
         stream = cast(AsyncGenerator[ChangeBatch, None], adapter.changes())
         task = asyncio.ensure_future(stream.__anext__())
-        await asyncio.sleep(0.3)
-        assert fake.blocking_waits and set(fake.blocking_waits) == {1.5}
+        deadline = loop_time() + 10
+        while not fake.blocking_waits:  # the watcher's first blocking query on its way
+            assert loop_time() < deadline
+            await asyncio.sleep(0.05)
+        assert set(fake.blocking_waits) == {1.5}
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

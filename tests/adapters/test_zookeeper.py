@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import struct
-import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -466,12 +465,11 @@ async def test_new_interface_among_many_empty_ones(
     reads = CountingReads(adapter.client, monkeypatch)
     try:
         for n in range(3):  # each new interface changes the root's children
-            mark, start = len(reads.paths), time.monotonic()
+            mark = len(reads.paths)
             app_instance = await harness.app_register(
                 harness.service(f"Fresh{n}"), "10.3.0.1", 9000
             )
             await collector.wait_for(has_id(app_instance.instance_id), 5)
-            assert time.monotonic() - start < 1.0
             # root + the new interface node + its providers node (+ a few re-reads while
             # the app creates them one by one); never the empty interfaces
             new_reads = reads.since(mark)

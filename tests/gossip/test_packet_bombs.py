@@ -358,6 +358,13 @@ def _proc_kib(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
+def _proc_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` so far (/proc/<pid>/stat utime and stime)."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _health_latencies(admin: str, stop: threading.Event, out: list[float]) -> None:
     while not stop.is_set():
         started = time.monotonic()
@@ -396,12 +403,14 @@ def test_a_daemon_given_five_bombs_keeps_its_memory_and_answers_health(tmp_path:
         poller = threading.Thread(target=_health_latencies, args=(daemon.admin, stop, bombed))
         poller.start()
         packet = bomb_packet()
+        cpu_before = _proc_cpu_s(pid)
         for _ in range(5):
             sender.sendto(packet, ("127.0.0.1", daemon.port))
         eventually(lambda: _budget_drops(daemon.admin) == 5, 20, "5 bombs refused", daemon)
         time.sleep(0.5)
         stop.set()
         poller.join()
+        cpu_spent = _proc_cpu_s(pid) - cpu_before
         peak_growth = _proc_kib(pid, "VmHWM") - rss_before
     finally:
         stop.set()
@@ -410,7 +419,11 @@ def test_a_daemon_given_five_bombs_keeps_its_memory_and_answers_health(tmp_path:
     print(
         f"\ndaemon: RSS {rss_before / 1024:.1f} MiB, peak +{max(peak_growth, 0) / 1024:.1f} MiB "
         f"after 5 bombs; /v1/health slowest {max(bombed) * 1000:.0f} ms "
-        f"(idle: {max(idle) * 1000:.0f} ms) over {len(bombed)} requests"
+        f"(idle: {max(idle) * 1000:.0f} ms) over {len(bombed)} requests; "
+        f"{cpu_spent:.2f} s of CPU meanwhile"
     )
     assert peak_growth < 32 * 1024
-    assert max(bombed) < 1.0  # the issue measured a 1.7 s stall
+    # The issue measured a 1.7 s stall of the loop per bomb: ~8.5 s of CPU for five. CPU
+    # time, not the slowest answer: a loaded machine may deschedule either process for
+    # seconds, which costs no CPU (the health polls themselves cost well under 1 s).
+    assert cpu_spent < 3.0

@@ -257,10 +257,11 @@ async def test_server_stop_ends_open_streams_promptly(source: MemorySource) -> N
         waiting = asyncio.ensure_future(_next(stream))
         await asyncio.sleep(0.1)
         start = asyncio.get_running_loop().time()
-        await srv.stop(grace=5)
+        await srv.stop(grace=30)
         with pytest.raises(UnavailableError):
             await waiting
-        assert asyncio.get_running_loop().time() - start < 2
+        # ended by the stop itself: streams left open would hold it for the 30 s grace
+        assert asyncio.get_running_loop().time() - start < 10
     assert srv.stats.streams_open == 0
 
 

@@ -45,8 +45,12 @@ async def test_one_wait_on_the_source_wakes_every_waiting_stream() -> None:
         clients = [SyncClient(server.address, dc=DC) for _ in range(streams)]
         watches = [client.watch(0) for client in clients]
         pending = [asyncio.ensure_future(anext(w)) for w in watches]
-        await asyncio.sleep(0.3)  # every stream waits at revision 0
-        assert server.stats.streams_open == streams
+        await wait_for(  # every stream waits at revision 0, and the source's wait has begun
+            lambda: server.stats.streams_open == streams and source.waits >= 1,
+            WAIT,
+            "every stream waiting",
+        )
+        await asyncio.sleep(0.1)  # the streams that opened last reach the shared wait
         before = source.waits
         for n in range(3):
             change = await source.put(CART, f"i{n}")

@@ -247,7 +247,11 @@ async def test_create_and_delete_in_one_feed_batch_are_both_exported(side: Side)
     kept = await side.register(sid, "kept")
     gone = await side.register(sid, "gone")  # created and deleted before the exporter runs
     await side.registry.unregister_instance(sid, gone)
-    await asyncio.sleep(0.5)
+
+    async def read_to_the_end() -> bool:
+        return side.adapter.feed_lag() == 0 and side.exporter.revision() >= 3
+
+    await until(read_to_the_end)  # kept's CREATE, gone's CREATE and DELETE
     exported = {r.instance_id for r in await side.store.exported_records()}
     assert exported == {kept}
     assert side.exporter.exported_count() == 1
