@@ -423,7 +423,7 @@ def test_a_daemon_given_five_bombs_keeps_its_memory_and_answers_health(tmp_path:
         f"{cpu_spent:.2f} s of CPU meanwhile"
     )
     assert peak_growth < 32 * 1024
-    # The issue measured a 1.7 s stall of the loop per bomb: ~8.5 s of CPU for five. CPU
-    # time, not the slowest answer: a loaded machine may deschedule either process for
-    # seconds, which costs no CPU (the health polls themselves cost well under 1 s).
-    assert cpu_spent < 3.0
+    # The issue measured a 1.7 s stall of the loop per bomb (~8.5 s of CPU for five; 0.02 s
+    # now). CPU time, not the slowest answer: a loaded machine may deschedule either
+    # process for seconds, which costs no CPU (nor do the health polls cost much).
+    assert cpu_spent < 1.0
