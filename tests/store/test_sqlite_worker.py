@@ -116,7 +116,10 @@ async def test_results_finished_together_share_one_wake_up_of_the_loop() -> None
     loop.call_soon_threadsafe = counting  # type: ignore[method-assign,assignment]
     try:
         calls = [worker.call(_constant(n)) for n in range(50)]
-        time.sleep(0.2)  # the loop is busy: the worker finishes every call meanwhile
+        deadline = time.monotonic() + 10
+        while len(worker._done) < 50:  # the loop is busy: the worker finishes every call
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         assert await asyncio.gather(*calls) == list(range(50))
         assert len(wakes) == 1
         assert await worker.call(lambda: "next") == "next"  # a later result wakes it again

@@ -142,7 +142,8 @@ async def test_changes_coming_soon_after_a_commit_are_committed_together(
     """After a commit the exporter leaves COMMIT_SPACING before the next one: the changes
     the feed brings meanwhile share one commit (one fsync); a change after a quiet spell
     is committed at once."""
-    monkeypatch.setattr(exporter_module, "COMMIT_SPACING", 0.5)
+    # 3 s: the four registrations below take ~0.1 s, or a second on a loaded machine
+    monkeypatch.setattr(exporter_module, "COMMIT_SPACING", 3.0)
     registry = EmbeddedRegistry()
     async with exporter_of(registry, tmp_path) as exporter:
         sizes: list[int] = []
