@@ -190,7 +190,10 @@ async def test_diffs_under_way_are_bounded(served: tuple[str, FakeEngine]) -> No
     release = asyncio.Event()
     original = engine.diff
 
+    entered: list[str] = []
+
     async def slow(service: str, limit: int) -> DiffAnswer:
+        entered.append(service)
         await release.wait()
         return await original(service, limit)
 
@@ -200,7 +203,10 @@ async def test_diffs_under_way_are_bounded(served: tuple[str, FakeEngine]) -> No
             asyncio.ensure_future(session.get(f"{base}/v1/sync/diff?service=s{i}"))
             for i in range(2)
         ]
-        await asyncio.sleep(0.3)
+        deadline = asyncio.get_running_loop().time() + 10
+        while len(entered) < 2:  # both diffs under way
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.02)
         async with session.get(f"{base}/v1/sync/filters/dry-run") as refused:
             assert refused.status == 503
             assert "already under way" in (await refused.json())["error"]

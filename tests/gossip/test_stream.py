@@ -451,7 +451,7 @@ async def test_timeout_on_stalled_peer(encrypted: bool) -> None:
         started = loop.time()
         with pytest.raises(TimeoutError):
             await read_stream_message(reader, keyring=keyring, timeout=0.3)
-        assert 0.25 <= loop.time() - started < 2.0
+        assert 0.25 <= loop.time() - started < 10.0  # its own timeout, not a hang
         writer.close()
         await writer.wait_closed()
     finally:
