@@ -102,6 +102,22 @@ def _index_endpoints(leases: Mapping[str, Lease]) -> _EndpointIndex:
     return index
 
 
+def _same_holder(
+    ids: Mapping[str, None] | None, leases: Mapping[str, Lease], holder: str | None
+) -> list[str]:
+    """The ids among ``ids`` renewed by ``holder`` (None: by their own heartbeats). An
+    application's registration never takes over an instance a holder renews: a syncer's
+    copy with the same endpoints keeps its id to itself, and the other way round."""
+    if not ids:
+        return []
+    found = []
+    for instance_id in ids:
+        held = leases[instance_id].holder
+        if (None if held is None else held.name) == holder:
+            found.append(instance_id)
+    return found
+
+
 def _unindex(index: _EndpointIndex, endpoints: list[str], instance_id: str) -> None:
     key = tuple(endpoints)
     ids = index[key]
@@ -361,7 +377,8 @@ class EmbeddedRegistry:
 
         A client-given ``instanceId`` is kept: registering it again overwrites the
         instance (UPDATE when anything changed) and renews its lease. Without one, an
-        instance of the same service with identical endpoints keeps its id. A new
+        instance of the same service with identical endpoints and the same ``holder``
+        keeps its id (an application never takes over a syncer's held copy). A new
         instance beyond ``settings.max_instances`` of the service: 400100. ``holder``
         names the holder that renews it from now on (:meth:`renew_holder`; None: none).
         """
@@ -423,7 +440,7 @@ class EmbeddedRegistry:
         if not instance_id:  # the first instance with the same endpoints keeps its id
             if index is None:
                 index = self._by_endpoints[(*scope, service_id)] = _index_endpoints(leases)
-            same = index.get(tuple(record["endpoints"]))
+            same = _same_holder(index.get(tuple(record["endpoints"])), leases, holder)
             if not same:
                 instance_id = new_id()
             elif len(same) == 1:

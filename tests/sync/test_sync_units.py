@@ -171,6 +171,26 @@ async def _at(exporter: Exporter, revision: int) -> bool:
     return exporter.revision() >= revision
 
 
+async def test_an_application_with_a_copy_s_endpoints_is_its_own_instance(side: Side) -> None:
+    """An application registering, without an id, the endpoints a copy holds (address
+    spaces overlap between data centers) gets an id of its own: it is exported, the copy
+    stays as written, and the origin's delete removes the copy only."""
+    record = remote_record("dc2", "r1", "10.0.0.1", 1)
+    await side.importer.apply("dc2", [record], 1, "e")
+    ref = side.importer.index.ref(record.key_hash)
+    assert ref is not None
+    app = await side.registry.register_instance(
+        ref.service_id, {"hostName": "app", "endpoints": ["rest://10.0.0.1:1"]}
+    )
+    assert app != ref.instance_id
+    await until(lambda: _at(side.exporter, 1))
+    assert [r.instance_id for r in await side.store.exported_records()] == [app]
+    (copy,) = await side.copies()
+    assert copy.instance_id == ref.instance_id and copy.host_name == "10.0.0.1"
+    await side.importer.apply("dc2", [tombstone("dc2", "r1", 2)], 2, "e")
+    assert [(i.instance_id, i.host_name) for i in await side.instances()] == [(app, "app")]
+
+
 async def test_copies_are_never_exported_by_marker_or_by_mapping(either_side: Side) -> None:
     side = either_side
     sid = await side.service("orders")
