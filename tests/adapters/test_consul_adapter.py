@@ -32,6 +32,7 @@ from pysyncer.model import Instance
 from pysyncer.testing.contract import COPY_SERVICE, copy_instance
 from tests.support.adapters import dead_address, expect_bad_answers, started
 from tests.support.fakes.consul import FakeConsul, validate_meta
+from tests.support.waits import eventually
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -302,16 +303,12 @@ async def test_new_service_watch_blocks_right_after_its_first_read(fake: FakeCon
 
 
 async def test_blocking_queries_use_the_wait_setting(fake: FakeConsul) -> None:
-    loop_time = asyncio.get_running_loop().time
     async with started(adapter_for(fake, wait="1.5")) as adapter:
         await adapter.register(copy_instance("w-1"))
         await adapter.list_instances()
         stream = cast(AsyncGenerator[ChangeBatch, None], adapter.changes())
         task = asyncio.ensure_future(stream.__anext__())
-        deadline = loop_time() + 10
-        while not fake.blocking_waits:  # the watcher's first blocking query on its way
-            assert loop_time() < deadline
-            await asyncio.sleep(0.05)
+        await eventually(lambda: bool(fake.blocking_waits), 10, "the first blocking query")
         assert set(fake.blocking_waits) == {1.5}
         task.cancel()
         with pytest.raises(asyncio.CancelledError):

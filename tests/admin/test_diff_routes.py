@@ -21,6 +21,7 @@ from pysyncer.admin.terminal import bar, diff_lines, dry_run_lines, status_lines
 from pysyncer.sync.peers import PeerStatus, SyncProgress
 from pysyncer.sync.status import remote_links
 from tests.admin.test_admin_app import InMemoryBackend
+from tests.support.waits import eventually
 
 TOKEN = "dash-token"
 
@@ -203,10 +204,7 @@ async def test_diffs_under_way_are_bounded(served: tuple[str, FakeEngine]) -> No
             asyncio.ensure_future(session.get(f"{base}/v1/sync/diff?service=s{i}"))
             for i in range(2)
         ]
-        deadline = asyncio.get_running_loop().time() + 10
-        while len(entered) < 2:  # both diffs under way
-            assert asyncio.get_running_loop().time() < deadline
-            await asyncio.sleep(0.02)
+        await eventually(lambda: len(entered) == 2, 10, "both diffs under way")
         async with session.get(f"{base}/v1/sync/filters/dry-run") as refused:
             assert refused.status == 503
             assert "already under way" in (await refused.json())["error"]

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from pysyncer.gossip.snapshot import read_snapshot
 from tests.conftest import require_program
 from tests.support.gossip import SerfAgent, free_port
 
@@ -169,8 +170,8 @@ def test_restart_rejoins_from_the_snapshot_without_replaying_events(tmp_path: Pa
         )  # fmt: skip
         snapshot_path = tmp_path / "py-s2" / "serf.snapshot"
         wait_until(  # the snapshot is flushed and records clocks every 0.5 s
-            lambda: _event_clock(snapshot_path) > 0
-            and "alive: py-s1 127.0.0.33:" in snapshot_path.read_text(),
+            lambda: (state := read_snapshot(snapshot_path)).event_clock > 0
+            and "py-s1" in state.alive,
             10, "member and event clock snapshotted", second,
         )  # fmt: skip
         second.stop(signal.SIGKILL)
@@ -197,17 +198,6 @@ def test_restart_rejoins_from_the_snapshot_without_replaying_events(tmp_path: Pa
     finally:
         second.stop()
         first.stop()
-
-
-def _event_clock(snapshot: Path) -> int:
-    """The last user-event clock a Serf snapshot file records (0: none yet)."""
-    if not snapshot.exists():
-        return 0
-    found = 0
-    for line in snapshot.read_text().splitlines():
-        if line.startswith("event-clock: "):
-            found = int(line.split(": ", 1)[1])
-    return found
 
 
 def test_gossip_label_isolates_pools(tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ from pysyncer.daemon import Daemon
 from pysyncer.procs import DaemonProcess, free_port
 from pysyncer.sdnotify import Notifier, notify_loop
 from tests.support.docblocks import COMMAND, FILES, ROOT
+from tests.support.waits import eventually
 
 DEPLOY = ROOT / "deploy"
 
@@ -148,10 +149,7 @@ async def test_live_reports_a_stalled_loop(tmp_path: Path) -> None:
         await daemon.start()
         # live once it ticks on time (a loaded machine may make one tick late: then stalled
         # until the next); a monitor that never ticks never reads live
-        deadline = time.monotonic() + 10
-        while daemon.probes.liveness()["status"] != "live":
-            assert time.monotonic() < deadline, daemon.probes.liveness()
-            await asyncio.sleep(0.1)
+        await eventually(lambda: daemon.probes.liveness()["status"] == "live", 10, "live")
         time.sleep(0.8)  # block the loop: no tick can run
         assert daemon.probes.liveness()["status"] == "stalled"
     finally:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.bench_sync import proc_usage
 from pysyncer._core import wire
 from pysyncer.gossip import lzw
 from pysyncer.gossip import messages as m
@@ -358,13 +359,6 @@ def _proc_kib(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
-def _proc_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of ``pid`` so far (/proc/<pid>/stat utime and stime)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _health_latencies(admin: str, stop: threading.Event, out: list[float]) -> None:
     while not stop.is_set():
         started = time.monotonic()
@@ -403,14 +397,14 @@ def test_a_daemon_given_five_bombs_keeps_its_memory_and_answers_health(tmp_path:
         poller = threading.Thread(target=_health_latencies, args=(daemon.admin, stop, bombed))
         poller.start()
         packet = bomb_packet()
-        cpu_before = _proc_cpu_s(pid)
+        cpu_before = sum(proc_usage(pid)[:2])
         for _ in range(5):
             sender.sendto(packet, ("127.0.0.1", daemon.port))
         eventually(lambda: _budget_drops(daemon.admin) == 5, 20, "5 bombs refused", daemon)
         time.sleep(0.5)
         stop.set()
         poller.join()
-        cpu_spent = _proc_cpu_s(pid) - cpu_before
+        cpu_spent = sum(proc_usage(pid)[:2]) - cpu_before
         peak_growth = _proc_kib(pid, "VmHWM") - rss_before
     finally:
         stop.set()
