@@ -195,12 +195,12 @@ async def test_one_pool_with_a_real_agent(agent: Agent, local: Local) -> None:
     assert received == [("deploy", b"v1")]
 
     # a query from the agent is answered by our responder, directly over UDP
-    output = await asyncio.to_thread(agent.cli, "query", "-timeout=3s", "-format=json", "q", "hi")
+    output = await asyncio.to_thread(agent.cli, "query", "-timeout=6s", "-format=json", "q", "hi")
     responses = json.loads(output)["Responses"]
     assert responses.get("py1") == "py-answer:hi"
 
     # our query: the agent acks it (it has no handler, so no response)
-    result = await local.serf.query("q2", b"", timeout=2.0, request_ack=True)
+    result = await local.serf.query("q2", b"", timeout=5.0, request_ack=True)
     assert {"agent1", "py1"} <= result.acks
     assert result.responses.get("py1") == b"py-answer:"
 

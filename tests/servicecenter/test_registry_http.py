@@ -426,6 +426,6 @@ async def test_close_releases_long_polls() -> None:
         await server.close()
         with pytest.raises(aiohttp.ClientError):
             await client.call("GET", "/registry/version")
-        status, body, _ = await asyncio.wait_for(waiter, 5)
-    assert time.monotonic() - started < 3.0
+        status, body, _ = await asyncio.wait_for(waiter, 10)
+    assert time.monotonic() - started < 10.0  # the poll asked for 30 s
     assert status == 200 and body["changes"] == []

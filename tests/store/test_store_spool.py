@@ -296,14 +296,14 @@ def thaw(server: EtcdServer) -> None:
     server.process.send_signal(signal.SIGCONT)
 
 
-@pytest.mark.needs_server("etcd")
-@pytest.mark.timeout(120)
 async def _append_elsewhere(server: EtcdServer, prefix: str) -> None:
     """Another member appends (etcd back, the writer gone): it takes the next revisions."""
     async with EtcdStore(server.endpoint, prefix=prefix, member="other") as other:
         await other.append_changes([upsert(instance(900 + n)) for n in range(4)])
 
 
+@pytest.mark.needs_server("etcd")
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("end", ["kill-9", "clean-close", "clean-close-then-another-appends"])
 def test_acknowledged_writes_survive_the_writer_during_an_outage(
     etcd_server: EtcdServer, tmp_path: Path, end: str
