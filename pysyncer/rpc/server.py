@@ -454,8 +454,15 @@ class SyncServer:
                 self.stats.resets_sent += 1
                 yield codec.peer_batch(dc, epoch, source.revision(), reset=True)
                 return
-            idle_since = sent_at = loop.time()
+            idle_since = loop.time()
+            sent_at = float("-inf")  # nothing sent yet: the first changes go at once
+            catching_up = False  # the last send was a full batch: more wait in the log
             while not self._stopping.is_set():
+                early = sent_at + self.coalesce - loop.time()
+                if early > 0 and not catching_up:  # sent a moment ago: what is committed
+                    await asyncio.sleep(early)  # meanwhile goes together (a timer, no task)
+                    if source.revision() > last:
+                        self.stats.coalesced_waits += 1
                 current = source.revision()  # read before the changes: they reach at least it
                 records, reset = await self._changes(context, last, limit)
                 if reset:
@@ -475,15 +482,10 @@ class SyncServer:
                             dc, epoch, rev, part, payload=payload, committed_at=committed
                         )
                     last = upto
+                    catching_up = len(records) >= limit
                     idle_since = sent_at = loop.time()
                     continue
                 last = max(last, current)
-                early = sent_at + self.coalesce - loop.time()
-                if early > 0:  # sent a moment ago: what is committed meanwhile goes together
-                    await asyncio.sleep(early)  # (a timer: no waiter task per message)
-                    if source.revision() > last:
-                        self.stats.coalesced_waits += 1
-                        continue
                 idle = loop.time() - idle_since
                 if idle >= self.heartbeat_interval:
                     self.stats.heartbeats_sent += 1

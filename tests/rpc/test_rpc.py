@@ -82,6 +82,13 @@ class MemorySource:
         return await self._commit(service, iid, None)
 
     async def _commit(self, service: ServiceKey, iid: str, inst: Instance | None) -> Record:
+        rec = self._record(service, iid, inst)
+        async with self._changed:
+            self._changed.notify_all()
+        return rec
+
+    def _record(self, service: ServiceKey, iid: str, inst: Instance | None) -> Record:
+        """Commit without waking anyone."""
         self._rev += 1
         rec = Record(self._dc, service, iid, self._rev, inst)
         old = self.state.pop(iid, None)
@@ -91,8 +98,6 @@ class MemorySource:
             self.state[iid] = rec
             self.table.add(rec.slot, rec.digest)
         self.log.append(rec)
-        async with self._changed:
-            self._changed.notify_all()
         return rec
 
     def truncate(self, upto: int) -> None:
@@ -204,12 +209,27 @@ async def test_watch_signals_reset_when_the_revision_left_the_log_or_epoch_diffe
     await stream.aclose()  # type: ignore[attr-defined]
 
 
-async def test_watch_coalesces_commits_within_its_window(source: MemorySource) -> None:
-    # The burst must land inside the window that the send of ``first`` opens. A stall of
-    # the machine between that send and the burst lets the window close first: 0.4 s, 1.5 s
-    # and 3 s each failed once under CI's four workers on two cores. The batch waits out the
+class CommitsDuringTheSend(MemorySource):
+    """Commits one more change as it hands out its first ones: it is in the log before the
+    stream that sends them can look again (a commit that lands during a send)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.during_send: Record | None = None
+
+    async def changes_since(self, revision: int, limit: int) -> tuple[list[Record], bool]:
+        records, reset = await super().changes_since(revision, limit)
+        if records and self.during_send is None:
+            self.during_send = self._record(CART, "i1", None)
+        return records, reset
+
+
+async def test_watch_coalesces_commits_within_its_window() -> None:
+    # The burst must land inside the window that the send of ``first`` opens; a window
+    # this long leaves room for a stall of the machine in between. The batch waits out the
     # whole window, so the window is this test's running time.
-    window = 8.0
+    window = 5.0
+    source = CommitsDuringTheSend()
     first = await source.put(CART, "i0")  # committed before the stream opens: sent at once
     async with (
         SyncServer(source, "127.0.0.1", 0, coalesce=window) as server,
@@ -218,8 +238,9 @@ async def test_watch_coalesces_commits_within_its_window(source: MemorySource) -
         stream = client.watch(0)
         assert (await _next_records(stream)).records == (first,)
         assert server.stats.coalesced_waits == 0
-        burst = []
-        for n in range(1, 4):  # committed one by one, each a wake-up of the stream
+        assert source.during_send is not None
+        burst = [source.during_send]  # held back like the rest, not sent on its own
+        for n in range(2, 4):  # committed one by one, each a wake-up of the stream
             burst.append(await source.put(CART, f"i{n}"))
             await asyncio.sleep(0.02)
         batch = await _next_records(stream, window + WAIT)
