@@ -46,6 +46,7 @@ __all__ = [
     "find_etcd",
     "free_port",
     "kill_process",
+    "listens",
     "log_tail",
     "loopback_host",
     "ownership",
@@ -66,6 +67,10 @@ class NoFreePortError(PysyncerError, OSError):
 
 EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 LOWEST_PICKED_PORT = 10_000  # free_port picks from here up to the kernel's ephemeral range
+# "I/N": free_port picks from the I-th of N equal parts of its range only (0 <= I < N), so
+# N processes that start servers side by side (a test run's workers; their children
+# inherit it) never pick the same port between one picking it and its server binding it.
+PORT_SLICE_ENV = "PYSYNCER_PORT_SLICE"
 _picked: set[tuple[str, int]] = set()  # (host, port) handed out by free_port in this process
 
 
@@ -79,6 +84,19 @@ def _pickable_ports() -> range:
     except (OSError, ValueError, IndexError):
         return range(0)
     return range(LOWEST_PICKED_PORT, low) if low - LOWEST_PICKED_PORT >= 1_000 else range(0)
+
+
+def _port_slice(ports: range, spec: str) -> range:
+    """The part of ``ports`` that :data:`PORT_SLICE_ENV` ``spec`` ("I/N") names; all of
+    them for an empty or malformed spec."""
+    try:
+        index, count = (int(part) for part in spec.split("/"))
+    except ValueError:
+        return ports
+    if not 0 <= index < count or len(ports) < count:
+        return ports
+    size = len(ports) // count
+    return ports[index * size : (index + 1) * size]
 
 
 def _bindable(host: str, port: int) -> bool:
@@ -98,8 +116,9 @@ def _bindable(host: str, port: int) -> bool:
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free for both TCP and UDP on ``host`` (gossip needs both), never handed out
     before by this process, picked at random below the kernel's ephemeral range where
-    there is one (:func:`_pickable_ports`), else one the kernel picks."""
-    pickable = _pickable_ports()
+    there is one (:func:`_pickable_ports`, within this process's :data:`PORT_SLICE_ENV`
+    part of it), else one the kernel picks."""
+    pickable = _port_slice(_pickable_ports(), os.environ.get(PORT_SLICE_ENV, ""))
     for _ in range(200):
         if pickable:
             port = random.choice(pickable)
@@ -237,6 +256,28 @@ def stop_all(processes: Iterable[subprocess.Popen[bytes]], grace: float = 10.0) 
     deadline = time.monotonic() + grace
     for process in running:
         reap(process, deadline - time.monotonic())
+
+
+def listens(pid: int, host: str, port: int) -> bool | None:
+    """Whether process ``pid`` holds the TCP socket listening on ``host:port`` (IPv4), read
+    from Linux's /proc; None where /proc cannot tell. A health check answered on a port
+    says nothing about who answered: this does."""
+    try:
+        table = Path("/proc/net/tcp").read_text().splitlines()[1:]
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return None
+    local = f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}"
+    listening = {
+        f"socket:[{fields[9]}]"
+        for fields in (line.split() for line in table)
+        if fields[1] == local and fields[3] == "0A"  # 0A: LISTEN
+    }
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in listening:
+                return True
+    return False
 
 
 def log_tail(path: Path, lines: int = 20) -> str:
@@ -539,7 +580,13 @@ class EtcdServer:
                 self.process = None
                 raise RuntimeError(f"etcd exited at start: {self.log_tail()}")
             if self.healthy():
-                return
+                if listens(self.process.pid, "127.0.0.1", self.client_port) is not False:
+                    return
+                # Another process's etcd answers on this port: ours cannot bind it.
+                self.stop()
+                raise RuntimeError(
+                    f"etcd: 127.0.0.1:{self.client_port} is another process's: {self.log_tail()}"
+                )
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"etcd not healthy within {timeout} s: {self.log_tail()}")
