@@ -50,7 +50,9 @@ __all__ = [
     "log_tail",
     "loopback_host",
     "ownership",
+    "pause",
     "reap",
+    "resume",
     "spawn",
     "split_evenly",
     "stop_all",
@@ -67,10 +69,6 @@ class NoFreePortError(PysyncerError, OSError):
 
 EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 LOWEST_PICKED_PORT = 10_000  # free_port picks from here up to the kernel's ephemeral range
-# "I/N": free_port picks from the I-th of N equal parts of its range only (0 <= I < N), so
-# N processes that start servers side by side (a test run's workers; their children
-# inherit it) never pick the same port between one picking it and its server binding it.
-PORT_SLICE_ENV = "PYSYNCER_PORT_SLICE"
 _picked: set[tuple[str, int]] = set()  # (host, port) handed out by free_port in this process
 
 
@@ -84,19 +82,6 @@ def _pickable_ports() -> range:
     except (OSError, ValueError, IndexError):
         return range(0)
     return range(LOWEST_PICKED_PORT, low) if low - LOWEST_PICKED_PORT >= 1_000 else range(0)
-
-
-def _port_slice(ports: range, spec: str) -> range:
-    """The part of ``ports`` that :data:`PORT_SLICE_ENV` ``spec`` ("I/N") names; all of
-    them for an empty or malformed spec."""
-    try:
-        index, count = (int(part) for part in spec.split("/"))
-    except ValueError:
-        return ports
-    if not 0 <= index < count or len(ports) < count:
-        return ports
-    size = len(ports) // count
-    return ports[index * size : (index + 1) * size]
 
 
 def _bindable(host: str, port: int) -> bool:
@@ -116,9 +101,8 @@ def _bindable(host: str, port: int) -> bool:
 def free_port(host: str = "127.0.0.1") -> int:
     """A port free for both TCP and UDP on ``host`` (gossip needs both), never handed out
     before by this process, picked at random below the kernel's ephemeral range where
-    there is one (:func:`_pickable_ports`, within this process's :data:`PORT_SLICE_ENV`
-    part of it), else one the kernel picks."""
-    pickable = _port_slice(_pickable_ports(), os.environ.get(PORT_SLICE_ENV, ""))
+    there is one (:func:`_pickable_ports`), else one the kernel picks."""
+    pickable = _pickable_ports()
     for _ in range(200):
         if pickable:
             port = random.choice(pickable)
@@ -246,6 +230,39 @@ def stop_process(
     """SIGTERM, then SIGKILL after ``grace`` seconds; by pid. Its exit status."""
     terminate(process)
     return reap(process, grace, kill_wait)
+
+
+def pause(pid: int, timeout: float = 10.0) -> None:
+    """SIGSTOP ``pid`` and wait until every thread of it has stopped (Linux's /proc; where
+    that cannot be read, the signal alone). The kernel wakes one thread to stop the others,
+    so on a busy machine the rest run on for a while after :func:`os.kill` returns: an
+    etcd "frozen" that way once answered a request sent after the signal."""
+    os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while not _all_threads_stopped(pid):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"process {pid} not stopped {timeout} s after SIGSTOP")
+        time.sleep(0.001)
+
+
+def _all_threads_stopped(pid: int) -> bool:
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return True  # no /proc to look at (or the process is gone)
+    for tid in tasks:
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue  # the thread ended
+        if stat.rsplit(")", 1)[1].split()[0] not in ("T", "t"):
+            return False
+    return True
+
+
+def resume(pid: int) -> None:
+    """SIGCONT ``pid`` (after :func:`pause`)."""
+    os.kill(pid, signal.SIGCONT)
 
 
 def stop_all(processes: Iterable[subprocess.Popen[bytes]], grace: float = 10.0) -> None:

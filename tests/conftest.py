@@ -11,7 +11,6 @@ import pytest
 from hypothesis import settings
 
 from pysyncer._core._compat import no_extensions_requested
-from pysyncer.procs import PORT_SLICE_ENV
 
 # Property tests check behaviour, not timings: no per-example deadline (the default 200 ms
 # failed an example that compiled its first glob regex on a loaded machine).
@@ -19,14 +18,6 @@ settings.register_profile("pysyncer", deadline=None)
 settings.load_profile("pysyncer")
 
 IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
-
-# Each pytest-xdist worker, and every server it starts, picks ports from its own part of
-# the range: two workers never pick the same one (an etcd of one worker answered another
-# worker's health check on a shared port, and that test wrote to the wrong etcd).
-_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
-if _WORKER.startswith("gw"):
-    _WORKERS = os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")
-    os.environ[PORT_SLICE_ENV] = f"{_WORKER.removeprefix('gw')}/{_WORKERS}"
 COMPILED_EXPECTED = not no_extensions_requested()
 
 

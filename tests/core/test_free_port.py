@@ -26,7 +26,6 @@ def test_ports_come_from_below_the_ephemeral_range_and_never_twice() -> None:
 
 
 def test_a_port_in_use_is_never_picked(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(procs.PORT_SLICE_ENV, raising=False)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -47,19 +46,6 @@ def test_without_a_known_range_the_kernel_picks(
     assert procs._pickable_ports() == range(0)
     port = procs.free_port()
     assert procs._bindable("127.0.0.1", port)
-
-
-def test_a_port_slice_keeps_to_its_own_part_of_the_range(monkeypatch: pytest.MonkeyPatch) -> None:
-    pickable = procs._pickable_ports()
-    if not pickable:
-        pytest.skip("no ephemeral port range known on this system")
-    parts = [procs._port_slice(pickable, f"{i}/4") for i in range(4)]
-    assert all(len(part) == len(pickable) // 4 for part in parts)
-    assert sum(len(set(part)) for part in parts) == len(set().union(*map(set, parts)))
-    monkeypatch.setenv(procs.PORT_SLICE_ENV, "2/4")
-    assert all(procs.free_port() in parts[2] for _ in range(50))
-    for spec in ("", "x", "2", "4/4", "-1/4", "1/0"):  # not a part: the whole range
-        assert procs._port_slice(pickable, spec) == pickable
 
 
 def test_listens_tells_the_socket_s_owner() -> None:

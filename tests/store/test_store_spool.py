@@ -19,7 +19,6 @@ import asyncio
 import json
 import os
 import queue
-import signal
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ from typing import Any
 
 import pytest
 
+from pysyncer.procs import pause, resume
 from pysyncer.store import SLOT_COUNT, EtcdStore, Fence, StoreLockedError
 from pysyncer.store.etcd_spool import SpooledWrite, WriteSpool, recover, spool_path
 from pysyncer.store.spool import Spool
@@ -288,12 +288,12 @@ def acknowledged(lines: list[dict[str, Any]]) -> tuple[dict[int, str], list[str]
 
 def freeze(server: EtcdServer) -> None:
     assert server.process is not None
-    server.process.send_signal(signal.SIGSTOP)
+    pause(server.process.pid)  # every thread stopped: none answers a write after this
 
 
 def thaw(server: EtcdServer) -> None:
     assert server.process is not None
-    server.process.send_signal(signal.SIGCONT)
+    resume(server.process.pid)
 
 
 async def _append_elsewhere(server: EtcdServer, prefix: str) -> None:
