@@ -4,8 +4,9 @@ Owns starting and stopping child processes: free loopback ports (TCP and UDP), a
 loopback address per node, ``pysyncer daemon`` and ``pysyncer registry`` and a real
 etcd started as subprocesses (each child gets SIGTERM from the kernel if its parent
 dies, on Linux) and stopped by their pid only (SIGTERM, then SIGKILL; every wait
-bounded), a tiny Service-Center v4 REST client (project ``default``, the documented API
-of docs/registry.md, with urllib: what a client sees) and an ``eventually`` poller.
+bounded) or paused (SIGSTOP, until every thread has stopped), a tiny Service-Center v4
+REST client (project ``default``, the documented API of docs/registry.md, with urllib:
+what a client sees) and an ``eventually`` poller.
 Shared by ``pysyncer demo``, pysyncer's tests and its benchmarks. Standard library,
 :mod:`pysyncer.model` and the slot count of :mod:`pysyncer._core` only: it must not import
 the tests, pytest or the daemon's packages, and nothing here runs in a daemon.
