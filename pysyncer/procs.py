@@ -239,11 +239,13 @@ def pause(pid: int, timeout: float = 10.0) -> None:
     so on a busy machine the rest run on for a while after :func:`os.kill` returns: an
     etcd "frozen" that way once answered a request sent after the signal."""
     os.kill(pid, signal.SIGSTOP)
-    deadline = time.monotonic() + timeout
-    while not _all_threads_stopped(pid):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"process {pid} not stopped {timeout} s after SIGSTOP")
-        time.sleep(0.001)
+    eventually(
+        lambda: _all_threads_stopped(pid),
+        timeout,
+        f"every thread of process {pid} to stop after SIGSTOP",
+        interval=0.001,
+        error=TimeoutError,
+    )
 
 
 def _all_threads_stopped(pid: int) -> bool:
